@@ -1,0 +1,3 @@
+from lvsmon.cli import main
+
+raise SystemExit(main())
