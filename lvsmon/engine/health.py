@@ -24,7 +24,9 @@ class RealHealth:
     checked: bool = False  # has any check result arrived since start or (re)adoption
     reason: str = ""  # the last check's own words
 
-    def observe(self, ok: bool, reason: str, failurecount: int) -> tuple[RealHealth, Transition | None]:
+    def observe(
+        self, ok: bool, reason: str, failurecount: int
+    ) -> tuple[RealHealth, Transition | None]:
         """Feed one check result; returns the new state and the transition it caused, if any."""
         if ok:
             state = RealHealth(up=True, failcount=0, checked=True, reason=reason)

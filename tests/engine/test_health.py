@@ -24,7 +24,12 @@ def test_failurecount_consecutive_failures_take_it_down() -> None:
 
 def test_a_success_resets_the_soft_failures() -> None:
     assert feed(ADOPTED_UP, [False, False, True, False, False, False], 3) == [
-        None, None, None, None, None, Transition.DOWN,
+        None,
+        None,
+        None,
+        None,
+        None,
+        Transition.DOWN,
     ]
 
 
@@ -42,7 +47,9 @@ def test_soft_failing_is_visible() -> None:
 
 
 @given(st.lists(st.booleans(), max_size=60), st.integers(1, 5), st.booleans())
-def test_transitions_alternate_and_match_the_rule(results: list[bool], fc: int, start_up: bool) -> None:
+def test_transitions_alternate_and_match_the_rule(
+    results: list[bool], fc: int, start_up: bool
+) -> None:
     state = ADOPTED_UP if start_up else DOWN
     up = start_up
     run = 0  # consecutive failures since the last success

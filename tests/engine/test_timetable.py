@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lvsmon.engine.timetable import Timetable, spread_phase
 
 
-def drive(tt: Timetable[str], until: float, step: float, run_time: float = 0.0) -> list[tuple[str, float]]:
+def drive(
+    tt: Timetable[str], until: float, step: float, run_time: float = 0.0
+) -> list[tuple[str, float]]:
     """Advance a fake clock; each started job finishes after run_time."""
     starts: list[tuple[str, float]] = []
     pending: list[tuple[float, str]] = []
@@ -36,7 +40,7 @@ def test_steady_state_is_fixed_rate_and_spread() -> None:
     for key, t in starts:
         per_job.setdefault(key, []).append(t)
     for times in per_job.values():
-        gaps = [b - a for a, b in zip(times[1:], times[2:])]
+        gaps = [b - a for a, b in itertools.pairwise(times[1:])]
         assert all(abs(g - 1.0) < 0.0015 for g in gaps)
         assert 0.5 <= times[1] - times[0] < 1.5
     # after the first round, no millisecond holds more than a few starts of 200 jobs
@@ -51,7 +55,7 @@ def test_a_running_job_is_never_started_twice() -> None:
     tt.set_jobs({"slow": 1.0}, now=0.0)
     starts = drive(tt, until=10.0, step=0.01, run_time=2.5)
     times = [t for _, t in starts]
-    assert all(b - a >= 2.5 for a, b in zip(times, times[1:]))
+    assert all(b - a >= 2.5 for a, b in itertools.pairwise(times))
     assert tt.skipped > 0
 
 
