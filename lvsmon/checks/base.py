@@ -1,0 +1,119 @@
+"""The values every check shares: what to check (`CheckSpec`) and what came of it (`CheckResult`).
+
+A check never raises for a server's misbehaviour: the outcome is a `CheckResult` whose `reason`
+names the step that failed ("connect: connection refused", "http: status 503"). Inside a check,
+`CheckFailed` is the one way to abort with such a reason; `run_check` turns it (and OSError, TLS
+errors, the deadline) into a result. `CheckSpecError` is different: it means the spec itself is
+unusable (our input, not the server), and is raised when the spec is built.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+CheckKind = Literal["connect", "negotiate", "external", "external-perl", "ping", "on", "off"]
+CheckProtocol = Literal["tcp", "udp", "fwm"]
+HttpMethod = Literal["GET", "HEAD"]
+
+CHECK_KINDS: frozenset[str] = frozenset(get_args(CheckKind))
+PROTOCOLS: frozenset[str] = frozenset(get_args(CheckProtocol))
+HTTP_METHODS: frozenset[str] = frozenset(get_args(HttpMethod))
+
+
+class CheckSpecError(ValueError):
+    """The spec cannot describe a check (unknown kind, bad port, regex Python cannot compile...)."""
+
+
+class CheckFailed(Exception):
+    """Raised inside a check to end it as down; `reason` is the whole user-facing reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    ok: bool
+    reason: str
+    latency_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSpec:
+    """Everything one check needs; the engine builds it from the effective config.
+
+    Hashable on purpose: a real that sits in several virtuals with identical settings yields equal
+    specs, and the engine runs one check for all of them.
+
+    `timeout` is the single deadline for the whole exchange. For `ping` it covers all `checkcount`
+    attempts (ldirectord waited checktimeout per attempt, so pass checktimeout * checkcount to
+    keep its behaviour). `host` is the real's address literal; `port` the effective check port
+    (checkport, else the real's port, else the service default). `vip` is the virtual's address,
+    or the fwmark as a decimal string for fwmark virtuals; `vport`/`rport` are 0 where there is
+    no port.
+    """
+
+    kind: CheckKind
+    host: str
+    port: int
+    timeout: float
+    service: str = "none"
+    protocol: CheckProtocol = "tcp"
+    request: str = "/"
+    receive: str = ""
+    virtualhost: str = ""
+    httpmethod: HttpMethod = "GET"
+    login: str = ""
+    passwd: str = ""
+    database: str = ""
+    secret: str = ""
+    checkcommand: str = ""
+    vip: str = ""
+    vport: int = 0
+    rport: int = 0
+    checkcount: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in CHECK_KINDS:
+            raise CheckSpecError(f"unknown check kind {self.kind!r}")
+        if self.protocol not in PROTOCOLS:
+            raise CheckSpecError(f"unknown protocol {self.protocol!r}")
+        if self.httpmethod not in HTTP_METHODS:
+            raise CheckSpecError(f"httpmethod must be GET or HEAD, not {self.httpmethod!r}")
+        if not 0 <= self.port <= 65535:
+            raise CheckSpecError(f"check port {self.port} out of range 0..65535")
+        if not self.timeout > 0:
+            raise CheckSpecError(f"timeout must be > 0, not {self.timeout!r}")
+        if self.checkcount < 1:
+            raise CheckSpecError(f"checkcount must be >= 1, not {self.checkcount}")
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            raise CheckSpecError(f"real address {self.host!r} is not an IP literal") from None
+        if self.kind in ("external", "external-perl") and not self.checkcommand:
+            raise CheckSpecError(f"checktype={self.kind} needs a checkcommand")
+        compile_receive(self.receive)
+
+    @property
+    def is_ipv6(self) -> bool:
+        return ":" in self.host
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_receive(pattern: str) -> re.Pattern[bytes] | None:
+    """Compile a `receive` regex for matching raw response bytes, as Perl matched raw content.
+
+    Python's `re` covers the Perl syntax configs use in practice; a pattern it rejects is a
+    `CheckSpecError` naming the pattern rather than a real that is silently always down.
+    """
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern.encode("utf-8", "surrogateescape"))
+    except re.error as exc:
+        raise CheckSpecError(f"receive regex {pattern!r} is not usable: {exc}") from None
