@@ -1,0 +1,315 @@
+"""The running engine: checks feed health, health feeds one reconciler, the reconciler alone writes
+the kernel. Everything here is asyncio on one loop; the decisions it calls are pure functions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+
+from lvsmon.checks.base import CheckResult, CheckSpec
+from lvsmon.config.model import Config
+from lvsmon.engine.desired import adopt_health, desired_table, managed_services
+from lvsmon.engine.health import RealHealth, Transition
+from lvsmon.engine.plan import CheckJob, Mode, Plan, RealRef, build_plan
+from lvsmon.engine.timetable import Timetable
+from lvsmon.engine.wording import describe
+from lvsmon.ipvs.backend import BackendError, IpvsBackend
+from lvsmon.ipvs.diff import apply_ops, diff
+from lvsmon.ipvs.model import ServiceKey, Table
+from lvsmon.ipvs.ops import DeleteService, Op
+
+log = logging.getLogger("lvsmon")
+
+RunCheck = Callable[[CheckSpec], Awaitable[CheckResult]]
+Listener = Callable[["Engine", RealRef, CheckResult, Transition | None], None]
+
+
+@dataclass(slots=True)
+class Stats:
+    """Figures the status output and the benchmarks read."""
+
+    checks_started: int = 0
+    checks_done: int = 0
+    lateness: list[float] = field(default_factory=list)  # seconds, bounded sample
+    reconciles: int = 0
+    ops_applied: int = 0
+    ops_failed: int = 0
+    keep_lateness: int = 0  # how many lateness samples to keep (0 = none)
+
+    def record_lateness(self, value: float) -> None:
+        if len(self.lateness) < self.keep_lateness:
+            self.lateness.append(value)
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        backend: IpvsBackend,
+        *,
+        run_check: RunCheck | None = None,
+        maintained: Callable[[Config, Plan], Collection[RealRef]] | None = None,
+        max_in_flight: int = 4096,
+        reconcile_batch_s: float = 0.005,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if run_check is None:
+            from lvsmon.checks.registry import run_check as default_run_check
+
+            run_check = default_run_check
+        self.config = config
+        self.plan = build_plan(config)
+        self.backend = backend
+        self.health: dict[RealRef, RealHealth] = {}
+        self.actual: Table | None = None
+        self.managed: set[ServiceKey] = managed_services(config)
+        self.stats = Stats()
+        self.listeners: list[Listener] = []
+        self.kernel_listeners: list[Callable[[str, bool], None]] = []
+        self._run_check = run_check
+        self._maintained_fn = maintained
+        self._maintained: Collection[RealRef] = frozenset()
+        self._clock = clock
+        self._timetable: Timetable[CheckJob] = Timetable()
+        self._connects_left: dict[CheckJob, int] = {}
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dirty = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+        self._lock = asyncio.Lock()
+        self._batch_s = reconcile_batch_s
+        self._loops: list[asyncio.Task[None]] = []
+        self._first_pending: set[CheckJob] = set()
+        self._first_done = asyncio.Event()
+
+    # ---- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Adopt the kernel table, program what can be programmed now, start checking.
+        Raises BackendError when the table cannot even be read (no IPVS, no permission)."""
+        self.actual = await self.backend.dump()
+        self.health = adopt_health(self.config, self.actual)
+        self._apply_modes()
+        self.refresh_maintenance()
+        await self.reconcile()
+        self._schedule_jobs()
+        self._loops = [
+            asyncio.create_task(self._check_loop(), name="lvsmon-checks"),
+            asyncio.create_task(self._reconcile_loop(), name="lvsmon-reconcile"),
+        ]
+
+    async def wait_programmed(self) -> None:
+        """Wait until every check has reported once and the table reflects it (callers bound
+        this with asyncio.timeout)."""
+        await self._first_done.wait()
+        await self.reconcile()
+
+    async def stop(self, *, clean: bool = True) -> None:
+        """Stop checking; with `clean`, delete the virtual services whose cleanstop is yes."""
+        for task in self._loops:
+            task.cancel()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*self._loops, *tasks, return_exceptions=True)
+        self._loops = []
+        if not clean:
+            return
+        ops: list[Op] = [
+            DeleteService(v.key)
+            for v in self.config.virtuals
+            if v.cleanstop and (self.actual is None or v.key in self.actual)
+        ]
+        if ops:
+            async with self._lock:
+                await self._apply(ops, stopping=True)
+
+    async def reload(self, config: Config) -> None:
+        """Switch to a new, already validated config: health of reals whose check did not change
+        carries over, everything else is adopted from the kernel; then one minimal reconcile."""
+        async with self._lock:
+            old_plan, old_health = self.plan, self.health
+            actual = self.actual if self.actual is not None else await self.backend.dump()
+            self.actual = actual
+            fresh = adopt_health(config, actual)
+            plan = build_plan(config)
+            health: dict[RealRef, RealHealth] = {}
+            for ref, state in fresh.items():
+                same = ref in old_health and (
+                    old_plan.job_of.get(ref) == plan.job_of.get(ref)
+                    and old_plan.mode_of.get(ref) == plan.mode_of.get(ref)
+                )
+                health[ref] = old_health[ref] if same else state
+            self.managed = managed_services(self.config) | managed_services(config)
+            self.config, self.plan, self.health = config, plan, health
+            self._connects_left = {j: n for j, n in self._connects_left.items() if j in plan.jobs}
+            self._apply_modes()
+            self.refresh_maintenance()
+        await self.reconcile()
+        self.managed = managed_services(config)
+        self._schedule_jobs()
+
+    # ---- checks -----------------------------------------------------------------------------
+
+    def _apply_modes(self) -> None:
+        for ref, mode in self.plan.mode_of.items():
+            if mode == Mode.ALWAYS_UP:
+                self.health[ref] = RealHealth(
+                    up=True, checked=True, reason="not checked: always up"
+                )
+
+    def _schedule_jobs(self) -> None:
+        jobs = {job: job.interval for job in self.plan.jobs}
+        new = {j for j in jobs if j not in self._timetable}
+        self._first_pending |= new
+        self._first_pending &= set(jobs)
+        if not self._first_pending:
+            self._first_done.set()
+        self._timetable.set_jobs(jobs, self._clock())
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _check_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        tt = self._timetable
+        while True:
+            now = self._clock()
+            for start in tt.pop_due(now):
+                self.stats.checks_started += 1
+                self.stats.record_lateness(start.lateness)
+                task = loop.create_task(self._run_job(start.key))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            due = tt.next_due()
+            self._waiter = loop.create_future()
+            handle = None
+            if due is not None:
+                delay = max(due - self._clock(), 0.0)
+                handle = loop.call_later(delay, self._wake)
+            await self._waiter
+            if handle is not None:
+                handle.cancel()
+
+    def _pick_spec(self, job: CheckJob) -> CheckSpec:
+        if job.connect is not None and self._connects_left.get(job, 0) > 0:
+            return job.connect
+        return job.spec
+
+    async def _run_job(self, job: CheckJob) -> None:
+        try:
+            spec = self._pick_spec(job)
+            async with self._in_flight:
+                result = await self._run_check(spec)
+            if job.connect is not None:  # combined: N connects after each good negotiate
+                if spec is job.spec:
+                    self._connects_left[job] = job.num_connects if result.ok else 0
+                elif result.ok:
+                    self._connects_left[job] -= 1
+                else:
+                    self._connects_left[job] = 0
+            self.on_result(job, result)
+        finally:
+            self._timetable.finished(job)
+            self.stats.checks_done += 1
+            if job in self._first_pending:
+                self._first_pending.discard(job)
+                if not self._first_pending:
+                    self._first_done.set()
+                    self._dirty.set()
+
+    def on_result(self, job: CheckJob, result: CheckResult) -> None:
+        """Fan one check result out to every (virtual, real) it feeds."""
+        refs = self.plan.jobs.get(job, ())
+        for ref in refs:
+            old = self.health.get(ref)
+            if old is None:
+                continue
+            new, transition = old.observe(result.ok, result.reason, self.plan.failurecount[ref])
+            self.health[ref] = new
+            if transition is not None:
+                word = "up" if transition is Transition.UP else "down"
+                log.info("Real server %s is %s: %s", ref, word, result.reason)
+                self._dirty.set()
+            elif not result.ok and new.up:
+                log.info(
+                    "Soft failure real server: %s failure %d/%d: %s",
+                    ref,
+                    new.failcount,
+                    self.plan.failurecount[ref],
+                    result.reason,
+                )
+            elif result.ok and old.failcount and old.up:
+                log.info("Resetting soft failure count: %s", ref)
+            for listener in self.listeners:
+                listener(self, ref, result, transition)
+
+    # ---- the table --------------------------------------------------------------------------
+
+    def refresh_maintenance(self) -> bool:
+        """Re-read forced-down reals; True when that set changed."""
+        if self._maintained_fn is None:
+            return False
+        new = frozenset(self._maintained_fn(self.config, self.plan))
+        changed = new != self._maintained
+        self._maintained = new
+        if changed:
+            self._dirty.set()
+        return changed
+
+    @property
+    def maintained(self) -> Collection[RealRef]:
+        return self._maintained
+
+    def desired(self) -> Table:
+        return desired_table(self.config, self.health, self._maintained, self.actual or {})
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            # results that land within a few ms of each other (a switch port dies) become one batch
+            await asyncio.sleep(self._batch_s)
+            self._dirty.clear()
+            if not await self.reconcile():
+                await asyncio.sleep(1.0)  # the kernel refused something: retry from a fresh dump
+                self._dirty.set()
+
+    async def reconcile(self) -> bool:
+        """Bring the kernel to the desired table; True when every op succeeded."""
+        async with self._lock:
+            if self.actual is None:
+                try:
+                    self.actual = await self.backend.dump()
+                except BackendError as exc:
+                    log.error("cannot read the IPVS table: %s", exc)
+                    return False
+            ops = diff(self.desired(), self.actual, self.managed)
+            self.stats.reconciles += 1
+            if not ops:
+                return True
+            return await self._apply(ops)
+
+    async def _apply(self, ops: list[Op], stopping: bool = False) -> bool:
+        results = await self.backend.apply(ops)
+        ok = True
+        for res in results:
+            text = describe(res.op, self.config, stopping)
+            if res.error is None:
+                self.stats.ops_applied += 1
+                log.info("%s", text)
+            else:
+                ok = False
+                self.stats.ops_failed += 1
+                log.error("failed: %s: %s", text, res.error.message)
+            for listener in self.kernel_listeners:
+                listener(text, res.error is None)
+        if ok and self.actual is not None:
+            self.actual = apply_ops(self.actual, ops)
+        else:
+            self.actual = None  # the next reconcile starts from a fresh dump
+        return ok

@@ -1,0 +1,124 @@
+"""From the effective config to the checks to run: which distinct check feeds which reals.
+
+A real that sits in several virtual services with the same check is checked once; its result
+feeds every (virtual, real) pair. Each pair keeps its own health (its virtual's failurecount).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from lvsmon.checks.base import CheckSpec
+from lvsmon.config.model import CheckType, Config, Real, Service, Virtual, VirtualProtocol
+from lvsmon.ipvs.model import DestKey, ServiceKey
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class RealRef:
+    """One real server line inside one virtual service, by its configured address and port."""
+
+    service: ServiceKey
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port} ({self.service})"
+
+    @property
+    def dest(self) -> DestKey:
+        return DestKey(self.address, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckJob:
+    """One distinct check. For `checktype = N` (combined), `spec` is the negotiate check and after
+    each success `connect` runs `num_connects` times before negotiating again."""
+
+    spec: CheckSpec
+    interval: float
+    connect: CheckSpec | None = None
+    num_connects: int = 0
+
+
+class Mode:
+    """How a real's health is decided when no check job runs for it."""
+
+    ALWAYS_UP = "always-up"  # checktype=on, or negotiate with service=none
+    FROZEN = "frozen"  # checktype=off: nothing is checked, nothing changes
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    jobs: dict[CheckJob, tuple[RealRef, ...]]
+    job_of: dict[RealRef, CheckJob]
+    mode_of: dict[RealRef, str]  # reals without a job
+    failurecount: dict[RealRef, int]
+
+
+def _spec(v: Virtual, r: Real, kind: str) -> CheckSpec:
+    negotiate = kind == "negotiate"
+    timeout = v.negotiatetimeout if negotiate else v.checktimeout
+    if kind == "ping":
+        timeout = v.checktimeout * v.checkcount  # ldirectord waited checktimeout per attempt
+    return CheckSpec(
+        kind=kind,  # type: ignore[arg-type]
+        host=r.address,
+        port=v.check_port(r),
+        timeout=float(timeout),
+        service=str(v.service) if negotiate else "none",
+        protocol=str(v.protocol),  # type: ignore[arg-type]
+        request=r.request if negotiate else "/",
+        receive=r.receive if negotiate else "",
+        virtualhost=(v.virtualhost or "") if negotiate else "",
+        httpmethod=str(v.httpmethod) if negotiate else "GET",  # type: ignore[arg-type]
+        login=v.login if negotiate else "",
+        passwd=v.passwd if negotiate else "",
+        database=v.database if negotiate else "",
+        secret=v.secret if negotiate else "",
+        checkcommand=v.checkcommand if kind in ("external", "external-perl") else "",
+        vip=str(v.fwmark) if v.protocol is VirtualProtocol.FWM else (v.address or ""),
+        vport=v.port,
+        rport=r.port,
+        checkcount=v.checkcount if kind == "ping" else 1,
+    )
+
+
+def job_for(v: Virtual, r: Real) -> CheckJob | str:
+    """The check job for a real, or the Mode when it needs none."""
+    ct = v.checktype
+    interval = float(v.checkinterval)
+    if ct is CheckType.OFF:
+        return Mode.FROZEN
+    if ct is CheckType.ON:
+        return Mode.ALWAYS_UP
+    if ct in (CheckType.NEGOTIATE, CheckType.COMBINED) and v.service is Service.NONE:
+        return Mode.ALWAYS_UP  # ldirectord: service "none" is never checked and always up
+    if ct is CheckType.COMBINED:
+        return CheckJob(
+            spec=_spec(v, r, "negotiate"),
+            interval=interval,
+            connect=_spec(v, r, "connect"),
+            num_connects=v.num_connects,
+        )
+    return CheckJob(spec=_spec(v, r, str(ct)), interval=interval)
+
+
+def build_plan(config: Config) -> Plan:
+    jobs: dict[CheckJob, list[RealRef]] = defaultdict(list)
+    job_of: dict[RealRef, CheckJob] = {}
+    mode_of: dict[RealRef, str] = {}
+    failurecount: dict[RealRef, int] = {}
+    for v in config.virtuals:
+        for r in v.reals:
+            ref = RealRef(v.key, r.address, r.port)
+            failurecount[ref] = v.failurecount
+            job = job_for(v, r)
+            if isinstance(job, CheckJob):
+                job_of[ref] = job
+                if ref not in jobs[job]:
+                    jobs[job].append(ref)
+            else:
+                mode_of[ref] = job
+    return Plan({j: tuple(refs) for j, refs in jobs.items()}, job_of, mode_of, failurecount)
