@@ -1,0 +1,37 @@
+"""The JSON view of a Config (``lvsmon check-config --json``)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+from lvsmon.config.model import Config, Virtual
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    return value
+
+
+def virtual_to_dict(v: Virtual) -> dict[str, Any]:
+    out = _plain(v)
+    assert isinstance(out, dict)
+    reals = out.pop("reals")
+    out["name"] = v.name
+    out["reals"] = reals  # last, so that a long list does not hide the virtual's settings
+    return out
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    return {
+        "path": config.path,
+        "digest": config.digest,
+        "global": _plain(config.settings),
+        "virtuals": [virtual_to_dict(v) for v in config.virtuals],
+    }

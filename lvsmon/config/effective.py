@@ -1,0 +1,442 @@
+"""RawConfig → Config: defaults, global/per-virtual overrides, name resolution, cross checks."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from typing import TypeVar, cast
+
+from lvsmon.config import syntax
+from lvsmon.config.errors import Diagnostic
+from lvsmon.config.model import (
+    DAEMON_STATES,
+    CheckType,
+    Config,
+    Fallback,
+    GlobalFallback,
+    GlobalSettings,
+    HttpMethod,
+    Real,
+    Service,
+    Virtual,
+    VirtualProtocol,
+)
+from lvsmon.config.parser import RawConfig, RawVirtual, Setting
+from lvsmon.config.resolve import NotAnAddress, Resolver, literal
+from lvsmon.config.services import service_for_port
+from lvsmon.ipvs.model import DestKey, Family, ServiceKey, kernel_dest_port
+
+T = TypeVar("T")
+
+MAX_RANGE = 65536
+DEFAULT_CHECKTIMEOUT = 5
+DEFAULT_NEGOTIATETIMEOUT = 30
+
+
+class _Builder:
+    def __init__(self, raw: RawConfig, resolver: Resolver, hostname: str) -> None:
+        self.raw = raw
+        self.path = raw.path
+        self.resolver = resolver
+        self.hostname = hostname
+        self.errors: list[Diagnostic] = list(raw.errors)
+        self.warnings: list[Diagnostic] = list(raw.warnings)
+
+    def error(self, line: int, message: str) -> None:
+        self.errors.append(Diagnostic(self.path, line, message))
+
+    def warn(self, line: int, message: str) -> None:
+        self.warnings.append(Diagnostic(self.path, line, message))
+
+    # -- names ---------------------------------------------------------------------------------
+
+    def host(self, name: str, family: Family, line: int, what: str) -> str | None:
+        try:
+            lit = literal(name, family)
+        except NotAnAddress as exc:
+            self.error(line, f"invalid address for {what}: {exc}")
+            return None
+        if lit is not None:
+            return lit
+        resolved = self.resolver.host(name, family)
+        if resolved is None:
+            v = "IPv6" if family is Family.INET6 else "IPv4"
+            self.error(
+                line, f"invalid address for {what}: could not resolve {name!r} to an {v} address"
+            )
+        return resolved
+
+    def port(self, name: str, protocol: str | None, line: int, what: str) -> int | None:
+        number = self.resolver.port(name, protocol)
+        if number is None:
+            if name.isdigit():
+                self.error(line, f"invalid port {name} for {what} (0..65535)")
+            else:
+                self.error(line, f"invalid port {name!r} for {what} (unknown service name)")
+        return number
+
+    # -- globals -------------------------------------------------------------------------------
+
+    def global_fallback(self, setting: Setting | None, family: Family) -> GlobalFallback | None:
+        if setting is None:
+            return None
+        spec = cast(syntax.FallbackSpec, setting.value)
+        address = self.host(spec.host, family, setting.line, "fallback server")
+        port = None
+        if spec.port is not None:
+            port = self.port(spec.port, None, setting.line, "fallback server")
+            if port is None:
+                return None
+        if address is None:
+            return None
+        return GlobalFallback(address, port, spec.forward, self.path, setting.line)
+
+    def settings(self) -> GlobalSettings:
+        g = self.raw.settings
+
+        def get(name: str, default: T) -> T:
+            s = g.get(name)
+            return default if s is None else cast(T, s.value)
+
+        maintdir = get("maintenancedir", cast(str | None, None))
+        if maintdir is not None and not os.path.isdir(maintdir):
+            self.warn(g["maintenancedir"].line, f"maintenance directory {maintdir} does not exist")
+        logfile = get("logfile", "/var/log/ldirectord.log")
+        if logfile.startswith("/"):
+            self.check_writable(logfile, g["logfile"].line if "logfile" in g else 0, "logfile")
+        return GlobalSettings(
+            checktimeout=get("checktimeout", cast(int | None, None)),
+            negotiatetimeout=get("negotiatetimeout", cast(int | None, None)),
+            checkinterval=get("checkinterval", 10),
+            checkcount=get("checkcount", 1),
+            failurecount=get("failurecount", 1),
+            fallback=self.global_fallback(g.get("fallback"), Family.INET),
+            fallback6=self.global_fallback(g.get("fallback6"), Family.INET6),
+            fallbackcommand=get("fallbackcommand", cast(str | None, None)),
+            autoreload=get("autoreload", False),
+            callback=get("callback", cast(str | None, None)),
+            logfile=logfile,
+            execute=tuple(self.raw.execute),
+            fork=get("fork", False),
+            supervised=get("supervised", False),
+            quiescent=get("quiescent", False),
+            readdquiescent=get("readdquiescent", False),
+            emailalert=get("emailalert", cast(tuple[str, ...], ())),
+            emailalertfreq=get("emailalertfreq", 0),
+            emailalertstatus=get("emailalertstatus", DAEMON_STATES),
+            emailalertfrom=get("emailalertfrom", cast(str | None, None)),
+            cleanstop=get("cleanstop", True),
+            smtp=get("smtp", cast(str | None, None)),
+            maintenancedir=maintdir,
+        )
+
+    def check_writable(self, path: str, line: int, what: str) -> None:
+        # ldirectord opens the file for appending while parsing; checking access is enough and
+        # does not create files as a side effect of `check-config`.
+        if os.path.isdir(path):
+            self.error(line, f"unable to open {what} {path}: it is a directory")
+        elif os.path.exists(path):
+            if not os.access(path, os.W_OK):
+                self.error(line, f"unable to open {what} {path}: not writable")
+        else:
+            parent = os.path.dirname(path) or "."
+            if not os.path.isdir(parent):
+                self.error(line, f"unable to open {what} {path}: directory {parent} does not exist")
+            elif not os.access(parent, os.W_OK):
+                self.error(
+                    line, f"unable to open {what} {path}: directory {parent} is not writable"
+                )
+
+    # -- virtuals ------------------------------------------------------------------------------
+
+    def virtual(self, rv: RawVirtual, g: GlobalSettings) -> Virtual | None:
+        s = rv.settings
+        line = rv.line
+        family = Family.INET6 if rv.inet6 else Family.INET
+
+        def get(name: str, default: T) -> T:
+            st = s.get(name)
+            return default if st is None else cast(T, st.value)
+
+        spec = rv.spec
+        proto_setting = s.get("protocol")
+        if spec.fwmark is not None:
+            protocol = VirtualProtocol.FWM
+            if proto_setting is not None and proto_setting.value != "fwm":
+                self.error(
+                    proto_setting.line,
+                    "protocol must be fwm if the virtual service is a firewall mark (a number)",
+                )
+        else:
+            assert spec.port is not None
+            default = "udp" if spec.port in ("53", "domain") else "tcp"
+            proto = default if proto_setting is None else str(proto_setting.value)
+            if proto == "fwm":
+                assert proto_setting is not None
+                self.error(
+                    proto_setting.line,
+                    "protocol must be tcp or udp if the virtual service is an address and port",
+                )
+                proto = default
+            protocol = VirtualProtocol(proto)
+
+        address: str | None = None
+        port = 0
+        fwmark = spec.fwmark or 0
+        if spec.host is not None:
+            assert spec.port is not None
+            address = self.host(spec.host, family, line, "virtual service")
+            resolved_port = self.port(spec.port, protocol.value, line, "virtual service")
+            if address is None or resolved_port is None:
+                self.reals(rv, None, family, protocol, g)  # still report errors in the reals
+                return None
+            port = resolved_port
+
+        service = get("service", cast(Service | None, None))
+        if service is None:
+            service = Service.NONE if protocol is VirtualProtocol.FWM else service_for_port(port)
+        checktype, num_connects = get("checktype", (CheckType.NEGOTIATE, 0))
+
+        v_ct = get("checktimeout", cast(int | None, None))
+        v_nt = get("negotiatetimeout", cast(int | None, None))
+        checktimeout = _first(v_ct, v_nt, g.checktimeout, g.negotiatetimeout, DEFAULT_CHECKTIMEOUT)
+        negotiatetimeout = _first(
+            v_nt, v_ct, g.negotiatetimeout, g.checktimeout, DEFAULT_NEGOTIATETIMEOUT
+        )
+        checkinterval = g.checkinterval
+        if "checkinterval" in s:
+            if g.fork:
+                checkinterval = cast(int, s["checkinterval"].value)
+            else:
+                self.warn(
+                    s["checkinterval"].line,
+                    "checkinterval in a virtual block is ignored unless fork = yes "
+                    f"(the global value {g.checkinterval} applies)",
+                )
+
+        login = get("login", "")
+        passwd = get("passwd", "")
+        if service is Service.FTP:
+            login = login or "anonymous"
+            passwd = passwd or f"ldirectord@{self.hostname}"
+        elif service is Service.SIP:
+            login = login or f"ldirectord@{self.hostname}"
+
+        ops = get("ops", False)
+        if ops and protocol is not VirtualProtocol.UDP:
+            self.warn(
+                s["ops"].line, "ops (one-packet scheduling) only applies to UDP services; ignored"
+            )
+            ops = False
+        persistent = get("persistent", cast(int | None, None))
+        netmask = get("netmask", cast(str | None, None))
+        if netmask is not None and persistent is None:
+            self.warn(s["netmask"].line, "netmask has no effect without persistent")
+
+        monitorfile = get("monitorfile", cast(str | None, None))
+        if monitorfile is not None:
+            self.check_writable(monitorfile, s["monitorfile"].line, "monitorfile")
+
+        request = get("request", "/")
+        receive = get("receive", "")
+        reals = self.reals(rv, port, family, protocol, g, request, receive)
+        fallback = self.fallback(rv, g, family, protocol, port)
+
+        return Virtual(
+            family=family,
+            protocol=protocol,
+            address=address,
+            port=port,
+            fwmark=fwmark,
+            file=self.path,
+            line=line,
+            reals=reals,
+            scheduler=get("scheduler", "wrr"),
+            schedflags=get("schedflags", cast(str | None, None)),
+            persistent=persistent,
+            netmask=netmask,
+            ops=ops,
+            checktype=checktype,
+            num_connects=num_connects,
+            service=service,
+            checkcommand=get("checkcommand", "/bin/true"),
+            checkport=get("checkport", cast(int | None, None)),
+            request=request,
+            receive=receive,
+            virtualhost=get("virtualhost", cast(str | None, None)),
+            httpmethod=get("httpmethod", HttpMethod.GET),
+            login=login,
+            passwd=passwd,
+            database=get("database", ""),
+            secret=get("secret", ""),
+            load=get("load", cast(str | None, None)),
+            checktimeout=checktimeout,
+            negotiatetimeout=negotiatetimeout,
+            checkinterval=checkinterval,
+            checkcount=get("checkcount", g.checkcount),
+            failurecount=get("failurecount", g.failurecount),
+            quiescent=get("quiescent", g.quiescent),
+            fallback=fallback,
+            fallbackcommand=get("fallbackcommand", g.fallbackcommand),
+            cleanstop=get("cleanstop", g.cleanstop),
+            emailalert=get("emailalert", g.emailalert),
+            emailalertfreq=get("emailalertfreq", g.emailalertfreq),
+            emailalertstatus=get("emailalertstatus", g.emailalertstatus),
+            smtp=get("smtp", g.smtp),
+            monitorfile=monitorfile,
+            servicename=get("servicename", cast(str | None, None)),
+            comment=get("comment", cast(str | None, None)),
+        )
+
+    def fallback(
+        self,
+        rv: RawVirtual,
+        g: GlobalSettings,
+        family: Family,
+        protocol: VirtualProtocol,
+        port: int,
+    ) -> Fallback | None:
+        own = rv.settings.get("fallback")
+        if own is not None:
+            spec = cast(syntax.FallbackSpec, own.value)
+            address = self.host(spec.host, family, own.line, "fallback server")
+            fb_port: int | None = port
+            if spec.port is not None:
+                proto = None if protocol is VirtualProtocol.FWM else protocol.value
+                fb_port = self.port(spec.port, proto, own.line, "fallback server")
+            if address is None or fb_port is None:
+                return None
+            return Fallback(address, fb_port, spec.forward, self.path, own.line)
+        # A global fallback also serves firewall-mark virtuals (ldirectord emits a broken
+        # ipvsadm command for them instead).
+        glob = g.fallback6 if family is Family.INET6 else g.fallback
+        if glob is None:
+            return None
+        return Fallback(
+            glob.address,
+            port if glob.port is None else glob.port,
+            glob.forward,
+            glob.file,
+            glob.line,
+        )
+
+    def reals(
+        self,
+        rv: RawVirtual,
+        vport: int | None,
+        family: Family,
+        protocol: VirtualProtocol,
+        g: GlobalSettings,
+        request: str = "/",
+        receive: str = "",
+    ) -> tuple[Real, ...]:
+        out: list[Real] = []
+        for spec, line in rv.reals:
+            first = self.host(spec.host, family, line, "real server")
+            last = None
+            if spec.last_host is not None:
+                if family is Family.INET6:
+                    self.error(line, "address ranges (a->b) are not supported for IPv6")
+                    continue
+                last = self.host(spec.last_host, family, line, "real server (end of range)")
+                if last is None:
+                    continue
+            port = vport
+            if spec.port is not None:
+                port = self.port(spec.port, None, line, "real server")
+            if first is None or port is None:
+                continue
+            addresses = [first]
+            if last is not None:
+                lo, hi = int(ipaddress.IPv4Address(first)), int(ipaddress.IPv4Address(last))
+                if lo > hi:
+                    self.error(
+                        line, f"invalid range {first}->{last}: the first address is above the last"
+                    )
+                    continue
+                if hi - lo + 1 > MAX_RANGE:
+                    self.error(
+                        line,
+                        f"range {first}->{last} holds {hi - lo + 1} addresses "
+                        f"(at most {MAX_RANGE})",
+                    )
+                    continue
+                addresses = [str(ipaddress.IPv4Address(n)) for n in range(lo, hi + 1)]
+            for address in addresses:
+                out.append(
+                    Real(
+                        address=address,
+                        port=port,
+                        forward=spec.forward,
+                        weight=spec.weight,
+                        lower=spec.lower,
+                        upper=spec.upper,
+                        request=request if spec.request is None else spec.request,
+                        receive=receive if spec.receive is None else spec.receive,
+                        file=self.path,
+                        line=line,
+                    )
+                )
+        return tuple(out)
+
+    # -- cross checks --------------------------------------------------------------------------
+
+    def check_duplicates(self, virtuals: list[Virtual]) -> None:
+        seen: dict[ServiceKey, Virtual] = {}
+        for v in virtuals:
+            key = v.key
+            if key in seen:
+                self.error(
+                    v.line,
+                    f"duplicate virtual server {v.name} (first defined at line {seen[key].line})",
+                )
+            else:
+                seen[key] = v
+            dests: dict[DestKey, Real] = {}
+            for r in v.reals:
+                dest = kernel_dest_port(key, DestKey(r.address, r.port), r.forward)
+                if dest in dests:
+                    other = dests[dest]
+                    same = (
+                        ""
+                        if other.port == r.port
+                        else f" (gate/ipip use the virtual's port {dest.port})"
+                    )
+                    self.error(
+                        r.line,
+                        f"duplicate real server {dest} in {v.name} "
+                        f"(already at line {other.line}){same}",
+                    )
+                else:
+                    dests[dest] = r
+
+    def build(self, digest: str) -> tuple[Config | None, list[Diagnostic], list[Diagnostic]]:
+        g = self.settings()
+        virtuals = [v for rv in self.raw.virtuals if (v := self.virtual(rv, g)) is not None]
+        self.check_duplicates(virtuals)
+        if self.errors:
+            return None, self.errors, self.warnings
+        config = Config(
+            self.path, digest, g, tuple(virtuals), tuple(sorted(self.warnings, key=_order))
+        )
+        return config, [], self.warnings
+
+
+def _order(d: Diagnostic) -> int:
+    return d.line or 0
+
+
+def _first(*candidates: int | None) -> int:
+    for c in candidates:
+        if c is not None:
+            return c
+    raise AssertionError("the last candidate is a default")
+
+
+def build_config(
+    raw: RawConfig, digest: str, resolver: Resolver, hostname: str | None = None
+) -> tuple[Config | None, list[Diagnostic], list[Diagnostic]]:
+    """The effective Config, or None and every error; warnings either way."""
+    builder = _Builder(raw, resolver, socket.gethostname() if hostname is None else hostname)
+    return builder.build(digest)

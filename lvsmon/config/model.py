@@ -1,0 +1,247 @@
+"""The effective configuration: immutable, typed, every value already resolved.
+
+Every value here is the one that applies (a per-virtual override, else the global value, else
+the default), hostnames and service names are resolved to canonical address literals and port
+numbers, and every virtual, real and fallback remembers the file and line it came from.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from lvsmon.config.errors import Diagnostic
+from lvsmon.ipvs.model import Family, Forward, ServiceConf, ServiceKey
+
+__all__ = [
+    "DAEMON_STATES",
+    "CheckType",
+    "Config",
+    "Fallback",
+    "Family",
+    "Forward",
+    "GlobalFallback",
+    "GlobalSettings",
+    "HttpMethod",
+    "Real",
+    "Service",
+    "Virtual",
+    "VirtualProtocol",
+]
+
+
+class VirtualProtocol(enum.StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+    FWM = "fwm"  # firewall-mark service (either family)
+
+
+class CheckType(enum.StrEnum):
+    CONNECT = "connect"
+    NEGOTIATE = "negotiate"
+    EXTERNAL = "external"
+    EXTERNAL_PERL = "external-perl"
+    PING = "ping"
+    ON = "on"
+    OFF = "off"
+    COMBINED = "combined"  # `checktype = N`: negotiate, then N connect checks, repeat
+
+
+class Service(enum.StrEnum):
+    """The negotiate protocols ldirectord knows (whether lvsmon implements them: support.py)."""
+
+    DNS = "dns"
+    FTP = "ftp"
+    HTTP = "http"
+    HTTPS = "https"
+    HTTP_PROXY = "http_proxy"
+    IMAP = "imap"
+    IMAPS = "imaps"
+    LDAP = "ldap"
+    LDAPS = "ldaps"
+    MYSQL = "mysql"
+    NNTP = "nntp"
+    NONE = "none"
+    ORACLE = "oracle"
+    PGSQL = "pgsql"
+    POP = "pop"
+    POPS = "pops"
+    RADIUS = "radius"
+    SIMPLETCP = "simpletcp"
+    SIP = "sip"
+    SMTP = "smtp"
+    SUBMISSION = "submission"
+
+
+class HttpMethod(enum.StrEnum):
+    GET = "GET"
+    HEAD = "HEAD"
+
+
+DAEMON_STATES: tuple[str, ...] = ("starting", "running", "stopping", "reloading")
+"""Daemon states in which e-mail alerts may be sent (``emailalertstatus``), in canonical order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """The server put into a virtual service while none of its reals is up (weight always 1)."""
+
+    address: str
+    port: int
+    forward: Forward
+    file: str
+    line: int
+
+    @property
+    def weight(self) -> int:
+        return 1
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalFallback:
+    """A global ``fallback``/``fallback6``: without a port it takes each virtual's port."""
+
+    address: str
+    port: int | None
+    forward: Forward
+    file: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Real:
+    address: str  # canonical literal, no brackets
+    port: int  # the virtual's port when the line gave none (0 for fwmark services)
+    forward: Forward
+    weight: int
+    lower: int  # lower connection threshold (l:N), 0 = none
+    upper: int  # upper connection threshold (u:N), 0 = none
+    request: str  # effective: the real's own "request" or the virtual's
+    receive: str  # effective: the real's own "receive" or the virtual's
+    file: str
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Virtual:
+    family: Family
+    protocol: VirtualProtocol
+    address: str | None  # None for fwmark services
+    port: int  # 0 for fwmark services
+    fwmark: int  # 0 unless protocol is fwm
+    file: str
+    line: int
+    reals: tuple[Real, ...] = ()
+    # IPVS service settings
+    scheduler: str = "wrr"
+    schedflags: str | None = None
+    persistent: int | None = None
+    netmask: str | None = None
+    ops: bool = False
+    # the check
+    checktype: CheckType = CheckType.NEGOTIATE
+    num_connects: int = 0  # N of `checktype = N` (combined), else 0
+    service: Service = Service.NONE
+    checkcommand: str = "/bin/true"
+    checkport: int | None = None
+    request: str = "/"
+    receive: str = ""
+    virtualhost: str | None = None
+    httpmethod: HttpMethod = HttpMethod.GET
+    login: str = ""
+    passwd: str = ""
+    database: str = ""
+    secret: str = ""
+    load: str | None = None  # parsed by ldirectord, never used
+    checktimeout: int = 5
+    negotiatetimeout: int = 30
+    checkinterval: int = 10
+    checkcount: int = 1
+    failurecount: int = 1
+    # what happens when reals fail
+    quiescent: bool = False
+    fallback: Fallback | None = None
+    fallbackcommand: str | None = None
+    cleanstop: bool = True
+    # alerts and logging
+    emailalert: tuple[str, ...] = ()
+    emailalertfreq: int = 0
+    emailalertstatus: tuple[str, ...] = DAEMON_STATES
+    smtp: str | None = None
+    monitorfile: str | None = None
+    servicename: str | None = None
+    comment: str | None = None
+
+    @property
+    def key(self) -> ServiceKey:
+        """The IPVS identity of this virtual service."""
+        if self.protocol is VirtualProtocol.FWM:
+            return ServiceKey.fwm(self.fwmark, self.family)
+        assert self.address is not None
+        return ServiceKey.inet(self.protocol.value, self.address, self.port)
+
+    @property
+    def service_conf(self) -> ServiceConf:
+        flags = frozenset(f for f in (self.schedflags or "").split(",") if f)
+        return ServiceConf(
+            scheduler=self.scheduler,
+            sched_flags=flags,
+            persistent=self.persistent,
+            netmask=self.netmask if self.persistent is not None else None,
+            ops=self.ops,
+        )
+
+    @property
+    def name(self) -> str:
+        """ldirectord's id for the virtual (``tcp:192.0.2.1:80``, ``fwm:7``, ``fwm6:7``)."""
+        if self.protocol is VirtualProtocol.FWM:
+            return ("fwm6:" if self.family is Family.INET6 else "fwm:") + str(self.fwmark)
+        host = f"[{self.address}]" if self.family is Family.INET6 else str(self.address)
+        return f"{self.protocol}:{host}:{self.port}"
+
+    def check_port(self, real: Real) -> int:
+        """The port a check of ``real`` connects to: checkport, else the real's port, else the
+        service's well-known port (0 when there is none)."""
+        from lvsmon.config.services import SERVICE_PORTS
+
+        if self.checkport is not None:
+            return self.checkport
+        if real.port > 0:
+            return real.port
+        return SERVICE_PORTS.get(self.service, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalSettings:
+    checktimeout: int | None = None  # as written; the effective value is per virtual
+    negotiatetimeout: int | None = None  # as written; the effective value is per virtual
+    checkinterval: int = 10
+    checkcount: int = 1
+    failurecount: int = 1
+    fallback: GlobalFallback | None = None
+    fallback6: GlobalFallback | None = None
+    fallbackcommand: str | None = None
+    autoreload: bool = False
+    callback: str | None = None
+    logfile: str = "/var/log/ldirectord.log"  # a value without a leading "/" is a syslog facility
+    execute: tuple[str, ...] = ()
+    fork: bool = False
+    supervised: bool = False
+    quiescent: bool = False  # the code's default; ldirectord's man page claims "yes"
+    readdquiescent: bool = False
+    emailalert: tuple[str, ...] = ()
+    emailalertfreq: int = 0
+    emailalertstatus: tuple[str, ...] = DAEMON_STATES
+    emailalertfrom: str | None = None
+    cleanstop: bool = True
+    smtp: str | None = None
+    maintenancedir: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str
+    digest: str  # sha256 hex of exactly the bytes that were parsed
+    settings: GlobalSettings  # "global" in the JSON view
+    virtuals: tuple[Virtual, ...] = ()
+    warnings: tuple[Diagnostic, ...] = field(default=(), compare=False)

@@ -1,0 +1,414 @@
+"""Lines → directives: which directive a line is, in which scope, and its parsed value.
+
+The result (RawConfig) keeps what was written, with line numbers; defaults, overrides and
+name resolution happen afterwards in effective.py.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lvsmon.config import syntax, values
+from lvsmon.config.errors import Diagnostic
+from lvsmon.config.lexer import TAB_WIDTH, Line, split_lines
+from lvsmon.config.model import CheckType, HttpMethod, Service
+from lvsmon.config.values import Invalid, Warn
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    value: object
+    line: int
+
+
+@dataclass(slots=True)
+class RawVirtual:
+    line: int
+    inet6: bool
+    spec: syntax.VirtualSpec
+    settings: dict[str, Setting] = field(default_factory=dict)
+    reals: list[tuple[syntax.RealSpec, int]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class RawConfig:
+    path: str
+    settings: dict[str, Setting] = field(default_factory=dict)
+    execute: list[str] = field(default_factory=list)
+    virtuals: list[RawVirtual] = field(default_factory=list)
+    errors: list[Diagnostic] = field(default_factory=list)
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a value parser may need besides the value: the scope and a way to warn."""
+
+    name: str
+    inet6: bool
+    warn: Warn
+
+
+Parse = Callable[[str, Context], object]
+
+
+# -- value parsers, by kind -------------------------------------------------------------------
+
+
+def _int(what: str, minimum: int = 1, maximum: int | None = None) -> Parse:
+    return lambda v, c: values.integer(v, what, c.warn, minimum=minimum, maximum=maximum)
+
+
+def _yes_no(v: str, c: Context) -> object:
+    return values.yes_no(v, c.name)
+
+
+def _quoted(v: str, c: Context) -> object:
+    return values.quoted(v, c.name, c.warn)
+
+
+def _maybe_quoted(v: str, c: Context) -> object:
+    return values.maybe_quoted(v, c.name)
+
+
+def _free(v: str, c: Context) -> object:
+    if not v:
+        raise Invalid(f"{c.name} must not be empty")
+    return v
+
+
+def _deprecated(replacement: str) -> Parse:
+    def parse(v: str, c: Context) -> object:
+        raise Invalid(f"{c.name} directive deprecated in favour of {replacement}")
+
+    return parse
+
+
+def _checkcount(v: str, c: Context) -> object:
+    n = values.integer(v, "check count", c.warn)
+    c.warn(
+        "checkcount is deprecated (ldirectord only uses it as the number of ping attempts); "
+        "see failurecount"
+    )
+    return n
+
+
+def _request(v: str, c: Context) -> object:
+    return syntax.normalise_request(values.quoted(v, c.name, c.warn))
+
+
+def _checktype(v: str, c: Context) -> object:
+    # Anything holding a digit is "combined" with N = the first number in it: that is how
+    # ldirectord reads it, and how the documented "checktimeoutN" spelling happens to work.
+    if m := re.search(r"\d+", v):
+        return (CheckType.COMBINED, int(m.group(0)))
+    m = re.match(r"[\w-]+", v)
+    if m is not None and m.group(0) in CheckType.__members__.values() and m.group(0) != "combined":
+        if v[m.end() :].strip():
+            c.warn(f"ignoring trailing text {v[m.end() :].strip()!r}")
+        return (CheckType(m.group(0)), 0)
+    raise Invalid(
+        'checktype must be "connect", "negotiate", "on", "off", "ping", "external", '
+        f'"external-perl" or a positive number, not {v!r}'
+    )
+
+
+def _service(v: str, c: Context) -> object:
+    m = re.match(r"\w+", v)
+    if m is None or m.group(0) not in Service.__members__.values():
+        allowed = ", ".join(s.value for s in Service)
+        raise Invalid(f"service must be one of {allowed}; not {v!r}")
+    if v[m.end() :].strip():
+        c.warn(f"ignoring trailing text {v[m.end() :].strip()!r}")
+    return Service(m.group(0))
+
+
+def _httpmethod(v: str, c: Context) -> object:
+    m = re.match(r"\w+", v)
+    if m is None or m.group(0).upper() not in ("GET", "HEAD"):
+        raise Invalid(f"httpmethod must be GET or HEAD, not {v!r}")
+    return HttpMethod(m.group(0).upper())
+
+
+def _protocol(v: str, c: Context) -> object:
+    m = re.match(r"\w+", v)
+    if m is None:
+        raise Invalid("invalid protocol")
+    if m.group(0) not in ("tcp", "udp", "fwm"):
+        raise Invalid(f"protocol must be tcp or udp (or fwm for a firewall mark), not {v!r}")
+    return m.group(0)
+
+
+def _scheduler(v: str, c: Context) -> object:
+    # Not checked against a list, as in ldirectord: kernels gain schedulers; the kernel rejects
+    # an unknown one when the service is created.
+    return values.word(
+        v, r"[a-z]+", "invalid scheduler, should be only lowercase letters (a-z)", c.warn
+    )
+
+
+def _schedflags(v: str, c: Context) -> object:
+    return values.word(v, r"\S+", "invalid schedflags", c.warn)
+
+
+def _netmask(v: str, c: Context) -> object:
+    if c.inet6:
+        if not re.fullmatch(r"\d+", v) or not 1 <= int(v) <= 128:
+            raise Invalid("invalid netmask: a prefix length between 1 and 128 is required")
+        return v
+    m = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)\.(\d+)", v)
+    if m is None:
+        raise Invalid("invalid netmask: dotted quad notation is required")
+    if any(int(part) > 255 for part in m.groups()):
+        raise Invalid(f"invalid netmask: {v} is not a dotted quad")
+    return ".".join(str(int(part)) for part in m.groups())
+
+
+def _smtp(v: str, c: Context) -> object:
+    return values.word(v, r"[0-9A-Za-z._+-]+", "invalid SMTP server address", c.warn)
+
+
+def _virtualhost(v: str, c: Context) -> object:
+    m = re.match(r'"?([^"]*)"?', v)
+    assert m is not None  # the pattern matches any string
+    return m.group(1)
+
+
+def _load(v: str, c: Context) -> object:
+    inner = values.quoted(v, c.name, c.warn)
+    m = re.search(r"\w+", inner)
+    if m is None:
+        raise Invalid("invalid string for load testing")
+    return m.group(0)
+
+
+def _emailalert(v: str, c: Context) -> object:
+    return values.email_addresses(v)
+
+
+def _emailalertstatus(v: str, c: Context) -> object:
+    return values.email_status(v)
+
+
+def _fallback(v: str, c: Context) -> object:
+    return syntax.parse_fallback(v)
+
+
+def _supervised(v: str, c: Context) -> object:
+    return values.yes_no(v, c.name)
+
+
+def _logfile(v: str, c: Context) -> object:
+    return values.quoted(v, c.name, c.warn)
+
+
+# -- the directive tables -----------------------------------------------------------------------
+
+# Directives valid both at the top level and inside a virtual block.
+_SHARED: dict[str, Parse] = {
+    "checktimeout": _int("check timeout"),
+    "negotiatetimeout": _int("negotiate timeout"),
+    "connecttimeout": _deprecated("negotiatetimeout"),
+    "timeout": _deprecated("checktimeout and negotiatetimeout"),
+    "checkinterval": _int("check interval"),
+    "checkcount": _checkcount,
+    "failurecount": _int("failure count"),
+    "fallback": _fallback,
+    "fallback6": _fallback,
+    "fallbackcommand": _maybe_quoted,
+    "quiescent": _yes_no,
+    "emailalert": _emailalert,
+    "emailalertfreq": _int("email alert frequency", minimum=0),
+    "emailalertstatus": _emailalertstatus,
+    "cleanstop": _yes_no,
+    "smtp": _smtp,
+}
+
+GLOBAL: dict[str, Parse] = {
+    **_SHARED,
+    "autoreload": _yes_no,
+    "callback": _quoted,
+    "logfile": _logfile,
+    "execute": _free,
+    "fork": _yes_no,
+    "supervised": _supervised,
+    "readdquiescent": _yes_no,
+    "emailalertfrom": _free,
+    "maintenancedir": _free,
+}
+
+BLOCK: dict[str, Parse] = {
+    **_SHARED,
+    "checktype": _checktype,
+    "checkcommand": _maybe_quoted,
+    "checkport": _int("checkport", 1, 65535),
+    "request": _request,
+    "receive": _quoted,
+    "login": _quoted,
+    "passwd": _quoted,
+    "database": _quoted,
+    "secret": _quoted,
+    "load": _load,
+    "scheduler": _scheduler,
+    "schedflags": _schedflags,
+    "persistent": _int("persistent timeout", minimum=0),
+    "netmask": _netmask,
+    "protocol": _protocol,
+    "ops": _yes_no,
+    "service": _service,
+    "httpmethod": _httpmethod,
+    "virtualhost": _virtualhost,
+    "monitorfile": _maybe_quoted,
+    "servicename": _maybe_quoted,
+    "comment": _maybe_quoted,
+}
+
+OPENERS = ("virtual", "virtual6")
+REALS = ("real", "real6")
+ALL_NAMES = sorted({*GLOBAL, *BLOCK, *OPENERS, *REALS} - {"timeout", "connecttimeout"})
+
+_DIRECTIVE = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(.*)\Z", re.S)
+_BARE_WORD = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)(?:\s+(.*))?\Z", re.S)
+
+
+def _suggest(name: str) -> str:
+    close = difflib.get_close_matches(name.lower(), ALL_NAMES, n=1, cutoff=0.75)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+class _Parser:
+    def __init__(self, path: str) -> None:
+        self.raw = RawConfig(path)
+        self.block: RawVirtual | None = None
+        self.line = 0
+
+    def error(self, message: str, line: int | None = None) -> None:
+        self.raw.errors.append(Diagnostic(self.raw.path, line or self.line, message))
+
+    def warn(self, message: str) -> None:
+        self.raw.warnings.append(Diagnostic(self.raw.path, self.line, message))
+
+    def feed(self, line: Line) -> None:
+        self.line = line.number
+        if line.indent == 0:
+            self.block = None
+            self.top_level(line.text)
+        elif line.indent < TAB_WIDTH:
+            self.error(
+                f"line indented by {line.indent} space(s): lines of a virtual block need at "
+                "least 4 spaces or a tab, other lines none"
+            )
+        elif self.block is None:
+            self.error("indented line outside a virtual block (no virtual= or virtual6= above it)")
+        else:
+            self.in_block(self.block, line.text)
+
+    def split(self, text: str) -> tuple[str, str] | None:
+        if m := _DIRECTIVE.match(text):
+            return m.group(1), m.group(2).strip()
+        if m := _BARE_WORD.match(text):
+            name = m.group(1)
+            known = name in GLOBAL or name in BLOCK or name in OPENERS or name in REALS
+            if known and name != "supervised":
+                self.error(f'missing "=" after "{name}"')
+            elif not known:
+                self.error(f'unknown directive "{name}"{_suggest(name)}')
+            return (name, "") if name == "supervised" else None
+        self.error(f'expected "directive = value", not {text!r}')
+        return None
+
+    def top_level(self, text: str) -> None:
+        parts = self.split(text)
+        if parts is None:
+            return
+        name, value = parts
+        if name in OPENERS:
+            self.open_virtual(name, value)
+        elif name == "supervised" and value == "":
+            self.warn('bare "supervised" means "supervised = yes"; please write it out')
+            self.store(self.raw.settings, name, True)
+        elif name in GLOBAL:
+            self.apply(GLOBAL[name], name, value, self.raw.settings, inet6=False)
+        elif name in BLOCK or name in REALS:
+            self.error(
+                f"{name} is only valid inside a virtual block (indent it by at least 4 spaces or "
+                "a tab, below a virtual= line)"
+            )
+        else:
+            self.error(f'unknown directive "{name}"{_suggest(name)}')
+
+    def open_virtual(self, name: str, value: str) -> None:
+        inet6 = name == "virtual6"
+        try:
+            spec = syntax.parse_virtual(value, inet6, self.warn)
+        except Invalid as exc:
+            self.error(str(exc))
+            # Still open a block so that its indented lines are read (and checked) as such.
+            spec = syntax.VirtualSpec(None, None, None)
+        self.block = RawVirtual(self.line, inet6, spec)
+        if spec.host is not None or spec.fwmark is not None:
+            self.raw.virtuals.append(self.block)
+
+    def in_block(self, block: RawVirtual, text: str) -> None:
+        parts = self.split(text)
+        if parts is None:
+            return
+        name, value = parts
+        if name in REALS:
+            if (name == "real6") != block.inet6:
+                want = "real6" if block.inet6 else "real"
+                self.error(f'cannot specify "{name}" here; please use "{want}" instead')
+                return
+            try:
+                block.reals.append((syntax.parse_real(value, self.warn), self.line))
+            except Invalid as exc:
+                self.error(str(exc))
+        elif name in ("fallback", "fallback6") and (name == "fallback6") != block.inet6:
+            want = "fallback6" if block.inet6 else "fallback"
+            self.error(f'cannot specify "{name}" here; please use "{want}" instead')
+        elif name in BLOCK:
+            key = "fallback" if name == "fallback6" else name
+            self.apply(BLOCK[name], name, value, block.settings, inet6=block.inet6, key=key)
+        elif name in GLOBAL:
+            self.error(f"{name} is a global directive; it cannot be used inside a virtual block")
+        elif name in OPENERS:
+            self.error(f"{name}= must start at the beginning of the line (it opens a new block)")
+        else:
+            self.error(f'unknown directive "{name}"{_suggest(name)}')
+
+    def apply(
+        self,
+        parse: Parse,
+        name: str,
+        value: str,
+        into: dict[str, Setting],
+        *,
+        inet6: bool,
+        key: str | None = None,
+    ) -> None:
+        try:
+            parsed = parse(value, Context(name, inet6, self.warn))
+        except Invalid as exc:
+            self.error(str(exc))
+            return
+        if name == "execute" and into is self.raw.settings:
+            self.raw.execute.append(str(parsed))
+            return
+        self.store(into, key or name, parsed)
+
+    def store(self, into: dict[str, Setting], key: str, value: object) -> None:
+        if key in into:
+            self.warn(f"{key} overrides the value set at line {into[key].line}")
+        into[key] = Setting(value, self.line)
+
+
+def parse_lines(data: bytes | str, path: str) -> RawConfig:
+    lines, errors = split_lines(data, path)
+    parser = _Parser(path)
+    parser.raw.errors.extend(errors)
+    for line in lines:
+        parser.feed(line)
+    return parser.raw

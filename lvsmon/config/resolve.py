@@ -1,0 +1,92 @@
+"""Hostnames and service names → address literals and port numbers, once per load.
+
+Like ldirectord: getaddrinfo restricted to the virtual's address family, first answer wins;
+service names through getservbyname. Unlike ldirectord, a string made only of digits and dots
+must be a real dotted quad: getaddrinfo would read "10.1" as 10.0.0.1.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from typing import Protocol
+
+from lvsmon.ipvs.model import Family
+
+
+class Resolver(Protocol):
+    def host(self, name: str, family: Family) -> str | None:
+        """A canonical address literal of ``family`` for ``name``, or None."""
+        ...
+
+    def port(self, name: str, protocol: str | None) -> int | None:
+        """The port for a number or a service name, or None."""
+        ...
+
+
+class NotAnAddress(ValueError):
+    pass
+
+
+def literal(name: str, family: Family) -> str | None:
+    """The canonical form of an address literal, None if ``name`` is not a literal at all.
+    Raises NotAnAddress for a literal of the wrong family or a malformed dotted quad."""
+    bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+    try:
+        addr = ipaddress.ip_address(bare)
+    except ValueError:
+        if re.fullmatch(r"[\d.]+", bare) or name.startswith("["):
+            raise NotAnAddress(f"{name} is not a valid IP address") from None
+        return None
+    want = 6 if family is Family.INET6 else 4
+    if addr.version != want:
+        raise NotAnAddress(f"{bare} is not an IPv{want} address")
+    return str(addr)
+
+
+class SystemResolver:
+    """The host's resolver (/etc/hosts, DNS, /etc/services), with a cache per instance."""
+
+    def __init__(self) -> None:
+        self._hosts: dict[tuple[str, Family], str | None] = {}
+        self._ports: dict[tuple[str, str | None], int | None] = {}
+
+    def host(self, name: str, family: Family) -> str | None:
+        key = (name, family)
+        if key not in self._hosts:
+            self._hosts[key] = self._lookup_host(name, family)
+        return self._hosts[key]
+
+    @staticmethod
+    def _lookup_host(name: str, family: Family) -> str | None:
+        af = socket.AF_INET6 if family is Family.INET6 else socket.AF_INET
+        try:
+            infos = socket.getaddrinfo(name, None, af, socket.SOCK_STREAM)
+        except (OSError, UnicodeError, ValueError):
+            return None
+        for info in infos:
+            address = str(info[4][0]).split("%", 1)[0]
+            try:
+                return str(ipaddress.ip_address(address))
+            except ValueError:
+                continue
+        return None
+
+    def port(self, name: str, protocol: str | None) -> int | None:
+        key = (name, protocol)
+        if key not in self._ports:
+            self._ports[key] = self._lookup_port(name, protocol)
+        return self._ports[key]
+
+    @staticmethod
+    def _lookup_port(name: str, protocol: str | None) -> int | None:
+        if name.isdigit():
+            number = int(name)
+            return number if number <= 65535 else None
+        try:
+            if protocol in ("tcp", "udp"):
+                return socket.getservbyname(name, protocol)
+            return socket.getservbyname(name)
+        except (OSError, UnicodeError, ValueError):
+            return None

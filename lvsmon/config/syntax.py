@@ -1,0 +1,195 @@
+"""The shapes of the structured values: ``virtual=``, ``real=`` and ``fallback=`` lines.
+
+Only syntax here; names are resolved later (resolve.py) because a port name can only be looked up
+once the virtual's protocol is known, which may be set by a line further down the block.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from lvsmon.config.values import Invalid, Warn
+from lvsmon.ipvs.model import Forward
+
+FORWARDS = {"gate": Forward.GATE, "masq": Forward.MASQ, "ipip": Forward.IPIP}
+MAX_WEIGHT = 65535
+MAX_THRESHOLD = 2**32 - 1
+MAX_FWMARK = 2**32 - 1
+
+_PORT = r"[A-Za-z0-9_-]+"
+_HOST = r"[A-Za-z0-9._-]+"
+_V6 = r"\[[0-9A-Fa-f:.]+\]"
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualSpec:
+    host: str | None  # None for a firewall mark; IPv6 literals keep their brackets
+    port: str | None  # a number or a service name
+    fwmark: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RealSpec:
+    host: str
+    last_host: str | None  # the end of an a->b range
+    port: str | None
+    forward: Forward
+    weight: int
+    request: str | None
+    receive: str | None
+    lower: int
+    upper: int
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackSpec:
+    host: str
+    port: str | None
+    forward: Forward
+
+
+def _looks_like_bare_ipv6(text: str) -> bool:
+    return not text.startswith("[") and text.count(":") >= 2
+
+
+def _bracket_hint(text: str) -> Invalid:
+    return Invalid(
+        f"IPv6 addresses must be written in brackets, e.g. [2001:db8::1]:80 (got {text!r})"
+    )
+
+
+_VIRTUAL_V6 = re.compile(rf"({_V6}):({_PORT})(.*)\Z", re.S)
+_VIRTUAL_HOST = re.compile(rf"([A-Za-z0-9._+-]+):({_PORT})(.*)\Z", re.S)
+_VIRTUAL_FWM = re.compile(r"(\d+)(.*)\Z", re.S)
+
+
+def parse_virtual(value: str, inet6: bool, warn: Warn) -> VirtualSpec:
+    name = "virtual6" if inet6 else "virtual"
+    if m := _VIRTUAL_V6.match(value):
+        if not inet6:
+            raise Invalid('cannot specify an IPv6 address here; please use "virtual6" instead')
+        host, port, rest = m.groups()
+    elif _looks_like_bare_ipv6(value.split()[0] if value.split() else value):
+        raise _bracket_hint(value)
+    elif m := _VIRTUAL_HOST.match(value):
+        host, port, rest = m.groups()
+    elif m := _VIRTUAL_FWM.match(value):
+        mark, rest = int(m.group(1)), m.group(2)
+        if rest and not rest[0].isspace():
+            raise Invalid(f"invalid address for {name}: {value!r}")
+        if not 1 <= mark <= MAX_FWMARK:
+            raise Invalid(f"firewall mark must be 1..{MAX_FWMARK}, not {mark}")
+        if rest.strip():
+            warn(f"ignoring trailing text {rest.strip()!r}")
+        return VirtualSpec(None, None, mark)
+    else:
+        raise Invalid(
+            f"invalid address for {name}: expected ip:port, "
+            + ("[ipv6]:port, " if inet6 else "")
+            + f"hostname:port or a firewall mark, not {value!r}"
+        )
+    if rest.strip():
+        warn(f"ignoring trailing text {rest.strip()!r}")
+    elif rest:
+        pass
+    return VirtualSpec(host, port, None)
+
+
+_REAL_ADDR = rf"{_V6}|{_HOST}"
+_REAL = re.compile(
+    rf"(?P<a>{_REAL_ADDR})(?:->(?P<b>{_REAL_ADDR}))?(?::(?P<port>{_PORT}))?(?:\s+(?P<rest>.*))?\Z",
+    re.S,
+)
+_WEIGHT = re.compile(r"\s+(\d+)(.*)\Z", re.S)
+# Two double-quoted strings separated by a comma or a space, matched greedily as ldirectord does.
+_CHECK_STRINGS = re.compile(r'\s+"(.*)"[, ]\s*"(.*)"(.*)\Z', re.S)
+_THRESHOLD = re.compile(r"\s+([lu]):(\d+)(.*)\Z", re.S)
+
+
+def parse_real(value: str, warn: Warn) -> RealSpec:
+    first = value.split()[0] if value.split() else value
+    if _looks_like_bare_ipv6(first.split("->")[0]):
+        raise _bracket_hint(first)
+    m = _REAL.match(value)
+    if m is None:
+        raise Invalid(
+            "invalid real server line: expected "
+            '<address>[-><address>][:<port>] gate|masq|ipip [<weight>] ["<request>", "<receive>"] '
+            "[l:<lower>] [u:<upper>]"
+        )
+    rest = m.group("rest") or ""
+    fm = re.match(r"(\w+)(.*)\Z", rest, re.S)
+    if fm is None or fm.group(1) not in FORWARDS:
+        got = f" (got {fm.group(1)!r})" if fm is not None else ""
+        raise Invalid(f"forward method must be gate, masq or ipip{got}")
+    forward = FORWARDS[fm.group(1)]
+    rest = fm.group(2)
+    weight = 1
+    if wm := _WEIGHT.match(rest):
+        weight = int(wm.group(1))
+        if weight > MAX_WEIGHT:
+            raise Invalid(f"weight must be 0..{MAX_WEIGHT}, not {weight}")
+        rest = wm.group(2)
+    request: str | None = None
+    receive: str | None = None
+    if cm := _CHECK_STRINGS.match(rest):
+        request, receive, rest = cm.group(1), cm.group(2), cm.group(3)
+        request = normalise_request(request)
+    thresholds: dict[str, int] = {}
+    while tm := _THRESHOLD.match(rest):
+        kind, number, rest = tm.group(1), int(tm.group(2)), tm.group(3)
+        if kind in thresholds:
+            raise Invalid(f"{kind}: given twice")
+        if number > MAX_THRESHOLD:
+            raise Invalid(f"{kind}:{number} is out of range (0..{MAX_THRESHOLD})")
+        thresholds[kind] = number
+    if rest.strip():
+        hint = ""
+        if re.search(r'"[lu]:', rest):
+            hint = " (connection thresholds are written bare: l:10 u:100, without quotes)"
+        raise Invalid(f'invalid real server line, around "{rest.strip()}"{hint}')
+    lower, upper = thresholds.get("l", 0), thresholds.get("u", 0)
+    if upper and lower > upper:
+        raise Invalid(f"lower threshold l:{lower} is above upper threshold u:{upper}")
+    return RealSpec(
+        m.group("a"), m.group("b"), m.group("port"), forward, weight, request, receive, lower, upper
+    )
+
+
+def normalise_request(request: str) -> str:
+    """ldirectord puts a "/" in front of a request that lacks one; an absolute URL is kept as
+    written (ldirectord would prefix it too and then strip it again in the check)."""
+    if request.startswith("/") or re.match(r"https?://", request):
+        return request
+    return "/" + request
+
+
+_FALLBACK_V6 = re.compile(rf"({_V6})(?::({_PORT}))?\Z")
+_FALLBACK_HOST = re.compile(rf"({_HOST})(?::({_PORT}))?\Z")
+
+
+def parse_fallback(value: str) -> FallbackSpec:
+    parts = value.split()
+    if not parts or len(parts) > 2:
+        raise Invalid(
+            f"invalid fallback server: expected <address>[:<port>] [gate|masq|ipip], not {value!r}"
+        )
+    forward = Forward.GATE
+    if len(parts) == 2:
+        if parts[1] not in FORWARDS:
+            raise Invalid(f"forward method must be gate, masq or ipip (got {parts[1]!r})")
+        forward = FORWARDS[parts[1]]
+    target = parts[0]
+    if m := _FALLBACK_V6.match(target):
+        return FallbackSpec(m.group(1), m.group(2), forward)
+    if _looks_like_bare_ipv6(target):
+        try:
+            ipaddress.IPv6Address(target)
+        except ValueError:
+            raise _bracket_hint(target) from None
+        return FallbackSpec(target, None, forward)  # a bare literal cannot carry a port
+    if m := _FALLBACK_HOST.match(target):
+        return FallbackSpec(m.group(1), m.group(2), forward)
+    raise Invalid(f"invalid fallback server: {value!r}")

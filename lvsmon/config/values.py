@@ -1,0 +1,106 @@
+"""Small parsers for directive values. Each returns the value or raises Invalid(message)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from lvsmon.config.model import DAEMON_STATES
+
+
+class Invalid(ValueError):
+    """A directive's value is unusable; the message is shown after FILE:LINE:."""
+
+
+Warn = Callable[[str], None]
+
+_LEADING_INT = re.compile(r"(\d+)(.*)\Z", re.S)
+
+
+def _trailing(rest: str, warn: Warn) -> None:
+    if rest.strip():
+        warn(f"ignoring trailing text {rest.strip()!r}")
+
+
+def integer(
+    value: str, what: str, warn: Warn, *, minimum: int = 1, maximum: int | None = None
+) -> int:
+    """A decimal integer at the start of the value. ldirectord takes the first run of digits
+    anywhere in the value; text after the number is tolerated (with a warning), text before
+    it is not."""
+    m = _LEADING_INT.match(value)
+    if m is None:
+        raise Invalid(f"invalid {what}: {value!r} is not a number")
+    number = int(m.group(1))
+    if number < minimum or (maximum is not None and number > maximum):
+        bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        raise Invalid(f"invalid {what}: {number} is out of range ({bound})")
+    _trailing(m.group(2), warn)
+    return number
+
+
+def yes_no(value: str, name: str) -> bool:
+    if value == "yes":
+        return True
+    if value == "no":
+        return False
+    raise Invalid(f"{name} must be 'yes' or 'no', not {value!r}")
+
+
+def quoted(value: str, name: str, warn: Warn, *, allow_empty: bool = False) -> str:
+    """A value that ldirectord only accepts in double quotes; everything up to the LAST quote
+    belongs to it, as with ldirectord's greedy match."""
+    if not value.startswith('"') or value.count('"') < 2:
+        raise Invalid(f'{name} needs a double-quoted value, e.g. {name}="..."')
+    end = value.rindex('"')
+    inner = value[1:end]
+    if not inner and not allow_empty:
+        raise Invalid(f"{name} must not be empty")
+    _trailing(value[end + 1 :], warn)
+    return inner
+
+
+def maybe_quoted(value: str, name: str) -> str:
+    """A value with optional surrounding double quotes."""
+    if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+        value = value[1:-1]
+    if not value:
+        raise Invalid(f"{name} must not be empty")
+    return value
+
+
+def word(value: str, pattern: str, message: str, warn: Warn) -> str:
+    m = re.match(pattern, value)
+    if m is None:
+        raise Invalid(message)
+    _trailing(value[m.end() :], warn)
+    return m.group(0)
+
+
+def email_status(value: str) -> tuple[str, ...]:
+    """``emailalertstatus``: a comma list of all, none, or daemon states; none stands alone."""
+    items = [item for item in re.split(r"\s*,\s*", value.strip())]
+    if "none" in items:
+        if len(items) > 1:
+            others = next(i for i in items if i != "none")
+            raise Invalid(f'invalid email alert status: "{others}" specified with "none"')
+        return ()
+    states: set[str] = set()
+    for item in items:
+        if item == "all":
+            states.update(DAEMON_STATES)
+        elif item in DAEMON_STATES:
+            states.add(item)
+        else:
+            allowed = ", ".join(("all", "none", *DAEMON_STATES))
+            raise Invalid(f'invalid email alert status "{item}" (allowed: {allowed})')
+    return tuple(s for s in DAEMON_STATES if s in states)
+
+
+def email_addresses(value: str) -> tuple[str, ...]:
+    if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+        value = value[1:-1]
+    addresses = tuple(a.strip() for a in value.split(",") if a.strip())
+    if not addresses:
+        raise Invalid("no email address specified")
+    return addresses
