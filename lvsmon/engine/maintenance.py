@@ -1,0 +1,50 @@
+"""maintenancedir: a file named after a real forces it down, as ldirectord reads the directory.
+
+Names tried, in ldirectord's order: `<ip>:<port>`, `<ip>`, `<fqdn>:<port>`, `<fqdn>`,
+`<short>:<port>`, `<short>` (IPv6 ip bracketed). ldirectord did one reverse DNS lookup per real per
+check; lvsmon looks names up once per config load and reads the directory once per scan.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Iterable
+
+from lvsmon.engine.plan import RealRef
+
+_SHORTABLE = re.compile(r"^[a-z][a-z0-9\-]+\.")
+
+
+def reverse_name(address: str) -> str | None:
+    try:
+        name, _ = socket.getnameinfo((address, 0), socket.NI_NAMEREQD)
+    except (OSError, UnicodeError):
+        return None
+    return name
+
+
+def candidate_names(ref: RealRef, fqdn: str | None) -> list[str]:
+    ip = f"[{ref.address}]" if ":" in ref.address else ref.address
+    names = [f"{ip}:{ref.port}", ip]
+    if fqdn:
+        names += [f"{fqdn}:{ref.port}", fqdn]
+        if _SHORTABLE.match(fqdn):
+            short = fqdn.split(".", 1)[0]
+            names += [f"{short}:{ref.port}", short]
+    return names
+
+
+class MaintenanceDir:
+    def __init__(self, path: str, refs: Iterable[RealRef], *, reverse: bool = True) -> None:
+        self.path = path
+        fqdn = {a: (reverse_name(a) if reverse else None) for a in {r.address for r in refs}}
+        self._names = {r: candidate_names(r, fqdn[r.address]) for r in refs}
+
+    def scan(self) -> frozenset[RealRef]:
+        try:
+            present = set(os.listdir(self.path))
+        except OSError:
+            return frozenset()
+        return frozenset(r for r, names in self._names.items() if any(n in present for n in names))

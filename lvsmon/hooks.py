@@ -1,0 +1,112 @@
+"""Things lvsmon runs or writes for the operator: fallbackcommand, callback, monitorfile.
+
+Commands run without a shell, in their own process group, and are killed with it after a bound:
+a hook that hangs never holds up checks, reloads or stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import time
+from collections.abc import Sequence
+
+from lvsmon.checks.base import CheckResult
+from lvsmon.config.model import Config, Virtual
+from lvsmon.engine.health import Transition
+from lvsmon.engine.plan import RealRef
+
+log = logging.getLogger("lvsmon")
+
+HOOK_TIMEOUT_S = 30.0
+
+
+async def run_command(argv: Sequence[str], timeout: float = HOOK_TIMEOUT_S) -> int | None:
+    """Run argv; its exit status, or None when it could not start or was killed at the bound."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        log.error("cannot run %s: %s", argv[0], exc.strerror or exc)
+        return None
+    try:
+        async with asyncio.timeout(timeout):
+            return await proc.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        log.error("%s killed after %.0f s", argv[0], timeout)
+        return None
+
+
+def fallback_argv(v: Virtual, command: str, state: str) -> list[str]:
+    """`<command> start|stop <vip>:<vport> <protocol>`; for fwmark virtuals the mark stands in for
+    the address (ldirectord passed `:0`)."""
+    if v.fwmark:
+        where = f"{v.fwmark}:0"
+    else:
+        host = f"[{v.address}]" if ":" in (v.address or "") else v.address
+        where = f"{host}:{v.port}"
+    return [*shlex.split(command), state, where, str(v.protocol)]
+
+
+class FallbackCommands:
+    """Runs fallbackcommand when a virtual's "no real is up" state changes."""
+
+    def __init__(self) -> None:
+        self.sent: dict[object, str] = {}
+        self._tasks: set[asyncio.Task[int | None]] = set()
+
+    def update(self, config: Config, up_of: dict[object, bool]) -> None:
+        for v in config.virtuals:
+            if not v.fallbackcommand or v.key not in up_of:
+                continue
+            state = "stop" if up_of[v.key] else "start"
+            if self.sent.get(v.key) == state:
+                continue
+            self.sent[v.key] = state
+            argv = fallback_argv(v, v.fallbackcommand, state)
+            log.info("Running fallbackcommand: %s", shlex.join(argv))
+            task = asyncio.get_running_loop().create_task(run_command(argv))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _escape(msg: str) -> str:
+    return msg.replace("%", "%25").replace("|", "%7C").replace("\r", "%0D").replace("\n", "%0A")
+
+
+class MonitorFiles:
+    """One line per check result in the virtual's monitorfile (ldirectord's format)."""
+
+    def __init__(self, config: Config) -> None:
+        self.path_of = {v.key: v.monitorfile for v in config.virtuals if v.monitorfile}
+
+    def __call__(
+        self, _engine: object, ref: RealRef, result: CheckResult, _t: Transition | None
+    ) -> None:
+        path = self.path_of.get(ref.service)
+        if path is None:
+            return
+        stamp = time.strftime("%a %b %e %H:%M:%S %Y")
+        status = "up" if result.ok else "down"
+        line = f"[{stamp}] [{os.getpid()}] {ref.address} {ref.port} {ref.service} [{status}] "
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(line + _escape(result.reason) + "\n")
+        except OSError as exc:
+            log.error("cannot write monitorfile %s: %s", path, exc.strerror)
