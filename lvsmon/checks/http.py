@@ -23,7 +23,9 @@ anywhere in the raw body bytes) when `receive` is set. Deliberate differences fr
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
+import os
 import socket
 import ssl
 from typing import Final
@@ -78,7 +80,7 @@ def _sni_for(virtualhost: str) -> str:
 class Target:
     """Where to connect and what to send, derived from a spec once (it is hashable and reused)."""
 
-    __slots__ = ("connect_host", "connect_port", "request", "server_hostname", "tls")
+    __slots__ = ("connect_host", "connect_port", "family", "request", "server_hostname", "tls")
 
     def __init__(
         self,
@@ -88,6 +90,9 @@ class Target:
         server_hostname: str,
         request: bytes,
     ) -> None:
+        self.family: int | None = None  # None: a name, resolved at check time
+        if _is_ip_literal(connect_host):
+            self.family = socket.AF_INET6 if ":" in connect_host else socket.AF_INET
         self.connect_host = connect_host
         self.connect_port = connect_port
         self.tls = tls
@@ -110,6 +115,7 @@ def _check_request_text(text: str) -> None:
         raise CheckFailed(f"http: request {text!r} contains whitespace or control characters")
 
 
+@functools.lru_cache(maxsize=65536)
 def build_target(spec: CheckSpec) -> Target:
     """Turn a spec into the connection and request bytes (raises CheckFailed on an unusable one)."""
     request = spec.request or "/"
@@ -200,29 +206,84 @@ async def check_http(spec: CheckSpec, step: Step) -> CheckResult:
     target = build_target(spec)
     loop = asyncio.get_running_loop()
     parser = ResponseParser(head=spec.httpmethod == "HEAD")
-    done: asyncio.Future[None] = loop.create_future()
     step.name = "connect"
-    sock = await _connect(loop, target.connect_host, target.connect_port)
-    transport: asyncio.Transport | None = None
+    sock = await _connect(loop, target)
+    if target.tls:
+        await _exchange_tls(loop, sock, target, parser, step)
+    else:
+        step.name = "http"
+        await _exchange_plain(loop, sock, target.request, parser)
+    return verdict(spec, parser)
+
+
+async def _exchange_plain(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, request: bytes, parser: ResponseParser
+) -> None:
+    """The lean path: no transport, one reader callback feeding the parser, one task wake-up."""
+    fd = sock.fileno()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        if done.done():
+            return
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            done.set_exception(exc)
+            return
+        try:
+            if data:
+                if parser.feed(data):
+                    done.set_result(None)
+            else:
+                parser.feed_eof()
+                done.set_result(None)
+        except HttpProtocolError as exc:
+            done.set_exception(CheckFailed(f"http: {exc}"))
+
     try:
-        if target.tls:
-            step.name = "tls"
+        try:
+            sent = sock.send(request)  # a fresh connection takes a small request whole
+        except BlockingIOError:
+            sent = 0
+        if sent < len(request):
+            await loop.sock_sendall(sock, request[sent:])
+        loop.add_reader(fd, on_readable)
+        try:
+            await done
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        sock.close()
+
+
+async def _exchange_tls(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    target: Target,
+    parser: ResponseParser,
+    step: Step,
+) -> None:
+    done: asyncio.Future[None] = loop.create_future()
+    transport: asyncio.Transport | None = None
+    step.name = "tls"
+    try:
         transport, _ = await loop.create_connection(
             lambda: _Exchange(target.request, parser, done, step),
             sock=sock,
-            ssl=tls_context() if target.tls else None,
-            server_hostname=target.server_hostname if target.tls else None,
+            ssl=tls_context(),
+            server_hostname=target.server_hostname,
         )
         await done
     finally:
         if transport is None:
             sock.close()
+        elif done.done() and not done.cancelled() and done.exception() is None:
+            transport.close()
         else:
-            if done.done() and not done.cancelled() and done.exception() is None:
-                transport.close()
-            else:
-                transport.abort()
-    return verdict(spec, parser)
+            transport.abort()
 
 
 def verdict(spec: CheckSpec, parser: ResponseParser) -> CheckResult:
@@ -239,23 +300,42 @@ def verdict(spec: CheckSpec, parser: ResponseParser) -> CheckResult:
     return CheckResult(True, f"http: status {status}")
 
 
-async def _connect(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
-    """A connected non-blocking TCP socket; host may be a literal or (absolute URL) a name."""
-    family: int
+async def _connect(loop: asyncio.AbstractEventLoop, target: Target) -> socket.socket:
+    """A connected non-blocking TCP socket (resolving the host only for an absolute URL)."""
+    family = target.family
     addr: tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]
-    if _is_ip_literal(host):
-        family, addr = (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, port)
-    else:
-        resolved = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addr = (target.connect_host, target.connect_port)
+    if family is None:
+        resolved = await loop.getaddrinfo(*addr, type=socket.SOCK_STREAM)
         if not resolved:
-            raise CheckFailed(f"connect: {host} did not resolve")
+            raise CheckFailed(f"connect: {target.connect_host} did not resolve")
         family, _, _, _, addr = resolved[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await loop.sock_connect(sock, addr)
+        try:
+            sock.connect(addr)  # on loopback this often completes at once
+        except BlockingIOError:
+            await _writable(loop, sock)
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise OSError(err, os.strerror(err)) from None
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    fd = sock.fileno()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def on_writable() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(fd, on_writable)
+    try:
+        await ready
+    finally:
+        loop.remove_writer(fd)
