@@ -173,9 +173,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=200)
     args = parser.parse_args()
     with http_server() as (server, port):
-        print(
-            f"server: {server} on 127.0.0.1:{port}; {args.checks} checks, concurrency {args.concurrency}"
-        )
+        print(f"server: {server} on 127.0.0.1:{port}; ", end="")
+        print(f"{args.checks} checks, concurrency {args.concurrency}")
         results = asyncio.run(bench(port, args.checks, args.concurrency))
     print(
         json.dumps(
