@@ -1,18 +1,51 @@
 """The lvsmon command line.
 
-Two forms share one entry point:
-  lvsmon check-config [--json] FILE    (also: lvsmon -t FILE)
-  lvsmon [-d] [configfile] start|stop|restart|try-restart|reload|force-reload|status
-The second is ldirectord's own command line, so init scripts and resource agents work unchanged.
+  lvsmon [-d] [--backend B] [configfile] start|stop|restart|try-restart|reload|force-reload|status
+  lvsmon check-config [--json] FILE        (also: lvsmon -t FILE)
+  lvsmon demo
+
+The first form is ldirectord's own command line and exit codes, so init scripts, systemd units and
+the resource agent work unchanged. Unlike ldirectord, `start` returns once the table is programmed,
+`stop` once the daemon has cleaned up and exited, and `stop`/`status` work with a broken config.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from lvsmon import __version__
+
+COMMANDS = ("start", "stop", "restart", "try-restart", "reload", "force-reload", "status")
+CONFIG_DIRS = ("/etc/ha.d", "/etc/ha.d/conf")
+DEFAULT_CONFIG = "ldirectord.cf"
+USAGE_EXIT = 255  # ldirectord's pod2usage(-1)
+
+HELP_EPILOG = """\
+commands (ldirectord compatible):
+  start         start the daemon; returns when the IPVS table is programmed
+  stop          stop the daemon; returns when it has cleaned up and exited
+  restart       stop, then start        try-restart   restart only if running
+  reload        re-read the configuration (a bad one is reported and not applied)
+  force-reload  same as reload          status        exit 0 running, 3 stopped, 1 stale pid file
+
+other forms:
+  lvsmon check-config [--json] FILE   validate a configuration (also: lvsmon -t FILE)
+  lvsmon demo                         a live demonstration on loopback, no root needed
+
+The configuration is looked up as /etc/ha.d/NAME, /etc/ha.d/conf/NAME, then NAME as given
+(default NAME: ldirectord.cf). Backend: --backend or $LVSMON_BACKEND (netlink, ipvsadm, memory).
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"lvsmon: {message}", file=sys.stderr)
+        raise SystemExit(USAGE_EXIT)
 
 
 def _check_config(argv: Sequence[str]) -> int:
@@ -29,16 +62,84 @@ def _check_config(argv: Sequence[str]) -> int:
     return check_config(args.file, as_json=args.json, out=sys.stdout, err=sys.stderr)
 
 
+def _demo(argv: Sequence[str]) -> int:
+    from lvsmon.demo import main as demo_main
+
+    return demo_main(argv)
+
+
+def find_config(name: str) -> str | None:
+    """ldirectord's lookup order; a path with a slash is also tried as given."""
+    if "/" not in name:
+        for d in CONFIG_DIRS:
+            candidate = os.path.join(d, name)
+            if os.path.isfile(candidate):
+                return candidate
+    return name if os.path.isfile(name) else None
+
+
+def config_name(config_arg: str | None) -> str:
+    """ldirectord's CFGNAME: "ldirectord" for the default file, else the file's basename."""
+    return "ldirectord" if config_arg is None else os.path.basename(config_arg)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("-v", "--version"):
-        print(f"lvsmon {__version__}")
+        print(f"lvsmon {__version__} (ldirectord compatible)")
         return 0
     if args and args[0] in ("check-config", "-t"):
         return _check_config(args[1:])
-    print(
-        "usage: lvsmon check-config [--json] FILE\n"
-        "       lvsmon [-d] [configfile] start|stop|restart|try-restart|reload|force-reload|status",
-        file=sys.stderr,
+    if args and args[0] == "demo":
+        return _demo(args[1:])
+
+    parser = _Parser(
+        prog="lvsmon",
+        description="lvsmon: health checker for Linux Virtual Server, ldirectord compatible.",
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
-    return 255
+    parser.add_argument(
+        "-d", "--debug", action="store_true", help="stay in the foreground, log to stderr"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("netlink", "ipvsadm", "memory"),
+        default=os.environ.get("LVSMON_BACKEND") or "netlink",
+        help="how to reach IPVS (default: $LVSMON_BACKEND or netlink)",
+    )
+    parser.add_argument(
+        "--ipvsadm",
+        default=os.environ.get("LVSMON_IPVSADM"),
+        help="ipvsadm binary for --backend ipvsadm",
+    )
+    parser.add_argument(
+        "--pid-file",
+        default=os.environ.get("LVSMON_PIDFILE"),
+        help="default: /run/lvsmon.<config name>.pid",
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=120.0,
+        help="seconds stop waits for the daemon (default 120)",
+    )
+    parser.add_argument("words", nargs="+", metavar="[configfile] command")
+    ns = parser.parse_args(args)
+    words: list[str] = ns.words
+    if len(words) > 2 or words[-1] not in COMMANDS:
+        parser.error(f"expected [configfile] {{{'|'.join(COMMANDS)}}}, got {' '.join(words)!r}")
+    config_arg = words[0] if len(words) == 2 else None
+    from lvsmon.control import Control
+
+    control = Control(
+        config_arg=config_arg or DEFAULT_CONFIG,
+        cfgname=config_name(config_arg),
+        backend=ns.backend,
+        ipvsadm=ns.ipvsadm,
+        pid_file=ns.pid_file,
+        debug=ns.debug,
+        stop_timeout=ns.stop_timeout,
+    )
+    return control.run(words[-1])

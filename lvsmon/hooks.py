@@ -13,12 +13,13 @@ import os
 import shlex
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from lvsmon.checks.base import CheckResult
 from lvsmon.config.model import Config, Virtual
 from lvsmon.engine.health import Transition
 from lvsmon.engine.plan import RealRef
+from lvsmon.ipvs.model import ServiceKey
 
 log = logging.getLogger("lvsmon")
 
@@ -64,10 +65,10 @@ class FallbackCommands:
     """Runs fallbackcommand when a virtual's "no real is up" state changes."""
 
     def __init__(self) -> None:
-        self.sent: dict[object, str] = {}
+        self.sent: dict[ServiceKey, str] = {}
         self._tasks: set[asyncio.Task[int | None]] = set()
 
-    def update(self, config: Config, up_of: dict[object, bool]) -> None:
+    def update(self, config: Config, up_of: Mapping[ServiceKey, bool]) -> None:
         for v in config.virtuals:
             if not v.fallbackcommand or v.key not in up_of:
                 continue

@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.config.model import Config
-from lvsmon.engine.desired import adopt_health, desired_table, managed_services
+from lvsmon.engine.desired import adopt_health, desired_table, is_up, managed_services
 from lvsmon.engine.health import RealHealth, Transition
 from lvsmon.engine.plan import CheckJob, Mode, Plan, RealRef, build_plan
 from lvsmon.engine.timetable import Timetable
 from lvsmon.engine.wording import describe
+from lvsmon.ipvs.apply import apply_ops
 from lvsmon.ipvs.backend import BackendError, IpvsBackend
-from lvsmon.ipvs.diff import apply_ops, diff
+from lvsmon.ipvs.diff import diff
 from lvsmon.ipvs.model import ServiceKey, Table
 from lvsmon.ipvs.ops import DeleteService, Op
 
@@ -69,6 +70,7 @@ class Engine:
         self.stats = Stats()
         self.listeners: list[Listener] = []
         self.kernel_listeners: list[Callable[[str, bool], None]] = []
+        self.after_reconcile: list[Callable[[Engine], None]] = []
         self._run_check = run_check
         self._maintained_fn = maintained
         self._maintained: Collection[RealRef] = frozenset()
@@ -290,9 +292,20 @@ class Engine:
                     return False
             ops = diff(self.desired(), self.actual, self.managed)
             self.stats.reconciles += 1
-            if not ops:
-                return True
-            return await self._apply(ops)
+            ok = await self._apply(ops) if ops else True
+            for hook in self.after_reconcile:
+                hook(self)
+            return ok
+
+    def up_of(self) -> dict[ServiceKey, bool]:
+        """Per virtual: is any of its reals up (and not in maintenance)?"""
+        up: dict[ServiceKey, bool] = {}
+        for v in self.config.virtuals:
+            up[v.key] = any(
+                is_up(RealRef(v.key, r.address, r.port), self.health, self._maintained)
+                for r in v.reals
+            )
+        return up
 
     async def _apply(self, ops: list[Op], stopping: bool = False) -> bool:
         results = await self.backend.apply(ops)
@@ -309,7 +322,7 @@ class Engine:
             for listener in self.kernel_listeners:
                 listener(text, res.error is None)
         if ok and self.actual is not None:
-            self.actual = apply_ops(self.actual, ops)
+            self.actual, _ = apply_ops(self.actual, ops)
         else:
             self.actual = None  # the next reconcile starts from a fresh dump
         return ok

@@ -1,0 +1,208 @@
+"""The ldirectord commands: start, stop, restart, try-restart, reload, force-reload, status.
+
+Exit codes are ldirectord's (status: 0 running, 1 stale pid file, 3 stopped; a config error 2;
+config file not found 1; reload of a stopped daemon 1). Unlike ldirectord, `start` returns only
+when the table is programmed (the daemon reports readiness through a pipe), `stop` only when the
+daemon has cleaned up and exited, and `stop`/`status` never parse the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lvsmon import pidfile
+from lvsmon.config import Config, ConfigError, load_config
+
+
+@dataclass
+class Control:
+    config_arg: str
+    cfgname: str
+    backend: str = "netlink"
+    ipvsadm: str | None = None
+    pid_file: str | None = None
+    debug: bool = False
+    stop_timeout: float = 120.0
+
+    @property
+    def pid_path(self) -> str:
+        return self.pid_file or f"/run/lvsmon.{self.cfgname}.pid"
+
+    def run(self, command: str) -> int:
+        handler: Callable[[], int] = {
+            "start": self.start,
+            "stop": self.stop,
+            "restart": self.restart,
+            "try-restart": self.try_restart,
+            "reload": self.reload,
+            "force-reload": self.reload,
+            "status": self.status,
+        }[command]
+        return handler()
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    def _config_path(self) -> str | None:
+        from lvsmon.cli import find_config
+
+        path = find_config(self.config_arg)
+        if path is None:
+            print(f"lvsmon: Config file {self.config_arg} not found", file=sys.stderr)
+        return path
+
+    def _load(self) -> Config | int:
+        path = self._config_path()
+        if path is None:
+            return 1
+        try:
+            return load_config(path)
+        except ConfigError as exc:
+            for d in exc.diagnostics:
+                print(d, file=sys.stderr)
+            return 2
+
+    # ---- commands ---------------------------------------------------------------------------
+
+    def status(self) -> int:
+        st = pidfile.state(self.pid_path)
+        if st.running:
+            print(f"lvsmon for {self.config_arg} is running with pid: {st.pid}", file=sys.stderr)
+            return 0
+        if st.stale:
+            print(f"lvsmon stale pid file {self.pid_path} for {self.config_arg}", file=sys.stderr)
+            print(f"lvsmon is stopped for {self.config_arg}")
+            return 1
+        print(f"lvsmon is stopped for {self.config_arg}")
+        return 3
+
+    def stop(self) -> int:
+        st = pidfile.state(self.pid_path)
+        if not st.running or st.pid is None:
+            return 0
+        try:
+            os.kill(st.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return 0
+        deadline = time.monotonic() + self.stop_timeout
+        while pidfile.is_lvsmon(st.pid):
+            if time.monotonic() > deadline:
+                print(
+                    f"lvsmon: pid {st.pid} still running after {self.stop_timeout:.0f} s",
+                    file=sys.stderr,
+                )
+                return 1
+            time.sleep(0.05)
+        return 0
+
+    def restart(self) -> int:
+        rc = self.stop()
+        return rc if rc else self.start()
+
+    def try_restart(self) -> int:
+        return self.restart() if pidfile.state(self.pid_path).running else 0
+
+    def reload(self) -> int:
+        st = pidfile.state(self.pid_path)
+        if not st.running or st.pid is None:
+            print(f"lvsmon is stopped for {self.config_arg}")
+            return 1
+        loaded = self._load()
+        if isinstance(loaded, int):
+            print(
+                "lvsmon: configuration not reloaded; the daemon keeps the running one",
+                file=sys.stderr,
+            )
+            return loaded
+        os.kill(st.pid, signal.SIGHUP)
+        return 0
+
+    def start(self) -> int:
+        if pidfile.state(self.pid_path).running:
+            return 0
+        loaded = self._load()
+        if isinstance(loaded, int):
+            return loaded
+        config = loaded
+        if self.debug or config.settings.supervised:
+            return self._serve(config, lambda err: None)
+        return self._daemonize(config)
+
+    # ---- the daemon process -----------------------------------------------------------------
+
+    def _daemonize(self, config: Config) -> int:
+        read_fd, write_fd = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the daemon
+            os.close(read_fd)
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            os.chdir("/")
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            writer = os.fdopen(write_fd, "w")
+
+            def ready(error: str | None) -> None:
+                writer.write("ok\n" if error is None else f"error {error}\n")
+                writer.close()
+
+            code = 1
+            try:
+                code = self._serve(config, ready)
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        os.waitpid(child, 0)
+        with os.fdopen(read_fd) as reader:
+            line = reader.readline().strip()
+        if line == "ok":
+            return 0
+        reason = (
+            line.removeprefix("error ").strip() or "the daemon exited during start-up (see its log)"
+        )
+        print(f"lvsmon: {reason}", file=sys.stderr)
+        return 1
+
+    def _serve(self, config: Config, ready: Callable[[str | None], None]) -> int:
+        from lvsmon.daemon import run_daemon
+        from lvsmon.ipvs.factory import make_backend
+        from lvsmon.logsetup import setup_logging
+
+        _raise_fd_limit()
+        setup_logging(
+            config.settings.logfile,
+            self.cfgname,
+            debug=self.debug,
+            supervised=config.settings.supervised,
+        )
+        pid = os.getpid()
+        pidfile.write_pid(self.pid_path, pid)
+        try:
+
+            async def main() -> int:
+                opts = (
+                    {"ipvsadm": self.ipvsadm} if self.backend == "ipvsadm" and self.ipvsadm else {}
+                )
+                backend = make_backend(self.backend, **opts)
+                return await run_daemon(config, backend, ready)
+
+            return asyncio.run(main())
+        finally:
+            pidfile.remove_pid(self.pid_path, pid)
+
+
+def _raise_fd_limit() -> None:
+    """Thousands of concurrent checks need thousands of sockets; the soft limit is often 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
