@@ -72,6 +72,13 @@ class Server:
         return web.Response(text=self.body)
 
 
+def write_config(directory: str, text: str) -> str:
+    path = os.path.join(directory, "ldirectord.cf")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
 def render(engine: Engine, names: dict[tuple[str, int], str]) -> str:
     lines = []
     table = engine.actual or {}
@@ -101,18 +108,11 @@ async def demo(step_s: float) -> int:
     for s in [*servers, sorry]:
         await s.start()
     names = {("127.0.0.1", s.port): s.name for s in servers}
+    text = CONFIG.format(p1=servers[0].port, p2=servers[1].port, p3=servers[2].port, pf=sorry.port)
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "ldirectord.cf")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(
-                CONFIG.format(
-                    p1=servers[0].port, p2=servers[1].port, p3=servers[2].port, pf=sorry.port
-                )
-            )
+        path = write_config(tmp, text)
         config = load_config(path)
-        print(
-            f"config {path}:\n{CONFIG.format(p1=servers[0].port, p2=servers[1].port, p3=servers[2].port, pf=sorry.port)}"
-        )
+        print(f"config {path}:\n{text}")
         engine = Engine(config, MemoryBackend())
         t0 = time.monotonic()
 
