@@ -59,6 +59,7 @@ class Plan:
 
 def _spec(v: Virtual, r: Real, kind: str) -> CheckSpec:
     negotiate = kind == "negotiate"
+    external = kind in ("external", "external-perl")
     timeout = v.negotiatetimeout if negotiate else v.checktimeout
     if kind == "ping":
         timeout = v.checktimeout * v.checkcount  # ldirectord waited checktimeout per attempt
@@ -77,12 +78,18 @@ def _spec(v: Virtual, r: Real, kind: str) -> CheckSpec:
         passwd=v.passwd if negotiate else "",
         database=v.database if negotiate else "",
         secret=v.secret if negotiate else "",
-        checkcommand=v.checkcommand if kind in ("external", "external-perl") else "",
-        vip=str(v.fwmark) if v.protocol is VirtualProtocol.FWM else (v.address or ""),
-        vport=v.port,
-        rport=r.port,
+        # only an external command sees the virtual: every other check of the same real in
+        # another virtual is the same check and must compare equal, so it runs once
+        checkcommand=v.checkcommand if external else "",
+        vip=_vip(v) if external else "",
+        vport=v.port if external else 0,
+        rport=r.port if external else 0,
         checkcount=v.checkcount if kind == "ping" else 1,
     )
+
+
+def _vip(v: Virtual) -> str:
+    return str(v.fwmark) if v.protocol is VirtualProtocol.FWM else (v.address or "")
 
 
 def job_for(v: Virtual, r: Real) -> CheckJob | str:
