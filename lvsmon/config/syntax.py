@@ -136,6 +136,11 @@ def parse_real(value: str, warn: Warn) -> RealSpec:
     receive: str | None = None
     if cm := _CHECK_STRINGS.match(rest):
         request, receive, rest = cm.group(1), cm.group(2), cm.group(3)
+        if re.fullmatch(r"[lu]:\d+", request) and re.fullmatch(r"[lu]:\d+", receive):
+            raise Invalid(
+                f"thresholds are written bare, not quoted: {request} {receive} (ldirectord also "
+                "rejects the quoted form its manual shows)"
+            )
         request = normalise_request(request)
     thresholds: dict[str, int] = {}
     while tm := _THRESHOLD.match(rest):
