@@ -126,10 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds stop waits for the daemon (default 120)",
     )
     parser.add_argument("words", nargs="+", metavar="[configfile] command")
-    ns = parser.parse_args(args)
-    words: list[str] = ns.words
-    if len(words) > 2 or words[-1] not in COMMANDS:
-        parser.error(f"expected [configfile] {{{'|'.join(COMMANDS)}}}, got {' '.join(words)!r}")
+    try:
+        ns = parser.parse_args(args)
+        words: list[str] = ns.words
+        if len(words) > 2 or words[-1] not in COMMANDS:
+            parser.error(f"expected [configfile] {{{'|'.join(COMMANDS)}}}, got {' '.join(words)!r}")
+    except SystemExit as exc:  # usage errors and --help: ldirectord's exit codes, no traceback
+        return exc.code if isinstance(exc.code, int) else USAGE_EXIT
     config_arg = words[0] if len(words) == 2 else None
     from lvsmon.control import Control
 
