@@ -1,0 +1,34 @@
+"""Choosing a backend by name (the `--ipvs-backend` style setting)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lvsmon.ipvs.backend import IpvsBackend
+
+BACKENDS = ("netlink", "ipvsadm", "memory")
+
+
+class UnknownBackend(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown IPVS backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+        self.name = name
+
+
+def make_backend(name: str, **opts: Any) -> IpvsBackend:
+    """A new backend; `opts` go to its constructor (e.g. ipvsadm="/path" for "ipvsadm")."""
+    if name == "memory":
+        from lvsmon.ipvs.memory import MemoryBackend
+
+        return MemoryBackend(**opts)
+    if name == "ipvsadm":
+        from lvsmon.ipvs.ipvsadm import IpvsadmBackend
+
+        return IpvsadmBackend(**opts)
+    if name == "netlink":
+        # Imported only when chosen: pyroute2 is heavy and the other backends don't need it.
+        from lvsmon.ipvs.netlink import NetlinkBackend  # type: ignore[import-not-found,unused-ignore]
+
+        backend: IpvsBackend = NetlinkBackend(**opts)
+        return backend
+    raise UnknownBackend(name)

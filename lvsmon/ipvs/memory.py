@@ -1,0 +1,57 @@
+"""An IPVS table kept in the process, with the kernel's rules: for dry runs, demos and tests.
+
+backend = MemoryBackend()
+await backend.apply(ops)
+print(backend.render())        # like `ipvsadm -Ln`
+print("\\n".join(backend.log))  # every op as the ipvsadm line that would do it
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lvsmon.ipvs.apply import apply_ops, copy_table
+from lvsmon.ipvs.backend import BackendError, ErrorKind, OpError, OpResult
+from lvsmon.ipvs.ipvsadm_format import op_line, render_list
+from lvsmon.ipvs.model import Table
+from lvsmon.ipvs.ops import Op
+
+
+class MemoryBackend:
+    name = "memory"
+
+    def __init__(self, table: Table | None = None, *, available: bool = True) -> None:
+        """`table`: the starting table (copied). `available=False` behaves like a kernel
+        without IPVS: dump() raises and every op fails with NO_IPVS."""
+        self.table: Table = copy_table(table) if table else {}
+        self.available = available
+        self.log: list[str] = []  # "ipvsadm <args>" per applied op, "# failed: ..." after a failure
+        self.applies = 0  # apply() calls that carried at least one op
+
+    def _unavailable(self) -> OpError:
+        return OpError(ErrorKind.NO_IPVS, "IPVS not available (memory backend set unavailable)")
+
+    async def dump(self) -> Table:
+        if not self.available:
+            raise BackendError(self._unavailable())
+        return copy_table(self.table)
+
+    async def apply(self, ops: Sequence[Op]) -> list[OpResult]:
+        if not ops:
+            return []
+        self.applies += 1
+        if not self.available:
+            return [OpResult(op, self._unavailable()) for op in ops]
+        self.table, results = apply_ops(self.table, ops)
+        for result in results:
+            self.log.append(f"ipvsadm {op_line(result.op)}")
+            if result.error is not None:
+                self.log.append(f"# failed: {result.error.kind}: {result.error.message}")
+        return results
+
+    def render(self) -> str:
+        """The table the way `ipvsadm -Ln` shows it."""
+        return render_list(self.table)
+
+    async def close(self) -> None:
+        return None
