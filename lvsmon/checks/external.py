@@ -46,13 +46,6 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-async def _read_capped(stream: asyncio.StreamReader, into: bytearray) -> None:
-    while chunk := await stream.read(65536):
-        room = _OUTPUT_LIMIT - len(into)
-        if room > 0:
-            into += chunk[:room]
-
-
 def _first_line(output: bytes) -> str:
     for line in output.decode("utf-8", "replace").splitlines():
         if line.strip():
@@ -62,33 +55,56 @@ def _first_line(output: bytes) -> str:
 
 async def run_command(argv: list[str], step: Step, what: str) -> CheckResult:
     step.name = what
+    loop = asyncio.get_running_loop()
+    # our own pipe rather than asyncio's: Process.wait() would also wait for a straggler that
+    # keeps the pipe open, and an abandoned pipe transport warns when collected
+    read_fd, write_fd = os.pipe()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=write_fd,
+                start_new_session=True,
+            )
+        finally:
+            os.close(write_fd)
     except OSError as exc:
+        os.close(read_fd)
         raise CheckFailed(f"{what}: cannot execute {argv[0]}: {exc.strerror or exc}") from None
     output = bytearray()
-    assert proc.stdout is not None
-    reader = asyncio.create_task(_read_capped(proc.stdout, output))
+    eof: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        try:
+            chunk = os.read(read_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            output.extend(chunk[: _OUTPUT_LIMIT - len(output)])
+        else:
+            loop.remove_reader(read_fd)
+            if not eof.done():
+                eof.set_result(None)
+
+    os.set_blocking(read_fd, False)
+    loop.add_reader(read_fd, on_readable)
     try:
         code = await proc.wait()
         _kill_group(proc.pid)
-        # a straggler that escaped the group must not hold the check open
-        await asyncio.wait({reader}, timeout=_DRAIN_GRACE_S)
+        # what the group wrote before dying is still in the pipe; a descendant that left the
+        # group (setsid) could hold it open, so the drain is bounded
+        await asyncio.wait({eof}, timeout=_DRAIN_GRACE_S)
     finally:
         if proc.returncode is None:
             _kill_group(proc.pid)
-            # reaping after SIGKILL is prompt; shield so a second cancellation can't skip it
+            # reaping after SIGKILL is prompt; shielded so a second cancellation can't skip it
             await asyncio.shield(proc.wait())
-        if not reader.done():
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        loop.remove_reader(read_fd)
+        os.close(read_fd)
     line = _first_line(bytes(output))
     suffix = f": {line}" if line else ""
     if code == 0:

@@ -135,6 +135,8 @@ async def https_server(tls_ca: trustme.CA) -> AsyncIterator[HttpServer]:
 class RawServer:
     port: int
     connections: int = 0
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    peer_closed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @contextlib.asynccontextmanager
@@ -145,8 +147,12 @@ async def raw_server(reply: bytes | None, host: str = "127.0.0.1") -> AsyncItera
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         state.connections += 1
+        state.connected.set()
         if reply is None:
             held.append(writer)
+            with contextlib.suppress(ConnectionError):
+                await reader.read()  # until the check closes its end
+            state.peer_closed.set()
             return
         # read the request first: closing on unread data would make the kernel send a reset
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):

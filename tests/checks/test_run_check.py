@@ -1,0 +1,102 @@
+"""run_check as the engine sees it: spec validation, the registry, the error boundary."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from lvsmon.checks import (
+    ANY_SERVICE,
+    IMPLEMENTED,
+    CheckResult,
+    CheckSpec,
+    CheckSpecError,
+    is_implemented,
+    run_check,
+)
+from lvsmon.checks.registry import describe_error
+from tests.checks.conftest import raw_server
+
+BASE: dict[str, Any] = {"kind": "connect", "host": "127.0.0.1", "port": 80, "timeout": 5}
+
+
+def test_equal_specs_are_one_check() -> None:
+    a = CheckSpec(**BASE, service="http", request="/x")
+    b = CheckSpec(**BASE, service="http", request="/x")
+    c = CheckSpec(**BASE, service="http", request="/y")
+    assert len({a, b, c}) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kind": "bogus"}, "unknown check kind"),
+        ({"protocol": "sctp"}, "unknown protocol"),
+        ({"httpmethod": "POST"}, "httpmethod must be GET or HEAD"),
+        ({"port": 70000}, "out of range"),
+        ({"timeout": 0}, "timeout must be > 0"),
+        ({"checkcount": 0}, "checkcount must be >= 1"),
+        ({"host": "rs1.example.test"}, "not an IP literal"),
+        ({"kind": "external"}, "needs a checkcommand"),
+        ({"receive": "(unclosed"}, "receive regex '\\(unclosed' is not usable"),
+    ],
+)
+def test_bad_specs_are_refused_with_a_clear_error(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(CheckSpecError, match=message):
+        CheckSpec(**{**BASE, **change})
+
+
+@pytest.mark.parametrize(
+    ("kind", "service", "reason"),
+    [
+        ("on", "http", "checktype=on"),
+        ("off", "http", "checktype=off"),
+        ("negotiate", "none", "service=none"),
+    ],
+)
+async def test_checks_that_need_no_server(kind: str, service: str, reason: str) -> None:
+    result = await run_check(CheckSpec(**{**BASE, "kind": kind, "service": service}))
+    assert (result.ok, result.reason) == (True, reason)
+
+
+async def test_unimplemented_service_is_down_not_an_error() -> None:
+    result = await run_check(CheckSpec(**{**BASE, "kind": "negotiate", "service": "smtp"}))
+    assert (result.ok, result.reason) == (
+        False,
+        "checktype=negotiate service=smtp is not implemented",
+    )
+
+
+def test_implemented_set() -> None:
+    assert ("negotiate", "https") in IMPLEMENTED
+    assert ("connect", ANY_SERVICE) in IMPLEMENTED
+    assert is_implemented("connect", "smtp")  # connect does not care about the service
+    assert is_implemented("negotiate", "http_proxy")
+    assert not is_implemented("negotiate", "ldap")
+
+
+async def test_cancellation_propagates_and_closes_the_connection() -> None:
+    async with raw_server(None) as peer:
+        spec = CheckSpec(**{**BASE, "kind": "negotiate", "service": "http", "port": peer.port})
+        task = asyncio.create_task(run_check(spec))
+        await peer.connected.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await peer.peer_closed.wait()  # the check's socket went with it
+
+
+def test_error_descriptions() -> None:
+    assert describe_error(ConnectionRefusedError(111, "Connect call failed")) == (
+        "connection refused"
+    )
+    assert describe_error(ValueError("boom")) == "ValueError: boom"
+    assert describe_error(RuntimeError()) == "RuntimeError"
+
+
+def test_result_is_a_value() -> None:
+    assert CheckResult(True, "x", 0.5) == CheckResult(True, "x", 0.5)
+    with pytest.raises(AttributeError):
+        CheckResult(True, "x").ok = False  # type: ignore[misc]
