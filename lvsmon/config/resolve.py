@@ -8,6 +8,7 @@ must be a real dotted quad: getaddrinfo would read "10.1" as 10.0.0.1.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 from typing import Protocol
@@ -45,6 +46,49 @@ def literal(name: str, family: Family) -> str | None:
     return str(addr)
 
 
+HOSTS_FILE = "/etc/hosts"
+
+
+def files_only() -> bool:
+    """LVSMON_RESOLVER=files: names come from /etc/hosts only, never from DNS (air-gapped
+    directors; the test suite, whose machines have a resolver off loopback)."""
+    return os.environ.get("LVSMON_RESOLVER", "") == "files"
+
+
+def hosts_file_lookup(name: str, af: int) -> str | None:
+    want = 6 if af == socket.AF_INET6 else 4
+    try:
+        with open(HOSTS_FILE, encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 2 or name.lower() not in (n.lower() for n in fields[1:]):
+            continue
+        try:
+            addr = ipaddress.ip_address(fields[0].split("%", 1)[0])
+        except ValueError:
+            continue
+        if addr.version == want:
+            return str(addr)
+    return None
+
+
+def hosts_file_name(address: str) -> str | None:
+    """The first name /etc/hosts gives an address (reverse lookup without DNS)."""
+    try:
+        with open(HOSTS_FILE, encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2 and fields[0] == address:
+            return fields[1]
+    return None
+
+
 class SystemResolver:
     """The host's resolver (/etc/hosts, DNS, /etc/services), with a cache per instance."""
 
@@ -61,6 +105,8 @@ class SystemResolver:
     @staticmethod
     def _lookup_host(name: str, family: Family) -> str | None:
         af = socket.AF_INET6 if family is Family.INET6 else socket.AF_INET
+        if files_only():
+            return hosts_file_lookup(name, af)
         try:
             infos = socket.getaddrinfo(name, None, af, socket.SOCK_STREAM)
         except (OSError, UnicodeError, ValueError):

@@ -12,12 +12,15 @@ import re
 import socket
 from collections.abc import Iterable
 
+from lvsmon.config.resolve import files_only, hosts_file_name
 from lvsmon.engine.plan import RealRef
 
 _SHORTABLE = re.compile(r"^[a-z][a-z0-9\-]+\.")
 
 
 def reverse_name(address: str) -> str | None:
+    if files_only():
+        return hosts_file_name(address)
     try:
         name, _ = socket.getnameinfo((address, 0), socket.NI_NAMEREQD)
     except (OSError, UnicodeError):
