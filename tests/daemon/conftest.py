@@ -31,9 +31,7 @@ class Web:
         site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
         await site.start()
         if not self.port:
-            server = site._server
-            assert server is not None and server.sockets
-            self.port = server.sockets[0].getsockname()[1]
+            self.port = int(self.runner.addresses[0][1])
 
     async def stop(self) -> None:
         if self.runner is not None:
