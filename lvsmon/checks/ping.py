@@ -106,5 +106,6 @@ async def check_ping(spec: CheckSpec, step: Step) -> CheckResult:
                             and reply[2] == payload
                             and ipaddress.ip_address(addr[0].split("%", 1)[0]) == target
                         ):
-                            return CheckResult(True, f"ping: echo reply to request {attempt}")
+                            answered = (reply[1] - first_seq) & 0xFFFF
+                            return CheckResult(True, f"ping: echo reply to request {answered}")
     raise AssertionError("unreachable: the last attempt waits for the caller's deadline")
