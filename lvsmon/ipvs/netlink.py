@@ -8,12 +8,12 @@ read per request, so each op still gets its own result.
 
 Mapping choices that are not obvious from the model:
 
-* Scheduler flags are read back under the names ipvsadm prints for the scheduler: ``sh-fallback``/
-  ``sh-port`` for sh, ``mh-fallback``/``mh-port`` for mh, ``flag-1..3`` otherwise. ``sh-*`` and
-  ``mh-*`` are refused on other schedulers, as ipvsadm does.
+* Validation, scheduler flag names and netmask spellings come from ``lvsmon.ipvs.rules``, shared
+  with the other backends; an op those rules refuse is reported INVALID without reaching the
+  kernel.
 * A service reads back with ``persistent=None`` and ``netmask=None`` unless the kernel has the
   persistent flag; the netmask reads back as ``None`` when it is the full mask (255.255.255.255 or
-  128), which is what the kernel gets when none is given.
+  128), which is what the kernel gets when none is given (``rules.canonical_service_conf``).
 * Direct routing and tunnelling on a non-fwmark service use the virtual port as the real port
   (``model.kernel_dest_port``), as ipvsadm does, so every backend stores the same key.
 * Older kernels turned the forwarding method of a destination on a local address into "local node"
@@ -62,6 +62,15 @@ from lvsmon.ipvs.ops import (
     EditService,
     Op,
 )
+from lvsmon.ipvs.rules import (
+    InvalidConf,
+    canonical_netmask,
+    check_dest,
+    check_service,
+    full_netmask,
+    sched_flag_bits,
+    sched_flag_names,
+)
 
 T = TypeVar("T")
 
@@ -88,7 +97,7 @@ _ALL_FLAGS_MASK = 0xFFFFFFFF
 # Forwarding methods (the low bits of a destination's conn_flags).
 _FWD_MASK = 0x0007
 _FWD_MASQ = 0
-_FWD_LOCALNODE = 1
+_FWD_LOCALNODE = 1  # what older kernels reported for a real server on a local address
 _FWD_TUNNEL = 2
 _FWD_DROUTE = 3
 _FORWARD_TO_KERNEL = {Forward.MASQ: _FWD_MASQ, Forward.IPIP: _FWD_TUNNEL, Forward.GATE: _FWD_DROUTE}
@@ -101,15 +110,7 @@ _PROTO_FROM_KERNEL = {v: k for k, v in _PROTO.items()}
 
 _FULL_NETMASK_V4 = 0xFFFFFFFF
 _FULL_PREFIX_V6 = 128
-_U32_MAX = 0xFFFFFFFF
-_WEIGHT_MAX = 0x7FFFFFFF  # the kernel reads the weight as a signed int
 _SCHED_NAME_MAX = 15  # IP_VS_SCHEDNAME_MAXLEN - 1
-
-_FLAG_BITS = {"flag-1": _F_SCHED1, "flag-2": _F_SCHED2, "flag-3": _F_SCHED3}
-_SCHED_FLAG_BITS = {
-    "sh": {"sh-fallback": _F_SCHED1, "sh-port": _F_SCHED2},
-    "mh": {"mh-fallback": _F_SCHED1, "mh-port": _F_SCHED2},
-}
 
 _CHUNK = 256  # requests per send: their acks (with echoed requests on error) fit the rcvbuf
 _RCVBUF = 1 << 20
@@ -186,10 +187,6 @@ class _IpvsSocket(AsyncGenericNetlinkSocket):  # type: ignore[misc]
             return
         await super().setup_endpoint()
         await self.bind("IPVS", _IpvsMsg)
-
-
-class _Invalid(Exception):
-    """An op the kernel would refuse, caught before sending it."""
 
 
 # ---- encoding ------------------------------------------------------------------------------
@@ -270,54 +267,25 @@ def _service_key_attrs(key: ServiceKey) -> bytes:
     )
 
 
-def _sched_flag_bits(conf: ServiceConf) -> int:
-    bits = 0
-    named = _SCHED_FLAG_BITS.get(conf.scheduler, {})
-    for name in conf.sched_flags:
-        if name in _FLAG_BITS:
-            bits |= _FLAG_BITS[name]
-        elif name in named:
-            bits |= named[name]
-        elif any(name in table for table in _SCHED_FLAG_BITS.values()):
-            raise _Invalid(f"scheduler flag {name!r} does not apply to {conf.scheduler!r}")
-        else:
-            raise _Invalid(f"unknown scheduler flag {name!r}")
-    return bits
-
-
 def _netmask_raw(family: Family, conf: ServiceConf) -> int:
     """The u32 the kernel expects: the mask's bytes in network order for IPv4, the prefix
     length as a plain number for IPv6."""
     mask = conf.netmask if conf.persistent is not None else None
-    if family is Family.INET:
-        if mask is None:
-            return _FULL_NETMASK_V4
-        try:
-            packed = ipaddress.IPv4Address(mask).packed
-        except ValueError:
-            raise _Invalid(f"netmask {mask!r} is not a dotted IPv4 mask") from None
-        bits = int.from_bytes(packed, "big")
-        if bits and (bits | (bits - 1)) != _U32_MAX:
-            raise _Invalid(f"netmask {mask!r} is not contiguous")
-        result: int = struct.unpack("=I", packed)[0]
-        return result
-    if mask is None:
-        return _FULL_PREFIX_V6
-    text = mask.removeprefix("/")
-    if not text.isdigit() or not 1 <= int(text) <= _FULL_PREFIX_V6:
-        raise _Invalid(f"IPv6 netmask {mask!r} is not a prefix length 1..128")
-    return int(text)
+    text = canonical_netmask(family, mask) if mask is not None else full_netmask(family)
+    if family is Family.INET6:
+        return int(text)
+    result: int = struct.unpack("=I", ipaddress.IPv4Address(text).packed)[0]
+    return result
 
 
 def _service_attrs(key: ServiceKey, conf: ServiceConf) -> bytes:
+    check_service(key, conf)
     name = conf.scheduler
-    if not name or not name.isascii() or not name.isprintable() or len(name) > _SCHED_NAME_MAX:
-        raise _Invalid(f"bad scheduler name {name!r}")
-    flags = _sched_flag_bits(conf)
+    if len(name) > _SCHED_NAME_MAX:
+        raise InvalidConf(f"scheduler name too long: {name!r}")
+    flags = sched_flag_bits(name, conf.sched_flags)
     timeout = 0
     if conf.persistent is not None:
-        if not 0 <= conf.persistent <= _U32_MAX:
-            raise _Invalid(f"persistence timeout out of range: {conf.persistent}")
         flags |= _F_PERSISTENT
         timeout = conf.persistent
     if conf.ops:
@@ -339,12 +307,8 @@ def _dest_key_attrs(dest: DestKey) -> bytes:
     )
 
 
-def _dest_attrs(dest: DestKey, conf: DestConf) -> bytes:
-    if not 0 <= conf.weight <= _WEIGHT_MAX:
-        raise _Invalid(f"weight out of range: {conf.weight}")
-    for name, value in (("upper", conf.upper), ("lower", conf.lower)):
-        if not 0 <= value <= _U32_MAX:
-            raise _Invalid(f"{name} threshold out of range: {value}")
+def _dest_attrs(service: ServiceKey, dest: DestKey, conf: DestConf) -> bytes:
+    check_dest(service, dest, conf)
     return (
         _dest_key_attrs(dest)
         + _u32(_DEST_FWD_METHOD, _FORWARD_TO_KERNEL[conf.forward])
@@ -362,7 +326,7 @@ def _message(cmd: int, service: bytes, dest: bytes | None = None) -> _PackedRequ
 
 
 def _encode(op: Op) -> _PackedRequest:
-    """The netlink request for one op. Raises _Invalid."""
+    """The netlink request for one op. Raises InvalidConf for what the kernel would refuse."""
     match op:
         case AddService(service=key, conf=conf):
             return _message(_CMD_NEW_SERVICE, _service_attrs(key, conf))
@@ -372,13 +336,13 @@ def _encode(op: Op) -> _PackedRequest:
             return _message(_CMD_DEL_SERVICE, _service_key_attrs(key))
         case AddDest(service=key, dest=dest, conf=conf):
             dest = kernel_dest_port(key, dest, conf.forward)
-            return _message(_CMD_NEW_DEST, _service_key_attrs(key), _dest_attrs(dest, conf))
+            return _message(_CMD_NEW_DEST, _service_key_attrs(key), _dest_attrs(key, dest, conf))
         case EditDest(service=key, dest=dest, conf=conf):
             dest = kernel_dest_port(key, dest, conf.forward)
-            return _message(_CMD_SET_DEST, _service_key_attrs(key), _dest_attrs(dest, conf))
+            return _message(_CMD_SET_DEST, _service_key_attrs(key), _dest_attrs(key, dest, conf))
         case DeleteDest(service=key, dest=dest):
             return _message(_CMD_DEL_DEST, _service_key_attrs(key), _dest_key_attrs(dest))
-    raise _Invalid(f"not an IPVS operation: {op!r}")
+    raise InvalidConf(f"not an IPVS operation: {op!r}")
 
 
 # ---- decoding ------------------------------------------------------------------------------
@@ -387,12 +351,6 @@ def _encode(op: Op) -> _PackedRequest:
 def _unpacked(family: Family, raw: bytes) -> str:
     size = 4 if family is Family.INET else 16
     return canonical_address(socket.inet_ntop(_AF[family], bytes(raw[:size])))
-
-
-def _sched_flag_names(scheduler: str, flags: int) -> frozenset[str]:
-    names = {bit: name for name, bit in _FLAG_BITS.items()}
-    names.update({bit: name for name, bit in _SCHED_FLAG_BITS.get(scheduler, {}).items()})
-    return frozenset(name for bit, name in names.items() if flags & bit)
 
 
 def _decode_service(attrs: Any) -> tuple[ServiceKey, ServiceConf] | None:
@@ -421,7 +379,7 @@ def _decode_service(attrs: Any) -> tuple[ServiceKey, ServiceConf] | None:
             netmask = str(raw_mask)
     conf = ServiceConf(
         scheduler=scheduler,
-        sched_flags=_sched_flag_names(scheduler, flags & _F_SCHED_ALL),
+        sched_flags=sched_flag_names(scheduler, flags & _F_SCHED_ALL),
         persistent=persistent,
         netmask=netmask,
         ops=bool(flags & _F_ONEPACKET),
@@ -615,7 +573,7 @@ class NetlinkBackend:
         for index, op in enumerate(ops):
             try:
                 pending.append((index, _encode(op)))
-            except (_Invalid, ValueError, KeyError, struct.error) as exc:
+            except (ValueError, KeyError, struct.error) as exc:  # InvalidConf is a ValueError
                 results[index] = OpResult(op, OpError(ErrorKind.INVALID, f"{_describe(op)}: {exc}"))
         for start in range(0, len(pending), _CHUNK):
             chunk = pending[start : start + _CHUNK]
