@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import resource
 import signal
@@ -35,6 +36,11 @@ class Control:
     @property
     def pid_path(self) -> str:
         return self.pid_file or f"/run/lvsmon.{self.cfgname}.pid"
+
+    @property
+    def status_path(self) -> str:
+        base = self.pid_path.removesuffix(".pid")
+        return f"{base}.status.json"
 
     def run(self, command: str) -> int:
         handler: Callable[[], int] = {
@@ -75,6 +81,7 @@ class Control:
         st = pidfile.state(self.pid_path)
         if st.running:
             print(f"lvsmon for {self.config_arg} is running with pid: {st.pid}", file=sys.stderr)
+            print_status(self.status_path)
             return 0
         if st.stale:
             print(f"lvsmon stale pid file {self.pid_path} for {self.config_arg}", file=sys.stderr)
@@ -193,11 +200,32 @@ class Control:
                     {"ipvsadm": self.ipvsadm} if self.backend == "ipvsadm" and self.ipvsadm else {}
                 )
                 backend = make_backend(self.backend, **opts)
-                return await run_daemon(config, backend, ready)
+                return await run_daemon(config, backend, ready, self.status_path)
 
             return asyncio.run(main())
         finally:
             pidfile.remove_pid(self.pid_path, pid)
+
+
+def print_status(path: str) -> None:
+    """The daemon's own view, if it has written one: one line per real."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return
+    for v in state.get("virtuals", []):
+        print(f"{v['name']}")
+        for r in v["reals"]:
+            weight = "absent" if r["kernel_weight"] is None else f"weight {r['kernel_weight']}"
+            print(f"  {r['address']}:{r['port']:<6} {r['state']:<11} {weight:<10} {r['reason']}")
+    stats = state.get("stats", {})
+    late = stats.get("lateness_ms", {})
+    print(
+        f"checks: {stats.get('checks_done', 0)} done, {stats.get('checks_failed', 0)} failed;"
+        f" start lateness p50 {late.get('p50', 0)} ms, p99 {late.get('p99', 0)} ms;"
+        f" kernel ops: {stats.get('ops_applied', 0)} applied, {stats.get('ops_failed', 0)} failed"
+    )
 
 
 def _raise_fd_limit() -> None:

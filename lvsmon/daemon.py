@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -42,8 +44,23 @@ def first_pass_bound(config: Config) -> float:
     return float(longest) + 5.0
 
 
+def write_status(path: str, state: dict[str, object]) -> None:
+    """Atomically, so `lvsmon status` never reads half a file."""
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(state, f, indent=1)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.debug("cannot write status file %s: %s", path, exc)
+
+
 class Daemon:
-    def __init__(self, config: Config, backend: IpvsBackend) -> None:
+    def __init__(
+        self, config: Config, backend: IpvsBackend, status_path: str | None = None
+    ) -> None:
+        self.status_path = status_path
+        self.started_at = time.time()
         self.config = config
         self.backend = backend
         self.engine = Engine(config, backend, maintained=self._maintained)
@@ -99,6 +116,9 @@ class Daemon:
         await self._stop.wait()
         self.scheduler.shutdown(wait=False)
         await self.shutdown()
+        if self.status_path:
+            with contextlib.suppress(OSError):
+                os.unlink(self.status_path)
         return 0
 
     async def shutdown(self) -> None:
@@ -112,7 +132,12 @@ class Daemon:
         log.info("Reloading Linux Director Daemon config on signal")
         asyncio.get_running_loop().create_task(self.reload())
 
+    def status(self) -> dict[str, object]:
+        return {"pid": os.getpid(), "started_at": self.started_at, **self.engine.snapshot()}
+
     async def _housekeeping(self) -> None:
+        if self.status_path:
+            write_status(self.status_path, self.status())
         if self.engine.refresh_maintenance():
             log.info("maintenance set changed: %s", sorted(map(str, self.engine.maintained)))
         await self._poll_config()
@@ -167,8 +192,10 @@ class Daemon:
             return True
 
 
-async def run_daemon(config: Config, backend: IpvsBackend, ready: Ready) -> int:
-    daemon = Daemon(config, backend)
+async def run_daemon(
+    config: Config, backend: IpvsBackend, ready: Ready, status_path: str | None = None
+) -> int:
+    daemon = Daemon(config, backend, status_path)
     with contextlib.suppress(asyncio.CancelledError):
         return await daemon.run(ready)
     return 1

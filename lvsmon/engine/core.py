@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from lvsmon.engine.wording import describe
 from lvsmon.ipvs.apply import apply_ops
 from lvsmon.ipvs.backend import BackendError, IpvsBackend
 from lvsmon.ipvs.diff import diff
-from lvsmon.ipvs.model import ServiceKey, Table
+from lvsmon.ipvs.model import ServiceKey, Table, kernel_dest_port
 from lvsmon.ipvs.ops import DeleteService, Op
 
 log = logging.getLogger("lvsmon")
@@ -34,15 +35,25 @@ class Stats:
 
     checks_started: int = 0
     checks_done: int = 0
-    lateness: list[float] = field(default_factory=list)  # seconds, bounded sample
+    checks_failed: int = 0
+    # how late checks started (s) against their slot: the most recent ones, a bounded window
+    lateness: deque[float] = field(default_factory=lambda: deque(maxlen=20000))
     reconciles: int = 0
     ops_applied: int = 0
     ops_failed: int = 0
-    keep_lateness: int = 0  # how many lateness samples to keep (0 = none)
 
     def record_lateness(self, value: float) -> None:
-        if len(self.lateness) < self.keep_lateness:
-            self.lateness.append(value)
+        self.lateness.append(value)
+
+    def lateness_ms(self) -> dict[str, float]:
+        if not self.lateness:
+            return {}
+        ordered = sorted(self.lateness)
+
+        def pick(q: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
+
+        return {"p50": pick(0.5), "p99": pick(0.99), "max": round(ordered[-1] * 1000, 3)}
 
 
 class Engine:
@@ -215,6 +226,8 @@ class Engine:
                     self._connects_left[job] -= 1
                 else:
                     self._connects_left[job] = 0
+            if not result.ok:
+                self.stats.checks_failed += 1
             self.on_result(job, result)
         finally:
             self._timetable.finished(job)
@@ -296,6 +309,54 @@ class Engine:
             for hook in self.after_reconcile:
                 hook(self)
             return ok
+
+    def snapshot(self) -> dict[str, object]:
+        """The state an operator wants to see: every virtual, every real, why, and the figures."""
+        table = self.actual or {}
+        virtuals = []
+        for v in self.config.virtuals:
+            service = table.get(v.key)
+            reals = []
+            for r in v.reals:
+                ref = RealRef(v.key, r.address, r.port)
+                h = self.health.get(ref)
+                dest = (
+                    service.dests.get(kernel_dest_port(v.key, ref.dest, r.forward))
+                    if service
+                    else None
+                )
+                reals.append(
+                    {
+                        "address": r.address,
+                        "port": r.port,
+                        "state": "maintenance"
+                        if ref in self._maintained
+                        else ("up" if h and h.up else "down"),
+                        "checked": bool(h and h.checked),
+                        "failcount": h.failcount if h else 0,
+                        "reason": h.reason if h else "",
+                        "kernel_weight": None if dest is None else dest.weight,
+                        "weight": r.weight,
+                    }
+                )
+            virtuals.append({"name": v.name, "file": v.file, "line": v.line, "reals": reals})
+        return {
+            "config": self.config.path,
+            "backend": self.backend.name,
+            "virtuals": virtuals,
+            "stats": {
+                "jobs": len(self.plan.jobs),
+                "checks_started": self.stats.checks_started,
+                "checks_done": self.stats.checks_done,
+                "checks_failed": self.stats.checks_failed,
+                "checks_running": self._timetable.running,
+                "slots_skipped": self._timetable.skipped,
+                "lateness_ms": self.stats.lateness_ms(),
+                "reconciles": self.stats.reconciles,
+                "ops_applied": self.stats.ops_applied,
+                "ops_failed": self.stats.ops_failed,
+            },
+        }
 
     def up_of(self) -> dict[ServiceKey, bool]:
         """Per virtual: is any of its reals up (and not in maintenance)?"""

@@ -42,6 +42,11 @@ async def test_start_status_reload_stop(webs: list[Web], tmp_path: Path) -> None
 
     rc, _, err = await run(str(cf), "status", env=env)
     assert rc == 0 and f"running with pid: {daemon}" in err
+    # the daemon's own view: every real, its state and kernel weight, check figures
+    await wait_for(lambda: (tmp_path / "lb.status.json").exists())
+    rc, out, _ = await run(str(cf), "status", env=env)
+    assert f"127.0.0.1:{webs[0].port}" in out and " up " in out and "weight 1" in out
+    assert "start lateness p50" in out
     assert (await run(str(cf), "start", env=env))[0] == 0  # already running: a no-op
 
     # a broken config is refused by reload, and the daemon keeps running the old one
