@@ -33,7 +33,7 @@ import os
 import socket
 import ssl
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, compile_receive
 from lvsmon.checks.http_parser import HttpProtocolError, ResponseParser
@@ -114,20 +114,31 @@ def _request_bytes(method: str, target: str, host_header: str) -> bytes:
     ).encode("utf-8", "surrogateescape")
 
 
-def _check_request_text(text: str) -> None:
-    if any(c in text for c in "\r\n\0 \t"):
-        raise CheckFailed(f"http: request {text!r} contains whitespace or control characters")
+# what may stay literal in a request-target; the rest (spaces, controls, non-ASCII) is
+# percent-encoded as LWP's URI module did, which also rules out header injection
+_TARGET_SAFE: Final = "!#$%&'()*+,/:;=?@[]~-._"
+
+
+def _quote_target(text: str) -> str:
+    return quote(text, safe=_TARGET_SAFE)
+
+
+def _check_virtualhost(virtualhost: str) -> None:
+    if any(c.isspace() or not c.isprintable() for c in virtualhost):
+        raise CheckFailed(f"http: virtualhost {virtualhost!r} has whitespace or control characters")
 
 
 @functools.lru_cache(maxsize=65536)
 def build_target(spec: CheckSpec) -> Target:
     """Turn a spec into the connection and request bytes (raises CheckFailed on an unusable one)."""
-    request = spec.request or "/"
-    _check_request_text(request)
+    request = _quote_target(spec.request or "/")
+    _check_virtualhost(spec.virtualhost)
     absolute = request.startswith(("http://", "https://"))
     if spec.service == "http_proxy":
         if not absolute:
-            raise CheckFailed(f"http_proxy: request {request!r} must be an absolute http:// URL")
+            raise CheckFailed(
+                f"http_proxy: request {request!r} must be an absolute URL (http://...)"
+            )
         url = urlsplit(request)
         host_header = spec.virtualhost or url.netloc
         # the real is the proxy: plain HTTP to it, the absolute URL as request target

@@ -156,13 +156,23 @@ async def test_http_proxy_sends_the_absolute_url(http_server: HttpServer) -> Non
 async def test_http_proxy_needs_an_absolute_url(http_server: HttpServer) -> None:
     result = await run_check(spec(http_server, service="http_proxy", request="/ok"))
     assert not result.ok
-    assert result.reason == "http_proxy: request '/ok' must be an absolute http:// URL"
+    assert result.reason == "http_proxy: request '/ok' must be an absolute URL (http://...)"
     assert http_server.seen.targets == []
 
 
-async def test_request_with_control_characters_is_refused(http_server: HttpServer) -> None:
-    result = await run_check(spec(http_server, request="/ok HTTP/1.0\r\nX: y"))
+async def test_request_is_percent_encoded(http_server: HttpServer) -> None:
+    result = await run_check(spec(http_server, request="/a b/ä?q=%41"))
+    assert result.ok, result.reason
+    assert http_server.seen.targets == ["/a%20b/%C3%A4?q=%41"]
+    # no header injection through the request
+    request = build_target(spec(host="192.0.2.1", port=80, request="/x\r\nX: y")).request
+    assert request.startswith(b"GET /x%0D%0AX:%20y HTTP/1.1\r\nHost: 192.0.2.1\r\n")
+
+
+async def test_virtualhost_with_control_characters_is_refused(http_server: HttpServer) -> None:
+    result = await run_check(spec(http_server, virtualhost="a\r\nX-Injected: 1"))
     assert not result.ok and "control characters" in result.reason
+    assert http_server.seen.hosts == []
 
 
 async def test_https_without_virtualhost_sends_no_sni(https_server: HttpServer) -> None:
