@@ -236,6 +236,8 @@ def _parse_host_port(text: str) -> tuple[str, int]:
             port = rest[1:]
         else:
             host, _, port = text.rpartition(":")
+        if not 0 <= int(port) <= 65535:
+            raise ValueError
         return canonical_address(host), int(port)
     except ValueError:
         raise ParseError(f"not an address:port: {text!r}") from None
@@ -332,9 +334,12 @@ def parse_save(text: str) -> Table:
                 raise ParseError(f"destination without -r: {line!r}")
             forwards = [_OPTION_FORWARD[f] for f in parsed.flags if f in _OPTION_FORWARD]
             dest = DestKey(*_parse_host_port(opts["-r"]))
+            # -S never prints thresholds; lines written by hand or by op_line may have them.
             svc.dests[dest] = DestConf(
                 forward=forwards[0] if forwards else Forward.GATE,
                 weight=_number(opts.get("-w", "1"), "weight"),
+                upper=_number(opts.get("-x", "0"), "upper threshold"),
+                lower=_number(opts.get("-y", "0"), "lower threshold"),
             )
             svc.stats[dest] = DestStats()
     return table
@@ -421,8 +426,9 @@ def _list_order(key: ServiceKey) -> tuple[int, int, int, int, int]:
     if key.is_fwmark:
         return (1, 0, key.fwmark, 0, 0)
     assert key.protocol is not None and key.address is not None
+    family = 1 if key.family is Family.INET6 else 0
     proto = list(Proto).index(key.protocol)
-    return (0, proto, int(ipaddress.ip_address(key.address)), key.port, 0)
+    return (0, family, proto, int(ipaddress.ip_address(key.address)), key.port)
 
 
 def render_list(table: Table) -> str:
