@@ -65,7 +65,7 @@ class Daemon:
         self.backend = backend
         self.engine = Engine(config, backend, maintained=self._maintained)
         self.fallbacks = FallbackCommands()
-        self.engine.after_reconcile.append(lambda e: self.fallbacks.update(e.config, e.up_of()))
+        self.engine.after_reconcile.append(self._after_reconcile)
         self._monitor = MonitorFiles(config)
         self.engine.listeners.append(self._monitor)
         self._maint: MaintenanceDir | None = None
@@ -86,6 +86,11 @@ class Daemon:
             self._maint_for = (path, refs)
             self._maint = MaintenanceDir(path, refs) if path else None
         return self._maint.scan() if self._maint else frozenset()
+
+    def _after_reconcile(self, engine: Engine) -> None:
+        # before the first round of checks, "no real is up" only means "none checked yet"
+        if engine.first_round_done:
+            self.fallbacks.update(engine.config, engine.up_of())
 
     def request_stop(self, signame: str = "TERM") -> None:
         self._stop_signal = signame

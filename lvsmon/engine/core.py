@@ -358,6 +358,11 @@ class Engine:
             },
         }
 
+    @property
+    def first_round_done(self) -> bool:
+        """Every check has reported once: states from here on are observed, not assumed."""
+        return self._first_done.is_set()
+
     def up_of(self) -> dict[ServiceKey, bool]:
         """Per virtual: is any of its reals up (and not in maintenance)?"""
         up: dict[ServiceKey, bool] = {}
