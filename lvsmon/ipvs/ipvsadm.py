@@ -118,7 +118,7 @@ class IpvsadmBackend:
                 rc, _, err = await self._run(["-R"], restore_script(batch))
                 done = iter(restore_results(batch, rc, err))
             except BackendError as exc:
-                done = iter(OpResult(op, exc.error) for op in batch)
+                done = iter([OpResult(op, exc.error) for op in batch])
             results = [r if r is not None else next(done) for r in results]
         return [r for r in results if r is not None]
 

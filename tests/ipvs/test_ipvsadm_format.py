@@ -31,7 +31,15 @@ from lvsmon.ipvs.model import (
     ServiceKey,
     Table,
 )
-from lvsmon.ipvs.ops import AddDest, AddService, DeleteDest, DeleteService, EditDest, EditService
+from lvsmon.ipvs.ops import (
+    AddDest,
+    AddService,
+    DeleteDest,
+    DeleteService,
+    EditDest,
+    EditService,
+    Op,
+)
 from tests.ipvs.strategies import kernel_tables
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -172,7 +180,7 @@ def test_op_lines() -> None:
 
 
 # The batch behind samples/restore-stderr.txt: each op then its marker line.
-RESTORE_OPS = [
+RESTORE_OPS: list[Op] = [
     AddService(tcp("10.0.0.3", 80), ServiceConf("rr")),  # ok
     AddService(tcp("10.0.0.1", 80), ServiceConf("rr")),  # exists
     EditService(tcp("10.9.9.9", 80), ServiceConf("rr")),  # no such service
