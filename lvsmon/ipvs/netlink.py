@@ -567,14 +567,20 @@ class NetlinkBackend:
             return [OpResult(op, exc.error) for op in ops]
 
     async def _apply(self, ops: list[Op]) -> list[OpResult]:
-        sock = await self._socket()
         results: list[OpResult | None] = [None] * len(ops)
-        pending: list[tuple[int, Any]] = []
+        pending: list[tuple[int, _PackedRequest]] = []
         for index, op in enumerate(ops):
             try:
                 pending.append((index, _encode(op)))
             except (ValueError, KeyError, struct.error) as exc:  # InvalidConf is a ValueError
                 results[index] = OpResult(op, OpError(ErrorKind.INVALID, f"{_describe(op)}: {exc}"))
+        if pending:
+            try:
+                sock = await self._socket()
+            except BackendError as exc:
+                for index, _ in pending:
+                    results[index] = OpResult(ops[index], exc.error)
+                pending = []
         for start in range(0, len(pending), _CHUNK):
             chunk = pending[start : start + _CHUNK]
             try:
