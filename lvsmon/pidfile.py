@@ -27,13 +27,14 @@ def read_pid(path: str) -> int | None:
 
 
 def is_lvsmon(pid: int) -> bool:
-    """The process exists and is an lvsmon (not a recycled pid of something else)."""
+    """The process exists and is an lvsmon (not a recycled pid of something else); installed
+    under ldirectord's name (for tools that expect it) it is one too."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = f.read()
     except OSError:
         return False
-    return b"lvsmon" in cmdline
+    return b"lvsmon" in cmdline or b"ldirectord" in cmdline
 
 
 def state(path: str) -> PidState:
