@@ -1,0 +1,55 @@
+"""One lab per module: network namespaces, real servers, a sorry server and a running lvsmon.
+
+Building it costs tens of seconds under TCG, so the tests share it and run in file order, each
+starting from "all reals healthy" (`Lab.heal` plus a wait for the healthy table) where it needs to.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.lab.daemonctl import Lvsmon, lab_config
+from tests.lab.labrun import MEASURED, LabRun
+from tests.lab.netlab import OTHER_VIP, Lab, real_ip, run
+
+def _drop_lab_services() -> None:
+    for service in ("10.10.0.100:80", "10.10.0.100:8080", f"{OTHER_VIP}:80"):
+        run("ipvsadm", "-D", "-t", service, check=False)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
+    if not os.environ.get("LVSMON_IN_VM"):
+        pytest.fail("the lab builds namespaces and changes IPVS: run it with tests/vm/run -k lab")
+    workdir: Path = tmp_path_factory.mktemp("lab")
+    net = Lab(workdir)
+    daemon = Lvsmon(workdir, os.environ.get("LVSMON_LAB_BACKEND", "netlink"))
+    try:
+        net.up()
+        _drop_lab_services()
+        # a virtual service lvsmon does not manage: no test may see it change
+        run("ipvsadm", "-A", "-t", f"{OTHER_VIP}:80", "-s", "rr")
+        run("ipvsadm", "-a", "-t", f"{OTHER_VIP}:80", "-r", f"{real_ip(1)}:80", "-m", "-w", "2")
+        run_ = LabRun(net, daemon)
+        daemon.write_config(lab_config(daemon.logfile, run_.weights))
+        daemon.start()
+        yield run_
+    finally:
+        try:
+            if daemon.running():
+                daemon.stop()
+        finally:
+            net.down()
+            _drop_lab_services()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not MEASURED:
+        return
+    terminalreporter.section("lab: measured detection times (server failure -> kernel table)")
+    for what, seconds in MEASURED:
+        terminalreporter.write_line(f"{what}: {seconds:.2f} s")

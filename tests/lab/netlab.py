@@ -1,0 +1,426 @@
+"""A load-balanced network inside the throwaway VM, for driving the real lvsmon daemon.
+
+Layout (all addresses exist only inside the VM):
+
+    lab-client netns            director = root netns                   lab-rsN netns
+    10.10.0.2  --veth--  lab-c 10.10.0.1/24 + VIP 10.10.0.100            10.20.0.1N/24
+                         lab-br 10.20.0.1/24 (bridge) --veth lab-rsN--  default via 10.20.0.1
+
+LVS-NAT: the real servers route back through the director. Each real runs `python -m http.server`
+serving test.html = "still alive\\nrsN\\n"; the director runs a sorry server on the wildcard
+address (a fallback of 127.0.0.1 receives connections still addressed to the VIP).
+
+The kernel table is read two ways, both independent of lvsmon: `ipvsadm -Sn` for assertions, and
+/proc/net/ip_vs (no fork, so it can be polled every few ms) for timing and for watching every
+intermediate state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+VIP = "10.10.0.100"
+CLIENT = "10.10.0.2"
+DIRECTOR_C = "10.10.0.1"
+DIRECTOR_R = "10.20.0.1"
+OTHER_VIP = "10.10.0.200"  # a virtual service lvsmon does not manage; it must never be touched
+CLIENT_NS = "lab-client"
+BRIDGE = "lab-br"
+GOOD_BODY = "still alive"
+SORRY_BODY = "sorry server"
+
+
+def real_ip(n: int) -> str:
+    return f"10.20.0.{10 + n}"
+
+
+def rs_ns(n: int) -> str:
+    return f"lab-rs{n}"
+
+
+class LabError(AssertionError):
+    """A lab command failed or a wait ran out; the message says which and why."""
+
+
+def run(
+    *args: str, netns: str | None = None, check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    cmd = ["ip", "netns", "exec", netns, *args] if netns else list(args)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"{' '.join(cmd)}: no answer within {timeout} s") from exc
+    if check and done.returncode != 0:
+        raise LabError(
+            f"{' '.join(cmd)}: exit {done.returncode}: {done.stderr.strip() or done.stdout.strip()}"
+        )
+    return done
+
+
+T = TypeVar("T")
+
+
+def poll(
+    probe: Callable[[], T | None], within: float, what: str, every: float = 0.02
+) -> tuple[T, float]:
+    """Call `probe` until it returns something not None; that value and the seconds it took.
+    `within` only bounds a hung lab, it is not the assertion on detection time."""
+    start = time.monotonic()
+    while True:
+        value = probe()
+        if value is not None:
+            return value, time.monotonic() - start
+        if time.monotonic() - start > within:
+            raise LabError(f"{what}: not reached within {within} s")
+        time.sleep(every)
+
+
+# ---- the kernel table ---------------------------------------------------------------------------
+
+# (virtual "ip:port", real "ip:port") -> weight, for every destination of every TCP service
+Weights = dict[tuple[str, str], int]
+
+
+def _hexaddr(text: str) -> str:
+    ip_hex, port_hex = text.split(":")
+    ip = socket.inet_ntoa(bytes.fromhex(ip_hex))
+    return f"{ip}:{int(port_hex, 16)}"
+
+
+def proc_weights() -> tuple[frozenset[str], Weights]:
+    """The IPv4 TCP services and destination weights straight from /proc/net/ip_vs."""
+    services: set[str] = set()
+    weights: Weights = {}
+    current: str | None = None
+    with open("/proc/net/ip_vs", encoding="ascii") as f:
+        for line in f.read().splitlines()[3:]:
+            fields = line.split()
+            if not fields:
+                continue
+            if fields[0] == "->":
+                if current is not None:
+                    weights[(current, _hexaddr(fields[1]))] = int(fields[3])
+            elif fields[0] == "TCP":
+                current = _hexaddr(fields[1])
+                services.add(current)
+            else:
+                current = None
+    return frozenset(services), weights
+
+
+def ipvsadm_save() -> list[str]:
+    """`ipvsadm -Sn`, one rule per line, as the real tool prints them (sorted by ipvsadm)."""
+    return [line for line in run("ipvsadm", "-Sn").stdout.splitlines() if line.strip()]
+
+
+_DEST_RULE = re.compile(r"^-a -t (\S+) -r (\S+) -[gmi] -w (\d+)")
+
+
+def save_weights(lines: Iterable[str]) -> Weights:
+    weights: Weights = {}
+    for line in lines:
+        m = _DEST_RULE.match(line)
+        if m:
+            weights[(m.group(1), m.group(2))] = int(m.group(3))
+    return weights
+
+
+def save_services(lines: Iterable[str]) -> set[str]:
+    return {line.split()[2] for line in lines if line.startswith("-A -t ")}
+
+
+def dest_stats() -> dict[tuple[str, str], int]:
+    """Per destination: connections scheduled to it since it was created (`ipvsadm -Ln --stats`)."""
+    out = run("ipvsadm", "-Ln", "--stats", "--exact").stdout.splitlines()
+    stats: dict[tuple[str, str], int] = {}
+    current = ""
+    for line in out:
+        fields = line.split()
+        if fields[:1] == ["TCP"]:
+            current = fields[1]
+        elif fields[:1] == ["->"] and current and fields[1][0].isdigit():
+            stats[(current, fields[1])] = int(fields[2])
+    return stats
+
+
+def lab_part(weights: Weights, services: Iterable[str]) -> Weights:
+    wanted = set(services)
+    return {k: w for k, w in weights.items() if k[0] in wanted}
+
+
+class TableWatch:
+    """Every distinct state of some services' destinations, polled from /proc/net/ip_vs in a
+    thread from construction on; `wait_for` then finds when a state first held."""
+
+    def __init__(self, services: Iterable[str], every: float = 0.02) -> None:
+        self.services = frozenset(services)
+        self.every = every
+        self.start = time.monotonic()
+        self.states: list[tuple[float, Weights]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._record()
+        self._thread = threading.Thread(target=self._loop, name="lab-table-watch", daemon=True)
+        self._thread.start()
+
+    def _record(self) -> None:
+        weights = lab_part(proc_weights()[1], self.services)
+        with self._lock:
+            if not self.states or self.states[-1][1] != weights:
+                self.states.append((time.monotonic() - self.start, weights))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self._record()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._record()
+
+    def __enter__(self) -> TableWatch:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def first(self, pred: Callable[[Weights], bool]) -> float | None:
+        with self._lock:
+            return next((t for t, w in self.states if pred(w)), None)
+
+    def wait_for(self, pred: Callable[[Weights], bool], within: float, what: str) -> float:
+        """Seconds from the watch's start to the first state satisfying `pred`."""
+        found, _ = poll(lambda: self.first(pred), within, what, every=self.every)
+        return found
+
+    def current(self) -> Weights:
+        with self._lock:
+            return dict(self.states[-1][1])
+
+
+# ---- processes ----------------------------------------------------------------------------------
+
+
+def _wait_port(host: str, port: int, within: float = 60) -> None:
+    def probe() -> bool | None:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            return None
+
+    poll(probe, within, f"a server listening on {host}:{port}", every=0.1)
+
+
+def _end(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    if proc is not None:
+        proc.wait(timeout=30)
+
+
+@dataclass
+class WebServer:
+    """`python -m http.server` in a network namespace, serving one directory."""
+
+    name: str
+    netns: str | None
+    bind: str
+    root: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def set_body(self, body: str) -> None:
+        tmp = self.root / "test.html.tmp"
+        tmp.write_text(body, encoding="utf-8")
+        tmp.replace(self.root / "test.html")
+
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        cmd = [sys.executable, "-m", "http.server", "80", "--directory", str(self.root)]
+        if self.bind:
+            cmd += ["--bind", self.bind]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def wait_listening(self) -> None:
+        _wait_port(self.bind or "127.0.0.1", 80)
+
+    def kill(self) -> None:
+        """SIGKILL and reap: from then on the port answers new connections with a RST."""
+        _end(self.proc)
+        self.proc = None
+
+
+# ---- the lab ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Lab:
+    workdir: Path
+    nreals: int = 4
+    reals: dict[int, WebServer] = field(default_factory=dict)
+    sorry: WebServer | None = None
+    held: subprocess.Popen[str] | None = None
+
+    def up(self) -> None:
+        self.down()  # leftovers of an interrupted run in the same VM
+        run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        run("ip", "netns", "add", CLIENT_NS)
+        run("ip", "link", "add", "lab-c", "type", "veth", "peer", "eth0", "netns", CLIENT_NS)
+        run("ip", "addr", "add", f"{DIRECTOR_C}/24", "dev", "lab-c")
+        run("ip", "addr", "add", f"{VIP}/32", "dev", "lab-c")
+        run("ip", "link", "set", "lab-c", "up")
+        self._netns_side(CLIENT_NS, f"{CLIENT}/24", DIRECTOR_C)
+        run("ip", "link", "add", BRIDGE, "type", "bridge")
+        run("ip", "addr", "add", f"{DIRECTOR_R}/24", "dev", BRIDGE)
+        run("ip", "link", "set", BRIDGE, "up")
+        for n in range(1, self.nreals + 1):
+            ns = rs_ns(n)
+            run("ip", "netns", "add", ns)
+            run("ip", "link", "add", ns, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            run("ip", "link", "set", ns, "master", BRIDGE, "up")
+            self._netns_side(ns, f"{real_ip(n)}/24", DIRECTOR_R)
+            root = self.workdir / f"rs{n}"
+            root.mkdir(parents=True, exist_ok=True)
+            self.reals[n] = WebServer(f"rs{n}", ns, real_ip(n), root)
+            self.reals[n].set_body(f"{GOOD_BODY}\nrs{n}\n")
+        sorry_root = self.workdir / "sorry"
+        sorry_root.mkdir(parents=True, exist_ok=True)
+        # the wildcard address: IPVS hands the local node connections still addressed to the VIP
+        self.sorry = WebServer("sorry", None, "", sorry_root)
+        self.sorry.set_body(f"{SORRY_BODY}\n")
+        servers = [*self.reals.values(), self.sorry]
+        for s in servers:  # start them all, then wait: the interpreters start in parallel
+            s.start()
+        for s in servers:
+            s.wait_listening()
+
+    @staticmethod
+    def _netns_side(ns: str, cidr: str, gateway: str) -> None:
+        run("ip", "link", "set", "lo", "up", netns=ns)
+        run("ip", "addr", "add", cidr, "dev", "eth0", netns=ns)
+        run("ip", "link", "set", "eth0", "up", netns=ns)
+        run("ip", "route", "add", "default", "via", gateway, netns=ns)
+
+    def down(self) -> None:
+        self.release_held()
+        for s in [*self.reals.values(), *([self.sorry] if self.sorry else [])]:
+            s.kill()
+        names = run("ip", "netns", "list", check=False).stdout.split()
+        for ns in [CLIENT_NS, *(rs_ns(n) for n in range(1, self.nreals + 1))]:
+            if ns in names:
+                for pid in run("ip", "netns", "pids", ns, check=False).stdout.split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+                run("ip", "netns", "delete", ns, check=False)
+        for link in ("lab-c", BRIDGE):
+            run("ip", "link", "delete", link, check=False)
+
+    # ---- servers --------------------------------------------------------------------------------
+
+    def heal(self, ns: Iterable[int] = (1, 2, 3)) -> None:
+        """Every named real server running with the right content."""
+        started = []
+        for n in ns:
+            s = self.reals[n]
+            s.set_body(f"{GOOD_BODY}\nrs{n}\n")
+            if s.proc is None or s.proc.poll() is not None:
+                s.start()
+                started.append(s)
+        for s in started:
+            s.wait_listening()
+
+    # ---- the client -----------------------------------------------------------------------------
+
+    def curl(self, count: int, port: int = 80) -> list[str]:
+        """`count` new connections from the client through the VIP: per request the real that
+        answered ("rs2"), "sorry" for the sorry server, "wrong" for a body without the expected
+        text, or "failed HTTP-CODE"."""
+        marker = "@@lab@@"
+        done = run(
+            "curl", "-sS", "--max-time", "10", "-H", "Connection: close",
+            "-w", f"{marker}%{{http_code}}\\n",
+            f"http://{VIP}:{port}/test.html?[1-{count}]",
+            netns=CLIENT_NS, check=False, timeout=120,
+        )  # fmt: skip
+        answers: list[str] = []
+        body = ""
+        for line in done.stdout.splitlines(keepends=True):
+            if marker not in line:
+                body += line
+                continue
+            head, code = line.split(marker, 1)
+            body += head
+            answers.append(_classify(body, code.strip()))
+            body = ""
+        if len(answers) != count:
+            raise LabError(f"curl: {count} requests, {len(answers)} answers: {done.stderr}")
+        return answers
+
+    def hold_connections(self, count: int) -> None:
+        """Open `count` TCP connections through the VIP and keep them idle: wlc counts each as an
+        active connection, so they land on different reals. `finish_held` then sends a request on
+        each: an answer proves the connection (and its IPVS entry) survived what happened
+        meanwhile."""
+        code = (
+            "import json,socket,sys\n"
+            f"conns=[socket.create_connection(({VIP!r},80),timeout=30) for _ in range({count})]\n"
+            "print('open',flush=True)\n"
+            "sys.stdin.readline()\n"
+            "for c in conns:\n"
+            "    c.sendall(b'GET /test.html HTTP/1.0\\r\\n\\r\\n')\n"
+            "    data=b''\n"
+            "    while (chunk:=c.recv(4096)):\n"
+            "        data+=chunk\n"
+            "    print(json.dumps(data.decode(errors='replace')),flush=True)\n"
+        )
+        self.held = subprocess.Popen(
+            ["ip", "netns", "exec", CLIENT_NS, sys.executable, "-c", code],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.held.stdout is not None
+        if self.held.stdout.readline().strip() != "open":
+            raise LabError(f"held connections: {self.held.communicate(timeout=30)[1]}")
+
+    def finish_held(self) -> list[str]:
+        held, self.held = self.held, None
+        assert held is not None
+        out, err = held.communicate("go\n", timeout=60)
+        if held.returncode != 0:
+            raise LabError(f"held connections failed: {err.strip()}")
+        bodies: list[str] = [json.loads(line) for line in out.splitlines()]
+        return [_classify(b.split("\r\n\r\n", 1)[-1], b.split()[1]) for b in bodies]
+
+    def release_held(self) -> None:
+        if self.held is not None:
+            self.held.kill()
+            self.held.communicate(timeout=30)
+            self.held = None
+
+
+def _classify(body: str, code: str) -> str:
+    if code != "200":
+        return f"failed {code}"
+    if SORRY_BODY in body:
+        return "sorry"
+    m = re.search(r"\brs(\d)\b", body)
+    if GOOD_BODY not in body or m is None:
+        return "wrong"
+    return f"rs{m.group(1)}"
