@@ -16,6 +16,7 @@ from tests.lab.daemonctl import Lvsmon, lab_config
 from tests.lab.labrun import MEASURED, LabRun
 from tests.lab.netlab import OTHER_VIP, Lab, real_ip, run
 
+
 def _drop_lab_services() -> None:
     for service in ("10.10.0.100:80", "10.10.0.100:8080", f"{OTHER_VIP}:80"):
         run("ipvsadm", "-D", "-t", service, check=False)

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.lab.labrun import MEASURED, LabRun
 from tests.lab.daemonctl import DETECTION_BOUND, KERNEL_CHANGE, lab_config
+from tests.lab.labrun import MEASURED, LabRun
 from tests.lab.netlab import (
     OTHER_VIP,
     VIP,
