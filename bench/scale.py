@@ -1,0 +1,825 @@
+"""lvsmon at 10,000 real servers, and lvsmon against Debian's ldirectord at 1,000, in one run.
+
+Host only, loopback only, as root:   .venv/bin/python bench/scale.py [--quick] [--skip-ldirectord]
+
+* Real servers: one nginx (Debian's) listening on the wildcard address, so that a connection to
+  any of the 10,000 addresses 127.77.x.y:PORT reaches it. It answers `still alive`, or 503 for an
+  address whose file exists in its down/ folder (no reload needed), and logs `$msec $server_addr
+  $status` for every request: each real's check period comes from that log. A guard refuses
+  every client outside 127/8.
+* Big run: lvsmon `--backend memory`, V virtuals × R reals (default 100 × 100), checkinterval=1,
+  checktimeout=3, quiescent=yes, http negotiate. Start-up, a steady window (checks/s, periods,
+  start lateness, CPU, RSS), detection of one real turning 503, stop.
+* Anchor (default 10 × 100): ldirectord and lvsmon `--backend ipvsadm` against the same fake
+  ipvsadm (bench/fake_ipvsadm.py, a table in a file and a log of every call), ldirectord through
+  a bind mount over /usr/sbin/ipvsadm in a private mount namespace. Start-up is measured until
+  the fake's table holds every real with a weight above 0.
+
+Prerequisites: `apt-get install -y nginx ldirectord` (ldirectord only without --skip-ldirectord).
+Every process started here is stopped on exit, Ctrl-C included. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import FrameType
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FAKE_IPVSADM = os.path.join(HERE, "fake_ipvsadm.py")
+FALLBACK_PORT = 80
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def real_address(i: int) -> str:
+    """The i-th real (0-based): 127.77.0.1 … 127.77.0.200, 127.77.1.1 …"""
+    return f"127.77.{i // 200}.{i % 200 + 1}"
+
+
+def quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# ---------------------------------------------------------------- processes and their cost
+
+
+class Cleanup:
+    """Callbacks run last-in first-out on exit, whatever happened."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Callable[[], None]]] = []
+
+    def add(self, what: str, step: Callable[[], None]) -> None:
+        self._steps.append((what, step))
+
+    def run(self) -> None:
+        while self._steps:
+            what, step = self._steps.pop()
+            try:
+                step()
+            except Exception as exc:  # cleanup goes on with the next step
+                log(f"cleanup of {what} failed: {exc}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def cmdline_has(pid: int, needle: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return needle.encode() in f.read()
+    except OSError:
+        return False
+
+
+def kill_pid(pid: int | None, needle: str, grace: float = 5.0) -> None:
+    """TERM, then KILL, a process we started (the needle guards against a recycled pid)."""
+    if pid is None or not alive(pid) or not cmdline_has(pid, needle):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def wait_gone(pid: int, timeout: float) -> float | None:
+    """time.time() when the process was seen gone (polled every 10 ms), None on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return time.time()
+        time.sleep(0.01)
+    return None
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(utime+stime, cutime+cstime) of a process, in seconds."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is the state (field 3); utime..cstime are fields 14..17
+    own = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    children = (int(fields[13]) + int(fields[14])) / CLK_TCK
+    return own, children
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def loadavg() -> float:
+    with open("/proc/loadavg", encoding="ascii") as f:
+        return float(f.read().split()[0])
+
+
+def read_pid(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+# ---------------------------------------------------------------- the real servers
+
+NGINX_CONF = """
+daemon off;
+master_process on;
+worker_processes {workers};
+worker_rlimit_nofile 65536;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 16384; multi_accept on; }}
+http {{
+    default_type text/plain;
+    log_format probe '$msec $server_addr $status';
+    access_log {dir}/access.log probe buffer=256k flush=1s;
+    client_body_temp_path {dir}/tmp;
+    proxy_temp_path {dir}/tmp;
+    fastcgi_temp_path {dir}/tmp;
+    uwsgi_temp_path {dir}/tmp;
+    scgi_temp_path {dir}/tmp;
+    server {{
+        # the wildcard: a connection to any 127/8 address reaches this one socket
+        listen {port} backlog=8192;
+        if ($remote_addr !~ "^127\\.") {{ return 444; }}
+        location / {{
+            if (-f {dir}/down/$server_addr) {{ return 503 "down\\n"; }}
+            return 200 "still alive\\n";
+        }}
+    }}
+}}
+"""
+
+
+class RealServers:
+    """Debian's nginx answering for every 127.77.x.y:PORT, one access-log line per request."""
+
+    def __init__(self, workdir: str, port: int, cleanup: Cleanup) -> None:
+        self.dir = os.path.join(workdir, "nginx")
+        self.port = port
+        os.makedirs(os.path.join(self.dir, "down"))
+        os.makedirs(os.path.join(self.dir, "tmp"))
+        os.chmod(workdir, 0o755)  # workers run as nobody: they stat down/ files
+        for path in (self.dir, os.path.join(self.dir, "down")):
+            os.chmod(path, 0o755)
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w", encoding="utf-8") as f:
+            f.write(NGINX_CONF.format(dir=self.dir, port=port, workers=2))
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.proc = subprocess.Popen(
+            [nginx, "-p", self.dir + "/", "-c", conf, "-e", os.path.join(self.dir, "error.log")],
+            stdin=subprocess.DEVNULL,
+        )
+        cleanup.add("nginx", self.stop)
+        self.access_log = os.path.join(self.dir, "access.log")
+        self._offset = 0
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited with {self.proc.returncode}; see {self.dir}")
+            if self.get(real_address(0)) == 200:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("nginx did not answer on loopback within 10 s")
+
+    def get(self, address: str) -> int | None:
+        """Status of one GET (loopback only), None when nothing answers."""
+        try:
+            with socket.create_connection((address, self.port), timeout=2) as s:
+                s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                head = s.recv(64)
+        except OSError:
+            return None
+        parts = head.split()
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+
+    def set_down(self, address: str, down: bool) -> None:
+        path = os.path.join(self.dir, "down", address)
+        if down:
+            with open(path, "w", encoding="ascii"):
+                pass
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def requests(self, start: float, end: float, wanted: set[str]) -> dict[str, list[float]]:
+        """Request times per address in [start, end] (the log is flushed every second: call this
+        two seconds after `end`). Reads only what was appended since the last call."""
+        times: dict[str, list[float]] = {a: [] for a in wanted}
+        with open(self.access_log, "rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        cut = data.rfind(b"\n") + 1
+        self._offset += cut
+        for line in data[:cut].splitlines():
+            parts = line.split()
+            if len(parts) < 2:
+                continue
+            t = float(parts[0])
+            if start <= t <= end:
+                address = parts[1].decode()
+                if address in times:
+                    times[address].append(t)
+        return times
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class Periods:
+    checks_per_s: float
+    median_s: float
+    p95_s: float
+    max_s: float
+    unchecked: int  # reals with fewer than two requests in the window
+
+
+def periods(times: dict[str, list[float]], window: float) -> Periods:
+    gaps: list[float] = []
+    unchecked = 0
+    total = 0
+    for seen in times.values():
+        seen.sort()
+        total += len(seen)
+        if len(seen) < 2:
+            unchecked += 1
+        gaps += [b - a for a, b in itertools.pairwise(seen)]
+    return Periods(
+        checks_per_s=total / window,
+        median_s=quantile(gaps, 0.5),
+        p95_s=quantile(gaps, 0.95),
+        max_s=max(gaps, default=float("nan")),
+        unchecked=unchecked,
+    )
+
+
+# ---------------------------------------------------------------- logs, the fake's calls
+
+
+class LogTail:
+    """Follows a log file from a thread, stamping each line with the time it was first seen
+    (polled every 10 ms; the daemons open, append and close per line)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lines: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        offset = 0
+        rest = b""
+        while not self._stop.is_set():
+            try:
+                with open(self.path, "rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+            except FileNotFoundError:
+                data = b""
+            if data:
+                now = time.time()
+                offset += len(data)
+                chunks = (rest + data).split(b"\n")
+                rest = chunks.pop()
+                with self._cond:
+                    self.lines += [(now, c.decode(errors="replace")) for c in chunks]
+                    self._cond.notify_all()
+            self._stop.wait(0.01)
+
+    def wait_for(self, match: Callable[[str], bool], since: int, timeout: float) -> float | None:
+        """Time the first line at index ≥ since matching was seen, None on timeout."""
+        deadline = time.monotonic() + timeout
+        i = since
+        with self._cond:
+            while True:
+                while i < len(self.lines):
+                    t, line = self.lines[i]
+                    if match(line):
+                        return t
+                    i += 1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class FakeIpvsadm:
+    """One state folder of bench/fake_ipvsadm.py: its table and its call log."""
+
+    def __init__(self, workdir: str, name: str) -> None:
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir)
+        self.env = {**os.environ, "LVSMON_FAKE_IPVSADM_DIR": self.dir}
+
+    def calls(self) -> list[dict[str, object]]:
+        try:
+            with open(os.path.join(self.dir, "calls.jsonl"), encoding="utf-8") as f:
+                return [json.loads(line) for line in f if line.endswith("\n")]
+        except FileNotFoundError:
+            return []
+
+    def wait_all_up(self, port: int, n: int, timeout: float) -> float | None:
+        """End time of the first call after which n destinations on `port` have weight > 0."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        path = os.path.join(self.dir, "calls.jsonl")
+        offset = 0
+        while time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError), open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+                cut = data.rfind(b"\n") + 1
+                offset += cut
+                for line in data[:cut].splitlines():
+                    call = json.loads(line)
+                    seen += 1
+                    if call["up"].get(str(port), 0) >= n:
+                        return float(call["t"]) + float(call["dt"])
+            time.sleep(0.05)
+        log(f"timeout: {seen} ipvsadm calls, not all {n} reals up")
+        return None
+
+    def count_calls(self, start: float, end: float) -> int:
+        return sum(1 for c in self.calls() if start <= float(str(c["t"])) <= end)
+
+
+# ---------------------------------------------------------------- the configuration
+
+
+def write_config(
+    path: str, virtuals: int, per_virtual: int, port: int, logfile: str
+) -> list[tuple[str, int]]:
+    """An ldirectord.cf both daemons read unchanged; returns the reals as (address, port)."""
+    lines = [
+        "checktimeout=3",
+        "checkinterval=1",
+        "autoreload=yes",
+        "quiescent=yes",
+        f'logfile="{logfile}"',
+        "",
+    ]
+    reals: list[tuple[str, int]] = []
+    for v in range(virtuals):
+        lines.append(f"virtual=127.100.0.{v + 1}:80")
+        for r in range(per_virtual):
+            address = real_address(v * per_virtual + r)
+            reals.append((address, port))
+            lines.append(f"\treal={address}:{port} masq")
+        lines += [
+            f"\tfallback=127.0.0.1:{FALLBACK_PORT}",
+            "\tservice=http",
+            '\trequest="test.html"',
+            '\treceive="still alive"',
+            "\tscheduler=wlc",
+            "\tprotocol=tcp",
+            "\tchecktype=negotiate",
+            "",
+        ]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    return reals
+
+
+# ---------------------------------------------------------------- one daemon's run
+
+
+@dataclass
+class Run:
+    """What one daemon did; times in seconds."""
+
+    name: str
+    n: int
+    start_returned_s: float = float("nan")
+    programmed_s: float = float("nan")
+    startup_cpu_s: float = float("nan")
+    startup_ipvsadm_calls: int = 0
+    window_s: float = float("nan")
+    load_at_window: float = float("nan")
+    periods: Periods | None = None
+    cpu_pct: float = float("nan")
+    rss_mib: float = float("nan")
+    peak_rss_mib: float = float("nan")
+    status_checks_per_s: float = float("nan")
+    lateness_ms: dict[str, float] = field(default_factory=dict)
+    worst_p99_late_ms: float = float("nan")
+    slots_skipped: int = 0
+    detect_s: float = float("nan")
+    recover_s: float = float("nan")
+    stop_returned_s: float = float("nan")
+    stop_gone_s: float = float("nan")
+
+
+def lvsmon_command() -> list[str]:
+    script = os.path.join(os.path.dirname(sys.executable), "lvsmon")
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "lvsmon"]
+
+
+def read_status(path: str) -> tuple[float, dict[str, object]] | None:
+    """(mtime, stats) of lvsmon's status file."""
+    try:
+        mtime = os.stat(path).st_mtime
+        with open(path, encoding="utf-8") as f:
+            stats = json.load(f)["stats"]
+    except (OSError, ValueError, KeyError):
+        return None
+    assert isinstance(stats, dict)
+    return mtime, stats
+
+
+def steady_window(
+    run: Run, pid: int, seconds: float, servers: RealServers, reals: list[tuple[str, int]],
+    status_path: str | None,
+) -> None:  # fmt: skip
+    """CPU, memory, and (lvsmon) the status file's figures over one window; then the periods."""
+    servers.requests(0, 0, set())  # skip what was logged before the window
+    run.load_at_window = loadavg()
+    w0 = time.time()
+    cpu0, _ = cpu_seconds(pid)
+    first = read_status(status_path) if status_path else None
+    worst = 0.0
+    end = w0 + seconds
+    while time.time() < end:
+        time.sleep(min(2.0, max(end - time.time(), 0)))
+        if status_path:
+            now = read_status(status_path)
+            late = now[1].get("lateness_ms") if now else None
+            if isinstance(late, dict) and "p99" in late:
+                worst = max(worst, float(late["p99"]))
+    w1 = time.time()
+    cpu1, _ = cpu_seconds(pid)
+    mem = memory_mib(pid)
+    run.window_s = w1 - w0
+    run.cpu_pct = 100 * (cpu1 - cpu0) / (w1 - w0)
+    run.rss_mib, run.peak_rss_mib = mem["VmRSS"], mem["VmHWM"]
+    if status_path:
+        last = read_status(status_path)
+        if first and last and last[0] > first[0]:
+            done = int(str(last[1]["checks_done"])) - int(str(first[1]["checks_done"]))
+            run.status_checks_per_s = done / (last[0] - first[0])
+            late = last[1].get("lateness_ms")
+            run.lateness_ms = dict(late) if isinstance(late, dict) else {}
+            run.slots_skipped = int(str(last[1].get("slots_skipped", 0)))
+        run.worst_p99_late_ms = worst
+    time.sleep(2.5)  # nginx flushes its log every second
+    times = servers.requests(w0, w1, {a for a, _ in reals})
+    run.periods = periods(times, w1 - w0)
+
+
+def run_lvsmon(
+    name: str, workdir: str, servers: RealServers, virtuals: int, per_virtual: int,
+    window: float, cleanup: Cleanup, fake: FakeIpvsadm | None, detect: bool,
+) -> Run:  # fmt: skip
+    n = virtuals * per_virtual
+    run = Run(name, n)
+    base = os.path.join(workdir, name)
+    os.makedirs(base)
+    cfg, logfile, pidfile = (os.path.join(base, x) for x in ("bench.cf", "lvsmon.log", "l.pid"))
+    status_path = os.path.join(base, "l.status.json")
+    reals = write_config(cfg, virtuals, per_virtual, servers.port, logfile)
+    env = {**(fake.env if fake else os.environ), "LVSMON_RESOLVER": "files"}
+    backend = (
+        ["--backend", "ipvsadm", "--ipvsadm", FAKE_IPVSADM] if fake else ["--backend", "memory"]
+    )
+    cmd = [*lvsmon_command(), *backend, "--pid-file", pidfile, cfg]
+    tail = LogTail(logfile)
+    pid: int | None = None
+
+    def stop_leftover() -> None:
+        if pid is not None and alive(pid):
+            subprocess.run([*cmd, "stop"], env=env, timeout=60, check=False)
+            kill_pid(pid, "lvsmon")
+
+    cleanup.add(f"{name} daemon", stop_leftover)
+    cleanup.add(f"{name} log tail", tail.close)
+    log(f"{name}: start, {virtuals} x {per_virtual} reals")
+    t0 = time.time()
+    proc = subprocess.run([*cmd, "start"], env=env, timeout=600, check=False)
+    run.start_returned_s = time.time() - t0
+    pid = read_pid(pidfile)
+    if proc.returncode != 0 or pid is None:
+        raise RuntimeError(f"{name}: lvsmon start failed ({proc.returncode}); see {logfile}")
+    run.startup_cpu_s = cpu_seconds(pid)[0]
+    if fake:
+        done = fake.wait_all_up(servers.port, n, 600)
+        run.startup_ipvsadm_calls = len(fake.calls())
+    else:
+        done = wait_weight_lines(tail, {f"{a}:{p}" for a, p in reals}, 600)
+    if done is not None:
+        run.programmed_s = done - t0
+    time.sleep(3)  # the first run is immediate; let every job settle on its own slot
+    log(f"{name}: steady window {window:.0f} s")
+    steady_window(run, pid, window, servers, reals, status_path)
+    if detect:
+        address, port = reals[per_virtual - 1]  # the last real of the first virtual
+        mark = len(tail.lines)
+        t_down = time.time()
+        servers.set_down(address, True)
+        seen = tail.wait_for(lambda line: f"Quiescent real server: {address}:{port} " in line,
+                             mark, 30)  # fmt: skip
+        run.detect_s = (seen - t_down) if seen else float("nan")
+        mark = len(tail.lines)
+        t_up = time.time()
+        servers.set_down(address, False)
+        seen = tail.wait_for(lambda line: f"Restored real server: {address}:{port} " in line,
+                             mark, 30)  # fmt: skip
+        run.recover_s = (seen - t_up) if seen else float("nan")
+    log(f"{name}: stop")
+    t0 = time.time()
+    subprocess.run([*cmd, "stop"], env=env, timeout=300, check=False)
+    run.stop_returned_s = time.time() - t0
+    gone = wait_gone(pid, 300)
+    run.stop_gone_s = (gone - t0) if gone else float("nan")
+    return run
+
+
+def wait_weight_lines(tail: LogTail, reals: set[str], timeout: float) -> float | None:
+    """When the log has said every real got a weight above 0 (memory backend: no other witness
+    with better than a second's resolution)."""
+    left = set(reals)
+
+    def match(line: str) -> bool:
+        for word in ("Added real server: ", "Restored real server: "):
+            at = line.find(word)
+            if at >= 0 and "(Weight set to 0)" not in line:
+                left.discard(line[at + len(word) :].split(" ", 1)[0])
+        return not left
+
+    return tail.wait_for(match, 0, timeout)
+
+
+def run_ldirectord(
+    workdir: str, servers: RealServers, virtuals: int, per_virtual: int, window: float,
+    cleanup: Cleanup,
+) -> Run:  # fmt: skip
+    n = virtuals * per_virtual
+    run = Run("ldirectord", n)
+    base = os.path.join(workdir, "ldirectord")
+    os.makedirs(base)
+    cfname = f"lvsmon-bench-{os.getpid()}.cf"
+    cfg, logfile = os.path.join(base, cfname), os.path.join(base, "ldirectord.log")
+    pidfile = f"/run/ldirectord.{cfname}.pid"
+    reals = write_config(cfg, virtuals, per_virtual, servers.port, logfile)
+    fake = FakeIpvsadm(workdir, "fake-ldirectord")
+    ldirectord = shutil.which("ldirectord") or "/usr/sbin/ldirectord"
+
+    def in_namespace(command: str) -> list[str]:
+        # only this mount namespace (the daemon's) sees the fake as /usr/sbin/ipvsadm
+        script = f'mount --bind "$0" /usr/sbin/ipvsadm && exec "$1" "$2" "{command}"'
+        return ["unshare", "-m", "--propagation", "private", "sh", "-c", script,
+                FAKE_IPVSADM, ldirectord, cfg]  # fmt: skip
+
+    pid: int | None = None
+
+    def stop_leftover() -> None:
+        if pid is not None and alive(pid):
+            subprocess.run(in_namespace("stop"), env=fake.env, timeout=120, check=False)
+            kill_pid(pid, "ldirectord")
+
+    cleanup.add("ldirectord daemon", stop_leftover)
+    log(f"ldirectord: start, {virtuals} x {per_virtual} reals (expect minutes)")
+    t0 = time.time()
+    proc = subprocess.run(in_namespace("start"), env=fake.env, timeout=600, check=False)
+    run.start_returned_s = time.time() - t0
+    for _ in range(100):
+        pid = read_pid(pidfile)
+        if pid is not None:
+            break
+        time.sleep(0.05)
+    if proc.returncode != 0 or pid is None:
+        raise RuntimeError(f"ldirectord start failed ({proc.returncode}); see {logfile}")
+    done = fake.wait_all_up(servers.port, n, 3000)
+    if done is None:
+        raise RuntimeError("ldirectord never had every real up in the fake table")
+    run.programmed_s = done - t0
+    run.startup_cpu_s = cpu_seconds(pid)[0]
+    run.startup_ipvsadm_calls = len(fake.calls())
+    log(f"ldirectord: programmed after {run.programmed_s:.1f} s; steady window {window:.0f} s")
+    steady_window(run, pid, window, servers, reals, None)
+    log("ldirectord: stop")
+    t0 = time.time()
+    subprocess.run(in_namespace("stop"), env=fake.env, timeout=600, check=False)
+    run.stop_returned_s = time.time() - t0
+    gone = wait_gone(pid, 600)
+    run.stop_gone_s = (gone - t0) if gone else float("nan")
+    return run
+
+
+# ---------------------------------------------------------------- report
+
+
+def rows(runs: list[Run]) -> Iterator[tuple[str, list[str]]]:
+    def f(x: float, digits: int = 2) -> str:
+        return "-" if x != x else f"{x:,.{digits}f}"
+
+    def p(r: Run, attr: str, digits: int = 3) -> str:
+        return "-" if r.periods is None else f(getattr(r.periods, attr), digits)
+
+    yield "reals", [f"{r.n:,}" for r in runs]
+    yield "start command returned (s)", [f(r.start_returned_s) for r in runs]
+    yield "start-up until every real weight>0 (s)", [f(r.programmed_s) for r in runs]
+    yield "start-up CPU of the daemon (s)", [f(r.startup_cpu_s) for r in runs]
+    yield "ipvsadm calls during start-up", [str(r.startup_ipvsadm_calls or "-") for r in runs]
+    yield "load average at window start", [f(r.load_at_window) for r in runs]
+    yield "steady window (s)", [f(r.window_s, 1) for r in runs]
+    yield "checks/s (server log)", [p(r, "checks_per_s", 0) for r in runs]
+    yield "checks/s (status file)", [f(r.status_checks_per_s, 0) for r in runs]
+    yield "check period median (s)", [p(r, "median_s") for r in runs]
+    yield "check period p95 (s)", [p(r, "p95_s") for r in runs]
+    yield "check period max (s)", [p(r, "max_s") for r in runs]
+    yield "reals checked < 2x in window", [p(r, "unchecked", 0) for r in runs]
+    for q in ("p50", "p99", "max"):
+        yield f"start lateness {q} (ms)", [f(r.lateness_ms.get(q, float("nan"))) for r in runs]
+    yield "worst p99 lateness seen (ms)", [f(r.worst_p99_late_ms) for r in runs]
+    yield "slots skipped", [str(r.slots_skipped) for r in runs]
+    yield "daemon CPU (% of one core)", [f(r.cpu_pct, 1) for r in runs]
+    yield "RSS / peak (MiB)", [f"{f(r.rss_mib, 1)} / {f(r.peak_rss_mib, 1)}" for r in runs]
+    yield "503 → 'Quiescent real server' (s)", [f(r.detect_s, 3) for r in runs]
+    yield "recovered → 'Restored real server' (s)", [f(r.recover_s, 3) for r in runs]
+    yield "stop command returned (s)", [f(r.stop_returned_s) for r in runs]
+    yield "stop → process gone (s)", [f(r.stop_gone_s) for r in runs]
+
+
+def print_table(runs: list[Run]) -> None:
+    table = list(rows(runs))
+    width = max(len(label) for label, _ in table)
+    cols = [max(len(r.name), *(len(vals[i]) for _, vals in table)) for i, r in enumerate(runs)]
+    print(" " * width + "  " + "  ".join(r.name.rjust(c) for r, c in zip(runs, cols, strict=True)))
+    for label, vals in table:
+        cells = "  ".join(v.rjust(c) for v, c in zip(vals, cols, strict=True))
+        print(f"{label.ljust(width)}  {cells}")
+
+
+def figures(big: Run, small: Run | None, ld: Run | None) -> dict[str, object]:
+    def r(x: float, digits: int = 3) -> float | None:
+        return None if x != x else round(x, digits)
+
+    k = f"n{big.n}"
+    out: dict[str, object] = {
+        f"{k}_checks_per_s": r(big.periods.checks_per_s if big.periods else float("nan"), 0),
+        f"{k}_checks_per_s_status": r(big.status_checks_per_s, 0),
+        f"{k}_period_s_median": r(big.periods.median_s if big.periods else float("nan")),
+        f"{k}_period_s_p95": r(big.periods.p95_s if big.periods else float("nan")),
+        f"{k}_p50_late_ms": r(big.lateness_ms.get("p50", float("nan"))),
+        f"{k}_p99_late_ms": r(big.lateness_ms.get("p99", float("nan"))),
+        f"{k}_worst_p99_late_ms": r(big.worst_p99_late_ms),
+        f"{k}_slots_skipped": big.slots_skipped,
+        f"{k}_cpu_pct": r(big.cpu_pct, 1),
+        f"{k}_rss_mib": r(big.rss_mib, 1),
+        f"{k}_peak_rss_mib": r(big.peak_rss_mib, 1),
+        f"{k}_start_return_s": r(big.start_returned_s),
+        f"{k}_startup_s": r(big.programmed_s),
+        f"{k}_detect_s": r(big.detect_s),
+        f"{k}_recover_s": r(big.recover_s),
+        f"{k}_stop_s": r(big.stop_gone_s),
+        f"{k}_load_avg": r(big.load_at_window, 2),
+    }
+    for run, who in ((small, "lvsmon"), (ld, "ldirectord")):
+        if run is None:
+            continue
+        k = f"n{run.n}"
+        out |= {
+            f"{k}_period_s_{who}": r(run.periods.median_s if run.periods else float("nan")),
+            f"{k}_period_p95_s_{who}": r(run.periods.p95_s if run.periods else float("nan")),
+            f"{k}_startup_s_{who}": r(run.programmed_s),
+            f"{k}_startup_ipvsadm_calls_{who}": run.startup_ipvsadm_calls,
+            f"{k}_stop_s_{who}": r(run.stop_gone_s),
+            f"{k}_rss_mib_{who}": r(run.rss_mib, 1),
+            f"{k}_peak_rss_mib_{who}": r(run.peak_rss_mib, 1),
+            f"{k}_cpu_pct_{who}": r(run.cpu_pct, 1),
+        }
+    if small and ld and small.periods and ld.periods:
+        out["period_ratio"] = r(ld.periods.median_s / small.periods.median_s, 2)
+        out["startup_ratio"] = r(ld.programmed_s / small.programmed_s, 1)
+        out["stop_ratio"] = r(ld.stop_gone_s / small.stop_gone_s, 1)
+    return out
+
+
+# ---------------------------------------------------------------- main
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: 10 x 100, anchor 10 x 10")
+    ap.add_argument("--skip-ldirectord", action="store_true")
+    ap.add_argument("--virtuals", type=int, help="big run: virtual services (default 100)")
+    ap.add_argument("--reals", type=int, help="big run: reals per virtual (default 100)")
+    ap.add_argument("--anchor-virtuals", type=int, help="anchor: virtual services (default 10)")
+    ap.add_argument("--anchor-reals", type=int, help="anchor: reals per virtual (default 100)")
+    ap.add_argument("--window", type=float, help="lvsmon steady window, s (default 30)")
+    ap.add_argument("--ldirectord-window", type=float, help="default 60 s")
+    ap.add_argument("--port", type=int, default=0, help="real servers' port (default: a free one)")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (logs) for study")
+    args = ap.parse_args()
+    quick = args.quick
+    big_v = args.virtuals or (10 if quick else 100)
+    big_r = args.reals or 100
+    small_v = args.anchor_virtuals or 10
+    small_r = args.anchor_reals or (10 if quick else 100)
+    window = args.window or (10.0 if quick else 30.0)
+    ld_window = args.ldirectord_window or (15.0 if quick else 60.0)
+    if os.geteuid() != 0:
+        print("bench/scale.py: run as root (nginx on many addresses, unshare, mount)")
+        return 2
+    want_ld = not args.skip_ldirectord
+    if (
+        want_ld
+        and shutil.which("ldirectord") is None
+        and not os.path.exists("/usr/sbin/ldirectord")
+    ):
+        print("bench/scale.py: ldirectord is not installed (apt-get install -y ldirectord);"
+              " use --skip-ldirectord")  # fmt: skip
+        return 2
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    cleanup = Cleanup()
+    workdir = tempfile.mkdtemp(prefix="lvsmon-scale-")
+    if not args.keep:
+        cleanup.add("work folder", lambda: shutil.rmtree(workdir, ignore_errors=True))
+    try:
+        servers = RealServers(workdir, args.port or free_port(), cleanup)
+        log(f"nginx on *:{servers.port}, work folder {workdir}")
+        big = run_lvsmon("lvsmon", workdir, servers, big_v, big_r, window, cleanup, None, True)
+        small = run_lvsmon(
+            "lvsmon-ipvsadm", workdir, servers, small_v, small_r, window, cleanup,
+            FakeIpvsadm(workdir, "fake-lvsmon"), False,
+        )  # fmt: skip
+        ld = run_ldirectord(workdir, servers, small_v, small_r, ld_window, cleanup) if want_ld \
+            else None  # fmt: skip
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        cleanup.run()
+        return 130
+    finally:
+        cleanup.run()
+    runs = [big, small] + ([ld] if ld else [])
+    print_table(runs)
+    result = figures(big, small, ld)
+    for key in ("period_ratio", "startup_ratio", "stop_ratio"):
+        if key in result:
+            print(f"{key} (ldirectord / lvsmon): {result[key]}")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
