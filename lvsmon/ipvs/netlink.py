@@ -2,9 +2,11 @@
 
 pyroute2 sockets keep per-thread state and drive their own event loop, so the backend owns one
 worker thread with a private loop; every dump() and every apply() is a single hop to that thread.
-pyroute2 looks the IPVS family up and runs dumps. Writes are packed with struct and go out on a
-plain netlink socket in a few large sends (chunks of ``_CHUNK`` requests); one acknowledgement is
-read per request, so each op still gets its own result.
+pyroute2 looks the IPVS family up (and reports a kernel without it). Requests are packed and
+replies parsed with struct on a plain netlink socket, because pyroute2's generic message codec
+costs ~0.2 ms per message natively and milliseconds under emulation. Writes go out in a few
+large sends (chunks of ``_CHUNK`` requests); one acknowledgement is read per request, so each op
+still gets its own result.
 
 Mapping choices that are not obvious from the model:
 
@@ -32,11 +34,13 @@ import socket
 import struct
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, genlmsg, nla
+from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import AsyncGenericNetlinkSocket
+from pyroute2.netlink.generic.ipvs import ipvsmsg
 
 from lvsmon.ipvs.backend import BackendError, ErrorKind, OpError, OpResult
 from lvsmon.ipvs.model import (
@@ -117,65 +121,7 @@ _RCVBUF = 1 << 20
 _ACK_TIMEOUT = 60.0
 _NETLINK_GENERIC = 16
 _NLMSG_ERROR = 2
-
-
-class _IpvsMsg(genlmsg):  # type: ignore[misc]
-    """The IPVS generic netlink message. Unlike pyroute2's own definition, addresses are raw bytes
-    (the family decides their meaning) and the netmask a raw u32: for IPv6 the kernel reads a
-    prefix length from it, not a dotted mask."""
-
-    prefix = "IPVS_CMD_ATTR_"
-    nla_map = (
-        ("IPVS_CMD_ATTR_UNSPEC", "none"),
-        ("IPVS_CMD_ATTR_SERVICE", "service"),
-        ("IPVS_CMD_ATTR_DEST", "dest"),
-        ("IPVS_CMD_ATTR_DAEMON", "none"),
-        ("IPVS_CMD_ATTR_TIMEOUT_TCP", "none"),
-        ("IPVS_CMD_ATTR_TIMEOUT_TCP_FIN", "none"),
-        ("IPVS_CMD_ATTR_TIMEOUT_UDP", "none"),
-    )
-
-    class service(nla):  # type: ignore[misc]  # pyroute2 finds nested types by name
-        prefix = "IPVS_SVC_ATTR_"
-        nla_map = (
-            ("IPVS_SVC_ATTR_UNSPEC", "none"),
-            ("IPVS_SVC_ATTR_AF", "uint16"),
-            ("IPVS_SVC_ATTR_PROTOCOL", "uint16"),
-            ("IPVS_SVC_ATTR_ADDR", "cdata"),
-            ("IPVS_SVC_ATTR_PORT", "be16"),
-            ("IPVS_SVC_ATTR_FWMARK", "uint32"),
-            ("IPVS_SVC_ATTR_SCHED_NAME", "asciiz"),
-            ("IPVS_SVC_ATTR_FLAGS", "flags"),
-            ("IPVS_SVC_ATTR_TIMEOUT", "uint32"),
-            ("IPVS_SVC_ATTR_NETMASK", "uint32"),
-            ("IPVS_SVC_ATTR_STATS", "none"),
-            ("IPVS_SVC_ATTR_PE_NAME", "asciiz"),
-            ("IPVS_SVC_ATTR_STATS64", "none"),
-        )
-
-        class flags(nla):  # type: ignore[misc]
-            fields = (("flags", "I"), ("mask", "I"))
-
-    class dest(nla):  # type: ignore[misc]
-        prefix = "IPVS_DEST_ATTR_"
-        nla_map = (
-            ("IPVS_DEST_ATTR_UNSPEC", "none"),
-            ("IPVS_DEST_ATTR_ADDR", "cdata"),
-            ("IPVS_DEST_ATTR_PORT", "be16"),
-            ("IPVS_DEST_ATTR_FWD_METHOD", "uint32"),
-            ("IPVS_DEST_ATTR_WEIGHT", "uint32"),
-            ("IPVS_DEST_ATTR_U_THRESH", "uint32"),
-            ("IPVS_DEST_ATTR_L_THRESH", "uint32"),
-            ("IPVS_DEST_ATTR_ACTIVE_CONNS", "uint32"),
-            ("IPVS_DEST_ATTR_INACT_CONNS", "uint32"),
-            ("IPVS_DEST_ATTR_PERSIST_CONNS", "uint32"),
-            ("IPVS_DEST_ATTR_STATS", "none"),
-            ("IPVS_DEST_ATTR_ADDR_FAMILY", "uint16"),
-            ("IPVS_DEST_ATTR_STATS64", "none"),
-            ("IPVS_DEST_ATTR_TUN_TYPE", "uint8"),
-            ("IPVS_DEST_ATTR_TUN_PORT", "be16"),
-            ("IPVS_DEST_ATTR_TUN_FLAGS", "uint16"),
-        )
+_NLMSG_DONE = 3
 
 
 class _IpvsSocket(AsyncGenericNetlinkSocket):  # type: ignore[misc]
@@ -186,13 +132,10 @@ class _IpvsSocket(AsyncGenericNetlinkSocket):  # type: ignore[misc]
         if getattr(self.local, "transport", None) is not None:
             return
         await super().setup_endpoint()
-        await self.bind("IPVS", _IpvsMsg)
+        await self.bind("IPVS", ipvsmsg)
 
 
 # ---- encoding ------------------------------------------------------------------------------
-# Writes are packed with struct and sent on a plain netlink socket: pyroute2's generic encoder and
-# request machinery cost ~0.3 ms per message natively (milliseconds under emulation), which would
-# dominate a large apply. pyroute2 still looks the IPVS family up and sends and decodes dumps.
 
 _NLA_HDR = struct.Struct("=HH")
 _NLMSG_HDR = struct.Struct("=IHHII")
@@ -224,30 +167,12 @@ def _be16(kind: int, value: int) -> bytes:
     return _nla(kind, struct.pack("!H", value))
 
 
-class _PackedRequest(dict[str, Any]):
-    """A request whose body is already packed, shaped like the pyroute2 message NetlinkRequest
-    expects: it fills in header fields, then calls reset() and encode() and sends ``data``."""
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One packed generic netlink request (genl header and attributes); the netlink header is
+    added when it is sent."""
 
-    def __init__(self, body: bytes) -> None:
-        super().__init__(header={})
-        self.body = body
-        self.data = b""
-
-    def reset(self) -> None:
-        pass
-
-    def encode(self) -> None:
-        header = self["header"]
-        self.data = (
-            _NLMSG_HDR.pack(
-                _NLMSG_HDR.size + len(self.body),
-                header["type"],
-                header["flags"],
-                header["sequence_number"],
-                header["pid"],
-            )
-            + self.body
-        )
+    body: bytes
 
 
 def _packed(address: str) -> bytes:
@@ -318,14 +243,14 @@ def _dest_attrs(service: ServiceKey, dest: DestKey, conf: DestConf) -> bytes:
     )
 
 
-def _message(cmd: int, service: bytes, dest: bytes | None = None) -> _PackedRequest:
+def _message(cmd: int, service: bytes, dest: bytes | None = None) -> _Request:
     body = _GENL_HDR.pack(cmd, _GENL_VERSION, 0) + _nla(_CMD_ATTR_SERVICE, service)
     if dest is not None:
         body += _nla(_CMD_ATTR_DEST, dest)
-    return _PackedRequest(body)
+    return _Request(body)
 
 
-def _encode(op: Op) -> _PackedRequest:
+def _encode(op: Op) -> _Request:
     """The netlink request for one op. Raises InvalidConf for what the kernel would refuse."""
     match op:
         case AddService(service=key, conf=conf):
@@ -346,6 +271,66 @@ def _encode(op: Op) -> _PackedRequest:
 
 
 # ---- decoding ------------------------------------------------------------------------------
+# Dumps are parsed with struct as well (pyroute2's decoder costs milliseconds per destination
+# under emulation). Each attribute: (number, struct format, or None for raw bytes / "s" for text).
+
+_SVC_FIELDS: dict[str, tuple[int, str | None]] = {
+    "IPVS_SVC_ATTR_AF": (1, "=H"),
+    "IPVS_SVC_ATTR_PROTOCOL": (2, "=H"),
+    "IPVS_SVC_ATTR_ADDR": (3, None),
+    "IPVS_SVC_ATTR_PORT": (4, "!H"),
+    "IPVS_SVC_ATTR_FWMARK": (5, "=I"),
+    "IPVS_SVC_ATTR_SCHED_NAME": (6, "s"),
+    "IPVS_SVC_ATTR_FLAGS": (7, "=II"),
+    "IPVS_SVC_ATTR_TIMEOUT": (8, "=I"),
+    "IPVS_SVC_ATTR_NETMASK": (9, "=I"),
+}
+_DEST_FIELDS: dict[str, tuple[int, str | None]] = {
+    "IPVS_DEST_ATTR_ADDR": (1, None),
+    "IPVS_DEST_ATTR_PORT": (2, "!H"),
+    "IPVS_DEST_ATTR_FWD_METHOD": (3, "=I"),
+    "IPVS_DEST_ATTR_WEIGHT": (4, "=I"),
+    "IPVS_DEST_ATTR_U_THRESH": (5, "=I"),
+    "IPVS_DEST_ATTR_L_THRESH": (6, "=I"),
+    "IPVS_DEST_ATTR_ACTIVE_CONNS": (7, "=I"),
+    "IPVS_DEST_ATTR_INACT_CONNS": (8, "=I"),
+    "IPVS_DEST_ATTR_ADDR_FAMILY": (11, "=H"),
+}
+_NLA_TYPE_MASK = 0x3FFF  # without the nested / byte-order flag bits
+
+
+def _parse_attrs(data: bytes, start: int = 0) -> dict[int, bytes]:
+    attrs: dict[int, bytes] = {}
+    offset = start
+    while offset + _NLA_HDR.size <= len(data):
+        size, kind = _NLA_HDR.unpack_from(data, offset)
+        if size < _NLA_HDR.size:
+            break
+        attrs[kind & _NLA_TYPE_MASK] = data[offset + _NLA_HDR.size : offset + size]
+        offset += size + (-size % 4)
+    return attrs
+
+
+class _Attrs:
+    """Attributes of one nested IPVS record, read by name."""
+
+    def __init__(self, raw: dict[int, bytes], fields: dict[str, tuple[int, str | None]]) -> None:
+        self.raw = raw
+        self.fields = fields
+
+    def get_attr(self, name: str) -> Any:
+        number, fmt = self.fields[name]
+        data = self.raw.get(number)
+        if data is None:
+            return None
+        if fmt is None:
+            return data
+        if fmt == "s":
+            return data.split(b"\0", 1)[0].decode("ascii", "replace")
+        if fmt == "=II":
+            flags, mask = struct.unpack_from(fmt, data)
+            return {"flags": flags, "mask": mask}
+        return struct.unpack_from(fmt, data)[0]
 
 
 def _unpacked(family: Family, raw: bytes) -> str:
@@ -531,29 +516,59 @@ class NetlinkBackend:
             raise BackendError(OpError(ErrorKind.OTHER, f"dump: {exc}")) from None
 
     async def _dump_with(self, sock: Any) -> Table:
-        request = _PackedRequest(_GENL_HDR.pack(_CMD_GET_SERVICE, _GENL_VERSION, 0))
+        family = sock.prid
         services: list[tuple[ServiceKey, ServiceConf]] = []
-        async for msg in await sock.nlm_request(
-            request, msg_type=sock.prid, msg_flags=NLM_F_REQUEST | NLM_F_DUMP
+        for record in self._dump_records(
+            family, _GENL_HDR.pack(_CMD_GET_SERVICE, _GENL_VERSION, 0)
         ):
-            decoded = _decode_service(msg.get_attr("IPVS_CMD_ATTR_SERVICE"))
-            if decoded is not None:
-                services.append(decoded)
+            nested = _parse_attrs(record).get(_CMD_ATTR_SERVICE)
+            if nested is not None:
+                decoded = _decode_service(_Attrs(_parse_attrs(nested), _SVC_FIELDS))
+                if decoded is not None:
+                    services.append(decoded)
         table: Table = {}
         for key, conf in services:
             service = Service(conf)
             written = self._written.get(key, {})
             request = _message(_CMD_GET_DEST, _service_key_attrs(key))
-            async for msg in await sock.nlm_request(
-                request, msg_type=sock.prid, msg_flags=NLM_F_REQUEST | NLM_F_DUMP
-            ):
+            for record in self._dump_records(family, request.body):
+                nested = _parse_attrs(record).get(_CMD_ATTR_DEST)
+                if nested is None:
+                    continue
                 dest, dest_conf, stats = _decode_dest(
-                    key, msg.get_attr("IPVS_CMD_ATTR_DEST"), written
+                    key, _Attrs(_parse_attrs(nested), _DEST_FIELDS), written
                 )
                 service.dests[dest] = dest_conf
                 service.stats[dest] = stats
             table[key] = service
         return table
+
+    def _dump_records(self, family: int, body: bytes) -> list[bytes]:
+        """Sends one dump request; returns each reply's attributes (after the genl header).
+        Raises NetlinkError for an error reply, OSError for a socket failure."""
+        raw = self._raw_socket()
+        seq = self._seq
+        self._seq = (self._seq + 1) & 0x7FFFFFFF or 1
+        flags = NLM_F_REQUEST | NLM_F_DUMP
+        raw.send(_NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), family, flags, seq, 0) + body)
+        records: list[bytes] = []
+        while True:
+            buffer = raw.recv(_RCVBUF)
+            offset = 0
+            while offset + _NLMSG_HDR.size <= len(buffer):
+                size, kind, _, msg_seq, _ = _NLMSG_HDR.unpack_from(buffer, offset)
+                payload = buffer[offset + _NLMSG_HDR.size : offset + size]
+                offset += max(size + (-size % 4), _NLMSG_HDR.size)
+                if msg_seq != seq:
+                    continue  # a late reply to something that timed out
+                if kind == _NLMSG_DONE:
+                    return records
+                if kind == _NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", payload)[0]
+                    if code:
+                        raise NetlinkError(code)
+                    continue
+                records.append(payload[_GENL_HDR.size :])
 
     # -- apply
 
@@ -568,7 +583,7 @@ class NetlinkBackend:
 
     async def _apply(self, ops: list[Op]) -> list[OpResult]:
         results: list[OpResult | None] = [None] * len(ops)
-        pending: list[tuple[int, _PackedRequest]] = []
+        pending: list[tuple[int, _Request]] = []
         for index, op in enumerate(ops):
             try:
                 pending.append((index, _encode(op)))
@@ -600,7 +615,7 @@ class NetlinkBackend:
                     results[index] = OpResult(op, _op_error(op, code))
         return [result for result in results if result is not None]
 
-    def _send_chunk(self, family: int, msgs: list[_PackedRequest]) -> list[int]:
+    def _send_chunk(self, family: int, msgs: list[_Request]) -> list[int]:
         """Sends the requests in one write, then reads one acknowledgement per request: the errno
         it carries (0 = done). The kernel handles every request in the buffer in order, whether
         an earlier one failed or not."""
