@@ -158,11 +158,13 @@ async def bench(args: argparse.Namespace) -> int:
         await load(backend, start)
         progress("netlink: one apply() ...")
         netlink_s = await run_netlink(backend, ops)
+        progress(f"  netlink: {netlink_s:.2f} s")
         verify("netlink", want)
 
         await load(backend, start)
         progress("ipvsadm -R: one batch ...")
         batch_s = run_batch(ops)
+        progress(f"  batch: {batch_s:.2f} s")
         verify("batch", want)
 
         await load(backend, start)
