@@ -353,7 +353,7 @@ class Lab:
         """`count` new connections from the client through the VIP: per request the real that
         answered ("rs2"), "sorry" for the sorry server, "wrong" for a body without the expected
         text, or "failed HTTP-CODE"."""
-        marker = "@@lab@@"
+        marker = "~~lab~~"  # not "@...": curl reads a -w starting with @ from a file
         done = run(
             "curl", "-sS", "--max-time", "10", "-H", "Connection: close",
             "-w", f"{marker}%{{http_code}}\\n",
@@ -371,7 +371,10 @@ class Lab:
             answers.append(_classify(body, code.strip()))
             body = ""
         if len(answers) != count:
-            raise LabError(f"curl: {count} requests, {len(answers)} answers: {done.stderr}")
+            raise LabError(
+                f"curl: {count} requests, {len(answers)} answers (exit {done.returncode}):"
+                f" {done.stderr.strip()} {done.stdout[-300:]!r}"
+            )
         return answers
 
     def hold_connections(self, count: int) -> None:
