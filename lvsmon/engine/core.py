@@ -232,7 +232,8 @@ class Engine:
         finally:
             self._timetable.finished(job)
             self.stats.checks_done += 1
-            if job in self._first_pending:
+            # empty after the first round: skip hashing the job (it hashes every field) per check
+            if self._first_pending and job in self._first_pending:
                 self._first_pending.discard(job)
                 if not self._first_pending:
                     self._first_done.set()
@@ -315,13 +316,14 @@ class Engine:
         table = self.actual or {}
         virtuals = []
         for v in self.config.virtuals:
-            service = table.get(v.key)
+            key = v.key  # a property that parses the address: once per virtual, not per real
+            service = table.get(key)
             reals = []
             for r in v.reals:
-                ref = RealRef(v.key, r.address, r.port)
+                ref = RealRef(key, r.address, r.port)
                 h = self.health.get(ref)
                 dest = (
-                    service.dests.get(kernel_dest_port(v.key, ref.dest, r.forward))
+                    service.dests.get(kernel_dest_port(key, ref.dest, r.forward))
                     if service
                     else None
                 )

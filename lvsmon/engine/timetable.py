@@ -12,7 +12,7 @@ import hashlib
 import heapq
 import math
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -25,12 +25,25 @@ def spread_phase(key: Hashable, interval: float) -> float:
     return interval * (int.from_bytes(digest, "big") / 2**64)
 
 
-@dataclass(order=True, slots=True)
-class _Slot(Generic[K]):
-    due: float
-    seq: int
-    key: K = field(compare=False)
-    generation: int = field(compare=False)
+class _Job(Generic[K]):
+    """One job's place in the timetable. Slots point at it, so the hot path (pop, reschedule,
+    skip) does no hashing: the keys are the engine's check jobs, whose hash is recomputed from
+    every field on each lookup, and 10,000 checks a second made that a measurable cost."""
+
+    __slots__ = ("generation", "interval", "key", "live", "phase", "running")
+
+    def __init__(self, key: K) -> None:
+        self.key = key
+        self.interval = 0.0
+        self.phase = 0.0
+        self.generation = 0  # bumped when the job changes or leaves: its old slots die
+        self.live = True
+        self.running = False
+
+
+# (due, sequence number, job, the job's generation when pushed): plain tuples compare in C, and
+# the unique sequence number means the job itself is never compared
+_Slot = tuple[float, int, _Job[K], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,77 +56,97 @@ class Start(Generic[K]):
 class Timetable(Generic[K]):
     def __init__(self) -> None:
         self._heap: list[_Slot[K]] = []
-        self._interval: dict[K, float] = {}
-        self._generation: dict[K, int] = {}
-        self._running: set[K] = set()
+        self._jobs: dict[K, _Job[K]] = {}
+        # removed while running: kept until finished, so a job that comes back at once is still
+        # not started twice
+        self._draining: dict[K, _Job[K]] = {}
         self._seq = 0
+        self._running = 0
         self.skipped = 0  # slots skipped because the previous run was still going
 
     def __len__(self) -> int:
-        return len(self._interval)
+        return len(self._jobs)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._interval
+        return key in self._jobs
 
-    def _push(self, key: K, due: float) -> None:
+    def _push(self, job: _Job[K], due: float) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, _Slot(due, self._seq, key, self._generation[key]))
+        heapq.heappush(self._heap, (due, self._seq, job, job.generation))
 
     def set_jobs(self, jobs: dict[K, float], now: float) -> None:
         """Replace the job set. Jobs that stay keep their place in the timetable (a reload does not
         reset them); new jobs run at once; removed jobs never start again."""
-        for key in list(self._interval):
-            if key not in jobs:
-                del self._interval[key]
-                self._generation[key] = self._generation.get(key, 0) + 1
+        for key in [k for k in self._jobs if k not in jobs]:
+            job = self._jobs.pop(key)
+            job.live = False
+            job.generation += 1
+            if job.running:
+                self._draining[key] = job
         for key, interval in jobs.items():
             if interval <= 0:
                 raise ValueError(f"interval must be positive: {interval}")
-            old = self._interval.get(key)
-            if old == interval:
+            found = self._jobs.get(key)
+            if found is not None and found.interval == interval:
                 continue
-            self._interval[key] = interval
-            self._generation[key] = self._generation.get(key, 0) + 1
-            self._push(key, now)
-        if len(self._heap) > 4 * len(self._interval) + 64:  # drop dead slots left by reloads
+            if found is None:
+                found = self._draining.pop(key, None) or _Job(key)
+                found.live = True
+                self._jobs[key] = found
+            found.interval = interval
+            found.phase = spread_phase(key, interval)
+            found.generation += 1
+            self._push(found, now)
+        if len(self._heap) > 4 * len(self._jobs) + 64:  # drop dead slots left by reloads
             self._heap = [s for s in self._heap if self._live(s)]
             heapq.heapify(self._heap)
 
-    def _live(self, slot: _Slot[K]) -> bool:
-        return slot.key in self._interval and self._generation[slot.key] == slot.generation
+    @staticmethod
+    def _live(slot: _Slot[K]) -> bool:
+        job = slot[2]
+        return job.live and job.generation == slot[3]
 
     def next_due(self) -> float | None:
-        while self._heap and not self._live(self._heap[0]):
-            heapq.heappop(self._heap)
-        return self._heap[0].due if self._heap else None
+        heap = self._heap
+        while heap and not self._live(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def pop_due(self, now: float) -> list[Start[K]]:
         """The jobs to start now, marked running; each is rescheduled at its next slot."""
         starts: list[Start[K]] = []
-        while self._heap and self._heap[0].due <= now:
-            slot = heapq.heappop(self._heap)
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            slot = heapq.heappop(heap)
             if not self._live(slot):
                 continue
-            interval = self._interval[slot.key]
-            if slot.key in self._running:
+            due, job = slot[0], slot[2]
+            if job.running:
                 self.skipped += 1
             else:
-                self._running.add(slot.key)
-                starts.append(Start(slot.key, slot.due, now - slot.due))
-            self._push(slot.key, self._next_slot(slot.key, slot.due, interval, now))
+                job.running = True
+                self._running += 1
+                starts.append(Start(job.key, due, now - due))
+            self._push(job, self._next_slot(job, due, now))
         return starts
 
-    def _next_slot(self, key: K, due: float, interval: float, now: float) -> float:
+    @staticmethod
+    def _next_slot(job: _Job[K], due: float, now: float) -> float:
         """The next point of this job's own grid (phase + k * interval) at least half an interval
         after `due` and after `now`: on time that is due + interval; after the immediate first run
         it joins the grid; after a stall the missed slots are skipped instead of run in a burst."""
-        phase = spread_phase(key, interval)
+        interval, phase = job.interval, job.phase
         lower = max(due + interval / 2, now)
         return phase + (math.floor((lower - phase) / interval) + 1) * interval
 
     def finished(self, key: K) -> None:
-        self._running.discard(key)
+        job = self._jobs.get(key)
+        if job is None or not job.running:
+            job = self._draining.pop(key, None)
+        if job is not None and job.running:
+            job.running = False
+            self._running -= 1
 
     @property
     def running(self) -> int:
-        return len(self._running)
+        return self._running
