@@ -214,11 +214,16 @@ async def test_thresholds_and_forwarding(nl: NetlinkBackend) -> None:
     for line in ipvsadm("-Ln", "--thresholds").splitlines():
         tokens = line.split()
         if tokens[:1] == ["->"] and tokens[1][0].isdigit():
-            rows[tokens[1]] = tokens[2:6]
+            rows[tokens[1]] = tokens[2:4]  # Uthreshold Lthreshold
     assert rows == {
-        "10.1.0.1:8080": ["Masq", "5", "100", "10"],
-        "10.1.0.2:80": ["Route", "0", "0", "0"],
-        "10.1.0.3:80": ["Tunnel", "7", "50", "0"],
+        "10.1.0.1:8080": ["100", "10"],
+        "10.1.0.2:80": ["0", "0"],
+        "10.1.0.3:80": ["50", "0"],
+    }
+    assert {line for line in saved() if line.startswith("-a")} == {
+        "-a -t 10.0.0.1:80 -r 10.1.0.1:8080 -m -w 5",
+        "-a -t 10.0.0.1:80 -r 10.1.0.2:80 -g -w 0",
+        "-a -t 10.0.0.1:80 -r 10.1.0.3:80 -i -w 7 --tun-type ipip",
     }
 
 
