@@ -30,8 +30,20 @@ def fallback_dest(v: Virtual) -> DestKey | None:
     return kernel_dest_port(v.key, DestKey(fb.address, fb.port), fb.forward)
 
 
+# The last config's virtuals by key. Built once per config, not per op: a start-up at 10,000 reals
+# applies 10,000 ops, and rebuilding the map (each key parses an address) made that quadratic.
+_by_key: tuple[Config, dict[ServiceKey, Virtual]] | None = None
+
+
+def _virtuals_by_key(config: Config) -> dict[ServiceKey, Virtual]:
+    global _by_key
+    if _by_key is None or _by_key[0] is not config:
+        _by_key = (config, {v.key: v for v in config.virtuals})
+    return _by_key[1]
+
+
 def describe(op: Op, config: Config, stopping: bool = False) -> str:
-    virtuals = {v.key: v for v in config.virtuals}
+    virtuals = _virtuals_by_key(config)
     if isinstance(op, AddService):
         return f"Added virtual server: {virtual_label(op.service)}"
     if isinstance(op, EditService):
