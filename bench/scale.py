@@ -452,7 +452,8 @@ class Run:
     status_checks_per_s: float = float("nan")
     lateness_ms: dict[str, float] = field(default_factory=dict)
     worst_p99_late_ms: float = float("nan")
-    slots_skipped: int = 0
+    slots_skipped: int = 0  # during the window
+    status_max_age_s: float = 0.0  # the oldest the status file was when read in the window
     false_downs: int = -1  # healthy reals declared down during the window (lvsmon's log)
     detect_s: float = float("nan")
     recover_s: float = float("nan")
@@ -486,16 +487,22 @@ def steady_window(
     run.load_at_window = loadavg()
     w0 = time.time()
     cpu0, _ = cpu_seconds(pid)
-    first = read_status(status_path) if status_path else None
+    reads: list[tuple[float, dict[str, object]]] = []
     worst = 0.0
     end = w0 + seconds
-    while time.time() < end:
-        time.sleep(min(2.0, max(end - time.time(), 0)))
+    while True:
         if status_path:
             now = read_status(status_path)
-            late = now[1].get("lateness_ms") if now else None
-            if isinstance(late, dict) and "p99" in late:
-                worst = max(worst, float(late["p99"]))
+            if now is not None:
+                run.status_max_age_s = max(run.status_max_age_s, time.time() - now[0])
+                if not reads or now[0] > reads[-1][0]:
+                    reads.append(now)
+                late = now[1].get("lateness_ms")
+                if isinstance(late, dict) and "p99" in late:
+                    worst = max(worst, float(late["p99"]))
+        if time.time() >= end:
+            break
+        time.sleep(min(1.0, max(end - time.time(), 0)))
     w1 = time.time()
     cpu1, _ = cpu_seconds(pid)
     mem = memory_mib(pid)
@@ -503,13 +510,16 @@ def steady_window(
     run.cpu_pct = 100 * (cpu1 - cpu0) / (w1 - w0)
     run.rss_mib, run.peak_rss_mib = mem["VmRSS"], mem["VmHWM"]
     if status_path:
-        last = read_status(status_path)
-        if first and last and last[0] > first[0]:
-            done = int(str(last[1]["checks_done"])) - int(str(first[1]["checks_done"]))
-            run.status_checks_per_s = done / (last[0] - first[0])
-            late = last[1].get("lateness_ms")
+        # the daemon rewrites it every second; under load some writes are late or skipped
+        if len(reads) >= 2:
+            (m0, first), (m1, last) = reads[0], reads[-1]
+            done = int(str(last["checks_done"])) - int(str(first["checks_done"]))
+            run.status_checks_per_s = done / (m1 - m0)
+            late = last.get("lateness_ms")
             run.lateness_ms = dict(late) if isinstance(late, dict) else {}
-            run.slots_skipped = int(str(last[1].get("slots_skipped", 0)))
+            run.slots_skipped = int(str(last.get("slots_skipped", 0))) - int(
+                str(first.get("slots_skipped", 0))
+            )
         run.worst_p99_late_ms = worst
     time.sleep(2.5)  # nginx flushes its log every second
     times = servers.requests(w0, w1, {a for a, _ in reals})
@@ -684,17 +694,25 @@ def rows(runs: list[Run]) -> Iterator[tuple[str, list[str]]]:
     for q in ("p50", "p99", "max"):
         yield f"start lateness {q} (ms)", [f(r.lateness_ms.get(q, float("nan"))) for r in runs]
     yield "worst p99 lateness seen (ms)", [f(r.worst_p99_late_ms) for r in runs]
-    yield "slots skipped", [str(r.slots_skipped) for r in runs]
+    yield "slots skipped in window", [str(r.slots_skipped) for r in runs]
+    yield "status file max age seen (s)", [f(r.status_max_age_s, 1) for r in runs]
     yield (
         "healthy reals declared down",
         [str(r.false_downs) if r.false_downs >= 0 else "-" for r in runs],
     )
     yield "daemon CPU (% of one core)", [f(r.cpu_pct, 1) for r in runs]
+    yield "daemon CPU per check (µs)", [f(cpu_per_check_us(r), 0) for r in runs]
     yield "RSS / peak (MiB)", [f"{f(r.rss_mib, 1)} / {f(r.peak_rss_mib, 1)}" for r in runs]
     yield "503 → 'Quiescent real server' (s)", [f(r.detect_s, 3) for r in runs]
     yield "recovered → 'Restored real server' (s)", [f(r.recover_s, 3) for r in runs]
     yield "stop command returned (s)", [f(r.stop_returned_s) for r in runs]
     yield "stop → process gone (s)", [f(r.stop_gone_s) for r in runs]
+
+
+def cpu_per_check_us(run: Run) -> float:
+    if run.periods is None or not run.periods.checks_per_s:
+        return float("nan")
+    return run.cpu_pct / 100 / run.periods.checks_per_s * 1e6
 
 
 def print_table(runs: list[Run]) -> None:
@@ -723,6 +741,8 @@ def figures(big: Run, small: Run | None, ld: Run | None) -> dict[str, object]:
         f"{k}_slots_skipped": big.slots_skipped,
         f"{k}_false_downs": big.false_downs,
         f"{k}_cpu_pct": r(big.cpu_pct, 1),
+        f"{k}_cpu_us_per_check": r(cpu_per_check_us(big), 0),
+        f"{k}_status_max_age_s": r(big.status_max_age_s, 1),
         f"{k}_rss_mib": r(big.rss_mib, 1),
         f"{k}_peak_rss_mib": r(big.peak_rss_mib, 1),
         f"{k}_start_return_s": r(big.start_returned_s),
@@ -745,6 +765,7 @@ def figures(big: Run, small: Run | None, ld: Run | None) -> dict[str, object]:
             f"{k}_rss_mib_{who}": r(run.rss_mib, 1),
             f"{k}_peak_rss_mib_{who}": r(run.peak_rss_mib, 1),
             f"{k}_cpu_pct_{who}": r(run.cpu_pct, 1),
+            f"{k}_cpu_us_per_check_{who}": r(cpu_per_check_us(run), 0),
         }
     if small and ld and small.periods and ld.periods:
         out["period_ratio"] = r(ld.periods.median_s / small.periods.median_s, 2)
