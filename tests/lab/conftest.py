@@ -7,6 +7,7 @@ starting from "all reals healthy" (`Lab.heal` plus a wait for the healthy table)
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,7 +38,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
         run("ipvsadm", "-a", "-t", f"{OTHER_VIP}:80", "-r", f"{real_ip(1)}:80", "-m", "-w", "2")
         run_ = LabRun(net, daemon)
         daemon.write_config(lab_config(daemon.logfile, run_.weights))
+        started = time.monotonic()
         daemon.start()
+        MEASURED.append(("(context) lvsmon start returned after", time.monotonic() - started))
         yield run_
     finally:
         try:
@@ -51,6 +54,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not MEASURED:
         return
-    terminalreporter.section("lab: measured detection times (server failure -> kernel table)")
+    terminalreporter.section("lab: measured times (event -> kernel table, polled /proc/net/ip_vs)")
     for what, seconds in MEASURED:
         terminalreporter.write_line(f"{what}: {seconds:.2f} s")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from tests.lab.daemonctl import Lvsmon
 from tests.lab.netlab import Lab
 
-# Measured detection times, printed in the terminal summary: (what, seconds).
+# Measured times, printed in the terminal summary: (what, seconds).
 MEASURED: list[tuple[str, float]] = []
 
 

@@ -6,7 +6,7 @@ Layout (all addresses exist only inside the VM):
     10.10.0.2  --veth--  lab-c 10.10.0.1/24 + VIP 10.10.0.100            10.20.0.1N/24
                          lab-br 10.20.0.1/24 (bridge) --veth lab-rsN--  default via 10.20.0.1
 
-LVS-NAT: the real servers route back through the director. Each real runs `python -m http.server`
+LVS-NAT: the real servers route back through the director. Each real runs `busybox httpd`
 serving test.html = "still alive\\nrsN\\n"; the director runs a sorry server on the wildcard
 address (a fallback of 127.0.0.1 receives connections still addressed to the VIP).
 
@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,6 +39,7 @@ DIRECTOR_C = "10.10.0.1"
 DIRECTOR_R = "10.20.0.1"
 OTHER_VIP = "10.10.0.200"  # a virtual service lvsmon does not manage; it must never be touched
 CLIENT_NS = "lab-client"
+BUSYBOX = shutil.which("busybox") or "/bin/busybox"  # Debian package busybox-static
 BRIDGE = "lab-br"
 GOOD_BODY = "still alive"
 SORRY_BODY = "sorry server"
@@ -53,6 +55,17 @@ def rs_ns(n: int) -> str:
 
 class LabError(AssertionError):
     """A lab command failed or a wait ran out; the message says which and why."""
+
+
+def ip_batch(netns: str | None, commands: list[str]) -> None:
+    """Several `ip` commands in one process (`ip [-n NS] -batch -`)."""
+    cmd = ["ip", *(["-n", netns] if netns else []), "-batch", "-"]
+    done = subprocess.run(
+        cmd, input="\n".join(commands) + "\n", capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise LabError(f"{' '.join(cmd)}: exit {done.returncode}: {done.stderr.strip()}")
 
 
 def run(
@@ -234,7 +247,9 @@ def _end(proc: subprocess.Popen[bytes] | None) -> None:
 
 @dataclass
 class WebServer:
-    """`python -m http.server` in a network namespace, serving one directory."""
+    """busybox httpd (starts in milliseconds even under TCG; a Python server takes seconds) in a
+    network namespace, serving one directory. It forks per connection and reads the file per
+    request, so a test changes the answer by rewriting the file."""
 
     name: str
     netns: str | None
@@ -250,9 +265,7 @@ class WebServer:
     def start(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             return
-        cmd = [sys.executable, "-m", "http.server", "80", "--directory", str(self.root)]
-        if self.bind:
-            cmd += ["--bind", self.bind]
+        cmd = [BUSYBOX, "httpd", "-f", "-p", f"{self.bind}:80", "-h", str(self.root)]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         self.proc = subprocess.Popen(
@@ -260,7 +273,7 @@ class WebServer:
         )
 
     def wait_listening(self) -> None:
-        _wait_port(self.bind or "127.0.0.1", 80)
+        _wait_port("127.0.0.1" if self.bind == "0.0.0.0" else self.bind, 80)
 
     def kill(self) -> None:
         """SIGKILL and reap: from then on the port answers new connections with a RST."""
@@ -281,43 +294,53 @@ class Lab:
 
     def up(self) -> None:
         self.down()  # leftovers of an interrupted run in the same VM
-        run("sysctl", "-qw", "net.ipv4.ip_forward=1")
-        run("ip", "netns", "add", CLIENT_NS)
-        run("ip", "link", "add", "lab-c", "type", "veth", "peer", "eth0", "netns", CLIENT_NS)
-        run("ip", "addr", "add", f"{DIRECTOR_C}/24", "dev", "lab-c")
-        run("ip", "addr", "add", f"{VIP}/32", "dev", "lab-c")
-        run("ip", "link", "set", "lab-c", "up")
-        self._netns_side(CLIENT_NS, f"{CLIENT}/24", DIRECTOR_C)
-        run("ip", "link", "add", BRIDGE, "type", "bridge")
-        run("ip", "addr", "add", f"{DIRECTOR_R}/24", "dev", BRIDGE)
-        run("ip", "link", "set", BRIDGE, "up")
-        for n in range(1, self.nreals + 1):
-            ns = rs_ns(n)
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n", encoding="ascii")
+        # one `ip -batch` per namespace: under TCG every fork of ip costs a noticeable fraction
+        # of a second, and there would be dozens
+        spaces = {CLIENT_NS: (f"{CLIENT}/24", DIRECTOR_C)}
+        spaces |= {rs_ns(n): (f"{real_ip(n)}/24", DIRECTOR_R) for n in range(1, self.nreals + 1)}
+        for ns in spaces:
             run("ip", "netns", "add", ns)
-            run("ip", "link", "add", ns, "type", "veth", "peer", "name", "eth0", "netns", ns)
-            run("ip", "link", "set", ns, "master", BRIDGE, "up")
-            self._netns_side(ns, f"{real_ip(n)}/24", DIRECTOR_R)
+        director = [
+            f"link add lab-c type veth peer name eth0 netns {CLIENT_NS}",
+            f"addr add {DIRECTOR_C}/24 dev lab-c",
+            f"addr add {VIP}/32 dev lab-c",
+            "link set lab-c up",
+            f"link add {BRIDGE} type bridge",
+            f"addr add {DIRECTOR_R}/24 dev {BRIDGE}",
+            f"link set {BRIDGE} up",
+        ]
+        for n in range(1, self.nreals + 1):
+            director += [
+                f"link add {rs_ns(n)} type veth peer name eth0 netns {rs_ns(n)}",
+                f"link set {rs_ns(n)} master {BRIDGE} up",
+            ]
+        ip_batch(None, director)
+        for ns, (cidr, gateway) in spaces.items():
+            ip_batch(
+                ns,
+                [
+                    "link set lo up",
+                    f"addr add {cidr} dev eth0",
+                    "link set eth0 up",
+                    f"route add default via {gateway}",
+                ],
+            )
+        for n in range(1, self.nreals + 1):
             root = self.workdir / f"rs{n}"
             root.mkdir(parents=True, exist_ok=True)
-            self.reals[n] = WebServer(f"rs{n}", ns, real_ip(n), root)
+            self.reals[n] = WebServer(f"rs{n}", rs_ns(n), real_ip(n), root)
             self.reals[n].set_body(f"{GOOD_BODY}\nrs{n}\n")
         sorry_root = self.workdir / "sorry"
         sorry_root.mkdir(parents=True, exist_ok=True)
         # the wildcard address: IPVS hands the local node connections still addressed to the VIP
-        self.sorry = WebServer("sorry", None, "", sorry_root)
+        self.sorry = WebServer("sorry", None, "0.0.0.0", sorry_root)
         self.sorry.set_body(f"{SORRY_BODY}\n")
         servers = [*self.reals.values(), self.sorry]
-        for s in servers:  # start them all, then wait: the interpreters start in parallel
+        for s in servers:  # start them all, then wait
             s.start()
         for s in servers:
             s.wait_listening()
-
-    @staticmethod
-    def _netns_side(ns: str, cidr: str, gateway: str) -> None:
-        run("ip", "link", "set", "lo", "up", netns=ns)
-        run("ip", "addr", "add", cidr, "dev", "eth0", netns=ns)
-        run("ip", "link", "set", "eth0", "up", netns=ns)
-        run("ip", "route", "add", "default", "via", gateway, netns=ns)
 
     def down(self) -> None:
         self.release_held()
