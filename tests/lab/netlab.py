@@ -113,25 +113,30 @@ def _hexaddr(text: str) -> str:
     return f"{ip}:{int(port_hex, 16)}"
 
 
-def proc_weights() -> tuple[frozenset[str], Weights]:
-    """The IPv4 TCP services and destination weights straight from /proc/net/ip_vs."""
+def parse_proc_ip_vs(text: str) -> tuple[frozenset[str], Weights]:
+    """IPv4 TCP services and destination weights from /proc/net/ip_vs's format (hex addresses;
+    anything else, IPv6 or fwmark services included, is skipped)."""
     services: set[str] = set()
     weights: Weights = {}
     current: str | None = None
-    with open("/proc/net/ip_vs", encoding="ascii") as f:
-        for line in f.read().splitlines()[3:]:
-            fields = line.split()
-            if not fields:
-                continue
-            if fields[0] == "->":
-                if current is not None:
-                    weights[(current, _hexaddr(fields[1]))] = int(fields[3])
-            elif fields[0] == "TCP":
-                current = _hexaddr(fields[1])
-                services.add(current)
-            else:
-                current = None
+    for line in text.splitlines()[3:]:
+        fields = line.split()
+        if not fields:
+            continue
+        if fields[0] == "->":
+            if current is not None and not fields[1].startswith("["):
+                weights[(current, _hexaddr(fields[1]))] = int(fields[3])
+        elif fields[0] == "TCP" and not fields[1].startswith("["):
+            current = _hexaddr(fields[1])
+            services.add(current)
+        else:
+            current = None
     return frozenset(services), weights
+
+
+def proc_weights() -> tuple[frozenset[str], Weights]:
+    with open("/proc/net/ip_vs", encoding="ascii") as f:
+        return parse_proc_ip_vs(f.read())
 
 
 def ipvsadm_save() -> list[str]:
@@ -391,7 +396,7 @@ class Lab:
                 continue
             head, code = line.split(marker, 1)
             body += head
-            answers.append(_classify(body, code.strip()))
+            answers.append(classify(body, code.strip()))
             body = ""
         if len(answers) != count:
             raise LabError(
@@ -432,7 +437,7 @@ class Lab:
         if held.returncode != 0:
             raise LabError(f"held connections failed: {err.strip()}")
         bodies: list[str] = [json.loads(line) for line in out.splitlines()]
-        return [_classify(b.split("\r\n\r\n", 1)[-1], b.split()[1]) for b in bodies]
+        return [classify(b.split("\r\n\r\n", 1)[-1], b.split()[1]) for b in bodies]
 
     def release_held(self) -> None:
         if self.held is not None:
@@ -441,7 +446,7 @@ class Lab:
             self.held = None
 
 
-def _classify(body: str, code: str) -> str:
+def classify(body: str, code: str) -> str:
     if code != "200":
         return f"failed {code}"
     if SORRY_BODY in body:
