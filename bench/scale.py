@@ -259,6 +259,20 @@ class RealServers:
                     times[address].append(t)
         return times
 
+    def cpu_seconds(self) -> float:
+        """CPU of the master and its workers (workers restart only on reload, which we never do)."""
+        total = 0.0
+        pids = [self.proc.pid]
+        with (
+            contextlib.suppress(OSError),
+            open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children", encoding="ascii") as f,
+        ):
+            pids += [int(p) for p in f.read().split()]
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(pid)[0]
+        return total
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -447,6 +461,7 @@ class Run:
     load_at_window: float = float("nan")
     periods: Periods | None = None
     cpu_pct: float = float("nan")
+    nginx_cpu_pct: float = float("nan")  # the real servers' side, for context
     rss_mib: float = float("nan")
     peak_rss_mib: float = float("nan")
     status_checks_per_s: float = float("nan")
@@ -487,6 +502,7 @@ def steady_window(
     run.load_at_window = loadavg()
     w0 = time.time()
     cpu0, _ = cpu_seconds(pid)
+    nginx0 = servers.cpu_seconds()
     reads: list[tuple[float, dict[str, object]]] = []
     worst = 0.0
     end = w0 + seconds
@@ -505,6 +521,7 @@ def steady_window(
         time.sleep(min(1.0, max(end - time.time(), 0)))
     w1 = time.time()
     cpu1, _ = cpu_seconds(pid)
+    run.nginx_cpu_pct = 100 * (servers.cpu_seconds() - nginx0) / (w1 - w0)
     mem = memory_mib(pid)
     run.window_s = w1 - w0
     run.cpu_pct = 100 * (cpu1 - cpu0) / (w1 - w0)
@@ -701,6 +718,7 @@ def rows(runs: list[Run]) -> Iterator[tuple[str, list[str]]]:
         [str(r.false_downs) if r.false_downs >= 0 else "-" for r in runs],
     )
     yield "daemon CPU (% of one core)", [f(r.cpu_pct, 1) for r in runs]
+    yield "nginx CPU, all workers (% of one core)", [f(r.nginx_cpu_pct, 1) for r in runs]
     yield "daemon CPU per check (µs)", [f(cpu_per_check_us(r), 0) for r in runs]
     yield "RSS / peak (MiB)", [f"{f(r.rss_mib, 1)} / {f(r.peak_rss_mib, 1)}" for r in runs]
     yield "503 → 'Quiescent real server' (s)", [f(r.detect_s, 3) for r in runs]
@@ -742,6 +760,7 @@ def figures(big: Run, small: Run | None, ld: Run | None) -> dict[str, object]:
         f"{k}_false_downs": big.false_downs,
         f"{k}_cpu_pct": r(big.cpu_pct, 1),
         f"{k}_cpu_us_per_check": r(cpu_per_check_us(big), 0),
+        f"{k}_nginx_cpu_pct": r(big.nginx_cpu_pct, 1),
         f"{k}_status_max_age_s": r(big.status_max_age_s, 1),
         f"{k}_rss_mib": r(big.rss_mib, 1),
         f"{k}_peak_rss_mib": r(big.peak_rss_mib, 1),
