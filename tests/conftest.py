@@ -17,6 +17,13 @@ import pytest
 
 os.environ["LVSMON_RESOLVER"] = "files"
 
+if os.environ.get("LVSMON_IN_VM"):
+    # the VM sees the repository read-only: hypothesis must not try to keep its example database
+    from hypothesis import settings
+
+    settings.register_profile("vm", database=None)
+    settings.load_profile("vm")
+
 _real_getaddrinfo = socket.getaddrinfo
 _real_getnameinfo = socket.getnameinfo
 
