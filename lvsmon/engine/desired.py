@@ -18,6 +18,7 @@ from collections.abc import Collection, Mapping
 from lvsmon.config.model import CheckType, Config, Virtual
 from lvsmon.engine.health import RealHealth
 from lvsmon.engine.plan import RealRef
+from lvsmon.engine.wording import fallback_dest
 from lvsmon.ipvs.model import DestConf, DestKey, Service, ServiceKey, Table, kernel_dest_port
 
 
@@ -47,10 +48,9 @@ def desired_service(
             dests[dest] = conf
         elif v.quiescent and (dest in present or readdquiescent) and dest not in dests:
             dests[dest] = DestConf(r.forward, 0, r.upper, r.lower)
-    if not any_up and v.fallback is not None and v.checktype is not CheckType.OFF:
-        fb = v.fallback
-        fdest = kernel_dest_port(key, DestKey(fb.address, fb.port), fb.forward)
-        dests[fdest] = DestConf(fb.forward, 1, 0, 0)
+    fdest = fallback_dest(v)
+    if not any_up and fdest is not None and v.fallback and v.checktype is not CheckType.OFF:
+        dests[fdest] = DestConf(v.fallback.forward, 1, 0, 0)
     return Service(v.service_conf, dests)
 
 
