@@ -49,7 +49,8 @@ def write_status(path: str, state: dict[str, object]) -> None:
     tmp = f"{path}.tmp"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(state, f, indent=1)
+            # compact: json's C encoder only runs without indent (10,000 reals: 10x faster)
+            json.dump(state, f, separators=(",", ":"))
         os.replace(tmp, path)
     except OSError as exc:
         log.debug("cannot write status file %s: %s", path, exc)
@@ -66,8 +67,7 @@ class Daemon:
         self.engine = Engine(config, backend, maintained=self._maintained)
         self.fallbacks = FallbackCommands()
         self.engine.after_reconcile.append(self._after_reconcile)
-        self._monitor = MonitorFiles(config)
-        self.engine.listeners.append(self._monitor)
+        self._use_monitorfiles(config)
         self._maint: MaintenanceDir | None = None
         self._maint_for: tuple[str | None, frozenset[RealRef]] | None = None
         self._stop = asyncio.Event()
@@ -77,6 +77,12 @@ class Daemon:
         self._reloading = asyncio.Lock()
         self._started = False
         self.scheduler = AsyncIOScheduler()
+
+    def _use_monitorfiles(self, config: Config) -> None:
+        # only when one is configured: a listener makes the engine look at every result, where
+        # otherwise a good result that changes nothing costs nothing
+        monitor = MonitorFiles(config)
+        self.engine.listeners = [monitor] if monitor.path_of else []
 
     # maintenancedir: names are looked up when the set of reals changes, not per check
     def _maintained(self, config: Config, plan: Plan) -> frozenset[RealRef]:
@@ -192,8 +198,7 @@ class Daemon:
             self._seen_digest = new.digest
             await self.engine.reload(new)
             self.config = new
-            self._monitor = MonitorFiles(new)
-            self.engine.listeners = [self._monitor]
+            self._use_monitorfiles(new)
             return True
 
 

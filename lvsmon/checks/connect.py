@@ -1,25 +1,22 @@
 """checktype=connect: a TCP connect to the check port, then close.
 
 As in ldirectord, a connect check of a UDP virtual is an ICMP echo instead (there is nothing to
-connect to), so the registry sends those to `ping.check_ping`.
+connect to), so it goes to `ping.check_ping`. The TCP connect runs on the `prober`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
 
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.checks.ping import check_ping
+from lvsmon.checks.prober import plan_probe, prober_for
 from lvsmon.checks.step import Step
 
 
 async def check_connect(spec: CheckSpec, step: Step) -> CheckResult:
-    if spec.protocol == "udp":
+    plan = plan_probe(spec)
+    if plan is None:  # udp
         return await check_ping(spec, step)
     step.name = "connect"
-    family = socket.AF_INET6 if spec.is_ipv6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (spec.host, spec.port))
-    return CheckResult(True, "connect: connected")
+    return await prober_for(asyncio.get_running_loop()).probe(plan, step)

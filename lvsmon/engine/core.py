@@ -4,6 +4,7 @@ the kernel. Everything here is asyncio on one loop; the decisions it calls are p
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -11,6 +12,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 from lvsmon.checks.base import CheckResult, CheckSpec
+from lvsmon.checks.prober import ProbePlan, Prober, plan_probe
 from lvsmon.config.model import Config
 from lvsmon.engine.desired import adopt_health, desired_table, is_up, managed_services
 from lvsmon.engine.health import RealHealth, Transition
@@ -89,6 +91,39 @@ class _Gate:
         self._free += 1
 
 
+class _JobRun:
+    """A check job's running state. It is the timetable's key: hashed by identity, where the
+    CheckJob itself hashes every field of its spec on each lookup."""
+
+    __slots__ = (
+        "connect_plan",
+        "connects_left",
+        "first_pending",
+        "job",
+        "on_connect_done",
+        "on_spec_done",
+        "refs",
+        "spec_plan",
+        "steady",
+    )
+
+    def __init__(self, job: CheckJob, refs: tuple[RealRef, ...], probes: bool) -> None:
+        self.job = job
+        self.refs = refs
+        # how each of its checks runs on the prober; None: as a task through run_check
+        self.spec_plan: ProbePlan | None = plan_probe(job.spec) if probes else None
+        self.connect_plan: ProbePlan | None = (
+            plan_probe(job.connect) if probes and job.connect is not None else None
+        )
+        self.connects_left = 0  # combined checks: connects still due before the next negotiate
+        self.first_pending = True
+        # the reason of the last good result when every ref's health is exactly what another good
+        # result with that reason would make it: that result then changes nothing
+        self.steady: str | None = None
+        self.on_spec_done: Callable[[CheckResult], None] | None = None
+        self.on_connect_done: Callable[[CheckResult], None] | None = None
+
+
 class Engine:
     def __init__(
         self,
@@ -101,6 +136,7 @@ class Engine:
         reconcile_batch_s: float = 0.005,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        default_probes = run_check is None
         if run_check is None:
             from lvsmon.checks.registry import run_check as default_run_check
 
@@ -116,11 +152,13 @@ class Engine:
         self.kernel_listeners: list[Callable[[str, bool], None]] = []
         self.after_reconcile: list[Callable[[Engine], None]] = []
         self._run_check = run_check
+        self._probes = default_probes
+        self._prober: Prober | None = None
+        self._runs: dict[CheckJob, _JobRun] = {}
         self._maintained_fn = maintained
         self._maintained: Collection[RealRef] = frozenset()
         self._clock = clock
-        self._timetable: Timetable[CheckJob] = Timetable()
-        self._connects_left: dict[CheckJob, int] = {}
+        self._timetable: Timetable[_JobRun] = Timetable()
         self._in_flight = _Gate(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._dirty = asyncio.Event()
@@ -128,7 +166,7 @@ class Engine:
         self._lock = asyncio.Lock()
         self._batch_s = reconcile_batch_s
         self._loops: list[asyncio.Task[None]] = []
-        self._first_pending: set[CheckJob] = set()
+        self._first_pending: set[_JobRun] = set()
         self._first_done = asyncio.Event()
 
     # ---- life cycle -------------------------------------------------------------------------
@@ -141,6 +179,8 @@ class Engine:
         self._apply_modes()
         self.refresh_maintenance()
         await self.reconcile()
+        if self._probes:
+            self._prober = Prober(asyncio.get_running_loop())
         self._schedule_jobs()
         self._loops = [
             asyncio.create_task(self._check_loop(), name="lvsmon-checks"),
@@ -162,6 +202,9 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self._loops, *tasks, return_exceptions=True)
         self._loops = []
+        if self._prober is not None:
+            self._prober.close()
+            self._prober = None
         if not clean:
             return
         ops: list[Op] = [
@@ -191,7 +234,6 @@ class Engine:
                 health[ref] = old_health[ref] if same else state
             self.managed = managed_services(self.config) | managed_services(config)
             self.config, self.plan, self.health = config, plan, health
-            self._connects_left = {j: n for j, n in self._connects_left.items() if j in plan.jobs}
             self._apply_modes()
             self.refresh_maintenance()
         await self.reconcile()
@@ -208,14 +250,32 @@ class Engine:
                 )
 
     def _schedule_jobs(self) -> None:
-        jobs = {job: job.interval for job in self.plan.jobs}
-        new = {j for j in jobs if j not in self._timetable}
-        self._first_pending |= new
-        self._first_pending &= set(jobs)
+        runs: dict[CheckJob, _JobRun] = {}
+        for job, refs in self.plan.jobs.items():
+            run = self._run_of(job)  # a job that stays keeps its state and its slot
+            run.refs = refs
+            run.steady = None  # health may have been adopted anew
+            runs[job] = run
+        self._runs = runs
+        self._first_pending = {run for run in runs.values() if run.first_pending}
         if not self._first_pending:
             self._first_done.set()
-        self._timetable.set_jobs(jobs, self._clock())
+        self._timetable.set_jobs({run: run.job.interval for run in runs.values()}, self._clock())
         self._wake()
+
+    def _run_of(self, job: CheckJob) -> _JobRun:
+        run = self._runs.get(job)
+        if run is None:
+            run = _JobRun(job, self.plan.jobs.get(job, ()), self._probes)
+            run.on_spec_done = functools.partial(self._done, run, False)
+            run.on_connect_done = functools.partial(self._done, run, True)
+        return run
+
+    async def run_once(self, job: CheckJob) -> None:
+        """Run one slot of `job` now through run_check, as the scheduler would, without the
+        clock (for tests and tools)."""
+        run = self._runs[job] = self._run_of(job)
+        await self._run_job(run, job.connect is not None and run.connects_left > 0)
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -229,9 +289,7 @@ class Engine:
             for start in tt.pop_due(now):
                 self.stats.checks_started += 1
                 self.stats.record_lateness(start.lateness)
-                task = loop.create_task(self._run_job(start.key))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._start(start.key)
             due = tt.next_due()
             self._waiter = loop.create_future()
             handle = None
@@ -245,42 +303,73 @@ class Engine:
             if handle is not None:
                 handle.cancel()
 
-    def _pick_spec(self, job: CheckJob) -> CheckSpec:
-        if job.connect is not None and self._connects_left.get(job, 0) > 0:
-            return job.connect
-        return job.spec
+    def _start(self, run: _JobRun) -> None:
+        job = run.job
+        connect = job.connect is not None and run.connects_left > 0
+        plan = run.connect_plan if connect else run.spec_plan
+        if plan is not None and self._prober is not None:
+            done = run.on_connect_done if connect else run.on_spec_done
+            assert done is not None
+            self._prober.start(plan, done)
+            return
+        task = asyncio.get_running_loop().create_task(self._run_job(run, connect))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _run_job(self, job: CheckJob) -> None:
+    async def _run_job(self, run: _JobRun, connect: bool) -> None:
+        spec = run.job.connect if connect else run.job.spec
+        assert spec is not None
         try:
-            spec = self._pick_spec(job)
             await self._in_flight.acquire()
             try:
                 result = await self._run_check(spec)
             finally:
                 self._in_flight.release()
+        except asyncio.CancelledError:
+            self._finished(run)  # stopping: no result to count
+            raise
+        except Exception as exc:  # run_check never raises; an injected one might
+            result = CheckResult(False, f"check failed: {exc!r}")
+        self._done(run, connect, result)
+
+    def _done(self, run: _JobRun, connect: bool, result: CheckResult) -> None:
+        """One finished check: its result, then its slot in the timetable."""
+        try:
+            job = run.job
             if job.connect is not None:  # combined: N connects after each good negotiate
-                if spec is job.spec:
-                    self._connects_left[job] = job.num_connects if result.ok else 0
+                if not connect:
+                    run.connects_left = job.num_connects if result.ok else 0
                 elif result.ok:
-                    self._connects_left[job] -= 1
+                    run.connects_left -= 1
                 else:
-                    self._connects_left[job] = 0
+                    run.connects_left = 0
             if not result.ok:
                 self.stats.checks_failed += 1
-            self.on_result(job, result)
+            # the steady state of a healthy pool: another good result changes nothing
+            if not (result.ok and run.steady == result.reason and not self.listeners):
+                self._fan_out(run.refs, result)
+                run.steady = result.reason if result.ok else None
         finally:
-            self._timetable.finished(job)
-            self.stats.checks_done += 1
-            # empty after the first round: skip hashing the job (it hashes every field) per check
-            if self._first_pending and job in self._first_pending:
-                self._first_pending.discard(job)
-                if not self._first_pending:
-                    self._first_done.set()
-                    self._dirty.set()
+            self._finished(run)
+
+    def _finished(self, run: _JobRun) -> None:
+        self._timetable.finished(run)
+        self.stats.checks_done += 1
+        if run.first_pending:
+            run.first_pending = False
+            self._first_pending.discard(run)
+            if not self._first_pending:
+                self._first_done.set()
+                self._dirty.set()
 
     def on_result(self, job: CheckJob, result: CheckResult) -> None:
         """Fan one check result out to every (virtual, real) it feeds."""
-        refs = self.plan.jobs.get(job, ())
+        run = self._runs.get(job)
+        if run is not None:
+            run.steady = None
+        self._fan_out(self.plan.jobs.get(job, ()), result)
+
+    def _fan_out(self, refs: tuple[RealRef, ...], result: CheckResult) -> None:
         for ref in refs:
             old = self.health.get(ref)
             if old is None:

@@ -32,7 +32,7 @@ async def test_combined_checktype_negotiates_then_n_connects(tmp_path: Path) -> 
 
     engine = Engine(config, MemoryBackend(), run_check=check)
     for _ in range(9):
-        await engine._run_job(job)  # one slot at a time, no clock involved
+        await engine.run_once(job)  # one slot at a time, no clock involved
     # negotiate ok → 2 connects (the 2nd fails → negotiate next) → negotiate ok → 2 connects →
     # negotiate fails → negotiate again (a failed negotiate keeps negotiating) → ok → connect
     assert kinds == [
