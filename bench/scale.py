@@ -504,6 +504,7 @@ def steady_window(
     cpu0, _ = cpu_seconds(pid)
     nginx0 = servers.cpu_seconds()
     reads: list[tuple[float, dict[str, object]]] = []
+    series: list[int] = []  # p99 lateness (ms) of each status read: is the worst one an outlier?
     worst = 0.0
     end = w0 + seconds
     while True:
@@ -516,6 +517,7 @@ def steady_window(
                 late = now[1].get("lateness_ms")
                 if isinstance(late, dict) and "p99" in late:
                     worst = max(worst, float(late["p99"]))
+                    series.append(round(float(late["p99"])))
         if time.time() >= end:
             break
         time.sleep(min(1.0, max(end - time.time(), 0)))
@@ -538,6 +540,8 @@ def steady_window(
                 str(first.get("slots_skipped", 0))
             )
         run.worst_p99_late_ms = worst
+        if series:
+            log(f"{run.name}: p99 start lateness (ms) per status read: {series}")
     time.sleep(2.5)  # nginx flushes its log every second
     times = servers.requests(w0, w1, {a for a, _ in reals})
     run.periods = periods(times, w1 - w0)
