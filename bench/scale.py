@@ -40,6 +40,7 @@ from types import FrameType
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE_IPVSADM = os.path.join(HERE, "fake_ipvsadm.py")
+MANY_HTTP = os.path.join(HERE, "many_http.py")
 FALLBACK_PORT = 80
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -189,25 +190,30 @@ class RealServers:
     """Debian's nginx answering for every 127.77.x.y:PORT, one access-log line per request."""
 
     def __init__(self, workdir: str, port: int, cleanup: Cleanup) -> None:
-        self.dir = os.path.join(workdir, "nginx")
+        self.dir = os.path.join(workdir, self.folder)
         self.port = port
         os.makedirs(os.path.join(self.dir, "down"))
         os.makedirs(os.path.join(self.dir, "tmp"))
         os.chmod(workdir, 0o755)  # workers run as nobody: they stat down/ files
         for path in (self.dir, os.path.join(self.dir, "down")):
             os.chmod(path, 0o755)
-        conf = os.path.join(self.dir, "nginx.conf")
-        with open(conf, "w", encoding="utf-8") as f:
-            f.write(NGINX_CONF.format(dir=self.dir, port=port, workers=2))
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.proc = subprocess.Popen(
-            [nginx, "-p", self.dir + "/", "-c", conf, "-e", os.path.join(self.dir, "error.log")],
-            stdin=subprocess.DEVNULL,
-        )
-        cleanup.add("nginx", self.stop)
+        self.proc = self._launch()
+        cleanup.add(self.name, self.stop)
         self.access_log = os.path.join(self.dir, "access.log")
         self._offset = 0
         self._wait_ready()
+
+    name = folder = "nginx"
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w", encoding="utf-8") as f:
+            f.write(NGINX_CONF.format(dir=self.dir, port=self.port, workers=2))
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        return subprocess.Popen(
+            [nginx, "-p", self.dir + "/", "-c", conf, "-e", os.path.join(self.dir, "error.log")],
+            stdin=subprocess.DEVNULL,
+        )
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 10
@@ -281,6 +287,26 @@ class RealServers:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class PythonServers(RealServers):
+    """The kind of servers the ldirectord anchor was first measured against: one asyncio
+    process on N addresses (bench/many_http.py), here answering `latency_ms` after each request,
+    as a health page that does some work does. A sequential checker pays that latency once per
+    real per sweep; concurrent checks pay it once per interval."""
+
+    name, folder = "many_http.py", "many_http"
+
+    def __init__(
+        self, workdir: str, port: int, n: int, latency_ms: float, cleanup: Cleanup
+    ) -> None:
+        self.n = n
+        self.latency_ms = latency_ms
+        super().__init__(workdir, port, cleanup)
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        argv = [MANY_HTTP, self.dir, str(self.port), str(self.n), str(self.latency_ms)]
+        return subprocess.Popen([sys.executable, "-I", "-S", *argv], stdin=subprocess.DEVNULL)
 
 
 @dataclass
@@ -818,6 +844,15 @@ def main() -> int:
     ap.add_argument("--window", type=float, help="lvsmon steady window, s (default 30)")
     ap.add_argument("--ldirectord-window", type=float, help="default 60 s")
     ap.add_argument("--port", type=int, default=0, help="real servers' port (default: a free one)")
+    ap.add_argument(
+        "--anchor-servers", choices=("python", "nginx"), default="python",
+        help="real servers of the N=1000 runs: python (bench/many_http.py, as the anchor was "
+        "first measured; default) or nginx (the big run's)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--anchor-latency-ms", type=float, default=5.0,
+        help="python anchor servers answer this long after a request (default 5)",
+    )  # fmt: skip
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs) for study")
     args = ap.parse_args()
     quick = args.quick
@@ -852,11 +887,17 @@ def main() -> int:
         servers = RealServers(workdir, args.port or free_port(), cleanup)
         log(f"nginx on *:{servers.port}, work folder {workdir}")
         big = run_lvsmon("lvsmon", workdir, servers, big_v, big_r, window, cleanup, None, True)
+        anchor = servers
+        if args.anchor_servers == "python":
+            n_anchor = small_v * small_r
+            anchor = PythonServers(workdir, free_port(), n_anchor, args.anchor_latency_ms, cleanup)
+            log(f"{anchor.name} on {n_anchor} addresses, port {anchor.port},"
+                f" answering after {args.anchor_latency_ms:g} ms")  # fmt: skip
         small = run_lvsmon(
-            "lvsmon-ipvsadm", workdir, servers, small_v, small_r, window, cleanup,
+            "lvsmon-ipvsadm", workdir, anchor, small_v, small_r, window, cleanup,
             FakeIpvsadm(workdir, "fake-lvsmon"), False,
         )  # fmt: skip
-        ld = run_ldirectord(workdir, servers, small_v, small_r, ld_window, cleanup) if want_ld \
+        ld = run_ldirectord(workdir, anchor, small_v, small_r, ld_window, cleanup) if want_ld \
             else None  # fmt: skip
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
@@ -867,6 +908,9 @@ def main() -> int:
     runs = [big, small] + ([ld] if ld else [])
     print_table(runs)
     result = figures(big, small, ld)
+    result["anchor_servers"] = args.anchor_servers
+    if args.anchor_servers == "python":
+        result["anchor_server_latency_ms"] = args.anchor_latency_ms
     for key in ("period_ratio", "startup_ratio", "stop_ratio"):
         if key in result:
             print(f"{key} (ldirectord / lvsmon): {result[key]}")

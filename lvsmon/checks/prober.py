@@ -106,6 +106,7 @@ class Prober:
         self._queues: dict[float, deque[_Probe]] = {}  # by timeout: deadlines in start order
         self._waiting: deque[_Probe] = deque()  # over max_in_flight
         self._max = max_in_flight
+        self._admitting = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._clock = time.monotonic
@@ -149,6 +150,8 @@ class Prober:
         """Stop a probe without a result (its caller gave up)."""
         self._drop(probe)
         probe.done = _ignore
+        if self._waiting:
+            self._admit()
 
     def _connect(self, probe: _Probe) -> None:
         plan = probe.plan
@@ -272,16 +275,31 @@ class Prober:
         if self._by_fd.get(fd) is probe:
             del self._by_fd[fd]
         sock.close()  # also takes it out of the epoll
-        waiting = self._waiting
-        while waiting and len(self._by_fd) < self._max:
-            queued = waiting.popleft()
-            if queued.done is not _ignore:
-                self._connect(queued)
+
+    def _admit(self) -> None:
+        """Start probes that waited for a slot, now that one may be free."""
+        if self._admitting:  # a probe this loop started finished at once: the loop goes on
+            return
+        self._admitting = True
+        try:
+            waiting = self._waiting
+            while waiting and len(self._by_fd) < self._max:
+                queued = waiting.popleft()
+                if queued.done is _ignore:
+                    continue
+                if queued.deadline <= self._clock():
+                    self._time_out(queued)  # its deadline passed while it waited
+                else:
+                    self._connect(queued)
+        finally:
+            self._admitting = False
 
     def _finish(self, probe: _Probe, result: CheckResult) -> None:
         self._drop(probe)
         done, probe.done = probe.done, _ignore
         done(CheckResult(result.ok, result.reason, self._clock() - probe.started))
+        if self._waiting:
+            self._admit()
 
     def _expire(self, now: float) -> None:
         earliest = float("inf")
@@ -292,14 +310,18 @@ class Prober:
                     queue.popleft()  # finished long ago: its deadline no longer matters
                 elif probe.deadline <= now:
                     queue.popleft()
-                    step = "connect" if probe.parser is None else "http"
-                    reason = f"timeout after {probe.plan.timeout:g}s during {step}"
-                    self._finish(probe, CheckResult(False, reason))
+                    self._time_out(probe)
                 else:
                     earliest = min(earliest, probe.deadline)
                     break
         if earliest < self._timer_at or self._timer is None:
             self._arm(earliest)
+
+    def _time_out(self, probe: _Probe) -> None:
+        step = "connect" if probe.parser is None else "http"
+        self._finish(
+            probe, CheckResult(False, f"timeout after {probe.plan.timeout:g}s during {step}")
+        )
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:

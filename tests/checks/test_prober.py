@@ -1,0 +1,169 @@
+"""The prober's own machinery: the in-flight bound, aborts, partial sends, what it takes on.
+
+Its exchange and reasons are covered through `run_check` by test_http.py and
+test_connect_ping.py, which go through it for every plain-HTTP and TCP-connect check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from lvsmon.checks.base import CheckResult, CheckSpec
+from lvsmon.checks.prober import ProbePlan, Prober, plan_probe
+from tests.checks.conftest import HttpServer, raw_server
+
+
+def http_spec(port: int, **kw: Any) -> CheckSpec:
+    fields: dict[str, Any] = {
+        "kind": "negotiate",
+        "service": "http",
+        "host": "127.0.0.1",
+        "port": port,
+        "timeout": 5,
+    }
+    fields.update(kw)
+    return CheckSpec(**fields)
+
+
+def plan_of(spec: CheckSpec) -> ProbePlan:
+    plan = plan_probe(spec)
+    assert plan is not None
+    return plan
+
+
+@contextlib.asynccontextmanager
+async def prober(**kw: Any) -> AsyncIterator[Prober]:
+    p = Prober(asyncio.get_running_loop(), **kw)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize(
+    ("fields", "runs_here"),
+    [
+        ({"kind": "connect"}, True),
+        ({"kind": "connect", "protocol": "fwm"}, True),
+        ({"kind": "connect", "protocol": "udp"}, False),  # that is a ping
+        ({"kind": "negotiate", "service": "http"}, True),
+        ({"kind": "negotiate", "service": "http", "host": "::1"}, True),
+        ({"kind": "negotiate", "service": "http_proxy", "request": "http://a.test/"}, True),
+        ({"kind": "negotiate", "service": "https"}, False),  # TLS
+        ({"kind": "negotiate", "service": "http", "request": "https://10.0.0.1/"}, False),
+        ({"kind": "negotiate", "service": "http", "request": "http://a.test/"}, False),  # a name
+        ({"kind": "negotiate", "service": "http_proxy", "request": "/relative"}, False),
+        ({"kind": "external", "checkcommand": "/bin/true"}, False),
+        ({"kind": "ping"}, False),
+    ],
+)
+def test_what_runs_on_the_prober(fields: dict[str, Any], runs_here: bool) -> None:
+    spec = CheckSpec(**{"host": "127.0.0.1", "port": 80, "timeout": 1, **fields})
+    assert (plan_probe(spec) is not None) is runs_here
+
+
+async def test_in_flight_bound_queues_starts(http_server: HttpServer) -> None:
+    results: list[CheckResult] = []
+    peak = 0
+    async with prober(max_in_flight=2) as p:
+        plan = plan_of(http_spec(http_server.port, request="/ok"))
+        for _ in range(7):
+            p.start(plan, results.append)
+            peak = max(peak, p.in_flight)
+        while len(results) < 7:
+            peak = max(peak, p.in_flight)
+            await asyncio.sleep(0.001)
+    assert peak <= 2
+    assert [r.reason for r in results] == ["http: status 200"] * 7
+    assert len(http_server.seen.targets) == 7
+
+
+async def test_a_queued_probe_times_out_from_its_start() -> None:
+    results: list[CheckResult] = []
+    async with raw_server(None) as silent, prober(max_in_flight=1) as p:
+        plan = plan_of(http_spec(silent.port, timeout=0.2))
+        p.start(plan, results.append)  # holds the only slot: the peer never answers
+        p.start(plan, results.append)  # waits for a slot it never gets
+        await asyncio.wait_for(_until(lambda: len(results) == 2), 5)
+    # one deadline from the start, whether or not a socket was ever opened
+    assert [r.reason for r in results] == [
+        "timeout after 0.2s during http",
+        "timeout after 0.2s during connect",
+    ]
+    assert all(0.15 < r.latency_s < 1.0 for r in results)
+    assert silent.connections == 1
+
+
+async def test_abort_closes_without_a_result() -> None:
+    results: list[CheckResult] = []
+    async with raw_server(None) as silent, prober() as p:
+        probe = p.start(plan_of(http_spec(silent.port, timeout=0.3)), results.append)
+        await asyncio.wait_for(silent.connected.wait(), 5)
+        p.abort(probe)
+        assert p.in_flight == 0
+        await asyncio.wait_for(silent.peer_closed.wait(), 5)  # the socket really closed
+        await asyncio.sleep(0.4)  # past the deadline: still nothing
+    assert results == []
+
+
+async def test_close_aborts_everything_in_flight() -> None:
+    results: list[CheckResult] = []
+    async with raw_server(None) as silent:
+        p = Prober(asyncio.get_running_loop())
+        for _ in range(3):
+            p.start(plan_of(http_spec(silent.port, timeout=0.2)), results.append)
+        assert p.in_flight == 3
+        p.close()
+        await asyncio.sleep(0.3)
+    assert results == []
+
+
+async def test_a_request_larger_than_the_socket_buffer_is_sent_whole() -> None:
+    got: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.1)  # let the send buffer fill: the rest waits for writability
+        head = await reader.readuntil(b"\r\n\r\n")
+        got.append(len(head))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, limit=2**24)
+    port = server.sockets[0].getsockname()[1]
+    path = "/" + "a" * 8_000_000
+    try:
+        async with prober() as p:
+            result = await p.probe(plan_of(http_spec(port, request=path)))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.reason == "http: status 200"
+    assert got and got[0] > 8_000_000
+
+
+async def test_connect_check_results() -> None:
+    async with raw_server(b"") as peer, prober() as p:
+        ok = await p.probe(plan_of(CheckSpec(kind="connect", host="127.0.0.1", port=peer.port,
+                                             timeout=1)))  # fmt: skip
+    assert (ok.ok, ok.reason) == (True, "connect: connected")
+
+
+async def _until(cond: Any) -> None:
+    while not cond():  # noqa: ASYNC110 (the condition is a callback's side effect)
+        await asyncio.sleep(0.005)
+
+
+async def test_many_queued_probes_past_their_deadline_end_without_recursion() -> None:
+    results: list[CheckResult] = []
+    async with raw_server(None) as silent, prober(max_in_flight=1) as p:
+        plan = plan_of(http_spec(silent.port, timeout=0.1))
+        for _ in range(5000):
+            p.start(plan, results.append)
+        await asyncio.wait_for(_until(lambda: len(results) == 5000), 10)
+    assert {r.reason for r in results[1:]} == {"timeout after 0.1s during connect"}
