@@ -748,7 +748,7 @@ def rows(runs: list[Run]) -> Iterator[tuple[str, list[str]]]:
         [str(r.false_downs) if r.false_downs >= 0 else "-" for r in runs],
     )
     yield "daemon CPU (% of one core)", [f(r.cpu_pct, 1) for r in runs]
-    yield "nginx CPU, all workers (% of one core)", [f(r.nginx_cpu_pct, 1) for r in runs]
+    yield "real servers' CPU (% of one core)", [f(r.nginx_cpu_pct, 1) for r in runs]
     yield "daemon CPU per check (µs)", [f(cpu_per_check_us(r), 0) for r in runs]
     yield "RSS / peak (MiB)", [f"{f(r.rss_mib, 1)} / {f(r.peak_rss_mib, 1)}" for r in runs]
     yield "503 → 'Quiescent real server' (s)", [f(r.detect_s, 3) for r in runs]

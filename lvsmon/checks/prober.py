@@ -84,7 +84,7 @@ def _os_reason(step: str, err: int) -> str:
 
 
 class _Probe:
-    __slots__ = ("deadline", "done", "parser", "pending", "plan", "sock", "started")
+    __slots__ = ("deadline", "done", "parser", "pending", "plan", "sock", "stage", "started")
 
     def __init__(self, plan: ProbePlan, done: ProbeDone, started: float) -> None:
         self.plan = plan
@@ -94,6 +94,7 @@ class _Probe:
         self.sock: socket.socket | None = None  # None once finished
         self.parser: ResponseParser | None = None  # set once connected (http)
         self.pending = b""  # request bytes the socket has not taken yet
+        self.stage = "connect"  # then "http": what a deadline names
 
 
 class Prober:
@@ -188,6 +189,7 @@ class Prober:
             self._finish(probe, CheckResult(True, _CONNECTED_REASON))
             return
         probe.parser = ResponseParser(head=plan.head)
+        probe.stage = "http"
         request = plan.request
         assert request is not None
         try:
@@ -296,6 +298,9 @@ class Prober:
 
     def _finish(self, probe: _Probe, result: CheckResult) -> None:
         self._drop(probe)
+        # it waits in its deadline queue until those started before it are done: keep it small
+        probe.parser = None
+        probe.pending = b""
         done, probe.done = probe.done, _ignore
         done(CheckResult(result.ok, result.reason, self._clock() - probe.started))
         if self._waiting:
@@ -318,7 +323,7 @@ class Prober:
             self._arm(earliest)
 
     def _time_out(self, probe: _Probe) -> None:
-        step = "connect" if probe.parser is None else "http"
+        step = probe.stage
         self._finish(
             probe, CheckResult(False, f"timeout after {probe.plan.timeout:g}s during {step}")
         )
@@ -352,7 +357,7 @@ class Prober:
             return await future
         finally:
             if step is not None:
-                step.name = "connect" if probe.parser is None else "http"
+                step.name = probe.stage
             if probe.done is not _ignore:
                 self.abort(probe)
 

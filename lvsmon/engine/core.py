@@ -155,6 +155,7 @@ class Engine:
         self._probes = default_probes
         self._prober: Prober | None = None
         self._runs: dict[CheckJob, _JobRun] = {}
+        self._taken_waiters: list[asyncio.Future[None]] = []  # run_once callers
         self._maintained_fn = maintained
         self._maintained: Collection[RealRef] = frozenset()
         self._clock = clock
@@ -272,10 +273,15 @@ class Engine:
         return run
 
     async def run_once(self, job: CheckJob) -> None:
-        """Run one slot of `job` now through run_check, as the scheduler would, without the
-        clock (for tests and tools)."""
+        """Run one slot of `job` now, the way the scheduler would, without the clock (for tests
+        and tools): returns when its result has been taken in."""
         run = self._runs[job] = self._run_of(job)
-        await self._run_job(run, job.connect is not None and run.connects_left > 0)
+        if self._prober is None and self._probes:
+            self._prober = Prober(asyncio.get_running_loop())
+        taken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._taken_waiters.append(taken)
+        self._start(run)
+        await taken
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -355,6 +361,11 @@ class Engine:
     def _finished(self, run: _JobRun) -> None:
         self._timetable.finished(run)
         self.stats.checks_done += 1
+        if self._taken_waiters:
+            for waiter in self._taken_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._taken_waiters.clear()
         if run.first_pending:
             run.first_pending = False
             self._first_pending.discard(run)

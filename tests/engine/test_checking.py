@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from aiohttp import web
@@ -74,3 +75,40 @@ async def test_a_real_in_two_virtuals_is_checked_once_per_interval(tmp_path: Pat
     assert len(hits) == engine.stats.checks_done  # one request per check, not one per virtual
     assert len(engine.plan.jobs) == 1 and len(next(iter(engine.plan.jobs.values()))) == 2
     await runner.cleanup()
+
+
+async def test_combined_checktype_on_the_prober_connects_without_a_request(
+    tmp_path: Path,
+) -> None:
+    # what the server saw, per connection: the request line, or "" for a bare connect
+    seen: list[str] = []
+    replies = iter([200, 200, 200, 503, 200, 200])
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.read(4096)  # b"" when the check closes after connecting
+        seen.append(head.split(b"\r\n", 1)[0].decode())
+        if head:
+            code = next(replies)
+            writer.write(f"HTTP/1.1 {code} X\r\nContent-Length: 2\r\n\r\nok".encode())
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cf = tmp_path / "c.cf"
+    cf.write_text(
+        f"checkinterval=1\nvirtual=127.0.0.100:80\n\treal=127.0.0.1:{port} masq\n"
+        "\tservice=http\n\tchecktype=2\n"
+    )
+    engine = Engine(load_config(str(cf)), MemoryBackend())  # the daemon's own check path
+    job = next(iter(engine.plan.jobs))
+    for _ in range(11):
+        await engine.run_once(job)
+    await engine.stop(clean=False)
+    await wait_for(lambda: len(seen) == 11)  # a bare connect is done before the server sees it
+    server.close()
+    await server.wait_closed()
+    get = "GET / HTTP/1.1"
+    # negotiate 200 → 2 connects → 200 → 2 connects → 200 → 2 connects → 503 → negotiate again
+    assert seen == [get, "", "", get, "", "", get, "", "", get, get]
+    assert engine.stats.checks_done == 11 and not engine._tasks  # no task per check
