@@ -1,9 +1,10 @@
 """Real servers the way the ldirectord anchor was first measured: one asyncio process answering
 HTTP on many loopback addresses, logging every request.
 
-    python bench/many_http.py DIR PORT N [LATENCY_MS]
+    python bench/many_http.py DIR PORT N [LATENCY_MS [FIRST]]
 
-Listens on 127.77.x.y:PORT for the first N addresses of `scale.real_address`; answers every
+Listens on 127.77.x.y:PORT for N addresses of `scale.real_address` from index FIRST (default 0);
+answers every
 request `200 still alive`, or `503 down` when DIR/down/<address> exists, LATENCY_MS (default 0)
 after the request arrived, as an application's health page that does some work would; appends
 `<unix time> <address> <status>` per request to DIR/access.log (the format of the nginx servers
@@ -60,7 +61,7 @@ class Answer(asyncio.Protocol):
             self.transport.close()
 
 
-async def main(workdir: str, port: int, n: int, latency_s: float) -> None:
+async def main(workdir: str, port: int, n: int, latency_s: float, first: int) -> None:
     loop = asyncio.get_running_loop()
     down_dir = os.path.join(workdir, "down")
     os.makedirs(down_dir, exist_ok=True)
@@ -69,7 +70,7 @@ async def main(workdir: str, port: int, n: int, latency_s: float) -> None:
         await loop.create_server(
             lambda: Answer(down_dir, log, latency_s), real_address(i), port, backlog=128
         )
-        for i in range(n)
+        for i in range(first, first + n)
     ]
     # a plain append per second: the log's consumer polls, and a blocking write of a second's
     # lines is what nginx's buffered log does too
@@ -83,4 +84,5 @@ async def main(workdir: str, port: int, n: int, latency_s: float) -> None:
 
 if __name__ == "__main__":
     latency_ms = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), latency_ms / 1000))
+    first = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), latency_ms / 1000, first))

@@ -192,8 +192,8 @@ class RealServers:
     def __init__(self, workdir: str, port: int, cleanup: Cleanup) -> None:
         self.dir = os.path.join(workdir, self.folder)
         self.port = port
-        os.makedirs(os.path.join(self.dir, "down"))
-        os.makedirs(os.path.join(self.dir, "tmp"))
+        os.makedirs(os.path.join(self.dir, "down"), exist_ok=True)
+        os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
         os.chmod(workdir, 0o755)  # workers run as nobody: they stat down/ files
         for path in (self.dir, os.path.join(self.dir, "down")):
             os.chmod(path, 0o755)
@@ -204,6 +204,7 @@ class RealServers:
         self._wait_ready()
 
     name = folder = "nginx"
+    first = 0  # the index of the first real address served
 
     def _launch(self) -> subprocess.Popen[bytes]:
         conf = os.path.join(self.dir, "nginx.conf")
@@ -220,7 +221,7 @@ class RealServers:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nginx exited with {self.proc.returncode}; see {self.dir}")
-            if self.get(real_address(0)) == 200:
+            if self.get(real_address(self.first)) == 200:
                 return
             time.sleep(0.1)
         raise RuntimeError("nginx did not answer on loopback within 10 s")
@@ -298,14 +299,18 @@ class PythonServers(RealServers):
     name, folder = "many_http.py", "many_http"
 
     def __init__(
-        self, workdir: str, port: int, n: int, latency_ms: float, cleanup: Cleanup
-    ) -> None:
+        self, workdir: str, port: int, n: int, latency_ms: float, cleanup: Cleanup,
+        first: int = 0, folder: str = "many_http",
+    ) -> None:  # fmt: skip
         self.n = n
         self.latency_ms = latency_ms
+        self.first = first
+        self.folder = folder
         super().__init__(workdir, port, cleanup)
 
     def _launch(self) -> subprocess.Popen[bytes]:
         argv = [MANY_HTTP, self.dir, str(self.port), str(self.n), str(self.latency_ms)]
+        argv.append(str(self.first))
         return subprocess.Popen([sys.executable, "-I", "-S", *argv], stdin=subprocess.DEVNULL)
 
 
@@ -437,9 +442,11 @@ class FakeIpvsadm:
 
 
 def write_config(
-    path: str, virtuals: int, per_virtual: int, port: int, logfile: str
-) -> list[tuple[str, int]]:
-    """An ldirectord.cf both daemons read unchanged; returns the reals as (address, port)."""
+    path: str, virtuals: int, per_virtual: int, port: int, logfile: str,
+    own_port: dict[int, int] | None = None,
+) -> list[tuple[str, int]]:  # fmt: skip
+    """An ldirectord.cf both daemons read unchanged; returns the reals as (address, port).
+    `own_port`: real index → a port of its own (a server that can be stopped alone)."""
     lines = [
         "checktimeout=3",
         "checkinterval=1",
@@ -452,9 +459,10 @@ def write_config(
     for v in range(virtuals):
         lines.append(f"virtual=127.100.0.{v + 1}:80")
         for r in range(per_virtual):
-            address = real_address(v * per_virtual + r)
-            reals.append((address, port))
-            lines.append(f"\treal={address}:{port} masq")
+            i = v * per_virtual + r
+            address, real_port = real_address(i), (own_port or {}).get(i, port)
+            reals.append((address, real_port))
+            lines.append(f"\treal={address}:{real_port} masq")
         lines += [
             f"\tfallback=127.0.0.1:{FALLBACK_PORT}",
             "\tservice=http",
@@ -498,6 +506,8 @@ class Run:
     false_downs: int = -1  # healthy reals declared down during the window (lvsmon's log)
     detect_s: float = float("nan")
     recover_s: float = float("nan")
+    stopped_detect_s: float = float("nan")
+    restarted_recover_s: float = float("nan")
     stop_returned_s: float = float("nan")
     stop_gone_s: float = float("nan")
 
@@ -583,7 +593,12 @@ def run_lvsmon(
     os.makedirs(base)
     cfg, logfile, pidfile = (os.path.join(base, x) for x in ("bench.cf", "lvsmon.log", "l.pid"))
     status_path = os.path.join(base, "l.status.json")
-    reals = write_config(cfg, virtuals, per_virtual, servers.port, logfile)
+    solo_index = per_virtual - 2  # a real with a server of its own, stopped and started again
+    solo_port = free_port()
+    own = {solo_index: solo_port} if detect else None
+    reals = write_config(cfg, virtuals, per_virtual, servers.port, logfile, own)
+    if detect:
+        solo = PythonServers(workdir, solo_port, 1, 0, cleanup, solo_index, f"{name}-solo")
     env = {**(fake.env if fake else os.environ), "LVSMON_RESOLVER": "files"}
     backend = (
         ["--backend", "ipvsadm", "--ipvsadm", FAKE_IPVSADM] if fake else ["--backend", "memory"]
@@ -618,7 +633,8 @@ def run_lvsmon(
     time.sleep(3)  # the first run is immediate; let every job settle on its own slot
     log(f"{name}: steady window {window:.0f} s")
     mark = len(tail.lines)
-    steady_window(run, pid, window, servers, reals, status_path)
+    served = [(a, p) for a, p in reals if p == servers.port]  # the solo real logs elsewhere
+    steady_window(run, pid, window, servers, served, status_path)
     run.false_downs = sum(1 for _, line in tail.lines[mark:] if ") is down: " in line)
     if detect:
         address, port = reals[per_virtual - 1]  # the last real of the first virtual
@@ -634,6 +650,21 @@ def run_lvsmon(
         seen = tail.wait_for(lambda line: f"Restored real server: {address}:{port} " in line,
                              mark, 30)  # fmt: skip
         run.recover_s = (seen - t_up) if seen else float("nan")
+        # a real whose server process stops: its connections are refused
+        address, port = reals[solo_index]
+        mark = len(tail.lines)
+        t_down = time.time()
+        solo.proc.kill()
+        solo.proc.wait()
+        seen = tail.wait_for(lambda line: f"Quiescent real server: {address}:{port} " in line,
+                             mark, 30)  # fmt: skip
+        run.stopped_detect_s = (seen - t_down) if seen else float("nan")
+        mark = len(tail.lines)
+        t_up = time.time()
+        solo = PythonServers(workdir, solo_port, 1, 0, cleanup, solo_index, f"{name}-solo")
+        seen = tail.wait_for(lambda line: f"Restored real server: {address}:{port} " in line,
+                             mark, 30)  # fmt: skip
+        run.restarted_recover_s = (seen - t_up) if seen else float("nan")
     log(f"{name}: stop")
     t0 = time.time()
     subprocess.run([*cmd, "stop"], env=env, timeout=300, check=False)
@@ -753,6 +784,8 @@ def rows(runs: list[Run]) -> Iterator[tuple[str, list[str]]]:
     yield "RSS / peak (MiB)", [f"{f(r.rss_mib, 1)} / {f(r.peak_rss_mib, 1)}" for r in runs]
     yield "503 → 'Quiescent real server' (s)", [f(r.detect_s, 3) for r in runs]
     yield "recovered → 'Restored real server' (s)", [f(r.recover_s, 3) for r in runs]
+    yield "server killed → 'Quiescent real server' (s)", [f(r.stopped_detect_s, 3) for r in runs]
+    yield "server restarted → 'Restored' (s)", [f(r.restarted_recover_s, 3) for r in runs]
     yield "stop command returned (s)", [f(r.stop_returned_s) for r in runs]
     yield "stop → process gone (s)", [f(r.stop_gone_s) for r in runs]
 
@@ -798,6 +831,8 @@ def figures(big: Run, small: Run | None, ld: Run | None) -> dict[str, object]:
         f"{k}_startup_s": r(big.programmed_s),
         f"{k}_detect_s": r(big.detect_s),
         f"{k}_recover_s": r(big.recover_s),
+        f"{k}_stopped_detect_s": r(big.stopped_detect_s),
+        f"{k}_restarted_recover_s": r(big.restarted_recover_s),
         f"{k}_stop_s": r(big.stop_gone_s),
         f"{k}_load_avg": r(big.load_at_window, 2),
     }
