@@ -45,12 +45,15 @@ def first_pass_bound(config: Config) -> float:
     return float(longest) + 5.0
 
 
-def settle_memory() -> None:
+def settle_memory(*, collect: bool) -> None:
     """Move what start-up or a reload built (config, plan, health: most of the heap at 10,000
     reals) out of the garbage collector's sight. Each full collection walked all of it, 40-55 ms
-    with every check waiting, every few seconds; after this it walks what changed since."""
-    gc.unfreeze()  # what an earlier freeze kept may be garbage now: let this collection see it
-    gc.collect()
+    with every check waiting, every few seconds; after this it walks what changed since. After
+    a reload, what the old config held may be garbage in cycles: one collection first (it costs
+    a stall that start-up, with little garbage yet, does without)."""
+    if collect:
+        gc.unfreeze()
+        gc.collect()
     gc.freeze()
 
 
@@ -134,7 +137,7 @@ class Daemon:
         except TimeoutError:
             log.warning("first checks still running; continuing")
         ready(None)
-        settle_memory()
+        settle_memory(collect=False)
         self.scheduler.add_job(self._housekeeping, "interval", seconds=1.0, id="housekeeping")
         self.scheduler.start()
         await self._stop.wait()
@@ -210,7 +213,7 @@ class Daemon:
                 return False
             self._seen_digest = new.digest
             await self.engine.reload(new)
-            settle_memory()
+            settle_memory(collect=True)
             self.config = new
             self._use_monitorfiles(new)
             return True

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.checks.prober import ProbePlan, Prober, plan_probe
-from lvsmon.config.model import Config
+from lvsmon.config.model import Config, Real, Virtual
 from lvsmon.engine.desired import adopt_health, desired_table, is_up, managed_services
 from lvsmon.engine.health import RealHealth, Transition
 from lvsmon.engine.plan import CheckJob, Mode, Plan, RealRef, build_plan
@@ -22,7 +22,7 @@ from lvsmon.engine.wording import describe
 from lvsmon.ipvs.apply import apply_ops
 from lvsmon.ipvs.backend import BackendError, IpvsBackend
 from lvsmon.ipvs.diff import diff
-from lvsmon.ipvs.model import ServiceKey, Table, kernel_dest_port
+from lvsmon.ipvs.model import DestKey, ServiceKey, Table, kernel_dest_port
 from lvsmon.ipvs.ops import DeleteService, Op
 
 log = logging.getLogger("lvsmon")
@@ -155,6 +155,8 @@ class Engine:
         self._probes = default_probes
         self._prober: Prober | None = None
         self._runs: dict[CheckJob, _JobRun] = {}
+        self._rows: list[tuple[Virtual, ServiceKey, list[tuple[Real, RealRef, DestKey]]]] = []
+        self._rows_for: Config | None = None
         self._taken_waiters: list[asyncio.Future[None]] = []  # run_once callers
         self._maintained_fn = maintained
         self._maintained: Collection[RealRef] = frozenset()
@@ -450,22 +452,33 @@ class Engine:
                 hook(self)
             return ok
 
+    def _snapshot_rows(
+        self,
+    ) -> list[tuple[Virtual, ServiceKey, list[tuple[Real, RealRef, DestKey]]]]:
+        """Per virtual its key and per real its ref and kernel key, once per config: building
+        the keys parses every address (70 ms at 10,000 reals, each second, checks waiting)."""
+        if self._rows_for is not self.config:
+            rows = []
+            for v in self.config.virtuals:
+                key = v.key
+                reals = []
+                for r in v.reals:
+                    ref = RealRef(key, r.address, r.port)
+                    reals.append((r, ref, kernel_dest_port(key, ref.dest, r.forward)))
+                rows.append((v, key, reals))
+            self._rows, self._rows_for = rows, self.config
+        return self._rows
+
     def snapshot(self) -> dict[str, object]:
         """The state an operator wants to see: every virtual, every real, why, and the figures."""
         table = self.actual or {}
         virtuals = []
-        for v in self.config.virtuals:
-            key = v.key  # a property that parses the address: once per virtual, not per real
+        for v, key, rows in self._snapshot_rows():
             service = table.get(key)
             reals = []
-            for r in v.reals:
-                ref = RealRef(key, r.address, r.port)
+            for r, ref, kernel_dest in rows:
                 h = self.health.get(ref)
-                dest = (
-                    service.dests.get(kernel_dest_port(key, ref.dest, r.forward))
-                    if service
-                    else None
-                )
+                dest = service.dests.get(kernel_dest) if service else None
                 reals.append(
                     {
                         "address": r.address,
