@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
 import re
+import socket
+import ssl
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -117,3 +120,17 @@ def compile_receive(pattern: str) -> re.Pattern[bytes] | None:
         return re.compile(pattern.encode("utf-8", "surrogateescape"))
     except re.error as exc:
         raise CheckSpecError(f"receive regex {pattern!r} is not usable: {exc}") from None
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, lower-case description of an I/O error for a reason string."""
+    if isinstance(exc, ssl.SSLError):
+        return f"{exc.reason or exc}".lower().replace("_", " ")
+    if isinstance(exc, socket.gaierror):
+        return f"name resolution failed: {exc.strerror}"
+    if isinstance(exc, OSError) and (exc.errno or exc.strerror):
+        # asyncio's sock_connect replaces strerror by "Connect call failed (...)"; errno is truer
+        text = os.strerror(exc.errno) if exc.errno else str(exc.strerror)
+        return text[:1].lower() + text[1:]
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -20,8 +20,6 @@ from lvsmon.checks.http_request import Target, build_target, verdict
 from lvsmon.checks.prober import ProbePlan, prober_for
 from lvsmon.checks.step import Step
 
-__all__ = ["build_target", "check_http", "tls_context", "verdict"]
-
 _tls_context: ssl.SSLContext | None = None
 
 

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec
+from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, describe_error
 from lvsmon.checks.http_parser import HttpProtocolError, ResponseParser
 from lvsmon.checks.http_request import build_target, verdict
 from lvsmon.checks.step import Step
@@ -79,8 +79,7 @@ def plan_probe(spec: CheckSpec) -> ProbePlan | None:
 
 
 def _os_reason(step: str, err: int) -> str:
-    text = os.strerror(err)
-    return f"{step}: {text[:1].lower()}{text[1:]}"
+    return f"{step}: {describe_error(OSError(err, os.strerror(err)))}"
 
 
 class _Probe:

@@ -8,14 +8,12 @@ cancellation propagates (the scheduler stopping us), so the I/O stops with it.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec
+from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, describe_error
 from lvsmon.checks.connect import check_connect
 from lvsmon.checks.external import check_external, check_external_perl
 from lvsmon.checks.http import check_http
@@ -60,20 +58,6 @@ def lookup(kind: str, service: str) -> CheckFn | None:
 
 def is_implemented(kind: str, service: str) -> bool:
     return lookup(kind, service) is not None
-
-
-def describe_error(exc: BaseException) -> str:
-    """A short, lower-case description of an I/O error for a reason string."""
-    if isinstance(exc, ssl.SSLError):
-        return f"{exc.reason or exc}".lower().replace("_", " ")
-    if isinstance(exc, socket.gaierror):
-        return f"name resolution failed: {exc.strerror}"
-    if isinstance(exc, OSError) and (exc.errno or exc.strerror):
-        # asyncio's sock_connect replaces strerror by "Connect call failed (...)"; errno is truer
-        text = os.strerror(exc.errno) if exc.errno else str(exc.strerror)
-        return text[:1].lower() + text[1:]
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def run_check(spec: CheckSpec) -> CheckResult:

@@ -98,7 +98,6 @@ class _JobRun:
     __slots__ = (
         "connect_plan",
         "connects_left",
-        "first_pending",
         "job",
         "on_connect_done",
         "on_spec_done",
@@ -107,7 +106,13 @@ class _JobRun:
         "steady",
     )
 
-    def __init__(self, job: CheckJob, refs: tuple[RealRef, ...], probes: bool) -> None:
+    def __init__(
+        self,
+        job: CheckJob,
+        refs: tuple[RealRef, ...],
+        probes: bool,
+        done: Callable[[_JobRun, bool, CheckResult], None],
+    ) -> None:
         self.job = job
         self.refs = refs
         # how each of its checks runs on the prober; None: as a task through run_check
@@ -116,12 +121,12 @@ class _JobRun:
             plan_probe(job.connect) if probes and job.connect is not None else None
         )
         self.connects_left = 0  # combined checks: connects still due before the next negotiate
-        self.first_pending = True
         # the reason of the last good result when every ref's health is exactly what another good
         # result with that reason would make it: that result then changes nothing
         self.steady: str | None = None
-        self.on_spec_done: Callable[[CheckResult], None] | None = None
-        self.on_connect_done: Callable[[CheckResult], None] | None = None
+        # what the prober calls back: made once, not per check
+        self.on_spec_done = functools.partial(done, self, False)
+        self.on_connect_done = functools.partial(done, self, True)
 
 
 class Engine:
@@ -157,7 +162,6 @@ class Engine:
         self._runs: dict[CheckJob, _JobRun] = {}
         self._rows: list[tuple[Virtual, ServiceKey, list[tuple[Real, RealRef, DestKey]]]] = []
         self._rows_for: Config | None = None
-        self._taken_waiters: list[asyncio.Future[None]] = []  # run_once callers
         self._maintained_fn = maintained
         self._maintained: Collection[RealRef] = frozenset()
         self._clock = clock
@@ -182,8 +186,7 @@ class Engine:
         self._apply_modes()
         self.refresh_maintenance()
         await self.reconcile()
-        if self._probes:
-            self._prober = Prober(asyncio.get_running_loop())
+        self._ensure_prober()
         self._schedule_jobs()
         self._loops = [
             asyncio.create_task(self._check_loop(), name="lvsmon-checks"),
@@ -254,36 +257,43 @@ class Engine:
 
     def _schedule_jobs(self) -> None:
         runs: dict[CheckJob, _JobRun] = {}
+        pending: set[_JobRun] = set()
         for job, refs in self.plan.jobs.items():
-            run = self._run_of(job)  # a job that stays keeps its state and its slot
+            run = self._runs.get(job)  # a job that stays keeps its state and its slot
+            if run is None:
+                run = self._new_run(job)
+                pending.add(run)
+            elif run in self._first_pending:
+                pending.add(run)
             run.refs = refs
             run.steady = None  # health may have been adopted anew
             runs[job] = run
         self._runs = runs
-        self._first_pending = {run for run in runs.values() if run.first_pending}
-        if not self._first_pending:
+        self._first_pending = pending
+        if not pending:
             self._first_done.set()
         self._timetable.set_jobs({run: run.job.interval for run in runs.values()}, self._clock())
         self._wake()
 
-    def _run_of(self, job: CheckJob) -> _JobRun:
-        run = self._runs.get(job)
-        if run is None:
-            run = _JobRun(job, self.plan.jobs.get(job, ()), self._probes)
-            run.on_spec_done = functools.partial(self._done, run, False)
-            run.on_connect_done = functools.partial(self._done, run, True)
-        return run
+    def _new_run(self, job: CheckJob) -> _JobRun:
+        return _JobRun(job, self.plan.jobs.get(job, ()), self._probes, self._done)
+
+    def _ensure_prober(self) -> None:
+        if self._probes and self._prober is None:
+            self._prober = Prober(asyncio.get_running_loop())
 
     async def run_once(self, job: CheckJob) -> None:
         """Run one slot of `job` now, the way the scheduler would, without the clock (for tests
         and tools): returns when its result has been taken in."""
-        run = self._runs[job] = self._run_of(job)
-        if self._prober is None and self._probes:
-            self._prober = Prober(asyncio.get_running_loop())
-        taken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._taken_waiters.append(taken)
-        self._start(run)
-        await taken
+        run = self._runs.get(job)
+        if run is None:
+            run = self._runs[job] = self._new_run(job)
+        self._ensure_prober()
+        connect, plan = self._route(run)
+        if plan is not None and self._prober is not None:
+            self._done(run, connect, await self._prober.probe(plan))
+        else:
+            await self._run_job(run, connect)
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -311,14 +321,17 @@ class Engine:
             if handle is not None:
                 handle.cancel()
 
+    @staticmethod
+    def _route(run: _JobRun) -> tuple[bool, ProbePlan | None]:
+        """Which of the job's checks is due (the connect of a combined check?), and its probe
+        plan when it runs on the prober."""
+        connect = run.job.connect is not None and run.connects_left > 0
+        return connect, run.connect_plan if connect else run.spec_plan
+
     def _start(self, run: _JobRun) -> None:
-        job = run.job
-        connect = job.connect is not None and run.connects_left > 0
-        plan = run.connect_plan if connect else run.spec_plan
+        connect, plan = self._route(run)
         if plan is not None and self._prober is not None:
-            done = run.on_connect_done if connect else run.on_spec_done
-            assert done is not None
-            self._prober.start(plan, done)
+            self._prober.start(plan, run.on_connect_done if connect else run.on_spec_done)
             return
         task = asyncio.get_running_loop().create_task(self._run_job(run, connect))
         self._tasks.add(task)
@@ -363,26 +376,15 @@ class Engine:
     def _finished(self, run: _JobRun) -> None:
         self._timetable.finished(run)
         self.stats.checks_done += 1
-        if self._taken_waiters:
-            for waiter in self._taken_waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._taken_waiters.clear()
-        if run.first_pending:
-            run.first_pending = False
+        # empty after the first round; runs hash by identity, so the lookup is cheap
+        if self._first_pending and run in self._first_pending:
             self._first_pending.discard(run)
             if not self._first_pending:
                 self._first_done.set()
                 self._dirty.set()
 
-    def on_result(self, job: CheckJob, result: CheckResult) -> None:
-        """Fan one check result out to every (virtual, real) it feeds."""
-        run = self._runs.get(job)
-        if run is not None:
-            run.steady = None
-        self._fan_out(self.plan.jobs.get(job, ()), result)
-
     def _fan_out(self, refs: tuple[RealRef, ...], result: CheckResult) -> None:
+        """One check result to every (virtual, real) it feeds."""
         for ref in refs:
             old = self.health.get(ref)
             if old is None:

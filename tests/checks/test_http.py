@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from lvsmon.checks import CheckSpec, run_check
-from lvsmon.checks.http import build_target
+from lvsmon.checks.http_request import build_target
 from tests.checks.conftest import SERVER_NAME, HttpServer, closed_port, raw_server
 
 

@@ -16,7 +16,7 @@ from lvsmon.checks import (
     is_implemented,
     run_check,
 )
-from lvsmon.checks.registry import describe_error
+from lvsmon.checks.base import describe_error
 from tests.checks.conftest import raw_server
 
 BASE: dict[str, Any] = {"kind": "connect", "host": "127.0.0.1", "port": 80, "timeout": 5}
