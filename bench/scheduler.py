@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from lvsmon.engine.core import WAKE_QUANTUM_S
+from lvsmon.engine.runner import WAKE_QUANTUM_S
 from lvsmon.engine.timetable import Timetable, spread_phase
 
 INTERVAL_S = 1.0

@@ -1,39 +1,53 @@
-"""One running lvsmon: the engine plus what a daemon around it must do (signals, reload,
-autoreload, maintenance scans, hooks, a clean stop)."""
+"""One running lvsmon: a set of components started in order and stopped in reverse under one
+time bound: the event stream (log, fallbackcommand, monitorfile subscribers), the engine (check
+runner and reconciler), and housekeeping (status file, maintenance scans, config watching).
+
+TERM is acted on at once in every phase: start-up (even while the first round of checks runs)
+and reloads are tasks that a stop cancels. A crash of any engine loop or of a reload is logged
+with its traceback and stops the daemon with exit 1, so systemd or Pacemaker restarts it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import gc
-import hashlib
 import json
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from lvsmon.config import Config, ConfigError, load_config
-from lvsmon.engine.core import Engine
+from lvsmon.atomicfile import write_atomic
+from lvsmon.config import Config, ConfigError
+from lvsmon.config.watch import ConfigWatcher
+from lvsmon.engine.engine import Engine
+from lvsmon.engine.eventlog import log_event
+from lvsmon.engine.events import (
+    CheckDone,
+    ConfigLoaded,
+    ConfigRejected,
+    EventBus,
+    FallbackChanged,
+    Phase,
+    PhaseChanged,
+)
 from lvsmon.engine.maintenance import MaintenanceDir
 from lvsmon.engine.plan import Plan, RealRef
+from lvsmon.engine.reconciler import DEFAULT_RESYNC_S
+from lvsmon.engine.status import Status
 from lvsmon.hooks import FallbackCommands, MonitorFiles, run_command
 from lvsmon.ipvs.backend import BackendError, IpvsBackend
 
 log = logging.getLogger("lvsmon")
 
 Ready = Callable[[str | None], None]  # called once: None when programmed, else the error
-
-
-def _digest_of(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        return None
+STOP_BOUND_S = 30.0  # the whole stop, every component, cleanstop included
+EXIT_CRASHED = 1
 
 
 def first_pass_bound(config: Config) -> float:
@@ -47,57 +61,65 @@ def first_pass_bound(config: Config) -> float:
 
 def settle_memory(*, collect: bool) -> None:
     """Move what start-up or a reload built (config, plan, health: most of the heap at 10,000
-    reals) out of the garbage collector's sight. Each full collection walked all of it, 40-55 ms
-    with every check waiting, every few seconds; after this it walks what changed since. After
-    a reload, what the old config held may be garbage in cycles: one collection first (it costs
-    a stall that start-up, with little garbage yet, does without)."""
+    reals) out of the garbage collector's sight, so full collections walk only what changed
+    since. After a reload what the old config held may be garbage in cycles: one collection
+    first (a stall that start-up, with little garbage yet, does without)."""
     if collect:
         gc.unfreeze()
         gc.collect()
     gc.freeze()
 
 
-def write_status(path: str, state: dict[str, object]) -> None:
-    """Atomically, so `lvsmon status` never reads half a file."""
-    tmp = f"{path}.tmp"
+def write_status(path: str, state: Status) -> None:
+    """Atomically (`lvsmon status` never reads half a file), not through symlinks, mode 0644."""
     try:
-        # one compact string: json.dump to a file and indent both take the slow, chunked
-        # encoder (10,000 reals: 52 ms against 9 ms, all of it time the checks wait)
-        text = json.dumps(state, separators=(",", ":"))
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        # one compact string: json.dump to a file and indent both take the slow, chunked encoder
+        write_atomic(path, json.dumps(state, separators=(",", ":")))
     except OSError as exc:
         log.debug("cannot write status file %s: %s", path, exc)
 
 
 class Daemon:
     def __init__(
-        self, config: Config, backend: IpvsBackend, status_path: str | None = None
+        self,
+        config: Config,
+        backend: IpvsBackend,
+        status_path: str | None = None,
+        *,
+        resync_s: float = DEFAULT_RESYNC_S,
     ) -> None:
         self.status_path = status_path
         self.started_at = time.time()
         self.config = config
         self.backend = backend
-        self.engine = Engine(config, backend, maintained=self._maintained)
-        self.fallbacks = FallbackCommands()
-        self.engine.after_reconcile.append(self._after_reconcile)
+        self.events = EventBus()
+        self.events.subscribe("log", log_event)
+        self.engine = Engine(
+            config, backend, maintained=self._maintained, events=self.events, resync_s=resync_s
+        )
+        self.engine.on_crash = self._crashed
+        self.fallbacks = FallbackCommands(lambda: self.engine.config)
+        self.events.subscribe("fallbackcommand", self.fallbacks, kinds=(FallbackChanged,))
+        self.monitor = MonitorFiles(config)
+        self.events.subscribe("monitorfile", self.monitor, kinds=(CheckDone,))
         self._use_monitorfiles(config)
+        self.watcher = ConfigWatcher(config.path, config.digest)
+        self.phase = Phase.STARTING
+        self.exit_code = 0
         self._maint: MaintenanceDir | None = None
         self._maint_for: tuple[str | None, frozenset[RealRef]] | None = None
         self._stop = asyncio.Event()
         self._stop_signal = "TERM"
-        self._seen_digest = config.digest
-        self._stat: tuple[int, int, int] | None = None
         self._reloading = asyncio.Lock()
         self._started = False
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.scheduler = AsyncIOScheduler()
 
     def _use_monitorfiles(self, config: Config) -> None:
-        # only when one is configured: a listener makes the engine look at every result, where
-        # otherwise a good result that changes nothing costs nothing
-        monitor = MonitorFiles(config)
-        self.engine.listeners = [monitor] if monitor.path_of else []
+        # per-result events only while a monitorfile wants them: otherwise a good result that
+        # changes nothing costs nothing
+        self.monitor.path_of = MonitorFiles(config).path_of
+        self.engine.want_every_result(bool(self.monitor.path_of))
 
     # maintenancedir: names are looked up when the set of reals changes, not per check
     def _maintained(self, config: Config, plan: Plan) -> frozenset[RealRef]:
@@ -108,27 +130,74 @@ class Daemon:
             self._maint = MaintenanceDir(path, refs) if path else None
         return self._maint.scan() if self._maint else frozenset()
 
-    def _after_reconcile(self, engine: Engine) -> None:
-        # before the first round of checks, "no real is up" only means "none checked yet"
-        if engine.first_round_done:
-            self.fallbacks.update(engine.config, engine.up_of())
+    def _set_phase(self, phase: Phase) -> None:
+        self.phase = phase
+        self.events.publish(PhaseChanged(phase))
+
+    # ---- stopping ---------------------------------------------------------------------------
 
     def request_stop(self, signame: str = "TERM") -> None:
-        self._stop_signal = signame
-        self._stop.set()
+        if not self._stop.is_set():
+            self._stop_signal = signame
+            self._stop.set()
+
+    def _crashed(self, name: str, exc: BaseException) -> None:
+        self.exit_code = EXIT_CRASHED
+        self.request_stop(f"internal error in {name}: {exc!r}")
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """A supervised task of the daemon: an exception in it stops the daemon, loudly."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+
+        def ended(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and (exc := t.exception()) is not None:
+                log.critical(
+                    "%s crashed; lvsmon stops so that it is restarted",
+                    name,
+                    exc_info=(type(exc), exc, exc.__traceback__),
+                )
+                self._crashed(name, exc)
+
+        task.add_done_callback(ended)
+        return task
+
+    # ---- the whole life ---------------------------------------------------------------------
 
     async def run(self, ready: Ready) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             loop.add_signal_handler(sig, self.request_stop, sig.name.removeprefix("SIG"))
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        await self.events.start()
+        self._set_phase(Phase.STARTING)
+        startup = loop.create_task(self._start_up(), name="lvsmon-startup")
+        stopping = loop.create_task(self._stop.wait())
+        await asyncio.wait({startup, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if startup.done():
+            error = startup.result()
+            if error is not None:
+                stopping.cancel()
+                log.error("%s", error)
+                ready(error)
+                await self.events.stop()
+                return 1
+            ready(None)
+            await stopping
+        else:
+            startup.cancel()
+            await asyncio.gather(startup, return_exceptions=True)
+            ready(f"stopped during start-up (signal {self._stop_signal})")
+        await self.shutdown()
+        return self.exit_code
+
+    async def _start_up(self) -> str | None:
+        """The components in order; None once the table is programmed, else the error."""
         try:
             await self.engine.start()
         except BackendError as exc:
-            message = f"cannot use the IPVS backend {self.backend.name}: {exc}"
-            log.error("%s", message)
-            ready(message)
-            return 1
+            return f"cannot use the IPVS backend {self.backend.name}: {exc}"
         self._started = True
         log.info("Starting Linux Director Daemon (lvsmon) with %s", self.config.path)
         try:
@@ -136,93 +205,135 @@ class Daemon:
                 await self.engine.wait_programmed()
         except TimeoutError:
             log.warning("first checks still running; continuing")
-        ready(None)
         settle_memory(collect=False)
-        self.scheduler.add_job(self._housekeeping, "interval", seconds=1.0, id="housekeeping")
+        self.scheduler.add_job(
+            self._housekeeping,
+            "interval",
+            seconds=1.0,
+            id="housekeeping",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+        )
         self.scheduler.start()
-        await self._stop.wait()
-        self.scheduler.shutdown(wait=False)
-        await self.shutdown()
+        self._set_phase(Phase.RUNNING)
+        return None
+
+    async def shutdown(self) -> None:
+        """The components in reverse order, all of it under STOP_BOUND_S."""
+        self._set_phase(Phase.STOPPING)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        deadline = time.monotonic() + STOP_BOUND_S
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+        async def bounded(coro: Coroutine[Any, Any, Any], what: str) -> None:
+            try:
+                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                    await coro
+            except TimeoutError:
+                log.error("stop: %s did not finish within the stop bound", what)
+            except Exception:
+                log.exception("stop: %s failed", what)
+
+        await bounded(self.engine.stop(clean=self._started), "the engine")
+        await bounded(self.fallbacks.drain(), "fallbackcommand")
         if self.status_path:
             with contextlib.suppress(OSError):
                 os.unlink(self.status_path)
-        return 0
+        if self.exit_code:
+            log.critical("Linux Director Daemon stopped: %s", self._stop_signal)
+        else:
+            log.info("Linux Director Daemon terminated on signal: %s", self._stop_signal)
+        await bounded(self.events.stop(max(0.1, deadline - time.monotonic())), "the event log")
+        await bounded(self.backend.close(), "the IPVS backend")
 
-    async def shutdown(self) -> None:
-        async with self._reloading:
-            await self.engine.stop(clean=True)
-            await self.fallbacks.drain()
-            await self.backend.close()
-        log.info("Linux Director Daemon terminated on signal: %s", self._stop_signal)
+    # ---- reloads ----------------------------------------------------------------------------
 
     def _on_hup(self) -> None:
         log.info("Reloading Linux Director Daemon config on signal")
-        asyncio.get_running_loop().create_task(self.reload())
+        self._spawn(self.reload(), "reload")
 
-    def status(self) -> dict[str, object]:
-        return {"pid": os.getpid(), "started_at": self.started_at, **self.engine.snapshot()}
+    def status(self) -> Status:
+        status = self.engine.status()
+        status["pid"] = os.getpid()
+        status["started_at"] = self.started_at
+        status["phase"] = str(self.phase)
+        return status
 
     async def _housekeeping(self) -> None:
-        if self.status_path:
-            write_status(self.status_path, self.status())
-        if self.engine.refresh_maintenance():
-            log.info("maintenance set changed: %s", sorted(map(str, self.engine.maintained)))
-        await self._poll_config()
+        try:
+            if self.status_path:
+                write_status(self.status_path, self.status())
+            if self.engine.refresh_maintenance():
+                log.info("maintenance set changed: %s", sorted(map(str, self.engine.maintained)))
+            await self._poll_config()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("housekeeping failed")
 
     async def _poll_config(self) -> None:
-        """autoreload / callback: the file's content is compared with the digest of the bytes the
-        running config was parsed from, so an edit made during start-up is not missed."""
-        path = self.config.path
-        try:
-            st = os.stat(path)
-        except OSError:
+        """autoreload / callback, by the watcher's rules: only a readable, valid file whose
+        content has settled is applied; the running config's settings decide what is done."""
+        if self._stop.is_set() or self._reloading.locked():
             return
-        stat = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if stat == self._stat:
-            return
-        self._stat = stat
-        digest = _digest_of(path)
-        if digest is None:
-            return
-        if digest == self._seen_digest:
-            return
-        self._seen_digest = digest
-        log.info("Configuration file '%s' has changed on disk", path)
         settings = self.config.settings
-        if settings.autoreload:
+        change = await self.watcher.poll(autoreload=settings.autoreload)
+        if not change.changed:
+            return
+        path = self.config.path
+        log.info("Configuration file '%s' has changed on disk", path)
+        if change.config is not None:
             log.info(" - reread new configuration")
-            await self.reload()
-        else:
+            self._spawn(self._apply_locked(change.config), "autoreload")
+        elif not settings.autoreload:
             log.info(" - ignore new configuration")
         if settings.callback and os.access(settings.callback, os.X_OK):
-            await run_command([settings.callback, path])
+            self._spawn(run_command([settings.callback, path]), "callback")
 
     async def reload(self) -> bool:
-        """Build a whole new config; only a valid one replaces the running one."""
+        """An explicit reload (SIGHUP): read the file now; only a valid config replaces the
+        running one (one with no virtual service too: the operator asked for it)."""
+        if self._stop.is_set() or not self._started:
+            return False
+        new = await self.watcher.load_now()
+        if isinstance(new, ConfigError):
+            for d in new.diagnostics:
+                self.events.publish(ConfigRejected(self.config.path, str(d)))
+            return False
+        return await self._apply_locked(new)
+
+    async def _apply_locked(self, new: Config) -> bool:
         async with self._reloading:
-            if self._stop.is_set() or not self._started:
+            if self._stop.is_set():
                 return False
-            path = self.config.path
+            self._set_phase(Phase.RELOADING)
             try:
-                new = await asyncio.to_thread(load_config, path)
-            except ConfigError as exc:
-                for d in exc.diagnostics:
-                    log.error(
-                        "Error reading file %s: %s (keeping the running configuration)", path, d
-                    )
-                return False
-            self._seen_digest = new.digest
-            await self.engine.reload(new)
-            settle_memory(collect=True)
-            self.config = new
-            self._use_monitorfiles(new)
+                await self.engine.reload(new)
+                settle_memory(collect=True)
+                self.config = new
+                self._use_monitorfiles(new)
+                self.watcher.applied(new.digest)
+                self.events.publish(ConfigLoaded(new.path, new.digest, len(new.virtuals)))
+            finally:
+                if not self._stop.is_set():
+                    self._set_phase(Phase.RUNNING)
             return True
 
 
 async def run_daemon(
-    config: Config, backend: IpvsBackend, ready: Ready, status_path: str | None = None
+    config: Config,
+    backend: IpvsBackend,
+    ready: Ready,
+    status_path: str | None = None,
+    *,
+    resync_s: float = DEFAULT_RESYNC_S,
 ) -> int:
-    daemon = Daemon(config, backend, status_path)
+    daemon = Daemon(config, backend, status_path, resync_s=resync_s)
     with contextlib.suppress(asyncio.CancelledError):
         return await daemon.run(ready)
     return 1

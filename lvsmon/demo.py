@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from lvsmon.config import load_config
-from lvsmon.engine.core import Engine
+from lvsmon.engine.engine import Engine
 from lvsmon.engine.plan import RealRef
 from lvsmon.ipvs.memory import MemoryBackend
 

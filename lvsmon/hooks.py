@@ -1,4 +1,5 @@
-"""Things lvsmon runs or writes for the operator: fallbackcommand, callback, monitorfile.
+"""Things lvsmon runs or writes for the operator: fallbackcommand, callback, monitorfile;
+the first and last are subscribers of the engine's event stream.
 
 Commands run without a shell, in their own process group, and are killed with it after a bound:
 a hook that hangs never holds up checks, reloads or stop.
@@ -13,13 +14,10 @@ import os
 import shlex
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 
-from lvsmon.checks.base import CheckResult
 from lvsmon.config.model import Config, Virtual
-from lvsmon.engine.health import Transition
-from lvsmon.engine.plan import RealRef
-from lvsmon.ipvs.model import ServiceKey
+from lvsmon.engine.events import CheckDone, Event, FallbackChanged
 
 log = logging.getLogger("lvsmon")
 
@@ -62,21 +60,20 @@ def fallback_argv(v: Virtual, command: str, state: str) -> list[str]:
 
 
 class FallbackCommands:
-    """Runs fallbackcommand when a virtual's "no real is up" state changes."""
+    """Runs fallbackcommand when a virtual's "no real is up" state changes: a subscriber of
+    FallbackChanged. `config` gives the running config (a reload may change the command)."""
 
-    def __init__(self) -> None:
-        self.sent: dict[ServiceKey, str] = {}
+    def __init__(self, config: Callable[[], Config]) -> None:
+        self._config = config
         self._tasks: set[asyncio.Task[int | None]] = set()
 
-    def update(self, config: Config, up_of: Mapping[ServiceKey, bool]) -> None:
-        for v in config.virtuals:
-            if not v.fallbackcommand or v.key not in up_of:
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, FallbackChanged):
+            return
+        for v in self._config().virtuals:
+            if v.key != event.service or not v.fallbackcommand:
                 continue
-            state = "stop" if up_of[v.key] else "start"
-            if self.sent.get(v.key) == state:
-                continue
-            self.sent[v.key] = state
-            argv = fallback_argv(v, v.fallbackcommand, state)
+            argv = fallback_argv(v, v.fallbackcommand, "start" if event.active else "stop")
             log.info("Running fallbackcommand: %s", shlex.join(argv))
             task = asyncio.get_running_loop().create_task(run_command(argv))
             self._tasks.add(task)
@@ -92,22 +89,24 @@ def _escape(msg: str) -> str:
 
 
 class MonitorFiles:
-    """One line per check result in the virtual's monitorfile (ldirectord's format)."""
+    """One line per check result in the virtual's monitorfile (ldirectord's format): a
+    subscriber of CheckDone."""
 
     def __init__(self, config: Config) -> None:
         self.path_of = {v.key: v.monitorfile for v in config.virtuals if v.monitorfile}
 
-    def __call__(
-        self, _engine: object, ref: RealRef, result: CheckResult, _t: Transition | None
-    ) -> None:
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, CheckDone):
+            return
+        ref = event.ref
         path = self.path_of.get(ref.service)
         if path is None:
             return
         stamp = time.strftime("%a %b %e %H:%M:%S %Y")
-        status = "up" if result.ok else "down"
+        status = "up" if event.ok else "down"
         line = f"[{stamp}] [{os.getpid()}] {ref.address} {ref.port} {ref.service} [{status}] "
         try:
             with open(path, "a", encoding="utf-8") as f:
-                f.write(line + _escape(result.reason) + "\n")
+                f.write(line + _escape(event.reason) + "\n")
         except OSError as exc:
             log.error("cannot write monitorfile %s: %s", path, exc.strerror)

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.config import load_config
-from lvsmon.engine.core import Engine
+from lvsmon.engine.engine import Engine
 from lvsmon.engine.plan import build_plan
 from lvsmon.ipvs.memory import MemoryBackend
 
@@ -111,4 +111,4 @@ async def test_combined_checktype_on_the_prober_connects_without_a_request(
     get = "GET / HTTP/1.1"
     # negotiate 200 → 2 connects → 200 → 2 connects → 200 → 2 connects → 503 → negotiate again
     assert seen == [get, "", "", get, "", "", get, "", "", get, get]
-    assert engine.stats.checks_done == 11 and not engine._tasks  # no task per check
+    assert engine.stats.checks_done == 11 and not engine.runner.tasks  # no task per check

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lvsmon.config import load_config
-from lvsmon.engine.core import Engine
+from lvsmon.engine.engine import Engine
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import DestKey, ServiceKey
 from lvsmon.ipvs.ops import AddDest, EditDest

@@ -1,0 +1,364 @@
+"""The engine: config and plan, health per (virtual, real), and the two supervised loops that
+run on them (the check runner, the reconciler). Check results become health; health changes
+become events and a dirty reconciler; the reconciler alone writes the kernel.
+
+The decisions are the pure functions of `health`, `desired`, `ipvs.diff`; this module wires
+them. Either loop ending with an exception is a bug that must not leave a half-alive daemon: it
+is logged with its traceback and `on_crash` is told (the daemon then stops, non-zero, so systemd
+or Pacemaker restarts it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection
+
+from lvsmon.checks.base import CheckResult
+from lvsmon.config.model import Config, Real, Virtual
+from lvsmon.engine.desired import adopt_health, desired_table, is_up, managed_services
+from lvsmon.engine.eventlog import log_event
+from lvsmon.engine.events import (
+    CheckDone,
+    EventBus,
+    FallbackChanged,
+    RealChanged,
+    SoftFailure,
+    SoftReset,
+)
+from lvsmon.engine.health import RealHealth, Transition
+from lvsmon.engine.plan import CheckJob, Mode, Plan, RealRef, build_plan
+from lvsmon.engine.reconciler import DEFAULT_RESYNC_S, Reconciler
+from lvsmon.engine.runner import CheckRunner, RunCheck
+from lvsmon.engine.status import RealStatus, Stats, StatsStatus, Status, VirtualStatus
+from lvsmon.engine.wording import describe
+from lvsmon.ipvs.backend import IpvsBackend
+from lvsmon.ipvs.model import DestKey, ServiceKey, Table, kernel_dest_port
+from lvsmon.ipvs.ops import Op
+
+log = logging.getLogger("lvsmon")
+
+OnCrash = Callable[[str, BaseException], None]
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        backend: IpvsBackend,
+        *,
+        run_check: RunCheck | None = None,
+        maintained: Callable[[Config, Plan], Collection[RealRef]] | None = None,
+        events: EventBus | None = None,
+        max_in_flight: int = 4096,
+        reconcile_batch_s: float = 0.005,
+        resync_s: float = DEFAULT_RESYNC_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.plan = build_plan(config)
+        self.backend = backend
+        self.health: dict[RealRef, RealHealth] = {}
+        self.stats = Stats()
+        # without a bus of its own caller (tests, the demo), the engine runs one with the log on it
+        self._owns_events = events is None
+        self.events = events if events is not None else EventBus()
+        if self._owns_events:
+            self.events.subscribe("log", log_event)
+        self.runner = CheckRunner(
+            self._fan_out,
+            self.stats,
+            run_check=run_check,
+            max_in_flight=max_in_flight,
+            clock=clock,
+        )
+        self.runner.on_first_done = self._first_round_over
+        self.reconciler = Reconciler(
+            backend,
+            self._desired_for,
+            self._describe,
+            self.events,
+            self.stats,
+            batch_s=reconcile_batch_s,
+            resync_s=resync_s,
+            clock=clock,
+        )
+        self.reconciler.own(managed_services(config))
+        self.reconciler.after.append(self._after_reconcile)
+        self._maintained_fn = maintained
+        self._maintained: Collection[RealRef] = frozenset()
+        self._pool_up: dict[ServiceKey, bool] = {}
+        self._rows: list[tuple[Virtual, ServiceKey, list[tuple[Real, RealRef, DestKey]]]] = []
+        self._rows_for: Config | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self.on_crash: OnCrash | None = None
+        self.crashed: BaseException | None = None
+
+    # ---- views ------------------------------------------------------------------------------
+
+    @property
+    def actual(self) -> Table | None:
+        return self.reconciler.actual
+
+    @property
+    def managed(self) -> set[ServiceKey]:
+        return self.reconciler.managed
+
+    @property
+    def maintained(self) -> Collection[RealRef]:
+        return self._maintained
+
+    @property
+    def first_round_done(self) -> bool:
+        """Every check has reported once: states from here on are observed, not assumed."""
+        return self.runner.first_done.is_set()
+
+    def desired(self) -> Table:
+        return self._desired_for(self.actual or {})
+
+    def _desired_for(self, actual: Table) -> Table:
+        return desired_table(self.config, self.health, self._maintained, actual)
+
+    def _describe(self, op: Op, stopping: bool) -> str:
+        return describe(op, self.config, stopping)
+
+    # ---- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Adopt the kernel table, program what can be programmed now, start checking. A table
+        that cannot be read or written now is retried by the reconciler; BackendError is raised
+        only when the first dump fails (no IPVS, no permission): nothing to adopt from."""
+        if self._owns_events:
+            await self.events.start()
+        self.reconciler.actual = await self.backend.dump()
+        self.health = adopt_health(self.config, self.reconciler.actual)
+        self._apply_modes()
+        self.refresh_maintenance()
+        await self.reconciler.reconcile()
+        self.runner.schedule(self.plan)
+        self._loops = [
+            self._supervised(self.runner.run(), "lvsmon-checks"),
+            self._supervised(self.reconciler.run(), "lvsmon-reconcile"),
+        ]
+
+    def _supervised(self, coro: object, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+        task.add_done_callback(self._loop_ended)
+        return task
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            exc = RuntimeError(f"{task.get_name()} returned")
+        self.crashed = exc
+        log.critical(
+            "%s crashed; lvsmon stops so that it is restarted",
+            task.get_name(),
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        if self.on_crash is not None:
+            self.on_crash(task.get_name(), exc)
+
+    async def wait_programmed(self) -> None:
+        """Wait until every check has reported once and the table reflects it (callers bound
+        this with asyncio.timeout)."""
+        await self.runner.first_done.wait()
+        await self.reconciler.reconcile()
+
+    async def stop(self, *, clean: bool = True) -> None:
+        """Stop checking; with `clean`, delete the virtual services whose cleanstop is yes (and
+        any removed virtual whose delete has not succeeded yet)."""
+        for task in self._loops:
+            task.remove_done_callback(self._loop_ended)
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
+        await self.runner.stop()
+        if clean:
+            await self.reconciler.purge([v.key for v in self.config.virtuals if v.cleanstop])
+        if self._owns_events:
+            await self.events.stop()
+
+    async def reload(self, config: Config) -> None:
+        """Switch to a new, already validated config: health of reals whose check did not change
+        carries over, everything else is adopted from the kernel; then one minimal reconcile
+        (retried by the reconciler until it succeeds)."""
+        async with self.reconciler.lock:
+            old_plan, old_health = self.plan, self.health
+            actual = self.reconciler.actual
+            if actual is None:
+                try:
+                    actual = await self.backend.dump()
+                except Exception as exc:
+                    log.error("cannot read the IPVS table: %s", exc)
+                    actual = {}
+                else:
+                    self.reconciler.actual = actual
+            fresh = adopt_health(config, actual)
+            plan = build_plan(config)
+            health: dict[RealRef, RealHealth] = {}
+            for ref, state in fresh.items():
+                same = ref in old_health and (
+                    old_plan.job_of.get(ref) == plan.job_of.get(ref)
+                    and old_plan.mode_of.get(ref) == plan.mode_of.get(ref)
+                )
+                health[ref] = old_health[ref] if same else state
+            self.config, self.plan, self.health = config, plan, health
+            self.reconciler.own(managed_services(config))
+            self._apply_modes()
+            self.refresh_maintenance()
+        await self.reconciler.reconcile()
+        self.runner.schedule(self.plan)
+
+    # ---- checks -----------------------------------------------------------------------------
+
+    def _apply_modes(self) -> None:
+        for ref, mode in self.plan.mode_of.items():
+            if mode == Mode.ALWAYS_UP:
+                self.health[ref] = RealHealth(
+                    up=True, checked=True, reason="not checked: always up"
+                )
+
+    def want_every_result(self, on: bool) -> None:
+        """Publish CheckDone for every result (a monitorfile needs them); off, a healthy pool's
+        steady state does no per-result work."""
+        self.runner.every_result = on
+
+    async def run_once(self, job: CheckJob) -> None:
+        """Run one slot of `job` now, without the clock (for tests and tools)."""
+        await self.runner.run_once(job, self.plan.jobs.get(job, ()))
+
+    def _fan_out(self, refs: tuple[RealRef, ...], result: CheckResult) -> None:
+        """One check result to every (virtual, real) it feeds."""
+        publish = self.events.publish
+        every = self.runner.every_result
+        for ref in refs:
+            old = self.health.get(ref)
+            if old is None:
+                continue
+            failurecount = self.plan.failurecount[ref]
+            new, transition = old.observe(result.ok, result.reason, failurecount)
+            self.health[ref] = new
+            if transition is not None:
+                publish(RealChanged(ref, transition is Transition.UP, result.reason))
+                self.reconciler.mark_dirty()
+            elif not result.ok and new.up:
+                publish(SoftFailure(ref, new.failcount, failurecount, result.reason))
+            elif result.ok and old.failcount and old.up:
+                publish(SoftReset(ref))
+            if every:
+                publish(CheckDone(ref, result.ok, result.reason))
+
+    def _first_round_over(self) -> None:
+        self.reconciler.mark_dirty()
+
+    # ---- the table --------------------------------------------------------------------------
+
+    def refresh_maintenance(self) -> bool:
+        """Re-read forced-down reals; True when that set changed."""
+        if self._maintained_fn is None:
+            return False
+        new = frozenset(self._maintained_fn(self.config, self.plan))
+        changed = new != self._maintained
+        self._maintained = new
+        if changed:
+            self.reconciler.mark_dirty()
+        return changed
+
+    def up_of(self) -> dict[ServiceKey, bool]:
+        """Per virtual: is any of its reals up (and not in maintenance)?"""
+        up: dict[ServiceKey, bool] = {}
+        for v in self.config.virtuals:
+            up[v.key] = any(
+                is_up(RealRef(v.key, r.address, r.port), self.health, self._maintained)
+                for r in v.reals
+            )
+        return up
+
+    def _after_reconcile(self) -> None:
+        # before the first round of checks, "no real is up" only means "none checked yet"
+        if not self.first_round_done:
+            return
+        for key, up in self.up_of().items():
+            if self._pool_up.get(key) is not up:
+                self._pool_up[key] = up
+                self.events.publish(FallbackChanged(key, not up))
+
+    async def reconcile(self) -> bool:
+        return await self.reconciler.reconcile()
+
+    async def resync(self) -> bool:
+        return await self.reconciler.resync()
+
+    # ---- status -----------------------------------------------------------------------------
+
+    def _snapshot_rows(
+        self,
+    ) -> list[tuple[Virtual, ServiceKey, list[tuple[Real, RealRef, DestKey]]]]:
+        """Per virtual its key and per real its ref and kernel key, once per config: building
+        the keys parses every address, too slow to repeat each second with checks waiting."""
+        if self._rows_for is not self.config:
+            rows = []
+            for v in self.config.virtuals:
+                key = v.key
+                reals = []
+                for r in v.reals:
+                    ref = RealRef(key, r.address, r.port)
+                    reals.append((r, ref, kernel_dest_port(key, ref.dest, r.forward)))
+                rows.append((v, key, reals))
+            self._rows, self._rows_for = rows, self.config
+        return self._rows
+
+    def status(self) -> Status:
+        """The state an operator wants to see: every virtual, every real, why, and the figures."""
+        table = self.actual or {}
+        virtuals: list[VirtualStatus] = []
+        maintained = self._maintained
+        for v, key, rows in self._snapshot_rows():
+            service = table.get(key)
+            reals: list[RealStatus] = []
+            for r, ref, kernel_dest in rows:
+                h = self.health.get(ref)
+                dest = service.dests.get(kernel_dest) if service else None
+                reals.append(
+                    {
+                        "address": r.address,
+                        "port": r.port,
+                        "state": "maintenance"
+                        if ref in maintained
+                        else ("up" if h and h.up else "down"),
+                        "checked": bool(h and h.checked),
+                        "failcount": h.failcount if h else 0,
+                        "reason": h.reason if h else "",
+                        "kernel_weight": None if dest is None else dest.weight,
+                        "weight": r.weight,
+                    }
+                )
+            virtuals.append({"name": v.name, "file": v.file, "line": v.line, "reals": reals})
+        s = self.stats
+        stats: StatsStatus = {
+            "jobs": len(self.plan.jobs),
+            "checks_started": s.checks_started,
+            "checks_done": s.checks_done,
+            "checks_failed": s.checks_failed,
+            "checks_running": self.runner.running,
+            "slots_skipped": self.runner.skipped,
+            "lateness_ms": s.lateness_ms(),
+            "reconciles": s.reconciles,
+            "resyncs": s.resyncs,
+            "ops_applied": s.ops_applied,
+            "ops_failed": s.ops_failed,
+            "drift_repairs": s.drift_repairs,
+            "retry_pending": self.reconciler.retry_at is not None,
+            "events_published": self.events.published,
+            "events_dropped": self.events.dropped,
+        }
+        return {
+            "config": self.config.path,
+            "backend": self.backend.name,
+            "virtuals": virtuals,
+            "stats": stats,
+        }

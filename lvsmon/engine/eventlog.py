@@ -1,0 +1,49 @@
+"""The log as a subscriber of the event stream, in ldirectord's wording where ldirectord has a
+line for it (log watchers keep matching)."""
+
+from __future__ import annotations
+
+import logging
+
+from lvsmon.engine.events import (
+    ConfigLoaded,
+    ConfigRejected,
+    DriftRepaired,
+    Event,
+    KernelOp,
+    RealChanged,
+    SoftFailure,
+    SoftReset,
+)
+
+log = logging.getLogger("lvsmon")
+
+
+def log_event(event: Event) -> None:
+    if isinstance(event, KernelOp):
+        if event.error is None:
+            log.info("%s", event.text)
+        else:
+            log.error("failed: %s: %s", event.text, event.error)
+    elif isinstance(event, RealChanged):
+        log.info("Real server %s is %s: %s", event.ref, "up" if event.up else "down", event.reason)
+    elif isinstance(event, SoftFailure):
+        log.info(
+            "Soft failure real server: %s failure %d/%d: %s",
+            event.ref,
+            event.failcount,
+            event.failurecount,
+            event.reason,
+        )
+    elif isinstance(event, SoftReset):
+        log.info("Resetting soft failure count: %s", event.ref)
+    elif isinstance(event, DriftRepaired):
+        log.info("Repaired drift: %s", event.text)
+    elif isinstance(event, ConfigLoaded):
+        log.info("Configuration %s loaded: %d virtual services", event.path, event.virtuals)
+    elif isinstance(event, ConfigRejected):
+        log.error(
+            "Error reading file %s: %s (keeping the running configuration)",
+            event.path,
+            event.message,
+        )

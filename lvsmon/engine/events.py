@@ -1,0 +1,301 @@
+"""One typed event stream: everything that reacts to health, the kernel or the daemon's phase
+(the log, fallbackcommand, monitorfile, next e-mail alerts and metrics) subscribes here.
+
+Publishing never waits: each subscriber has its own bounded queue and its own task, so a slow or
+failing subscriber (an SMTP relay that hangs, a full disk under the monitorfile) delays neither the
+checks nor the reconciler. A full queue drops the newest events of that subscriber only, counts
+them and says so in the log. A subscriber that raises is logged with its traceback and keeps
+receiving the events after that one.
+
+Per-result events (`CheckDone`) cost a queue entry for every check; the engine publishes them only
+while someone subscribed to them (`EventBus.wants`), so a healthy pool's steady state does no
+per-result work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from lvsmon.engine.plan import RealRef
+from lvsmon.ipvs.model import DestKey, ServiceKey
+from lvsmon.ipvs.ops import Op
+
+log = logging.getLogger("lvsmon")
+
+DEFAULT_QUEUE = 10_000
+
+
+class Phase(enum.StrEnum):
+    """The daemon's phase, with ldirectord's names (its emailalertstatus uses them)."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    RELOADING = "reloading"
+    STOPPING = "stopping"
+
+
+@dataclass(frozen=True, slots=True)
+class RealChanged:
+    """A real went up or down (after failurecount failures, or one success)."""
+
+    ref: RealRef
+    up: bool
+    reason: str
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class SoftFailure:
+    """A real that is still up failed a check (failcount of failurecount)."""
+
+    ref: RealRef
+    failcount: int
+    failurecount: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SoftReset:
+    """A real with soft failures passed a check: its count starts again."""
+
+    ref: RealRef
+
+
+@dataclass(frozen=True, slots=True)
+class CheckDone:
+    """One check result for one (virtual, real): published only while subscribed to."""
+
+    ref: RealRef
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class KernelOp:
+    """One op the reconciler sent to the backend; `error` is None when it was applied."""
+
+    op: Op
+    text: str  # ldirectord's wording ("Quiescent real server: ...")
+    error: str | None = None
+    drift: bool = False  # it repairs a change made behind lvsmon's back
+
+
+@dataclass(frozen=True, slots=True)
+class WeightChanged:
+    """A destination's weight in the kernel changed (None: absent)."""
+
+    service: ServiceKey
+    dest: DestKey
+    old: int | None
+    new: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DriftRepaired:
+    """A periodic resync found the kernel unlike what lvsmon last programmed, and fixed it."""
+
+    service: ServiceKey
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackChanged:
+    """A virtual's "no real is up" state changed: True when the fallback (and fallbackcommand
+    start) takes over, False when a real serves again."""
+
+    service: ServiceKey
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigLoaded:
+    path: str
+    digest: str
+    virtuals: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigRejected:
+    path: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseChanged:
+    phase: Phase
+
+
+Event = (
+    RealChanged
+    | SoftFailure
+    | SoftReset
+    | CheckDone
+    | KernelOp
+    | WeightChanged
+    | DriftRepaired
+    | FallbackChanged
+    | ConfigLoaded
+    | ConfigRejected
+    | PhaseChanged
+)
+Handler = Callable[[Event], Awaitable[None] | None]
+
+
+class Subscription:
+    """One subscriber: its filter, its queue, its task."""
+
+    __slots__ = (
+        "_idle",
+        "_task",
+        "_wake",
+        "dropped",
+        "handler",
+        "kinds",
+        "maxlen",
+        "name",
+        "queue",
+    )
+
+    def __init__(
+        self, name: str, handler: Handler, kinds: tuple[type, ...] | None, maxlen: int
+    ) -> None:
+        self.name = name
+        self.handler = handler
+        self.kinds = kinds
+        self.maxlen = maxlen
+        self.queue: deque[Event] = deque()
+        self.dropped = 0  # events lost to a full queue, in all
+        self._wake: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()  # set while everything queued has been handled
+        self._idle.set()
+
+    def offer(self, event: Event) -> bool:
+        if len(self.queue) >= self.maxlen:
+            if not self.dropped or self.dropped % 1000 == 0:
+                log.error(
+                    "event subscriber %s is behind: its queue holds %d events; dropping"
+                    " (%d dropped so far)",
+                    self.name,
+                    self.maxlen,
+                    self.dropped + 1,
+                )
+            self.dropped += 1
+            return False
+        self.queue.append(event)
+        self._idle.clear()
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+        return True
+
+    async def _deliver(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while self.queue:
+                event = self.queue.popleft()
+                try:
+                    outcome = self.handler(event)
+                    if outcome is not None:
+                        await outcome
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("event subscriber %s failed on %r", self.name, event)
+            self._idle.set()
+            self._wake = loop.create_future()
+            await self._wake
+            self._wake = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._deliver(), name=f"lvsmon-events-{self.name}"
+            )
+
+    async def stop(self, bound: float) -> None:
+        """Deliver what is queued (within `bound` seconds), then end the task."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(bound):
+                await self._idle.wait()
+        if self.queue:
+            log.error(
+                "event subscriber %s: %d events not delivered at stop", self.name, len(self.queue)
+            )
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subs: list[Subscription] = []
+        self._wanted: set[type] = set()
+        self._running = False
+        self.published = 0
+
+    def subscribe(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        kinds: tuple[type, ...] | None = None,
+        maxlen: int = DEFAULT_QUEUE,
+    ) -> Subscription:
+        """`kinds`: only these event classes (None: all but CheckDone, which must be asked for
+        by name because it costs work per check)."""
+        sub = Subscription(name, handler, kinds, maxlen)
+        self._subs.append(sub)
+        self._recompute()
+        if self._running:
+            sub.start()
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+            self._recompute()
+
+    def _recompute(self) -> None:
+        wanted: set[type] = set()
+        for sub in self._subs:
+            wanted.update(sub.kinds or ())
+        self._wanted = wanted
+
+    def wants(self, kind: type) -> bool:
+        """Does any subscriber ask for this kind by name (cheap: for per-result events)?"""
+        return kind in self._wanted
+
+    @property
+    def dropped(self) -> int:
+        return sum(sub.dropped for sub in self._subs)
+
+    def publish(self, event: Event) -> None:
+        self.published += 1
+        kind = type(event)
+        for sub in self._subs:
+            kinds = sub.kinds
+            if kinds is None:
+                if kind is CheckDone:
+                    continue
+            elif kind not in kinds:
+                continue
+            sub.offer(event)
+
+    async def start(self) -> None:
+        self._running = True
+        for sub in self._subs:
+            sub.start()
+
+    async def stop(self, bound: float = 5.0) -> None:
+        self._running = False
+        await asyncio.gather(*(sub.stop(bound) for sub in self._subs))

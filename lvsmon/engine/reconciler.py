@@ -1,0 +1,261 @@
+"""The reconciler: the only writer of the kernel table. It converges whatever fails.
+
+- Edge-triggered: `mark_dirty()` (a health change, maintenance, a reload) brings the kernel to
+  the desired table within a few ms; results landing together become one batch.
+- Level-triggered: every `resync_s` it dumps the table and diffs again, so a failed op, a service
+  deleted with `ipvsadm -C` or a real edited by hand is repaired (each repair is logged).
+- A failed op (at start, reload or any time) is retried from a fresh dump with backoff until it
+  succeeds; the reconciler never gives up and never stops on an error.
+- A removed virtual stays owned until its delete succeeded, so a failed delete is retried too.
+  Services lvsmon never owned are never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection, Sequence
+
+from lvsmon.engine.events import DriftRepaired, EventBus, KernelOp, WeightChanged
+from lvsmon.engine.status import Stats
+from lvsmon.engine.wording import virtual_label
+from lvsmon.ipvs.apply import apply_ops
+from lvsmon.ipvs.backend import BackendError, IpvsBackend
+from lvsmon.ipvs.diff import diff, service_order
+from lvsmon.ipvs.model import ServiceKey, Table
+from lvsmon.ipvs.ops import AddDest, DeleteDest, DeleteService, EditDest, Op
+
+log = logging.getLogger("lvsmon")
+
+DEFAULT_RESYNC_S = 5.0
+RETRY_MIN_S = 0.5
+RETRY_MAX_S = 30.0
+
+Desired = Callable[[Table], Table]  # the actual table -> the table lvsmon wants
+Describe = Callable[[Op, bool], str]  # (op, stopping) -> ldirectord's wording
+
+
+class Reconciler:
+    def __init__(
+        self,
+        backend: IpvsBackend,
+        desired: Desired,
+        describe: Describe,
+        events: EventBus,
+        stats: Stats,
+        *,
+        batch_s: float = 0.005,
+        resync_s: float = DEFAULT_RESYNC_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.backend = backend
+        self._desired = desired
+        self._describe = describe
+        self._events = events
+        self.stats = stats
+        self.batch_s = batch_s
+        self.resync_s = resync_s
+        self._clock = clock
+        self.actual: Table | None = None  # what lvsmon believes the kernel holds; None: dump first
+        self.owned: set[ServiceKey] = set()  # the config's virtual services
+        self.retiring: set[ServiceKey] = set()  # removed from the config, not yet deleted
+        self.lock = asyncio.Lock()
+        self._dirty = asyncio.Event()
+        self._backoff = RETRY_MIN_S
+        self.retry_at: float | None = None
+        self.after: list[Callable[[], None]] = []  # called after every reconcile
+
+    @property
+    def managed(self) -> set[ServiceKey]:
+        return self.owned | self.retiring
+
+    def own(self, keys: Collection[ServiceKey]) -> None:
+        """The config's services from now on; the ones it dropped are deleted, then forgotten."""
+        new = set(keys)
+        self.retiring = (self.retiring | (self.owned - new)) - new
+        self.owned = new
+
+    def mark_dirty(self) -> None:
+        self._dirty.set()
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Runs until cancelled; an exception here is a bug, and the engine's supervisor stops
+        the daemon on it (a half-alive reconciler is worse than a restart)."""
+        next_resync = self._clock() + self.resync_s
+        while True:
+            wake_at = next_resync if self.retry_at is None else min(next_resync, self.retry_at)
+            if not self._dirty.is_set():
+                delay = wake_at - self._clock()
+                if delay > 0:
+                    try:
+                        async with asyncio.timeout(delay):
+                            await self._dirty.wait()
+                    except TimeoutError:
+                        pass
+            now = self._clock()
+            if self._dirty.is_set():
+                # results that land within a few ms of each other (a switch port dies) become
+                # one batch
+                await asyncio.sleep(self.batch_s)
+                self._dirty.clear()
+                await self.reconcile()
+            elif self.retry_at is not None and now >= self.retry_at:
+                await self.reconcile()
+            elif now >= next_resync:
+                await self.resync()
+                next_resync = self._clock() + self.resync_s
+
+    # ---- one pass ---------------------------------------------------------------------------
+
+    async def reconcile(self) -> bool:
+        """Bring the kernel to the desired table; True when every op succeeded. On failure a
+        retry from a fresh dump is scheduled."""
+        async with self.lock:
+            if self.actual is None:
+                ok = await self._refresh()
+                if not ok:
+                    return False
+            assert self.actual is not None
+            ops = diff(self._desired(self.actual), self.actual, self.managed)
+            ok = await self._apply(ops) if ops else True
+            self._settle(ok)
+            return ok
+
+    async def resync(self) -> bool:
+        """Dump the kernel, diff against the desired table, repair. A managed service that the
+        dump shows unlike what lvsmon last programmed has drifted: each repair is logged."""
+        async with self.lock:
+            self.stats.resyncs += 1
+            cached = self.actual
+            if not await self._refresh():
+                return False
+            fresh = self.actual
+            assert fresh is not None
+            ops = diff(self._desired(fresh), fresh, self.managed)
+            drifted: set[ServiceKey] = set()
+            if cached is not None and ops:
+                touched = {op.service for op in ops}
+                drifted = {k for k in touched if cached.get(k) != fresh.get(k)}
+                for key in sorted(drifted, key=service_order):
+                    log.warning(
+                        "IPVS table drift on %s: %s; repairing",
+                        virtual_label(key),
+                        _difference(cached, fresh, key),
+                    )
+            ok = await self._apply(ops, drifted=drifted) if ops else True
+            self._settle(ok)
+            return ok
+
+    async def _refresh(self) -> bool:
+        try:
+            self.actual = await self.backend.dump()
+        except BackendError as exc:
+            log.error("cannot read the IPVS table: %s", exc)
+            self.actual = None
+            self._settle(False)
+            return False
+        self.retiring = {k for k in self.retiring if k in self.actual}
+        return True
+
+    def _settle(self, ok: bool) -> None:
+        self.stats.reconciles += 1
+        if ok:
+            self._backoff = RETRY_MIN_S
+            self.retry_at = None
+        else:
+            self.retry_at = self._clock() + self._backoff
+            log.info("retrying the IPVS table in %.1f s", self._backoff)
+            self._backoff = min(self._backoff * 2, RETRY_MAX_S)
+        for hook in self.after:
+            hook()
+
+    async def _apply(
+        self,
+        ops: Sequence[Op],
+        *,
+        stopping: bool = False,
+        drifted: Collection[ServiceKey] = (),
+    ) -> bool:
+        before = self.actual or {}
+        try:
+            results = await self.backend.apply(ops)
+        except Exception as exc:  # a backend must not raise; if one does, nothing is lost
+            log.error("IPVS backend %s failed: %r", self.backend.name, exc)
+            self.stats.ops_failed += len(ops)
+            self.actual = None
+            return False
+        ok = len(results) == len(ops)
+        for res in results:
+            text = self._describe(res.op, stopping)
+            drift = res.op.service in drifted
+            if res.error is None:
+                self.stats.ops_applied += 1
+                if drift:
+                    self.stats.drift_repairs += 1
+                    self._events.publish(DriftRepaired(res.op.service, text))
+                self._events.publish(KernelOp(res.op, text, None, drift))
+                self._publish_weight(before, res.op)
+            else:
+                ok = False
+                self.stats.ops_failed += 1
+                self._events.publish(KernelOp(res.op, text, res.error.message, drift))
+        if ok and self.actual is not None:
+            self.actual, _ = apply_ops(self.actual, ops)
+            self.retiring = {k for k in self.retiring if k in self.actual}
+        else:
+            self.actual = None  # the next pass starts from a fresh dump
+        return ok
+
+    def _publish_weight(self, before: Table, op: Op) -> None:
+        if not isinstance(op, AddDest | EditDest | DeleteDest):
+            return
+        service = before.get(op.service)
+        old_conf = service.dests.get(op.dest) if service is not None else None
+        old = None if old_conf is None else old_conf.weight
+        new = None if isinstance(op, DeleteDest) else op.conf.weight
+        if old != new:
+            self._events.publish(WeightChanged(op.service, op.dest, old, new))
+
+    async def purge(self, keys: Collection[ServiceKey]) -> bool:
+        """At stop: delete these services (cleanstop) and the retiring ones, if present. One
+        attempt: the daemon is going away."""
+        async with self.lock:
+            if self.actual is None:
+                try:
+                    self.actual = await self.backend.dump()
+                except BackendError as exc:
+                    log.error("cannot read the IPVS table: %s", exc)
+                    return False
+            wanted = set(keys) | self.retiring
+            ops: list[Op] = [
+                DeleteService(k) for k in sorted(wanted, key=service_order) if k in self.actual
+            ]
+            return await self._apply(ops, stopping=True) if ops else True
+
+
+def _difference(cached: Table, actual: Table, key: ServiceKey) -> str:
+    """What an operator changed: in words, for the drift log line."""
+    was, now = cached.get(key), actual.get(key)
+    if was is None:
+        return "a service lvsmon had not programmed appeared"
+    if now is None:
+        return "the service was deleted"
+    parts: list[str] = []
+    if was.conf != now.conf:
+        parts.append("service settings changed")
+    for dest in sorted(was.dests.keys() | now.dests.keys(), key=str):
+        a, b = was.dests.get(dest), now.dests.get(dest)
+        if a == b:
+            continue
+        if b is None:
+            parts.append(f"{dest} deleted")
+        elif a is None:
+            parts.append(f"{dest} added")
+        elif a.weight != b.weight:
+            parts.append(f"{dest} weight {a.weight} -> {b.weight}")
+        else:
+            parts.append(f"{dest} changed")
+    return ", ".join(parts) or "changed"

@@ -1,0 +1,288 @@
+"""The check runner: starts every check job on its slot of the timetable, on the prober (plain
+TCP checks, no task each) or as a task, and hands each result to the engine.
+
+It knows nothing of health or the kernel: `on_result(refs, result)` is all it calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from lvsmon.checks.base import CheckResult, CheckSpec
+from lvsmon.checks.prober import ProbePlan, Prober, plan_probe
+from lvsmon.engine.plan import CheckJob, Plan, RealRef
+from lvsmon.engine.status import Stats
+from lvsmon.engine.timetable import Timetable
+
+WAKE_QUANTUM_S = 0.004  # the check loop sleeps at least this long between rounds of starts
+
+RunCheck = Callable[[CheckSpec], Awaitable[CheckResult]]
+OnResult = Callable[[tuple[RealRef, ...], CheckResult], None]
+
+
+class _Gate:
+    """Bounds the checks in flight. asyncio.Semaphore rescans its waiters on every release, which
+    turns quadratic when thousands of late checks queue at once; here a release hands its slot to
+    the oldest waiter in O(1)."""
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot, then cancelled before using it: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
+class JobRun:
+    """A check job's running state. It is the timetable's key: hashed by identity, where the
+    CheckJob itself hashes every field of its spec on each lookup."""
+
+    __slots__ = (
+        "connect_plan",
+        "connects_left",
+        "job",
+        "on_connect_done",
+        "on_spec_done",
+        "refs",
+        "spec_plan",
+        "steady",
+    )
+
+    def __init__(
+        self,
+        job: CheckJob,
+        refs: tuple[RealRef, ...],
+        probes: bool,
+        done: Callable[[JobRun, bool, CheckResult], None],
+    ) -> None:
+        self.job = job
+        self.refs = refs
+        # how each of its checks runs on the prober; None: as a task through run_check
+        self.spec_plan: ProbePlan | None = plan_probe(job.spec) if probes else None
+        self.connect_plan: ProbePlan | None = (
+            plan_probe(job.connect) if probes and job.connect is not None else None
+        )
+        self.connects_left = 0  # combined checks: connects still due before the next negotiate
+        # the reason of the last good result when every ref's health is exactly what another good
+        # result with that reason would make it: that result then changes nothing
+        self.steady: str | None = None
+        # what the prober calls back: made once, not per check
+        self.on_spec_done = functools.partial(done, self, False)
+        self.on_connect_done = functools.partial(done, self, True)
+
+
+class CheckRunner:
+    def __init__(
+        self,
+        on_result: OnResult,
+        stats: Stats,
+        *,
+        run_check: RunCheck | None = None,
+        max_in_flight: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._probes = run_check is None
+        if run_check is None:
+            from lvsmon.checks.registry import run_check as default_run_check
+
+            run_check = default_run_check
+        self._run_check = run_check
+        self._on_result = on_result
+        self.stats = stats
+        # set while someone wants every result (a monitorfile): the steady fast path is off
+        self.every_result = False
+        self._prober: Prober | None = None
+        self._runs: dict[CheckJob, JobRun] = {}
+        self._clock = clock
+        self._timetable: Timetable[JobRun] = Timetable()
+        self._in_flight = _Gate(max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiter: asyncio.Future[None] | None = None
+        self._first_pending: set[JobRun] = set()
+        self.first_done = asyncio.Event()
+        self.on_first_done: Callable[[], None] | None = None
+
+    @property
+    def running(self) -> int:
+        return self._timetable.running
+
+    @property
+    def skipped(self) -> int:
+        return self._timetable.skipped
+
+    @property
+    def tasks(self) -> set[asyncio.Task[None]]:
+        return self._tasks
+
+    def schedule(self, plan: Plan) -> None:
+        """Run `plan`'s jobs from now on; a job that stays keeps its state and its slot."""
+        runs: dict[CheckJob, JobRun] = {}
+        pending: set[JobRun] = set()
+        for job, refs in plan.jobs.items():
+            run = self._runs.get(job)
+            if run is None:
+                run = self._new_run(job, refs)
+                pending.add(run)
+            elif run in self._first_pending:
+                pending.add(run)
+            run.refs = refs
+            run.steady = None  # health may have been adopted anew
+            runs[job] = run
+        self._runs = runs
+        self._first_pending = pending
+        if not pending:
+            self._first_round_over()
+        self._timetable.set_jobs({run: run.job.interval for run in runs.values()}, self._clock())
+        self._wake()
+
+    def _new_run(self, job: CheckJob, refs: tuple[RealRef, ...]) -> JobRun:
+        return JobRun(job, refs, self._probes, self._done)
+
+    def _ensure_prober(self) -> None:
+        if self._probes and self._prober is None:
+            self._prober = Prober(asyncio.get_running_loop())
+
+    def forget_steady(self) -> None:
+        """Health changed outside the checks (reload, adoption): every good result counts again."""
+        for run in self._runs.values():
+            run.steady = None
+
+    async def run_once(self, job: CheckJob, refs: tuple[RealRef, ...] = ()) -> None:
+        """Run one slot of `job` now, the way the scheduler would, without the clock (for tests
+        and tools): returns when its result has been taken in."""
+        run = self._runs.get(job)
+        if run is None:
+            run = self._runs[job] = self._new_run(job, refs)
+        self._ensure_prober()
+        connect, plan = self._route(run)
+        if plan is not None and self._prober is not None:
+            self._done(run, connect, await self._prober.probe(plan))
+        else:
+            await self._run_job(run, connect)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def run(self) -> None:
+        """The check loop: runs until cancelled."""
+        self._ensure_prober()
+        loop = asyncio.get_running_loop()
+        tt = self._timetable
+        while True:
+            now = self._clock()
+            for start in tt.pop_due(now):
+                self.stats.checks_started += 1
+                self.stats.record_lateness(start.lateness)
+                self._start(start.key)
+            due = tt.next_due()
+            self._waiter = loop.create_future()
+            handle = None
+            if due is not None:
+                # Spread phases put the next start a few µs away at 10,000 checks a second: one
+                # loop wake-up (a timer, a future, a task step) per check. A short floor lets one
+                # wake-up start every check due in it, for at most that much more lateness.
+                delay = max(due - self._clock(), WAKE_QUANTUM_S)
+                handle = loop.call_later(delay, self._wake)
+            await self._waiter
+            if handle is not None:
+                handle.cancel()
+
+    async def stop(self) -> None:
+        """Cancel every check in flight and close the prober."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._prober is not None:
+            self._prober.close()
+            self._prober = None
+
+    @staticmethod
+    def _route(run: JobRun) -> tuple[bool, ProbePlan | None]:
+        """Which of the job's checks is due (the connect of a combined check?), and its probe
+        plan when it runs on the prober."""
+        connect = run.job.connect is not None and run.connects_left > 0
+        return connect, run.connect_plan if connect else run.spec_plan
+
+    def _start(self, run: JobRun) -> None:
+        connect, plan = self._route(run)
+        if plan is not None and self._prober is not None:
+            self._prober.start(plan, run.on_connect_done if connect else run.on_spec_done)
+            return
+        task = asyncio.get_running_loop().create_task(self._run_job(run, connect))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_job(self, run: JobRun, connect: bool) -> None:
+        spec = run.job.connect if connect else run.job.spec
+        assert spec is not None
+        try:
+            await self._in_flight.acquire()
+            try:
+                result = await self._run_check(spec)
+            finally:
+                self._in_flight.release()
+        except asyncio.CancelledError:
+            self._finished(run)  # stopping: no result to count
+            raise
+        except Exception as exc:  # run_check never raises; an injected one might
+            result = CheckResult(False, f"check failed: {exc!r}")
+        self._done(run, connect, result)
+
+    def _done(self, run: JobRun, connect: bool, result: CheckResult) -> None:
+        """One finished check: its result, then its slot in the timetable."""
+        try:
+            job = run.job
+            if job.connect is not None:  # combined: N connects after each good negotiate
+                if not connect:
+                    run.connects_left = job.num_connects if result.ok else 0
+                elif result.ok:
+                    run.connects_left -= 1
+                else:
+                    run.connects_left = 0
+            if not result.ok:
+                self.stats.checks_failed += 1
+            # the steady state of a healthy pool: another good result changes nothing
+            if not (result.ok and run.steady == result.reason and not self.every_result):
+                self._on_result(run.refs, result)
+                run.steady = result.reason if result.ok else None
+        finally:
+            self._finished(run)
+
+    def _finished(self, run: JobRun) -> None:
+        self._timetable.finished(run)
+        self.stats.checks_done += 1
+        # empty after the first round; runs hash by identity, so the lookup is cheap
+        if self._first_pending and run in self._first_pending:
+            self._first_pending.discard(run)
+            if not self._first_pending:
+                self._first_round_over()
+
+    def _first_round_over(self) -> None:
+        if not self.first_done.is_set():
+            self.first_done.set()
+            if self.on_first_done is not None:
+                self.on_first_done()

@@ -1,0 +1,124 @@
+"""The daemon's state as an operator sees it: one typed status that the status file holds,
+`lvsmon status` prints, and later endpoints serve.
+
+TypedDicts, not dataclasses: at 10,000 reals the status is built every second, and plain dicts
+go to json.dumps as they are, with no conversion pass while checks wait.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+
+class RealStatus(TypedDict):
+    address: str
+    port: int
+    state: str  # up, down, maintenance
+    checked: bool
+    failcount: int
+    reason: str
+    kernel_weight: int | None  # None: not in the kernel
+    weight: int
+
+
+class VirtualStatus(TypedDict):
+    name: str
+    file: str
+    line: int
+    reals: list[RealStatus]
+
+
+class StatsStatus(TypedDict):
+    jobs: int
+    checks_started: int
+    checks_done: int
+    checks_failed: int
+    checks_running: int
+    slots_skipped: int
+    lateness_ms: dict[str, float]
+    reconciles: int
+    resyncs: int
+    ops_applied: int
+    ops_failed: int
+    drift_repairs: int
+    retry_pending: bool
+    events_published: int
+    events_dropped: int
+
+
+class Status(TypedDict, total=False):
+    pid: int
+    started_at: float
+    phase: str
+    config: str
+    backend: str
+    virtuals: list[VirtualStatus]
+    stats: StatsStatus
+
+
+@dataclass(slots=True)
+class Stats:
+    """The engine's counters."""
+
+    checks_started: int = 0
+    checks_done: int = 0
+    checks_failed: int = 0
+    # how late checks started (s) against their slot: the most recent ones, a bounded window
+    lateness: deque[float] = field(default_factory=lambda: deque(maxlen=20000))
+    reconciles: int = 0
+    resyncs: int = 0
+    ops_applied: int = 0
+    ops_failed: int = 0
+    drift_repairs: int = 0
+
+    def record_lateness(self, value: float) -> None:
+        self.lateness.append(value)
+
+    def lateness_ms(self) -> dict[str, float]:
+        if not self.lateness:
+            return {}
+        ordered = sorted(self.lateness)
+
+        def pick(q: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
+
+        return {"p50": pick(0.5), "p99": pick(0.99), "max": round(ordered[-1] * 1000, 3)}
+
+
+def read_status(path: str) -> Status | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None  # type: ignore[return-value]
+
+
+def render_status(status: Status) -> str:
+    """`lvsmon status`'s lines after the ldirectord-compatible first one: one per real."""
+    lines: list[str] = []
+    if status.get("phase"):
+        lines.append(f"phase: {status['phase']}")
+    for v in status.get("virtuals", []):
+        lines.append(v["name"])
+        for r in v["reals"]:
+            kw = r["kernel_weight"]
+            weight = "absent" if kw is None else f"weight {kw}"
+            lines.append(
+                f"  {r['address']}:{r['port']:<6} {r['state']:<11} {weight:<10} {r['reason']}"
+            )
+    stats = status.get("stats")
+    if stats is not None:
+        late = stats.get("lateness_ms", {})
+        lines.append(
+            f"checks: {stats.get('checks_done', 0)} done, {stats.get('checks_failed', 0)} failed;"
+            f" start lateness p50 {late.get('p50', 0)} ms, p99 {late.get('p99', 0)} ms;"
+            f" kernel ops: {stats.get('ops_applied', 0)} applied,"
+            f" {stats.get('ops_failed', 0)} failed;"
+            f" drift repairs: {stats.get('drift_repairs', 0)}"
+            + ("; a failed op is being retried" if stats.get("retry_pending") else "")
+        )
+    return "\n".join(lines)
