@@ -4,11 +4,17 @@ No sockets and no clock: the caller feeds bytes as they arrive (`feed`), tells i
 (`feed_eof`), and reads the verdict (`status`, `body`, `complete`). That keeps it testable with
 byte-chunk lists and keeps the I/O shell in `http.py` small. The deadline belongs to the caller.
 
-It handles: informational 1xx heads (skipped), Content-Length, chunked (extensions and trailers
-ignored), read-until-EOF bodies, HEAD/204/304 without body, bare-LF line endings from sloppy
-servers. It keeps at most `body_limit` body bytes; a longer body ends the parse early with
-`truncated` set, and the check judges the prefix. Anything it cannot make sense of raises
-`HttpProtocolError` (the server misbehaved), and the parser must not be fed again.
+It handles: informational 1xx heads (skipped, at most `max_interim` of them), Content-Length,
+chunked (extensions and trailers ignored), read-until-EOF bodies, HEAD/204/304 without body,
+bare-LF line endings from sloppy servers. It keeps at most `body_limit` body bytes; a longer
+body ends the parse early with `truncated` set, and the check judges the prefix. Anything it
+cannot make sense of raises `HttpProtocolError` (the server misbehaved), and the parser must not
+be fed again.
+
+The bytes come from servers we do not trust, and the parser runs on the event loop, so its work
+is linear in what it is fed: a search never looks past the head it is after, nor past
+`head_limit`, and a server that keeps sending 1xx heads is an error after `max_interim` of them
+instead of a loop that lasts as long as the server wants.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from typing import Final
 
 DEFAULT_BODY_LIMIT: Final = 1 << 20
 DEFAULT_HEAD_LIMIT: Final = 64 * 1024
+# real servers send one 100 Continue, maybe a 102/103 or two; more is a server stalling us
+MAX_INTERIM_RESPONSES: Final = 8
 _MAX_CHUNK_LINE: Final = 4096
 
 # parser states
@@ -47,6 +55,8 @@ class ResponseParser:
         "_buf",
         "_head",
         "_head_limit",
+        "_interim",
+        "_max_interim",
         "_remaining",
         "_scan_from",
         "_state",
@@ -62,10 +72,13 @@ class ResponseParser:
         head: bool = False,
         body_limit: int = DEFAULT_BODY_LIMIT,
         head_limit: int = DEFAULT_HEAD_LIMIT,
+        max_interim: int = MAX_INTERIM_RESPONSES,
     ) -> None:
         self._head = head  # the request was HEAD: no body whatever the headers say
         self._body_limit = body_limit
         self._head_limit = head_limit
+        self._max_interim = max_interim
+        self._interim = 0
         self._buf = bytearray()
         self._body = bytearray()
         self._state = _HEAD
@@ -162,9 +175,14 @@ class ResponseParser:
                     raise HttpProtocolError(f"chunk data not followed by CRLF: {_snippet(buf)}")
                 self._state = _CHUNK_SIZE
             elif state == _TRAILER:
+                before = len(self._buf)
                 line = self._line()
                 if line is None:
                     return
+                # trailers are headers: the same bound, or a server could send them forever
+                self._remaining += before - len(self._buf)
+                if self._remaining > self._head_limit:
+                    raise HttpProtocolError(f"response trailers exceed {self._head_limit} bytes")
                 if not line:
                     self._state = _DONE
                     return
@@ -174,7 +192,7 @@ class ResponseParser:
     def _line(self) -> bytes | None:
         """One CRLF/LF-terminated line from the buffer, without its terminator."""
         buf = self._buf
-        end = buf.find(b"\n")
+        end = buf.find(b"\n", 0, _MAX_CHUNK_LINE + 1)
         if end < 0:
             if len(buf) > _MAX_CHUNK_LINE:
                 raise HttpProtocolError(f"line longer than {_MAX_CHUNK_LINE} bytes")
@@ -186,17 +204,23 @@ class ResponseParser:
     def _parse_head(self) -> bool:
         buf = self._buf
         start = self._scan_from
-        crlf = buf.find(b"\n\r\n", start)
-        lf = buf.find(b"\n\n", start)
+        # Both searches stop where a head would be too long, and the second stops where the
+        # first found its end: searching the whole buffer for the other terminator, once per
+        # head, made a buffer full of "100 Continue" heads quadratic.
+        stop = self._head_limit + 3
+        crlf = buf.find(b"\n\r\n", start, stop)
+        lf = buf.find(b"\n\n", start, stop if crlf < 0 else crlf + 2)
         if crlf < 0 and lf < 0:
             if len(buf) > self._head_limit:
                 raise HttpProtocolError(f"response headers exceed {self._head_limit} bytes")
             self._scan_from = max(0, len(buf) - 2)
             return False
-        end, skip = (crlf, 3) if lf < 0 or 0 <= crlf < lf else (lf, 2)
+        end, skip = (crlf, 3) if lf < 0 else (lf, 2)
         if end + skip > self._head_limit:
             raise HttpProtocolError(f"response headers exceed {self._head_limit} bytes")
         head = bytes(buf[:end])
+        # deleting from the front of a bytearray only moves its start (CPython), so consuming
+        # head after head stays linear
         del buf[: end + skip]
         self._scan_from = 0
         lines = head.split(b"\n")
@@ -212,7 +236,8 @@ class ResponseParser:
             value = value.strip()
             headers.append((name, value))
             if name == b"content-length":
-                if not value.isdigit():
+                # past 18 digits int() costs time, and past 4300 it raises ValueError
+                if not value.isdigit() or len(value) > 18:
                     raise HttpProtocolError(f"bad Content-Length {_snippet(value)}")
                 n = int(value)
                 if length is not None and n != length:
@@ -223,6 +248,9 @@ class ResponseParser:
         self.headers = headers
         status = self.status
         if 100 <= status < 200 and status != 101:
+            self._interim += 1
+            if self._interim > self._max_interim:
+                raise HttpProtocolError(f"more than {self._max_interim} interim 1xx responses")
             self.headers = []
             return True  # an interim response; the real one follows
         if self._head or status in (101, 204, 304):
@@ -261,6 +289,7 @@ class ResponseParser:
             raise HttpProtocolError(f"bad chunk size line {_snippet(line)}")
         if size == 0:
             self._state = _TRAILER
+            self._remaining = 0  # from here on: trailer bytes seen
         else:
             self._remaining = size
             self._state = _CHUNK_DATA

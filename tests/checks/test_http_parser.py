@@ -164,3 +164,110 @@ def test_parser_refuses_use_after_error() -> None:
         parser.feed(b"garbage\r\n\r\n")
     with pytest.raises(HttpProtocolError, match="after an error"):
         parser.feed(b"HTTP/1.1 200 OK\r\n\r\n")
+
+
+# -- bounded work on untrusted bytes ---------------------------------------------------------
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+OK_EMPTY = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+class _CountingBuffer(bytearray):
+    """A parser buffer that adds up how many bytes each search looked at."""
+
+    scanned = 0
+
+    def find(self, sub: bytes, start: int = 0, end: int | None = None, /) -> int:  # type: ignore[override]
+        stop = len(self) if end is None else min(end, len(self))
+        found = super().find(sub, start, stop)
+        self.scanned += (found + len(sub) if found >= 0 else stop) - start
+        return found
+
+
+def counting(parser: ResponseParser) -> _CountingBuffer:
+    buf = _CountingBuffer()
+    parser._buf = buf  # the one place where bytes are searched
+    return buf
+
+
+def test_interim_heads_up_to_the_limit_are_skipped() -> None:
+    parser = parse([CONTINUE * 8 + OK_EMPTY])
+    assert parser.complete and parser.status == 200
+
+
+def test_more_interim_heads_than_the_limit_is_an_error() -> None:
+    with pytest.raises(HttpProtocolError, match=r"^more than 8 interim 1xx responses$"):
+        parse([CONTINUE * 9 + OK_EMPTY])
+
+
+def test_a_megabyte_of_100_heads_in_small_chunks_stops_at_the_limit() -> None:
+    flood = CONTINUE * ((1 << 20) // len(CONTINUE))
+    parser = ResponseParser()
+    fed = 0
+    with pytest.raises(HttpProtocolError, match="more than 8 interim"):
+        for i in range(0, len(flood), 7):
+            parser.feed(flood[i : i + 7])
+            fed += 7
+    # the ninth head ends the parse: the rest of the megabyte is never looked at
+    assert fed < 9 * len(CONTINUE) + 7
+
+
+def test_a_megabyte_of_100_heads_in_one_feed_is_searched_only_up_to_the_limit() -> None:
+    parser = ResponseParser()
+    buf = counting(parser)
+    with pytest.raises(HttpProtocolError, match="more than 8 interim"):
+        parser.feed(CONTINUE * ((1 << 20) // len(CONTINUE)))
+    # before the fix each head searched the whole megabyte for a bare-LF terminator
+    assert buf.scanned <= 2 * 9 * len(CONTINUE)
+
+
+@pytest.mark.parametrize("heads", [1_000, 10_000])
+def test_head_search_work_is_linear_in_the_input(heads: int) -> None:
+    data = CONTINUE * heads + OK_EMPTY
+    parser = ResponseParser(max_interim=heads)
+    buf = counting(parser)
+    assert parser.feed(data) and parser.status == 200
+    assert buf.scanned <= 2 * len(data)
+
+
+@pytest.mark.parametrize("heads", [100, 1_000])
+def test_head_search_work_is_linear_fed_byte_by_byte(heads: int) -> None:
+    data = CONTINUE * heads + OK_EMPTY
+    parser = ResponseParser(max_interim=heads)
+    buf = counting(parser)
+    for i in range(len(data)):
+        parser.feed(data[i : i + 1])
+    assert parser.complete
+    # each byte is looked at a few times (two terminators, two bytes of overlap), not per head
+    assert buf.scanned <= 8 * len(data)
+
+
+def test_bare_lf_heads_search_no_further_than_the_head_limit() -> None:
+    parser = ResponseParser(head_limit=1000)
+    buf = counting(parser)
+    with pytest.raises(HttpProtocolError, match="more than 8 interim"):
+        parser.feed(b"HTTP/1.1 100 Continue\n\n" * 100_000)
+    assert buf.scanned <= 9 * 2 * 1003
+
+
+def test_a_giant_content_length_is_a_protocol_error() -> None:
+    with pytest.raises(HttpProtocolError, match="bad Content-Length"):
+        parse([b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n"])
+
+
+def test_endless_trailers_are_bounded_by_the_head_limit() -> None:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+    parser = ResponseParser(head_limit=1000)
+    parser.feed(head)
+    with pytest.raises(HttpProtocolError, match="trailers exceed 1000 bytes"):
+        for _ in range(1000):
+            parser.feed(b"X-More: yes\r\n")
+
+
+def test_a_chunk_size_line_is_searched_only_up_to_its_limit() -> None:
+    parser = ResponseParser()
+    parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    buf = counting(parser)
+    with pytest.raises(HttpProtocolError, match="line longer than"):
+        parser.feed(b"1" * (1 << 20))
+    assert buf.scanned <= 4097
