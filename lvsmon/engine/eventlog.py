@@ -8,7 +8,6 @@ import logging
 from lvsmon.engine.events import (
     ConfigLoaded,
     ConfigRejected,
-    DriftRepaired,
     Event,
     KernelOp,
     RealChanged,
@@ -22,7 +21,7 @@ log = logging.getLogger("lvsmon")
 def log_event(event: Event) -> None:
     if isinstance(event, KernelOp):
         if event.error is None:
-            log.info("%s", event.text)
+            log.info("Repaired drift: %s" if event.drift else "%s", event.text)
         else:
             log.error("failed: %s: %s", event.text, event.error)
     elif isinstance(event, RealChanged):
@@ -37,8 +36,6 @@ def log_event(event: Event) -> None:
         )
     elif isinstance(event, SoftReset):
         log.info("Resetting soft failure count: %s", event.ref)
-    elif isinstance(event, DriftRepaired):
-        log.info("Repaired drift: %s", event.text)
     elif isinstance(event, ConfigLoaded):
         log.info("Configuration %s loaded: %d virtual services", event.path, event.virtuals)
     elif isinstance(event, ConfigRejected):

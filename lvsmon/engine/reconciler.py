@@ -154,11 +154,14 @@ class Reconciler:
             self.actual = await self.backend.dump()
         except BackendError as exc:
             log.error("cannot read the IPVS table: %s", exc)
-            self.actual = None
-            self._settle(False)
-            return False
-        self.retiring = {k for k in self.retiring if k in self.actual}
-        return True
+        except Exception as exc:  # a backend must not raise anything else; if one does, retry
+            log.error("IPVS backend %s failed to dump: %r", self.backend.name, exc, exc_info=exc)
+        else:
+            self.retiring = {k for k in self.retiring if k in self.actual}
+            return True
+        self.actual = None
+        self._settle(False)
+        return False
 
     def _settle(self, ok: bool) -> None:
         self.stats.reconciles += 1
@@ -183,7 +186,7 @@ class Reconciler:
         try:
             results = await self.backend.apply(ops)
         except Exception as exc:  # a backend must not raise; if one does, nothing is lost
-            log.error("IPVS backend %s failed: %r", self.backend.name, exc)
+            log.error("IPVS backend %s failed: %r", self.backend.name, exc, exc_info=exc)
             self.stats.ops_failed += len(ops)
             self.actual = None
             return False
@@ -223,12 +226,9 @@ class Reconciler:
         """At stop: delete these services (cleanstop) and the retiring ones, if present. One
         attempt: the daemon is going away."""
         async with self.lock:
-            if self.actual is None:
-                try:
-                    self.actual = await self.backend.dump()
-                except BackendError as exc:
-                    log.error("cannot read the IPVS table: %s", exc)
-                    return False
+            if self.actual is None and not await self._refresh():
+                return False
+            assert self.actual is not None
             wanted = set(keys) | self.retiring
             ops: list[Op] = [
                 DeleteService(k) for k in sorted(wanted, key=service_order) if k in self.actual
