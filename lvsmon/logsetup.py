@@ -62,3 +62,11 @@ def setup_logging(logfile: str, cfgname: str, *, debug: bool, supervised: bool) 
         handler = logging.handlers.SysLogHandler(address=address, facility=facility)
         handler.setFormatter(logging.Formatter(f"lvsmon[{os.getpid()}]: %(message)s"))
     root.addHandler(handler)
+    # their errors (a task exception nobody retrieved, a housekeeping job that raised) must be
+    # seen where lvsmon's own lines are, not lost on a stderr that a daemon sends to /dev/null
+    for name in ("asyncio", "apscheduler"):
+        other = logging.getLogger(name)
+        other.handlers.clear()
+        other.setLevel(logging.WARNING)
+        other.propagate = False
+        other.addHandler(handler)
