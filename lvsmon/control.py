@@ -33,6 +33,11 @@ class Control:
     debug: bool = False
     stop_timeout: float = 120.0
 
+    def __post_init__(self) -> None:
+        # the daemon chdirs to /: a relative --pid-file would then name another file
+        if self.pid_file:
+            self.pid_file = os.path.abspath(self.pid_file)
+
     @property
     def pid_path(self) -> str:
         return self.pid_file or f"/run/lvsmon.{self.cfgname}.pid"
@@ -62,7 +67,10 @@ class Control:
         path = find_config(self.config_arg)
         if path is None:
             print(f"lvsmon: Config file {self.config_arg} not found", file=sys.stderr)
-        return path
+            return None
+        # absolute before the daemon chdirs to /, so that reload and autoreload read the same
+        # file; abspath, not realpath: a config that is a symlink is followed afresh each time
+        return os.path.abspath(path)
 
     def _load(self) -> Config | int:
         path = self._config_path()
@@ -80,11 +88,17 @@ class Control:
     def status(self) -> int:
         st = pidfile.state(self.pid_path)
         if st.running:
-            print(f"lvsmon for {self.config_arg} is running with pid: {st.pid}", file=sys.stderr)
+            self._print_running(st.pid or 0)
             print_status(self.status_path)
             return 0
         if st.stale:
-            print(f"lvsmon stale pid file {self.pid_path} for {self.config_arg}", file=sys.stderr)
+            # ldirectord's exact line under the name we were invoked as: the stock OCF agent
+            # greps "ldirectord stale pid file" to answer "not running" (7) rather than
+            # "failed" (1), which Pacemaker could not recover from by a restart
+            print(
+                f"{program_name()} stale pid file {self.pid_path} for {self.config_arg}",
+                file=sys.stderr,
+            )
             print(f"lvsmon is stopped for {self.config_arg}")
             return 1
         print(f"lvsmon is stopped for {self.config_arg}")
@@ -92,14 +106,18 @@ class Control:
 
     def stop(self) -> int:
         st = pidfile.state(self.pid_path)
-        if not st.running or st.pid is None:
+        if not st.running:
             return 0
+        if not st.pid:
+            print(f"lvsmon: the daemon's pid is unknown (see {self.pid_path})", file=sys.stderr)
+            return 1
         try:
             os.kill(st.pid, signal.SIGTERM)
         except ProcessLookupError:
             return 0
         deadline = time.monotonic() + self.stop_timeout
-        while pidfile.is_lvsmon(st.pid):
+        # the lock goes when the process is gone, and after its cleanup; a zombie holds none
+        while pidfile.holder(self.pid_path) in (st.pid, 0):
             if time.monotonic() > deadline:
                 print(
                     f"lvsmon: pid {st.pid} still running after {self.stop_timeout:.0f} s",
@@ -128,7 +146,14 @@ class Control:
                 file=sys.stderr,
             )
             return loaded
-        os.kill(st.pid, signal.SIGHUP)
+        if not st.pid:
+            print(f"lvsmon: the daemon's pid is unknown (see {self.pid_path})", file=sys.stderr)
+            return 1
+        try:
+            os.kill(st.pid, signal.SIGHUP)
+        except OSError as exc:
+            print(f"lvsmon: cannot signal pid {st.pid}: {exc.strerror}", file=sys.stderr)
+            return 1
         return 0
 
     def start(self) -> int:
@@ -139,8 +164,18 @@ class Control:
             return loaded
         config = loaded
         if self.debug or config.settings.supervised:
-            return self._serve(config, lambda err: None)
+            try:
+                return self._serve(config, lambda err: None)
+            except pidfile.AlreadyRunning as exc:
+                self._print_running(exc.pid)
+                return 0
+            except _LockError as exc:
+                print(f"lvsmon: {exc}", file=sys.stderr)
+                return 1
         return self._daemonize(config)
+
+    def _print_running(self, pid: int) -> None:
+        print(f"lvsmon for {self.config_arg} is running with pid: {pid}", file=sys.stderr)
 
     # ---- the daemon process -----------------------------------------------------------------
 
@@ -165,6 +200,12 @@ class Control:
             code = 1
             try:
                 code = self._serve(config, ready)
+            except pidfile.AlreadyRunning as exc:
+                # a concurrent start won the lock: this one is a start of a running daemon
+                writer.write(f"running {exc.pid}\n")
+                writer.close()
+            except _LockError as exc:
+                ready(str(exc))
             finally:
                 os._exit(code)
         os.close(write_fd)
@@ -172,6 +213,9 @@ class Control:
         with os.fdopen(read_fd) as reader:
             line = reader.readline().strip()
         if line == "ok":
+            return 0
+        if line.startswith("running "):
+            self._print_running(int(line.split()[1]))
             return 0
         reason = (
             line.removeprefix("error ").strip() or "the daemon exited during start-up (see its log)"
@@ -184,6 +228,14 @@ class Control:
         from lvsmon.ipvs.factory import make_backend
         from lvsmon.logsetup import setup_logging
 
+        # first of all, so that a daemon that loses a race with another start writes nothing:
+        # no pid file, no log line, no kernel change
+        try:
+            lock_fd = pidfile.acquire(self.pid_path)  # AlreadyRunning goes to the caller
+        except OSError as exc:
+            raise _LockError(
+                f"cannot lock {pidfile.lock_path(self.pid_path)}: {exc.strerror or exc}"
+            ) from exc
         _raise_fd_limit()
         setup_logging(
             config.settings.logfile,
@@ -204,7 +256,22 @@ class Control:
 
             return asyncio.run(main())
         finally:
+            # the pid file goes first, then the lock: nobody sees a stale file of a clean stop
             pidfile.remove_pid(self.pid_path, pid)
+            os.close(lock_fd)
+
+
+class _LockError(Exception):
+    """The pid file's lock cannot be taken for another reason than a running daemon."""
+
+
+def program_name() -> str:
+    """The name we were invoked as: "ldirectord" when installed under that name (the stock OCF
+    agent matches on it), else "lvsmon" (also for `python -m lvsmon`)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if not name or name.endswith(".py") or name.startswith("-"):
+        return "lvsmon"
+    return name
 
 
 def print_status(path: str) -> None:

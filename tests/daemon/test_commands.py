@@ -4,13 +4,29 @@ servers on loopback, the exit codes of ldirectord."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from lvsmon import pidfile
 
 from .conftest import Web, lvsmon, wait_for
+from .procs import alive
+
+
+def install_as_ldirectord(bindir: Path) -> Path:
+    """lvsmon installed under the name ldirectord, as pip makes a console script: a Python
+    script of that name (so sys.argv[0] says ldirectord; `python -m lvsmon` would not)."""
+    bindir.mkdir(exist_ok=True)
+    wrapper = bindir / "ldirectord"
+    wrapper.write_text(
+        f"#!{sys.executable}\nimport sys\nfrom lvsmon.cli import main\nsys.exit(main())\n"
+    )
+    wrapper.chmod(0o755)
+    return wrapper
 
 
 def write_cf(path: Path, webs: list[Web], log: Path, extra: str = "") -> None:
@@ -38,7 +54,7 @@ async def test_start_status_reload_stop(webs: list[Web], tmp_path: Path) -> None
     text = log.read_text()
     assert all(f"Added real server: 127.0.0.1:{w.port} (127.0.0.100:80)" in text for w in webs)
     daemon = pidfile.read_pid(str(pid))
-    assert daemon and pidfile.is_lvsmon(daemon)
+    assert daemon and alive(daemon) and pidfile.holder(str(pid)) == daemon
 
     rc, _, err = await run(str(cf), "status", env=env)
     assert rc == 0 and f"running with pid: {daemon}" in err
@@ -54,7 +70,7 @@ async def test_start_status_reload_stop(webs: list[Web], tmp_path: Path) -> None
     cf.write_text(good + "\tbogus=1\n")
     rc, _, err = await run(str(cf), "reload", env=env)
     assert rc == 2 and f"{cf}:" in err
-    assert pidfile.is_lvsmon(daemon)
+    assert alive(daemon)
     cf.write_text(good)
     assert (await run(str(cf), "reload", env=env))[0] == 0
 
@@ -63,7 +79,7 @@ async def test_start_status_reload_stop(webs: list[Web], tmp_path: Path) -> None
 
     assert (await run(str(cf), "stop", env=env))[0] == 0
     # stop returns only after the daemon cleaned up and exited
-    assert not pidfile.is_lvsmon(daemon)
+    assert not alive(daemon)
     assert not pid.exists()
     assert "Purged virtual server (stop): 127.0.0.100:80" in log.read_text()
     assert "terminated on signal: TERM" in log.read_text()
@@ -77,6 +93,88 @@ async def test_stale_pid_file_is_status_1(tmp_path: Path) -> None:
     pid.write_text("999999\n")
     rc, out, err = await run(str(tmp_path / "x.cf"), "status", env={"LVSMON_PIDFILE": str(pid)})
     assert rc == 1 and "stale pid file" in err and "stopped" in out
+
+
+async def test_kill_9_leaves_a_stale_pid_file_in_ldirectord_words(
+    webs: list[Web], tmp_path: Path
+) -> None:
+    cf, log, pid = tmp_path / "lb.cf", tmp_path / "lb.log", tmp_path / "lb.pid"
+    write_cf(cf, webs, log)
+    env = {"LVSMON_BACKEND": "memory", "LVSMON_PIDFILE": str(pid)}
+    assert (await run(str(cf), "start", env=env))[0] == 0
+    daemon = pidfile.read_pid(str(pid))
+    assert daemon
+    os.kill(daemon, signal.SIGKILL)
+    await wait_for(lambda: not alive(daemon))
+    rc, out, err = await run(str(cf), "status", env=env)
+    assert (rc, out, err) == (
+        1,
+        f"lvsmon is stopped for {cf}\n",
+        f"lvsmon stale pid file {pid} for {cf}\n",
+    )
+    # installed under ldirectord's name, it says "ldirectord", as the stock OCF agent expects
+    wrapper = install_as_ldirectord(tmp_path / "bin")
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [str(wrapper), str(cf), "status"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (1, f"ldirectord stale pid file {pid} for {cf}\n")
+    # start over the stale file
+    assert (await run(str(cf), "start", env=env))[0] == 0
+    assert pidfile.state(str(pid)).running
+    assert (await run(str(cf), "stop", env=env))[0] == 0
+
+
+async def test_relative_config_and_pid_file_paths(webs: list[Web], tmp_path: Path) -> None:
+    """The daemon chdirs to /: it must still read the config (reload) and find its files."""
+    log = tmp_path / "lb.log"
+    write_cf(tmp_path / "lb.cf", webs, log)
+    env = {"LVSMON_BACKEND": "memory", "LVSMON_PIDFILE": "lb.pid"}
+
+    async def here(*args: str) -> tuple[int, str, str]:
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "lvsmon", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            cwd=tmp_path,
+            check=False,
+            timeout=60,
+        )
+        return done.returncode, done.stdout, done.stderr
+
+    assert (await here("lb.cf", "start"))[0] == 0
+    try:
+        assert (tmp_path / "lb.pid").exists()
+        rc, _, err = await here("lb.cf", "status")
+        assert rc == 0 and "running" in err
+        assert "with /" in log.read_text()  # "Starting ... with /abs/lb.cf"
+
+        def weight_3() -> bool:
+            status = tmp_path / "lb.status.json"
+            if not status.exists():
+                return False
+            state = json.loads(status.read_text())
+            return {r["kernel_weight"] for v in state["virtuals"] for r in v["reals"]} == {3}
+
+        cf = tmp_path / "lb.cf"
+        cf.write_text(cf.read_text().replace(" masq\n", " masq 3\n"))
+        assert await here("lb.cf", "reload") == (0, "", "")
+        await wait_for(weight_3)
+        assert "Error reading file" not in log.read_text()
+
+        # a file that is gone is refused by reload, and nothing is signalled
+        cf.rename(tmp_path / "gone.cf")
+        rc, _, err = await here("lb.cf", "reload")
+        assert rc == 1 and "not found" in err and "not reloaded" in err
+    finally:
+        assert (await here("lb.cf", "stop"))[0] == 0
+    assert not (tmp_path / "lb.pid").exists()
 
 
 async def test_config_errors_and_missing_config(tmp_path: Path) -> None:
@@ -105,5 +203,5 @@ async def test_sigterm_cleans_up_like_stop(webs: list[Web], tmp_path: Path) -> N
     daemon = pidfile.read_pid(str(pid))
     assert daemon
     os.kill(daemon, signal.SIGTERM)
-    await wait_for(lambda: not pidfile.is_lvsmon(daemon))
+    await wait_for(lambda: not alive(daemon))
     assert "Purged virtual server" not in log.read_text()  # cleanstop=no leaves the table
