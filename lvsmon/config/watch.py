@@ -91,6 +91,10 @@ class ConfigWatcher:
         self._verdict: _Verdict | None = None  # the last digest parsed, so it is parsed once
         self._problem: tuple[str, str] | None = None  # the unusable state last logged
         self._refused: str | None = None  # the no-virtual digest last logged
+        # offered but not (yet) confirmed by applied(): offered again, less and less often
+        self._pending: Config | None = None
+        self._pending_wait = 0
+        self._pending_backoff = 1
 
     @property
     def running_digest(self) -> str:
@@ -99,6 +103,7 @@ class ConfigWatcher:
     def applied(self, digest: str) -> None:
         """The daemon now runs the config parsed from content with this digest."""
         self._running = digest
+        self._pending = None
 
     async def poll(self, *, autoreload: bool) -> Change:
         """Look at the file once (stat first; read, hash and parse only when needed).
@@ -153,7 +158,7 @@ class ConfigWatcher:
             return NOTHING
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         if key == self._stat:
-            return NOTHING  # only ever set for settled content: see below
+            return self._retry()  # _stat is only ever set for settled content: see below
         try:
             data, digest = await asyncio.to_thread(_read_and_hash, self._read, path)
         except ConfigError as exc:
@@ -166,6 +171,7 @@ class ConfigWatcher:
             return NOTHING
         previous, self._seen = self._seen, digest
         if digest != previous:
+            self._pending = None
             # first sighting: a write may still be going on. The stat is not kept, so the next
             # poll reads again even if the stat did not move (same size, same timestamp tick).
             self._stat = None
@@ -200,7 +206,7 @@ class ConfigWatcher:
             return NOTHING
         self._usable()
         if not changed:
-            return NOTHING  # decided when it settled (e.g. a touch, or a racy stat re-read)
+            return self._retry()  # decided when it settled (a touch, a racy stat re-read)
         self._settled = digest
         log.info("Configuration file '%s' has changed on disk", self.path)
         if not autoreload:
@@ -225,11 +231,28 @@ class ConfigWatcher:
                 self._invalid(digest, exc)
                 return Change(None, True)
         log.info(" - reread new configuration")
+        self._pending, self._pending_wait, self._pending_backoff = config, 1, 1
         return Change(config, True)
+
+    def _retry(self) -> Change:
+        """The daemon failed to apply what was offered (it did not call applied()): offer it
+        again after 1, 2, 4 ... 64 polls, so a kernel that refuses for a while is not hammered
+        (nor the log filled) every second, and the file's content is not forgotten either."""
+        pending = self._pending
+        if pending is None:
+            return NOTHING
+        self._pending_wait -= 1
+        if self._pending_wait > 0:
+            return NOTHING
+        self._pending_backoff = min(self._pending_backoff * 2, 64)
+        self._pending_wait = self._pending_backoff
+        log.info("Configuration file '%s': applying it again", self.path)
+        return Change(pending, False)
 
     def _forget(self) -> None:
         self._seen = None
         self._stat = None
+        self._pending = None
 
     def _unusable(self, problem: tuple[str, str], *, always: bool = False) -> ConfigError:
         if always or problem != self._problem:

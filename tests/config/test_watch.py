@@ -366,6 +366,42 @@ async def test_a_poll_cancelled_while_parsing_leaves_the_decision_to_the_next(cf
     assert change.config is not None and change.config.digest == sha(valid(2))
 
 
+async def test_an_offer_the_daemon_failed_to_apply_is_offered_again_less_and_less_often(
+    cf: Path,
+) -> None:
+    h = Harness(cf, clock=later)
+    put(cf, valid(2))
+    offers: list[int] = []
+    for i in range(40):  # the daemon's apply keeps failing: applied() is never called
+        change = await h.watcher.poll(autoreload=True)
+        if change.config is not None:
+            assert change.config.digest == sha(valid(2))
+            offers.append(i)
+    assert offers == [1, 2, 4, 8, 16, 32]  # settled at poll 1, then after 1, 2, 4, 8, 16 polls
+    assert h.parses == [sha(valid(2))]  # kept, not parsed again
+    h.apply(await _next_offer(h))
+    assert await h.polls(70) == [Change(None, False)] * 70
+
+
+async def _next_offer(h: Harness) -> Config:
+    for _ in range(100):
+        if (change := await h.watcher.poll(autoreload=True)).config is not None:
+            return change.config
+    raise AssertionError("never offered again")
+
+
+async def test_an_offer_not_applied_is_dropped_when_the_file_changes(cf: Path) -> None:
+    h = Harness(cf, clock=later)
+    put(cf, valid(2))
+    assert [(await h.watcher.poll(autoreload=True)).config is None for _ in range(2)] == [
+        True,
+        False,
+    ]
+    put(cf, valid(33))
+    changes = await h.polls(70)
+    assert [c.config.digest for c in changes if c.config] == [sha(valid(33))]
+
+
 async def test_callback_is_reported_once_per_settled_change(
     cf: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
