@@ -16,7 +16,9 @@ import re
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Final, Literal, Protocol, cast, get_args
+
+import regex  # type: ignore[import-untyped]
 
 CheckKind = Literal["connect", "negotiate", "external", "external-perl", "ping", "on", "off"]
 CheckProtocol = Literal["tcp", "udp", "fwm"]
@@ -107,19 +109,118 @@ class CheckSpec:
         return ":" in self.host
 
 
+RECEIVE_TIMEOUT: Final = 0.1
+"""Seconds one `receive` search may take. It runs on the event loop, and a pattern that
+backtracks catastrophically would otherwise stall every other check for as long as it runs."""
+
+MAX_RECEIVE_NESTING: Final = 100
+"""Deepest group nesting a `receive` regex may have: the compiler recurses per level, and a few
+thousand levels end in RecursionError at daemon start-up."""
+
+MAX_RECEIVE_SIZE: Final = 100_000
+"""Largest size of a `receive` regex once its counted repeats are written out: the compiler
+expands `x{n}`, so nested counts such as `(?:(?:a{1000}){1000}){1000}` take minutes and
+gigabytes to compile."""
+
+_COUNT = re.compile(rb"\{(\d*)(?:,(\d*))?\}")
+
+
+class ReceiveRegex(Protocol):
+    """The part of a compiled `regex` pattern the http check uses (the module has no stubs)."""
+
+    def search(self, string: bytes, *, timeout: float | None = None) -> object | None: ...
+
+
+def _class_end(raw: bytes, i: int) -> int:
+    """Index after the character class that starts at raw[i] == '['."""
+    i += 1
+    if raw[i : i + 1] == b"^":
+        i += 1
+    if raw[i : i + 1] == b"]":
+        i += 1  # a ']' first is a member, not the end
+    while i < len(raw):
+        c = raw[i : i + 1]
+        if c == b"\\":
+            i += 2
+        elif c == b"]":
+            return i + 1
+        else:
+            i += 1
+    return i
+
+
+def receive_shape(raw: bytes) -> tuple[int, int]:
+    """Deepest group nesting of a regex, and an upper bound of its size with every counted
+    repeat written out. A rough scan, not a parser: it only has to be on the safe side."""
+    stack = [[0, 0]]  # per open group: its size so far, the size of its last item
+    deepest = 0
+    i = 0
+    while i < len(raw):
+        c = raw[i : i + 1]
+        item = 1
+        if c == b"\\":
+            i += 2
+        elif c == b"[":
+            i = _class_end(raw, i)
+        elif c == b"(":
+            stack.append([0, 0])
+            deepest = max(deepest, len(stack) - 1)
+            i += 1
+            continue
+        elif c == b")" and len(stack) > 1:
+            item = stack.pop()[0]
+            i += 1
+        elif c == b"{" and (m := _COUNT.match(raw, i)) and any(m.groups()):
+            # the largest number written counts, whether the engine expands min or max
+            counts = [int(d) if len(d) < 10 else 10**9 for d in m.groups() if d]
+            top = stack[-1]
+            top[0] += top[1] * (max(counts) - 1)
+            top[1] *= max(counts)
+            i = m.end()
+            continue
+        else:
+            i += 1
+        top = stack[-1]
+        top[0] += item
+        top[1] = item
+    return deepest, sum(frame[0] for frame in stack)
+
+
+def _short(pattern: str) -> str:
+    return repr(pattern if len(pattern) <= 60 else pattern[:60] + "...")
+
+
 @functools.lru_cache(maxsize=4096)
-def compile_receive(pattern: str) -> re.Pattern[bytes] | None:
+def compile_receive(pattern: str) -> ReceiveRegex | None:
     """Compile a `receive` regex for matching raw response bytes, as Perl matched raw content.
 
-    Python's `re` covers the Perl syntax configs use in practice; a pattern it rejects is a
-    `CheckSpecError` naming the pattern rather than a real that is silently always down.
+    It uses the `regex` module (re-compatible syntax, closer to Perl's, and a search that takes
+    a timeout: see RECEIVE_TIMEOUT). A pattern it rejects, or that is too deep or too large to
+    compile safely, is a `CheckSpecError` naming the pattern rather than a real that is silently
+    always down or a daemon that never starts.
     """
     if not pattern:
         return None
+    raw = pattern.encode("utf-8", "surrogateescape")
+    deepest, size = receive_shape(raw)
+    if deepest > MAX_RECEIVE_NESTING:
+        raise CheckSpecError(
+            f"receive regex {_short(pattern)} is not usable: groups nested {deepest} deep "
+            f"(at most {MAX_RECEIVE_NESTING})"
+        )
+    if size > MAX_RECEIVE_SIZE:
+        raise CheckSpecError(
+            f"receive regex {_short(pattern)} is not usable: its counted repeats make it "
+            f"{size} items long (at most {MAX_RECEIVE_SIZE})"
+        )
     try:
-        return re.compile(pattern.encode("utf-8", "surrogateescape"))
-    except re.error as exc:
-        raise CheckSpecError(f"receive regex {pattern!r} is not usable: {exc}") from None
+        return cast(ReceiveRegex, regex.compile(raw))
+    except regex.error as exc:
+        raise CheckSpecError(f"receive regex {_short(pattern)} is not usable: {exc}") from None
+    except (RecursionError, MemoryError, OverflowError, ValueError) as exc:
+        raise CheckSpecError(
+            f"receive regex {_short(pattern)} is not usable: too complex ({type(exc).__name__})"
+        ) from None
 
 
 def describe_error(exc: BaseException) -> str:

@@ -7,7 +7,8 @@ anywhere in the raw body bytes) when `receive` is set. Deliberate differences fr
   redirecting to a healthy sibling looked healthy itself.
 * with `virtualhost` set, TLS SNI carries it too (ldirectord sent no SNI), so SNI-routed servers are
   checked on the right site. Without it, or for an IP literal, no SNI is sent.
-* only the first 1 MiB of the body is read and matched.
+* only the first 1 MiB of the body is read and matched, and one search may take at most
+  RECEIVE_TIMEOUT (0.1 s): it runs on the event loop, and Perl had no such bound.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ import socket
 from typing import Final
 from urllib.parse import quote, urlsplit
 
-from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, compile_receive
+from lvsmon.checks.base import (
+    RECEIVE_TIMEOUT,
+    CheckFailed,
+    CheckResult,
+    CheckSpec,
+    compile_receive,
+)
 from lvsmon.checks.http_parser import ResponseParser
 
 USER_AGENT: Final = "lvsmon"
@@ -151,6 +158,11 @@ def verdict(spec: CheckSpec, parser: ResponseParser) -> CheckResult:
             return CheckResult(False, f"http: status {status} (redirect{where} not followed)")
         return CheckResult(False, f"http: status {status}")
     pattern = compile_receive(spec.receive)
-    if pattern is not None and pattern.search(parser.body) is None:
-        return CheckResult(False, "http: body does not match receive")
+    if pattern is not None:
+        try:
+            found = pattern.search(parser.body, timeout=RECEIVE_TIMEOUT)
+        except TimeoutError:
+            return CheckResult(False, f"http: receive regex took longer than {RECEIVE_TIMEOUT:g} s")
+        if found is None:
+            return CheckResult(False, "http: body does not match receive")
     return CheckResult(True, f"http: status {status}")

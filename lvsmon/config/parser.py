@@ -70,6 +70,10 @@ def _quoted(v: str, c: Context) -> object:
     return values.quoted(v, c.name, c.warn)
 
 
+def _receive(v: str, c: Context) -> object:
+    return values.receive_regex(values.quoted(v, c.name, c.warn))
+
+
 def _maybe_quoted(v: str, c: Context) -> object:
     return values.maybe_quoted(v, c.name)
 
@@ -246,7 +250,7 @@ BLOCK: dict[str, Parse] = {
     "checkcommand": _maybe_quoted,
     "checkport": _int("checkport", 1, 65535),
     "request": _request,
-    "receive": _quoted,
+    "receive": _receive,
     "login": _quoted,
     "passwd": _quoted,
     "database": _quoted,
@@ -363,7 +367,10 @@ class _Parser:
                 self.error(f'cannot specify "{name}" here; please use "{want}" instead')
                 return
             try:
-                block.reals.append((syntax.parse_real(value, self.warn), self.line))
+                real = syntax.parse_real(value, self.warn)
+                if real.receive:
+                    values.receive_regex(real.receive)
+                block.reals.append((real, self.line))
             except Invalid as exc:
                 self.error(str(exc))
         elif name in ("fallback", "fallback6") and (name == "fallback6") != block.inet6:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from lvsmon.checks.base import CheckSpecError, compile_receive
 from lvsmon.config.model import DAEMON_STATES
 
 
@@ -58,6 +59,16 @@ def quoted(value: str, name: str, warn: Warn, *, allow_empty: bool = False) -> s
         raise Invalid(f"{name} must not be empty")
     _trailing(value[end + 1 :], warn)
     return inner
+
+
+def receive_regex(pattern: str) -> str:
+    """A `receive` regex the check can run: checked here so that a bad one is a FILE:LINE error
+    of check-config, not a failed daemon start-up or a real that is always down."""
+    try:
+        compile_receive(pattern)
+    except CheckSpecError as exc:
+        raise Invalid(str(exc)) from None
+    return pattern
 
 
 def maybe_quoted(value: str, name: str) -> str:
