@@ -166,4 +166,8 @@ async def test_many_queued_probes_past_their_deadline_end_without_recursion() ->
         for _ in range(5000):
             p.start(plan, results.append)
         await asyncio.wait_for(_until(lambda: len(results) == 5000), 10)
-    assert {r.reason for r in results[1:]} == {"timeout after 0.1s during connect"}
+    # a probe admitted when the one before it timed out may get as far as http before its own
+    # deadline: starting 5,000 takes long enough on a busy machine
+    reasons = {r.reason for r in results[1:]}
+    assert reasons <= {"timeout after 0.1s during connect", "timeout after 0.1s during http"}
+    assert "timeout after 0.1s during connect" in reasons
