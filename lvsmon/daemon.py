@@ -277,23 +277,17 @@ class Daemon:
             log.exception("housekeeping failed")
 
     async def _poll_config(self) -> None:
-        """autoreload / callback, by the watcher's rules: only a readable, valid file whose
-        content has settled is applied; the running config's settings decide what is done."""
+        """autoreload / callback, by the watcher's rules (it logs what it sees): only a
+        readable, valid file whose content has settled is applied; the running config's
+        settings decide what is done."""
         if self._stop.is_set() or self._reloading.locked():
             return
         settings = self.config.settings
         change = await self.watcher.poll(autoreload=settings.autoreload)
-        if not change.changed:
-            return
-        path = self.config.path
-        log.info("Configuration file '%s' has changed on disk", path)
         if change.config is not None:
-            log.info(" - reread new configuration")
             self._spawn(self._apply_locked(change.config), "autoreload")
-        elif not settings.autoreload:
-            log.info(" - ignore new configuration")
-        if settings.callback and os.access(settings.callback, os.X_OK):
-            self._spawn(run_command([settings.callback, path]), "callback")
+        if change.changed and settings.callback and os.access(settings.callback, os.X_OK):
+            self._spawn(run_command([settings.callback, self.config.path]), "callback")
 
     async def reload(self) -> bool:
         """An explicit reload (SIGHUP): read the file now; only a valid config replaces the
