@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import resource
 import signal
@@ -276,23 +275,11 @@ def program_name() -> str:
 
 def print_status(path: str) -> None:
     """The daemon's own view, if it has written one: one line per real."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            state = json.load(f)
-    except (OSError, ValueError):
-        return
-    for v in state.get("virtuals", []):
-        print(f"{v['name']}")
-        for r in v["reals"]:
-            weight = "absent" if r["kernel_weight"] is None else f"weight {r['kernel_weight']}"
-            print(f"  {r['address']}:{r['port']:<6} {r['state']:<11} {weight:<10} {r['reason']}")
-    stats = state.get("stats", {})
-    late = stats.get("lateness_ms", {})
-    print(
-        f"checks: {stats.get('checks_done', 0)} done, {stats.get('checks_failed', 0)} failed;"
-        f" start lateness p50 {late.get('p50', 0)} ms, p99 {late.get('p99', 0)} ms;"
-        f" kernel ops: {stats.get('ops_applied', 0)} applied, {stats.get('ops_failed', 0)} failed"
-    )
+    from lvsmon.engine.status import read_status, render_status
+
+    status = read_status(path)
+    if status is not None:
+        print(render_status(status))
 
 
 def _raise_fd_limit() -> None:
