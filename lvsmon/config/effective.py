@@ -25,6 +25,7 @@ from lvsmon.config.model import (
 from lvsmon.config.parser import RawConfig, RawVirtual, Setting
 from lvsmon.config.resolve import NotAnAddress, Resolver, literal
 from lvsmon.config.services import service_for_port
+from lvsmon.config.values import shorten
 from lvsmon.ipvs.model import DestKey, Family, ServiceKey, kernel_dest_port
 
 T = TypeVar("T")
@@ -71,9 +72,11 @@ class _Builder:
         number = self.resolver.port(name, protocol)
         if number is None:
             if name.isdigit():
-                self.error(line, f"invalid port {name} for {what} (0..65535)")
+                self.error(line, f"invalid port {shorten(name)} for {what} (0..65535)")
             else:
-                self.error(line, f"invalid port {name!r} for {what} (unknown service name)")
+                self.error(
+                    line, f"invalid port {shorten(name)!r} for {what} (unknown service name)"
+                )
         return number
 
     # -- globals -------------------------------------------------------------------------------

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import stat
 
 from lvsmon.config.effective import build_config
 from lvsmon.config.errors import ConfigError, Diagnostic
+from lvsmon.config.lexer import MAX_FILE_BYTES
 from lvsmon.config.model import Config
 from lvsmon.config.parser import parse_lines
 from lvsmon.config.resolve import Resolver, SystemResolver
@@ -36,20 +40,62 @@ def parse_config(
     return config
 
 
+_KINDS = (
+    (stat.S_ISDIR, "is a directory"),
+    (stat.S_ISFIFO, "not a regular file (a FIFO)"),
+    (stat.S_ISCHR, "not a regular file (a character device)"),
+    (stat.S_ISBLK, "not a regular file (a block device)"),
+    (stat.S_ISSOCK, "not a regular file (a socket)"),
+)
+
+
+def _not_regular(mode: int) -> str | None:
+    for test, reason in _KINDS:
+        if test(mode):
+            return reason
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
 def read_config_bytes(path: str) -> bytes:
-    """The file's bytes, or ConfigError naming the file (missing, unreadable, a directory)."""
+    """The file's bytes, or ConfigError naming the file (missing, unreadable, not a regular file,
+    larger than MAX_FILE_BYTES).
+
+    Only a regular file is read, and no more than MAX_FILE_BYTES + 1 bytes of it: a FIFO would
+    block start-up until someone writes to it, and /dev/zero would fill memory before the size
+    limit was ever checked.
+    """
     try:
-        with open(path, "rb") as f:
-            return f.read()
-    except IsADirectoryError:
-        reason = "is a directory"
+        # stat first: opening a socket fails with a less telling ENXIO
+        reason = _not_regular(os.stat(path).st_mode)
+        if reason is None:
+            # O_NONBLOCK: should the path have become a FIFO since the stat, open does not wait
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+            try:
+                reason = _not_regular(os.fstat(fd).st_mode)
+                if reason is None:
+                    return _read_bounded(fd, path)
+            finally:
+                os.close(fd)
     except FileNotFoundError:
         reason = "no such file"
     except PermissionError:
         reason = "permission denied"
     except OSError as exc:
-        reason = exc.strerror or str(exc)
+        reason = "is a directory" if exc.errno == errno.EISDIR else exc.strerror or str(exc)
     raise ConfigError([Diagnostic(path, None, f"cannot read configuration file: {reason}")])
+
+
+def _read_bounded(fd: int, path: str) -> bytes:
+    chunks: list[bytes] = []
+    left = MAX_FILE_BYTES + 1
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        left -= len(chunk)
+    # the lexer's wording: a file that grew past the limit reads the same either way
+    raise ConfigError([Diagnostic(path, None, f"file is larger than {MAX_FILE_BYTES} bytes")])
 
 
 def load_config(

@@ -108,7 +108,7 @@ def _checktype(v: str, c: Context) -> object:
     # Anything holding a digit is "combined" with N = the first number in it: that is how
     # ldirectord reads it, and how the documented "checktimeoutN" spelling happens to work.
     if m := re.search(r"\d+", v):
-        return (CheckType.COMBINED, int(m.group(0)))
+        return (CheckType.COMBINED, values.decimal(m.group(0), "checktype"))
     m = re.match(r"[\w-]+", v)
     if m is not None and m.group(0) in CheckType.__members__.values() and m.group(0) != "combined":
         if v[m.end() :].strip():
@@ -160,15 +160,16 @@ def _schedflags(v: str, c: Context) -> object:
 
 def _netmask(v: str, c: Context) -> object:
     if c.inet6:
-        if not re.fullmatch(r"\d+", v) or not 1 <= int(v) <= 128:
+        if not re.fullmatch(r"\d+", v) or not 1 <= (values.small_int(v) or 0) <= 128:
             raise Invalid("invalid netmask: a prefix length between 1 and 128 is required")
         return v
     m = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)\.(\d+)", v)
     if m is None:
         raise Invalid("invalid netmask: dotted quad notation is required")
-    if any(int(part) > 255 for part in m.groups()):
-        raise Invalid(f"invalid netmask: {v} is not a dotted quad")
-    return ".".join(str(int(part)) for part in m.groups())
+    parts = [values.small_int(part) for part in m.groups()]
+    if any(part is None or part > 255 for part in parts):
+        raise Invalid(f"invalid netmask: {values.shorten(v, 40)} is not a dotted quad")
+    return ".".join(str(part) for part in parts)
 
 
 def _smtp(v: str, c: Context) -> object:

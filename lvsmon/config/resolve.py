@@ -13,6 +13,7 @@ import re
 import socket
 from typing import Protocol
 
+from lvsmon.config.values import shorten, small_int
 from lvsmon.ipvs.model import Family
 
 
@@ -38,7 +39,7 @@ def literal(name: str, family: Family) -> str | None:
         addr = ipaddress.ip_address(bare)
     except ValueError:
         if re.fullmatch(r"[\d.]+", bare) or name.startswith("["):
-            raise NotAnAddress(f"{name} is not a valid IP address") from None
+            raise NotAnAddress(f"{shorten(name)} is not a valid IP address") from None
         return None
     want = 6 if family is Family.INET6 else 4
     if addr.version != want:
@@ -128,8 +129,8 @@ class SystemResolver:
     @staticmethod
     def _lookup_port(name: str, protocol: str | None) -> int | None:
         if name.isdigit():
-            number = int(name)
-            return number if number <= 65535 else None
+            number = small_int(name)
+            return number if number is not None and number <= 65535 else None
         try:
             if protocol in ("tcp", "udp"):
                 return socket.getservbyname(name, protocol)

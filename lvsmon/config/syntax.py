@@ -10,7 +10,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from lvsmon.config.values import Invalid, Warn
+from lvsmon.config.values import Invalid, Warn, decimal
 from lvsmon.ipvs.model import Forward
 
 FORWARDS = {"gate": Forward.GATE, "masq": Forward.MASQ, "ipip": Forward.IPIP}
@@ -76,7 +76,7 @@ def parse_virtual(value: str, inet6: bool, warn: Warn) -> VirtualSpec:
     elif m := _VIRTUAL_HOST.match(value):
         host, port, rest = m.groups()
     elif m := _VIRTUAL_FWM.match(value):
-        mark, rest = int(m.group(1)), m.group(2)
+        mark, rest = decimal(m.group(1), "firewall mark"), m.group(2)
         if rest and not rest[0].isspace():
             raise Invalid(f"invalid address for {name}: {value!r}")
         if not 1 <= mark <= MAX_FWMARK:
@@ -128,7 +128,7 @@ def parse_real(value: str, warn: Warn) -> RealSpec:
     rest = fm.group(2)
     weight = 1
     if wm := _WEIGHT.match(rest):
-        weight = int(wm.group(1))
+        weight = decimal(wm.group(1), "weight")
         if weight > MAX_WEIGHT:
             raise Invalid(f"weight must be 0..{MAX_WEIGHT}, not {weight}")
         rest = wm.group(2)
@@ -144,7 +144,8 @@ def parse_real(value: str, warn: Warn) -> RealSpec:
         request = normalise_request(request)
     thresholds: dict[str, int] = {}
     while tm := _THRESHOLD.match(rest):
-        kind, number, rest = tm.group(1), int(tm.group(2)), tm.group(3)
+        kind, rest = tm.group(1), tm.group(3)
+        number = decimal(tm.group(2), "lower threshold" if kind == "l" else "upper threshold")
         if kind in thresholds:
             raise Invalid(f"{kind}: given twice")
         if number > MAX_THRESHOLD:

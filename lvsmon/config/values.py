@@ -17,6 +17,33 @@ Warn = Callable[[str], None]
 
 _LEADING_INT = re.compile(r"(\d+)(.*)\Z", re.S)
 
+MAX_DIGITS = 18
+"""Most digits a number in a config may have, leading zeros aside. Every real value fits in
+far fewer; int() of a long run of digits costs time quadratic in its length and raises
+ValueError past 4300 digits, which was a traceback instead of a FILE:LINE error."""
+
+
+def shorten(text: str, limit: int = 24) -> str:
+    """A value fit to quote in a one-line message."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def small_int(digits: str) -> int | None:
+    """The number a run of decimal digits spells, or None when it is longer than MAX_DIGITS.
+    Every number of the configuration is read through here (or `decimal`)."""
+    significant = digits.lstrip("0")
+    if len(significant) > MAX_DIGITS:
+        return None
+    return int(significant or "0")
+
+
+def decimal(digits: str, what: str) -> int:
+    """`small_int`, with a too long number an Invalid naming `what`."""
+    number = small_int(digits)
+    if number is None:
+        raise Invalid(f"invalid {what}: {shorten(digits)} has more than {MAX_DIGITS} digits")
+    return number
+
 
 def _trailing(rest: str, warn: Warn) -> None:
     if rest.strip():
@@ -32,7 +59,7 @@ def integer(
     m = _LEADING_INT.match(value)
     if m is None:
         raise Invalid(f"invalid {what}: {value!r} is not a number")
-    number = int(m.group(1))
+    number = decimal(m.group(1), what)
     if number < minimum or (maximum is not None and number > maximum):
         bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
         raise Invalid(f"invalid {what}: {number} is out of range ({bound})")

@@ -3,6 +3,10 @@ traceback, a hang or memory exhaustion."""
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +14,10 @@ from pathlib import Path
 import pytest
 
 from lvsmon.cli import main
+from lvsmon.config.checkconf import check_config
+from lvsmon.config.lexer import MAX_FILE_BYTES
+from lvsmon.config.load import read_config_bytes
+from lvsmon.config.values import MAX_DIGITS
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -68,4 +76,114 @@ def test_deep_receive_regex_is_no_traceback(tmp_path: Path) -> None:
     assert proc.stderr.splitlines() == [
         f"{cf}:3: receive regex {'(' * 60!r}... is not usable: groups nested 2000 deep "
         "(at most 100)".replace("'...", "...'")
+    ]
+
+
+# -- the file itself ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("/dev/zero", "not a regular file (a character device)"),
+        ("/dev/null", "not a regular file (a character device)"),
+    ],
+)
+def test_devices_are_refused_before_reading(target: str, reason: str) -> None:
+    proc = _run("check-config", target, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"{target}: cannot read configuration file: {reason}"]
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "ldirectord.cf"
+    os.mkfifo(fifo)
+    proc = _run("check-config", str(fifo), timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"{fifo}: cannot read configuration file: not a regular file (a FIFO)"
+    ]
+
+
+def test_a_socket_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "s.cf"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        assert _errors(path, capsys) == [
+            f"{path}: cannot read configuration file: not a regular file (a socket)"
+        ]
+
+
+def test_a_file_over_the_limit_is_not_read_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    big = tmp_path / "big.cf"
+    with big.open("wb") as f:
+        f.truncate(1 << 40)  # sparse: a terabyte of NULs that would never fit in memory
+    assert _errors(big, capsys) == [f"{big}: file is larger than {MAX_FILE_BYTES} bytes"]
+
+
+def test_a_file_at_the_limit_is_read(tmp_path: Path) -> None:
+    cf = tmp_path / "padded.cf"
+    body = b"virtual=127.0.0.1:80\n\treal=127.0.0.2:80 gate\n"
+    cf.write_bytes(body + b"#" * (MAX_FILE_BYTES - len(body)))
+    assert read_config_bytes(str(cf)) == cf.read_bytes()
+
+
+# -- numbers ------------------------------------------------------------------------------------
+
+HUGE = "9" * 5000
+
+# (config with NUMBER in it, the line of the expected error)
+NUMBER_PLACES = [
+    ("checkinterval=NUMBER\n", 1),
+    ("checktimeout=NUMBER\n", 1),
+    ("failurecount=NUMBER\n", 1),
+    ("emailalertfreq=NUMBER\n", 1),
+    ("virtual=127.0.0.1:NUMBER\n\treal=127.0.0.2:80 gate\n", 1),
+    ("virtual=NUMBER\n\treal=127.0.0.2:80 gate\n", 1),
+    ("virtual=127.0.0.1:80\n\treal=127.0.0.2:NUMBER gate\n", 2),
+    ("virtual=127.0.0.1:80\n\treal=127.0.0.2:80 gate NUMBER\n", 2),
+    ("virtual=127.0.0.1:80\n\treal=127.0.0.2:80 gate 1 l:NUMBER\n", 2),
+    ("virtual=127.0.0.1:80\n\treal=127.0.0.2:80 gate 1 u:NUMBER\n", 2),
+    ("virtual=127.0.0.1:80\n\treal=NUMBER:80 gate\n", 2),
+    ("virtual=127.0.0.1:80\n\treal=127.0.0.2->NUMBER:80 gate\n", 2),
+    ("virtual=127.0.0.1:80\n\treal=127.0.0.2:80 gate\n\tcheckport=NUMBER\n", 3),
+    ("virtual=127.0.0.1:80\n\treal=127.0.0.2:80 gate\n\tchecktype=NUMBER\n", 3),
+    ("virtual=127.0.0.1:80\n\treal=127.0.0.2:80 gate\n\tpersistent=NUMBER\n", 3),
+    ("virtual=127.0.0.1:80\n\treal=127.0.0.2:80 gate\n\tnetmask=NUMBER.0.0.0\n", 3),
+    ("virtual=127.0.0.1:80\n\treal=127.0.0.2:80 gate\n\tcheckcount=NUMBER\n", 3),
+    ("virtual=127.0.0.1:80\n\treal=127.0.0.2:80 gate\n\tfallback=127.0.0.9:NUMBER\n", 3),
+    ("virtual6=[::1]:80\n\treal6=[::2]:80 gate\n\tpersistent=9\n\tnetmask=NUMBER\n", 4),
+]
+
+
+@pytest.mark.parametrize(("text", "line"), NUMBER_PLACES)
+def test_a_5000_digit_number_is_one_error_line(
+    text: str, line: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cf = tmp_path / "numbers.cf"
+    cf.write_text(text.replace("NUMBER", HUGE))
+    lines = _errors(cf, capsys)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{cf}:{line}: ")
+    assert len(lines[0]) < len(str(cf)) + 200
+
+
+@pytest.mark.parametrize("digits", ["0" * 5000 + "10", "1" + "0" * 17])
+def test_long_but_small_or_18_digit_numbers_are_read(digits: str, tmp_path: Path) -> None:
+    out = io.StringIO()
+    cf = tmp_path / "ok.cf"
+    cf.write_text(f"checkinterval={digits}\nvirtual=127.0.0.1:80\n\treal=127.0.0.2:80 gate\n")
+    assert check_config(str(cf), as_json=True, out=out, err=io.StringIO()) == 0
+    assert json.loads(out.getvalue())["global"]["checkinterval"] == int(digits.lstrip("0"))
+
+
+def test_a_5000_digit_number_through_the_command_is_no_traceback(tmp_path: Path) -> None:
+    cf = tmp_path / "n.cf"
+    cf.write_text(f"checkinterval={HUGE}\n")
+    proc = _run("check-config", str(cf))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"{cf}:1: invalid check interval: {'9' * 24}... has more than {MAX_DIGITS} digits"
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,7 +30,11 @@ def _parse(data: bytes) -> Config | None:
 def mutants(draw: st.DrawFn) -> bytes:
     lines = draw(st.sampled_from(SEEDS)).split(b"\n")
     for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["insert", "delete", "duplicate", "bytes", "indent", "splice"]))
+        kind = draw(
+            st.sampled_from(
+                ["insert", "delete", "duplicate", "bytes", "indent", "splice", "number"]
+            )
+        )
         i = draw(st.integers(0, max(len(lines) - 1, 0)))
         if kind == "insert":
             lines.insert(i, draw(st.binary(max_size=80)))
@@ -45,6 +50,18 @@ def mutants(draw: st.DrawFn) -> bytes:
             line = lines[i].lstrip(b" \t")
             prefix = draw(st.sampled_from([b"", b" ", b"  ", b"    ", b"\t", b"\t\t", b"  \t"]))
             lines[i] = prefix + line
+        elif kind == "number" and lines:
+            # a number anywhere, up to well past int()'s 4300-digit limit
+            line = lines[i]
+            runs = list(re.finditer(rb"\d+", line))
+            digits = draw(st.sampled_from([b"9", b"1", b"0"])) * draw(
+                st.sampled_from([17, 18, 19, 20, 4300, 4301, 6000])
+            )
+            if runs:
+                run = runs[draw(st.integers(0, len(runs) - 1))]
+                lines[i] = line[: run.start()] + digits + line[run.end() :]
+            else:
+                lines[i] = line + digits
         elif kind == "splice" and lines:
             other = draw(st.sampled_from(SEEDS)).split(b"\n")
             lines.insert(i, other[draw(st.integers(0, len(other) - 1))])
