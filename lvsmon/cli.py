@@ -59,7 +59,15 @@ def _check_config(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     from lvsmon.config.checkconf import check_config
 
-    return check_config(args.file, as_json=args.json, out=sys.stdout, err=sys.stderr)
+    rc = check_config(args.file, as_json=args.json, out=sys.stdout, err=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            # the reader left (`| head -1`) and check_config kept its verdict; what is still
+            # buffered would fail again, with a traceback, in the flush at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    return rc
 
 
 def _demo(argv: Sequence[str]) -> int:

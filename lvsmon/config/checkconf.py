@@ -19,12 +19,21 @@ def check_config(path: str, *, as_json: bool, out: TextIO, err: TextIO) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        for d in exc.diagnostics:
-            print(str(d), file=err)
+        _write(err, "".join(f"{d}\n" for d in exc.diagnostics))
         return EXIT_CONFIG_ERROR
-    for w in config.warnings:
-        print(f"{w.file}:{w.line}: warning: {w.message}", file=err)
+    _write(err, "".join(f"{w.file}:{w.line}: warning: {w.message}\n" for w in config.warnings))
     if as_json:
-        json.dump(config_to_dict(config), out, indent=2, ensure_ascii=False)
-        out.write("\n")
+        _write(out, json.dumps(config_to_dict(config), indent=2, ensure_ascii=False) + "\n")
     return EXIT_OK
+
+
+def _write(stream: TextIO, text: str) -> None:
+    """Write and flush; a reader that closed its end (`check-config --json F | head -1`) has
+    taken all it wanted, and the exit status still says whether the file is valid."""
+    if not text:
+        return
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        pass

@@ -187,3 +187,43 @@ def test_a_5000_digit_number_through_the_command_is_no_traceback(tmp_path: Path)
     assert proc.stderr.splitlines() == [
         f"{cf}:1: invalid check interval: {'9' * 24}... has more than {MAX_DIGITS} digits"
     ]
+
+
+# -- a reader that leaves early -----------------------------------------------------------------
+
+
+def _closed_early(args: list[str], *, merge: bool = False) -> tuple[int, str]:
+    """Run lvsmon, read one line of its output, close the pipe; its exit code and stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lvsmon", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    rc = proc.wait(timeout=60)
+    err = b"" if proc.stderr is None else proc.stderr.read()
+    if proc.stderr is not None:
+        proc.stderr.close()
+    return rc, err.decode()
+
+
+def _big_valid(tmp_path: Path) -> Path:
+    cf = tmp_path / "big.cf"
+    reals = "".join(f"\treal=10.0.{i // 250}.{i % 250 + 1}:80 gate\n" for i in range(3000))
+    cf.write_text("virtual=127.0.0.1:80\n" + reals)
+    return cf  # its JSON is far more than a pipe holds
+
+
+def test_json_to_a_reader_that_leaves_early_is_quiet(tmp_path: Path) -> None:
+    rc, err = _closed_early(["check-config", "--json", str(_big_valid(tmp_path))])
+    assert (rc, err) == (0, "")
+
+
+def test_errors_to_a_reader_that_leaves_early_keep_the_verdict(tmp_path: Path) -> None:
+    cf = tmp_path / "errors.cf"
+    cf.write_text("".join(f"bogus{i}=1\n" for i in range(5000)))
+    rc, err = _closed_early(["check-config", str(cf)], merge=True)
+    assert (rc, err) == (2, "")
