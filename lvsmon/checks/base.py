@@ -15,7 +15,7 @@ import os
 import re
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol, cast, get_args
 
 import regex  # type: ignore[import-untyped]
@@ -74,9 +74,9 @@ class CheckSpec:
     virtualhost: str = ""
     httpmethod: HttpMethod = "GET"
     login: str = ""
-    passwd: str = ""
+    passwd: str = field(default="", repr=False)  # a repr ends up in logs and tracebacks
     database: str = ""
-    secret: str = ""
+    secret: str = field(default="", repr=False)
     checkcommand: str = ""
     vip: str = ""
     vport: int = 0

@@ -1,12 +1,28 @@
-"""The JSON view of a Config (``lvsmon check-config --json``)."""
+"""The JSON view of a Config (``lvsmon check-config --json``).
+
+Secrets (`passwd`, `secret`) are shown as REDACTED when set: this output lands in terminals,
+tickets and CI logs. Whatever else shows settings (status output, logs) should pass each field
+through `redact` too.
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import fields, is_dataclass
-from typing import Any
+from typing import Any, Final
 
 from lvsmon.config.model import Config, Virtual
+
+REDACTED: Final = "***"
+SECRET_FIELDS: Final = frozenset({"passwd", "secret"})
+
+
+def redact(name: str, value: Any) -> Any:
+    """`value` of the setting `name` as it may be shown: a set secret is REDACTED; an empty
+    one stays empty, so that "not set" still reads as such."""
+    if name in SECRET_FIELDS and value:
+        return REDACTED
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -15,7 +31,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+        return {f.name: _plain(redact(f.name, getattr(value, f.name))) for f in fields(value)}
     return value
 
 

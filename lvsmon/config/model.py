@@ -149,9 +149,9 @@ class Virtual:
     virtualhost: str | None = None
     httpmethod: HttpMethod = HttpMethod.GET
     login: str = ""
-    passwd: str = ""
+    passwd: str = field(default="", repr=False)  # a repr ends up in logs and tracebacks
     database: str = ""
-    secret: str = ""
+    secret: str = field(default="", repr=False)
     load: str | None = None  # parsed by ldirectord, never used
     checktimeout: int = 5
     negotiatetimeout: int = 30

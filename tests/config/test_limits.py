@@ -13,11 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from lvsmon.checks import CheckSpec
 from lvsmon.cli import main
+from lvsmon.config import load_config
 from lvsmon.config.checkconf import check_config
+from lvsmon.config.dump import REDACTED, SECRET_FIELDS, redact
 from lvsmon.config.lexer import MAX_FILE_BYTES
 from lvsmon.config.load import read_config_bytes
 from lvsmon.config.values import MAX_DIGITS
+from lvsmon.engine.plan import build_plan
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -227,3 +231,55 @@ def test_errors_to_a_reader_that_leaves_early_keep_the_verdict(tmp_path: Path) -
     cf.write_text("".join(f"bogus{i}=1\n" for i in range(5000)))
     rc, err = _closed_early(["check-config", str(cf)], merge=True)
     assert (rc, err) == (2, "")
+
+
+# -- secrets --------------------------------------------------------------------------------------
+
+SECRETS = """\
+virtual=127.0.0.1:3306
+\treal=127.0.0.2:3306 gate
+\tservice=mysql
+\tchecktype=connect
+\tlogin="monitor"
+\tpasswd="pa55-Word-xyzzy"
+\tdatabase="health"
+virtual=127.0.0.1:1812
+\tprotocol=udp
+\treal=127.0.0.2:1812 gate
+\tservice=radius
+\tchecktype=connect
+\tsecret="radius-Secret-plugh"
+virtual=127.0.0.1:80
+\treal=127.0.0.2:80 gate
+\tservice=http
+"""
+
+
+def test_secrets_never_appear_in_the_json(tmp_path: Path) -> None:
+    cf = tmp_path / "secrets.cf"
+    cf.write_text(SECRETS)
+    proc = _run("check-config", "--json", str(cf))
+    assert proc.returncode == 0, proc.stderr
+    for secret in ("pa55-Word-xyzzy", "radius-Secret-plugh", "xyzzy", "plugh"):
+        assert secret not in proc.stdout
+    virtuals = json.loads(proc.stdout)["virtuals"]
+    shown = [(v["login"], v["passwd"], v["database"], v["secret"]) for v in virtuals]
+    assert shown == [("monitor", "***", "health", ""), ("", "", "", "***"), ("", "", "", "")]
+
+
+def test_redact() -> None:
+    assert redact("passwd", "x") == redact("secret", "y") == REDACTED == "***"
+    assert redact("passwd", "") == redact("secret", "") == ""
+    assert redact("login", "monitor") == "monitor"
+    assert {"passwd", "secret"} <= SECRET_FIELDS
+
+
+def test_secrets_are_not_in_reprs(tmp_path: Path) -> None:
+    cf = tmp_path / "secrets.cf"
+    cf.write_text(SECRETS)
+    config = load_config(str(cf))
+    plan = build_plan(config)
+    spec = CheckSpec(kind="negotiate", host="127.0.0.2", port=1, timeout=1, passwd="xyzzy")
+    text = repr(config) + repr(plan) + repr(spec)
+    assert "xyzzy" not in text and "plugh" not in text
+    assert config.virtuals[0].passwd == "pa55-Word-xyzzy"  # still there for the check itself
