@@ -26,7 +26,7 @@ from lvsmon.atomicfile import write_atomic
 from lvsmon.config import Config, ConfigError
 from lvsmon.config.watch import ConfigWatcher
 from lvsmon.engine.engine import Engine
-from lvsmon.engine.eventlog import log_event
+from lvsmon.engine.eventlog import LOGGED, log_event
 from lvsmon.engine.events import (
     CheckDone,
     ConfigLoaded,
@@ -93,7 +93,7 @@ class Daemon:
         self.config = config
         self.backend = backend
         self.events = EventBus()
-        self.events.subscribe("log", log_event)
+        self.events.subscribe("log", log_event, kinds=LOGGED)
         self.engine = Engine(
             config, backend, maintained=self._maintained, events=self.events, resync_s=resync_s
         )

@@ -17,8 +17,15 @@ from collections.abc import Callable, Collection
 
 from lvsmon.checks.base import CheckResult
 from lvsmon.config.model import Config, Real, Virtual
-from lvsmon.engine.desired import adopt_health, desired_table, is_up, managed_services
-from lvsmon.engine.eventlog import log_event
+from lvsmon.engine.desired import (
+    VirtualLayout,
+    adopt_health,
+    desired_table,
+    is_up,
+    layout_of,
+    managed_services,
+)
+from lvsmon.engine.eventlog import LOGGED, log_event
 from lvsmon.engine.events import (
     CheckDone,
     EventBus,
@@ -65,7 +72,7 @@ class Engine:
         self._owns_events = events is None
         self.events = events if events is not None else EventBus()
         if self._owns_events:
-            self.events.subscribe("log", log_event)
+            self.events.subscribe("log", log_event, kinds=LOGGED)
         self.runner = CheckRunner(
             self._fan_out,
             self.stats,
@@ -91,6 +98,8 @@ class Engine:
         self._pool_up: dict[ServiceKey, bool] = {}
         self._rows: list[tuple[Virtual, ServiceKey, list[tuple[Real, RealRef, DestKey]]]] = []
         self._rows_for: Config | None = None
+        self._layout: tuple[VirtualLayout, ...] = ()
+        self._layout_for: Config | None = None
         self._loops: list[asyncio.Task[None]] = []
         self.on_crash: OnCrash | None = None
         self.crashed: BaseException | None = None
@@ -118,7 +127,12 @@ class Engine:
         return self._desired_for(self.actual or {})
 
     def _desired_for(self, actual: Table) -> Table:
-        return desired_table(self.config, self.health, self._maintained, actual)
+        return desired_table(self.config, self.health, self._maintained, actual, self._layout_now())
+
+    def _layout_now(self) -> tuple[VirtualLayout, ...]:
+        if self._layout_for is not self.config:
+            self._layout, self._layout_for = layout_of(self.config), self.config
+        return self._layout
 
     def _describe(self, op: Op, stopping: bool) -> str:
         return describe(op, self.config, stopping)
@@ -270,13 +284,11 @@ class Engine:
 
     def up_of(self) -> dict[ServiceKey, bool]:
         """Per virtual: is any of its reals up (and not in maintenance)?"""
-        up: dict[ServiceKey, bool] = {}
-        for v in self.config.virtuals:
-            up[v.key] = any(
-                is_up(RealRef(v.key, r.address, r.port), self.health, self._maintained)
-                for r in v.reals
-            )
-        return up
+        health, maintained = self.health, self._maintained
+        return {
+            v.key: any(is_up(slot.ref, health, maintained) for slot in v.reals)
+            for v in self._layout_now()
+        }
 
     def _after_reconcile(self) -> None:
         # before the first round of checks, "no real is up" only means "none checked yet"

@@ -17,6 +17,8 @@ from lvsmon.engine.events import (
 
 log = logging.getLogger("lvsmon")
 
+LOGGED = (KernelOp, RealChanged, SoftFailure, SoftReset, ConfigLoaded, ConfigRejected)
+
 
 def log_event(event: Event) -> None:
     if isinstance(event, KernelOp):

@@ -29,7 +29,7 @@ from lvsmon.ipvs.ops import Op
 
 log = logging.getLogger("lvsmon")
 
-DEFAULT_QUEUE = 10_000
+DEFAULT_QUEUE = 65_536  # a start-up at 10,000 reals publishes two events per real at once
 
 
 class Phase(enum.StrEnum):

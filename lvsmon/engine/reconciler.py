@@ -31,6 +31,7 @@ log = logging.getLogger("lvsmon")
 DEFAULT_RESYNC_S = 5.0
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
+FULL_EVERY = 12  # every this many resyncs, the desired table is recomputed even if nothing moved
 
 Desired = Callable[[Table], Table]  # the actual table -> the table lvsmon wants
 Describe = Callable[[Op, bool], str]  # (op, stopping) -> ldirectord's wording
@@ -64,6 +65,7 @@ class Reconciler:
         self._dirty = asyncio.Event()
         self._backoff = RETRY_MIN_S
         self.retry_at: float | None = None
+        self._resyncs = 0
         self.after: list[Callable[[], None]] = []  # called after every reconcile
 
     @property
@@ -134,6 +136,20 @@ class Reconciler:
                 return False
             fresh = self.actual
             assert fresh is not None
+            self._resyncs += 1
+            # the kernel is exactly what the last successful pass left, and nothing is pending:
+            # the desired table has not moved either (every change of health, maintenance or
+            # config marks the reconciler dirty). Every FULL_EVERY-th pass recomputes anyway,
+            # so that a missed edge cannot last.
+            if (
+                cached is not None
+                and self.retry_at is None
+                and not self._dirty.is_set()
+                and self._resyncs % FULL_EVERY
+                and all(cached.get(k) == fresh.get(k) for k in self.managed)
+            ):
+                self._settle(True)
+                return True
             ops = diff(self._desired(fresh), fresh, self.managed)
             drifted: set[ServiceKey] = set()
             if cached is not None and ops:
