@@ -38,7 +38,6 @@ from lvsmon.engine.events import (
 )
 from lvsmon.engine.maintenance import MaintenanceDir
 from lvsmon.engine.plan import Plan, RealRef
-from lvsmon.engine.reconciler import DEFAULT_RESYNC_S
 from lvsmon.engine.status import Status
 from lvsmon.hooks import FallbackCommands, MonitorFiles, run_command
 from lvsmon.ipvs.backend import BackendError, IpvsBackend
@@ -86,8 +85,10 @@ class Daemon:
         backend: IpvsBackend,
         status_path: str | None = None,
         *,
-        resync_s: float = DEFAULT_RESYNC_S,
+        resync_s: float | None = None,
     ) -> None:
+        """`resync_s`: overrides the config's resyncinterval (tests)."""
+        self._resync_override = resync_s
         self.status_path = status_path
         self.started_at = time.time()
         self.config = config
@@ -95,7 +96,11 @@ class Daemon:
         self.events = EventBus()
         self.events.subscribe("log", log_event, kinds=LOGGED)
         self.engine = Engine(
-            config, backend, maintained=self._maintained, events=self.events, resync_s=resync_s
+            config,
+            backend,
+            maintained=self._maintained,
+            events=self.events,
+            resync_s=resync_s or config.settings.resyncinterval,
         )
         self.engine.on_crash = self._crashed
         self.fallbacks = FallbackCommands(lambda: self.engine.config)
@@ -311,6 +316,9 @@ class Daemon:
                 settle_memory(collect=True)
                 self.config = new
                 self._use_monitorfiles(new)
+                self.engine.reconciler.resync_s = (
+                    self._resync_override or new.settings.resyncinterval
+                )
                 self.watcher.applied(new.digest)
                 self.events.publish(ConfigLoaded(new.path, new.digest, len(new.virtuals)))
             finally:
@@ -324,10 +332,8 @@ async def run_daemon(
     backend: IpvsBackend,
     ready: Ready,
     status_path: str | None = None,
-    *,
-    resync_s: float = DEFAULT_RESYNC_S,
 ) -> int:
-    daemon = Daemon(config, backend, status_path, resync_s=resync_s)
+    daemon = Daemon(config, backend, status_path)
     with contextlib.suppress(asyncio.CancelledError):
         return await daemon.run(ready)
     return 1

@@ -132,6 +132,7 @@ class _Builder:
             cleanstop=get("cleanstop", True),
             smtp=get("smtp", cast(str | None, None)),
             maintenancedir=maintdir,
+            resyncinterval=get("resyncinterval", 5),
         )
 
     def check_writable(self, path: str, line: int, what: str) -> None:

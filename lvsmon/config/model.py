@@ -236,6 +236,7 @@ class GlobalSettings:
     cleanstop: bool = True
     smtp: str | None = None
     maintenancedir: str | None = None
+    resyncinterval: int = 5  # lvsmon: seconds between full comparisons with the kernel table
 
 
 @dataclass(frozen=True, slots=True)

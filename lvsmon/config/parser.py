@@ -243,6 +243,7 @@ GLOBAL: dict[str, Parse] = {
     "readdquiescent": _yes_no,
     "emailalertfrom": _free,
     "maintenancedir": _free,
+    "resyncinterval": _int("resync interval"),  # lvsmon's own: ldirectord rejects it
 }
 
 BLOCK: dict[str, Parse] = {
