@@ -29,6 +29,7 @@ from lvsmon.engine.engine import Engine
 from lvsmon.engine.eventlog import LOGGED, log_event
 from lvsmon.engine.events import (
     CheckDone,
+    ConfigFileChanged,
     ConfigLoaded,
     ConfigRejected,
     EventBus,
@@ -39,7 +40,7 @@ from lvsmon.engine.events import (
 from lvsmon.engine.maintenance import MaintenanceDir
 from lvsmon.engine.plan import Plan, RealRef
 from lvsmon.engine.status import Status
-from lvsmon.hooks import FallbackCommands, MonitorFiles, run_command
+from lvsmon.hooks import Callback, Commands, FallbackCommands, MonitorFiles
 from lvsmon.ipvs.backend import BackendError, IpvsBackend
 
 log = logging.getLogger("lvsmon")
@@ -103,8 +104,17 @@ class Daemon:
             resync_s=resync_s or config.settings.resyncinterval,
         )
         self.engine.on_crash = self._crashed
-        self.fallbacks = FallbackCommands(lambda: self.engine.config)
-        self.events.subscribe("fallbackcommand", self.fallbacks, kinds=(FallbackChanged,))
+        self.commands = Commands()
+
+        def running() -> Config:
+            return self.engine.config
+
+        self.events.subscribe(
+            "fallbackcommand", FallbackCommands(running, self.commands), kinds=(FallbackChanged,)
+        )
+        self.events.subscribe(
+            "callback", Callback(running, self.commands), kinds=(ConfigFileChanged,)
+        )
         self.monitor = MonitorFiles(config)
         self.events.subscribe("monitorfile", self.monitor, kinds=(CheckDone,))
         self._use_monitorfiles(config)
@@ -245,7 +255,7 @@ class Daemon:
                 log.exception("stop: %s failed", what)
 
         await bounded(self.engine.stop(clean=self._started), "the engine")
-        await bounded(self.fallbacks.drain(), "fallbackcommand")
+        await bounded(self.commands.drain(), "fallbackcommand and callback")
         if self.status_path:
             with contextlib.suppress(OSError):
                 os.unlink(self.status_path)
@@ -291,8 +301,8 @@ class Daemon:
         change = await self.watcher.poll(autoreload=settings.autoreload)
         if change.config is not None:
             self._spawn(self._apply_locked(change.config), "autoreload")
-        if change.changed and settings.callback and os.access(settings.callback, os.X_OK):
-            self._spawn(run_command([settings.callback, self.config.path]), "callback")
+        if change.changed:
+            self.events.publish(ConfigFileChanged(self.config.path, self.watcher.settled_digest))
 
     async def reload(self) -> bool:
         """An explicit reload (SIGHUP): read the file now; only a valid config replaces the

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from lvsmon.config.model import Config, Virtual
-from lvsmon.engine.events import CheckDone, Event, FallbackChanged
+from lvsmon.engine.events import CheckDone, ConfigFileChanged, Event, FallbackChanged
 
 log = logging.getLogger("lvsmon")
 
@@ -59,13 +59,45 @@ def fallback_argv(v: Virtual, command: str, state: str) -> list[str]:
     return [*shlex.split(command), state, where, str(v.protocol)]
 
 
+class Commands:
+    """Commands started by subscribers: bounded each, drained (within the stop bound) at stop."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[int | None]] = set()
+
+    def start(self, argv: Sequence[str]) -> None:
+        task = asyncio.get_running_loop().create_task(run_command(argv))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class Callback:
+    """ldirectord's `callback`: `<callback> <configfile>` when the file changed on disk, with the
+    running config's setting: a subscriber of ConfigFileChanged."""
+
+    def __init__(self, config: Callable[[], Config], commands: Commands) -> None:
+        self._config = config
+        self._commands = commands
+
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, ConfigFileChanged):
+            return
+        callback = self._config().settings.callback
+        if callback and os.access(callback, os.X_OK):
+            self._commands.start([callback, event.path])
+
+
 class FallbackCommands:
     """Runs fallbackcommand when a virtual's "no real is up" state changes: a subscriber of
     FallbackChanged. `config` gives the running config (a reload may change the command)."""
 
-    def __init__(self, config: Callable[[], Config]) -> None:
+    def __init__(self, config: Callable[[], Config], commands: Commands) -> None:
         self._config = config
-        self._tasks: set[asyncio.Task[int | None]] = set()
+        self._commands = commands
 
     def __call__(self, event: Event) -> None:
         if not isinstance(event, FallbackChanged):
@@ -75,13 +107,7 @@ class FallbackCommands:
                 continue
             argv = fallback_argv(v, v.fallbackcommand, "start" if event.active else "stop")
             log.info("Running fallbackcommand: %s", shlex.join(argv))
-            task = asyncio.get_running_loop().create_task(run_command(argv))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._commands.start(argv)
 
 
 def _escape(msg: str) -> str:

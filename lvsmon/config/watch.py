@@ -97,6 +97,11 @@ class ConfigWatcher:
         self._pending_backoff = 1
 
     @property
+    def settled_digest(self) -> str:
+        """The last content the file settled on (what a `changed` poll reported)."""
+        return self._settled
+
+    @property
     def running_digest(self) -> str:
         return self._running
 

@@ -122,6 +122,15 @@ class ConfigLoaded:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigFileChanged:
+    """The config file settled on new usable content (applied or not: that is autoreload's
+    business); ldirectord's `callback` runs on it."""
+
+    path: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
 class ConfigRejected:
     path: str
     message: str
@@ -142,6 +151,7 @@ Event = (
     | DriftRepaired
     | FallbackChanged
     | ConfigLoaded
+    | ConfigFileChanged
     | ConfigRejected
     | PhaseChanged
 )
