@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from lvsmon.config import load_config
 from lvsmon.daemon import Daemon
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import ServiceKey
 
-from .conftest import Web, wait_for
+from .conftest import Running, Web, start, wait_for
 
 VKEY = ServiceKey.inet("tcp", "127.0.0.100", 80)
 
@@ -29,32 +26,6 @@ def cf_text(
         f"checktimeout=1\ncheckinterval=1\n{extra}virtual=127.0.0.100:80\n{reals}"
         f'\tservice=http\n\treceive="alive"\n{block}'
     )
-
-
-class Running:
-    def __init__(self, daemon: Daemon, task: asyncio.Task[int]) -> None:
-        self.daemon, self.task = daemon, task
-
-    def weights(self) -> dict[int, int]:
-        table = self.daemon.engine.actual or {}
-        return {d.port: c.weight for d, c in table[VKEY].dests.items()} if VKEY in table else {}
-
-
-async def start(path: Path, backend: MemoryBackend | None = None) -> Running:
-    daemon = Daemon(load_config(str(path)), backend or MemoryBackend())
-    ready: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(daemon.run(ready.set_result))
-    assert await ready is None
-    return Running(daemon, task)
-
-
-@pytest.fixture
-async def stopper() -> AsyncIterator[list[Running]]:
-    running: list[Running] = []
-    yield running
-    for r in running:
-        r.daemon.request_stop()
-        await r.task
 
 
 async def test_autoreload_follows_content_and_keeps_a_bad_config_out(
