@@ -438,15 +438,53 @@ class FakeIpvsadm:
         return sum(1 for c in self.calls() if start <= float(str(c["t"])) <= end)
 
 
+class Flooders:
+    """bench/flood_1xx.py in a process of its own: hostile reals that answer every request with
+    an endless stream of `100 Continue` heads (they must cost the checks of the others nothing)."""
+
+    def __init__(self, count: int, cleanup: Cleanup) -> None:
+        base = free_port()
+        self.addresses = [("127.0.0.1", base + i) for i in range(count)]
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "flood_1xx.py"), "--count", str(count),
+             "--base-port", str(base)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        cleanup.add("1xx flooders", self.stop)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # {"listening": [...]} once every server listens
+        if "listening" not in line:
+            raise RuntimeError(f"flood_1xx.py did not start: {line!r}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def close(self) -> int:
+        """Stop; the number of connections the flooders served."""
+        self.stop()
+        out = self.proc.stdout.read() if self.proc.stdout else ""
+        for line in out.splitlines():
+            with contextlib.suppress(ValueError):
+                return int(json.loads(line).get("connections", 0))
+        return 0
+
+
 # ---------------------------------------------------------------- the configuration
 
 
 def write_config(
     path: str, virtuals: int, per_virtual: int, port: int, logfile: str,
-    own_port: dict[int, int] | None = None,
+    own_port: dict[int, int] | None = None, hostile: list[tuple[str, int]] | None = None,
 ) -> list[tuple[str, int]]:  # fmt: skip
     """An ldirectord.cf both daemons read unchanged; returns the reals as (address, port).
-    `own_port`: real index → a port of its own (a server that can be stopped alone)."""
+    `own_port`: real index → a port of its own (a server that can be stopped alone).
+    `hostile`: more reals in the first virtual (the 1xx flooders), not among those returned."""
     lines = [
         "checktimeout=3",
         "checkinterval=1",
@@ -463,6 +501,8 @@ def write_config(
             address, real_port = real_address(i), (own_port or {}).get(i, port)
             reals.append((address, real_port))
             lines.append(f"\treal={address}:{real_port} masq")
+        if v == 0:
+            lines += [f"\treal={a}:{p} masq" for a, p in hostile or ()]
         lines += [
             f"\tfallback=127.0.0.1:{FALLBACK_PORT}",
             "\tservice=http",
@@ -498,6 +538,8 @@ class Run:
     nginx_cpu_pct: float = float("nan")  # the real servers' side, for context
     rss_mib: float = float("nan")
     peak_rss_mib: float = float("nan")
+    flood_servers: int = 0  # hostile reals streaming 100 Continue heads, in the first virtual
+    flood_connections: int = 0  # the checks they got (each flooded until lvsmon gave up)
     status_checks_per_s: float = float("nan")
     lateness_ms: dict[str, float] = field(default_factory=dict)
     worst_p99_late_ms: float = float("nan")
@@ -585,10 +627,11 @@ def steady_window(
 
 def run_lvsmon(
     name: str, workdir: str, servers: RealServers, virtuals: int, per_virtual: int,
-    window: float, cleanup: Cleanup, fake: FakeIpvsadm | None, detect: bool,
+    window: float, cleanup: Cleanup, fake: FakeIpvsadm | None, detect: bool, flood: int = 0,
 ) -> Run:  # fmt: skip
     n = virtuals * per_virtual
     run = Run(name, n)
+    flooders = Flooders(flood, cleanup) if flood else None
     base = os.path.join(workdir, name)
     os.makedirs(base)
     cfg, logfile, pidfile = (os.path.join(base, x) for x in ("bench.cf", "lvsmon.log", "l.pid"))
@@ -596,7 +639,8 @@ def run_lvsmon(
     solo_index = per_virtual - 2  # a real with a server of its own, stopped and started again
     solo_port = free_port()
     own = {solo_index: solo_port} if detect else None
-    reals = write_config(cfg, virtuals, per_virtual, servers.port, logfile, own)
+    hostile = flooders.addresses if flooders else None
+    reals = write_config(cfg, virtuals, per_virtual, servers.port, logfile, own, hostile)
     if detect:
         solo = PythonServers(workdir, solo_port, 1, 0, cleanup, solo_index, f"{name}-solo")
     env = {**(fake.env if fake else os.environ), "LVSMON_RESOLVER": "files"}
@@ -671,6 +715,9 @@ def run_lvsmon(
     run.stop_returned_s = time.time() - t0
     gone = wait_gone(pid, 300)
     run.stop_gone_s = (gone - t0) if gone else float("nan")
+    if flooders:
+        run.flood_servers = flood
+        run.flood_connections = flooders.close()
     return run
 
 
@@ -788,6 +835,10 @@ def rows(runs: list[Run]) -> Iterator[tuple[str, list[str]]]:
     yield "server restarted → 'Restored' (s)", [f(r.restarted_recover_s, 3) for r in runs]
     yield "stop command returned (s)", [f(r.stop_returned_s) for r in runs]
     yield "stop → process gone (s)", [f(r.stop_gone_s) for r in runs]
+    yield (
+        "1xx flooders in the pool (connections)",
+        [f"{r.flood_servers} ({r.flood_connections})" for r in runs],
+    )
 
 
 def cpu_per_check_us(run: Run) -> float:
@@ -835,6 +886,8 @@ def figures(big: Run, small: Run | None, ld: Run | None) -> dict[str, object]:
         f"{k}_restarted_recover_s": r(big.restarted_recover_s),
         f"{k}_stop_s": r(big.stop_gone_s),
         f"{k}_load_avg": r(big.load_at_window, 2),
+        f"{k}_flood_servers": big.flood_servers,
+        f"{k}_flood_connections": big.flood_connections,
     }
     for run, who in ((small, "lvsmon"), (ld, "ldirectord")):
         if run is None:
@@ -888,6 +941,10 @@ def main() -> int:
         "--anchor-latency-ms", type=float, default=5.0,
         help="python anchor servers answer this long after a request (default 5)",
     )  # fmt: skip
+    ap.add_argument(
+        "--flood", type=int, default=10,
+        help="big run: this many hostile reals streaming 100 Continue heads (default 10)",
+    )  # fmt: skip
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs) for study")
     args = ap.parse_args()
     quick = args.quick
@@ -921,7 +978,9 @@ def main() -> int:
     try:
         servers = RealServers(workdir, args.port or free_port(), cleanup)
         log(f"nginx on *:{servers.port}, work folder {workdir}")
-        big = run_lvsmon("lvsmon", workdir, servers, big_v, big_r, window, cleanup, None, True)
+        big = run_lvsmon(
+            "lvsmon", workdir, servers, big_v, big_r, window, cleanup, None, True, args.flood
+        )
         anchor = servers
         if args.anchor_servers == "python":
             n_anchor = small_v * small_r
