@@ -191,13 +191,19 @@ class Daemon:
         stopping = loop.create_task(self._stop.wait())
         await asyncio.wait({startup, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if startup.done():
-            error = startup.result()
+            try:
+                error = startup.result()
+            except Exception as exc:  # a bug, or a backend raising what it must not: be loud
+                log.critical("start-up failed", exc_info=exc)
+                error = f"start-up failed: {exc!r}"
+                self.exit_code = EXIT_CRASHED
             if error is not None:
                 stopping.cancel()
                 log.error("%s", error)
                 ready(error)
-                await self.events.stop()
-                return 1
+                self.exit_code, self._stop_signal = EXIT_CRASHED, error
+                await self.shutdown()
+                return self.exit_code
             ready(None)
             await stopping
         else:

@@ -135,3 +135,20 @@ async def test_a_crashed_engine_loop_stops_the_daemon_non_zero(
     assert code == 1
     assert "lvsmon-reconcile crashed" in caplog.text and "ZeroDivisionError" in caplog.text
     assert phases == ["starting", "running", "stopping"]
+
+
+async def test_a_backend_that_raises_at_start_up_is_reported_not_hung(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ..engine.faulty import FaultyBackend
+
+    cf = tmp_path / "lb.cf"
+    cf.write_text("virtual=127.0.0.100:80\n\treal=127.0.0.1:1 masq\n\tchecktype=on\n")
+    backend = FaultyBackend()
+    backend.raise_share = 1.0
+    daemon = Daemon(load_config(str(cf)), backend)
+    ready: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+    code = await asyncio.wait_for(daemon.run(ready.set_result), 10)
+    assert code == 1
+    assert "injected backend crash" in str(ready.result())
+    assert "start-up failed" in caplog.text and "Traceback" in caplog.text
