@@ -15,11 +15,12 @@ import pytest
 
 from tests.lab.daemonctl import Lvsmon, lab_config
 from tests.lab.labrun import MEASURED, LabRun
-from tests.lab.netlab import OTHER_VIP, Lab, real_ip, run
+from tests.lab.netlab import OTHER_VIP, VIP, Lab, add_other_service, run
 
 
 def _drop_lab_services() -> None:
-    for service in ("10.10.0.100:80", "10.10.0.100:8080", f"{OTHER_VIP}:80"):
+    # the two managed services, the foreign one and the one the resync test adds by hand
+    for service in (f"{VIP}:80", f"{VIP}:8080", f"{OTHER_VIP}:80", f"{VIP}:443"):
         run("ipvsadm", "-D", "-t", service, check=False)
 
 
@@ -34,8 +35,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
         net.up()
         _drop_lab_services()
         # a virtual service lvsmon does not manage: no test may see it change
-        run("ipvsadm", "-A", "-t", f"{OTHER_VIP}:80", "-s", "rr")
-        run("ipvsadm", "-a", "-t", f"{OTHER_VIP}:80", "-r", f"{real_ip(1)}:80", "-m", "-w", "2")
+        add_other_service()
         run_ = LabRun(net, daemon)
         daemon.write_config(lab_config(daemon.logfile, run_.weights))
         started = time.monotonic()
@@ -54,6 +54,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabRun]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not MEASURED:
         return
-    terminalreporter.section("lab: measured times (event -> kernel table, polled /proc/net/ip_vs)")
+    backend = os.environ.get("LVSMON_LAB_BACKEND", "netlink")
+    terminalreporter.section(
+        f"lab, {backend} backend: measured times (event -> kernel table, polled /proc/net/ip_vs)"
+    )
     for what, seconds in MEASURED:
         terminalreporter.write_line(f"{what}: {seconds:.2f} s")

@@ -12,12 +12,37 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lvsmon.config.errors import ConfigError
+from lvsmon.config.load import parse_config
+from lvsmon.engine.reconciler import DEFAULT_RESYNC_S
 from tests.lab.netlab import VIP, LabError, real_ip
 
 CHECKINTERVAL = 2
 CHECKTIMEOUT = 2
 # the bound the lab holds lvsmon to: from a server failing to the kernel table changing
 DETECTION_BOUND = CHECKINTERVAL + CHECKTIMEOUT + 1.0
+
+
+def resync_directive_accepted() -> bool:
+    """Whether the config accepts the global `resyncinterval=` (what `lvsmon check-config` runs,
+    in process: no fork under TCG)."""
+    probe = (
+        f"resyncinterval={int(DEFAULT_RESYNC_S)}\n"
+        f"virtual={VIP}:80\n\treal={real_ip(1)}:80 masq 1\n\tchecktype=connect\n"
+    )
+    try:
+        parse_config(probe, "resync-probe")
+    except ConfigError:
+        return False
+    return True
+
+
+# The daemon's full-resync period: the lab writes `resyncinterval=` once the config has it, else
+# the code default applies. A change made behind lvsmon's back (`ipvsadm -C`, a hand edit) must be
+# repaired within one period plus a slack for TCG on a shared host.
+RESYNC_DIRECTIVE = resync_directive_accepted()
+RESYNC_S = DEFAULT_RESYNC_S
+RESYNC_BOUND = RESYNC_S + 5.0
 
 # Log lines that mean lvsmon changed the kernel (ldirectord's wording).
 KERNEL_CHANGE = re.compile(
@@ -33,6 +58,7 @@ def lab_config(logfile: Path, reals: dict[int, int], extra_real_80: bool = False
     def real_lines(weights: dict[int, int]) -> str:
         return "".join(f"\treal={real_ip(n)}:80 masq {w}\n" for n, w in weights.items())
 
+    resync = f"resyncinterval={int(RESYNC_S)}\n" if RESYNC_DIRECTIVE else ""
     common = (
         "\tservice=http\n"
         '\trequest="test.html"\n'
@@ -44,6 +70,7 @@ def lab_config(logfile: Path, reals: dict[int, int], extra_real_80: bool = False
     return (
         f"checktimeout={CHECKTIMEOUT}\n"
         f"checkinterval={CHECKINTERVAL}\n"
+        f"{resync}"
         "autoreload=yes\n"
         "quiescent=yes\n"
         f'logfile="{logfile}"\n'

@@ -174,6 +174,12 @@ def dest_stats() -> dict[tuple[str, str], int]:
     return stats
 
 
+def add_other_service() -> None:
+    """The lab's service lvsmon does not manage, as an operator made it by hand."""
+    run("ipvsadm", "-A", "-t", f"{OTHER_VIP}:80", "-s", "rr")
+    run("ipvsadm", "-a", "-t", f"{OTHER_VIP}:80", "-r", f"{real_ip(1)}:80", "-m", "-w", "2")
+
+
 def lab_part(weights: Weights, services: Iterable[str]) -> Weights:
     wanted = set(services)
     return {k: w for k, w in weights.items() if k[0] in wanted}
@@ -190,24 +196,29 @@ class TableWatch:
         self.states: list[tuple[float, Weights]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._record()
+        self.record()
         self._thread = threading.Thread(target=self._loop, name="lab-table-watch", daemon=True)
         self._thread.start()
 
-    def _record(self) -> None:
+    def record(self) -> float:
+        """Read the table now (the poller may be up to `every` late); returns the watch's clock.
+        A test calls it right after changing the kernel itself, so that the change is seen
+        before anyone can undo it."""
         weights = lab_part(proc_weights()[1], self.services)
         with self._lock:
+            now = time.monotonic() - self.start
             if not self.states or self.states[-1][1] != weights:
-                self.states.append((time.monotonic() - self.start, weights))
+                self.states.append((now, weights))
+            return now
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
-            self._record()
+            self.record()
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        self._record()
+        self.record()
 
     def __enter__(self) -> TableWatch:
         return self
@@ -215,13 +226,16 @@ class TableWatch:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def first(self, pred: Callable[[Weights], bool]) -> float | None:
+    def first(self, pred: Callable[[Weights], bool], after: float = 0.0) -> float | None:
         with self._lock:
-            return next((t for t, w in self.states if pred(w)), None)
+            return next((t for t, w in self.states if t >= after and pred(w)), None)
 
-    def wait_for(self, pred: Callable[[Weights], bool], within: float, what: str) -> float:
-        """Seconds from the watch's start to the first state satisfying `pred`."""
-        found, _ = poll(lambda: self.first(pred), within, what, every=self.every)
+    def wait_for(
+        self, pred: Callable[[Weights], bool], within: float, what: str, after: float = 0.0
+    ) -> float:
+        """Seconds from the watch's start to the first state satisfying `pred` that was first
+        seen at or after `after` (a time on the watch's clock)."""
+        found, _ = poll(lambda: self.first(pred, after), within, what, every=self.every)
         return found
 
     def current(self) -> Weights:

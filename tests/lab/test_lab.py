@@ -12,17 +12,19 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.lab.daemonctl import DETECTION_BOUND, KERNEL_CHANGE, lab_config
+from tests.lab.daemonctl import DETECTION_BOUND, KERNEL_CHANGE, RESYNC_BOUND, lab_config
 from tests.lab.labrun import MEASURED, LabRun
 from tests.lab.netlab import (
     OTHER_VIP,
     VIP,
     TableWatch,
     Weights,
+    add_other_service,
     dest_stats,
     ipvsadm_save,
     lab_part,
     real_ip,
+    run,
     save_services,
     save_weights,
 )
@@ -61,9 +63,12 @@ def settle_healthy(lab: LabRun) -> None:
     assert kernel() == want
 
 
-def measure(watch: TableWatch, what: str, pred: Callable[[Weights], bool]) -> float:
-    """Seconds from the watch's start to `pred` holding, recorded for the summary."""
-    seconds = watch.wait_for(pred, SETTLE, what)
+def measure(
+    watch: TableWatch, what: str, pred: Callable[[Weights], bool], after: float = 0.0
+) -> float:
+    """Seconds from the watch's start to `pred` holding (in a state first seen at or after
+    `after`), recorded for the summary."""
+    seconds = watch.wait_for(pred, SETTLE, what, after)
     MEASURED.append((what, seconds))
     return seconds
 
@@ -212,7 +217,132 @@ def test_7_kill9_and_restart_changes_nothing(lab: LabRun) -> None:
     assert set(lab.net.curl(6)) <= ALL_REALS
 
 
-def test_8_stop_cleans_the_managed_services_only(lab: LabRun) -> None:
+def managed_lines(lines: list[str]) -> list[str]:
+    """The `ipvsadm -Sn` rules of the two services lvsmon manages, in a stable order."""
+    return sorted(line for line in lines if line.split()[2] in (V80, V8080))
+
+
+def resyncs(lab: LabRun) -> int:
+    stats = lab.daemon.status().get("stats")
+    done = stats.get("resyncs", 0) if isinstance(stats, dict) else 0
+    return done if isinstance(done, int) else 0
+
+
+def drift_lines(lab: LabRun, log_offset: int) -> list[str]:
+    return [
+        line
+        for line in lab.daemon.log_since(log_offset)
+        if "IPVS table drift on " in line or "Repaired drift: " in line
+    ]
+
+
+def test_8_resync_repairs_ipvsadm_C_and_hand_edits_and_nothing_else(lab: LabRun) -> None:
+    """Changes behind lvsmon's back, which no health check notices: its periodic resync finds
+    them and repairs its own services within one resync interval; services it does not manage,
+    cleared or added by hand, stay exactly as the operator left them."""
+    settle_healthy(lab)
+    before_lines = ipvsadm_save()
+    managed = managed_lines(before_lines)
+    want = lab_part(healthy(lab), (V80, V8080))
+    log_offset = lab.daemon.log_size()
+    repairs_before = lab.daemon.status().get("stats", {})
+
+    # (1) ipvsadm -C: everything goes, the foreign service too
+    with TableWatch(LAB_SERVICES) as watch:
+        run("ipvsadm", "-C")
+        watch.record()
+        cleared_at = watch.first(lambda w: not w)
+        assert cleared_at is not None, watch.states
+        restored = measure(
+            watch,
+            "ipvsadm -C -> both managed services restored (resync)",
+            lambda w: lab_part(w, (V80, V8080)) == want,
+            cleared_at,
+        )
+        restored_table = watch.current()
+    assert cleared_at <= restored <= RESYNC_BOUND, f"restored after ipvsadm -C in {restored:.2f} s"
+    assert restored_table == want, restored_table  # the foreign service is not re-created
+    assert managed_lines(ipvsadm_save()) == managed
+
+    # (3) a service added by hand on lvsmon's own VIP, while the foreign one is still gone:
+    # several resyncs leave both as the operator left them
+    hand = f"{VIP}:443"
+    run("ipvsadm", "-A", "-t", hand, "-s", "rr")
+    for n, w in ((1, 5), (4, 0)):
+        run("ipvsadm", "-a", "-t", hand, "-r", rs(n), "-m", "-w", str(w))
+    hand_lines = [line for line in ipvsadm_save() if line.split()[2] == hand]
+    assert len(hand_lines) == 3, hand_lines
+    with TableWatch((*LAB_SERVICES, hand)) as watch:
+        seen = resyncs(lab)
+        deadline = time.monotonic() + SETTLE
+        while resyncs(lab) < seen + 3:  # the status file lags up to 1 s: two whole resyncs
+            assert time.monotonic() < deadline, "the daemon does not resync"
+            time.sleep(0.2)
+    assert len(watch.states) == 1, watch.states
+    lines = ipvsadm_save()
+    assert [line for line in lines if line.split()[2] == hand] == hand_lines
+    assert OTHER not in save_services(lines)
+    run("ipvsadm", "-D", "-t", hand)
+    add_other_service()
+    assert sorted(ipvsadm_save()) == sorted(before_lines)
+
+    # (2) one real deleted by hand on :80, another's weight edited by hand on :8080
+    with TableWatch(LAB_SERVICES) as watch:
+        run("ipvsadm", "-d", "-t", V80, "-r", rs(2))
+        run("ipvsadm", "-e", "-t", V8080, "-r", rs(3), "-m", "-w", "9")
+        watch.record()
+        # a resync may fall between the two commands: each drift is timed on its own
+        deleted_at = watch.first(lambda w: (V80, rs(2)) not in w)
+        edited_at = watch.first(lambda w: w.get((V8080, rs(3))) == 9)
+        assert deleted_at is not None and edited_at is not None, watch.states
+        readded = measure(
+            watch,
+            "rs2 deleted from :80 by hand -> re-added (resync)",
+            lambda w: w.get((V80, rs(2))) == want[(V80, rs(2))],
+            deleted_at,
+        )
+        reweighted = measure(
+            watch,
+            "rs3 weight 9 on :8080 by hand -> weight 1 again (resync)",
+            lambda w: w.get((V8080, rs(3))) == 1,
+            edited_at,
+        )
+        watch.wait_for(
+            lambda w: w == healthy(lab), SETTLE, "the whole table back", max(readded, reweighted)
+        )
+    assert readded <= RESYNC_BOUND, f"rs2 re-added after {readded:.2f} s"
+    assert reweighted <= RESYNC_BOUND, f"rs3 weight restored after {reweighted:.2f} s"
+    # the foreign service, back in place, saw no change while lvsmon repaired its own
+    assert all(lab_part(w, (OTHER,)) == OTHER_ENTRY for _, w in watch.states), watch.states
+    assert sorted(ipvsadm_save()) == sorted(before_lines)
+
+    # (4) the log says what drifted and what was repaired, in ldirectord's wording
+    drift = drift_lines(lab, log_offset)
+    for expected in (
+        f"IPVS table drift on {V80}: the service was deleted; repairing",
+        f"IPVS table drift on {V8080}: the service was deleted; repairing",
+        f"Repaired drift: Added virtual server: {V80}",
+        f"Repaired drift: Added virtual server: {V8080}",
+        *(
+            f"Repaired drift: Added real server: {rs(n)} ({V80}) (Weight set to {w})"
+            for n, w in lab.weights.items()
+        ),
+        *(f"Repaired drift: Added real server: {rs(n)} ({V8080})" for n in (1, 2, 3)),
+        f"IPVS table drift on {V80}: {rs(2)} deleted; repairing",
+        f"Repaired drift: Added real server: {rs(2)} ({V80}) (Weight set to 1)",
+        f"IPVS table drift on {V8080}: {rs(3)} weight 1 -> 9; repairing",
+        f"Repaired drift: Restored real server: {rs(3)} ({V8080}) (Weight set to 1)",
+    ):
+        assert any(expected in line for line in drift), (expected, drift)
+    # nothing about the services lvsmon does not manage
+    assert not [line for line in drift if OTHER_VIP in line or hand in line], drift
+    stats = lab.daemon.status().get("stats")
+    assert isinstance(stats, dict) and isinstance(repairs_before, dict)
+    assert stats.get("drift_repairs", 0) > repairs_before.get("drift_repairs", 0), stats
+    assert set(lab.net.curl(6)) <= ALL_REALS
+
+
+def test_9_stop_cleans_the_managed_services_only(lab: LabRun) -> None:
     lab.daemon.stop()
     assert not lab.daemon.running()
     assert not lab.daemon.pidfile.exists()
