@@ -18,6 +18,7 @@ from lvsmon.checks import CheckResult, CheckSpec, run_check
 from lvsmon.checks.http_parser import MAX_INTERIM_RESPONSES
 from lvsmon.checks.prober import plan_probe, prober_for
 from tests.checks.conftest import HttpServer
+from tests.daemon.conftest import wait_for
 
 # bench/ is scripts, not a package: mypy knows its files as top-level modules, and so do we
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
@@ -109,3 +110,35 @@ async def test_flooded_checks_leave_the_loop_to_a_healthy_one(
 async def test_flooders_are_loopback_only() -> None:
     with pytest.raises(ValueError, match="not a loopback address"):
         await start_flooders(1, host="192.0.2.1")  # refused before anything is bound
+
+
+async def test_ten_flooders_leave_a_healthy_https_real_up(https_server: HttpServer) -> None:
+    """The issue's case: ten flooding reals, rounds of checks as the engine starts them, and a
+    healthy HTTPS real checked meanwhile: it stays up and no check overruns its deadline."""
+    ten = await start_flooders(10)
+    try:
+        loop = asyncio.get_running_loop()
+        prober = prober_for(loop)
+        flooded: list[CheckResult] = []
+        healthy: list[CheckResult] = []
+        tls = CheckSpec(
+            kind="negotiate",
+            service="https",
+            host=https_server.host,
+            port=https_server.port,
+            timeout=2.0,
+            request="/ok",
+            receive="alive",
+        )
+        for _round in range(5):
+            for host, port in ten.addresses:
+                plan = plan_probe(http(host, port))
+                assert plan is not None
+                prober.start(plan, flooded.append)
+            healthy.append(await run_check(tls))
+        await wait_for(lambda: len(flooded) >= 50)
+    finally:
+        await ten.close()
+    assert all(r.ok for r in healthy), [r.reason for r in healthy]
+    assert {r.reason for r in flooded} == {LIMIT_REASON}
+    assert max(r.latency_s for r in [*flooded, *healthy]) < 2.0  # none overran a deadline
