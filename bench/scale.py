@@ -554,9 +554,32 @@ class Run:
     stop_gone_s: float = float("nan")
 
 
-def lvsmon_command() -> list[str]:
+def lvsmon_command(src: str | None = None) -> list[str]:
+    """lvsmon as installed, or (`src`: a source tree, put first on PYTHONPATH) that tree's."""
     script = os.path.join(os.path.dirname(sys.executable), "lvsmon")
-    return [script] if os.path.exists(script) else [sys.executable, "-m", "lvsmon"]
+    if src is None and os.path.exists(script):
+        return [script]
+    return [sys.executable, "-m", "lvsmon"]
+
+
+class Baseline:
+    """Another revision of lvsmon checked out beside this one (a git worktree), for an A/B run
+    on the same machine at the same time: the anchor for "no more CPU per check than before"."""
+
+    def __init__(self, rev: str, workdir: str, cleanup: Cleanup) -> None:
+        self.rev = rev
+        self.path = os.path.join(workdir, f"baseline-{rev}")
+        top = os.path.dirname(HERE)
+        subprocess.run(
+            ["git", "-C", top, "worktree", "add", "--detach", "-q", self.path, rev], check=True
+        )
+        self._top = top
+        cleanup.add(f"worktree {rev}", self.remove)
+
+    def remove(self) -> None:
+        subprocess.run(
+            ["git", "-C", self._top, "worktree", "remove", "--force", self.path], check=False
+        )
 
 
 def read_status(path: str) -> tuple[float, dict[str, object]] | None:
@@ -628,6 +651,7 @@ def steady_window(
 def run_lvsmon(
     name: str, workdir: str, servers: RealServers, virtuals: int, per_virtual: int,
     window: float, cleanup: Cleanup, fake: FakeIpvsadm | None, detect: bool, flood: int = 0,
+    src: str | None = None,
 ) -> Run:  # fmt: skip
     n = virtuals * per_virtual
     run = Run(name, n)
@@ -644,10 +668,12 @@ def run_lvsmon(
     if detect:
         solo = PythonServers(workdir, solo_port, 1, 0, cleanup, solo_index, f"{name}-solo")
     env = {**(fake.env if fake else os.environ), "LVSMON_RESOLVER": "files"}
+    if src is not None:
+        env["PYTHONPATH"] = src
     backend = (
         ["--backend", "ipvsadm", "--ipvsadm", FAKE_IPVSADM] if fake else ["--backend", "memory"]
     )
-    cmd = [*lvsmon_command(), *backend, "--pid-file", pidfile, cfg]
+    cmd = [*lvsmon_command(src), *backend, "--pid-file", pidfile, cfg]
     tail = LogTail(logfile)
     pid: int | None = None
 
@@ -911,6 +937,25 @@ def figures(big: Run, small: Run | None, ld: Run | None) -> dict[str, object]:
     return out
 
 
+def baseline_figures(big: Run, base: Run, rev: str) -> dict[str, object]:
+    def r(x: float, digits: int = 3) -> float | None:
+        return None if x != x else round(x, digits)
+
+    k = f"n{base.n}"
+    ours, theirs = cpu_per_check_us(big), cpu_per_check_us(base)
+    return {
+        "baseline_rev": rev,
+        f"{k}_checks_per_s_baseline": r(
+            base.periods.checks_per_s if base.periods else float("nan"), 0
+        ),
+        f"{k}_p99_late_ms_baseline": r(base.lateness_ms.get("p99", float("nan"))),
+        f"{k}_false_downs_baseline": base.false_downs,
+        f"{k}_cpu_pct_baseline": r(base.cpu_pct, 1),
+        f"{k}_cpu_us_per_check_baseline": r(theirs, 0),
+        "cpu_per_check_ratio_vs_baseline": r(ours / theirs, 3) if theirs == theirs else None,
+    }
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -944,6 +989,11 @@ def main() -> int:
     ap.add_argument(
         "--flood", type=int, default=10,
         help="big run: this many hostile reals streaming 100 Continue heads (default 10)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--baseline-rev", metavar="REV",
+        help="also run the big run with lvsmon at git revision REV (a worktree), same servers, "
+        "same flooders, right after this one; ratios in the JSON",
     )  # fmt: skip
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs) for study")
     args = ap.parse_args()
@@ -981,6 +1031,13 @@ def main() -> int:
         big = run_lvsmon(
             "lvsmon", workdir, servers, big_v, big_r, window, cleanup, None, True, args.flood
         )
+        base = None
+        if args.baseline_rev:
+            tree = Baseline(args.baseline_rev, workdir, cleanup)
+            base = run_lvsmon(
+                f"lvsmon@{args.baseline_rev}", workdir, servers, big_v, big_r, window, cleanup,
+                None, True, args.flood, tree.path,
+            )  # fmt: skip
         anchor = servers
         if args.anchor_servers == "python":
             n_anchor = small_v * small_r
@@ -999,9 +1056,11 @@ def main() -> int:
         return 130
     finally:
         cleanup.run()
-    runs = [big, small] + ([ld] if ld else [])
+    runs = [big] + ([base] if base else []) + [small] + ([ld] if ld else [])
     print_table(runs)
     result = figures(big, small, ld)
+    if base is not None:
+        result |= baseline_figures(big, base, args.baseline_rev)
     result["anchor_servers"] = args.anchor_servers
     if args.anchor_servers == "python":
         result["anchor_server_latency_ms"] = args.anchor_latency_ms

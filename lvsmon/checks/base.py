@@ -131,6 +131,22 @@ class ReceiveRegex(Protocol):
     def search(self, string: bytes, *, timeout: float | None = None) -> object | None: ...
 
 
+class _Literal:
+    """A `receive` without a regex metacharacter (most of them: "still alive"): a substring
+    search, an order of magnitude cheaper per check than a bounded regex search, same answer."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: bytes) -> None:
+        self.text = text
+
+    def search(self, string: bytes, *, timeout: float | None = None) -> object | None:
+        return True if self.text in string else None
+
+
+_METACHARACTERS = frozenset(b".^$*+?{}[]\\|()")
+
+
 def _class_end(raw: bytes, i: int) -> int:
     """Index after the character class that starts at raw[i] == '['."""
     i += 1
@@ -202,6 +218,8 @@ def compile_receive(pattern: str) -> ReceiveRegex | None:
     if not pattern:
         return None
     raw = pattern.encode("utf-8", "surrogateescape")
+    if not _METACHARACTERS.intersection(raw):
+        return _Literal(raw)
     deepest, size = receive_shape(raw)
     if deepest > MAX_RECEIVE_NESTING:
         raise CheckSpecError(

@@ -9,6 +9,9 @@ from __future__ import annotations
 import time
 
 import pytest
+import regex  # type: ignore[import-untyped]
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lvsmon.checks import CheckSpec, CheckSpecError, run_check
 from lvsmon.checks.base import (
@@ -104,3 +107,19 @@ async def test_bounded_search_through_run_check() -> None:
     async with raw_server(response(b"a" * 40 + b"b")) as peer:
         result = await run_check(spec("(a|aa)+$", peer.port))
     assert (result.ok, result.reason) == (False, TIMED_OUT)
+
+
+@given(
+    text=st.text(alphabet=st.characters(blacklist_characters=".^$*+?{}[]\\|()"), min_size=1),
+    before=st.binary(max_size=20),
+    after=st.binary(max_size=20),
+    inside=st.booleans(),
+)
+def test_a_literal_receive_answers_as_the_regex_would(
+    text: str, before: bytes, after: bytes, inside: bool
+) -> None:
+    raw = text.encode("utf-8", "surrogateescape")
+    body = before + (raw if inside else b"") + after
+    fast = compile_receive(text)
+    assert fast is not None and type(fast).__name__ == "_Literal"
+    assert (fast.search(body) is not None) == (regex.compile(raw).search(body) is not None)
