@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Coroutine
+from typing import Any
 
 from lvsmon.checks.base import CheckResult
 from lvsmon.config.model import Config, Real, Virtual
@@ -156,8 +157,8 @@ class Engine:
             self._supervised(self.reconciler.run(), "lvsmon-reconcile"),
         ]
 
-    def _supervised(self, coro: object, name: str) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+    def _supervised(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         task.add_done_callback(self._loop_ended)
         return task
 
