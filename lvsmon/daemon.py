@@ -1,6 +1,7 @@
-"""One running lvsmon: a set of components started in order and stopped in reverse under one
-time bound: the event stream (log, fallbackcommand, monitorfile subscribers), the engine (check
-runner and reconciler), and housekeeping (status file, maintenance scans, config watching).
+"""One running lvsmon: parts started in order and stopped in reverse under one time bound
+(lifecycle.py): the IPVS backend, the event stream (log, fallbackcommand, callback and
+monitorfile subscribers), the commands those start, the engine (check runner and reconciler),
+and housekeeping (status file, maintenance scans, config watching).
 
 TERM is acted on at once in every phase: start-up (even while the first round of checks runs)
 and reloads are tasks that a stop cancels. A crash of any engine loop or of a reload is logged
@@ -42,6 +43,7 @@ from lvsmon.engine.plan import Plan, RealRef
 from lvsmon.engine.status import Status
 from lvsmon.hooks import Callback, Commands, FallbackCommands, MonitorFiles
 from lvsmon.ipvs.backend import BackendError, IpvsBackend
+from lvsmon.lifecycle import Lifecycle, Part
 
 log = logging.getLogger("lvsmon")
 
@@ -180,45 +182,65 @@ class Daemon:
 
     # ---- the whole life ---------------------------------------------------------------------
 
+    def _parts(self) -> Lifecycle:
+        """In start order: what later parts use comes first, and is stopped last."""
+        return Lifecycle(
+            [
+                Part("the IPVS backend", stop=lambda _left: self.backend.close()),
+                Part("the event stream", self.events.start, self.events.stop),
+                Part("fallbackcommand and callback", stop=lambda _left: self.commands.drain()),
+                Part("the engine", self._start_engine, self._stop_engine),
+                Part("housekeeping", self._start_housekeeping, self._stop_housekeeping),
+            ]
+        )
+
     async def run(self, ready: Ready) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             loop.add_signal_handler(sig, self.request_stop, sig.name.removeprefix("SIG"))
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
-        await self.events.start()
+        parts = self._parts()
         self._set_phase(Phase.STARTING)
-        startup = loop.create_task(self._start_up(), name="lvsmon-startup")
+        startup = loop.create_task(parts.start(), name="lvsmon-startup")
         stopping = loop.create_task(self._stop.wait())
         await asyncio.wait({startup, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if startup.done():
+            error = None
             try:
-                error = startup.result()
+                startup.result()
+            except BackendError as exc:
+                error = f"cannot use the IPVS backend {self.backend.name}: {exc}"
             except Exception as exc:  # a bug, or a backend raising what it must not: be loud
                 log.critical("start-up failed", exc_info=exc)
                 error = f"start-up failed: {exc!r}"
-                self.exit_code = EXIT_CRASHED
             if error is not None:
                 stopping.cancel()
                 log.error("%s", error)
                 ready(error)
                 self.exit_code, self._stop_signal = EXIT_CRASHED, error
-                await self.shutdown()
-                return self.exit_code
-            ready(None)
-            await stopping
+            else:
+                self._set_phase(Phase.RUNNING)
+                ready(None)
+                await stopping
         else:
             startup.cancel()
             await asyncio.gather(startup, return_exceptions=True)
             ready(f"stopped during start-up (signal {self._stop_signal})")
-        await self.shutdown()
+        self._set_phase(Phase.STOPPING)
+        tasks = list(self._tasks)  # reloads, callbacks in flight
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await parts.stop(STOP_BOUND_S)
+        if self.exit_code:
+            log.critical("Linux Director Daemon stopped: %s", self._stop_signal)
+        else:
+            log.info("Linux Director Daemon terminated on signal: %s", self._stop_signal)
         return self.exit_code
 
-    async def _start_up(self) -> str | None:
-        """The components in order; None once the table is programmed, else the error."""
-        try:
-            await self.engine.start()
-        except BackendError as exc:
-            return f"cannot use the IPVS backend {self.backend.name}: {exc}"
+    async def _start_engine(self) -> None:
+        """Adopt and program the table, then wait (bounded) for the first round of checks."""
+        await self.engine.start()
         self._started = True
         log.info("Starting Linux Director Daemon (lvsmon) with %s", self.config.path)
         try:
@@ -227,6 +249,11 @@ class Daemon:
         except TimeoutError:
             log.warning("first checks still running; continuing")
         settle_memory(collect=False)
+
+    async def _stop_engine(self, _left: float) -> None:
+        await self.engine.stop(clean=self._started)
+
+    async def _start_housekeeping(self) -> None:
         self.scheduler.add_job(
             self._housekeeping,
             "interval",
@@ -237,40 +264,13 @@ class Daemon:
             misfire_grace_time=None,
         )
         self.scheduler.start()
-        self._set_phase(Phase.RUNNING)
-        return None
 
-    async def shutdown(self) -> None:
-        """The components in reverse order, all of it under STOP_BOUND_S."""
-        self._set_phase(Phase.STOPPING)
+    async def _stop_housekeeping(self, _left: float) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        deadline = time.monotonic() + STOP_BOUND_S
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-        async def bounded(coro: Coroutine[Any, Any, Any], what: str) -> None:
-            try:
-                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
-                    await coro
-            except TimeoutError:
-                log.error("stop: %s did not finish within the stop bound", what)
-            except Exception:
-                log.exception("stop: %s failed", what)
-
-        await bounded(self.engine.stop(clean=self._started), "the engine")
-        await bounded(self.commands.drain(), "fallbackcommand and callback")
         if self.status_path:
             with contextlib.suppress(OSError):
                 os.unlink(self.status_path)
-        if self.exit_code:
-            log.critical("Linux Director Daemon stopped: %s", self._stop_signal)
-        else:
-            log.info("Linux Director Daemon terminated on signal: %s", self._stop_signal)
-        await bounded(self.events.stop(max(0.1, deadline - time.monotonic())), "the event log")
-        await bounded(self.backend.close(), "the IPVS backend")
 
     # ---- reloads ----------------------------------------------------------------------------
 
