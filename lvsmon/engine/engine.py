@@ -300,12 +300,6 @@ class Engine:
                 self._pool_up[key] = up
                 self.events.publish(FallbackChanged(key, not up))
 
-    async def reconcile(self) -> bool:
-        return await self.reconciler.reconcile()
-
-    async def resync(self) -> bool:
-        return await self.reconciler.resync()
-
     # ---- status -----------------------------------------------------------------------------
 
     def _snapshot_rows(
