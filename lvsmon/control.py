@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import resource
 import signal
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 
 from lvsmon import pidfile
 from lvsmon.config import Config, ConfigError, load_config
+
+EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
 
 
 @dataclass
@@ -145,6 +148,15 @@ class Control:
                 file=sys.stderr,
             )
             return loaded
+        if loaded.digest == EMPTY_DIGEST:
+            # the daemon refuses an empty file too (an editor or `>` truncating it is far likelier
+            # than an operator emptying the director; a file with only globals does that)
+            print(
+                f"lvsmon: {loaded.path} is empty; configuration not reloaded, the daemon keeps"
+                " the running one",
+                file=sys.stderr,
+            )
+            return 2
         if not st.pid:
             print(f"lvsmon: the daemon's pid is unknown (see {self.pid_path})", file=sys.stderr)
             return 1

@@ -71,6 +71,9 @@ async def test_start_status_reload_stop(webs: list[Web], tmp_path: Path) -> None
     rc, _, err = await run(str(cf), "reload", env=env)
     assert rc == 2 and f"{cf}:" in err
     assert alive(daemon)
+    cf.write_text("")  # truncated: refused here as the daemon would refuse it
+    rc, _, err = await run(str(cf), "reload", env=env)
+    assert rc == 2 and "is empty; configuration not reloaded" in err
     cf.write_text(good)
     assert (await run(str(cf), "reload", env=env))[0] == 0
 
