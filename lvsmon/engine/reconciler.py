@@ -58,7 +58,8 @@ class Reconciler:
         self.batch_s = batch_s
         self.resync_s = resync_s
         self._clock = clock
-        self.actual: Table | None = None  # what lvsmon believes the kernel holds; None: dump first
+        self.actual: Table | None = None  # what lvsmon believes the kernel holds; None: unknown
+        self._stale = False  # an op failed: dump before the next diff
         self.owned: set[ServiceKey] = set()  # the config's virtual services
         self.retiring: set[ServiceKey] = set()  # removed from the config, not yet deleted
         self.lock = asyncio.Lock()
@@ -116,19 +117,20 @@ class Reconciler:
         """Bring the kernel to the desired table; True when every op succeeded. On failure a
         retry from a fresh dump is scheduled."""
         async with self.lock:
-            if self.actual is None:
-                ok = await self._refresh()
-                if not ok:
+            cached, dumped = self.actual, False
+            if self.actual is None or self._stale:
+                if not await self._refresh():
                     return False
+                dumped = True
             assert self.actual is not None
             ops = diff(self._desired(self.actual), self.actual, self.managed)
-            ok = await self._apply(ops) if ops else True
+            drifted = self._drifted(cached, self.actual, ops) if dumped else set()
+            ok = await self._apply(ops, drifted=drifted) if ops else True
             self._settle(ok)
             return ok
 
     async def resync(self) -> bool:
-        """Dump the kernel, diff against the desired table, repair. A managed service that the
-        dump shows unlike what lvsmon last programmed has drifted: each repair is logged."""
+        """Dump the kernel, diff against the desired table, repair."""
         async with self.lock:
             self.stats.resyncs += 1
             cached = self.actual
@@ -151,19 +153,25 @@ class Reconciler:
                 self._settle(True)
                 return True
             ops = diff(self._desired(fresh), fresh, self.managed)
-            drifted: set[ServiceKey] = set()
-            if cached is not None and ops:
-                touched = {op.service for op in ops}
-                drifted = {k for k in touched if cached.get(k) != fresh.get(k)}
-                for key in sorted(drifted, key=service_order):
-                    log.warning(
-                        "IPVS table drift on %s: %s; repairing",
-                        virtual_label(key),
-                        _difference(cached, fresh, key),
-                    )
+            drifted = self._drifted(cached, fresh, ops)
             ok = await self._apply(ops, drifted=drifted) if ops else True
             self._settle(ok)
             return ok
+
+    def _drifted(self, cached: Table | None, fresh: Table, ops: Sequence[Op]) -> set[ServiceKey]:
+        """The services the ops touch that a dump shows unlike what lvsmon believed it had
+        programmed (what succeeded, failed ops excluded): changed behind its back. Logged."""
+        if cached is None or not ops:
+            return set()
+        touched = {op.service for op in ops}
+        drifted = {k for k in touched if cached.get(k) != fresh.get(k)}
+        for key in sorted(drifted, key=service_order):
+            log.warning(
+                "IPVS table drift on %s: %s; repairing",
+                virtual_label(key),
+                _difference(cached, fresh, key),
+            )
+        return drifted
 
     async def _refresh(self) -> bool:
         try:
@@ -173,6 +181,7 @@ class Reconciler:
         except Exception as exc:  # a backend must not raise anything else; if one does, retry
             log.error("IPVS backend %s failed to dump: %r", self.backend.name, exc, exc_info=exc)
         else:
+            self._stale = False
             self.retiring = {k for k in self.retiring if k in self.actual}
             return True
         self.actual = None
@@ -204,7 +213,7 @@ class Reconciler:
         except Exception as exc:  # a backend must not raise; if one does, nothing is lost
             log.error("IPVS backend %s failed: %r", self.backend.name, exc, exc_info=exc)
             self.stats.ops_failed += len(ops)
-            self.actual = None
+            self.actual = None  # what it applied is unknown: dump, compare with nothing
             return False
         ok = len(results) == len(ops)
         for res in results:
@@ -221,11 +230,12 @@ class Reconciler:
                 ok = False
                 self.stats.ops_failed += 1
                 self._events.publish(KernelOp(res.op, text, res.error.message, drift))
-        if ok and self.actual is not None:
-            self.actual, _ = apply_ops(self.actual, ops)
-            self.retiring = {k for k in self.retiring if k in self.actual}
-        else:
-            self.actual = None  # the next pass starts from a fresh dump
+        # what lvsmon now believes the kernel holds: what succeeded. After a failure the next
+        # pass dumps first, and a dump unlike this belief is drift (`ipvsadm -C` made the op fail)
+        done = [res.op for res in results if res.error is None]
+        self.actual, _ = apply_ops(before, done)
+        self.retiring = {k for k in self.retiring if k in self.actual}
+        self._stale = not ok
         return ok
 
     def _publish_weight(self, before: Table, op: Op) -> None:
@@ -242,7 +252,7 @@ class Reconciler:
         """At stop: delete these services (cleanstop) and the retiring ones, if present. One
         attempt: the daemon is going away."""
         async with self.lock:
-            if self.actual is None and not await self._refresh():
+            if (self.actual is None or self._stale) and not await self._refresh():
                 return False
             assert self.actual is not None
             wanted = set(keys) | self.retiring

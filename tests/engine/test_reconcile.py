@@ -160,3 +160,25 @@ async def test_a_quiesced_real_deleted_by_hand_stays_deleted_without_readdquiesc
     resyncs = engine.stats.resyncs
     await wait_for(lambda: engine.stats.resyncs >= resyncs + 2)
     assert weights(backend) == {8001: 1}
+
+
+async def test_drift_found_by_a_failed_op_is_reported_as_drift(
+    running: list[Engine], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`ipvsadm -C`, then a health change before any resync: the op fails on the missing
+    service, the retry dumps, and the difference is logged and repaired as drift."""
+    caplog.set_level(logging.INFO, logger="lvsmon")
+    backend, pool = FaultyBackend(), Pool()
+    engine = await started(two_virtuals(), backend, pool, running, resync_s=3600)
+    programmed = await backend.dump()
+    backend.table.clear()
+    pool.up[8002] = False
+    job = engine.plan.job_of[next(r for r in engine.plan.job_of if r.port == 8002)]
+    await engine.run_once(job)
+    await wait_for(lambda: V1 in backend.table and V2 in backend.table, within=10)
+    # down and missing, without readdquiescent: stays missing (ldirectord's rule)
+    assert weights(backend) == {8001: 1}
+    assert backend.table[V2] == programmed[V2]
+    assert "IPVS table drift on 127.0.0.100:80: the service was deleted" in caplog.text
+    assert "Repaired drift: Added virtual server: 127.0.0.101:80" in caplog.text
+    assert engine.stats.drift_repairs >= 2
