@@ -98,16 +98,16 @@ class Reconciler:
                             await self._dirty.wait()
                     except TimeoutError:
                         pass
-            now = self._clock()
             if self._dirty.is_set():
                 # results that land within a few ms of each other (a switch port dies) become
                 # one batch
                 await asyncio.sleep(self.batch_s)
                 self._dirty.clear()
                 await self.reconcile()
-            elif self.retry_at is not None and now >= self.retry_at:
+            elif self.retry_at is not None and self._clock() >= self.retry_at:
                 await self.reconcile()
-            elif now >= next_resync:
+            # not an `elif`: a pool that flaps without pause must not starve the resync
+            if self._clock() >= next_resync:
                 await self.resync()
                 next_resync = self._clock() + self.resync_s
 

@@ -182,3 +182,16 @@ async def test_drift_found_by_a_failed_op_is_reported_as_drift(
     assert "IPVS table drift on 127.0.0.100:80: the service was deleted" in caplog.text
     assert "Repaired drift: Added virtual server: 127.0.0.101:80" in caplog.text
     assert engine.stats.drift_repairs >= 2
+
+
+async def test_a_pool_that_never_stops_flapping_does_not_starve_the_resync(
+    running: list[Engine],
+) -> None:
+    backend, pool = FaultyBackend(), Pool()
+    engine = await started(two_virtuals(), backend, pool, running, resync_s=0.3)
+    # results land during every pass: the reconciler finds itself dirty again each time
+    engine.reconciler.after.append(engine.reconciler.mark_dirty)
+    before = engine.stats.resyncs
+    await asyncio.sleep(1.5)
+    engine.reconciler.after.remove(engine.reconciler.mark_dirty)
+    assert engine.stats.resyncs >= before + 3
