@@ -111,8 +111,7 @@ class Control:
         if not st.running:
             return 0
         if not st.pid:
-            print(f"lvsmon: the daemon's pid is unknown (see {self.pid_path})", file=sys.stderr)
-            return 1
+            return self._pid_unknown()
         try:
             os.kill(st.pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -158,8 +157,7 @@ class Control:
             )
             return 2
         if not st.pid:
-            print(f"lvsmon: the daemon's pid is unknown (see {self.pid_path})", file=sys.stderr)
-            return 1
+            return self._pid_unknown()
         try:
             os.kill(st.pid, signal.SIGHUP)
         except OSError as exc:
@@ -184,6 +182,10 @@ class Control:
                 print(f"lvsmon: {exc}", file=sys.stderr)
                 return 1
         return self._daemonize(config)
+
+    def _pid_unknown(self) -> int:
+        print(f"lvsmon: the daemon's pid is unknown (see {self.pid_path})", file=sys.stderr)
+        return 1
 
     def _print_running(self, pid: int) -> None:
         print(f"lvsmon for {self.config_arg} is running with pid: {pid}", file=sys.stderr)

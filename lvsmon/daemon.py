@@ -94,7 +94,6 @@ class Daemon:
         self._resync_override = resync_s
         self.status_path = status_path
         self.started_at = time.time()
-        self.config = config
         self.backend = backend
         self.events = EventBus()
         self.events.subscribe("log", log_event, kinds=LOGGED)
@@ -108,15 +107,10 @@ class Daemon:
         self.engine.on_crash = self._crashed
         self.commands = Commands()
 
-        def running() -> Config:
-            return self.engine.config
-
-        self.events.subscribe(
-            "fallbackcommand", FallbackCommands(running, self.commands), kinds=(FallbackChanged,)
-        )
-        self.events.subscribe(
-            "callback", Callback(running, self.commands), kinds=(ConfigFileChanged,)
-        )
+        fallbacks = FallbackCommands(lambda: self.config, self.commands)
+        self.events.subscribe("fallbackcommand", fallbacks, kinds=(FallbackChanged,))
+        callback = Callback(lambda: self.config, self.commands)
+        self.events.subscribe("callback", callback, kinds=(ConfigFileChanged,))
         self.monitor = MonitorFiles(config)
         self.events.subscribe("monitorfile", self.monitor, kinds=(CheckDone,))
         self._use_monitorfiles(config)
@@ -132,10 +126,15 @@ class Daemon:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.scheduler = AsyncIOScheduler()
 
+    @property
+    def config(self) -> Config:
+        """The running config: the engine's, which a reload replaces."""
+        return self.engine.config
+
     def _use_monitorfiles(self, config: Config) -> None:
         # per-result events only while a monitorfile wants them: otherwise a good result that
         # changes nothing costs nothing
-        self.monitor.path_of = MonitorFiles(config).path_of
+        self.monitor.use(config)
         self.engine.want_every_result(bool(self.monitor.path_of))
 
     # maintenancedir: names are looked up when the set of reals changes, not per check
@@ -330,7 +329,6 @@ class Daemon:
             try:
                 await self.engine.reload(new)
                 settle_memory(collect=True)
-                self.config = new
                 self._use_monitorfiles(new)
                 self.engine.reconciler.resync_s = (
                     self._resync_override or new.settings.resyncinterval

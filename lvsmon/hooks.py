@@ -119,6 +119,9 @@ class MonitorFiles:
     subscriber of CheckDone."""
 
     def __init__(self, config: Config) -> None:
+        self.use(config)
+
+    def use(self, config: Config) -> None:
         self.path_of = {v.key: v.monitorfile for v in config.virtuals if v.monitorfile}
 
     def __call__(self, event: Event) -> None:

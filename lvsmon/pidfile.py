@@ -41,6 +41,7 @@ from lvsmon.atomicfile import write_atomic
 # struct flock on Linux (x86_64, arm64): short l_type, short l_whence, off_t l_start,
 # off_t l_len, pid_t l_pid, padding
 _FLOCK = "hhqqi4x"
+_WHOLE_FILE_WRITE_LOCK = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +78,7 @@ def read_pid(path: str) -> int | None:
 def _query(fd: int) -> int | None:
     """The pid holding a write-conflicting lock on fd's file (0 if it is outside our pid
     namespace), or None if the file is not locked."""
-    request = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
-    answer = fcntl.fcntl(fd, fcntl.F_GETLK, request)
+    answer = fcntl.fcntl(fd, fcntl.F_GETLK, _WHOLE_FILE_WRITE_LOCK)
     l_type, _, _, _, l_pid = struct.unpack(_FLOCK, answer)
     return None if l_type == fcntl.F_UNLCK else int(l_pid)
 
@@ -120,10 +120,9 @@ def acquire(path: str) -> int:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "lock file is not a regular file", lock_path(path))
-        request = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
         for _ in range(3):
             try:
-                fcntl.fcntl(fd, fcntl.F_SETLK, request)
+                fcntl.fcntl(fd, fcntl.F_SETLK, _WHOLE_FILE_WRITE_LOCK)
                 break
             except OSError as exc:
                 if exc.errno not in (errno.EACCES, errno.EAGAIN):

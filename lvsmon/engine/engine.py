@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 from lvsmon.checks.base import CheckResult
-from lvsmon.config.model import Config, Real, Virtual
+from lvsmon.config.model import Config
 from lvsmon.engine.desired import (
     VirtualLayout,
     adopt_health,
@@ -42,7 +42,7 @@ from lvsmon.engine.runner import CheckRunner, RunCheck
 from lvsmon.engine.status import RealStatus, Stats, StatsStatus, Status, VirtualStatus
 from lvsmon.engine.wording import describe
 from lvsmon.ipvs.backend import IpvsBackend
-from lvsmon.ipvs.model import DestKey, ServiceKey, Table, kernel_dest_port
+from lvsmon.ipvs.model import ServiceKey, Table
 from lvsmon.ipvs.ops import Op
 
 log = logging.getLogger("lvsmon")
@@ -97,8 +97,6 @@ class Engine:
         self._maintained_fn = maintained
         self._maintained: Collection[RealRef] = frozenset()
         self._pool_up: dict[ServiceKey, bool] = {}
-        self._rows: list[tuple[Virtual, ServiceKey, list[tuple[Real, RealRef, DestKey]]]] = []
-        self._rows_for: Config | None = None
         self._layout: tuple[VirtualLayout, ...] = ()
         self._layout_for: Config | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -302,38 +300,24 @@ class Engine:
 
     # ---- status -----------------------------------------------------------------------------
 
-    def _snapshot_rows(
-        self,
-    ) -> list[tuple[Virtual, ServiceKey, list[tuple[Real, RealRef, DestKey]]]]:
-        """Per virtual its key and per real its ref and kernel key, once per config: building
-        the keys parses every address, too slow to repeat each second with checks waiting."""
-        if self._rows_for is not self.config:
-            rows = []
-            for v in self.config.virtuals:
-                key = v.key
-                reals = []
-                for r in v.reals:
-                    ref = RealRef(key, r.address, r.port)
-                    reals.append((r, ref, kernel_dest_port(key, ref.dest, r.forward)))
-                rows.append((v, key, reals))
-            self._rows, self._rows_for = rows, self.config
-        return self._rows
-
     def status(self) -> Status:
         """The state an operator wants to see: every virtual, every real, why, and the figures."""
         table = self.actual or {}
         virtuals: list[VirtualStatus] = []
         maintained = self._maintained
-        for v, key, rows in self._snapshot_rows():
-            service = table.get(key)
+        # the layout holds each virtual's key and each real's kernel key, built once per config:
+        # parsing the addresses each second would stall the checks
+        for v, layout in zip(self.config.virtuals, self._layout_now(), strict=True):
+            service = table.get(layout.key)
             reals: list[RealStatus] = []
-            for r, ref, kernel_dest in rows:
+            for slot in layout.reals:
+                ref = slot.ref
                 h = self.health.get(ref)
-                dest = service.dests.get(kernel_dest) if service else None
+                dest = service.dests.get(slot.dest) if service else None
                 reals.append(
                     {
-                        "address": r.address,
-                        "port": r.port,
+                        "address": ref.address,
+                        "port": ref.port,
                         "state": "maintenance"
                         if ref in maintained
                         else ("up" if h and h.up else "down"),
@@ -341,7 +325,7 @@ class Engine:
                         "failcount": h.failcount if h else 0,
                         "reason": h.reason if h else "",
                         "kernel_weight": None if dest is None else dest.weight,
-                        "weight": r.weight,
+                        "weight": slot.conf.weight,
                     }
                 )
             virtuals.append({"name": v.name, "file": v.file, "line": v.line, "reals": reals})

@@ -84,7 +84,7 @@ class KernelOp:
     op: Op
     text: str  # ldirectord's wording ("Quiescent real server: ...")
     error: str | None = None
-    drift: bool = False  # it repairs a change made behind lvsmon's back
+    drift: bool = False  # it repairs a change made behind lvsmon's back (drift repaired)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +95,6 @@ class WeightChanged:
     dest: DestKey
     old: int | None
     new: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class DriftRepaired:
-    """A periodic resync found the kernel unlike what lvsmon last programmed, and fixed it."""
-
-    service: ServiceKey
-    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +140,6 @@ Event = (
     | CheckDone
     | KernelOp
     | WeightChanged
-    | DriftRepaired
     | FallbackChanged
     | ConfigLoaded
     | ConfigFileChanged
@@ -265,21 +256,10 @@ class EventBus:
         by name because it costs work per check)."""
         sub = Subscription(name, handler, kinds, maxlen)
         self._subs.append(sub)
-        self._recompute()
+        self._wanted.update(kinds or ())
         if self._running:
             sub.start()
         return sub
-
-    def unsubscribe(self, sub: Subscription) -> None:
-        if sub in self._subs:
-            self._subs.remove(sub)
-            self._recompute()
-
-    def _recompute(self) -> None:
-        wanted: set[type] = set()
-        for sub in self._subs:
-            wanted.update(sub.kinds or ())
-        self._wanted = wanted
 
     def wants(self, kind: type) -> bool:
         """Does any subscriber ask for this kind by name (cheap: for per-result events)?"""

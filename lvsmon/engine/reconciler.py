@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Sequence
 
-from lvsmon.engine.events import DriftRepaired, EventBus, KernelOp, WeightChanged
+from lvsmon.engine.events import EventBus, KernelOp, WeightChanged
 from lvsmon.engine.status import Stats
 from lvsmon.engine.wording import virtual_label
 from lvsmon.ipvs.apply import apply_ops
@@ -223,7 +223,6 @@ class Reconciler:
                 self.stats.ops_applied += 1
                 if drift:
                     self.stats.drift_repairs += 1
-                    self._events.publish(DriftRepaired(res.op.service, text))
                 self._events.publish(KernelOp(res.op, text, None, drift))
                 self._publish_weight(before, res.op)
             else:

@@ -164,11 +164,6 @@ class CheckRunner:
         if self._probes and self._prober is None:
             self._prober = Prober(asyncio.get_running_loop())
 
-    def forget_steady(self) -> None:
-        """Health changed outside the checks (reload, adoption): every good result counts again."""
-        for run in self._runs.values():
-            run.steady = None
-
     async def run_once(self, job: CheckJob, refs: tuple[RealRef, ...] = ()) -> None:
         """Run one slot of `job` now, the way the scheduler would, without the clock (for tests
         and tools): returns when its result has been taken in."""
