@@ -1,4 +1,4 @@
-"""Plain-TCP checks — `connect`, and `negotiate` http/http_proxy without TLS — on one epoll.
+"""Plain-TCP checks — `connect`, and every negotiate dialogue without TLS — on one epoll.
 
 Why not one asyncio task per check: at 10,000 checks a second the machinery around a check (a
 task, futures, a selector registration and its removal, a timer for the deadline) cost more CPU
@@ -10,15 +10,17 @@ them costs O(1) per check and one loop timer in all. The result goes to a callba
 hot path) or resolves a future (`probe`, which `run_check` awaits, so the check tests exercise
 this same code).
 
-The exchange and its verdict are those of `lvsmon.checks.http`: same request bytes, same sans-IO
-parser, same reasons ("connect: connection refused", "http: status 503", "timeout after 3s during
-http"). A spec this cannot run (TLS, a host name to resolve, UDP) is `None` from `plan_probe` and
-goes the general way.
+After the connect, the conversation is a sans-IO `Dialogue` (http, pop, imap, nntp, sip over TCP,
+simpletcp): the same object the TLS driver (`stream.converse`) runs, so both give the same reasons
+("connect: connection refused", "http: status 503", "timeout after 3s during imap login"). A spec
+this cannot run (TLS, a host name to resolve, UDP, a library's protocol) is `None` from
+`plan_probe` and goes the general way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import select
@@ -28,12 +30,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, describe_error
-from lvsmon.checks.http_parser import HttpProtocolError, ResponseParser
-from lvsmon.checks.http_request import build_target, verdict
+from lvsmon.checks.base import CheckResult, CheckSpec, describe_error
+from lvsmon.checks.dialogue import Dialogue
 from lvsmon.checks.step import Step
 
 ProbeDone = Callable[[CheckResult], None]
+DialogueFactory = Callable[[], Dialogue]
 
 _IN: Final = select.EPOLLIN
 _OUT: Final = select.EPOLLOUT
@@ -46,17 +48,19 @@ MAX_IN_FLIGHT: Final = 16384  # beyond this, starts wait for a finish (file desc
 class ProbePlan:
     """What one check needs at run time, computed once per check job."""
 
-    __slots__ = ("addr", "family", "head", "http", "request", "spec", "timeout")
+    __slots__ = ("addr", "dialogue", "family", "spec", "timeout")
 
     def __init__(
-        self, spec: CheckSpec, family: int, addr: tuple[str, int], request: bytes | None
+        self,
+        spec: CheckSpec,
+        family: int,
+        addr: tuple[str, int],
+        dialogue: DialogueFactory | None = None,
     ) -> None:
         self.spec = spec
         self.family = family
         self.addr = addr
-        self.request = request  # None: a connect check
-        self.http = request is not None
-        self.head = spec.httpmethod == "HEAD"
+        self.dialogue = dialogue  # None: a connect check
         self.timeout = spec.timeout
 
 
@@ -64,17 +68,11 @@ def plan_probe(spec: CheckSpec) -> ProbePlan | None:
     """The probe for `spec`, or None when it needs the general path."""
     if spec.kind == "connect" and spec.protocol != "udp":
         family = socket.AF_INET6 if spec.is_ipv6 else socket.AF_INET
-        return ProbePlan(spec, family, (spec.host, spec.port), None)
-    if spec.kind == "negotiate" and spec.service in ("http", "http_proxy"):
-        try:
-            target = build_target(spec)
-        except CheckFailed:
-            return None  # the general path reports it
-        if target.tls or target.family is None:
-            return None
-        return ProbePlan(
-            spec, target.family, (target.connect_host, target.connect_port), target.request
-        )
+        return ProbePlan(spec, family, (spec.host, spec.port))
+    if spec.kind == "negotiate":
+        from lvsmon.checks.registry import probe_plan  # the registry imports this module
+
+        return probe_plan(spec)
     return None
 
 
@@ -83,7 +81,7 @@ def _os_reason(step: str, err: int) -> str:
 
 
 class _Probe:
-    __slots__ = ("deadline", "done", "parser", "pending", "plan", "sock", "stage", "started")
+    __slots__ = ("deadline", "dialogue", "done", "ended_in", "pending", "plan", "sock", "started")
 
     def __init__(self, plan: ProbePlan, done: ProbeDone, started: float) -> None:
         self.plan = plan
@@ -91,9 +89,16 @@ class _Probe:
         self.started = started
         self.deadline = started + plan.timeout
         self.sock: socket.socket | None = None  # None once finished
-        self.parser: ResponseParser | None = None  # set once connected (http)
-        self.pending = b""  # request bytes the socket has not taken yet
-        self.stage = "connect"  # then "http": what a deadline names
+        self.dialogue: Dialogue | None = None  # set once connected
+        self.pending = b""  # bytes the socket has not taken yet
+        self.ended_in = ""  # the stage it finished in, once the dialogue is dropped
+
+    @property
+    def stage(self) -> str:
+        """What a deadline names: "connect", then the dialogue's step."""
+        if self.ended_in:
+            return self.ended_in
+        return "connect" if self.dialogue is None else self.dialogue.step
 
 
 class Prober:
@@ -184,26 +189,42 @@ class Prober:
         plan = probe.plan
         sock = probe.sock
         assert sock is not None
-        if not plan.http:
+        if plan.dialogue is None:
             self._finish(probe, CheckResult(True, _CONNECTED_REASON))
             return
-        probe.parser = ResponseParser(head=plan.head)
-        probe.stage = "http"
-        request = plan.request
-        assert request is not None
+        dialogue = probe.dialogue = plan.dialogue()
+        opening = dialogue.opening()
+        if register:
+            self._register(probe, _IN)
+        if opening and not self._send(probe, opening):
+            return
+        if dialogue.shut_wr and not probe.pending:
+            self._shut_wr(probe)
+        if not register or probe.pending:
+            self._epoll.modify(sock.fileno(), _IN | _OUT if probe.pending else _IN)
+
+    def _send(self, probe: _Probe, data: bytes) -> bool:
+        """Send what the socket takes now, queue the rest; False if the probe finished."""
+        sock = probe.sock
+        assert sock is not None
+        if probe.pending:
+            probe.pending += data
+            return True
         try:
-            sent = sock.send(request)
+            sent = sock.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
-            self._finish(probe, CheckResult(False, _os_reason("http", exc.errno or 0)))
-            return
-        probe.pending = request[sent:]
-        events = _IN | _OUT if probe.pending else _IN
-        if register:
-            self._register(probe, events)
-        else:
-            self._epoll.modify(sock.fileno(), events)
+            self._finish(probe, CheckResult(False, _os_reason(probe.stage, exc.errno or 0)))
+            return False
+        probe.pending = data[sent:]
+        return True
+
+    def _shut_wr(self, probe: _Probe) -> None:
+        sock = probe.sock
+        assert sock is not None
+        with contextlib.suppress(OSError):  # the read side tells what happened
+            sock.shutdown(socket.SHUT_WR)
 
     # ---- events -------------------------------------------------------------------------------
 
@@ -213,7 +234,7 @@ class Prober:
             probe = by_fd.get(fd)
             if probe is None:
                 continue
-            if probe.parser is None:
+            if probe.dialogue is None:
                 self._on_connect_ready(probe)
             elif probe.pending and events & _OUT:
                 self._on_writable(probe)
@@ -231,39 +252,42 @@ class Prober:
             self._connected(probe, register=False)
 
     def _on_writable(self, probe: _Probe) -> None:
-        sock = probe.sock
-        assert sock is not None
+        sock, dialogue = probe.sock, probe.dialogue
+        assert sock is not None and dialogue is not None
         try:
             sent = sock.send(probe.pending)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._finish(probe, CheckResult(False, _os_reason("http", exc.errno or 0)))
+            self._finish(probe, CheckResult(False, _os_reason(probe.stage, exc.errno or 0)))
             return
         probe.pending = probe.pending[sent:]
         if not probe.pending:
+            if dialogue.shut_wr:
+                self._shut_wr(probe)
             self._epoll.modify(sock.fileno(), _IN)
 
     def _on_readable(self, probe: _Probe) -> None:
-        sock, parser = probe.sock, probe.parser
-        assert sock is not None and parser is not None
+        sock, dialogue = probe.sock, probe.dialogue
+        assert sock is not None and dialogue is not None
         try:
             data = sock.recv(65536)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._finish(probe, CheckResult(False, _os_reason("http", exc.errno or 0)))
+            self._finish(probe, CheckResult(False, _os_reason(probe.stage, exc.errno or 0)))
             return
-        try:
-            if data:
-                if not parser.feed(data):
-                    return
-            else:
-                parser.feed_eof()
-        except HttpProtocolError as exc:
-            self._finish(probe, CheckResult(False, f"http: {exc}"))
+        outcome = dialogue.feed(data) if data else dialogue.feed_eof()
+        if outcome is None:
             return
-        self._finish(probe, verdict(probe.plan.spec, parser))
+        if isinstance(outcome, bytes):
+            if outcome and self._send(probe, outcome) and probe.pending:
+                self._epoll.modify(sock.fileno(), _IN | _OUT)
+            return
+        if dialogue.farewell:
+            with contextlib.suppress(OSError):  # a courtesy: the verdict stands
+                sock.send(dialogue.farewell)
+        self._finish(probe, outcome)
 
     # ---- ending -------------------------------------------------------------------------------
 
@@ -298,7 +322,8 @@ class Prober:
     def _finish(self, probe: _Probe, result: CheckResult) -> None:
         self._drop(probe)
         # it waits in its deadline queue until those started before it are done: keep it small
-        probe.parser = None
+        probe.ended_in = probe.stage
+        probe.dialogue = None
         probe.pending = b""
         done, probe.done = probe.done, _ignore
         done(CheckResult(result.ok, result.reason, self._clock() - probe.started))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import os
@@ -13,7 +14,7 @@ from lvsmon.config.lexer import MAX_FILE_BYTES
 from lvsmon.config.model import Config
 from lvsmon.config.parser import parse_lines
 from lvsmon.config.resolve import Resolver, SystemResolver
-from lvsmon.config.support import unsupported
+from lvsmon.config.support import service_warnings, unsupported
 
 
 def parse_config(
@@ -37,6 +38,8 @@ def parse_config(
         raise ConfigError(_sorted(errors))
     if check_support and (problems := unsupported(config)):
         raise ConfigError(_sorted(problems))
+    if extra := service_warnings(config):
+        config = dataclasses.replace(config, warnings=tuple(_sorted([*config.warnings, *extra])))
     return config
 
 

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from lvsmon.checks import (
-    ANY_SERVICE,
-    IMPLEMENTED,
+    SERVICES,
     CheckResult,
     CheckSpec,
     CheckSpecError,
@@ -62,19 +61,28 @@ async def test_checks_that_need_no_server(kind: str, service: str, reason: str) 
 
 
 async def test_unimplemented_service_is_down_not_an_error() -> None:
-    result = await run_check(CheckSpec(**{**BASE, "kind": "negotiate", "service": "smtp"}))
+    result = await run_check(CheckSpec(**{**BASE, "kind": "negotiate", "service": "gopher"}))
     assert (result.ok, result.reason) == (
         False,
-        "checktype=negotiate service=smtp is not implemented",
+        "checktype=negotiate service=gopher is not implemented",
+    )
+
+
+async def test_a_check_missing_a_needed_setting_is_down_naming_it() -> None:
+    spec = CheckSpec(**{**BASE, "kind": "negotiate", "service": "mysql", "request": "/"})
+    result = await run_check(spec)
+    assert (result.ok, result.reason) == (
+        False,
+        "mysql: login and request must be set for this check",
     )
 
 
 def test_implemented_set() -> None:
-    assert ("negotiate", "https") in IMPLEMENTED
-    assert ("connect", ANY_SERVICE) in IMPLEMENTED
+    assert set(SERVICES) >= {"http", "https", "http_proxy", "smtp", "ldap", "sip", "oracle"}
     assert is_implemented("connect", "smtp")  # connect does not care about the service
     assert is_implemented("negotiate", "http_proxy")
-    assert not is_implemented("negotiate", "ldap")
+    assert is_implemented("negotiate", "ldap")
+    assert not is_implemented("negotiate", "gopher")
 
 
 async def test_cancellation_propagates_and_closes_the_connection() -> None:

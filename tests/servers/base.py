@@ -1,0 +1,284 @@
+"""What every real protocol server of the check tests needs: a directory its own user can enter,
+free loopback ports, a process tree to stop or freeze, readiness polls, a self-signed certificate.
+
+Servers come from Debian packages that `scripts/install-test-deps` installs (tests/
+debian-packages.txt). A missing server binary is a test failure naming the package, never a skip:
+CI must not pass by testing nothing. Server state lives in `/var/tmp/lvsmon-<name>-*` (mode 755):
+pytest's tmp_path sits under a 0700 directory that postfix, mysql, postgres, news or dovecot
+cannot enter once they drop privileges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+WORK_PARENT = "/var/tmp"
+
+
+def require(binary: str, package: str) -> str:
+    """The path of `binary`, or a failure telling which Debian package to install."""
+    path = shutil.which(binary) or next(
+        (p for p in (f"/usr/sbin/{binary}", f"/usr/lib/news/bin/{binary}") if os.path.exists(p)),
+        None,
+    )
+    if path is None:
+        pytest.fail(
+            f"{binary} not found: install the Debian package {package} "
+            "(scripts/install-test-deps does)",
+            pytrace=False,
+        )
+    return path
+
+
+@contextlib.contextmanager
+def server_dir(name: str) -> Iterator[Path]:
+    """A fresh directory every server user can traverse; removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=f"lvsmon-{name}-", dir=WORK_PARENT))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free on 127.0.0.1 and ::1 alike (servers here listen on both)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, kind) as s4:
+            s4.bind(("127.0.0.1", 0))
+            port = int(s4.getsockname()[1])
+            try:
+                with socket.socket(socket.AF_INET6, kind) as s6:
+                    s6.bind(("::1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports, free for TCP and UDP on both loopbacks."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def wait_tcp(
+    host: str, port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Until a TCP connect to host:port succeeds; fails early if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(
+                f"server exited with {proc.returncode} before {host}:{port} answered"
+            )
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{host}:{port} did not answer within {timeout:g}s")
+        time.sleep(0.05)
+
+
+def children_of(pid: int) -> list[int]:
+    """Every descendant of `pid` (from /proc), deepest last."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: fields follow the last ')'
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        parent[int(entry)] = int(fields[1])
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        current = frontier.pop()
+        kids = [p for p, pp in parent.items() if pp == current]
+        found.extend(kids)
+        frontier.extend(kids)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
+
+
+def read_pid(path: Path, timeout: float = 20.0) -> int:
+    """The pid in a pid file (first number), waiting for the file to appear."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return int(path.read_text().split()[0])
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no pid in {path} within {timeout:g}s")
+        time.sleep(0.05)
+
+
+@dataclass
+class Server:
+    """A running server: its root pid (the daemon's master), how it stops, where it lives."""
+
+    name: str
+    pid: int
+    dir: Path
+    stop_signal: int = signal.SIGTERM
+    popen: subprocess.Popen[bytes] | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def pids(self) -> list[int]:
+        return [self.pid, *children_of(self.pid)]
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """SIGSTOP the whole process tree (it keeps accepting in the kernel's backlog but never
+        answers); SIGCONT afterwards."""
+        pids = self.pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in reversed(pids):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Signal the root and wait for the whole tree to go; SIGKILL what is left."""
+        pids = self.pids()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGCONT)
+            os.kill(self.pid, self.stop_signal)
+        self._wait_gone(pids, timeout)
+
+    def kill(self) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self._wait_gone(self.pids(), 5.0)
+
+    def _wait_gone(self, pids: Sequence[int], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while any(alive(p) for p in pids):
+            if self.popen is not None:
+                self.popen.poll()
+            if time.monotonic() > deadline:
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 5
+            time.sleep(0.05)
+        if self.popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(1)
+
+
+def run(cmd: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+    """Run a set-up command; its output is in the exception if it fails."""
+    proc = subprocess.run(list(cmd), capture_output=True, check=False, **kwargs)  # type: ignore[call-overload]
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout.decode(errors='replace')}"
+            f"{proc.stderr.decode(errors='replace')}"
+        )
+    return proc  # type: ignore[no-any-return]
+
+
+def self_signed(directory: Path, cn: str) -> tuple[Path, Path]:
+    """(cert, key) of a fresh self-signed RSA certificate for `cn`, readable by every user."""
+    tls = directory / "tls"
+    tls.mkdir(exist_ok=True)
+    tls.chmod(0o755)
+    cert, key = tls / "cert.pem", tls / "key.pem"
+    run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={cn}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ]
+    )
+    cert.chmod(0o644)
+    key.chmod(0o644)
+    return cert, key
+
+
+class SilentPeer:
+    """A loopback TCP (or UDP) port that accepts and never says a word: the peer every check's
+    one deadline must hold against."""
+
+    def __init__(self, host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, kind)
+        self.sock.bind((host, 0))
+        if kind == socket.SOCK_STREAM:
+            self.sock.listen(64)
+        self.host = host
+        self.port = int(self.sock.getsockname()[1])
+        self._accepted: list[socket.socket] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> SilentPeer:
+        if self.sock.type == socket.SOCK_STREAM:
+            self.sock.setblocking(False)
+            self._task = asyncio.get_running_loop().create_task(self._accept())
+        return self
+
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(self.sock)
+            self._accepted.append(conn)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for conn in self._accepted:
+            conn.close()
+        self.sock.close()
