@@ -9,7 +9,7 @@ check's one deadline, which `run_check` holds. An ICMP port unreachable ends the
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+from typing import Final, cast
 
 from lvsmon.checks.base import CheckResult, describe_error
 from lvsmon.checks.dialogue import Dialogue
@@ -26,8 +26,8 @@ class _Driver(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # the selector's datagram transport does not subclass DatagramTransport in 3.11
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         if self.done.done():
