@@ -1,9 +1,9 @@
 """dnsmasq as the real DNS server of the dns check tests (Debian package dnsmasq-base).
 
 One foreground process, no config file: the zone `lvsmon.test` comes from the command line
-(`--host-record` gives A, AAAA and the matching PTR records), `--local` makes every other name in
-it NXDOMAIN, and with no upstream at all any name outside it is REFUSED. It serves UDP and TCP
-(a forked child per TCP connection) on the same port.
+(`--host-record` gives A, AAAA and the matching PTR records); `--local` makes every other name in
+it, and in the reverse zone of 192.0.2.0/24, NXDOMAIN; with no upstream at all, any name outside
+them is REFUSED. It serves UDP and TCP (a forked child per TCP connection) on the same port.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from collections.abc import Iterator, Sequence
 from tests.servers.base import Server, free_ports, require, server_dir, wait_tcp
 
 ZONE = "lvsmon.test"
+REVERSE_ZONE = (
+    "2.0.192.in-addr.arpa"  # 192.0.2.0/24: a PTR for an address without a record is NXDOMAIN
+)
 HOST_RECORDS: dict[str, tuple[str, ...]] = {
     f"www.{ZONE}": ("192.0.2.10", "2001:db8::10"),
     f"v4.{ZONE}": ("192.0.2.20",),
@@ -48,6 +51,7 @@ def running_dnsmasq(
             "--log-facility=-",
             "--log-queries",
             f"--local=/{ZONE}/",
+            f"--local=/{REVERSE_ZONE}/",
             *(f"--listen-address={addr}" for addr in addrs),
             *(f"--host-record={name},{','.join(ips)}" for name, ips in HOST_RECORDS.items()),
             *(f"--cname={alias},{target}" for alias, target in CNAMES.items()),
