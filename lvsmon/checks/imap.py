@@ -27,6 +27,7 @@ TAG: Final = b"a1"
 _GREETING = re.compile(rb"\*[ \t]+(OK|PREAUTH)\b", re.IGNORECASE)
 _BYE = re.compile(rb"\*[ \t]+BYE\b", re.IGNORECASE)
 _LITERAL = re.compile(rb"\{(\d{1,9})\+?\}\Z")  # a line announcing n bytes that are not lines
+_CODE = re.compile(rb"\A\[[^\]]*\]\s*")
 _QUOTABLE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]*\Z")  # RFC 3501 QUOTED-CHAR, unescaped
 
 
@@ -100,7 +101,10 @@ class ImapDialogue(Dialogue):
         if status is None:
             return self._down(f"greeting: {shown(line)}")
         if not self._pieces:
-            return CheckResult(True, f"{self.service}: {shown(line)}")
+            # the response code is mostly a CAPABILITY list: too long to tell anything
+            text = shown(_CODE.sub(b"", line[status.end() :].lstrip()))
+            said = " ".join(filter(None, (status[1].upper().decode(), text)))
+            return CheckResult(True, f"{self.service}: {said}")
         if status[1].upper() == b"PREAUTH":
             # already authenticated: LOGIN would only get BAD for the wrong state
             return CheckResult(True, f"{self.service}: preauthenticated, login not needed")

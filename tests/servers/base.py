@@ -282,3 +282,84 @@ class SilentPeer:
         for conn in self._accepted:
             conn.close()
         self.sock.close()
+
+
+class ScriptedPeer:
+    """A loopback TCP peer playing a line protocol's server from a script: `greeting` on each
+    accept, then per line received the next of `replies` (b"" says nothing); after the script it
+    holds the connection open and silent (or closes it: `hold=False`). `received` is every line
+    that came in."""
+
+    def __init__(
+        self,
+        greeting: bytes,
+        replies: Sequence[bytes] = (),
+        host: str = "127.0.0.1",
+        *,
+        hold: bool = True,
+    ) -> None:
+        self.greeting = greeting
+        self.hold = hold
+        self.replies = list(replies)
+        self.host = host
+        self.port = 0
+        self.received: list[bytes] = []
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: list[asyncio.Task[object]] = []
+
+    async def __aenter__(self) -> ScriptedPeer:
+        self._server = await asyncio.start_server(self._serve, self.host, 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        if (task := asyncio.current_task()) is not None:
+            self._tasks.append(task)
+        with contextlib.suppress(ConnectionError, asyncio.LimitOverrunError, ValueError):
+            writer.write(self.greeting)
+            for reply in self.replies:
+                line = await reader.readline()
+                if not line:
+                    return
+                self.received.append(line)
+                writer.write(reply)
+            if not self.hold:
+                await writer.drain()
+                writer.close()
+                return
+            while line := await reader.readline():  # silent, until the client goes
+                self.received.append(line)
+
+    async def closed(self, timeout: float = 5.0) -> None:
+        """Until every client so far has hung up (so `received` holds all they sent)."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout)
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self._writers:
+            writer.close()  # the handlers see EOF and end: cancelling them makes asyncio log
+        await self.closed()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+def open_sockets() -> int:
+    """How many sockets this process holds."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+async def sockets_settled(before: int, timeout: float = 2.0) -> None:
+    """Until this process holds no more than `before` sockets: a TLS transport closes its socket
+    only once the close_notify exchange is done, a few ms after the check returned, and a test
+    loop closed before that reports the socket as leaked."""
+    for _ in range(int(timeout / 0.01)):  # polled: the close has no event to wait for
+        if open_sockets() <= before:
+            return
+        await asyncio.sleep(0.01)

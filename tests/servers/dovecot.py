@@ -3,7 +3,9 @@
 Users come from a passwd-file (so a wrong user name fails, unlike a static passdb): `lvsmon` /
 `secret`, plus users whose passwords need IMAP quoting or a literal. Failed logins are not
 delayed: `auth_failure_delay = 0`, and anvil's auth-penalty listener is off (else every later
-login from 127.0.0.1 waits 2 to 15 s after one bad password).
+login from 127.0.0.1 waits 2 to 15 s after one bad password). The login processes are long-lived
+(`service_count = 0`), so they hold their auth connection: with auth frozen a greeting still
+comes and the login hangs (a fresh login process would wait for auth before greeting).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ userdb {{
 mail_location = maildir:~/Maildir
 first_valid_uid = 1
 service imap-login {{
+  service_count = 0
+  process_min_avail = 1
   inet_listener imap {{
     port = {imap}
   }}
@@ -70,6 +74,8 @@ service imap-login {{
   }}
 }}
 service pop3-login {{
+  service_count = 0
+  process_min_avail = 1
   inet_listener pop3 {{
     port = {pop3}
   }}
