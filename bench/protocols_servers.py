@@ -19,12 +19,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import cast
+from pathlib import Path
+from types import ModuleType
 
-from tests.servers.base import Server
+from tests.servers.base import Server, self_signed
 
 WILDCARD = ("0.0.0.0",)
 
@@ -40,7 +41,7 @@ class Target:
     notes: list[str] = field(default_factory=list)
 
 
-Starter = Callable[[], AbstractContextManager[Target]]
+Starter = Callable[[Sequence[str]], AbstractContextManager[Target]]
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Bench:
     module: str  # lvsmon.checks.<module> must exist for lvsmon's side
     start: Starter
     fixture: str = ""  # tests.servers.<fixture> it needs, if any
+    per_address: bool = False  # the server listens on each real's address, not the wildcard
 
     def missing(self) -> str:
         """Why this service cannot run now, or ''."""
@@ -111,7 +113,8 @@ http {{
     uwsgi_temp_path {dir};
     scgi_temp_path {dir};
     server {{
-        listen {port} backlog=4096;
+        listen {port} {ssl} backlog=4096;
+        {certificate}
         location / {{ return 200 "still alive\\n"; }}
     }}
 }}
@@ -119,50 +122,115 @@ http {{
 
 
 @contextlib.contextmanager
-def nginx() -> Iterator[Target]:
+def nginx(addrs: Sequence[str], tls: bool = False) -> Iterator[Target]:
     """Debian's nginx, one worker (scale.py's server, without its per-request log)."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="lvsmon-protocols-nginx-") as d:
         os.chmod(d, 0o755)
+        ssl, certificate = "", ""
+        if tls:
+            cert, key = self_signed(Path(d), "www.lvsmon.test")
+            ssl = "ssl"
+            certificate = f"ssl_certificate {cert}; ssl_certificate_key {key};"
         conf = os.path.join(d, "nginx.conf")
         with open(conf, "w", encoding="utf-8") as f:
-            f.write(NGINX_CONF.format(dir=d, port=port))
+            f.write(NGINX_CONF.format(dir=d, port=port, ssl=ssl, certificate=certificate))
         argv = [binary, "-p", d + "/", "-c", conf, "-e", os.path.join(d, "error.log")]
         with popen(argv, port) as proc:
-            settings = {"request": '"test.html"', "receive": '"still alive"'}
-            yield Target(port, settings, proc.pid, notes=["nginx, 1 worker"])
+            settings = quoted(request="test.html", receive="still alive")
+            note = "nginx, 1 worker" + (", TLS (RSA 2048)" if tls else "")
+            yield Target(port, settings, proc.pid, notes=[note])
 
 
-@contextlib.contextmanager
-def socat_echo() -> Iterator[Target]:
-    """socat echoing every connection (a forked child per connection, no exec)."""
-    if importlib.util.find_spec("tests.servers.socat") is not None:
-        with _fixture("socat", "running_socat") as server:
-            yield Target(server.ports.get("echo", next(iter(server.ports.values()))),
-                         _SIMPLETCP, server.pid, notes=["tests/servers/socat.py"])  # fmt: skip
-        return
-    binary = shutil.which("socat") or "/usr/bin/socat"
-    port = free_port()
-    argv = [binary, f"TCP-LISTEN:{port},fork,reuseaddr,backlog=1024", "PIPE"]
-    with popen(argv, port) as proc:
-        yield Target(port, _SIMPLETCP, proc.pid, notes=["socat TCP-LISTEN,fork PIPE"])
-
-
-_SIMPLETCP = {"request": '"ping\\n"', "receive": '"ping"'}
+def nginx_tls(addrs: Sequence[str]) -> AbstractContextManager[Target]:
+    return nginx(addrs, tls=True)
 
 
 # ---------------------------------------------------------------- tests/servers fixtures
 
 
-@contextlib.contextmanager
-def _fixture(module: str, function: str, **kwargs: object) -> Iterator[Server]:
-    mod = importlib.import_module(f"tests.servers.{module}")
-    with getattr(mod, function)(addrs=WILDCARD, **kwargs) as server:
-        yield cast(Server, server)
+def quoted(**settings: str) -> dict[str, str]:
+    return {k: f'"{v}"' for k, v in settings.items()}
+
+
+Settings = Callable[[ModuleType], dict[str, str]]
+
+
+def fixture(
+    module: str, port_name: str, settings: Settings | None = None, protocol: str = "tcp",
+    **kwargs: object,
+) -> Starter:  # fmt: skip
+    """A starter from tests/servers/<module>.py's `running_*` context manager."""
+
+    @contextlib.contextmanager
+    def start(addrs: Sequence[str]) -> Iterator[Target]:
+        mod = importlib.import_module(f"tests.servers.{module}")
+        running = next(getattr(mod, n) for n in dir(mod) if n.startswith("running_"))
+        with running(addrs=addrs, **kwargs) as server:
+            assert isinstance(server, Server)
+            values = settings(mod) if settings else {}
+            note = f"tests/servers/{module}.py"
+            yield Target(server.ports[port_name], values, server.pid, protocol, notes=[note])
+
+    return start
+
+
+def _dovecot(mod: ModuleType) -> dict[str, str]:
+    return quoted(login="lvsmon", passwd=mod.USERS["lvsmon"])
+
+
+def _ftp(mod: ModuleType) -> dict[str, str]:
+    return quoted(login=getattr(mod, "USER", "lvsmon"), passwd=getattr(mod, "PASSWORD", "secret"))
+
+
+def _sql(mod: ModuleType) -> dict[str, str]:
+    return quoted(login=mod.USER, passwd=mod.PASSWORD, database=mod.DATABASE, request=mod.QUERY)
+
+
+def _ldap(mod: ModuleType) -> dict[str, str]:
+    return quoted(login=mod.USER_DN, passwd=mod.PASSWORD, request=mod.SUFFIX)
+
+
+def _dns(mod: ModuleType) -> dict[str, str]:
+    name = f"www.{mod.ZONE}"
+    return quoted(request=name, receive=mod.HOST_RECORDS[name][0])
+
+
+def _radius(mod: ModuleType) -> dict[str, str]:
+    return quoted(login=mod.USER, passwd=mod.PASSWORD, secret=mod.SECRET)
+
+
+def _sip(mod: ModuleType) -> dict[str, str]:
+    return quoted(login="alive@lvsmon.test")  # kamailio's route answers it 200 Alive
+
+
+def _echo(mod: ModuleType) -> dict[str, str]:
+    return quoted(request="ping\\n", receive="ping")
 
 
 SERVICES: list[Bench] = [
     Bench("http", "http", nginx),
-    Bench("simpletcp", "simpletcp", socat_echo),
+    Bench("https", "http", nginx_tls),
+    Bench("smtp", "smtp", fixture("postfix", "smtp"), "postfix"),
+    Bench("submission", "smtp", fixture("postfix", "submission"), "postfix"),
+    Bench("pop", "pop", fixture("dovecot", "pop3", _dovecot), "dovecot"),
+    Bench("pops", "pop", fixture("dovecot", "pop3s", _dovecot), "dovecot"),
+    Bench("imap", "imap", fixture("dovecot", "imap", _dovecot), "dovecot"),
+    Bench("imaps", "imap", fixture("dovecot", "imaps", _dovecot), "dovecot"),
+    Bench("nntp", "nntp", fixture("inn2", "nntp"), "inn2"),
+    Bench("ldap", "ldap", fixture("slapd", "ldap", _ldap), "slapd"),
+    Bench("ldaps", "ldap", fixture("slapd", "ldaps", _ldap), "slapd"),
+    Bench("dns", "dns", fixture("dnsmasq", "dns", _dns, "udp"), "dnsmasq", per_address=True),
+    Bench("radius", "radius", fixture("freeradius", "radius", _radius, "udp"), "freeradius"),
+    Bench("mysql", "mysql", fixture("mariadb", "mysql", _sql, client_hosts=("127.%",)), "mariadb"),
+    Bench(
+        "pgsql",
+        "pgsql",
+        fixture("postgresql", "pgsql", _sql, client_net="127.0.0.0/8"),
+        "postgresql",
+    ),
+    Bench("sip", "sip", fixture("kamailio", "sip", _sip, "udp"), "kamailio", per_address=True),
+    Bench("simpletcp", "simpletcp", fixture("socat", "echo", _echo, udp=False), "socat"),
+    Bench("ftp", "ftp", fixture("proftpd", "ftp", _ftp), "proftpd"),
 ]
