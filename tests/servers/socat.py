@@ -9,11 +9,13 @@ One socat per address and transport, all children of one shell so they stop and 
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
+import signal
 import subprocess
 from collections.abc import Iterator, Sequence
 
-from tests.servers.base import Server, free_ports, require, server_dir, wait_tcp
+from tests.servers.base import Server, children_of, free_ports, require, server_dir, wait_tcp
 
 UDP_IDLE_S = 5
 """How long a UDP echo child waits for another datagram from its peer before it exits."""
@@ -50,4 +52,8 @@ def running_socat_echo(
                 wait_tcp(addr, port, proc=popen)
             yield server
         finally:
+            # a listener's forked children (a UDP peer's lives UDP_IDLE_S) outlive its TERM
+            for pid in children_of(popen.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
             server.stop()
