@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import socket
@@ -198,6 +199,7 @@ class _Builder:
             port = resolved_port
 
         service = get("service", cast(Service | None, None))
+        service_from_port = service is None and protocol is not VirtualProtocol.FWM
         if service is None:
             service = Service.NONE if protocol is VirtualProtocol.FWM else service_for_port(port)
         checktype, num_connects = get("checktype", (CheckType.NEGOTIATE, 0))
@@ -264,6 +266,7 @@ class _Builder:
             checktype=checktype,
             num_connects=num_connects,
             service=service,
+            service_from_port=service_from_port,
             checkcommand=get("checkcommand", "/bin/true"),
             checkport=get("checkport", cast(int | None, None)),
             request=request,
@@ -386,8 +389,13 @@ class _Builder:
 
     # -- cross checks --------------------------------------------------------------------------
 
-    def check_duplicates(self, virtuals: list[Virtual]) -> None:
+    def check_duplicates(self, virtuals: list[Virtual]) -> list[Virtual]:
+        """The virtuals with each real once. A duplicate virtual is an error. A real listed again
+        with the same settings is a warning and counted once (ldirectord adds it once too); a
+        second real on the same kernel destination with other settings is an error (ldirectord
+        would apply whichever it handled last)."""
         seen: dict[ServiceKey, Virtual] = {}
+        out: list[Virtual] = []
         for v in virtuals:
             key = v.key
             if key in seen:
@@ -398,33 +406,81 @@ class _Builder:
             else:
                 seen[key] = v
             dests: dict[DestKey, Real] = {}
+            kept: list[Real] = []
+            repeated: dict[int, list[tuple[Real, Real]]] = {}  # line -> (real, earlier one)
             for r in v.reals:
                 dest = kernel_dest_port(key, DestKey(r.address, r.port), r.forward)
-                if dest in dests:
-                    other = dests[dest]
-                    same = (
-                        ""
-                        if other.port == r.port
-                        else f" (gate/ipip use the virtual's port {dest.port})"
-                    )
-                    self.error(
-                        r.line,
-                        f"duplicate real server {dest} in {v.name} "
-                        f"(already at line {other.line}){same}",
-                    )
-                else:
+                other = dests.get(dest)
+                if other is None:
                     dests[dest] = r
+                    kept.append(r)
+                elif _settings(other) == _settings(r):
+                    repeated.setdefault(r.line, []).append((r, other))
+                else:
+                    self.error(r.line, _conflict(v, dest, other, r))
+            for line, pairs in repeated.items():
+                self.warn(line, _repeated(pairs))
+            out.append(
+                v if len(kept) == len(v.reals) else dataclasses.replace(v, reals=tuple(kept))
+            )
+        return out
 
     def build(self, digest: str) -> tuple[Config | None, list[Diagnostic], list[Diagnostic]]:
         g = self.settings()
         virtuals = [v for rv in self.raw.virtuals if (v := self.virtual(rv, g)) is not None]
-        self.check_duplicates(virtuals)
+        virtuals = self.check_duplicates(virtuals)
         if self.errors:
             return None, self.errors, self.warnings
         config = Config(
             self.path, digest, g, tuple(virtuals), tuple(sorted(self.warnings, key=_order))
         )
         return config, [], self.warnings
+
+
+def _settings(r: Real) -> tuple[object, ...]:
+    return (r.address, r.port, r.forward, r.weight, r.lower, r.upper, r.request, r.receive)
+
+
+def _repeated(pairs: list[tuple[Real, Real]]) -> str:
+    """The warning for a line whose reals were all listed before with the same settings."""
+    if len(pairs) == 1:
+        r, earlier = pairs[0]
+        return (
+            f"real server {DestKey(r.address, r.port)} is listed again with the same settings "
+            f"as at line {earlier.line}; counted once"
+        )
+    shown = ", ".join(f"{DestKey(r.address, r.port)} at line {e.line}" for r, e in pairs[:3])
+    more = ", ..." if len(pairs) > 3 else ""
+    return (
+        f"{len(pairs)} addresses of this range are listed before with the same settings "
+        f"({shown}{more}); each is counted once"
+    )
+
+
+def _shown(r: Real) -> dict[str, str]:
+    return {
+        "port": f"port {r.port}",
+        "forward": str(r.forward),
+        "weight": f"weight {r.weight}",
+        "lower": f"l:{r.lower}",
+        "upper": f"u:{r.upper}",
+        "request": f"request {r.request!r}",
+        "receive": f"receive {r.receive!r}",
+    }
+
+
+def _conflict(v: Virtual, dest: DestKey, earlier: Real, r: Real) -> str:
+    """Two reals on one kernel destination, and how they differ."""
+    mine, theirs = _shown(r), _shown(earlier)
+    differ = [name for name in mine if mine[name] != theirs[name]]
+    here = ", ".join(mine[name] for name in differ)
+    there = ", ".join(theirs[name] for name in differ)
+    forced = f"; gate and ipip use the virtual's port {dest.port}" if r.port != earlier.port else ""
+    return (
+        f"real server {dest} is listed twice in {v.name} with different settings "
+        f"({here} here; {there} at line {earlier.line}{forced}): the kernel has one destination "
+        "per address and port, keep one of the lines"
+    )
 
 
 def _order(d: Diagnostic) -> int:

@@ -142,6 +142,7 @@ class Virtual:
     checktype: CheckType = CheckType.NEGOTIATE
     num_connects: int = 0  # N of `checktype = N` (combined), else 0
     service: Service = Service.NONE
+    service_from_port: bool = False  # no service= line: the virtual's port chose it
     checkcommand: str = "/bin/true"
     checkport: int | None = None
     request: str = "/"

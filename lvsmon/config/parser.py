@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from lvsmon.config import syntax, values
 from lvsmon.config.errors import Diagnostic
-from lvsmon.config.lexer import TAB_WIDTH, Line, split_lines
+from lvsmon.config.lexer import TAB_WIDTH, Line, OddBlank, split_lines
 from lvsmon.config.model import CheckType, HttpMethod, Service
 from lvsmon.config.values import Invalid, Warn
 
@@ -146,12 +146,37 @@ def _protocol(v: str, c: Context) -> object:
     return m.group(0)
 
 
+# Linux's IPVS schedulers (net/netfilter/ipvs/ip_vs_*.c); Debian 12's kernel builds all but twos.
+SCHEDULERS = (
+    "rr",
+    "wrr",
+    "lc",
+    "wlc",
+    "lblc",
+    "lblcr",
+    "dh",
+    "sh",
+    "sed",
+    "nq",
+    "fo",
+    "ovf",
+    "mh",
+    "twos",
+)
+
+
 def _scheduler(v: str, c: Context) -> object:
-    # Not checked against a list, as in ldirectord: kernels gain schedulers; the kernel rejects
-    # an unknown one when the service is created.
-    return values.word(
+    name = values.word(
         v, r"[a-z]+", "invalid scheduler, should be only lowercase letters (a-z)", c.warn
     )
+    # A warning, not an error: ldirectord takes any name and a kernel may have more (an
+    # out-of-tree ip_vs_NAME module); without one, creating the virtual service fails.
+    if name not in SCHEDULERS:
+        c.warn(
+            f'unknown scheduler "{name}" (Linux has {" ".join(SCHEDULERS)}): the kernel will '
+            f"refuse this virtual service unless a module ip_vs_{name} provides it"
+        )
+    return name
 
 
 def _schedflags(v: str, c: Context) -> object:
@@ -280,6 +305,23 @@ _DIRECTIVE = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(.*)\Z", re.S)
 _BARE_WORD = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)(?:\s+(.*))?\Z", re.S)
 
 
+# Free text, where a no-break space inside the value may be meant (an e-mail subject).
+FREE_TEXT = frozenset({"servicename", "comment"})
+
+
+def _misplaced_blank(line: Line) -> OddBlank | None:
+    """The first Unicode blank (other than space and tab) the line has where a blank separates
+    things: ldirectord reads it as part of a word and rejects the line or misreads the value."""
+    if not line.odd_blanks:
+        return None
+    m = _DIRECTIVE.match(line.text)
+    for blank in line.odd_blanks:
+        inside = m is not None and m.start(2) <= blank.offset < len(line.text)
+        if not (inside and m is not None and m.group(1) in FREE_TEXT):
+            return blank
+    return None
+
+
 def _suggest(name: str) -> str:
     close = difflib.get_close_matches(name.lower(), ALL_NAMES, n=1, cutoff=0.75)
     return f'; did you mean "{close[0]}"?' if close else ""
@@ -299,6 +341,8 @@ class _Parser:
 
     def feed(self, line: Line) -> None:
         self.line = line.number
+        if (blank := _misplaced_blank(line)) is not None:
+            self.error(f"{blank}: replace it with a space or a tab")
         if line.indent == 0:
             self.block = None
             self.top_level(line.text)
@@ -415,9 +459,10 @@ class _Parser:
 
 
 def parse_lines(data: bytes | str, path: str) -> RawConfig:
-    lines, errors = split_lines(data, path)
+    lines, errors, warnings = split_lines(data, path)
     parser = _Parser(path)
     parser.raw.errors.extend(errors)
+    parser.raw.warnings.extend(warnings)
     for line in lines:
         parser.feed(line)
     return parser.raw

@@ -18,7 +18,7 @@ def _kind(checktype: CheckType) -> str:
 
 def describe_service(v: Virtual) -> str:
     """ "service smtp", or "service smtp (from port 25)" when the port chose it."""
-    if getattr(v, "service_from_port", False):
+    if v.service_from_port:
         return f"service {v.service} (from port {v.port})"
     return f"service {v.service}"
 

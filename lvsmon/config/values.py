@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 
 from lvsmon.checks.base import CheckSpecError, compile_receive
@@ -79,13 +80,25 @@ def quoted(value: str, name: str, warn: Warn, *, allow_empty: bool = False) -> s
     """A value that ldirectord only accepts in double quotes; everything up to the LAST quote
     belongs to it, as with ldirectord's greedy match."""
     if not value.startswith('"') or value.count('"') < 2:
-        raise Invalid(f'{name} needs a double-quoted value, e.g. {name}="..."')
+        raise Invalid(f'{name} needs a double-quoted value, e.g. {name}="..."{_typographic(value)}')
     end = value.rindex('"')
     inner = value[1:end]
     if not inner and not allow_empty:
         raise Invalid(f"{name} must not be empty")
     _trailing(value[end + 1 :], warn)
     return inner
+
+
+_TYPOGRAPHIC_QUOTES = "\u201c\u201d\u201e\u201f\u2033\u00ab\u00bb\uff02"
+
+
+def _typographic(value: str) -> str:
+    """A hint when a word processor's quote stands where a plain one is needed."""
+    for ch in value:
+        if ch in _TYPOGRAPHIC_QUOTES:
+            name = unicodedata.name(ch, "").lower()
+            return f' (U+{ord(ch):04X} {name} is not a plain ")'
+    return ""
 
 
 def receive_regex(pattern: str) -> str:
