@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from typing import Any, Final
+from typing import Final
 
 import aioftp
 
@@ -163,7 +163,7 @@ async def check(spec: CheckSpec, step: Step) -> CheckResult:
         client.close()
 
 
-def _value_error(exc: Any) -> str:
+def _value_error(exc: ValueError) -> str:
     text = str(exc)
     if "limit" in text:
         return "a reply line longer than 64 KiB"

@@ -74,7 +74,7 @@ class RadiusDialogue(Dialogue):
 
     def __init__(self, spec: CheckSpec, step: Step | None = None) -> None:
         self.request, self.raw = build_request(spec)
-        self.steps = step
+        self.progress = step  # the check's Step, told when a reply fails verification
 
     def opening(self) -> bytes:
         return self.raw
@@ -87,8 +87,8 @@ class RadiusDialogue(Dialogue):
             valid = False
         if not valid:
             self.step = "radius (a reply failed verification: wrong secret?)"
-            if self.steps is not None:
-                self.steps.name = self.step
+            if self.progress is not None:
+                self.progress.name = self.step
             return None
         return verdict(reply)
 
@@ -105,7 +105,8 @@ def verdict(reply: Any) -> CheckResult:
     messages: list[Any] = []
     if "Reply-Message" in reply:
         messages = list(reply["Reply-Message"])
-    text = " ".join(shown(m if isinstance(m, bytes) else str(m).encode()) for m in messages).strip()
+    raw = b" ".join(m if isinstance(m, bytes) else str(m).encode() for m in messages)
+    text = shown(raw)
     return CheckResult(False, f"radius: {name}: {text}" if text else f"radius: {name}")
 
 
