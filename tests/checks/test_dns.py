@@ -142,7 +142,7 @@ async def test_many_records_named_in_part(dnsmasq: Server) -> None:
 @pytest.mark.parametrize(
     ("request_", "reason"),
     [
-        ("/", "dns: request is empty: set it to the name or address to look up"),
+        ("/", "dns: request must be set for this check"),
         ("/" + "x" * 64 + ".test", "dns: request '" + "x" * 64 + ".test' is not a domain name: "),
     ],
 )
