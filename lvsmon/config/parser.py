@@ -315,9 +315,9 @@ def _misplaced_blank(line: Line) -> OddBlank | None:
     if not line.odd_blanks:
         return None
     m = _DIRECTIVE.match(line.text)
+    free = m.start(2) if m is not None and m.group(1) in FREE_TEXT else None
     for blank in line.odd_blanks:
-        inside = m is not None and m.start(2) <= blank.offset < len(line.text)
-        if not (inside and m is not None and m.group(1) in FREE_TEXT):
+        if free is None or not free <= blank.offset < len(line.text):
             return blank
     return None
 
