@@ -2,9 +2,9 @@
 
 What ldirectord's `Net::SMTP->new` did: the server's greeting must be a success, then EHLO must
 be accepted, or, if the server refuses EHLO outright (5xx), HELO. The name sent is Net::SMTP's
-default, "localhost.localdomain", so a server that accepted ldirectord's check accepts ours (and
-no check waits for a name lookup: aiosmtplib's default is `socket.getfqdn()`). QUIT is sent without waiting for its answer: the verdict
-is already in, and ldirectord ignored that answer too.
+default, "localhost.localdomain", so a server that accepted ldirectord's check accepts ours, and
+no check waits for a name lookup (aiosmtplib's default is `socket.getfqdn()`). QUIT is sent
+without waiting for its answer: the verdict is in, and ldirectord ignored that answer too.
 
 Never STARTTLS, on submission either: Net::SMTP never did, and aiosmtplib's opportunistic
 STARTTLS (its default) verifies certificates. We connect the socket ourselves so a timeout names
