@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from tests.servers.base import Server, free_port, read_pid, require, run, server_dir, wait_tcp
+from tests.servers.base import Server, free_ports, read_pid, require, run, server_dir, wait_tcp
 
 INNCONF = "/etc/news/inn.conf"
 
@@ -77,7 +77,7 @@ def running_innd(addrs: Sequence[str] = ("127.0.0.1", "::1")) -> Iterator[InnSer
         for sub in (run_dir, log_dir):
             sub.mkdir()
             shutil.chown(sub, "news", "news")
-        port = free_port()
+        [port] = free_ports(1)  # free_ports: what bench/protocols_servers patches for fixed ports
         with open(INNCONF) as f:
             template = f.read()
         (d / "inn.conf").write_text(
