@@ -22,8 +22,6 @@ that matches nothing is asked again over TCP, as Net::DNS did.
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from dataclasses import dataclass
 from typing import Final
 
@@ -45,9 +43,9 @@ from lvsmon.checks.base import (
     ReceiveRegex,
     compile_receive,
 )
-from lvsmon.checks.datagram import converse_datagram
 from lvsmon.checks.dialogue import Dialogue, Outcome
-from lvsmon.checks.prober import ProbePlan, prober_for
+from lvsmon.checks.drive import drive, plain_plan
+from lvsmon.checks.prober import ProbePlan
 from lvsmon.checks.step import Step
 
 A: Final = dns.rdatatype.A
@@ -198,10 +196,6 @@ class DnsDialogue(Dialogue):
         return reason
 
 
-def _family(spec: CheckSpec) -> int:
-    return socket.AF_INET6 if spec.is_ipv6 else socket.AF_INET
-
-
 def probe_plan(spec: CheckSpec) -> ProbePlan | None:
     """DNS over TCP runs on the prober; UDP (virtuals of protocol udp and fwm) does not."""
     if spec.protocol != "tcp":
@@ -211,19 +205,14 @@ def probe_plan(spec: CheckSpec) -> ProbePlan | None:
     except CheckFailed:
         return None  # the general path reports it
     receive = spec.receive
-    return ProbePlan(
-        spec, _family(spec), (spec.host, spec.port), lambda: DnsDialogue(target, receive, tcp=True)
-    )
+    return plain_plan(spec, lambda: DnsDialogue(target, receive, tcp=True))
 
 
 async def check(spec: CheckSpec, step: Step) -> CheckResult:
     target = lookup(spec.request)
-    family, addr = _family(spec), (spec.host, spec.port)
-    loop = asyncio.get_running_loop()
     if spec.protocol != "tcp":
         dialogue = DnsDialogue(target, spec.receive, tcp=False)
-        result = await converse_datagram(dialogue, family, addr, step)
+        result = await drive(spec, step, dialogue, "udp")
         if not dialogue.truncated:
             return result
-    tcp = DnsDialogue(target, spec.receive, tcp=True)
-    return await prober_for(loop).probe(ProbePlan(spec, family, addr, lambda: tcp), step)
+    return await drive(spec, step, DnsDialogue(target, spec.receive, tcp=True))

@@ -11,15 +11,14 @@ tagged answer to LOGIN must be OK. Credentials go as quoted strings, or as liter
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Final
 
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec
 from lvsmon.checks.dialogue import MAX_LINE, Dialogue, Outcome, shown
-from lvsmon.checks.prober import ProbePlan, prober_for
+from lvsmon.checks.drive import drive, line_credentials, plain_plan
+from lvsmon.checks.prober import ProbePlan
 from lvsmon.checks.step import Step
-from lvsmon.checks.stream import converse, require_literal
 
 TLS_SERVICES = frozenset({"imaps"})
 TAG: Final = b"a1"
@@ -118,38 +117,18 @@ class ImapDialogue(Dialogue):
         return CheckResult(False, f"{self.service}: {what}")
 
 
-def credentials(spec: CheckSpec) -> tuple[bytes, bytes]:
-    """`login` and `passwd` as bytes; CheckFailed if IMAP cannot carry them."""
-    login = spec.login.encode("utf-8", "surrogateescape")
-    passwd = spec.passwd.encode("utf-8", "surrogateescape")
-    if login and any(c in login + passwd for c in (b"\r", b"\n", b"\0")):
-        raise CheckFailed(
-            f"{spec.service}: login or passwd holds CR, LF or NUL, which LOGIN cannot send"
-        )
-    return login, passwd
-
-
 def probe_plan(spec: CheckSpec) -> ProbePlan | None:
     if spec.service in TLS_SERVICES:
         return None
     try:
-        login, passwd = credentials(spec)
-        family = require_literal(spec.host)
+        login, passwd = line_credentials(spec)
     except CheckFailed:
         return None  # check() reports it
     service = spec.service
-    return ProbePlan(
-        spec, family, (spec.host, spec.port), lambda: ImapDialogue(service, login, passwd)
-    )
+    return plain_plan(spec, lambda: ImapDialogue(service, login, passwd))
 
 
 async def check(spec: CheckSpec, step: Step) -> CheckResult:
-    login, passwd = credentials(spec)
-    family = require_literal(spec.host)
+    login, passwd = line_credentials(spec)
     dialogue = ImapDialogue(spec.service, login, passwd)
-    addr = (spec.host, spec.port)
-    if spec.service in TLS_SERVICES:
-        return await converse(dialogue, family, addr, step, tls=True)
-    step.name = "connect"
-    plan = ProbePlan(spec, family, addr, lambda: dialogue)
-    return await prober_for(asyncio.get_running_loop()).probe(plan, step)
+    return await drive(spec, step, dialogue, "tls" if spec.service in TLS_SERVICES else "tcp")

@@ -9,14 +9,13 @@ only, so it always runs on the prober.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Final
 
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.checks.dialogue import Dialogue, LineBuffer, LineTooLong, Outcome, shown
-from lvsmon.checks.prober import ProbePlan, prober_for
+from lvsmon.checks.drive import drive, plain_plan
+from lvsmon.checks.prober import ProbePlan
 from lvsmon.checks.step import Step
-from lvsmon.checks.stream import require_literal
 
 _QUIT: Final = b"QUIT\r\n"
 
@@ -62,11 +61,9 @@ class NntpDialogue(Dialogue):
 
 
 def probe_plan(spec: CheckSpec) -> ProbePlan:
-    """Always the prober's: NNTP has no TLS variant among the services, and the host is a
-    literal."""
-    return ProbePlan(spec, require_literal(spec.host), (spec.host, spec.port), NntpDialogue)
+    """Always the prober's: NNTP has no TLS variant among the services."""
+    return plain_plan(spec, NntpDialogue)
 
 
 async def check(spec: CheckSpec, step: Step) -> CheckResult:
-    step.name = "connect"
-    return await prober_for(asyncio.get_running_loop()).probe(probe_plan(spec), step)
+    return await drive(spec, step, NntpDialogue())

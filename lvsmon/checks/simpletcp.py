@@ -18,13 +18,10 @@ A line longer than MAX_LINE bytes is down (Perl read without bound).
 
 from __future__ import annotations
 
-import asyncio
-import socket
-
 from lvsmon.checks.base import RECEIVE_TIMEOUT, CheckResult, CheckSpec, compile_receive
-from lvsmon.checks.datagram import converse_datagram
 from lvsmon.checks.dialogue import MAX_LINE, Dialogue, Outcome, shown
-from lvsmon.checks.prober import ProbePlan, prober_for
+from lvsmon.checks.drive import drive, plain_plan
+from lvsmon.checks.prober import ProbePlan
 from lvsmon.checks.step import Step
 
 
@@ -90,26 +87,15 @@ class SimpleTcpDialogue(Dialogue):
         return CheckResult(True, f"simpletcp: {shown(line)}") if found is not None else None
 
 
-def _family(spec: CheckSpec) -> int:
-    return socket.AF_INET6 if spec.is_ipv6 else socket.AF_INET
-
-
 def probe_plan(spec: CheckSpec) -> ProbePlan | None:
     """simpletcp over TCP runs on the prober; over UDP it goes through `check`."""
     if spec.protocol == "udp":
         return None
     request, receive = request_bytes(spec.request), spec.receive
-    return ProbePlan(
-        spec, _family(spec), (spec.host, spec.port), lambda: SimpleTcpDialogue(request, receive)
-    )
+    return plain_plan(spec, lambda: SimpleTcpDialogue(request, receive))
 
 
 async def check(spec: CheckSpec, step: Step) -> CheckResult:
-    family, addr = _family(spec), (spec.host, spec.port)
-    request = request_bytes(spec.request)
-    if spec.protocol == "udp":
-        dialogue = SimpleTcpDialogue(request, spec.receive, datagram=True)
-        return await converse_datagram(dialogue, family, addr, step)
-    plan = probe_plan(spec)
-    assert plan is not None
-    return await prober_for(asyncio.get_running_loop()).probe(plan, step)
+    udp = spec.protocol == "udp"
+    dialogue = SimpleTcpDialogue(request_bytes(spec.request), spec.receive, datagram=udp)
+    return await drive(spec, step, dialogue, "udp" if udp else "tcp")

@@ -21,16 +21,15 @@ Differences from ldirectord, each because of what a SIP server may rightly do:
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import random
 import socket
 from typing import Final
 
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec
-from lvsmon.checks.datagram import converse_datagram
 from lvsmon.checks.dialogue import Dialogue, LineBuffer, LineTooLong, Outcome, shown
-from lvsmon.checks.prober import ProbePlan, prober_for
+from lvsmon.checks.drive import drive, family_of, plain_plan
+from lvsmon.checks.prober import ProbePlan
 from lvsmon.checks.step import Step
 
 SIP_VERSION: Final = b"SIP/2.0 "
@@ -126,12 +125,8 @@ class SipDialogue(Dialogue):
         return CheckResult(False, "sip: connection closed by the server without a final answer")
 
 
-def _family(spec: CheckSpec) -> int:
-    return socket.AF_INET6 if spec.is_ipv6 else socket.AF_INET
-
-
 def _request(spec: CheckSpec, transport: str) -> bytes:
-    local = source_address(_family(spec), spec.host)
+    local = source_address(family_of(spec), spec.host)
     return options_request(spec.login or default_login(), transport, local)
 
 
@@ -143,19 +138,10 @@ def probe_plan(spec: CheckSpec) -> ProbePlan | None:
         _request(spec, "TCP")
     except CheckFailed:
         return None  # the general path reports it
-    return ProbePlan(
-        spec,
-        _family(spec),
-        (spec.host, spec.port),
-        lambda: SipDialogue(_request(spec, "TCP"), datagram=False),
-    )
+    return plain_plan(spec, lambda: SipDialogue(_request(spec, "TCP"), datagram=False))
 
 
 async def check(spec: CheckSpec, step: Step) -> CheckResult:
-    family, addr = _family(spec), (spec.host, spec.port)
     if spec.protocol == "udp":
-        dialogue = SipDialogue(_request(spec, "UDP"), datagram=True)
-        return await converse_datagram(dialogue, family, addr, step)
-    dialogue = SipDialogue(_request(spec, "TCP"), datagram=False)
-    loop = asyncio.get_running_loop()
-    return await prober_for(loop).probe(ProbePlan(spec, family, addr, lambda: dialogue), step)
+        return await drive(spec, step, SipDialogue(_request(spec, "UDP"), datagram=True), "udp")
+    return await drive(spec, step, SipDialogue(_request(spec, "TCP"), datagram=False))

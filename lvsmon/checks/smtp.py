@@ -31,8 +31,8 @@ from aiosmtplib import (
 
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec
 from lvsmon.checks.dialogue import shown
+from lvsmon.checks.drive import family_of
 from lvsmon.checks.step import Step
-from lvsmon.checks.stream import require_literal
 
 HELLO_NAME: Final = "localhost.localdomain"
 """What Net::SMTP says in EHLO/HELO when not told otherwise (ldirectord never told it)."""
@@ -54,7 +54,7 @@ def _first_line(response: SMTPResponse) -> str:
 
 async def check(spec: CheckSpec, step: Step) -> CheckResult:
     service = spec.service
-    family = require_literal(spec.host)
+    family = family_of(spec)
     loop = asyncio.get_running_loop()
     step.name = "connect"
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -12,7 +12,7 @@ import asyncio
 import socket
 import ssl
 
-from lvsmon.checks.base import CheckFailed, CheckResult, describe_error
+from lvsmon.checks.base import CheckResult, describe_error
 from lvsmon.checks.dialogue import Dialogue
 from lvsmon.checks.step import Step
 
@@ -123,12 +123,3 @@ async def converse(
         else:
             transport.abort()
     return result
-
-
-def require_literal(host: str) -> int:
-    """The address family of an IP literal (a real's address always is one)."""
-    if ":" in host:
-        return socket.AF_INET6
-    if not host:
-        raise CheckFailed("connect: no address")
-    return socket.AF_INET

@@ -198,7 +198,7 @@ async def test_credentials_that_cannot_be_sent(passwd: str) -> None:
     result = await run_check(spec(port=1, login="lvsmon", passwd=passwd))
     assert (result.ok, result.reason) == (
         False,
-        "imap: login or passwd holds CR, LF or NUL, which LOGIN cannot send",
+        "imap: login or passwd holds CR, LF or NUL, which cannot be sent",
     )
     assert plan_probe(spec(port=1, login="lvsmon", passwd=passwd)) is None
 
