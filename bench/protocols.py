@@ -251,12 +251,14 @@ class CallLog:
 
 def run_ldirectord(
     workdir: str, cf: str, logfile: str, seconds: float, wire: Wire, reals: list[str],
-    target: Target, cleanup: Cleanup, startup_timeout: float,
+    target: Target, cleanup: Cleanup, startup_timeout: float, tls: bool, max_seconds: float,
 ) -> Side:  # fmt: skip
     side = Side()
     fake_dir = os.path.join(workdir, f"fake-{os.path.basename(cf)}")
     os.makedirs(fake_dir)
     env = {**os.environ, "LVSMON_FAKE_IPVSADM_DIR": fake_dir}
+    if tls:
+        env |= {"PERL5LIB": HERE, "PERL5OPT": "-Mprotocols_noverify"}
     ldirectord = shutil.which("ldirectord") or "/usr/sbin/ldirectord"
     pidfile = f"/run/ldirectord.{os.path.basename(cf)}.pid"
     # only this mount namespace (the daemon's) sees the fake as /usr/sbin/ipvsadm
@@ -290,14 +292,9 @@ def run_ldirectord(
         if calls.up.get(port, 0) >= n:
             all_up = True
             break
-        # some reals down for good: go on once every real has been checked twice and the fake
-        # has been quiet for 5 s (the first sweep's ipvsadm calls are over)
-        seen = wire.between(t0, time.time())
-        if (
-            all(len(seen.get(a, ())) >= 2 for a in reals)
-            and time.time() - calls.last_end > 5
-            and calls.calls
-        ):
+        # some reals down for good: go on once the fake has been quiet for 10 s (the first
+        # sweep's ipvsadm calls are over: every real's first result changes its weight)
+        if calls.calls and time.time() - calls.last_end > 10:
             break
         if not alive(pid):
             side.error = f"ldirectord exited during start-up; see {logfile}"
@@ -316,6 +313,12 @@ def run_ldirectord(
     side.extra["load_avg"] = loadavg()
     w0, c0, s0 = time.time(), cpu_seconds(pid)[0], tree_cpu_s(target.root_pid)
     time.sleep(seconds)
+    # a slow sweep: go on until most reals were checked three times (two periods each)
+    while time.time() - w0 < max_seconds:
+        seen = wire.between(w0, time.time())
+        if sum(len(seen.get(a, ())) >= 3 for a in reals) >= 0.9 * n:
+            break
+        time.sleep(1.0)
     w1, c1, s1 = time.time(), cpu_seconds(pid)[0], tree_cpu_s(target.root_pid)
     calls.poll()
     side.extra["window_ipvsadm_calls"] = calls.calls - int(str(side.extra["startup_ipvsadm_calls"]))
@@ -373,7 +376,7 @@ def bench_service(
                 log(f"{bench.service}: ldirectord start-up (its first sweep; about a minute)")
                 theirs = run_ldirectord(
                     workdir, cf, logfile, args.ldirectord_seconds, wire, reals, target, cleanup,
-                    args.startup_timeout,
+                    args.startup_timeout, bench.tls, args.ldirectord_max_seconds,
                 )  # fmt: skip
                 if theirs.error:
                     log(f"{bench.service}: ldirectord side failed: {theirs.error}")
@@ -529,6 +532,11 @@ def main() -> int:
     ap.add_argument(
         "--ldirectord-seconds", type=float, default=30.0,
         help="ldirectord steady window (default 30 s: several of its sweeps)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--ldirectord-max-seconds", type=float, default=300.0,
+        help="a slow sweep stretches the window until most reals were checked 3 times, up to "
+        "this (default 300 s)",
     )  # fmt: skip
     ap.add_argument("--startup-timeout", type=float, default=600.0,
                     help="ldirectord's first sweep may take this long (default 600 s)")  # fmt: skip

@@ -51,6 +51,7 @@ class Bench:
     start: Starter
     fixture: str = ""  # tests.servers.<fixture> it needs, if any
     per_address: bool = False  # the server listens on each real's address, not the wildcard
+    tls: bool = False  # ldirectord gets bench/protocols_noverify.pm (see there)
 
     def missing(self) -> str:
         """Why this service cannot run now, or ''."""
@@ -159,15 +160,21 @@ Settings = Callable[[ModuleType], dict[str, str]]
 
 def fixture(
     module: str, port_name: str, settings: Settings | None = None, protocol: str = "tcp",
-    **kwargs: object,
+    standard_ports: Sequence[int] = (), **kwargs: object,
 ) -> Starter:  # fmt: skip
-    """A starter from tests/servers/<module>.py's `running_*` context manager."""
+    """A starter from tests/servers/<module>.py's `running_*` context manager. `standard_ports`:
+    what the fixture's `free_ports` call returns instead (the namespace is ours: any port is
+    free), for a service ldirectord can only check on its standard port."""
 
     @contextlib.contextmanager
     def start(addrs: Sequence[str]) -> Iterator[Target]:
         mod = importlib.import_module(f"tests.servers.{module}")
         running = next(getattr(mod, n) for n in dir(mod) if n.startswith("running_"))
-        with running(addrs=addrs, **kwargs) as server:
+        with contextlib.ExitStack() as stack:
+            if standard_ports:
+                chosen = list(standard_ports)
+                stack.enter_context(patch_attr(mod, "free_ports", lambda n: chosen[:n]))
+            server = stack.enter_context(running(addrs=addrs, **kwargs))
             assert isinstance(server, Server)
             values = settings(mod) if settings else {}
             note = f"tests/servers/{module}.py"
@@ -176,12 +183,23 @@ def fixture(
     return start
 
 
+@contextlib.contextmanager
+def patch_attr(obj: object, name: str, value: object) -> Iterator[None]:
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
+
+
 def _dovecot(mod: ModuleType) -> dict[str, str]:
     return quoted(login="lvsmon", passwd=mod.USERS["lvsmon"])
 
 
 def _ftp(mod: ModuleType) -> dict[str, str]:
-    return quoted(login=getattr(mod, "USER", "lvsmon"), passwd=getattr(mod, "PASSWORD", "secret"))
+    # the user's file, read over a passive data connection (not counted: another port)
+    return quoted(login=mod.USER, passwd=mod.PASSWORD, request="probe.txt", receive="user ftp ok")
 
 
 def _sql(mod: ModuleType) -> dict[str, str]:
@@ -202,25 +220,37 @@ def _radius(mod: ModuleType) -> dict[str, str]:
 
 
 def _sip(mod: ModuleType) -> dict[str, str]:
-    return quoted(login="alive@lvsmon.test")  # kamailio's route answers it 200 Alive
+    # any OPTIONS but a few test URIs gets "200 OK" from the fixture's route; ldirectord wants
+    # exactly that status line ("200 Alive" is down for it, up for lvsmon)
+    return quoted(login="lvsmon@lvsmon.test")
 
 
 def _echo(mod: ModuleType) -> dict[str, str]:
     return quoted(request="ping\\n", receive="ping")
 
 
+# Net::IMAP::Simple ignores its port option for an IPv4 literal and connects to 143 (993 with
+# SSL): ldirectord's imap and imaps checks only ever reach the standard port. Dovecot listens on
+# the standard ports here, for all four of its services alike.
+DOVECOT_PORTS = (110, 995, 143, 993)  # in tests/servers/dovecot.PORT_NAMES' order
+
+
+def dovecot(port_name: str) -> Starter:
+    return fixture("dovecot", port_name, _dovecot, standard_ports=DOVECOT_PORTS)
+
+
 SERVICES: list[Bench] = [
     Bench("http", "http", nginx),
-    Bench("https", "http", nginx_tls),
+    Bench("https", "http", nginx_tls, tls=True),
     Bench("smtp", "smtp", fixture("postfix", "smtp"), "postfix"),
     Bench("submission", "smtp", fixture("postfix", "submission"), "postfix"),
-    Bench("pop", "pop", fixture("dovecot", "pop3", _dovecot), "dovecot"),
-    Bench("pops", "pop", fixture("dovecot", "pop3s", _dovecot), "dovecot"),
-    Bench("imap", "imap", fixture("dovecot", "imap", _dovecot), "dovecot"),
-    Bench("imaps", "imap", fixture("dovecot", "imaps", _dovecot), "dovecot"),
+    Bench("pop", "pop", dovecot("pop3"), "dovecot"),
+    Bench("pops", "pop", dovecot("pop3s"), "dovecot", tls=True),
+    Bench("imap", "imap", dovecot("imap"), "dovecot"),
+    Bench("imaps", "imap", dovecot("imaps"), "dovecot", tls=True),
     Bench("nntp", "nntp", fixture("inn2", "nntp"), "inn2"),
     Bench("ldap", "ldap", fixture("slapd", "ldap", _ldap), "slapd"),
-    Bench("ldaps", "ldap", fixture("slapd", "ldaps", _ldap), "slapd"),
+    Bench("ldaps", "ldap", fixture("slapd", "ldaps", _ldap), "slapd", tls=True),
     Bench("dns", "dns", fixture("dnsmasq", "dns", _dns, "udp"), "dnsmasq", per_address=True),
     Bench("radius", "radius", fixture("freeradius", "radius", _radius, "udp"), "freeradius"),
     Bench("mysql", "mysql", fixture("mariadb", "mysql", _sql, client_hosts=("127.%",)), "mariadb"),
