@@ -608,6 +608,11 @@ def main() -> int:
         cleanup.run()
     if outcomes:
         print_table(outcomes)
+    for o in outcomes:
+        reasons = o.lvsmon.extra.get("failure_reasons")
+        if isinstance(reasons, dict) and reasons:
+            shown = "; ".join(f"{n} x {r!r}" for r, n in reasons.items())
+            print(f"{o.service}: lvsmon's failed checks, most frequent reasons: {shown}")
     for name, why in missing.items():
         print(f"{name}: not run: {why}")
     print(json.dumps(figures(outcomes, missing, args)))
