@@ -1,0 +1,63 @@
+"""What an alert is about: one real (or fallback) server whose place in the kernel changed.
+
+`change_of` turns the reconciler's `KernelOp` events into `Change`s. The kind comes from the op
+itself (a delete or a weight of 0 takes a real out of service; a positive weight puts it back),
+never from parsing the text; the text is only used as the subject, because it already is
+ldirectord's wording (lvsmon/engine/wording.py) and existing mail filters match on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from lvsmon.engine.events import KernelOp
+from lvsmon.ipvs.model import ServiceKey
+from lvsmon.ipvs.ops import AddDest, DeleteDest, EditDest
+
+Kind = Literal["down", "up", "fallback"]
+
+REMINDER = "Inaccessible real server: "
+"""ldirectord's subject prefix for the reminder of a real that stays down."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """`kind` "down" starts reminders for `real` ("rip:port", "" for fallback changes), "up"
+    clears them, "fallback" does neither. `subject` is ldirectord's mail subject."""
+
+    kind: Kind
+    subject: str
+    service: ServiceKey
+    real: str
+    at: float
+
+    @property
+    def reminder(self) -> bool:
+        return self.subject.startswith(REMINDER)
+
+
+def reminder_of(service: ServiceKey, real: str, label: str, at: float) -> Change:
+    """The reminder for a real still down: "Inaccessible real server: rip:port (vip:port)"."""
+    return Change("down", f"{REMINDER}{real} ({label})", service, real, at)
+
+
+def change_of(event: KernelOp, at: float) -> Change | None:
+    """The alert for one applied kernel op; None for a failed op, a service-level op, and a
+    drift repair (the table was fixed behind lvsmon's back: no real changed health)."""
+    op = event.op
+    if event.error is not None or event.drift:
+        return None
+    if not isinstance(op, AddDest | EditDest | DeleteDest):
+        return None
+    subject = event.text
+    # ldirectord logs "Readd Quiescent ..." but mails "Quiescent ..." (ld_emailalert_send at
+    # L4059): the mail keeps the mail's wording so filters written for ldirectord still match.
+    if subject.startswith("Readd Quiescent "):
+        subject = subject.removeprefix("Readd ")
+    # wording.describe names the fallback server "fallback server"; that is the only thing the
+    # op alone cannot tell (it needs the config), so the text decides it.
+    if " fallback server: " in subject:
+        return Change("fallback", subject, op.service, "", at)
+    down = isinstance(op, DeleteDest) or op.conf.weight == 0
+    return Change("down" if down else "up", subject, op.service, str(op.dest), at)
