@@ -1,6 +1,6 @@
 """The JSON view of a Config (``lvsmon check-config --json``).
 
-Secrets (`passwd`, `secret`) are shown as REDACTED when set: this output lands in terminals,
+Secrets (`passwd`, `secret`, `smtppassword`) are shown as REDACTED when set: this output lands in terminals,
 tickets and CI logs. Whatever else shows settings (status output, logs) should pass each field
 through `redact` too.
 """
@@ -14,7 +14,7 @@ from typing import Any, Final
 from lvsmon.config.model import Config, Virtual
 
 REDACTED: Final = "***"
-SECRET_FIELDS: Final = frozenset({"passwd", "secret"})
+SECRET_FIELDS: Final = frozenset({"passwd", "secret", "smtppassword"})
 
 
 def redact(name: str, value: Any) -> Any:

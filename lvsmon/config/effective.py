@@ -8,10 +8,11 @@ import os
 import socket
 from typing import TypeVar, cast
 
-from lvsmon.config import syntax
+from lvsmon.config import alerting, syntax
 from lvsmon.config.errors import Diagnostic
 from lvsmon.config.model import (
     DAEMON_STATES,
+    DEFAULT_SMTP_PORT,
     CheckType,
     Config,
     Fallback,
@@ -109,6 +110,11 @@ class _Builder:
         logfile = get("logfile", "/var/log/ldirectord.log")
         if logfile.startswith("/"):
             self.check_writable(logfile, g["logfile"].line if "logfile" in g else 0, "logfile")
+        for line, message in alerting.template_problems(g):
+            self.error(line, message)
+        for line, message in alerting.smtp_warnings(g, (rv.settings for rv in self.raw.virtuals)):
+            self.warn(line, message)
+        smtp, smtpport = _smtp(get("smtp", cast(syntax.SmtpSpec | None, None)))
         return GlobalSettings(
             checktimeout=get("checktimeout", cast(int | None, None)),
             negotiatetimeout=get("negotiatetimeout", cast(int | None, None)),
@@ -131,9 +137,16 @@ class _Builder:
             emailalertstatus=get("emailalertstatus", DAEMON_STATES),
             emailalertfrom=get("emailalertfrom", cast(str | None, None)),
             cleanstop=get("cleanstop", True),
-            smtp=get("smtp", cast(str | None, None)),
+            smtp=smtp,
+            smtpport=smtpport,
             maintenancedir=maintdir,
             resyncinterval=get("resyncinterval", 5),
+            emailalertwindow=get("emailalertwindow", 5),
+            emailalertrate=get("emailalertrate", 60),
+            emailalerttemplates=get("emailalerttemplates", cast(str | None, None)),
+            smtpuser=get("smtpuser", ""),
+            smtppassword=get("smtppassword", ""),
+            smtptls=get("smtptls", "starttls"),
         )
 
     def check_writable(self, path: str, line: int, what: str) -> None:
@@ -244,6 +257,9 @@ class _Builder:
         if monitorfile is not None:
             self.check_writable(monitorfile, s["monitorfile"].line, "monitorfile")
 
+        smtp, smtpport = g.smtp, g.smtpport
+        if "smtp" in s:  # the virtual's relay, with its own port (or 25): not the global's port
+            smtp, smtpport = _smtp(cast(syntax.SmtpSpec, s["smtp"].value))
         request = get("request", "/")
         receive = get("receive", "")
         reals = self.reals(rv, port, family, protocol, g, request, receive)
@@ -290,7 +306,8 @@ class _Builder:
             emailalert=get("emailalert", g.emailalert),
             emailalertfreq=get("emailalertfreq", g.emailalertfreq),
             emailalertstatus=get("emailalertstatus", g.emailalertstatus),
-            smtp=get("smtp", g.smtp),
+            smtp=smtp,
+            smtpport=smtpport,
             monitorfile=monitorfile,
             servicename=get("servicename", cast(str | None, None)),
             comment=get("comment", cast(str | None, None)),
@@ -485,6 +502,13 @@ def _conflict(v: Virtual, dest: DestKey, earlier: Real, r: Real) -> str:
 
 def _order(d: Diagnostic) -> int:
     return d.line or 0
+
+
+def _smtp(spec: syntax.SmtpSpec | None) -> tuple[str | None, int]:
+    """``smtp``'s host and port; no ``smtp`` means the local sendmail (the port is moot)."""
+    if spec is None:
+        return None, DEFAULT_SMTP_PORT
+    return spec.host, DEFAULT_SMTP_PORT if spec.port is None else spec.port
 
 
 def _first(*candidates: int | None) -> int:

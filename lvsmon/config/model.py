@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Literal
 
 from lvsmon.config.errors import Diagnostic
 from lvsmon.ipvs.model import Family, Forward, ServiceConf, ServiceKey
 
 __all__ = [
     "DAEMON_STATES",
+    "DEFAULT_SMTP_PORT",
     "CheckType",
     "Config",
     "Fallback",
@@ -25,6 +27,7 @@ __all__ = [
     "HttpMethod",
     "Real",
     "Service",
+    "SmtpTls",
     "Virtual",
     "VirtualProtocol",
 ]
@@ -80,6 +83,10 @@ class HttpMethod(enum.StrEnum):
 
 DAEMON_STATES: tuple[str, ...] = ("starting", "running", "stopping", "reloading")
 """Daemon states in which e-mail alerts may be sent (``emailalertstatus``), in canonical order."""
+
+DEFAULT_SMTP_PORT = 25  # ldirectord's Net::SMTP always uses it; lvsmon's smtp=host:port may not
+
+SmtpTls = Literal["starttls", "tls", "none"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +175,8 @@ class Virtual:
     emailalert: tuple[str, ...] = ()
     emailalertfreq: int = 0
     emailalertstatus: tuple[str, ...] = DAEMON_STATES
-    smtp: str | None = None
+    smtp: str | None = None  # the relay's host (IPv6 without brackets); None = local sendmail
+    smtpport: int = DEFAULT_SMTP_PORT
     monitorfile: str | None = None
     servicename: str | None = None
     comment: str | None = None
@@ -235,9 +243,17 @@ class GlobalSettings:
     emailalertstatus: tuple[str, ...] = DAEMON_STATES
     emailalertfrom: str | None = None
     cleanstop: bool = True
-    smtp: str | None = None
+    smtp: str | None = None  # the relay's host (IPv6 without brackets); None = local sendmail
+    smtpport: int = DEFAULT_SMTP_PORT
     maintenancedir: str | None = None
-    resyncinterval: int = 5  # lvsmon: seconds between full comparisons with the kernel table
+    # lvsmon's own directives (ldirectord rejects them)
+    resyncinterval: int = 5  # seconds between full comparisons with the kernel table
+    emailalertwindow: int = 5  # seconds changes are gathered into one mail; 0 = one per change
+    emailalertrate: int = 60  # mails per recipient set per sliding hour; 0 = unlimited
+    emailalerttemplates: str | None = None  # directory replacing the shipped templates
+    smtpuser: str = ""  # AUTH with the relay when set
+    smtppassword: str = field(default="", repr=False)  # a repr ends up in logs and tracebacks
+    smtptls: SmtpTls = "starttls"
 
 
 @dataclass(frozen=True, slots=True)

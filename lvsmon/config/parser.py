@@ -198,7 +198,18 @@ def _netmask(v: str, c: Context) -> object:
 
 
 def _smtp(v: str, c: Context) -> object:
-    return values.word(v, r"[0-9A-Za-z._+-]+", "invalid SMTP server address", c.warn)
+    return syntax.parse_smtp(v, c.warn)
+
+
+SMTP_TLS = ("starttls", "tls", "none")
+
+
+def _smtptls(v: str, c: Context) -> object:
+    wanted = "smtptls must be starttls, tls or none"
+    mode = values.word(v, r"\w+", f"{wanted}, not {values.shorten(v)!r}", c.warn)
+    if mode not in SMTP_TLS:
+        raise Invalid(f"{wanted}, not {values.shorten(mode)!r}")
+    return mode
 
 
 def _virtualhost(v: str, c: Context) -> object:
@@ -268,7 +279,14 @@ GLOBAL: dict[str, Parse] = {
     "readdquiescent": _yes_no,
     "emailalertfrom": _free,
     "maintenancedir": _free,
-    "resyncinterval": _int("resync interval"),  # lvsmon's own: ldirectord rejects it
+    # lvsmon's own from here on: ldirectord rejects them ("Unknown command")
+    "resyncinterval": _int("resync interval"),
+    "emailalertwindow": _int("email alert window", minimum=0),
+    "emailalertrate": _int("email alert rate", minimum=0),
+    "emailalerttemplates": _maybe_quoted,
+    "smtpuser": _maybe_quoted,
+    "smtppassword": _maybe_quoted,
+    "smtptls": _smtptls,
 }
 
 BLOCK: dict[str, Parse] = {

@@ -10,7 +10,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from lvsmon.config.values import Invalid, Warn, decimal
+from lvsmon.config.values import Invalid, Warn, decimal, shorten
 from lvsmon.ipvs.model import Forward
 
 FORWARDS = {"gate": Forward.GATE, "masq": Forward.MASQ, "ipip": Forward.IPIP}
@@ -199,3 +199,49 @@ def parse_fallback(value: str) -> FallbackSpec:
     if m := _FALLBACK_HOST.match(target):
         return FallbackSpec(m.group(1), m.group(2), forward)
     raise Invalid(f"invalid fallback server: {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSpec:
+    host: str  # IPv6 literals without their brackets: what a socket connect takes
+    port: int | None  # None: not written (the default, 25, applies)
+
+
+# ldirectord's own pattern for the host (no IPv6 literal, no port); lvsmon adds ":port" and
+# "[v6]:port". A port is a number: a relay's port is not looked up by service name.
+_SMTP_HOST = re.compile(r"([0-9A-Za-z._+-]+)(?::(\S*))?(.*)\Z", re.S)
+_SMTP_V6 = re.compile(r"\[([^\]]*)\](?::(\S*))?(.*)\Z", re.S)
+MAX_PORT = 65535
+
+
+def parse_smtp(value: str, warn: Warn) -> SmtpSpec:
+    """``smtp = host[:port]``, ``[ipv6][:port]`` or a bare IPv6 literal (no port)."""
+    first = value.split()[0] if value.split() else value
+    if _looks_like_bare_ipv6(first) and not first.startswith("["):
+        try:
+            ipaddress.IPv6Address(first)
+        except ValueError:
+            raise _bracket_hint(first) from None
+        host, port, rest = first, None, value[len(first) :]
+    elif m := _SMTP_V6.match(value):
+        host, port, rest = m.groups()
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise Invalid(
+                f"invalid SMTP server address: [{shorten(host, 40)}] is not an IPv6 address"
+            ) from None
+    elif m := _SMTP_HOST.match(value):
+        host, port, rest = m.groups()
+    else:
+        raise Invalid("invalid SMTP server address: expected host, host:port or [ipv6]:port")
+    if rest.strip():
+        warn(f"ignoring trailing text {rest.strip()!r}")
+    if port is None:
+        return SmtpSpec(host, None)
+    if not port.isdigit() or not port.isascii():
+        raise Invalid(f"invalid SMTP port {shorten(port)!r}: a number 1..{MAX_PORT} is required")
+    number = decimal(port, "SMTP port")
+    if not 1 <= number <= MAX_PORT:
+        raise Invalid(f"invalid SMTP port {number}: a number 1..{MAX_PORT} is required")
+    return SmtpSpec(host, number)
