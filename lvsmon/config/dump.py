@@ -1,8 +1,8 @@
 """The JSON view of a Config (``lvsmon check-config --json``).
 
-Secrets (`passwd`, `secret`, `smtppassword`) are shown as REDACTED when set: this output lands in terminals,
-tickets and CI logs. Whatever else shows settings (status output, logs) should pass each field
-through `redact` too.
+Secrets (`passwd`, `secret`, `smtppassword`) are shown as REDACTED when set: this output lands
+in terminals, tickets and CI logs. Whatever else shows settings (status output, logs) should
+pass each field through `redact` too.
 """
 
 from __future__ import annotations
