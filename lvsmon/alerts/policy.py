@@ -193,7 +193,9 @@ class AlertPolicy:
     def _remind(self, now: float) -> None:
         for (service, real), rem in self._reminders.items():
             freq = self._settings(service).emailalertfreq
-            if freq and now - rem.last >= freq:
+            # The same sum as next_due's: `now - last >= freq` can miss by a rounding error at
+            # the very time next_due named, and the caller would spin on it.
+            if freq and now >= rem.last + freq:
                 rem.last = now
                 self._queue(reminder_of(service, real, rem.label, now), now)
 

@@ -103,7 +103,8 @@ def test_not_alerts() -> None:
 
 def test_reminder_subject() -> None:
     r = reminder_of(S, "10.0.0.2:80", "10.0.0.1:80", 3.0)
-    assert r == Change("down", "Inaccessible real server: 10.0.0.2:80 (10.0.0.1:80)", S,
-                       "10.0.0.2:80", 3.0)
+    assert r == Change(
+        "down", "Inaccessible real server: 10.0.0.2:80 (10.0.0.1:80)", S, "10.0.0.2:80", 3.0
+    )
     assert r.reminder
     assert not Change("down", "Deleted real server: x", S, "x", 0).reminder
