@@ -23,6 +23,7 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from lvsmon.alerts.sender import Alerts
 from lvsmon.atomicfile import write_atomic
 from lvsmon.config import Config, ConfigError
 from lvsmon.config.watch import ConfigWatcher
@@ -35,6 +36,7 @@ from lvsmon.engine.events import (
     ConfigRejected,
     EventBus,
     FallbackChanged,
+    KernelOp,
     Phase,
     PhaseChanged,
 )
@@ -49,6 +51,7 @@ log = logging.getLogger("lvsmon")
 
 Ready = Callable[[str | None], None]  # called once: None when programmed, else the error
 STOP_BOUND_S = 30.0  # the whole stop, every component, cleanstop included
+ALERT_STOP_BOUND_S = 10.0  # of which the last alert mails may take at most this
 EXIT_CRASHED = 1
 
 
@@ -113,6 +116,10 @@ class Daemon:
         self.events.subscribe("callback", callback, kinds=(ConfigFileChanged,))
         self.monitor = MonitorFiles(config)
         self.events.subscribe("monitorfile", self.monitor, kinds=(CheckDone,))
+        self.alerts = Alerts(config)
+        self._alert_events = self.events.subscribe(
+            "e-mail alerts", self.alerts, kinds=(KernelOp, PhaseChanged)
+        )
         self._use_monitorfiles(config)
         self.watcher = ConfigWatcher(config.path, config.digest)
         self.phase = Phase.STARTING
@@ -187,11 +194,20 @@ class Daemon:
             [
                 Part("the IPVS backend", stop=lambda _left: self.backend.close()),
                 Part("the event stream", self.events.start, self.events.stop),
+                Part("e-mail alerts", self.alerts.start, self._stop_alerts),
                 Part("fallbackcommand and callback", stop=lambda _left: self.commands.drain()),
                 Part("the engine", self._start_engine, self._stop_engine),
                 Part("housekeeping", self._start_housekeeping, self._stop_housekeeping),
             ]
         )
+
+    async def _stop_alerts(self, left: float) -> None:
+        # the engine has stopped: its last events ("stopping" removals) reach the policy first,
+        # then what is due goes out, within a share of the stop bound (a dead relay must not
+        # hold the stop)
+        bound = min(left / 2, ALERT_STOP_BOUND_S)
+        await self._alert_events.stop(bound / 2)
+        await self.alerts.stop(bound / 2)
 
     async def run(self, ready: Ready) -> int:
         loop = asyncio.get_running_loop()
@@ -330,6 +346,7 @@ class Daemon:
                 await self.engine.reload(new)
                 settle_memory(collect=True)
                 self._use_monitorfiles(new)
+                self.alerts.use(new)
                 self.engine.reconciler.resync_s = (
                     self._resync_override or new.settings.resyncinterval
                 )
