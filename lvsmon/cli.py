@@ -35,6 +35,7 @@ commands (ldirectord compatible):
 other forms:
   lvsmon check-config [--json] FILE   validate a configuration (also: lvsmon -t FILE)
   lvsmon demo                         a live demonstration on loopback, no root needed
+  lvsmon test-alert [--to ADDR] FILE  send one test alert mail through the configured path
 
 The configuration is looked up as /etc/ha.d/NAME, /etc/ha.d/conf/NAME, then NAME as given
 (default NAME: ldirectord.cf). Backend: --backend or $LVSMON_BACKEND (netlink, ipvsadm, memory).
@@ -100,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args[1:])
     if args and args[0] == "demo":
         return _demo(args[1:])
+    if args and args[0] == "test-alert":
+        from lvsmon.alerts.testmail import main as test_alert_main
+
+        return test_alert_main(args[1:])
 
     parser = _Parser(
         prog="lvsmon",

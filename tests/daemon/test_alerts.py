@@ -6,15 +6,17 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.checks.conftest import closed_port
 from tests.servers.base import Server
 from tests.servers.postfix import maildir, running_postfix
 
-from .conftest import Running, Web, start, wait_for
+from .conftest import Running, Web, lvsmon, start, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +101,29 @@ async def test_three_failures_at_once_are_one_mail(
     assert len(mails(postfix)) == 1
     subject = str(mails(postfix)[0]["Subject"])
     assert "3" in subject, subject
+
+
+def test_test_alert_proves_the_path(postfix: Server, tmp_path: Path) -> None:
+    clear(postfix)
+    cf = tmp_path / "alerts.cf"
+    cf.write_text(config([Web(8080)], postfix, window=0))
+    proc = lvsmon("test-alert", str(cf))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("test alert sent to ops@lvsmon.test via 127.0.0.1:")
+    found = [m for m in mails(postfix) if "lvsmon test alert" in str(m["Subject"])]
+    deadline = time.monotonic() + 10
+    while not found and time.monotonic() < deadline:
+        time.sleep(0.05)
+        found = [m for m in mails(postfix) if "lvsmon test alert" in str(m["Subject"])]
+    assert found and "Daemon-Status: test" in body(found[0])
+
+
+def test_test_alert_reports_a_dead_relay(tmp_path: Path) -> None:
+    cf = tmp_path / "alerts.cf"
+    cf.write_text(
+        f'emailalert="ops@lvsmon.test"\nsmtp=127.0.0.1:{closed_port()}\nsmtptls=none\n'
+        "virtual=127.0.0.100:80\n\treal=127.0.0.1:8080 masq\n\tservice=http\n"
+    )
+    proc = lvsmon("test-alert", str(cf))
+    assert proc.returncode == 1
+    assert "failed:" in proc.stderr and "Traceback" not in proc.stderr
