@@ -263,6 +263,10 @@ class Daemon:
                 await self.engine.wait_programmed()
         except TimeoutError:
             log.warning("first checks still running; continuing")
+        # reals down after the first round get reminders (emailalertfreq) without a first mail:
+        # a restart must not mail again what was mailed before it
+        for service, real in self.engine.down_slots():
+            self.alerts.known_down(service, real)
         settle_memory(collect=False)
 
     async def _stop_engine(self, _left: float) -> None:

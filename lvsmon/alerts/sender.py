@@ -22,6 +22,7 @@ from lvsmon.alerts.policy import AlertPolicy, Mail
 from lvsmon.alerts.render import render
 from lvsmon.config.model import Config
 from lvsmon.engine.events import Event, KernelOp, PhaseChanged
+from lvsmon.ipvs.model import ServiceKey
 
 log = logging.getLogger("lvsmon")
 
@@ -61,6 +62,11 @@ class Alerts:
         self._config = config
         self.policy.use(config)
         self.outbox.use(smtp_settings(config))
+        self._wake.set()
+
+    def known_down(self, service: ServiceKey, real: str) -> None:
+        """A real found down at start: reminders without a first mail."""
+        self.policy.known_down(service, real, time.time())
         self._wake.set()
 
     def __call__(self, event: Event) -> None:

@@ -289,6 +289,16 @@ class Engine:
             for v in self._layout_now()
         }
 
+    def down_slots(self) -> list[tuple[ServiceKey, str]]:
+        """(virtual, kernel destination "rip:port") of every real that is not up now."""
+        health, maintained = self.health, self._maintained
+        return [
+            (v.key, str(slot.dest))
+            for v in self._layout_now()
+            for slot in v.reals
+            if not is_up(slot.ref, health, maintained)
+        ]
+
     def _after_reconcile(self) -> None:
         # before the first round of checks, "no real is up" only means "none checked yet"
         if not self.first_round_done:

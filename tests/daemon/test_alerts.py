@@ -127,3 +127,22 @@ def test_test_alert_reports_a_dead_relay(tmp_path: Path) -> None:
     proc = lvsmon("test-alert", str(cf))
     assert proc.returncode == 1
     assert "failed:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+async def test_a_real_down_at_start_gets_reminders_and_no_first_mail(
+    postfix: Server, webs: list[Web], tmp_path: Path, stopper: list[Running]
+) -> None:
+    clear(postfix)
+    web = webs[0]
+    web.status = 503
+    cf = tmp_path / "alerts.cf"
+    cf.write_text(
+        config([web], postfix, window=0).replace(
+            "smtptls=none\n", "smtptls=none\nemailalertfreq=1\n"
+        )
+    )
+    r = await start(cf)
+    stopper.append(r)
+    await wait_for(lambda: len(mails(postfix)) >= 2, within=20)
+    subjects = [str(m["Subject"]) for m in mails(postfix)]
+    assert all("Inaccessible real server: 127.0.0.1:" in s for s in subjects), subjects
