@@ -166,7 +166,7 @@ async def test_relay_down_fails_quickly(closed: int) -> None:
     started = time.monotonic()
     with pytest.raises(DeliveryError, match=rf"smtp 127\.0\.0\.1:{closed}: "):
         await deliver(relay(None, port=closed), TO, SUBJECT, BODY, "")
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 2  # refused at once; generous for a loaded CI
 
 
 async def test_silent_relay_times_out_and_leaves_nothing() -> None:
@@ -175,7 +175,7 @@ async def test_silent_relay_times_out_and_leaves_nothing() -> None:
         started = time.monotonic()
         with pytest.raises(DeliveryError, match=r"no answer within 0\.5s"):
             await deliver(relay(None, port=peer.port, timeout_s=0.5), TO, SUBJECT, BODY, "")
-        assert 0.45 < time.monotonic() - started < 1.5
+        assert 0.45 < time.monotonic() - started < 3
     await sockets_settled(sockets)
     assert open_sockets() <= sockets
     assert len(asyncio.all_tasks()) == tasks
@@ -349,7 +349,7 @@ async def test_sendmail_hanging_is_killed_at_the_timeout(tmp_path: Path) -> None
         await deliver(
             SmtpSettings(host=None, sendmail=hanging, timeout_s=0.5), TO, SUBJECT, BODY, ""
         )
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3
     pid = int((tmp_path / "pid").read_text())
     with pytest.raises(ProcessLookupError):  # killed and reaped: not even a zombie
         os.kill(pid, 0)
@@ -383,6 +383,8 @@ class Forwarder:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if (task := asyncio.current_task()) is not None:
+            self._tasks.add(task)
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
@@ -398,6 +400,8 @@ class Forwarder:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        if self._tasks:  # the sessions end when Postfix hangs up after QUIT
+            await asyncio.wait(self._tasks, timeout=5)
 
 
 @contextlib.asynccontextmanager
@@ -416,24 +420,31 @@ async def test_outbox_sends_after_the_relay_returns(
 ) -> None:
     forwarder = Forwarder(postfix.ports["smtp"])
     box = Mailbox(postfix)
-    outbox = Outbox(relay(postfix, port=forwarder.port), first_backoff_s=0.05, max_backoff_s=0.2)
+    accepted: list[str] = []
+
+    async def send(settings: SmtpSettings, to: tuple[str, ...], subject: str, *rest: str) -> None:
+        await deliver(settings, to, subject, *rest)
+        accepted.append(subject)
+
+    outbox = Outbox(
+        relay(postfix, port=forwarder.port), first_backoff_s=0.05, max_backoff_s=0.2, send=send
+    )
+    restored = "Restored real server: 10.0.0.2:80 (10.0.0.1:80) (Weight set to 1)"
     caplog.set_level(logging.WARNING, "lvsmon")
     async with running(outbox):
         outbox.put(TO, SUBJECT, BODY, "", changes=1)
-        outbox.put(
-            TO, "Restored real server: 10.0.0.2:80 (10.0.0.1:80) (Weight set to 1)", BODY, ""
-        )
+        outbox.put(TO, restored, BODY, "")
         await asyncio.sleep(1.0)  # the relay is down for a second: attempts fail, mails wait
         assert outbox.sent == 0 and len(outbox) == 1  # one is being tried, one waits
         await forwarder.open()
         try:
             async with asyncio.timeout(5):
                 await outbox.drain()
-            first, second = await box.next(), await box.next()
+            arrived = {(await box.next())["Subject"], (await box.next())["Subject"]}
         finally:
             await forwarder.close()
-    assert first["Subject"] == SUBJECT  # in order
-    assert second["Subject"].startswith("Restored real server")
+    assert accepted == [SUBJECT, restored]  # handed over in order (Postfix may reorder)
+    assert arrived == {SUBJECT, restored}
     assert (outbox.sent, outbox.lost) == (2, 0)
     retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
     # the backoff doubles up to its cap: a few attempts, not a busy loop
@@ -454,7 +465,7 @@ async def test_outbox_gives_up_with_one_error_line(
         started = time.monotonic()
         async with asyncio.timeout(5):
             await outbox.drain()
-        assert 0.45 < time.monotonic() - started < 1.5
+        assert 0.45 < time.monotonic() - started < 3  # bounded (generous: a loaded CI)
         assert not task.done()  # the loop lives on for the next mail
     [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
     text = error.getMessage()
