@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import email
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -37,6 +39,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aiosmtpd.smtp import Envelope
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE_IPVSADM = os.path.join(HERE, "fake_ipvsadm.py")
@@ -395,7 +401,8 @@ class LogTail:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 class FakeIpvsadm:
@@ -475,22 +482,129 @@ class Flooders:
         return 0
 
 
+# ---------------------------------------------------------------- alerts (--alerts)
+
+
+FLAP_LINE = re.compile(r"(Quiescent|Restored) real server: ")
+
+
+class AlertSink:
+    """An SMTP sink on 127.0.0.1 (aiosmtpd's thread, in this process) that keeps, for every mail
+    lvsmon sends, when it came and how many changes it lists."""
+
+    def __init__(self, cleanup: Cleanup) -> None:
+        from aiosmtpd.controller import Controller  # only with --alerts
+
+        self.mails: list[tuple[float, int, str]] = []  # (time received, changes, subject)
+        self._lock = threading.Lock()
+        self.port = free_port()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        cleanup.add("smtp sink", self.stop)
+
+    async def handle_DATA(self, server: object, session: object, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        msg = email.message_from_bytes(raw if isinstance(raw, bytes) else raw.encode())
+        subject = " ".join(str(msg.get("Subject", "")).split())
+        payload = msg.get_payload(decode=True)
+        body = payload.decode(errors="replace") if isinstance(payload, bytes) else ""
+        # a digest lists one change a line (its Log-Message counts them), a single change's mail
+        # names it in Log-Message; counted: the flaps' kind, not start-up's "Added real server"
+        listed = sum(1 for line in body.splitlines() if FLAP_LINE.search(line))
+        with self._lock:
+            self.mails.append((time.time(), listed, subject))
+        return "250 OK"
+
+    def between(self, start: float, end: float) -> list[tuple[float, int, str]]:
+        with self._lock:
+            return [m for m in self.mails if start <= m[0] <= end]
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+
+class Flapper:
+    """Turns `reals` down (nginx answers 503) and up again, all at once, every `half_period` s."""
+
+    def __init__(self, servers: RealServers, reals: list[tuple[str, int]], half_period: float):
+        self.servers, self.reals, self.half_period = servers, reals, half_period
+        self.toggles = 0  # times the whole set changed state
+        self.started = self.stopped = float("nan")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        down = True
+        while True:
+            for address, _ in self.reals:
+                self.servers.set_down(address, down)
+            self.toggles += 1
+            down = not down
+            if self._stop.wait(self.half_period):
+                break
+
+    def start(self) -> None:
+        self.started = time.time()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop flapping; every real answers 200 again."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        for address, _ in self.reals:
+            self.servers.set_down(address, False)
+        self.stopped = time.time()
+
+
+@dataclass
+class Alerts:
+    """--alerts: where mail goes, what flaps, and the policy's settings (None: lvsmon's default)."""
+
+    sink: AlertSink
+    flap: int
+    half_period: float
+    window_s: float | None
+    rate: int | None
+
+    def directives(self) -> list[str]:
+        out = ['emailalert="ops@lvsmon.test"', f"smtp=127.0.0.1:{self.sink.port}", "smtptls=none"]
+        if self.window_s is not None:
+            out.append(f"emailalertwindow={self.window_s:g}")
+        if self.rate is not None:
+            out.append(f"emailalertrate={self.rate}")
+        return out
+
+
+def flapping_reals(
+    reals: list[tuple[str, int]], count: int, keep: set[int]
+) -> list[tuple[str, int]]:
+    """`count` reals spread evenly over all of them, none of the indices in `keep`."""
+    pool = [r for i, r in enumerate(reals) if i not in keep]
+    count = min(count, len(pool))
+    step = len(pool) / count if count else 1.0
+    return [pool[int(k * step)] for k in range(count)]
+
+
 # ---------------------------------------------------------------- the configuration
 
 
 def write_config(
     path: str, virtuals: int, per_virtual: int, port: int, logfile: str,
     own_port: dict[int, int] | None = None, hostile: list[tuple[str, int]] | None = None,
+    extra: list[str] | None = None,
 ) -> list[tuple[str, int]]:  # fmt: skip
     """An ldirectord.cf both daemons read unchanged; returns the reals as (address, port).
     `own_port`: real index → a port of its own (a server that can be stopped alone).
-    `hostile`: more reals in the first virtual (the 1xx flooders), not among those returned."""
+    `hostile`: more reals in the first virtual (the 1xx flooders), not among those returned.
+    `extra`: more global directives (the alert settings)."""
     lines = [
         "checktimeout=3",
         "checkinterval=1",
         "autoreload=yes",
         "quiescent=yes",
         f'logfile="{logfile}"',
+        *(extra or ()),
         "",
     ]
     reals: list[tuple[str, int]] = []
@@ -552,6 +666,15 @@ class Run:
     restarted_recover_s: float = float("nan")
     stop_returned_s: float = float("nan")
     stop_gone_s: float = float("nan")
+    # --alerts: reals flapping during the steady window, and the mails that made
+    alerts_flapping: int = 0
+    alerts_toggles: int = 0
+    alerts_span_s: float = float("nan")  # flapping start to the last mail it could cause
+    alerts_mails: int = 0  # received in that span
+    alerts_changes_mailed: int = 0
+    alerts_changes_logged: int = 0  # the flapping reals' Quiescent/Restored lines, same span
+    alerts_max_changes: int = 0
+    alerts_mails_total: int = 0  # until the sink stopped (detection and "stopping" mails too)
 
 
 def lvsmon_command(src: str | None = None) -> list[str]:
@@ -651,7 +774,7 @@ def steady_window(
 def run_lvsmon(
     name: str, workdir: str, servers: RealServers, virtuals: int, per_virtual: int,
     window: float, cleanup: Cleanup, fake: FakeIpvsadm | None, detect: bool, flood: int = 0,
-    src: str | None = None,
+    src: str | None = None, alerts: Alerts | None = None,
 ) -> Run:  # fmt: skip
     n = virtuals * per_virtual
     run = Run(name, n)
@@ -664,7 +787,8 @@ def run_lvsmon(
     solo_port = free_port()
     own = {solo_index: solo_port} if detect else None
     hostile = flooders.addresses if flooders else None
-    reals = write_config(cfg, virtuals, per_virtual, servers.port, logfile, own, hostile)
+    extra = alerts.directives() if alerts else None
+    reals = write_config(cfg, virtuals, per_virtual, servers.port, logfile, own, hostile, extra)
     if detect:
         solo = PythonServers(workdir, solo_port, 1, 0, cleanup, solo_index, f"{name}-solo")
     env = {**(fake.env if fake else os.environ), "LVSMON_RESOLVER": "files"}
@@ -704,8 +828,48 @@ def run_lvsmon(
     log(f"{name}: steady window {window:.0f} s")
     mark = len(tail.lines)
     served = [(a, p) for a, p in reals if p == servers.port]  # the solo real logs elsewhere
+    flapper = None
+    if alerts:
+        keep = {per_virtual - 1, solo_index}  # the detection phase's reals
+        flapper = Flapper(servers, flapping_reals(reals, alerts.flap, keep), alerts.half_period)
+        cleanup.add(f"{name} flapper", lambda: flapper.stop() if flapper else None)
+        # the start-up mail ("Added real server" × N) first, so that it is not counted below
+        settle = (alerts.window_s if alerts.window_s is not None else 5.0) + 60
+        deadline = time.time() + settle
+        while not alerts.sink.mails and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
+        mails0 = len(alerts.sink.mails)
+        log(f"{name}: {len(flapper.reals)} reals flapping every {alerts.half_period:g} s")
+        flapper.start()
     steady_window(run, pid, window, servers, served, status_path)
-    run.false_downs = sum(1 for _, line in tail.lines[mark:] if ") is down: " in line)
+    flapped = {f"{a}:{p}" for a, p in flapper.reals} if flapper else set()
+
+    def names_flapped(line: str) -> bool:
+        return any(w.strip("()") in flapped for w in line.split())
+
+    run.false_downs = sum(
+        1 for _, line in tail.lines[mark:] if ") is down: " in line and not names_flapped(line)
+    )
+    if alerts and flapper:
+        flapper.stop()
+        # the last changes wait for the coalescing window; then the mail needs a moment
+        time.sleep((alerts.window_s if alerts.window_s is not None else 5.0) + 5)
+        end = time.time()
+        mails = alerts.sink.between(flapper.started, end)
+        run.alerts_flapping, run.alerts_toggles = len(flapper.reals), flapper.toggles
+        run.alerts_span_s = end - flapper.started
+        run.alerts_mails = len(mails)
+        run.alerts_changes_mailed = sum(m[1] for m in mails)
+        run.alerts_max_changes = max((m[1] for m in mails), default=0)
+        run.alerts_changes_logged = sum(
+            1 for _, line in tail.lines[mark:]
+            if ("Quiescent real server: " in line or "Restored real server: " in line)
+            and names_flapped(line)
+        )  # fmt: skip
+        log(f"{name}: {len(mails)} mails in {run.alerts_span_s:.0f} s "
+            f"(since start {len(alerts.sink.mails) - mails0}): "
+            + ", ".join(f"{m[1]} at +{m[0] - flapper.started:.1f} s" for m in mails))  # fmt: skip
     if detect:
         address, port = reals[per_virtual - 1]  # the last real of the first virtual
         mark = len(tail.lines)
@@ -741,6 +905,9 @@ def run_lvsmon(
     run.stop_returned_s = time.time() - t0
     gone = wait_gone(pid, 300)
     run.stop_gone_s = (gone - t0) if gone else float("nan")
+    if alerts:
+        time.sleep(2)  # the "stopping" mail
+        run.alerts_mails_total = len(alerts.sink.mails)
     if flooders:
         run.flood_servers = flood
         run.flood_connections = flooders.close()
@@ -915,6 +1082,18 @@ def figures(big: Run, small: Run | None, ld: Run | None) -> dict[str, object]:
         f"{k}_flood_servers": big.flood_servers,
         f"{k}_flood_connections": big.flood_connections,
     }
+    if big.alerts_flapping:
+        out |= {
+            "alerts_flapping_reals": big.alerts_flapping,
+            "alerts_flap_toggles": big.alerts_toggles,
+            "alerts_span_s": r(big.alerts_span_s, 1),
+            "alerts_mails": big.alerts_mails,
+            "alerts_mails_per_min": r(60 * big.alerts_mails / big.alerts_span_s, 1),
+            "alerts_changes_logged": big.alerts_changes_logged,
+            "alerts_changes_mailed": big.alerts_changes_mailed,
+            "alerts_max_changes_per_mail": big.alerts_max_changes,
+            "alerts_mails_total": big.alerts_mails_total,
+        }
     for run, who in ((small, "lvsmon"), (ld, "ldirectord")):
         if run is None:
             continue
@@ -995,6 +1174,17 @@ def main() -> int:
         help="also run the big run with lvsmon at git revision REV (a worktree), same servers, "
         "same flooders, right after this one; ratios in the JSON",
     )  # fmt: skip
+    ap.add_argument(
+        "--alerts", action="store_true",
+        help="big run: e-mail alerts to an SMTP sink on 127.0.0.1 while --alert-flap reals flap",
+    )  # fmt: skip
+    ap.add_argument("--alert-flap", type=int, default=1000, help="reals flapping (default 1000)")
+    ap.add_argument(
+        "--alert-flap-period", type=float, default=3.0,
+        help="they turn down, then up, every this many seconds (default 3)",
+    )  # fmt: skip
+    ap.add_argument("--alert-window", type=float, help="emailalertwindow (default lvsmon's, 5)")
+    ap.add_argument("--alert-rate", type=int, help="emailalertrate (default lvsmon's, 60)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs) for study")
     args = ap.parse_args()
     quick = args.quick
@@ -1028,9 +1218,17 @@ def main() -> int:
     try:
         servers = RealServers(workdir, args.port or free_port(), cleanup)
         log(f"nginx on *:{servers.port}, work folder {workdir}")
+        alerts = None
+        if args.alerts:
+            sink = AlertSink(cleanup)
+            log(f"smtp sink on 127.0.0.1:{sink.port}")
+            alerts = Alerts(
+                sink, args.alert_flap, args.alert_flap_period, args.alert_window, args.alert_rate
+            )
         big = run_lvsmon(
-            "lvsmon", workdir, servers, big_v, big_r, window, cleanup, None, True, args.flood
-        )
+            "lvsmon", workdir, servers, big_v, big_r, window, cleanup, None, True, args.flood,
+            alerts=alerts,
+        )  # fmt: skip
         base = None
         if args.baseline_rev:
             tree = Baseline(args.baseline_rev, workdir, cleanup)
