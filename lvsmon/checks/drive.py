@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Literal
 
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec
@@ -54,3 +55,25 @@ def line_credentials(spec: CheckSpec) -> tuple[bytes, bytes]:
             f"{spec.service}: login or passwd holds CR, LF or NUL, which cannot be sent"
         )
     return login, passwd
+
+
+LoginDialogue = Callable[[str, bytes, bytes], Dialogue]
+"""A dialogue made from (service, login, passwd): pop's and imap's."""
+
+
+def login_plan(spec: CheckSpec, make: LoginDialogue, tls: bool) -> ProbePlan | None:
+    """The prober's plan for a login dialogue over plain TCP; None for TLS or unsendable
+    credentials (`login_check` reports those)."""
+    if tls:
+        return None
+    try:
+        login, passwd = line_credentials(spec)
+    except CheckFailed:
+        return None
+    service = spec.service
+    return plain_plan(spec, lambda: make(service, login, passwd))
+
+
+async def login_check(spec: CheckSpec, step: Step, make: LoginDialogue, tls: bool) -> CheckResult:
+    login, passwd = line_credentials(spec)
+    return await drive(spec, step, make(spec.service, login, passwd), "tls" if tls else "tcp")

@@ -11,9 +11,9 @@ greeting must then be "+OK".
 
 from __future__ import annotations
 
-from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec
+from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.checks.dialogue import Dialogue, LineBuffer, LineTooLong, Outcome, shown
-from lvsmon.checks.drive import drive, line_credentials, plain_plan
+from lvsmon.checks.drive import login_check, login_plan
 from lvsmon.checks.prober import ProbePlan
 from lvsmon.checks.step import Step
 
@@ -81,17 +81,8 @@ class PopDialogue(Dialogue):
 
 
 def probe_plan(spec: CheckSpec) -> ProbePlan | None:
-    if spec.service in TLS_SERVICES:
-        return None
-    try:
-        login, passwd = line_credentials(spec)
-    except CheckFailed:
-        return None  # check() reports it
-    service = spec.service
-    return plain_plan(spec, lambda: PopDialogue(service, login, passwd))
+    return login_plan(spec, PopDialogue, spec.service in TLS_SERVICES)
 
 
 async def check(spec: CheckSpec, step: Step) -> CheckResult:
-    login, passwd = line_credentials(spec)
-    dialogue = PopDialogue(spec.service, login, passwd)
-    return await drive(spec, step, dialogue, "tls" if spec.service in TLS_SERVICES else "tcp")
+    return await login_check(spec, step, PopDialogue, spec.service in TLS_SERVICES)

@@ -19,6 +19,7 @@ cancellation propagates (the scheduler stopping us), so the I/O stops with it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import importlib.util
 import ssl
@@ -56,10 +57,16 @@ class Service:
     extra: str = ""
 
     def available(self) -> bool:
-        return not self.library or importlib.util.find_spec(self.library) is not None
+        return not self.library or _library_present(self.library)
 
     def missing(self, spec: CheckSpec) -> list[str]:
         return [name for name in self.needs if not getattr(spec, name).lstrip("/")]
+
+
+@functools.cache
+def _library_present(name: str) -> bool:
+    # find_spec searches sys.path (stat calls): asked per check it would be I/O on the hot path
+    return importlib.util.find_spec(name) is not None
 
 
 def _services(*entries: Service) -> dict[str, Service]:

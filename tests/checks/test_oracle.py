@@ -10,15 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib.util
 import os
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
-from importlib.machinery import ModuleSpec
 
 import pytest
 
+from lvsmon.checks import registry
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.checks.registry import SERVICES, is_implemented, probe_plan, run_check
 from lvsmon.config import ConfigError, parse_config
@@ -165,12 +164,10 @@ def test_no_probe_plan_the_check_runs_on_its_library() -> None:
 @pytest.fixture
 def without_oracledb(monkeypatch: pytest.MonkeyPatch) -> None:
     """As if the optional extra were not installed."""
-    find_spec = importlib.util.find_spec
-
-    def hide(name: str, package: str | None = None) -> ModuleSpec | None:
-        return None if name == "oracledb" else find_spec(name, package)
-
-    monkeypatch.setattr(importlib.util, "find_spec", hide)
+    present = registry._library_present  # what Service.available asks (cached per library)
+    monkeypatch.setattr(
+        registry, "_library_present", lambda name: name != "oracledb" and present(name)
+    )
 
 
 @pytest.mark.usefixtures("without_oracledb")

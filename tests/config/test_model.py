@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import re
-from importlib.machinery import ModuleSpec
 from pathlib import Path
 
 import pytest
 
+from lvsmon.checks import registry
 from lvsmon.checks.registry import SERVICES
 from lvsmon.config import (
     CheckType,
@@ -70,12 +69,10 @@ def test_fwmark_keys_and_check_port() -> None:
 
 def _without(library: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make an optional library look uninstalled."""
-    real = importlib.util.find_spec
-
-    def find_spec(name: str, package: str | None = None) -> ModuleSpec | None:
-        return None if name == library else real(name, package)
-
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    present = registry._library_present  # what Service.available asks (cached per library)
+    monkeypatch.setattr(
+        registry, "_library_present", lambda name: name != library and present(name)
+    )
 
 
 ORACLE = '\treal=192.168.6.2 gate\n\tlogin="scott"\n\trequest="SELECT 1 FROM DUAL"\n'
