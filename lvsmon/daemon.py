@@ -116,7 +116,7 @@ class Daemon:
         self.events.subscribe("callback", callback, kinds=(ConfigFileChanged,))
         self.monitor = MonitorFiles(config)
         self.events.subscribe("monitorfile", self.monitor, kinds=(CheckDone,))
-        self.alerts = Alerts(config)
+        self.alerts = Alerts(config, spawn=self._supervised)
         self._alert_events = self.events.subscribe(
             "e-mail alerts", self.alerts, kinds=(KernelOp, PhaseChanged)
         )
@@ -169,12 +169,19 @@ class Daemon:
         self.request_stop(f"internal error in {name}: {exc!r}")
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        """A supervised task of the daemon: an exception in it stops the daemon, loudly."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
+        """A supervised task of the daemon, cancelled when the daemon stops: an exception in it
+        stops the daemon, loudly."""
+        task = self._supervised(coro, name)
         self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _supervised(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """A task whose crash stops the daemon, loudly; ended by the part that started it (the
+        alert tasks outlive the engine, so that the "stopping" mails still go out)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
 
         def ended(t: asyncio.Task[Any]) -> None:
-            self._tasks.discard(t)
             if not t.cancelled() and (exc := t.exception()) is not None:
                 log.critical(
                     "%s crashed; lvsmon stops so that it is restarted",

@@ -12,6 +12,8 @@ lvsmon's additions, so that a switch dying does not flood the inbox:
   * coalescing: the changes for one recipient list within `window_s` of the first go out as one
     mail with a counting subject ("[lvsmon] 48 real servers down, 2 restored on HOST");
     window_s = 0 gives ldirectord's one mail per change;
+  * mails go through the relay (`smtp`) of the virtual they are about, as in ldirectord; changes
+    are coalesced and rate-limited per route (recipients, relay);
   * a rate limit per recipient list: at most `rate_per_hour` mails in any sliding hour
     (0 = unlimited); what it holds back waits and goes out in the next mail it allows, summarised
     (`Mail.held_back`), never dropped;
@@ -33,18 +35,28 @@ from lvsmon.ipvs.model import DestKey, ServiceKey, kernel_dest_port
 
 HOUR = 3600.0
 
+Relay = tuple[str | None, int]
+"""Where a mail goes: the `smtp` host and port of the virtual it is about (the global one unless
+the virtual names its own, as ldirectord allows); host None = the local sendmail."""
+
+Route = tuple[tuple[str, ...], Relay]
+"""Recipients and relay: the unit of coalescing and of the rate limit."""
+
 
 @dataclass(frozen=True, slots=True)
 class Mail:
     """One mail to send. `held_back`: how many mails the rate limit kept back and folded into
     this one (0: none). `status`: the daemon's phase when its first change happened (the
-    "Daemon-Status" ldirectord reports for a change)."""
+    "Daemon-Status" ldirectord reports for a change: ldirectord mailed at once, so its status was
+    the phase of the change; a mail that waited for a window or the rate limit keeps it).
+    `relay`: the `smtp` relay of the virtual(s) it is about."""
 
     to: tuple[str, ...]
     subject: str
     changes: tuple[Change, ...]
     held_back: int
     status: str
+    relay: Relay = (None, 25)
 
 
 @dataclass(slots=True)
@@ -53,6 +65,7 @@ class _Batch:
     merges several batches)."""
 
     to: tuple[str, ...]
+    relay: Relay
     opened: float
     status: str
     prefix: str  # "[servicename] " of the first change's virtual, for a lone change
@@ -108,7 +121,7 @@ class AlertPolicy:
         self._phase = "starting"
         self._reminders: dict[tuple[ServiceKey, str], _Reminder] = {}
         self._batches: list[_Batch] = []  # in opening order
-        self._sent: dict[tuple[str, ...], deque[float]] = {}  # send times in the last hour
+        self._sent: dict[Route, deque[float]] = {}  # send times in the last hour
         self.use(config)
 
     # -- inputs ------------------------------------------------------------------------------
@@ -166,7 +179,7 @@ class AlertPolicy:
                 times.append(rem.last + freq)
         for batch in self._batches:
             ready = batch.opened + self.window_s
-            sent = self._sent.get(batch.to)
+            sent = self._sent.get((batch.to, batch.relay))
             if self.rate_per_hour and sent and len(sent) >= self.rate_per_hour:
                 ready = max(ready, sent[0] + HOUR)
             times.append(ready)
@@ -204,35 +217,36 @@ class AlertPolicy:
         to = settings.emailalert
         if self._phase not in settings.emailalertstatus or not to:
             return
+        relay = (settings.smtp, settings.smtpport)
         if self.window_s > 0:
             for batch in self._batches:
-                if batch.to == to and now < batch.opened + self.window_s:
+                if batch.to == to and batch.relay == relay and now < batch.opened + self.window_s:
                     batch.changes.append(change)
                     return
         v = self._virtuals.get(change.service)
         prefix = f"[{v.servicename}] " if v is not None and v.servicename else ""
-        self._batches.append(_Batch(to, now, self._phase, prefix, [change]))
+        self._batches.append(_Batch(to, relay, now, self._phase, prefix, [change]))
 
-    def _allowance(self, to: tuple[str, ...], now: float) -> int | None:
-        """Mails `to` may still get in the hour up to `now` (None: no limit)."""
+    def _allowance(self, route: Route, now: float) -> int | None:
+        """Mails `route` may still carry in the hour up to `now` (None: no limit)."""
         if not self.rate_per_hour:
             return None
-        sent = self._sent.setdefault(to, deque())
+        sent = self._sent.setdefault(route, deque())
         while sent and sent[0] <= now - HOUR:
             sent.popleft()
         return self.rate_per_hour - len(sent)
 
     def _release(self, now: float, *, flush: bool) -> list[Mail]:
-        ready: dict[tuple[str, ...], list[_Batch]] = {}
+        ready: dict[Route, list[_Batch]] = {}
         waiting: list[_Batch] = []
         for batch in self._batches:
             if flush or now >= batch.opened + self.window_s:
-                ready.setdefault(batch.to, []).append(batch)
+                ready.setdefault((batch.to, batch.relay), []).append(batch)
             else:
                 waiting.append(batch)
         mails: list[Mail] = []
-        for to, batches in ready.items():
-            allowed = self._allowance(to, now)
+        for route, batches in ready.items():
+            allowed = self._allowance(route, now)
             if allowed is not None:
                 if flush:
                     allowed = max(allowed, 1)
@@ -247,7 +261,7 @@ class AlertPolicy:
             for batch in batches:
                 mails.append(self._mail(batch))
                 if allowed is not None:
-                    self._sent[to].append(now)
+                    self._sent[route].append(now)
         # Held batches stay ahead of newer ones so that the next mail carries them first.
         self._batches = sorted(waiting, key=lambda b: b.opened)
         return mails
@@ -256,7 +270,7 @@ class AlertPolicy:
     def _merge(batches: list[_Batch]) -> _Batch:
         """Several would-be mails as one; each counts as held back (it waited for the limit)."""
         first = batches[0]
-        merged = _Batch(first.to, first.opened, first.status, first.prefix)
+        merged = _Batch(first.to, first.relay, first.opened, first.status, first.prefix)
         for batch in batches:
             merged.changes.extend(batch.changes)
             merged.held += batch.held or 1
@@ -268,4 +282,4 @@ class AlertPolicy:
             subject = batch.prefix + changes[0].subject
         else:
             subject = summary_subject(changes, self.hostname)
-        return Mail(batch.to, subject, changes, batch.held, batch.status)
+        return Mail(batch.to, subject, changes, batch.held, batch.status, batch.relay)

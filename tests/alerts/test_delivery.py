@@ -27,6 +27,7 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from lvsmon.alerts.delivery import DeliveryError, Outbox, SmtpSettings, deliver
 from tests.servers.base import (
+    Forwarder,
     Server,
     SilentPeer,
     free_port,
@@ -368,40 +369,6 @@ async def test_real_sendmail_into_the_test_postfix(postfix: Server, tmp_path: Pa
 
 
 # ---- Outbox ------------------------------------------------------------------------------------
-
-
-class Forwarder:
-    """A TCP port that forwards to Postfix once `open()`ed: a relay that is down, then back."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def open(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if (task := asyncio.current_task()) is not None:
-            self._tasks.add(task)
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        if self._tasks:  # the sessions end when Postfix hangs up after QUIT
-            await asyncio.wait(self._tasks, timeout=5)
 
 
 @contextlib.asynccontextmanager

@@ -404,3 +404,48 @@ def test_every_change_is_mailed_exactly_once(
     for to in (OPS, WEB):
         order = [c for _, m in mails if m.to == to for c in m.changes if not c.reminder]
         assert order == [c for c in fed if (WEB if c.service == svc("10.0.0.5") else OPS) == to]
+
+
+RELAYS = """
+    emailalert=ops@example.com
+    smtp=relay1.example.com
+    quiescent=yes
+    virtual=10.0.0.1:80
+    \treal=10.0.0.2:80 gate
+    virtual=10.0.0.5:80
+    \treal=10.0.0.6:80 gate
+    \tsmtp=relay2.example.com:2525
+    virtual=10.0.0.7:80
+    \treal=10.0.0.8:80 gate
+"""
+
+
+def test_a_virtuals_own_relay_carries_its_mails_apart() -> None:
+    """ldirectord lets a virtual name its own `smtp`: its changes go there, and are coalesced and
+    rate-limited apart from those for the global relay, even for the same recipients."""
+    config = cfg(RELAYS)
+    p = policy(config, window_s=5)
+    p.feed(quiesce(config, "10.0.0.2"), 100.0)
+    p.feed(quiesce(config, "10.0.0.6", vip="10.0.0.5"), 100.5)
+    p.feed(quiesce(config, "10.0.0.8", vip="10.0.0.7"), 101.0)
+    mails = p.due(106.0)
+    by_relay = {m.relay: [c.real for c in m.changes] for m in mails}
+    assert by_relay == {
+        ("relay1.example.com", 25): ["10.0.0.2:80", "10.0.0.8:80"],
+        ("relay2.example.com", 2525): ["10.0.0.6:80"],
+    }
+    assert all(m.to == OPS for m in mails)
+
+
+def test_the_rate_limit_counts_per_relay() -> None:
+    config = cfg(RELAYS)
+    p = policy(config, window_s=0, rate=1)
+    p.feed(quiesce(config, "10.0.0.2"), 100.0)
+    p.feed(quiesce(config, "10.0.0.6", vip="10.0.0.5"), 100.0)
+    assert {m.relay for m in p.due(100.0)} == {
+        ("relay1.example.com", 25),
+        ("relay2.example.com", 2525),
+    }
+    p.feed(quiesce(config, "10.0.0.8", vip="10.0.0.7"), 101.0)
+    assert p.due(101.0) == []  # relay1's one mail this hour is spent
+    assert p.next_due() == 3700.0

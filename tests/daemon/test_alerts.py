@@ -3,17 +3,21 @@ the test reads ldirectord's subject and body fields there; a burst of failures i
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.message
 import email.policy
+import logging
+import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from lvsmon.alerts import sender
 from tests.checks.conftest import closed_port
-from tests.servers.base import Server
+from tests.servers.base import Forwarder, Server, SilentPeer, open_sockets
 from tests.servers.postfix import maildir, running_postfix
 
 from .conftest import Running, Web, lvsmon, start, wait_for
@@ -35,11 +39,12 @@ def clear(server: Server) -> None:
         p.unlink()
 
 
-def config(webs: list[Web], postfix: Server, window: int) -> str:
+def config(webs: list[Web], postfix: Server | int, window: int) -> str:
     reals = "".join(f"\treal=127.0.0.1:{w.port} masq\n" for w in webs)
+    port = postfix if isinstance(postfix, int) else postfix.ports["smtp"]
     return (
         "checktimeout=1\ncheckinterval=1\nquiescent=yes\n"
-        f'emailalert="ops@lvsmon.test"\nsmtp=127.0.0.1:{postfix.ports["smtp"]}\n'
+        f'emailalert="ops@lvsmon.test"\nsmtp=127.0.0.1:{port}\n'
         f"smtptls=none\nemailalertwindow={window}\nemailalertfrom=lvsmon@lvsmon.test\n"
         f'virtual=127.0.0.100:80\n{reals}\tservice=http\n\treceive="alive"\n'
         '\tservicename="web"\n\tcomment="front pool"\n'
@@ -146,3 +151,164 @@ async def test_a_real_down_at_start_gets_reminders_and_no_first_mail(
     await wait_for(lambda: len(mails(postfix)) >= 2, within=20)
     subjects = [str(m["Subject"]) for m in mails(postfix)]
     assert all("Inaccessible real server: 127.0.0.1:" in s for s in subjects), subjects
+
+
+def p99(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+async def flip(r: Running, web: Web, status: int) -> float:
+    """Set a real's answer; the seconds until the kernel table shows it (checks keep working)."""
+    began = time.monotonic()
+    web.status = status
+    weight = 1 if status == 200 else 0
+    await wait_for(lambda: r.weights().get(web.port) == weight, within=10)
+    return time.monotonic() - began
+
+
+async def test_a_relay_down_for_30s_delays_mails_not_checks(
+    postfix: Server,
+    webs: list[Web],
+    tmp_path: Path,
+    stopper: list[Running],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Transitions while the relay refuses connections for 30 s: the kernel follows the checks as
+    fast as with the relay up, check start lateness does not move, and every mail arrives once
+    the relay is back (retries capped at 5 s here so that the test waits less; 60 s in service)."""
+    monkeypatch.setattr(sender, "RETRY_FIRST_S", 1.0)
+    monkeypatch.setattr(sender, "RETRY_MAX_S", 5.0)
+    caplog.set_level(logging.WARNING, "lvsmon")
+    clear(postfix)
+    relay = Forwarder(postfix.ports["smtp"])
+    await relay.open()
+    cf = tmp_path / "alerts.cf"
+    cf.write_text(config(webs, relay.port, window=1))
+    r = await start(cf)
+    stopper.append(r)
+    try:
+        await wait_for(lambda: set(r.weights().values()) == {1} and len(r.weights()) == 3, 15)
+        await wait_for(lambda: len(mails(postfix)) >= 1, within=20)  # start-up's mail
+        lateness = r.daemon.engine.stats.lateness
+
+        # with the relay up: one transition each way, and the lateness of every check meanwhile
+        mark = len(lateness)
+        up_times = [await flip(r, webs[2], 503)]
+        await asyncio.sleep(2)  # past the 1 s window: two mails
+        up_times.append(await flip(r, webs[2], 200))
+        await asyncio.sleep(2)
+        await wait_for(lambda: len(mails(postfix)) >= 3, within=20)
+        baseline = list(lateness)[mark:]
+        clear(postfix)
+
+        await relay.close()
+        outage_began = time.monotonic()
+        mark = len(lateness)
+        down_times = []
+        for web, status in ((webs[0], 503), (webs[1], 503), (webs[0], 200), (webs[1], 200)):
+            down_times.append(await flip(r, web, status))
+            await asyncio.sleep(4)
+        await asyncio.sleep(max(0.0, 30 - (time.monotonic() - outage_began)))
+        during = list(lateness)[mark:]
+        assert mails(postfix) == []
+        await relay.open()
+        await wait_for(lambda: len(mails(postfix)) >= 4, within=30)
+    finally:
+        await relay.close()
+
+    subjects = sorted(str(m["Subject"]) for m in mails(postfix))
+    assert [s.removeprefix("[web] ").split(":")[0] for s in subjects] == [
+        "Quiescent real server",
+        "Quiescent real server",
+        "Restored real server",
+        "Restored real server",
+    ], subjects
+    assert r.daemon.alerts.lost == 0
+    retries = [x for x in caplog.records if "retrying in" in x.getMessage()]
+    assert retries and all(x.levelno == logging.WARNING for x in retries)
+    print(
+        f"\nkernel followed a check in {statistics.median(up_times):.2f}s (relay up), "
+        f"{statistics.median(down_times):.2f}s (relay down); check lateness p99 "
+        f"{p99(baseline) * 1000:.2f} ms up ({len(baseline)} checks), "
+        f"{p99(during) * 1000:.2f} ms down ({len(during)} checks)"
+    )
+    assert max(down_times) < max(up_times) + 2.0  # one check interval of slack
+    assert p99(during) <= p99(baseline) + 0.05
+
+
+async def test_a_relay_that_never_answers_costs_a_bounded_queue(
+    webs: list[Web],
+    tmp_path: Path,
+    stopper: list[Running],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A relay that accepts and never says a word, while a real flaps and every change is a mail:
+    one connection at a time, each attempt ends at its deadline with a warning, at most the
+    outbox's cap waits (the oldest dropped with an error naming it), no task or socket piles up,
+    and the checks keep the kernel table current throughout."""
+    monkeypatch.setattr(sender, "SMTP_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(sender, "RETRY_FIRST_S", 0.2)
+    monkeypatch.setattr(sender, "RETRY_MAX_S", 0.5)
+    monkeypatch.setattr(sender, "OUTBOX_CAP", 3)
+    caplog.set_level(logging.WARNING, "lvsmon")
+    async with SilentPeer() as relay:
+        cf = tmp_path / "alerts.cf"
+        cf.write_text(config(webs, relay.port, window=0))
+        r = await start(cf)
+        stopper.append(r)
+        await wait_for(lambda: set(r.weights().values()) == {1} and len(r.weights()) == 3, 15)
+        await asyncio.sleep(1.5)  # start-up's mail is being tried
+
+        def ours() -> int:  # the silent peer keeps the server end of every connection open
+            return open_sockets() - len(relay._accepted)
+
+        tasks, sockets = len(asyncio.all_tasks()), ours()
+        most_tasks, most_sockets, most_waiting = tasks, sockets, 0
+        flips = []
+        for n in range(12):
+            flips.append(await flip(r, webs[0], 503 if n % 2 == 0 else 200))
+            for _ in range(5):
+                await asyncio.sleep(0.1)
+                most_tasks = max(most_tasks, len(asyncio.all_tasks()))
+                most_sockets = max(most_sockets, ours())
+                waiting = [len(b) for b in r.daemon.alerts.outboxes.values()]
+                most_waiting = max(most_waiting, *waiting, 0)
+        accepted = len(relay._accepted)
+
+    lost = r.daemon.alerts.lost
+    messages = [x.getMessage() for x in caplog.records]
+    print(
+        f"\n12 changes in {sum(flips):.1f}s against a silent relay: {accepted} connections "
+        f"tried, at most {most_waiting} mails waiting, {lost} dropped; tasks {tasks} -> at most "
+        f"{most_tasks}, sockets {sockets} -> at most {most_sockets}"
+    )
+    assert max(flips) < 5  # the checks kept the table current
+    assert most_waiting <= 3
+    # 3 start-up mails and 12 changes (window 0): all but the cap and the one being tried
+    assert lost >= 15 - 3 - 1
+    assert any("outbox full" in m for m in messages)
+    assert any("no answer within 1s" in m for m in messages)
+    assert most_tasks <= tasks + 1  # the daemon's tasks are the same; at most one in flight
+    assert most_sockets <= sockets + 1  # one connection to the relay at a time
+
+
+async def test_a_virtuals_own_relay_carries_its_alerts(
+    postfix: Server, webs: list[Web], tmp_path: Path, stopper: list[Running]
+) -> None:
+    """ldirectord's per-virtual `smtp`: that virtual's mails go through its relay, here the only
+    one that works (the global relay refuses)."""
+    clear(postfix)
+    cf = tmp_path / "alerts.cf"
+    text = config(webs[:1], closed_port(), window=0) + f"\tsmtp=127.0.0.1:{postfix.ports['smtp']}\n"
+    cf.write_text(text)
+    r = await start(cf)
+    stopper.append(r)
+    await wait_for(lambda: r.weights() == {webs[0].port: 1}, within=15)
+    await flip(r, webs[0], 503)
+    await wait_for(
+        lambda: any("Quiescent real server" in str(m["Subject"]) for m in mails(postfix)), 20
+    )
+    assert set(r.daemon.alerts.outboxes) == {("127.0.0.1", postfix.ports["smtp"])}

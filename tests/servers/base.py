@@ -284,6 +284,43 @@ class SilentPeer:
         self.sock.close()
 
 
+class Forwarder:
+    """A loopback TCP port that forwards to `target` while open: a server that is down (the port
+    refuses), then back (`open()`), then down again (`close()`)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if (task := asyncio.current_task()) is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self._tasks:  # the sessions end when the target hangs up (Postfix: after QUIT)
+            await asyncio.wait(self._tasks, timeout=5)
+
+
 class ScriptedPeer:
     """A loopback TCP peer playing a line protocol's server from a script: `greeting` on each
     accept, then per line received the next of `replies` (b"" says nothing); after the script it
