@@ -20,6 +20,7 @@ from typing import NoReturn
 from lvsmon import __version__
 
 COMMANDS = ("start", "stop", "restart", "try-restart", "reload", "force-reload", "status")
+TABLE_COMMANDS = ("verify-table", "purge")  # lvsmon extensions, for the resource agent
 CONFIG_DIRS = ("/etc/ha.d", "/etc/ha.d/conf")
 DEFAULT_CONFIG = "ldirectord.cf"
 USAGE_EXIT = 255  # ldirectord's pod2usage(-1)
@@ -31,6 +32,13 @@ commands (ldirectord compatible):
   restart       stop, then start        try-restart   restart only if running
   reload        re-read the configuration (a bad one is reported and not applied)
   force-reload  same as reload          status        exit 0 running, 3 stopped, 1 stale pid file
+
+lvsmon extensions (the OCF resource agent's, packaging/ocf/lvsmon):
+  verify-table  deep check: exit 0 if the daemon is alive (status file fresh) and the kernel
+                holds exactly what it last programmed, 1 if not (what differs on stderr),
+                3 stopped; with --backend memory only the freshness is checked
+  purge         with the daemon stopped: delete the config's virtual services (and those the
+                dead daemon's status file lists) from the kernel; exit 0, 1 on failure
 
 other forms:
   lvsmon check-config [--json] FILE   validate a configuration (also: lvsmon -t FILE)
@@ -142,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ns = parser.parse_args(args)
         words: list[str] = ns.words
-        if len(words) > 2 or words[-1] not in COMMANDS:
+        if len(words) > 2 or words[-1] not in COMMANDS + TABLE_COMMANDS:
             parser.error(f"expected [configfile] {{{'|'.join(COMMANDS)}}}, got {' '.join(words)!r}")
     except SystemExit as exc:  # usage errors and --help: ldirectord's exit codes, no traceback
         return exc.code if isinstance(exc.code, int) else USAGE_EXIT
@@ -158,4 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         debug=ns.debug,
         stop_timeout=ns.stop_timeout,
     )
+    if words[-1] in TABLE_COMMANDS:
+        from lvsmon.tablecheck import run_table_command
+
+        return run_table_command(words[-1], control)
     return control.run(words[-1])

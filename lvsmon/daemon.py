@@ -42,7 +42,7 @@ from lvsmon.engine.events import (
 )
 from lvsmon.engine.maintenance import MaintenanceDir
 from lvsmon.engine.plan import Plan, RealRef
-from lvsmon.engine.status import Status
+from lvsmon.engine.status import Status, TableDigests
 from lvsmon.hooks import Callback, Commands, FallbackCommands, MonitorFiles
 from lvsmon.ipvs.backend import BackendError, IpvsBackend
 from lvsmon.lifecycle import Lifecycle, Part
@@ -132,6 +132,7 @@ class Daemon:
         self._started = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.scheduler = AsyncIOScheduler()
+        self._digests = TableDigests()
 
     @property
     def config(self) -> Config:
@@ -309,6 +310,10 @@ class Daemon:
         status["pid"] = os.getpid()
         status["started_at"] = self.started_at
         status["phase"] = str(self.phase)
+        # what it last programmed, per managed service: `lvsmon verify-table` compares it with
+        # the kernel (the resource agent's deep monitor)
+        reconciler = self.engine.reconciler
+        status["table"] = self._digests.of(reconciler.actual, reconciler.managed)
         return status
 
     async def _housekeeping(self) -> None:

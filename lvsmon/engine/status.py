@@ -7,10 +7,16 @@ go to json.dumps as they are, with no conversion pass while checks wait.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TypedDict
+
+from lvsmon.ipvs.ipvsadm_format import op_line
+from lvsmon.ipvs.model import Service, ServiceKey, Table
+from lvsmon.ipvs.ops import AddDest, AddService
 
 
 class RealStatus(TypedDict):
@@ -57,6 +63,9 @@ class Status(TypedDict, total=False):
     backend: str
     virtuals: list[VirtualStatus]
     stats: StatsStatus
+    # per managed virtual service (str(ServiceKey)), a digest of the rules lvsmon last
+    # programmed, or "absent"; None while lvsmon does not know the kernel table (a failed dump)
+    table: dict[str, str] | None
 
 
 @dataclass(slots=True)
@@ -86,6 +95,53 @@ class Stats:
             return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
 
         return {"p50": pick(0.5), "p99": pick(0.99), "max": round(ordered[-1] * 1000, 3)}
+
+
+ABSENT = "absent"
+
+
+def service_digest(key: ServiceKey, service: Service) -> str:
+    """A digest of one service's rules as `ipvsadm -S` would list them (the service line, then
+    its destinations sorted): equal digests mean the kernel behaves the same for it."""
+    lines = [op_line(AddService(key, service.conf))]
+    lines += sorted(op_line(AddDest(key, dest, conf)) for dest, conf in service.dests.items())
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:32]
+
+
+def table_digests(table: Table, keys: Collection[ServiceKey]) -> dict[str, str]:
+    """Every key's digest in `table` (ABSENT when the table does not hold it)."""
+    return {str(k): service_digest(k, table[k]) if k in table else ABSENT for k in keys}
+
+
+class TableDigests:
+    """The status file's `table`: what the daemon last programmed, per managed service, for
+    `lvsmon verify-table` (the resource agent's deep monitor) to compare with the kernel.
+
+    Computed at each status write, but a service whose rules are equal to the last write's is
+    not hashed again: a resync replaces the table every few seconds with an equal one, and
+    hashing 10,000 destinations each time would stall the checks for tens of ms."""
+
+    def __init__(self) -> None:
+        self._table: Table | None = None
+        self._digests: dict[ServiceKey, str] = {}
+
+    def of(self, table: Table | None, keys: Collection[ServiceKey]) -> dict[str, str] | None:
+        if table is None:
+            return None
+        old_table, old = self._table, self._digests
+        new: dict[ServiceKey, str] = {}
+        for key in keys:
+            service = table.get(key)
+            if (
+                key in old
+                and old_table is not None
+                and (old_table is table or old_table.get(key) == service)
+            ):
+                new[key] = old[key]
+            else:
+                new[key] = ABSENT if service is None else service_digest(key, service)
+        self._table, self._digests = table, new
+        return {str(k): d for k, d in new.items()}
 
 
 def read_status(path: str) -> Status | None:

@@ -1,0 +1,184 @@
+"""Two commands for the OCF resource agent (packaging/ocf/lvsmon), beside ldirectord's:
+
+  lvsmon [--backend B] CONFIG verify-table   the deep monitor: 0 alive and in line, 1 not, 3 stopped
+  lvsmon [--backend B] CONFIG purge          with no daemon running: delete the config's services
+
+`verify-table` proves more than the lock `status` tests: the daemon's status file (rewritten
+every second) is fresh, so its event loop runs, and the kernel holds, for every virtual service
+it manages, exactly the rules it last programmed (the status file carries a digest per service:
+engine/status.py TableDigests). A difference is given a few seconds to settle, since the status
+file may be up to a second older than a change the daemon just made. With the memory backend
+the table lives inside the daemon: only the status file's freshness can be checked.
+
+`purge` is for the agent's stop: `lvsmon stop` leaves the services of a `cleanstop=no` virtual
+and everything a crashed (kill -9) daemon had programmed. It deletes the services the config
+names and those the dead daemon's status file lists, and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from lvsmon import pidfile
+from lvsmon.engine.status import ABSENT, Status, read_status, table_digests
+from lvsmon.ipvs.backend import BackendError, ErrorKind, IpvsBackend
+from lvsmon.ipvs.diff import service_order
+from lvsmon.ipvs.factory import make_backend
+from lvsmon.ipvs.model import ServiceKey, Table
+from lvsmon.ipvs.ops import DeleteService, Op
+
+if TYPE_CHECKING:
+    from lvsmon.control import Control
+
+STALE_S = 15.0  # the status file is rewritten every second: this much silence is a hung daemon
+SETTLE_S = 3.0  # how long a difference may last before it counts (a change in flight)
+LIVE_PHASES = ("running", "reloading")
+
+
+def run_table_command(command: str, control: Control) -> int:
+    if command == "verify-table":
+        return verify_table(control)
+    return purge(control)
+
+
+def _backend(name: str, control: Control) -> IpvsBackend:
+    opts = {"ipvsadm": control.ipvsadm} if name == "ipvsadm" and control.ipvsadm else {}
+    return make_backend(name, **opts)
+
+
+async def _dump(name: str, control: Control) -> Table:
+    backend = _backend(name, control)
+    try:
+        return await backend.dump()
+    finally:
+        await backend.close()
+
+
+# ---- verify-table -----------------------------------------------------------------------------
+
+
+def verify_table(control: Control, settle_s: float = SETTLE_S) -> int:
+    st = pidfile.state(control.pid_path)
+    if not st.running:
+        print(f"lvsmon is stopped for {control.config_arg}", file=sys.stderr)
+        return 1 if st.stale else 3
+    deadline = time.monotonic() + settle_s
+    while True:
+        problems, summary = _compare(control, st.pid or 0)
+        if not problems:
+            print(summary)
+            return 0
+        if time.monotonic() >= deadline or not pidfile.state(control.pid_path).running:
+            for line in problems:
+                print(f"lvsmon: {line}", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+
+
+def _compare(control: Control, pid: int) -> tuple[list[str], str]:
+    """(problems, summary): no problems means the daemon is alive and its table in the kernel."""
+    path = control.status_path
+    status = read_status(path)
+    if status is None:
+        return [f"no readable status file {path} (the daemon writes it every second)"], ""
+    with contextlib.suppress(OSError):
+        age = time.time() - os.stat(path).st_mtime
+        if age > STALE_S:
+            return [f"status file {path} not rewritten for {age:.0f} s: the daemon is hung"], ""
+    if pid and status.get("pid") not in (None, pid):
+        return [f"status file {path} is pid {status.get('pid')}'s, the daemon is pid {pid}"], ""
+    phase = status.get("phase", "")
+    if phase not in LIVE_PHASES:
+        return [f"the daemon is {phase or 'in an unknown phase'}"], ""
+    backend = status.get("backend") or control.backend
+    if backend == "memory":
+        return [], "status file fresh; memory backend: no kernel table to compare"
+    return _compare_table(status, backend, control)
+
+
+def _compare_table(status: Status, backend: str, control: Control) -> tuple[list[str], str]:
+    programmed = status.get("table")
+    if programmed is None:
+        return ["the daemon does not know the kernel table (its last read failed)"], ""
+    try:
+        kernel = asyncio.run(_dump(backend, control))
+    except BackendError as exc:
+        return [f"cannot read the IPVS table ({backend}): {exc}"], ""
+    by_name = {str(key): key for key in kernel}
+    keys = [by_name[name] for name in programmed if name in by_name]
+    now = table_digests(kernel, keys)
+    problems: list[str] = []
+    for name, digest in sorted(programmed.items()):
+        found = now.get(name, ABSENT)
+        if found == digest:
+            continue
+        if found == ABSENT:
+            problems.append(f"{name}: programmed, missing from the kernel")
+        elif digest == ABSENT:
+            problems.append(f"{name}: deleted by lvsmon, present in the kernel")
+        else:
+            problems.append(f"{name}: the kernel's rules differ from what lvsmon programmed")
+    present = sum(1 for d in programmed.values() if d != ABSENT)
+    return problems, f"kernel table matches: {present} virtual services as lvsmon programmed them"
+
+
+# ---- purge ------------------------------------------------------------------------------------
+
+
+def purge(control: Control) -> int:
+    st = pidfile.state(control.pid_path)
+    if st.running:
+        print(f"lvsmon: running with pid {st.pid}: stop it before purging", file=sys.stderr)
+        return 1
+    if control.backend == "memory":
+        return 0  # its table went with the daemon
+    wanted = _purge_names(control)
+    try:
+        return asyncio.run(_purge(control, wanted))
+    except BackendError as exc:
+        if exc.error.kind is ErrorKind.NO_IPVS:
+            return 0  # no IPVS, no services
+        print(f"lvsmon: cannot read the IPVS table: {exc}", file=sys.stderr)
+        return 1
+
+
+def _purge_names(control: Control) -> set[str]:
+    """The services to delete, by name: the config's and the dead daemon's (its status file)."""
+    from lvsmon.cli import find_config
+    from lvsmon.config import ConfigError, load_config
+
+    names: set[str] = set()
+    status = read_status(control.status_path)
+    if status is not None:
+        names.update((status.get("table") or {}).keys())
+    path = find_config(control.config_arg)
+    if path is not None:
+        try:
+            names.update(str(v.key) for v in load_config(path).virtuals)
+        except ConfigError as exc:
+            first = exc.diagnostics[0] if exc.diagnostics else exc
+            print(f"lvsmon: {path} is invalid ({first}); purging what the status file lists")
+    return names
+
+
+async def _purge(control: Control, names: set[str]) -> int:
+    backend = _backend(control.backend, control)
+    try:
+        kernel = await backend.dump()
+        keys: list[ServiceKey] = sorted((k for k in kernel if str(k) in names), key=service_order)
+        ops: list[Op] = [DeleteService(k) for k in keys]
+        results = await backend.apply(ops) if ops else []
+    finally:
+        await backend.close()
+    failed = [r for r in results if r.error is not None]
+    for r in results:
+        if r.error is None:
+            print(f"Deleted virtual server: {r.op.service}")
+        else:
+            print(f"lvsmon: cannot delete {r.op.service}: {r.error.message}", file=sys.stderr)
+    return 1 if failed else 0
