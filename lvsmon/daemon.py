@@ -46,6 +46,7 @@ from lvsmon.engine.status import Status, TableDigests
 from lvsmon.hooks import Callback, Commands, FallbackCommands, MonitorFiles
 from lvsmon.ipvs.backend import BackendError, IpvsBackend
 from lvsmon.lifecycle import Lifecycle, Part
+from lvsmon.syncdaemons import SyncDaemons
 
 log = logging.getLogger("lvsmon")
 
@@ -109,6 +110,7 @@ class Daemon:
         )
         self.engine.on_crash = self._crashed
         self.commands = Commands()
+        self.sync = SyncDaemons(backend, self.events)  # connection sync (syncdaemon)
 
         fallbacks = FallbackCommands(lambda: self.config, self.commands)
         self.events.subscribe("fallbackcommand", fallbacks, kinds=(FallbackChanged,))
@@ -205,6 +207,7 @@ class Daemon:
                 Part("e-mail alerts", self.alerts.start, self._stop_alerts),
                 Part("fallbackcommand and callback", stop=lambda _left: self.commands.drain()),
                 Part("the engine", self._start_engine, self._stop_engine),
+                Part("connection sync daemons", self._start_sync, lambda _left: self.sync.stop()),
                 Part("housekeeping", self._start_housekeeping, self._stop_housekeeping),
             ]
         )
@@ -277,6 +280,10 @@ class Daemon:
             self.alerts.known_down(service, real)
         settle_memory(collect=False)
 
+    async def _start_sync(self) -> None:
+        # after the table is programmed: a backup director's synced connections find it there
+        await self.sync.use(self.config.settings.syncdaemon)
+
     async def _stop_engine(self, _left: float) -> None:
         await self.engine.stop(clean=self._started)
 
@@ -310,6 +317,7 @@ class Daemon:
         status["pid"] = os.getpid()
         status["started_at"] = self.started_at
         status["phase"] = str(self.phase)
+        status["sync"] = self.sync.status()
         # what it last programmed, per managed service: `lvsmon verify-table` compares it with
         # the kernel (the resource agent's deep monitor)
         reconciler = self.engine.reconciler
@@ -363,6 +371,7 @@ class Daemon:
                 settle_memory(collect=True)
                 self._use_monitorfiles(new)
                 self.alerts.use(new)
+                await self.sync.use(new.settings.syncdaemon)
                 self.engine.reconciler.resync_s = (
                     self._resync_override or new.settings.resyncinterval
                 )

@@ -8,7 +8,7 @@ import os
 import socket
 from typing import TypeVar, cast
 
-from lvsmon.config import alerting, syntax
+from lvsmon.config import alerting, syncconf, syntax
 from lvsmon.config.errors import Diagnostic
 from lvsmon.config.model import (
     DAEMON_STATES,
@@ -115,6 +115,11 @@ class _Builder:
         for line, message in alerting.smtp_warnings(g, (rv.settings for rv in self.raw.virtuals)):
             self.warn(line, message)
         smtp, smtpport = _smtp(get("smtp", cast(syntax.SmtpSpec | None, None)))
+        sync, sync_errors, sync_warnings = syncconf.sync_daemons(g)
+        for line, message in sync_errors:
+            self.error(line, message)
+        for line, message in sync_warnings:
+            self.warn(line, message)
         return GlobalSettings(
             checktimeout=get("checktimeout", cast(int | None, None)),
             negotiatetimeout=get("negotiatetimeout", cast(int | None, None)),
@@ -147,6 +152,7 @@ class _Builder:
             smtpuser=get("smtpuser", ""),
             smtppassword=get("smtppassword", ""),
             smtptls=get("smtptls", "starttls"),
+            syncdaemon=sync,
         )
 
     def check_writable(self, path: str, line: int, what: str) -> None:

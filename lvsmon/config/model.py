@@ -13,6 +13,7 @@ from typing import Literal
 
 from lvsmon.config.errors import Diagnostic
 from lvsmon.ipvs.model import Family, Forward, ServiceConf, ServiceKey
+from lvsmon.ipvs.sync import SyncDaemon
 
 __all__ = [
     "DAEMON_STATES",
@@ -254,6 +255,8 @@ class GlobalSettings:
     smtpuser: str = ""  # AUTH with the relay when set
     smtppassword: str = field(default="", repr=False)  # a repr ends up in logs and tracebacks
     smtptls: SmtpTls = "starttls"
+    # connection sync daemons to run (syncdaemon and the sync* settings): master, backup or both
+    syncdaemon: tuple[SyncDaemon, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

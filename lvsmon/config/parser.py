@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lvsmon.config import syntax, values
+from lvsmon.config import syncconf, syntax, values
 from lvsmon.config.errors import Diagnostic
 from lvsmon.config.lexer import TAB_WIDTH, Line, OddBlank, split_lines
 from lvsmon.config.model import CheckType, HttpMethod, Service
@@ -287,6 +287,14 @@ GLOBAL: dict[str, Parse] = {
     "smtpuser": _maybe_quoted,
     "smtppassword": _maybe_quoted,
     "smtptls": _smtptls,
+    # connection synchronisation between directors (syncconf.py)
+    "syncdaemon": lambda v, c: syncconf.parse_mode(v, c.warn),
+    "syncinterface": lambda v, c: syncconf.parse_interface(v, c.warn),
+    "syncid": lambda v, c: syncconf.parse_syncid(v, c.warn),
+    "syncmaxlen": lambda v, c: syncconf.parse_maxlen(v, c.warn),
+    "syncgroup": lambda v, c: syncconf.parse_group(v, c.warn),
+    "syncport": lambda v, c: syncconf.parse_port(v, c.warn),
+    "syncttl": lambda v, c: syncconf.parse_ttl(v, c.warn),
 }
 
 BLOCK: dict[str, Parse] = {

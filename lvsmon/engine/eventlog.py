@@ -13,11 +13,20 @@ from lvsmon.engine.events import (
     RealChanged,
     SoftFailure,
     SoftReset,
+    SyncDaemonOp,
 )
 
 log = logging.getLogger("lvsmon")
 
-LOGGED = (KernelOp, RealChanged, SoftFailure, SoftReset, ConfigLoaded, ConfigRejected)
+LOGGED = (
+    KernelOp,
+    RealChanged,
+    SoftFailure,
+    SoftReset,
+    ConfigLoaded,
+    ConfigRejected,
+    SyncDaemonOp,
+)
 
 
 def log_event(event: Event) -> None:
@@ -46,3 +55,9 @@ def log_event(event: Event) -> None:
             event.path,
             event.message,
         )
+    elif isinstance(event, SyncDaemonOp):
+        if event.error is None:
+            log.info("%s: %s", "Started" if event.action == "start" else "Stopped", event.daemon)
+        else:
+            # connections will not survive a failover: say so loudly
+            log.error("connection sync: cannot %s %s: %s", event.action, event.daemon, event.error)

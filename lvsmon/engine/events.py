@@ -133,6 +133,16 @@ class PhaseChanged:
     phase: Phase
 
 
+@dataclass(frozen=True, slots=True)
+class SyncDaemonOp:
+    """A connection sync daemon started or stopped (lvsmon.syncdaemons), or the attempt that
+    failed."""
+
+    action: str  # "start", "stop" or "read"
+    daemon: str  # e.g. "master sync daemon (interface eth1, syncid 7)"
+    error: str | None = None
+
+
 Event = (
     RealChanged
     | SoftFailure
@@ -145,6 +155,7 @@ Event = (
     | ConfigFileChanged
     | ConfigRejected
     | PhaseChanged
+    | SyncDaemonOp
 )
 Handler = Callable[[Event], Awaitable[None] | None]
 

@@ -55,6 +55,15 @@ class StatsStatus(TypedDict):
     events_dropped: int
 
 
+class SyncStatus(TypedDict):
+    """One connection sync daemon the config names (lvsmon.syncdaemons)."""
+
+    state: str  # master or backup
+    wanted: str  # the configured daemon, as text
+    running: str | None  # what the kernel reported last; None: not running
+    error: str | None  # the last attempt's failure
+
+
 class Status(TypedDict, total=False):
     pid: int
     started_at: float
@@ -63,6 +72,7 @@ class Status(TypedDict, total=False):
     backend: str
     virtuals: list[VirtualStatus]
     stats: StatsStatus
+    sync: list[SyncStatus]  # connection sync daemons (syncdaemon); empty when none configured
     # per managed virtual service (str(ServiceKey)), a digest of the rules lvsmon last
     # programmed, or "absent"; None while lvsmon does not know the kernel table (a failed dump)
     table: dict[str, str] | None
@@ -166,6 +176,13 @@ def render_status(status: Status) -> str:
             lines.append(
                 f"  {r['address']}:{r['port']:<6} {r['state']:<11} {weight:<10} {r['reason']}"
             )
+    for sync in status.get("sync", []):
+        if sync["error"]:
+            lines.append(f"sync {sync['state']}: FAILED: {sync['error']}")
+        elif sync["running"]:
+            lines.append(f"sync {sync['state']}: running: {sync['running']}")
+        else:
+            lines.append(f"sync {sync['state']}: not running (wanted: {sync['wanted']})")
     stats = status.get("stats")
     if stats is not None:
         late = stats.get("lateness_ms", {})

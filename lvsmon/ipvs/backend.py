@@ -5,10 +5,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from lvsmon.ipvs.model import Table
 from lvsmon.ipvs.ops import Op
+
+if TYPE_CHECKING:  # sync.py builds its errors from this module
+    from lvsmon.ipvs.sync import SyncDaemon, SyncState
 
 
 class ErrorKind(enum.StrEnum):
@@ -56,6 +59,19 @@ class IpvsBackend(Protocol):
     async def apply(self, ops: Sequence[Op]) -> list[OpResult]:
         """Apply ops in order; one result per op. Never raises for a failed op.
         After a failed op the caller re-dumps before computing the next diff."""
+        ...
+
+    async def sync_daemons(self) -> tuple[SyncDaemon, ...]:
+        """The connection sync daemons running (lvsmon.ipvs.sync). Raises BackendError."""
+        ...
+
+    async def start_sync_daemon(self, daemon: SyncDaemon) -> OpError | None:
+        """Starts one sync daemon; None when done, else why not (EXISTS: one of that state
+        already runs). Never raises."""
+        ...
+
+    async def stop_sync_daemon(self, state: SyncState) -> OpError | None:
+        """Stops the sync daemon of that state; NOT_FOUND when none runs. Never raises."""
         ...
 
     async def close(self) -> None: ...

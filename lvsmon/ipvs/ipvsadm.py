@@ -25,6 +25,14 @@ from lvsmon.ipvs.ipvsadm_format import (
 from lvsmon.ipvs.model import Table
 from lvsmon.ipvs.ops import AddDest, AddService, EditDest, EditService, Op
 from lvsmon.ipvs.rules import InvalidConf, check_dest, check_service
+from lvsmon.ipvs.sync import (
+    SyncDaemon,
+    SyncState,
+    ipvsadm_start_args,
+    ipvsadm_stop_args,
+    parse_ipvsadm_daemons,
+    sync_error,
+)
 
 _SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 
@@ -121,6 +129,32 @@ class IpvsadmBackend:
                 done = iter([OpResult(op, exc.error) for op in batch])
             results = [r if r is not None else next(done) for r in results]
         return [r for r in results if r is not None]
+
+    async def sync_daemons(self) -> tuple[SyncDaemon, ...]:
+        listing = await self._read("-L", "--daemon")
+        try:
+            return parse_ipvsadm_daemons(listing)
+        except ValueError as exc:
+            raise BackendError(
+                OpError(ErrorKind.OTHER, f"unexpected ipvsadm --daemon output: {exc}")
+            ) from exc
+
+    async def start_sync_daemon(self, daemon: SyncDaemon) -> OpError | None:
+        return await self._sync_command(ipvsadm_start_args(daemon), daemon.state, starting=True)
+
+    async def stop_sync_daemon(self, state: SyncState) -> OpError | None:
+        return await self._sync_command(ipvsadm_stop_args(state), state, starting=False)
+
+    async def _sync_command(
+        self, args: list[str], state: SyncState, *, starting: bool
+    ) -> OpError | None:
+        try:
+            rc, _, err = await self._run(args)
+        except BackendError as exc:
+            return exc.error
+        if rc == 0:
+            return None
+        return sync_error(state, starting, err.strip() or f"ipvsadm {' '.join(args)}: exit {rc}")
 
     async def close(self) -> None:
         return None

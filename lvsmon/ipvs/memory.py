@@ -15,6 +15,13 @@ from lvsmon.ipvs.backend import BackendError, ErrorKind, OpError, OpResult
 from lvsmon.ipvs.ipvsadm_format import op_line, render_list
 from lvsmon.ipvs.model import Table
 from lvsmon.ipvs.ops import Op
+from lvsmon.ipvs.sync import (
+    SyncDaemon,
+    SyncState,
+    check_daemon,
+    ipvsadm_start_args,
+    ipvsadm_stop_args,
+)
 
 
 class MemoryBackend:
@@ -27,6 +34,7 @@ class MemoryBackend:
         self.available = available
         self.log: list[str] = []  # "ipvsadm <args>" per applied op, "# failed: ..." after a failure
         self.applies = 0  # apply() calls that carried at least one op
+        self.sync: dict[SyncState, SyncDaemon] = {}  # running sync daemons, as the kernel reports
 
     def _unavailable(self) -> OpError:
         return OpError(ErrorKind.NO_IPVS, "IPVS not available (memory backend set unavailable)")
@@ -52,6 +60,48 @@ class MemoryBackend:
     def render(self) -> str:
         """The table the way `ipvsadm -Ln` shows it."""
         return render_list(self.table)
+
+    # The kernel's rules for sync daemons: one per state, filled with its defaults (an interface
+    # of MTU 1500 assumed: the memory backend has no interfaces to look at).
+
+    async def sync_daemons(self) -> tuple[SyncDaemon, ...]:
+        if not self.available:
+            raise BackendError(self._unavailable())
+        return tuple(self.sync[s] for s in SyncState if s in self.sync)
+
+    async def start_sync_daemon(self, daemon: SyncDaemon) -> OpError | None:
+        self.log.append("ipvsadm " + " ".join(ipvsadm_start_args(daemon)))
+        error = self._sync_refusal(daemon)
+        if error is None:
+            self.sync[daemon.state] = daemon.as_kernel_runs_it()
+        else:
+            self.log.append(f"# failed: {error.kind}: {error.message}")
+        return error
+
+    def _sync_refusal(self, daemon: SyncDaemon) -> OpError | None:
+        if not self.available:
+            return self._unavailable()
+        what = f"cannot start the {daemon.state} sync daemon"
+        if daemon.state in self.sync:
+            return OpError(ErrorKind.EXISTS, f"{what}: already running")
+        try:
+            check_daemon(daemon)
+        except ValueError as exc:
+            return OpError(ErrorKind.INVALID, f"{what}: {exc}")
+        return None
+
+    async def stop_sync_daemon(self, state: SyncState) -> OpError | None:
+        self.log.append("ipvsadm " + " ".join(ipvsadm_stop_args(state)))
+        error: OpError | None = None
+        if not self.available:
+            error = self._unavailable()
+        elif self.sync.pop(state, None) is None:
+            error = OpError(
+                ErrorKind.NOT_FOUND, f"cannot stop the {state} sync daemon: not running"
+            )
+        if error is not None:
+            self.log.append(f"# failed: {error.kind}: {error.message}")
+        return error
 
     async def close(self) -> None:
         return None

@@ -75,6 +75,7 @@ from lvsmon.ipvs.rules import (
     sched_flag_bits,
     sched_flag_names,
 )
+from lvsmon.ipvs.sync import SyncDaemon, SyncState, check_daemon, sync_error
 
 T = TypeVar("T")
 
@@ -87,6 +88,9 @@ _CMD_NEW_DEST = 5
 _CMD_SET_DEST = 6
 _CMD_DEL_DEST = 7
 _CMD_GET_DEST = 8
+_CMD_NEW_DAEMON = 9
+_CMD_DEL_DAEMON = 10
+_CMD_GET_DAEMON = 11
 _GENL_VERSION = 1
 
 # Service flags.
@@ -148,6 +152,14 @@ _SVC_AF, _SVC_PROTOCOL, _SVC_ADDR, _SVC_PORT, _SVC_FWMARK = 1, 2, 3, 4, 5
 _SVC_SCHED_NAME, _SVC_FLAGS, _SVC_TIMEOUT, _SVC_NETMASK = 6, 7, 8, 9
 _DEST_ADDR, _DEST_PORT, _DEST_FWD_METHOD, _DEST_WEIGHT = 1, 2, 3, 4
 _DEST_U_THRESH, _DEST_L_THRESH, _DEST_ADDR_FAMILY = 5, 6, 11
+# The sync daemon attributes, nested in IPVS_CMD_ATTR_DAEMON; pyroute2's ipvs module has the
+# command numbers but no codec for these. STATE and SYNC_ID are u32, SYNC_MAXLEN and
+# MCAST_PORT u16 in host order (the kernel converts the port itself), MCAST_TTL u8, the
+# groups raw addresses (network order), MCAST_IFN a NUL-terminated name of at most 15 bytes.
+_CMD_ATTR_DAEMON = 3
+_DAEMON_STATE, _DAEMON_MCAST_IFN, _DAEMON_SYNC_ID, _DAEMON_SYNC_MAXLEN = 1, 2, 3, 4
+_DAEMON_MCAST_GROUP, _DAEMON_MCAST_GROUP6, _DAEMON_MCAST_PORT, _DAEMON_MCAST_TTL = 5, 6, 7, 8
+_STATE_FROM_KERNEL = {1: SyncState.MASTER, 2: SyncState.BACKUP}
 
 
 def _nla(kind: int, payload: bytes) -> bytes:
@@ -268,6 +280,59 @@ def _encode(op: Op) -> _Request:
         case DeleteDest(service=key, dest=dest):
             return _message(_CMD_DEL_DEST, _service_key_attrs(key), _dest_key_attrs(dest))
     raise InvalidConf(f"not an IPVS operation: {op!r}")
+
+
+def _daemon_start(daemon: SyncDaemon) -> _Request:
+    """IPVS_CMD_NEW_DAEMON for one daemon. Raises ValueError for what the kernel would refuse."""
+    check_daemon(daemon)
+    attrs = (
+        _u32(_DAEMON_STATE, daemon.state.kernel)
+        + _nla(_DAEMON_MCAST_IFN, daemon.interface.encode() + b"\0")
+        + _u32(_DAEMON_SYNC_ID, daemon.syncid)
+    )
+    if daemon.maxlen is not None:
+        attrs += _u16(_DAEMON_SYNC_MAXLEN, daemon.maxlen)
+    if daemon.group is not None:
+        kind = _DAEMON_MCAST_GROUP6 if daemon.group_v6 else _DAEMON_MCAST_GROUP
+        attrs += _nla(kind, _packed(daemon.group))
+    if daemon.port is not None:
+        attrs += _u16(_DAEMON_MCAST_PORT, daemon.port)
+    if daemon.ttl is not None:
+        attrs += _nla(_DAEMON_MCAST_TTL, struct.pack("=B", daemon.ttl))
+    header = _GENL_HDR.pack(_CMD_NEW_DAEMON, _GENL_VERSION, 0)
+    return _Request(header + _nla(_CMD_ATTR_DAEMON, attrs))
+
+
+def _daemon_stop(state: SyncState) -> _Request:
+    header = _GENL_HDR.pack(_CMD_DEL_DAEMON, _GENL_VERSION, 0)
+    return _Request(header + _nla(_CMD_ATTR_DAEMON, _u32(_DAEMON_STATE, state.kernel)))
+
+
+def _decode_daemon(raw: dict[int, bytes]) -> SyncDaemon | None:
+    """One IPVS_CMD_ATTR_DAEMON record of a GET_DAEMON dump; None for a state not known."""
+    state_raw = raw.get(_DAEMON_STATE)
+    state = _STATE_FROM_KERNEL.get(struct.unpack_from("=I", state_raw)[0]) if state_raw else None
+    if state is None:
+        return None
+
+    def number(kind: int, fmt: str) -> int | None:
+        data = raw.get(kind)
+        return struct.unpack_from(fmt, data)[0] if data else None
+
+    group: str | None = None
+    if (v4 := raw.get(_DAEMON_MCAST_GROUP)) is not None:
+        group = _unpacked(Family.INET, v4)
+    elif (v6 := raw.get(_DAEMON_MCAST_GROUP6)) is not None:
+        group = _unpacked(Family.INET6, v6)
+    return SyncDaemon(
+        state=state,
+        interface=raw.get(_DAEMON_MCAST_IFN, b"").split(b"\0", 1)[0].decode(errors="replace"),
+        syncid=number(_DAEMON_SYNC_ID, "=I") or 0,
+        maxlen=number(_DAEMON_SYNC_MAXLEN, "=H"),
+        group=group,
+        port=number(_DAEMON_MCAST_PORT, "=H"),
+        ttl=number(_DAEMON_MCAST_TTL, "=B"),
+    )
 
 
 # ---- decoding ------------------------------------------------------------------------------
@@ -673,6 +738,61 @@ class NetlinkBackend:
                 self._written.pop(key, None)
             case _:
                 pass
+
+    # -- connection sync daemons
+
+    async def sync_daemons(self) -> tuple[SyncDaemon, ...]:
+        return await self._call(self._sync_daemons)
+
+    async def _sync_daemons(self) -> tuple[SyncDaemon, ...]:
+        sock = await self._socket()
+        body = _GENL_HDR.pack(_CMD_GET_DAEMON, _GENL_VERSION, 0)
+        try:
+            records = self._dump_records(sock.prid, body)
+        except NetlinkError as exc:
+            raise BackendError(
+                OpError(_error_kind(None, exc.code), f"sync daemons: {os.strerror(exc.code)}")
+            ) from None
+        except OSError as exc:
+            self._drop_socket()
+            raise BackendError(OpError(ErrorKind.OTHER, f"sync daemons: {exc}")) from None
+        found: dict[SyncState, SyncDaemon] = {}
+        for record in records:
+            nested = _parse_attrs(record).get(_CMD_ATTR_DAEMON)
+            daemon = _decode_daemon(_parse_attrs(nested)) if nested is not None else None
+            if daemon is not None:
+                found[daemon.state] = daemon
+        return tuple(found[s] for s in SyncState if s in found)
+
+    async def start_sync_daemon(self, daemon: SyncDaemon) -> OpError | None:
+        try:
+            request = _daemon_start(daemon)
+        except ValueError as exc:
+            return OpError(ErrorKind.INVALID, f"cannot start the {daemon.state} sync daemon: {exc}")
+        return await self._sync_request(request, daemon.state, starting=True)
+
+    async def stop_sync_daemon(self, state: SyncState) -> OpError | None:
+        return await self._sync_request(_daemon_stop(state), state, starting=False)
+
+    async def _sync_request(
+        self, request: _Request, state: SyncState, *, starting: bool
+    ) -> OpError | None:
+        async def send() -> int:
+            sock = await self._socket()
+            try:
+                [code] = self._send_chunk(sock.prid, [request])
+            except OSError:
+                self._drop_socket()
+                raise
+            return code
+
+        try:
+            code = await self._call(send)
+        except BackendError as exc:
+            return exc.error
+        except OSError as exc:
+            return OpError(ErrorKind.OTHER, f"netlink socket: {exc}")
+        return None if code == 0 else sync_error(state, starting, code)
 
     # -- close
 
