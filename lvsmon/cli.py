@@ -1,6 +1,7 @@
 """The lvsmon command line.
 
-  lvsmon [-d] [--backend B] [configfile] start|stop|restart|try-restart|reload|force-reload|status
+  lvsmon [-d] [--foreground] [--backend B] [configfile]
+         start|stop|restart|try-restart|reload|force-reload|status
   lvsmon check-config [--json] FILE        (also: lvsmon -t FILE)
   lvsmon demo
 
@@ -125,6 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "-d", "--debug", action="store_true", help="stay in the foreground, log to stderr"
     )
     parser.add_argument(
+        "--foreground",
+        action="store_true",
+        help="start: stay in the foreground, log as configured (systemd Type=notify)",
+    )
+    parser.add_argument(
         "--backend",
         choices=("netlink", "ipvsadm", "memory"),
         default=os.environ.get("LVSMON_BACKEND") or "netlink",
@@ -164,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ipvsadm=ns.ipvsadm,
         pid_file=ns.pid_file,
         debug=ns.debug,
+        foreground=ns.foreground,
         stop_timeout=ns.stop_timeout,
     )
     if words[-1] in TABLE_COMMANDS:

@@ -33,6 +33,7 @@ class Control:
     ipvsadm: str | None = None
     pid_file: str | None = None
     debug: bool = False
+    foreground: bool = False  # Type=notify: the main process is the daemon, logs as configured
     stop_timeout: float = 120.0
 
     def __post_init__(self) -> None:
@@ -172,7 +173,7 @@ class Control:
         if isinstance(loaded, int):
             return loaded
         config = loaded
-        if self.debug or config.settings.supervised:
+        if self.debug or self.foreground or config.settings.supervised:
             try:
                 return self._serve(config, lambda err: None)
             except pidfile.AlreadyRunning as exc:

@@ -46,7 +46,9 @@ from lvsmon.engine.status import Status, TableDigests
 from lvsmon.hooks import Callback, Commands, FallbackCommands, MonitorFiles
 from lvsmon.ipvs.backend import BackendError, IpvsBackend
 from lvsmon.lifecycle import Lifecycle, Part
+from lvsmon.sdnotify import Notifier
 from lvsmon.syncdaemons import SyncDaemons
+from lvsmon.systemd import SystemdLink
 
 log = logging.getLogger("lvsmon")
 
@@ -93,8 +95,10 @@ class Daemon:
         status_path: str | None = None,
         *,
         resync_s: float | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
-        """`resync_s`: overrides the config's resyncinterval (tests)."""
+        """`resync_s`: overrides the config's resyncinterval (tests). `notifier`: systemd's
+        notification socket (run_daemon takes it from the environment)."""
         self._resync_override = resync_s
         self.status_path = status_path
         self.started_at = time.time()
@@ -109,6 +113,7 @@ class Daemon:
             resync_s=resync_s or config.settings.resyncinterval,
         )
         self.engine.on_crash = self._crashed
+        self.systemd = SystemdLink(notifier or Notifier(None), self.engine)
         self.commands = Commands()
         self.sync = SyncDaemons(backend, self.events)  # connection sync (syncdaemon)
 
@@ -159,6 +164,7 @@ class Daemon:
     def _set_phase(self, phase: Phase) -> None:
         self.phase = phase
         self.events.publish(PhaseChanged(phase))
+        self.systemd.phase_changed(phase, self._stop_signal)
 
     # ---- stopping ---------------------------------------------------------------------------
 
@@ -246,7 +252,12 @@ class Daemon:
                 self.exit_code, self._stop_signal = EXIT_CRASHED, error
             else:
                 self._set_phase(Phase.RUNNING)
+                if self.status_path:  # `lvsmon status` as soon as start returns sees the table
+                    write_status(self.status_path, self.status())
+                self.systemd.started()
                 ready(None)
+                if self.systemd.enabled:
+                    self._spawn(self.systemd.run(), "systemd notifications")
                 await stopping
         else:
             startup.cancel()
@@ -358,6 +369,7 @@ class Daemon:
         if isinstance(new, ConfigError):
             for d in new.diagnostics:
                 self.events.publish(ConfigRejected(self.config.path, str(d)))
+            self.systemd.reload_rejected(str(new.diagnostics[0]) if new.diagnostics else "")
             return False
         return await self._apply_locked(new)
 
@@ -389,7 +401,7 @@ async def run_daemon(
     ready: Ready,
     status_path: str | None = None,
 ) -> int:
-    daemon = Daemon(config, backend, status_path)
+    daemon = Daemon(config, backend, status_path, notifier=Notifier.from_environ())
     with contextlib.suppress(asyncio.CancelledError):
         return await daemon.run(ready)
     return 1
