@@ -30,9 +30,11 @@ HELP_EPILOG = """\
 commands (ldirectord compatible):
   start         start the daemon; returns when the IPVS table is programmed
   stop          stop the daemon; returns when it has cleaned up and exited
-  restart       stop, then start        try-restart   restart only if running
+  restart       stop, then start
+  try-restart   restart only if running
   reload        re-read the configuration (a bad one is reported and not applied)
-  force-reload  same as reload          status        exit 0 running, 3 stopped, 1 stale pid file
+  force-reload  same as reload
+  status        exit 0 running, 3 stopped, 1 stale pid file
 
 lvsmon extensions (the OCF resource agent's, packaging/ocf/lvsmon):
   verify-table  deep check: exit 0 if the daemon is alive (status file fresh) and the kernel
