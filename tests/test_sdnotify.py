@@ -169,7 +169,9 @@ class FakeEngine:
     )
     plan: SimpleNamespace = field(init=False)
     config: SimpleNamespace = field(init=False)
-    down: list[tuple[object, str]] = field(default_factory=list)
+    health: dict[str, SimpleNamespace] = field(
+        default_factory=lambda: {r: SimpleNamespace(up=True) for r in ("r1", "r2", "r3", "r4")}
+    )
     maintained: frozenset[object] = frozenset()
 
     def __post_init__(self) -> None:
@@ -181,9 +183,6 @@ class FakeEngine:
     def replan(self, intervals: tuple[float, ...]) -> None:
         jobs = [SimpleNamespace(interval=i) for i in intervals]  # iterated like the dict
         self.plan = SimpleNamespace(jobs=jobs)
-
-    def down_slots(self) -> list[tuple[object, str]]:
-        return self.down
 
 
 def progress(engine: FakeEngine, clock: FakeClock, bound: float = 10.0) -> EngineProgress:
@@ -278,9 +277,9 @@ def keys(messages: list[tuple[str, ...]]) -> list[str]:
 def test_pool_summary() -> None:
     e = FakeEngine()
     assert pool_summary(cast(Engine, e)) == "2 virtuals, 4/4 reals up"
-    e.down = [("v", "r1"), ("v", "r2")]
-    e.maintained = frozenset({"r2"})
-    assert pool_summary(cast(Engine, e)) == "2 virtuals, 2/4 reals up (1 in maintenance)"
+    e.health["r1"].up = False
+    e.maintained = frozenset({"r2", "r1"})  # r1 is down anyway: counted once
+    assert pool_summary(cast(Engine, e)) == "2 virtuals, 2/4 reals up (2 in maintenance)"
     e.config.virtuals = e.config.virtuals[:1]
     assert pool_summary(cast(Engine, e)).startswith("1 virtual, ")
 
@@ -318,7 +317,7 @@ async def test_the_status_task_sends_changes_only() -> None:
     link.started()
     task = asyncio.create_task(link.run())
     try:
-        e.down = [("v", "r1")]
+        e.health["r1"].up = False
         deadline = time.monotonic() + 10
         while not any(m == ("STATUS=2 virtuals, 3/4 reals up",) for m in rec.messages):
             assert time.monotonic() < deadline, rec.messages
