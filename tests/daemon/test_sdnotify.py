@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 
 from lvsmon import pidfile
+from lvsmon.cli import COMMANDS, DEFAULT_CONFIG, config_name
+from lvsmon.control import Control
 from lvsmon.sdnotify import monotonic_usec
 
 from .conftest import Web, lvsmon, wait_for
@@ -64,10 +66,14 @@ def unit_settings(path: Path) -> dict[str, list[str]]:
 
 
 def unit_command(value: str, cf: Path) -> list[str]:
-    """A unit's Exec line as this test runs it: lvsmon from this checkout, the test's config."""
+    """A unit's Exec line as this test runs it: lvsmon from this checkout, the test's config
+    (named before the command word where the unit relies on the default one)."""
     words = value.split()
     assert words[0] == UNIT_BINARY, value
-    return LVSMON + [str(cf) if w == UNIT_CONFIG else w for w in words[1:]]
+    args = [str(cf) if w == UNIT_CONFIG else w for w in words[1:]]
+    if args[-1] in COMMANDS and str(cf) not in args:
+        args.insert(len(args) - 1, str(cf))
+    return LVSMON + args
 
 
 class Daemon:
@@ -172,6 +178,7 @@ async def test_the_units_commands_under_a_stand_in_for_systemd(
         assert ready.get("STATUS") == "1 virtual, 2/3 reals up"
         # nothing but the main process spoke, and nothing before READY=1
         assert {n.pid for n in listener.snapshot()} == {d.pid}
+        assert listener.snapshot()[0] == ready
 
         # ExecReload with a good config: validated, signalled, RELOADING=1 then READY=1
         write_cf(cf, webs, log, weight=2)
@@ -438,9 +445,16 @@ def test_the_unit_passes_systemd_analyze_verify(unit: Path, tmp_path: Path) -> N
 
 def test_the_unit_matches_the_command_line() -> None:
     unit = unit_settings(UNIT)
+    assert unit["ExecStart"] == [f"{UNIT_BINARY} --foreground start"]
+    assert unit["ExecReload"] == [f"{UNIT_BINARY} reload"]
+    assert unit["ExecStartPre"] == [f"{UNIT_BINARY} check-config {UNIT_CONFIG}"]
     assert unit_command(unit["ExecStart"][0], Path("x.cf"))[3:] == ["--foreground", "x.cf", "start"]
-    assert unit_command(unit["ExecReload"][0], Path("x.cf"))[3:] == ["x.cf", "reload"]
-    assert unit_command(unit["ExecStartPre"][0], Path("x.cf"))[3:] == ["check-config", "x.cf"]
+    # the default config is the one check-config checks, and its pid file is the forking
+    # unit's PIDFile= (and what a plain `lvsmon status` looks at)
+    assert f"/etc/ha.d/{DEFAULT_CONFIG}" == UNIT_CONFIG
+    default = Control(config_arg=DEFAULT_CONFIG, cfgname=config_name(None))
+    assert unit_settings(FORKING_UNIT)["PIDFile"] == [default.pid_path]
+    assert unit_settings(FORKING_UNIT)["ExecStart"] == [f"{UNIT_BINARY} start"]
     assert "PIDFile" not in unit  # the main process is the daemon
     watchdog = re.fullmatch(r"(\d+)s?", unit["WatchdogSec"][0])
     assert watchdog and int(watchdog.group(1)) >= 30  # above ipvsadm's 30 s cut-off per call
