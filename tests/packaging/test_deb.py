@@ -28,15 +28,19 @@ AGENT = Path("/usr/lib/ocf/resource.d/lvsmon/lvsmon")
 EXAMPLE = Path("/usr/share/doc/lvsmon/examples/ldirectord.cf.example")
 # what the package owns as a whole: gone after a purge
 OWN_DIRS = (VENV, Path("/usr/share/doc/lvsmon"), AGENT.parent)
-TOOLS = ("dpkg-buildpackage", "dh", "help2man", "lintian", "apt-get")
+UNITS = (
+    Path("/lib/systemd/system/lvsmon.service"),
+    Path("/lib/systemd/system/lvsmon-forking.service"),
+)
+TOOLS = ("dpkg-buildpackage", "dh", "help2man", "lintian", "apt-get", "systemd-analyze")
 APT = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=300"]
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="installs a Debian package: needs root"),
     pytest.mark.skipif(
         not all(shutil.which(t) for t in TOOLS),
-        reason="needs " + ", ".join(TOOLS) + ": install the Debian packages debhelper, help2man "
-        "and lintian (tests/debian-packages.txt)",
+        reason="needs " + ", ".join(TOOLS) + ": install the Debian packages debhelper, help2man, "
+        "lintian and systemd (tests/debian-packages.txt)",
     ),
 ]
 
@@ -100,7 +104,7 @@ def test_contents_are_where_an_operator_looks(deb: Path) -> None:
     assert "-> ../lib/lvsmon/bin/lvsmon" in entries["/usr/sbin/lvsmon"]
     assert entries[str(AGENT)].startswith("-rwxr-xr-x")
     for path in (
-        "/lib/systemd/system/lvsmon.service",
+        *map(str, UNITS),
         "/usr/share/man/man8/lvsmon.8.gz",
         str(EXAMPLE),
         "/usr/share/doc/lvsmon/operations.md",  # uncompressed: the unit's Documentation= link
@@ -160,7 +164,11 @@ def test_installed_package_runs_then_purges_cleanly(
 ) -> None:
     files = installed_deb
     # the postinst started nothing and enabled nothing
-    assert not list(Path("/etc/systemd/system").glob("*/lvsmon.service"))
+    assert not list(Path("/etc/systemd/system").glob("*/lvsmon*.service"))
+    # the units fit the package: systemd-analyze also checks that their commands exist
+    for unit in UNITS:
+        done = run("systemd-analyze", "verify", "--man=no", unit)
+        assert done.returncode == 0, done.stderr
     assert not [p for p in run("ps", "-eo", "args").stdout.splitlines() if str(VENV) in p]
     assert run(SBIN, "--version").stdout.startswith(f"lvsmon {VERSION} ")
 
