@@ -154,6 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=120.0,
         help="seconds stop waits for the daemon (default 120)",
     )
+    parser.add_argument(
+        "--verify-wait",
+        type=float,
+        default=20.0,
+        help="seconds verify-table gives the daemon's resync to repair a difference (default 20)",
+    )
     parser.add_argument("words", nargs="+", metavar="[configfile] command")
     try:
         ns = parser.parse_args(args)
@@ -178,5 +184,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if words[-1] in TABLE_COMMANDS:
         from lvsmon.tablecheck import run_table_command
 
-        return run_table_command(words[-1], control)
+        return run_table_command(words[-1], control, ns.verify_wait)
     return control.run(words[-1])

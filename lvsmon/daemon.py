@@ -333,6 +333,7 @@ class Daemon:
         # the kernel (the resource agent's deep monitor)
         reconciler = self.engine.reconciler
         status["table"] = self._digests.of(reconciler.actual, reconciler.managed)
+        status["resync_s"] = reconciler.resync_s
         return status
 
     async def _housekeeping(self) -> None:

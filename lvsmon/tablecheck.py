@@ -6,9 +6,12 @@
 `verify-table` proves more than the lock `status` tests: the daemon's status file (rewritten
 every second) is fresh, so its event loop runs, and the kernel holds, for every virtual service
 it manages, exactly the rules it last programmed (the status file carries a digest per service:
-engine/status.py TableDigests). A difference is given a few seconds to settle, since the status
-file may be up to a second older than a change the daemon just made. With the memory backend
-the table lives inside the daemon: only the status file's freshness can be checked.
+engine/status.py TableDigests). A difference counts only if it outlives the daemon's next resync
+(resyncinterval, plus slack; at most --verify-wait seconds): the status file may be a second
+older than a change just made, and a hand edit (`ipvsadm -e`) is drift the daemon repairs by
+itself. What fails is a daemon that no longer keeps its table: its resync stuck, its backend
+wedged. With the memory backend the table lives inside the daemon: only the status file's
+freshness can be checked.
 
 `purge` is for the agent's stop: `lvsmon stop` leaves the services of a `cleanstop=no` virtual
 and everything a crashed (kill -9) daemon had programmed. It deletes the services the config
@@ -36,13 +39,14 @@ if TYPE_CHECKING:
     from lvsmon.control import Control
 
 STALE_S = 15.0  # the status file is rewritten every second: this much silence is a hung daemon
-SETTLE_S = 3.0  # how long a difference may last before it counts (a change in flight)
+SLACK_S = 3.0  # beyond the resync interval: the status write, the dump, the repair
+DEFAULT_WAIT_S = 20.0
 LIVE_PHASES = ("running", "reloading")
 
 
-def run_table_command(command: str, control: Control) -> int:
+def run_table_command(command: str, control: Control, wait_s: float = DEFAULT_WAIT_S) -> int:
     if command == "verify-table":
-        return verify_table(control)
+        return verify_table(control, wait_s)
     return purge(control)
 
 
@@ -62,20 +66,24 @@ async def _dump(name: str, control: Control) -> Table:
 # ---- verify-table -----------------------------------------------------------------------------
 
 
-def verify_table(control: Control, settle_s: float = SETTLE_S) -> int:
+def verify_table(control: Control, wait_s: float = DEFAULT_WAIT_S) -> int:
     st = pidfile.state(control.pid_path)
     if not st.running:
         print(f"lvsmon is stopped for {control.config_arg}", file=sys.stderr)
         return 1 if st.stale else 3
-    deadline = time.monotonic() + settle_s
+    started = time.monotonic()
     while True:
         problems, summary = _compare(control, st.pid or 0)
         if not problems:
             print(summary)
             return 0
-        if time.monotonic() >= deadline or not pidfile.state(control.pid_path).running:
+        status = read_status(control.status_path) or {}
+        resync_s = float(status.get("resync_s") or 5.0)
+        waited = time.monotonic() - started
+        if waited >= min(resync_s + SLACK_S, wait_s) or not pidfile.state(control.pid_path).running:
             for line in problems:
                 print(f"lvsmon: {line}", file=sys.stderr)
+            print(f"lvsmon: still so after {waited:.1f} s", file=sys.stderr)
             return 1
         time.sleep(0.5)
 

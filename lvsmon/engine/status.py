@@ -76,6 +76,7 @@ class Status(TypedDict, total=False):
     # per managed virtual service (str(ServiceKey)), a digest of the rules lvsmon last
     # programmed, or "absent"; None while lvsmon does not know the kernel table (a failed dump)
     table: dict[str, str] | None
+    resync_s: float  # the resync interval in force: verify-table waits that long for a repair
 
 
 @dataclass(slots=True)
