@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -374,16 +375,39 @@ class Cluster:
         out = self.x(name, "ip", "-4", "-o", "addr", "show", "dev", "lan0", check=False)
         return f" {VIP}/" in out.stdout
 
-    def logs(self, lines: int = 40) -> str:
-        """The tail of every node's logs, for a failure message."""
+    def logs(self, lines: int = 60, inside: tuple[str, ...] = ()) -> str:
+        """For a failure message: per node, the tail of its init log, of what Pacemaker did
+        (notices, warnings, errors, the agents' own lines and every finished operation with its
+        execution time; not the CIB chatter), of corosync's log, and of files `inside` it."""
+        keep = re.compile(r"notice:|warning:|error:|log_finished|\w+\(\w+\)\[\d+\]:")
+        skip = re.compile(r"cib_perform_op|cib_process_request|throttle_")
         parts = []
         for n in self.nodes:
-            for rel in ("init.log", "pacemaker/pacemaker.log", "corosync/corosync.log"):
-                path = n.state / "log" / rel
-                if path.is_file():
-                    tail = path.read_text(errors="replace").splitlines()[-lines:]
-                    parts.append(f"--- {n.name} {rel}\n" + "\n".join(tail))
+            files = [
+                (rel, n.state / "log" / rel)
+                for rel in ("init.log", "pacemaker/pacemaker.log", "corosync/corosync.log")
+            ]
+            files += [(path, n.path(path)) for path in inside if n.pid is not None]
+            for name, path in files:
+                try:
+                    text = path.read_text(errors="replace").splitlines()
+                except OSError:
+                    continue
+                if name.endswith("pacemaker.log"):
+                    text = [t for t in text if keep.search(t) and not skip.search(t)]
+                parts.append(f"--- {n.name} {name}\n" + "\n".join(text[-lines:]))
         return "\n".join(parts)
+
+    def op_times(self) -> list[str]:
+        """Every finished resource operation with its execution time, from each node's log."""
+        found = []
+        for n in self.nodes:
+            path = n.state / "log" / "pacemaker" / "pacemaker.log"
+            if path.is_file():
+                for line in path.read_text(errors="replace").splitlines():
+                    if "log_finished" in line:
+                        found.append(f"{n.name}: {line.split('info: ', 1)[-1]}")
+        return found
 
 
 def run(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:

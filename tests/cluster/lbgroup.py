@@ -6,7 +6,6 @@ what it has programmed (its status file)."""
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ AGENT = REPO / "packaging" / "ocf" / "lvsmon"
 AGENT_TYPE = "lvsmon:lvsmon"  # provider:type under /usr/lib/ocf/resource.d
 LVSMON = str(Path(sys.executable).with_name("lvsmon"))  # the venv's console script
 REAL_PORTS = [8081, 8082]  # inside each node's own network namespace: no clash with the host
+LOG = "/run/lvsmon.log"  # the daemon's log, in the node's private /run
 
 
 def lvsmon_cf(path: Path, checkinterval: int = 1, checktimeout: int = 2) -> Path:
@@ -24,7 +24,7 @@ def lvsmon_cf(path: Path, checkinterval: int = 1, checktimeout: int = 2) -> Path
     reals = "".join(f"\treal=127.0.0.1:{port} masq\n" for port in REAL_PORTS)
     path.write_text(
         f"checktimeout={checktimeout}\ncheckinterval={checkinterval}\nautoreload=no\n"
-        'logfile="/run/lvsmon.log"\nquiescent=no\n'
+        f'logfile="{LOG}"\nquiescent=no\n'
         f'virtual={VIP}:80\n{reals}\tservice=http\n\trequest="index.html"\n'
         '\treceive="ok"\n\tscheduler=rr\n\tprotocol=tcp\n\tchecktype=negotiate\n'
     )
@@ -94,19 +94,20 @@ class LvsmonOnNodes:
         self.statusfile = f"/run/lvsmon.{cf.name}.status.json"
 
     def pid(self, node: str) -> int | None:
-        """The running daemon's pid (in the node's pid namespace) as `lvsmon status` names the
-        holder of its lock; None when it does not run."""
-        out = self.cluster.x(
-            node, LVSMON, "--backend", self.backend, "--pid-file", self.pidfile, str(self.cf),
-            "status", check=False,
-        )  # fmt: skip
-        if out.returncode != 0:
+        """The daemon's pid (in the node's pid namespace) if one runs: its pid file names a live
+        lvsmon process of the node. Read through /proc/<node init>/root, without a fork: under
+        TCG a `lvsmon status` per poll would take the CPU the cluster needs."""
+        root = self.cluster.node(node).path("")
+        try:
+            pid = int((root / self.pidfile.lstrip("/")).read_text().split()[0])
+            cmdline = (root / f"proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
             return None
-        found = re.search(r"running with pid: (\d+)", out.stdout + out.stderr)
-        return int(found.group(1)) if found else None
+        return pid if b"lvsmon" in cmdline else None
 
     def stopped(self, node: str) -> bool:
-        """`lvsmon status` says stopped (3), not merely "not running" after a crash (1)."""
+        """`lvsmon status` (the lock, authoritative) says stopped (3), not merely "not running"
+        after a crash (1)."""
         out = self.cluster.x(
             node, LVSMON, "--pid-file", self.pidfile, str(self.cf), "status", check=False
         )

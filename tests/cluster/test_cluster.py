@@ -18,7 +18,15 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.lab import Cluster, ClusterState, poll
-from tests.cluster.lbgroup import AGENT, AGENT_TYPE, LvsmonOnNodes, group_xml, lvsmon_cf
+from tests.cluster.lbgroup import (
+    AGENT,
+    AGENT_TYPE,
+    LOG,
+    REAL_PORTS,
+    LvsmonOnNodes,
+    group_xml,
+    lvsmon_cf,
+)
 from tests.cluster.timeline import Timeline
 
 pytestmark = pytest.mark.usefixtures("pacemaker_installed")
@@ -27,10 +35,10 @@ BACKEND = "memory"
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+def cluster(cluster_dir: Path) -> Iterator[Cluster]:
     assert AGENT.is_file(), f"{AGENT}: the agent under test is missing"
     c = Cluster(
-        tmp_path, 2, token_ms=1000, agents={AGENT_TYPE: str(AGENT)}, real_ports=[8081, 8082]
+        cluster_dir, 2, token_ms=1000, agents={AGENT_TYPE: str(AGENT)}, real_ports=REAL_PORTS
     )
     try:
         yield c
@@ -38,10 +46,10 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         c.down()
 
 
-def test_two_nodes_start_fail_kill_move_power_cut_stop(cluster: Cluster, tmp_path: Path) -> None:
-    tl = Timeline("host, 2 nodes", on_timeout=cluster.logs)
+def test_two_nodes_start_fail_kill_move_power_cut_stop(cluster: Cluster, cluster_dir: Path) -> None:
+    tl = Timeline("host, 2 nodes", on_timeout=lambda: cluster.logs(inside=(LOG,)))
     tl.record("cluster up (both online, DC elected)", cluster.up(within=60), 60)
-    cf = lvsmon_cf(tmp_path / "lb.cf")
+    cf = lvsmon_cf(cluster_dir / "lb.cf")
     lvs = LvsmonOnNodes(cluster, cf, BACKEND)
     state: ClusterState | None = None
 
