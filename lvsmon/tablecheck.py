@@ -73,7 +73,11 @@ def verify_table(control: Control, wait_s: float = DEFAULT_WAIT_S) -> int:
         return 1 if st.stale else 3
     started = time.monotonic()
     while True:
-        problems, summary = _compare(control, st.pid or 0)
+        try:
+            problems, summary = _compare(control, st.pid or 0)
+        except _Hung as exc:  # waiting for a resync of a stuck daemon helps nothing
+            print(f"lvsmon: {exc}", file=sys.stderr)
+            return 1
         if not problems:
             print(summary)
             return 0
@@ -88,6 +92,10 @@ def verify_table(control: Control, wait_s: float = DEFAULT_WAIT_S) -> int:
         time.sleep(0.5)
 
 
+class _Hung(Exception):
+    """The daemon's status file is stale: its event loop does not run."""
+
+
 def _compare(control: Control, pid: int) -> tuple[list[str], str]:
     """(problems, summary): no problems means the daemon is alive and its table in the kernel."""
     path = control.status_path
@@ -97,7 +105,7 @@ def _compare(control: Control, pid: int) -> tuple[list[str], str]:
     with contextlib.suppress(OSError):
         age = time.time() - os.stat(path).st_mtime
         if age > STALE_S:
-            return [f"status file {path} not rewritten for {age:.0f} s: the daemon is hung"], ""
+            raise _Hung(f"status file {path} not rewritten for {age:.0f} s: the daemon is hung")
     if pid and status.get("pid") not in (None, pid):
         return [f"status file {path} is pid {status.get('pid')}'s, the daemon is pid {pid}"], ""
     phase = status.get("phase", "")
