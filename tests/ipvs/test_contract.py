@@ -6,6 +6,9 @@ Run: `.venv/bin/pytest tests/ipvs/test_contract.py` (memory) and
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
+
 import pytest
 
 from lvsmon.ipvs.backend import ErrorKind, IpvsBackend, OpResult
@@ -30,6 +33,7 @@ from lvsmon.ipvs.ops import (
     EditService,
     Op,
 )
+from lvsmon.ipvs.sync import SyncDaemon, SyncState
 
 TCP = ServiceKey.inet(Proto.TCP, "10.0.0.1", 80)
 UDP = ServiceKey.inet(Proto.UDP, "10.0.0.1", 53)
@@ -321,3 +325,56 @@ async def test_diff_apply_round_trip_converges(backend: IpvsBackend) -> None:
     del desired[UDP]
     desired[SCTP].dests[DestKey.of("10.0.1.4", 9999)] = DestConf(Forward.MASQ, 1)
     await converge(desired)
+
+
+# ---- connection sync daemons ----------------------------------------------------------------
+
+
+@pytest.fixture
+def sync_interface(backend: IpvsBackend) -> Iterator[str]:
+    """A device for the kernel's sync threads (a dummy one in the VM; any name in memory)."""
+    if backend.name == "memory":
+        yield "lvsync0"
+        return
+    subprocess.run(["ip", "link", "add", "lvsync0", "type", "dummy"], check=True)
+    subprocess.run(["ip", "link", "set", "lvsync0", "up", "multicast", "on"], check=True)
+    try:
+        yield "lvsync0"
+    finally:
+        for state in ("master", "backup"):
+            subprocess.run(["ipvsadm", "--stop-daemon", state], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", "lvsync0"], check=True)
+
+
+async def test_sync_daemons_start_read_stop(backend: IpvsBackend, sync_interface: str) -> None:
+    master = SyncDaemon(SyncState.MASTER, sync_interface, 42)
+    backup = SyncDaemon(
+        SyncState.BACKUP, sync_interface, 43, maxlen=1400, group="239.1.2.3", port=9000, ttl=2
+    )
+    assert await backend.sync_daemons() == ()
+    assert await backend.start_sync_daemon(master) is None
+    assert await backend.start_sync_daemon(backup) is None  # both at once: one per state
+    running = await backend.sync_daemons()
+    assert [d.state for d in running] == [SyncState.MASTER, SyncState.BACKUP]
+    assert all(d.satisfied_by(r) for d, r in zip((master, backup), running, strict=True))
+    if backend.name != "ipvsadm":  # ipvsadm lists what the kernel filled in since 1.28 only
+        assert running == (master.as_kernel_runs_it(), backup.as_kernel_runs_it())
+
+    again = await backend.start_sync_daemon(master)
+    assert again is not None and again.kind is ErrorKind.EXISTS
+    assert await backend.stop_sync_daemon(SyncState.MASTER) is None
+    gone = await backend.stop_sync_daemon(SyncState.MASTER)
+    assert gone is not None and gone.kind is ErrorKind.NOT_FOUND
+    assert await backend.sync_daemons() == running[1:]
+    assert await backend.stop_sync_daemon(SyncState.BACKUP) is None
+    assert await backend.sync_daemons() == ()
+
+
+async def test_sync_daemon_refusals(backend: IpvsBackend, sync_interface: str) -> None:
+    bad_group = SyncDaemon(SyncState.MASTER, sync_interface, group="10.0.0.1")
+    refused = await backend.start_sync_daemon(bad_group)
+    assert refused is not None and refused.kind is ErrorKind.INVALID
+    if backend.name != "memory":  # the memory backend has no devices to look up
+        missing = await backend.start_sync_daemon(SyncDaemon(SyncState.BACKUP, "nosuchdev0"))
+        assert missing is not None and missing.kind is ErrorKind.INVALID, missing
+    assert await backend.sync_daemons() == ()
