@@ -38,8 +38,9 @@ commands (ldirectord compatible):
 
 lvsmon extensions (the OCF resource agent's, packaging/ocf/lvsmon):
   verify-table  deep check: exit 0 if the daemon is alive (status file fresh) and the kernel
-                holds exactly what it last programmed, 1 if not (what differs on stderr),
-                3 stopped; with --backend memory only the freshness is checked
+                holds exactly what it last programmed, 1 if not (what differs on stderr; a
+                difference counts once it outlives the daemon's next resync, --verify-wait at
+                most), 3 stopped; with the memory backend only the freshness is checked
   purge         with the daemon stopped: delete the config's virtual services (and those the
                 dead daemon's status file lists) from the kernel; exit 0, 1 on failure
 
