@@ -343,6 +343,7 @@ class Daemon:
             if self.engine.refresh_maintenance():
                 log.info("maintenance set changed: %s", sorted(map(str, self.engine.maintained)))
             await self._poll_config()
+            await self.sync.maintain()  # every 30 s: read back, restart a vanished sync daemon
         except asyncio.CancelledError:
             raise
         except Exception:

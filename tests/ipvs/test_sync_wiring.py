@@ -13,11 +13,12 @@ import pytest
 
 from lvsmon.config import load_config
 from lvsmon.daemon import Daemon
-from lvsmon.engine.events import Event, SyncDaemonOp
+from lvsmon.engine.events import Event, EventBus, SyncDaemonOp
 from lvsmon.engine.status import render_status
 from lvsmon.ipvs.backend import ErrorKind, OpError
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.sync import SyncDaemon, SyncState
+from lvsmon.syncdaemons import SyncDaemons
 
 
 def write_cf(path: Path, sync: str) -> None:
@@ -132,3 +133,29 @@ async def test_a_failure_is_loud_and_not_fatal(cf: Path, caplog: pytest.LogCaptu
     )
     [event] = [e for e in run.events if isinstance(e, SyncDaemonOp) and e.action == "start"]
     assert event.error is not None and "no dev" in event.error
+
+
+async def test_between_reloads_a_vanished_daemon_is_started_again() -> None:
+    backend = Refusing()
+    published: list[SyncDaemonOp] = []
+    sync = SyncDaemons(MemoryBackend(), EventBus(), check_s=0)
+    sync._publish = lambda *args: published.append(SyncDaemonOp(*args))  # type: ignore[method-assign]
+    master = SyncDaemon(SyncState.MASTER, "eth1", 3)
+    await sync.use((master,))
+    assert isinstance(sync.backend, MemoryBackend)
+    await sync.backend.stop_sync_daemon(SyncState.MASTER)  # by hand, behind lvsmon's back
+    await sync.maintain()
+    assert await sync.backend.sync_daemons() == (master.as_kernel_runs_it(),)
+    assert [e.action for e in published] == ["start", "start"]
+    await sync.maintain()  # running as configured: nothing to do
+    assert len(published) == 2
+
+    # a failure that repeats is one event, not one per check; the status keeps showing it
+    failing = SyncDaemons(backend, EventBus(), check_s=0)
+    failing._publish = lambda *args: published.append(SyncDaemonOp(*args))  # type: ignore[method-assign]
+    await failing.use((master,))
+    await failing.maintain()
+    await failing.maintain()
+    assert [e.error for e in published[2:]] == ["cannot start the master sync daemon: no dev"]
+    assert failing.status()[0]["error"] == "cannot start the master sync daemon: no dev"
+    assert failing.status()[0]["running"] is None
