@@ -99,8 +99,14 @@ def real_servers(ports: list[int]) -> None:
     www = Path("/run/www")
     www.mkdir()
     (www / "index.html").write_text("ok\n")
+    # busybox's httpd when there is one (busybox-static, for the VM tests): a Python server
+    # costs seconds of CPU to start under TCG, taken from the cluster being measured
+    busybox = shutil.which("busybox")
     for port in ports:
-        cmd = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+        if busybox:
+            cmd = [busybox, "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", str(www)]
+        else:
+            cmd = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
         spawn(cmd, Path(f"/run/www-{port}.log"), dict(os.environ), cwd=www)
 
 

@@ -106,7 +106,7 @@ def test_one_node_netlink_crash_without_flap(cluster: Cluster, cluster_dir: Path
     cf = lvsmon_cf(cluster_dir / "lb.cf", checkinterval=2, checktimeout=5)
     lvs = LvsmonOnNodes(cluster, cf, "netlink")
     cluster.create(
-        group_xml(cf, "netlink", monitor="10s", deep_monitor="30s", op_timeout="240s",
+        group_xml(cf, "netlink", monitor="10s", deep_monitor="60s", op_timeout="240s",
                   purge_on_stop=False)
     )  # fmt: skip
 
