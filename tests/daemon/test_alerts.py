@@ -235,7 +235,9 @@ async def test_a_relay_down_for_30s_delays_mails_not_checks(
         f"{p99(during) * 1000:.2f} ms down ({len(during)} checks)"
     )
     assert max(down_times) < max(up_times) + 2.0  # one check interval of slack
-    assert p99(during) <= p99(baseline) + 0.05
+    # a sender that waited on the relay in the checks' path (its 1-5 s backoff, or a connect)
+    # would show here as seconds; the slack is for a loaded CI host, not for the feature
+    assert p99(during) <= p99(baseline) + 0.5
 
 
 async def test_a_relay_that_never_answers_costs_a_bounded_queue(
