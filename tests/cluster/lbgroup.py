@@ -36,17 +36,27 @@ def group_xml(
     backend: str,
     *,
     monitor: str = "2s",
-    deep_monitor: str = "5s",
+    deep_monitor: str | None = "5s",
     op_timeout: str = "60s",
     purge_on_stop: bool | None = None,
 ) -> str:
     """Group `lb`: primitive `vip` (IPaddr2 on lan0) then `lvs` (ocf:lvsmon:lvsmon), with the
     agent's cheap monitor every `monitor` and its deep one (OCF_CHECK_LEVEL=10: the daemon's
-    table matches the kernel's) every `deep_monitor`. `purge_on_stop` None: the agent's default."""
+    table matches the kernel's) every `deep_monitor` (None: none). `purge_on_stop` None: the
+    agent's default."""
     purge = (
         ""
         if purge_on_stop is None
         else f'<nvpair id="lvs-purge" name="purge_on_stop" value="{str(purge_on_stop).lower()}"/>'
+    )
+    deep = (
+        ""
+        if deep_monitor is None
+        else f"""<op id="lvs-deep" name="monitor" interval="{deep_monitor}" timeout="{op_timeout}">
+        <instance_attributes id="lvs-deep-ia">
+          <nvpair id="lvs-deep-level" name="OCF_CHECK_LEVEL" value="10"/>
+        </instance_attributes>
+      </op>"""
     )
     return f"""
 <group id="lb">
@@ -73,11 +83,7 @@ def group_xml(
       <op id="lvs-start" name="start" interval="0" timeout="{op_timeout}"/>
       <op id="lvs-stop" name="stop" interval="0" timeout="{op_timeout}"/>
       <op id="lvs-mon" name="monitor" interval="{monitor}" timeout="{op_timeout}"/>
-      <op id="lvs-deep" name="monitor" interval="{deep_monitor}" timeout="{op_timeout}">
-        <instance_attributes id="lvs-deep-ia">
-          <nvpair id="lvs-deep-level" name="OCF_CHECK_LEVEL" value="10"/>
-        </instance_attributes>
-      </op>
+      {deep}
     </operations>
   </primitive>
 </group>"""
