@@ -72,11 +72,11 @@ class Status(TypedDict, total=False):
     backend: str
     virtuals: list[VirtualStatus]
     stats: StatsStatus
-    sync: list[SyncStatus]  # connection sync daemons (syncdaemon); empty when none configured
     # per managed virtual service (str(ServiceKey)), a digest of the rules lvsmon last
     # programmed, or "absent"; None while lvsmon does not know the kernel table (a failed dump)
     table: dict[str, str] | None
     resync_s: float  # the resync interval in force: verify-table waits that long for a repair
+    sync: list[SyncStatus]  # connection sync daemons (syncdaemon); empty when none configured
 
 
 @dataclass(slots=True)

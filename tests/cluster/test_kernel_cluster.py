@@ -6,10 +6,8 @@ table; a `kill -9` of the daemon and the cluster's recovery of it (stop + start)
 healthy real in the table with its weight the whole time (the table is sampled every 50 ms from
 /proc/<node>/net/ip_vs, without a fork); a clean stop leaves the table empty.
 
-The agent runs with purge_on_stop=false: its default (true) purges the table in the stop that
-Pacemaker's recovery does after a crash, which takes every real out until the start puts them
-back. The clean stop still empties the table: the daemon's own stop removes its services
-(cleanstop=yes, ldirectord's default).
+The agent runs with its defaults: purge_on_stop=true leaves a dead daemon's services for the
+recovery's start to adopt, and purges at the clean stop.
 """
 
 from __future__ import annotations
@@ -108,8 +106,7 @@ def test_one_node_netlink_crash_without_flap(cluster: Cluster, cluster_dir: Path
     # each monitor is a Python start-up of lvsmon, seconds of CPU under TCG: every 15 s, and no
     # deep monitor here (tests/packaging/test_kernel_ocf_agent.py runs it on the real kernel)
     cluster.create(
-        group_xml(cf, "netlink", monitor="15s", deep_monitor=None, op_timeout="240s",
-                  purge_on_stop=False)
+        group_xml(cf, "netlink", monitor="15s", deep_monitor=None, op_timeout="240s")
     )  # fmt: skip
 
     def programmed() -> bool:

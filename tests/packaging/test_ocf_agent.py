@@ -480,14 +480,46 @@ def test_deep_monitor_compares_the_kernel_table(fake_agent: Agent) -> None:
     assert set(table(agent)) == {FOREIGN}  # purged; the foreign service untouched
 
 
-def test_stop_purges_what_a_crashed_daemon_left(fake_agent: Agent) -> None:
-    agent = fake_agent
-    assert agent.rc("start") == OCF_SUCCESS
+def writes(agent: Agent) -> list[str]:
+    """The fake ipvsadm's table writes so far (lvsmon's ipvsadm backend writes with -R)."""
+    path = Path(agent.env["FAKE_IPVSADM_LOG"])
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [line for line in lines if line.split()[1:2] == ["-R"]]
+
+
+def crash(agent: Agent) -> None:
     os.kill(agent.daemon_pid(), signal.SIGKILL)
     deadline = time.monotonic() + 10
     while pidfile.holder(agent.pid_path) is not None:
         assert time.monotonic() < deadline
         time.sleep(0.02)
+
+
+def test_a_recovery_after_a_crash_keeps_the_table(fake_agent: Agent) -> None:
+    """Pacemaker recovers a dead daemon by stop, then start: the stop leaves the dead daemon's
+    services (purge_on_stop=true, the default), the start adopts them. Without that, every real
+    would be out of the kernel until the new daemon's first round of checks."""
+    agent = fake_agent
+    assert agent.rc("start") == OCF_SUCCESS
+    programmed = table(agent)[VIP]
+    crash(agent)
+    assert agent.rc("monitor") == OCF_ERR_GENERIC
+    assert agent.rc("stop") == OCF_SUCCESS
+    assert table(agent)[VIP] == programmed  # nothing taken out
+    assert agent.rc("monitor") == OCF_NOT_RUNNING
+    before = len(writes(agent))
+    assert agent.rc("start") == OCF_SUCCESS
+    assert table(agent)[VIP] == programmed
+    assert writes(agent)[before:] == []  # the start adopted the table: nothing written
+    assert agent.rc("stop") == OCF_SUCCESS  # a clean stop still purges
+    assert set(table(agent)) == {FOREIGN}
+
+
+def test_purge_on_stop_always_purges_what_a_crashed_daemon_left(fake_agent: Agent) -> None:
+    agent = fake_agent
+    agent.params["purge_on_stop"] = "always"
+    assert agent.rc("start") == OCF_SUCCESS
+    crash(agent)
     assert VIP in table(agent)  # lvsmon stop alone would leave it
     assert agent.rc("monitor") == OCF_ERR_GENERIC
     assert agent.rc("stop") == OCF_SUCCESS
