@@ -1,8 +1,8 @@
 """The OCF agent on the real kernel (run in the VM by tests/vm/run): the netlink backend, the
 deep monitor (OCF_CHECK_LEVEL=10) against the kernel's own table, with every kind of service
 whose kernel form could differ from lvsmon's (persistence with a netmask, a direct-routing real
-whose port the kernel forces, an fwmark service), and stop purging what a killed daemon left,
-checked with the real ipvsadm. A foreign service is never touched."""
+whose port the kernel forces, an fwmark service), and stop (purge_on_stop=always) purging what a
+killed daemon left, checked with the real ipvsadm. A foreign service is never touched."""
 
 from __future__ import annotations
 
@@ -104,7 +104,10 @@ def test_agent_on_the_kernel(kernel_agent: Agent) -> None:
     assert rc == OCF_ERR_GENERIC and "tcp:127.0.0.10:80" in reason(err), err
     ipvsadm("-e", "-t", "127.0.0.10:80", "-r", f"127.0.0.1:{port}", "-m", "-w", "1")
 
-    # killed: a failure; stopped: the agent purges what the dead daemon left, nothing else
+    # killed: a failure; stopped with purge_on_stop=always: the agent purges what the dead
+    # daemon left, nothing else (the default keeps it for a recovery's start to adopt: the
+    # cluster tests and tests/packaging/test_ocf_agent.py show that)
+    agent.params["purge_on_stop"] = "always"
     os.kill(agent.daemon_pid(), signal.SIGKILL)
     wait_dead(agent)
     assert agent.rc("monitor") == OCF_ERR_GENERIC
