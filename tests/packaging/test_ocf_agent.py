@@ -427,6 +427,11 @@ def test_deep_monitor_sees_a_hung_daemon(agent: Agent) -> None:
         assert rc == OCF_ERR_GENERIC and "hung" in reason(err), err
     finally:
         os.kill(pid, signal.SIGCONT)
+    # resumed: the next status write (every second) makes it fresh again
+    deadline = time.monotonic() + 10
+    while os.stat(status).st_mtime < time.time() - 5:
+        assert time.monotonic() < deadline, "the resumed daemon wrote no status file"
+        time.sleep(0.05)
     assert agent.rc("monitor", check_level=10) == OCF_SUCCESS
     assert agent.rc("stop") == OCF_SUCCESS
 
