@@ -27,12 +27,13 @@ Mapping choices that are not obvious from the model:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -568,17 +569,24 @@ class NetlinkBackend:
     async def dump(self) -> Table:
         return await self._call(self._dump)
 
-    async def _dump(self) -> Table:
-        sock = await self._socket()
+    @contextlib.contextmanager
+    def _failures_as(self, what: str) -> Iterator[None]:
+        """A failed dump as a BackendError; a broken socket is dropped (the next call opens one)."""
         try:
-            return await self._dump_with(sock)
+            yield
         except NetlinkError as exc:
             raise BackendError(
-                OpError(_error_kind(None, exc.code), f"dump: {os.strerror(exc.code)}")
+                OpError(_error_kind(None, exc.code), f"{what}: {os.strerror(exc.code)}")
             ) from None
         except OSError as exc:
             self._drop_socket()
-            raise BackendError(OpError(ErrorKind.OTHER, f"dump: {exc}")) from None
+            raise BackendError(OpError(ErrorKind.OTHER, f"{what}: {exc}")) from None
+
+    async def _dump(self) -> Table:
+        sock = await self._socket()
+        with self._failures_as("dump"):
+            return await self._dump_with(sock)
+        raise AssertionError("unreachable")  # for mypy: the context manager re-raises
 
     async def _dump_with(self, sock: Any) -> Table:
         family = sock.prid
@@ -747,15 +755,8 @@ class NetlinkBackend:
     async def _sync_daemons(self) -> tuple[SyncDaemon, ...]:
         sock = await self._socket()
         body = _GENL_HDR.pack(_CMD_GET_DAEMON, _GENL_VERSION, 0)
-        try:
+        with self._failures_as("sync daemons"):
             records = self._dump_records(sock.prid, body)
-        except NetlinkError as exc:
-            raise BackendError(
-                OpError(_error_kind(None, exc.code), f"sync daemons: {os.strerror(exc.code)}")
-            ) from None
-        except OSError as exc:
-            self._drop_socket()
-            raise BackendError(OpError(ErrorKind.OTHER, f"sync daemons: {exc}")) from None
         found: dict[SyncState, SyncDaemon] = {}
         for record in records:
             nested = _parse_attrs(record).get(_CMD_ATTR_DAEMON)
