@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -566,8 +566,11 @@ class Alerts:
     half_period: float
     window_s: float | None
     rate: int | None
+    mail: bool = True  # False: the control run, same flapping, no emailalert in the file
 
     def directives(self) -> list[str]:
+        if not self.mail:
+            return []
         out = ['emailalert="ops@lvsmon.test"', f"smtp=127.0.0.1:{self.sink.port}", "smtptls=none"]
         if self.window_s is not None:
             out.append(f"emailalertwindow={self.window_s:g}")
@@ -838,7 +841,7 @@ def run_lvsmon(
         # the start-up mail ("Added real server" × N) first, so that it is not counted below
         settle = (alerts.window_s if alerts.window_s is not None else 5.0) + 60
         deadline = time.time() + settle
-        while not alerts.sink.mails and time.time() < deadline:
+        while alerts.mail and not alerts.sink.mails and time.time() < deadline:
             time.sleep(0.2)
         time.sleep(1)
         mails0 = len(alerts.sink.mails)
@@ -869,6 +872,8 @@ def run_lvsmon(
             if ("Quiescent real server: " in line or "Restored real server: " in line)
             and names_flapped(line)
         )  # fmt: skip
+        if not alerts.mail:
+            mails, run.alerts_mails, run.alerts_changes_mailed = [], 0, 0
         log(f"{name}: {len(mails)} mails in {run.alerts_span_s:.0f} s "
             f"(since start {len(alerts.sink.mails) - mails0}): "
             + ", ".join(f"{m[1]} at +{m[0] - flapper.started:.1f} s" for m in mails))  # fmt: skip
@@ -907,7 +912,7 @@ def run_lvsmon(
     run.stop_returned_s = time.time() - t0
     gone = wait_gone(pid, 300)
     run.stop_gone_s = (gone - t0) if gone else float("nan")
-    if alerts:
+    if alerts and alerts.mail:
         time.sleep(2)  # the "stopping" mail
         run.alerts_mails_total = len(alerts.sink.mails)
     if flooders:
@@ -1040,6 +1045,32 @@ def cpu_per_check_us(run: Run) -> float:
     if run.periods is None or not run.periods.checks_per_s:
         return float("nan")
     return run.cpu_pct / 100 / run.periods.checks_per_s * 1e6
+
+
+def control_figures(big: Run, control: Run) -> dict[str, object]:
+    """--alert-control: the flapping run without mail, and with-mail / without-mail ratios."""
+
+    def r(x: float, digits: int = 3) -> float | None:
+        return None if x != x else round(x, digits)
+
+    k = f"n{control.n}_nomail"
+    cps = control.periods.checks_per_s if control.periods else float("nan")
+    big_cps = big.periods.checks_per_s if big.periods else float("nan")
+    p99 = control.lateness_ms.get("p99", float("nan"))
+    return {
+        f"{k}_checks_per_s": r(cps, 0),
+        f"{k}_period_s_median": r(control.periods.median_s if control.periods else float("nan")),
+        f"{k}_p99_late_ms": r(p99),
+        f"{k}_slots_skipped": control.slots_skipped,
+        f"{k}_false_downs": control.false_downs,
+        f"{k}_cpu_pct": r(control.cpu_pct, 1),
+        f"{k}_cpu_us_per_check": r(cpu_per_check_us(control), 0),
+        "alerts_checks_per_s_ratio": r(big_cps / cps if cps else float("nan")),
+        "alerts_p99_late_ratio": r(
+            big.lateness_ms.get("p99", float("nan")) / p99 if p99 else float("nan")
+        ),
+        "alerts_cpu_us_per_check_ratio": r(cpu_per_check_us(big) / cpu_per_check_us(control)),
+    }
 
 
 def print_table(runs: list[Run]) -> None:
@@ -1180,6 +1211,11 @@ def main() -> int:
         "--alerts", action="store_true",
         help="big run: e-mail alerts to an SMTP sink on 127.0.0.1 while --alert-flap reals flap",
     )  # fmt: skip
+    ap.add_argument(
+        "--alert-control", action="store_true",
+        help="with --alerts: first the same flapping without emailalert (the control run), so "
+        "the cost of the mails is a ratio measured in this run",
+    )  # fmt: skip
     ap.add_argument("--alert-flap", type=int, default=1000, help="reals flapping (default 1000)")
     ap.add_argument(
         "--alert-flap-period", type=float, default=3.0,
@@ -1233,6 +1269,13 @@ def main() -> int:
             alerts = Alerts(
                 sink, args.alert_flap, args.alert_flap_period, args.alert_window, args.alert_rate
             )
+        control = None
+        if alerts and args.alert_control:
+            control = run_lvsmon(
+                "lvsmon-nomail", workdir, servers, big_v, big_r, window, cleanup, None, True,
+                args.flood, alerts=replace(alerts, mail=False),
+                interval=args.interval,
+            )  # fmt: skip
         big = run_lvsmon(
             "lvsmon", workdir, servers, big_v, big_r, window, cleanup, None, True, args.flood,
             alerts=alerts, interval=args.interval,
@@ -1262,11 +1305,14 @@ def main() -> int:
         return 130
     finally:
         cleanup.run()
-    runs = [big] + ([base] if base else []) + [small] + ([ld] if ld else [])
+    runs = ([control] if control else []) + [big] + ([base] if base else []) + [small]
+    runs += [ld] if ld else []
     print_table(runs)
     result = figures(big, small, ld)
     if base is not None:
         result |= baseline_figures(big, base, args.baseline_rev)
+    if control is not None:
+        result |= control_figures(big, control)
     result["anchor_servers"] = args.anchor_servers
     result["big_checkinterval_s"] = args.interval
     if args.anchor_servers == "python":
