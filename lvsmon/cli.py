@@ -161,6 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=20.0,
         help="seconds verify-table gives the daemon's resync to repair a difference (default 20)",
     )
+    parser.add_argument(
+        "--listen",
+        default=os.environ.get("LVSMON_LISTEN"),
+        metavar="HOST:PORT",
+        help="start: also serve the status page, /status, /events and /metrics on this TCP "
+        "address (read only; default: $LVSMON_LISTEN, else the control socket only)",
+    )
     parser.add_argument("words", nargs="+", metavar="[configfile] command")
     try:
         ns = parser.parse_args(args)
@@ -170,6 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # usage errors and --help: ldirectord's exit codes, no traceback
         return exc.code if isinstance(exc.code, int) else USAGE_EXIT
     config_arg = words[0] if len(words) == 2 else None
+    if ns.listen:
+        from lvsmon.api.server import parse_listen
+
+        try:
+            parse_listen(ns.listen)
+        except ValueError as exc:
+            print(f"lvsmon: {exc}", file=sys.stderr)
+            return 2
     from lvsmon.control import Control
 
     control = Control(
@@ -181,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         debug=ns.debug,
         foreground=ns.foreground,
         stop_timeout=ns.stop_timeout,
+        listen=ns.listen,
     )
     if words[-1] in TABLE_COMMANDS:
         from lvsmon.tablecheck import run_table_command

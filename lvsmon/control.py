@@ -34,6 +34,7 @@ class Control:
     pid_file: str | None = None
     debug: bool = False
     foreground: bool = False  # Type=notify: the main process is the daemon, logs as configured
+    listen: str | None = None  # also serve the control server on this TCP address
     stop_timeout: float = 120.0
 
     def __post_init__(self) -> None:
@@ -44,6 +45,13 @@ class Control:
     @property
     def pid_path(self) -> str:
         return self.pid_file or f"/run/lvsmon.{self.cfgname}.pid"
+
+    @property
+    def socket_path(self) -> str:
+        """The control server's Unix socket (lvsmon.api), next to the pid file."""
+        from lvsmon.api.server import socket_path_for
+
+        return socket_path_for(self.pid_path)
 
     @property
     def status_path(self) -> str:
@@ -266,7 +274,14 @@ class Control:
                     {"ipvsadm": self.ipvsadm} if self.backend == "ipvsadm" and self.ipvsadm else {}
                 )
                 backend = make_backend(self.backend, **opts)
-                return await run_daemon(config, backend, ready, self.status_path)
+                return await run_daemon(
+                    config,
+                    backend,
+                    ready,
+                    self.status_path,
+                    control_socket=self.socket_path,
+                    listen=self.listen,
+                )
 
             return asyncio.run(main())
         finally:

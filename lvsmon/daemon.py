@@ -24,6 +24,8 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from lvsmon.alerts.sender import Alerts
+from lvsmon.api.eventfeed import EventFeed
+from lvsmon.api.server import ControlServer
 from lvsmon.atomicfile import write_atomic
 from lvsmon.config import Config, ConfigError
 from lvsmon.config.watch import ConfigWatcher
@@ -96,9 +98,12 @@ class Daemon:
         *,
         resync_s: float | None = None,
         notifier: Notifier | None = None,
+        control_socket: str | None = None,
+        listen: str | None = None,
     ) -> None:
         """`resync_s`: overrides the config's resyncinterval (tests). `notifier`: systemd's
-        notification socket (run_daemon takes it from the environment)."""
+        notification socket (run_daemon takes it from the environment). `control_socket`,
+        `listen`: where the control server (lvsmon.api) answers; neither: no server."""
         self._resync_override = resync_s
         self.status_path = status_path
         self.started_at = time.time()
@@ -129,6 +134,14 @@ class Daemon:
         )
         self._use_monitorfiles(config)
         self.watcher = ConfigWatcher(config.path, config.digest)
+        self.feed = EventFeed()
+        self.events.subscribe("control server events", self.feed.on_event)
+        self.control = (
+            ControlServer(self, self.feed, control_socket, listen)
+            if control_socket or listen
+            else None
+        )
+        self._status_cache: tuple[float, Status, bytes] | None = None
         self.phase = Phase.STARTING
         self.exit_code = 0
         self._maint: MaintenanceDir | None = None
@@ -215,6 +228,11 @@ class Daemon:
                 Part("the engine", self._start_engine, self._stop_engine),
                 Part("connection sync daemons", self._start_sync, lambda _left: self.sync.stop()),
                 Part("housekeeping", self._start_housekeeping, self._stop_housekeeping),
+                *(
+                    [Part("the control server", self.control.start, self.control.stop)]
+                    if self.control
+                    else []
+                ),
             ]
         )
 
@@ -336,10 +354,24 @@ class Daemon:
         status["resync_s"] = reconciler.resync_s
         return status
 
+    def current_status(self, max_age: float = 0.5) -> tuple[Status, bytes]:
+        """The status and its JSON, built at most every `max_age` s: the status file and every
+        client of the control server share one build (10,000 reals cost some ms each)."""
+        now = time.monotonic()
+        cached = self._status_cache
+        if cached is None or now - cached[0] > max_age:
+            status = self.status()
+            cached = (now, status, json.dumps(status, separators=(",", ":")).encode())
+            self._status_cache = cached
+        return cached[1], cached[2]
+
+    def status_json(self) -> bytes:
+        return self.current_status()[1]
+
     async def _housekeeping(self) -> None:
         try:
             if self.status_path:
-                write_status(self.status_path, self.status())
+                write_status(self.status_path, self.current_status(max_age=0.0)[0])
             if self.engine.refresh_maintenance():
                 log.info("maintenance set changed: %s", sorted(map(str, self.engine.maintained)))
             await self._poll_config()
@@ -402,8 +434,18 @@ async def run_daemon(
     backend: IpvsBackend,
     ready: Ready,
     status_path: str | None = None,
+    *,
+    control_socket: str | None = None,
+    listen: str | None = None,
 ) -> int:
-    daemon = Daemon(config, backend, status_path, notifier=Notifier.from_environ())
+    daemon = Daemon(
+        config,
+        backend,
+        status_path,
+        notifier=Notifier.from_environ(),
+        control_socket=control_socket,
+        listen=listen,
+    )
     with contextlib.suppress(asyncio.CancelledError):
         return await daemon.run(ready)
     return 1

@@ -1,0 +1,115 @@
+"""The event stream as JSON for clients: a ring of the last events (replayed to each new client
+of `/events`) and one bounded queue per connected client.
+
+A subscriber of the engine's EventBus like the log: it never waits. A client that does not read
+fast enough loses its connection (its queue is full), never the daemon's time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import itertools
+import json
+import time
+from collections import deque
+from typing import Any
+
+from lvsmon.engine.events import CheckDone, Event
+from lvsmon.engine.plan import RealRef
+from lvsmon.ipvs.ipvsadm_format import op_line
+from lvsmon.ipvs.model import DestKey, ServiceKey
+from lvsmon.ipvs.ops import AddDest, AddService, DeleteDest, DeleteService, EditDest, EditService
+
+OPS = (AddService, EditService, DeleteService, AddDest, EditDest, DeleteDest)
+
+REPLAY = 500  # events replayed to a client that connects
+CLIENT_QUEUE = 4096  # events a client may lag behind before it is cut off
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, RealRef):
+        host = f"[{value.address}]" if ":" in value.address else value.address
+        return {"virtual": str(value.service), "real": f"{host}:{value.port}"}
+    if isinstance(value, OPS):
+        # as `ipvsadm` would be told it (what operators read), and the keys to filter on
+        dest = getattr(value, "dest", None)
+        return {
+            "kind": type(value).__name__,
+            "virtual": str(value.service),
+            "real": None if dest is None else str(dest),
+            "ipvsadm": op_line(value),
+        }
+    if isinstance(value, ServiceKey | DestKey):
+        return str(value)
+    if isinstance(value, frozenset | set):
+        return sorted(map(str, value))
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def event_json(event: Event, seq: int, at: float) -> dict[str, Any]:
+    """One event as a JSON object: its type, a sequence number, when lvsmon saw it, its fields."""
+    body = _plain(event)
+    assert isinstance(body, dict)
+    body.pop("at", None)
+    return {"type": type(event).__name__, "seq": seq, "at": round(at, 3), **body}
+
+
+class EventFeed:
+    """Subscribe `feed.on_event` to the EventBus (all kinds but CheckDone)."""
+
+    def __init__(self, replay: int = REPLAY) -> None:
+        # frames ready to send: an event is encoded once, whatever the number of clients
+        self.recent: deque[bytes] = deque(maxlen=replay)
+        self._clients: set[asyncio.Queue[bytes | None]] = set()
+        self._seq = itertools.count(1)
+        self.cut_off = 0  # clients disconnected for lagging
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, CheckDone):
+            return
+        item = sse_frame(
+            event_json(event, next(self._seq), getattr(event, "at", None) or time.time())
+        )
+        self.recent.append(item)
+        for queue in list(self._clients):
+            try:
+                queue.put_nowait(item)
+            except asyncio.QueueFull:
+                self._clients.discard(queue)
+                self.cut_off += 1
+                # the client's reader sees None and ends its response
+                queue.get_nowait()
+                queue.put_nowait(None)
+
+    def attach(self) -> tuple[list[bytes], asyncio.Queue[bytes | None]]:
+        """A new client: the frames to replay, then its queue of live ones."""
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(CLIENT_QUEUE)
+        self._clients.add(queue)
+        return list(self.recent), queue
+
+    def detach(self, queue: asyncio.Queue[bytes | None]) -> None:
+        self._clients.discard(queue)
+
+    def close(self) -> None:
+        """End every client's stream (the daemon stops)."""
+        for queue in list(self._clients):
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(None)
+        self._clients.clear()
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+
+def sse_frame(item: dict[str, Any]) -> bytes:
+    return f"id: {item['seq']}\nevent: {item['type']}\ndata: {json.dumps(item)}\n\n".encode()

@@ -1,0 +1,9 @@
+"""POST /plan (to be filled by the plan work)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+def add_routes(app: web.Application) -> None:
+    pass

@@ -1,0 +1,162 @@
+"""The control server: one aiohttp application served on the root-only Unix socket and, when the
+operator asks (`--listen`), on a TCP address.
+
+Over TCP only what reads is served (the page, /status, /events, /metrics): what changes the
+daemon (drain, undrain) or reads files the daemon can read (plan) is refused there with 403, so
+that binding a TCP address never hands out more than a view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from lvsmon.api import drainapi, metrics, page, planapi
+from lvsmon.api.eventfeed import EventFeed
+
+if TYPE_CHECKING:
+    from lvsmon.daemon import Daemon
+
+log = logging.getLogger("lvsmon")
+
+DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
+FEED: web.AppKey[EventFeed] = web.AppKey("feed")
+SSE_KEEPALIVE_S = 15.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def socket_path_for(pid_path: str) -> str:
+    """The control socket next to the pid file: /run/lvsmon.<config>.sock."""
+    return pid_path.removesuffix(".pid") + ".sock"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[V6]:PORT` (ValueError with a message otherwise)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9180")
+    return host.strip("[]"), int(port)
+
+
+def on_unix_socket(request: web.Request) -> bool:
+    transport = request.transport
+    name = transport.get_extra_info("sockname") if transport is not None else None
+    return isinstance(name, str)  # a TCP socket's name is a tuple
+
+
+@web.middleware
+async def local_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method != "GET" and not on_unix_socket(request):
+        raise web.HTTPForbidden(text="lvsmon: commands are taken on the control socket only\n")
+    return await handler(request)
+
+
+async def get_status(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    return web.Response(body=daemon.status_json(), content_type="application/json")
+
+
+async def get_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the last events replayed, then live ones until either side ends."""
+    feed = request.app[FEED]
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    replay, queue = feed.attach()
+    try:
+        for item in replay:
+            await response.write(item)
+        while True:
+            try:
+                async with asyncio.timeout(SSE_KEEPALIVE_S):
+                    live = await queue.get()
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if live is None:  # cut off (too slow), or the daemon stops
+                break
+            await response.write(live)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        feed.detach(queue)
+    return response
+
+
+def make_app(daemon: Daemon, feed: EventFeed) -> web.Application:
+    app = web.Application(middlewares=[local_only])
+    app[DAEMON] = daemon
+    app[FEED] = feed
+    app.router.add_get("/status", get_status)
+    app.router.add_get("/events", get_events)
+    app.router.add_get("/metrics", metrics.handler)
+    planapi.add_routes(app)
+    drainapi.add_routes(app)
+    page.add_routes(app)
+    return app
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(data) + "\n", status=status, content_type="application/json"
+    )
+
+
+class ControlServer:
+    """Started after the engine (it shows the engine's state), stopped before it."""
+
+    def __init__(
+        self, daemon: Daemon, feed: EventFeed, socket_path: str | None, listen: str | None
+    ) -> None:
+        self.socket_path = socket_path
+        self.listen = listen
+        self._app = make_app(daemon, feed)
+        self._feed = feed
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runner = runner
+        if self.socket_path:
+            sock = bind_unix(self.socket_path)
+            await web.SockSite(runner, sock).start()
+        if self.listen:
+            host, port = parse_listen(self.listen)
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            log.info("control server listening on %s", self.listen)
+
+    async def stop(self, _left: float = 0.0) -> None:
+        self._feed.close()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        if self.socket_path:
+            with contextlib.suppress(OSError):
+                os.unlink(self.socket_path)
+
+
+def bind_unix(path: str) -> socket.socket:
+    """A listening Unix socket at `path`, mode 0600 from its creation (root only). A file left
+    there is stale: whoever calls this holds the pid file's lock."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
