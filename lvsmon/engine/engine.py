@@ -338,7 +338,15 @@ class Engine:
                         "weight": slot.conf.weight,
                     }
                 )
-            virtuals.append({"name": v.name, "file": v.file, "line": v.line, "reals": reals})
+            virtuals.append(
+                {
+                    "name": v.name,
+                    "key": str(layout.key),
+                    "file": v.file,
+                    "line": v.line,
+                    "reals": reals,
+                }
+            )
         s = self.stats
         stats: StatsStatus = {
             "jobs": len(self.plan.jobs),

@@ -31,7 +31,8 @@ class RealStatus(TypedDict):
 
 
 class VirtualStatus(TypedDict):
-    name: str
+    name: str  # ldirectord's id (fwm6:7)
+    key: str  # str(ServiceKey), as events name the virtual (fwm:7/inet6)
     file: str
     line: int
     reals: list[RealStatus]
