@@ -8,7 +8,10 @@ Rules (ldirectord's, with its start-up bug fixed):
   0 only with `readdquiescent`;
 - a real that was never seen up is absent: it never gets its full weight before a check passed;
 - the fallback is present exactly while no real of the virtual is up (checktype=off excepted:
-  nothing is activated there).
+  nothing is activated there);
+- a drained real (`lvsmon drain`) that is up stays in the kernel at weight 0, whatever
+  `quiescent` says, so that its connections go on; it does not count as up for the fallback. A
+  drained real that is down follows the down rule; maintenance wins over drain.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class RealSlot:
     ref: RealRef
     dest: DestKey  # the key the kernel stores (gate/ipip force the virtual's port)
     conf: DestConf  # up: configured weight, thresholds, forwarding
-    quiesced: DestConf  # down with quiescent=yes: the same at weight 0
+    quiesced: DestConf  # down with quiescent=yes, or drained: the same at weight 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +86,18 @@ def desired_service(
     maintained: Collection[RealRef],
     present: Collection[DestKey],
     readdquiescent: bool,
+    drained: Collection[RealRef] = (),
 ) -> Service:
     dests: dict[DestKey, DestConf] = {}
     any_up = False
     for slot in v.reals:
         dest = slot.dest
         if is_up(slot.ref, health, maintained):
+            if drained and slot.ref in drained:
+                # kept (not deleted, even with quiescent=no): its connections go on
+                if dest not in dests:
+                    dests[dest] = slot.quiesced
+                continue
             any_up = True
             dests[dest] = slot.conf
         elif v.quiescent and (dest in present or readdquiescent) and dest not in dests:
@@ -104,13 +113,14 @@ def desired_table(
     maintained: Collection[RealRef],
     actual: Table,
     layout: tuple[VirtualLayout, ...] | None = None,
+    drained: Collection[RealRef] = (),
 ) -> Table:
     """`layout`: layout_of(config), when the caller keeps it across calls."""
     table: Table = {}
     readdquiescent = config.settings.readdquiescent
     for v in layout if layout is not None else layout_of(config):
         present = actual[v.key].dests.keys() if v.key in actual else ()
-        table[v.key] = desired_service(v, health, maintained, present, readdquiescent)
+        table[v.key] = desired_service(v, health, maintained, present, readdquiescent, drained)
     return table
 
 
@@ -118,10 +128,13 @@ def managed_services(config: Config) -> set[ServiceKey]:
     return {v.key for v in config.virtuals}
 
 
-def adopt_health(config: Config, actual: Table) -> dict[RealRef, RealHealth]:
+def adopt_health(
+    config: Config, actual: Table, drained: Collection[RealRef] = ()
+) -> dict[RealRef, RealHealth]:
     """Health as the kernel table shows it, before any check ran: a real that is there and
-    serving is taken as up, anything else as down. With unchanged health, desired_table() then
-    reproduces the table exactly, so a restart makes no kernel change."""
+    serving is taken as up, anything else as down (a drained real that is there at all is taken
+    as up: its weight 0 is the drain's). With unchanged health, desired_table() then reproduces
+    the table exactly, so a restart makes no kernel change."""
     from lvsmon.engine.health import ADOPTED_UP, DOWN
 
     health: dict[RealRef, RealHealth] = {}
@@ -130,6 +143,6 @@ def adopt_health(config: Config, actual: Table) -> dict[RealRef, RealHealth]:
         for r in v.reals:
             ref = RealRef(v.key, r.address, r.port)
             conf = dests.get(kernel_dest_port(v.key, ref.dest, r.forward))
-            serving = conf is not None and (conf.weight > 0 or r.weight == 0)
+            serving = conf is not None and (conf.weight > 0 or r.weight == 0 or ref in drained)
             health[ref] = ADOPTED_UP if serving else DOWN
     return health

@@ -8,6 +8,7 @@ import logging
 from lvsmon.engine.events import (
     ConfigLoaded,
     ConfigRejected,
+    DrainChanged,
     Event,
     KernelOp,
     RealChanged,
@@ -26,6 +27,7 @@ LOGGED = (
     ConfigLoaded,
     ConfigRejected,
     SyncDaemonOp,
+    DrainChanged,
 )
 
 
@@ -55,6 +57,8 @@ def log_event(event: Event) -> None:
             event.path,
             event.message,
         )
+    elif isinstance(event, DrainChanged):
+        log.info("%s real server: %s", "Drained" if event.drained else "Undrained", event.ref)
     elif isinstance(event, SyncDaemonOp):
         if event.error is None:
             log.info("%s: %s", "Started" if event.action == "start" else "Stopped", event.daemon)

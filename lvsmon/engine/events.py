@@ -107,6 +107,15 @@ class FallbackChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class DrainChanged:
+    """An operator drained a real (`lvsmon drain`: weight 0, its connections go on) or undrained
+    it; also published at start for every real found drained."""
+
+    ref: RealRef
+    drained: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ConfigLoaded:
     path: str
     digest: str
@@ -151,6 +160,7 @@ Event = (
     | KernelOp
     | WeightChanged
     | FallbackChanged
+    | DrainChanged
     | ConfigLoaded
     | ConfigFileChanged
     | ConfigRejected

@@ -45,6 +45,11 @@ class MaintenanceDir:
         fqdn = {a: (reverse_name(a) if reverse else None) for a in {r.address for r in refs}}
         self._names = {r: candidate_names(r, fqdn[r.address]) for r in refs}
 
+    @property
+    def names(self) -> dict[RealRef, list[str]]:
+        """Every name each real answers to (drain files use them too: one lookup per real)."""
+        return self._names
+
     def scan(self) -> frozenset[RealRef]:
         try:
             present = set(os.listdir(self.path))

@@ -1,0 +1,437 @@
+"""Drained reals (`lvsmon drain`): which (virtual, real) pairs an operator set to weight 0, where
+that is kept, and the drain and undrain commands' rules.
+
+The state is a set of entries, each a real's name (`ip:port` as lvsmon writes it; by hand any name
+maintenancedir would take for the real: `ip`, `fqdn:port`, `fqdn`, ...) and optionally a virtual
+(`tcp:192.168.1.10:80`, `fwm:7`, `fwm6:7`): without one, the real is drained in every virtual. It
+lives in one of two places, so that it survives reloads and restarts:
+
+- with `maintenancedir`: a file per entry in that directory, `<name>.drain` or
+  `<name>@<virtual>.drain`. ldirectord looks for exact names only, so it ignores these, and a
+  directory shared with it stays compatible; an operator may touch such a file by hand (read
+  with the maintenance scan, every second);
+- otherwise a JSON file next to the pid file (`/run/lvsmon.<config>.drain.json`), written by the
+  daemon, or by `lvsmon drain` when no daemon runs.
+
+An entry naming no real of the running config is kept (the real may come back with the next
+config) and ignored, with one log line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from lvsmon.atomicfile import write_atomic
+from lvsmon.config.model import Config
+from lvsmon.config.resolve import SystemResolver
+from lvsmon.engine.maintenance import candidate_names
+from lvsmon.engine.plan import RealRef
+from lvsmon.ipvs.model import Family, ServiceKey
+
+log = logging.getLogger("lvsmon")
+
+SUFFIX = ".drain"
+
+
+def real_label(address: str, port: int) -> str:
+    """A real as maintenancedir names it: `10.0.0.5:80`, `[2001:db8::5]:80`."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def virtual_label(key: ServiceKey) -> str:
+    """A virtual as ldirectord names it (`tcp:192.168.1.10:80`, `fwm:7`, `fwm6:7`): a file name
+    can hold it (str(ServiceKey) writes an IPv6 fwmark `fwm:7/inet6`)."""
+    if key.fwmark and key.family is Family.INET6:
+        return f"fwm6:{key.fwmark}"
+    return str(key)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class DrainEntry:
+    real: str  # a name of the real, as maintenancedir's names go
+    virtual: str | None  # virtual_label; None: every virtual the real is in
+
+    @property
+    def name(self) -> str:
+        return self.real if self.virtual is None else f"{self.real}@{self.virtual}"
+
+    @classmethod
+    def parse(cls, name: str) -> DrainEntry | None:
+        real, at, virtual = name.partition("@")
+        if not real or (at and not virtual):
+            return None
+        return cls(real, virtual or None)
+
+    @classmethod
+    def of(cls, ref: RealRef, *, everywhere: bool) -> DrainEntry:
+        real = real_label(ref.address, ref.port)
+        return cls(real, None if everywhere else virtual_label(ref.service))
+
+
+# ---- where the entries live -----------------------------------------------------------------
+
+
+class DrainStore(Protocol):
+    where: str  # for messages: the directory or the file
+
+    def read(self) -> set[DrainEntry]: ...
+
+    def change(self, add: Collection[DrainEntry], remove: Collection[DrainEntry]) -> None:
+        """Raises OSError when the change cannot be made."""
+        ...
+
+
+class DrainDir:
+    """maintenancedir's form: one empty file per entry."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.where = path
+
+    def read(self) -> set[DrainEntry]:
+        try:
+            names = os.listdir(self.path)
+        except OSError:
+            return set()
+        found = set()
+        for name in names:
+            if name.endswith(SUFFIX) and not name.startswith("."):
+                entry = DrainEntry.parse(name.removesuffix(SUFFIX))
+                if entry is not None:
+                    found.add(entry)
+        return found
+
+    def change(self, add: Collection[DrainEntry], remove: Collection[DrainEntry]) -> None:
+        # added first: an interrupted undrain that splits an entry leaves more drained, not less
+        for entry in add:
+            path = os.path.join(self.path, entry.name + SUFFIX)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            os.close(fd)
+        for entry in remove:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.path, entry.name + SUFFIX))
+
+
+class StateFile:
+    """A JSON list of {"real": "ip:port", "virtual": label or null}, replaced whole."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.where = path
+        self._seen: tuple[int, int, int] | None = None
+        self._entries: set[DrainEntry] = set()
+
+    def read(self) -> set[DrainEntry]:
+        # read each second by the daemon: parsed again only when the file changed
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._seen, self._entries = None, set()
+            return set()
+        except OSError as exc:
+            log.error("cannot read the drain state %s: %s", self.path, exc)
+            return set(self._entries)
+        seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if seen != self._seen:
+            self._entries = self._load()
+            self._seen = seen
+        return set(self._entries)
+
+    def _load(self) -> set[DrainEntry]:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError) as exc:
+            log.error("cannot read the drain state %s: %s", self.path, exc)
+            return set(self._entries)
+        entries = set()
+        for item in data if isinstance(data, list) else ():
+            real = item.get("real") if isinstance(item, dict) else None
+            virtual = item.get("virtual") if isinstance(item, dict) else None
+            if isinstance(real, str) and real and (virtual is None or isinstance(virtual, str)):
+                entries.add(DrainEntry(real, virtual or None))
+        return entries
+
+    def change(self, add: Collection[DrainEntry], remove: Collection[DrainEntry]) -> None:
+        entries = (self.read() - set(remove)) | set(add)
+        if not entries and not os.path.exists(self.path):
+            return
+        data = [{"real": e.real, "virtual": e.virtual} for e in sorted(entries, key=_sort_key)]
+        write_atomic(self.path, json.dumps(data, indent=1) + "\n", 0o644)
+        self._seen, self._entries = None, entries
+
+
+class MemoryStore:
+    """No pid file to keep a state file beside (in-process daemons of the tests, the demo)."""
+
+    where = "memory"
+
+    def __init__(self) -> None:
+        self._entries: set[DrainEntry] = set()
+
+    def read(self) -> set[DrainEntry]:
+        return set(self._entries)
+
+    def change(self, add: Collection[DrainEntry], remove: Collection[DrainEntry]) -> None:
+        self._entries = (self._entries - set(remove)) | set(add)
+
+
+def _sort_key(entry: DrainEntry) -> tuple[str, str]:
+    return (entry.real, entry.virtual or "")
+
+
+def store_for(config: Config, state_path: str | None) -> DrainStore:
+    if config.settings.maintenancedir:
+        return DrainDir(config.settings.maintenancedir)
+    if state_path:
+        return StateFile(state_path)
+    return MemoryStore()
+
+
+def state_path_for(pid_path: str) -> str:
+    """The drain state file next to the pid file: /run/lvsmon.<config>.drain.json."""
+    return pid_path.removesuffix(".pid") + ".drain.json"
+
+
+# ---- entries to (virtual, real) pairs -------------------------------------------------------
+
+
+class DrainIndex:
+    """The names one config's reals answer to: built once per config, so that resolving the
+    entries each second costs a lookup per entry, not a pass over 10,000 reals."""
+
+    def __init__(self, names: Mapping[RealRef, Sequence[str]]) -> None:
+        self.refs = frozenset(names)
+        self._by_name: dict[str, list[RealRef]] = {}
+        for ref, ref_names in names.items():
+            for name in ref_names:
+                self._by_name.setdefault(name, []).append(ref)
+
+    @classmethod
+    def plain(cls, refs: Iterable[RealRef]) -> DrainIndex:
+        """Names without reverse lookups (`ip:port`, `ip`): what lvsmon itself writes."""
+        return cls({ref: candidate_names(ref, None) for ref in refs})
+
+    def refs_of(self, entry: DrainEntry) -> list[RealRef]:
+        refs = self._by_name.get(entry.real, [])
+        if entry.virtual is None:
+            return refs
+        return [r for r in refs if virtual_label(r.service) == entry.virtual]
+
+    def resolve(self, entries: Iterable[DrainEntry]) -> tuple[frozenset[RealRef], list[DrainEntry]]:
+        """(the drained pairs, the entries that name none of this config's reals)."""
+        drained: set[RealRef] = set()
+        unknown: list[DrainEntry] = []
+        for entry in entries:
+            refs = self.refs_of(entry)
+            if refs:
+                drained.update(refs)
+            else:
+                unknown.append(entry)
+        return frozenset(drained), unknown
+
+
+# ---- the commands ---------------------------------------------------------------------------
+
+
+class DrainError(Exception):
+    """What the operator asked for names nothing of the config (exit 2, HTTP 400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    ref: RealRef
+    changed: bool  # False: it already was (drain) or was not (undrain) drained
+
+    def json(self) -> dict[str, object]:
+        return {
+            "virtual": virtual_label(self.ref.service),
+            "real": real_label(self.ref.address, self.ref.port),
+            "changed": self.changed,
+        }
+
+
+def _split_real(text: str) -> tuple[str, str | None]:
+    """`host:port`, `[v6]:port`, a bare IPv6 address, or a host (address or name)."""
+    if text.startswith("["):
+        host, close, rest = text[1:].partition("]")
+        if not close or (rest and not rest.startswith(":")):
+            raise ValueError
+        return host, rest[1:] if rest else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, port
+    return text, None
+
+
+def _addresses(host: str) -> set[str]:
+    try:
+        return {str(ipaddress.ip_address(host))}
+    except ValueError:
+        pass
+    resolver = SystemResolver()
+    found = {resolver.host(host, family) for family in (Family.INET, Family.INET6)}
+    return {a for a in found if a is not None}
+
+
+def _parse_address(text: str) -> tuple[set[str], int | None]:
+    """(the addresses `text` names, its port or None); ValueError when it names nothing."""
+    host, port_text = _split_real(text)
+    if not host or port_text == "":
+        raise ValueError
+    port: int | None = None
+    if port_text is not None:
+        port = SystemResolver().port(port_text, None)
+        if port is None:
+            raise ValueError
+    addresses = _addresses(host)
+    if not addresses:
+        raise ValueError
+    return addresses, port
+
+
+def _virtuals(config: Config, text: str) -> list[ServiceKey]:
+    keys = [v.key for v in config.virtuals]
+    exact = [k for k in keys if text in (str(k), virtual_label(k))]
+    if exact:
+        return exact
+    proto, sep, rest = text.partition(":")
+    if not sep or proto not in ("tcp", "udp", "sctp"):
+        proto, rest = "", text
+    try:
+        addresses, port = _parse_address(rest)
+    except ValueError:
+        return []
+    return [
+        k
+        for k in keys
+        if not k.fwmark
+        and k.address in addresses
+        and k.port == port
+        and (not proto or str(k.protocol) == proto)
+    ]
+
+
+def select(config: Config, real: str, virtual: str | None = None) -> list[RealRef]:
+    """The (virtual, real) pairs `real` (and `virtual`) name in `config`, in config order;
+    DrainError when none."""
+    keys: list[ServiceKey] | None = None
+    if virtual is not None:
+        keys = _virtuals(config, virtual)
+        if not keys:
+            raise DrainError(f"{virtual} is not a virtual service of {config.path}")
+    try:
+        addresses, port = _parse_address(real)
+    except ValueError:
+        raise DrainError(
+            f"{real} is neither a real server's address nor ADDRESS:PORT (nor a name)"
+        ) from None
+    refs = []
+    for v in config.virtuals:
+        key = v.key
+        if keys is not None and key not in keys:
+            continue
+        for r in v.reals:
+            if r.address in addresses and (port is None or r.port == port):
+                refs.append(RealRef(key, r.address, r.port))
+    if not refs:
+        where = config.path if virtual is None else f"virtual {virtual} in {config.path}"
+        raise DrainError(f"{real} is not a real server of {where}")
+    return list(dict.fromkeys(refs))
+
+
+def drain(
+    store: DrainStore, index: DrainIndex, targets: Sequence[RealRef], *, everywhere: bool
+) -> list[Outcome]:
+    """Drain `targets`: `everywhere` keeps one entry per real for all its virtuals (a real the
+    next config adds to another virtual is drained there too), else one per (virtual, real)."""
+    drained, _ = index.resolve(store.read())
+    add = {DrainEntry.of(ref, everywhere=everywhere) for ref in targets if ref not in drained}
+    if add:
+        store.change(add, ())
+    return [Outcome(ref, ref not in drained) for ref in targets]
+
+
+def undrain(store: DrainStore, index: DrainIndex, targets: Sequence[RealRef]) -> list[Outcome]:
+    """Undrain `targets`: every entry that drains one of them goes; a pair such an entry also
+    drained that is not a target stays drained, by an entry of its own."""
+    entries = store.read()
+    drained, _ = index.resolve(entries)
+    wanted = set(targets)
+    remove = {e for e in entries if any(ref in wanted for ref in index.refs_of(e))}
+    still = {ref for e in remove for ref in index.refs_of(e)} - wanted
+    add = {DrainEntry.of(ref, everywhere=False) for ref in still}
+    add -= entries
+    if remove:
+        store.change(add, remove)
+    return [Outcome(ref, ref in drained) for ref in targets]
+
+
+def listing(store: DrainStore, index: DrainIndex) -> dict[str, object]:
+    """GET /drains, `lvsmon drain` without REAL: the drained pairs and the ignored entries."""
+    entries = store.read()
+    drained, unknown = index.resolve(entries)
+    pairs = sorted((virtual_label(r.service), real_label(r.address, r.port)) for r in drained)
+    return {
+        "where": store.where,
+        "drained": [{"virtual": v, "real": r} for v, r in pairs],
+        "ignored": sorted(e.name for e in unknown),
+    }
+
+
+class DrainState:
+    """The daemon's drain state: its store follows the running config (maintenancedir or the
+    state file), its index the running plan."""
+
+    def __init__(self, state_path: str | None) -> None:
+        self.state_path = state_path
+        self._store: DrainStore | None = None
+        self._store_for: tuple[str | None, str | None] | None = None
+        self._index: DrainIndex | None = None
+        self._index_for: tuple[object, DrainStore] | None = None
+        self._logged: set[DrainEntry] = set()
+
+    def store(self, config: Config) -> DrainStore:
+        want = (config.settings.maintenancedir, self.state_path)
+        if self._store is None or self._store_for != want:
+            self._store, self._store_for = store_for(config, self.state_path), want
+        return self._store
+
+    def index(
+        self, config: Config, refs: Collection[RealRef], names: Mapping[RealRef, Sequence[str]]
+    ) -> DrainIndex:
+        """`names`: every name a real answers to in maintenancedir (its reverse lookups are
+        done once per config, by the maintenance scan's table); built again when `refs` is
+        another object (a new plan) or the store changed."""
+        store = self.store(config)
+        built = self._index_for
+        # by identity: comparing 10,000 refs each second is what the index is there to avoid
+        if self._index is None or built is None or built[0] is not refs or built[1] is not store:
+            self._index = DrainIndex(names) if names else DrainIndex.plain(refs)
+            self._index_for = (refs, store)
+        return self._index
+
+    def drained(self, config: Config, index: DrainIndex) -> frozenset[RealRef]:
+        """The pairs drained now (`index`: this state's index() for the config's plan)."""
+        store = self.store(config)
+        entries = store.read()
+        if not entries:
+            return frozenset()
+        found, unknown = index.resolve(entries)
+        for entry in unknown:
+            if entry not in self._logged:
+                self._logged.add(entry)
+                log.warning(
+                    "drain state %s: %s names no real server of %s; kept, ignored",
+                    store.where,
+                    entry.name,
+                    config.path,
+                )
+        return found
