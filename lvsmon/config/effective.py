@@ -45,6 +45,7 @@ class _Builder:
         self.hostname = hostname
         self.errors: list[Diagnostic] = list(raw.errors)
         self.warnings: list[Diagnostic] = list(raw.warnings)
+        self._told: set[tuple[int, str]] = set()  # warnings given once for every virtual
 
     def error(self, line: int, message: str) -> None:
         self.errors.append(Diagnostic(self.path, line, message))
@@ -146,6 +147,10 @@ class _Builder:
             smtpport=smtpport,
             maintenancedir=maintdir,
             resyncinterval=get("resyncinterval", 5),
+            risecount=get("risecount", 1),
+            flapcount=get("flapcount", 0),
+            flapwindow=get("flapwindow", 300),
+            flaphold=get("flaphold", 120),
             emailalertwindow=get("emailalertwindow", 5),
             emailalertrate=get("emailalertrate", 60),
             emailalerttemplates=get("emailalerttemplates", cast(str | None, None)),
@@ -239,6 +244,9 @@ class _Builder:
                     "checkinterval in a virtual block is ignored unless fork = yes "
                     f"(the global value {g.checkinterval} applies)",
                 )
+        self.damping_warnings(
+            s, checkinterval, get("flapcount", g.flapcount), get("flapwindow", g.flapwindow)
+        )
 
         login = get("login", "")
         passwd = get("passwd", "")
@@ -305,6 +313,10 @@ class _Builder:
             checkinterval=checkinterval,
             checkcount=get("checkcount", g.checkcount),
             failurecount=get("failurecount", g.failurecount),
+            risecount=get("risecount", g.risecount),
+            flapcount=get("flapcount", g.flapcount),
+            flapwindow=get("flapwindow", g.flapwindow),
+            flaphold=get("flaphold", g.flaphold),
             quiescent=get("quiescent", g.quiescent),
             fallback=fallback,
             fallbackcommand=get("fallbackcommand", g.fallbackcommand),
@@ -318,6 +330,31 @@ class _Builder:
             servicename=get("servicename", cast(str | None, None)),
             comment=get("comment", cast(str | None, None)),
         )
+
+    def damping_warnings(
+        self, s: dict[str, Setting], checkinterval: int, flapcount: int, window: int
+    ) -> None:
+        """Flap damping that cannot act: a window or hold time without a count, or a window too
+        short to ever see more than flapcount changes (each needs a check of its own). A
+        problem of the global settings alone is told once, at their line."""
+        g = self.raw.settings
+        if flapcount == 0:
+            for name in ("flapwindow", "flaphold"):
+                if name in s:
+                    self.warn(s[name].line, f"{name} has no effect without flapcount")
+            return
+        if window > flapcount * checkinterval:
+            return
+        own = next((s[n] for n in ("flapwindow", "flapcount", "checkinterval") if n in s), None)
+        where = own.line if own is not None else (g.get("flapwindow") or g["flapcount"]).line
+        message = (
+            f"flapwindow={window} cannot see more than flapcount={flapcount} state changes with "
+            f"a check every {checkinterval} s, so flap damping never holds a real: make it longer "
+            f"than {flapcount * checkinterval}"
+        )
+        if (where, message) not in self._told:
+            self._told.add((where, message))
+            self.warn(where, message)
 
     def fallback(
         self,
@@ -452,6 +489,12 @@ class _Builder:
         g = self.settings()
         virtuals = [v for rv in self.raw.virtuals if (v := self.virtual(rv, g)) is not None]
         virtuals = self.check_duplicates(virtuals)
+        if g.flapcount == 0 and not any(v.flapcount for v in virtuals):
+            for name in ("flapwindow", "flaphold"):
+                if name in self.raw.settings:
+                    self.warn(
+                        self.raw.settings[name].line, f"{name} has no effect without flapcount"
+                    )
         if self.errors:
             return None, self.errors, self.warnings
         config = Config(

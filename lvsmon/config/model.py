@@ -167,6 +167,13 @@ class Virtual:
     checkinterval: int = 10
     checkcount: int = 1
     failurecount: int = 1
+    # lvsmon's own (ldirectord rejects them), off by default: passes in a row that bring a real
+    # back; more than flapcount state changes within flapwindow s hold it down until its state
+    # has not changed for flaphold s (flapcount 0: no damping)
+    risecount: int = 1
+    flapcount: int = 0
+    flapwindow: int = 300
+    flaphold: int = 120
     # what happens when reals fail
     quiescent: bool = False
     fallback: Fallback | None = None
@@ -249,6 +256,10 @@ class GlobalSettings:
     maintenancedir: str | None = None
     # lvsmon's own directives (ldirectord rejects them)
     resyncinterval: int = 5  # seconds between full comparisons with the kernel table
+    risecount: int = 1  # passes in a row that bring a down real back
+    flapcount: int = 0  # more state changes than this within flapwindow hold a real; 0 = off
+    flapwindow: int = 300  # seconds
+    flaphold: int = 120  # seconds without a state change that end a hold
     emailalertwindow: int = 5  # seconds changes are gathered into one mail; 0 = one per change
     emailalertrate: int = 60  # mails per recipient set per sliding hour; 0 = unlimited
     emailalerttemplates: str | None = None  # directory replacing the shipped templates

@@ -248,6 +248,9 @@ def _logfile(v: str, c: Context) -> object:
 
 # -- the directive tables -----------------------------------------------------------------------
 
+MAX_COUNT = 1_000_000
+MAX_SECONDS = 10 * 365 * 86400
+
 # Directives valid both at the top level and inside a virtual block.
 _SHARED: dict[str, Parse] = {
     "checktimeout": _int("check timeout"),
@@ -266,6 +269,12 @@ _SHARED: dict[str, Parse] = {
     "emailalertstatus": _emailalertstatus,
     "cleanstop": _yes_no,
     "smtp": _smtp,
+    # lvsmon's own (ldirectord rejects them): rise and flap damping (engine/health.py), off by
+    # default; the limits keep `now + hold` and the window exact in a float
+    "risecount": _int("rise count", maximum=MAX_COUNT),
+    "flapcount": _int("flap count", minimum=0, maximum=MAX_COUNT),
+    "flapwindow": _int("flap window", maximum=MAX_SECONDS),
+    "flaphold": _int("flap hold time", maximum=MAX_SECONDS),
 }
 
 GLOBAL: dict[str, Parse] = {

@@ -67,6 +67,7 @@ class Engine:
         self.config = config
         self.plan = build_plan(config)
         self.backend = backend
+        self.clock = clock  # also health's time: flap damping's windows and holds
         self.health: dict[RealRef, RealHealth] = {}
         self.stats = Stats()
         # without a bus of its own caller (tests, the demo), the engine runs one with the log on it
@@ -244,19 +245,33 @@ class Engine:
         """Run one slot of `job` now, without the clock (for tests and tools)."""
         await self.runner.run_once(job, self.plan.jobs.get(job, ()))
 
-    def _fan_out(self, refs: tuple[RealRef, ...], result: CheckResult) -> None:
-        """One check result to every (virtual, real) it feeds."""
+    def _fan_out(self, refs: tuple[RealRef, ...], result: CheckResult) -> bool:
+        """One check result to every (virtual, real) it feeds. True when another good result
+        with the same reason would change nothing (the runner's steady shortcut may skip it):
+        every one is up, so none is counting passes toward risecount or held by damping."""
         publish = self.events.publish
         every = self.runner.every_result
+        rules_of = self.plan.rules
+        settled = True
         for ref in refs:
             old = self.health.get(ref)
             if old is None:
                 continue
-            failurecount = self.plan.failurecount[ref]
-            new, transition = old.observe(result.ok, result.reason, failurecount)
+            rules = rules_of[ref]
+            failurecount, damping = rules.failurecount, rules.damping
+            new, transition = old.observe(
+                result.ok,
+                result.reason,
+                failurecount,
+                rules.risecount,
+                damping,
+                0.0 if damping is None else self.clock(),
+            )
             self.health[ref] = new
+            settled = settled and new.up
             if transition is not None:
-                publish(RealChanged(ref, transition is Transition.UP, result.reason))
+                # the state's reason: a real that flap damping holds down says so
+                publish(RealChanged(ref, transition is Transition.UP, new.reason))
                 self.reconciler.mark_dirty()
             elif not result.ok and new.up:
                 publish(SoftFailure(ref, new.failcount, failurecount, result.reason))
@@ -264,6 +279,7 @@ class Engine:
                 publish(SoftReset(ref))
             if every:
                 publish(CheckDone(ref, result.ok, result.reason))
+        return settled
 
     def _first_round_over(self) -> None:
         self.reconciler.mark_dirty()
@@ -315,6 +331,8 @@ class Engine:
         table = self.actual or {}
         virtuals: list[VirtualStatus] = []
         maintained = self._maintained
+        # holds are on the engine's clock; the status shows wall-clock time
+        rules, now, wall = self.plan.rules, self.clock(), time.time()
         # the layout holds each virtual's key and each real's kernel key, built once per config:
         # parsing the addresses each second would stall the checks
         for v, layout in zip(self.config.virtuals, self._layout_now(), strict=True):
@@ -324,6 +342,13 @@ class Engine:
                 ref = slot.ref
                 h = self.health.get(ref)
                 dest = service.dests.get(slot.dest) if service else None
+                rising: str | None = None
+                held_until: float | None = None
+                if h is not None and not h.up:  # the bulk, up, pays this one test
+                    if h.passcount:
+                        rising = f"{h.passcount}/{rules[ref].risecount}"
+                    if h.hold is not None:
+                        held_until = round(h.hold.until - now + wall, 3)
                 reals.append(
                     {
                         "address": ref.address,
@@ -334,6 +359,8 @@ class Engine:
                         "checked": bool(h and h.checked),
                         "failcount": h.failcount if h else 0,
                         "reason": h.reason if h else "",
+                        "rising": rising,
+                        "held_until": held_until,
                         "kernel_weight": None if dest is None else dest.weight,
                         "weight": slot.conf.weight,
                     }

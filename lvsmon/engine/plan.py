@@ -7,10 +7,11 @@ feeds every (virtual, real) pair. Each pair keeps its own health (its virtual's 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lvsmon.checks.base import CheckSpec
 from lvsmon.config.model import CheckType, Config, Real, Service, Virtual, VirtualProtocol
+from lvsmon.engine.health import LDIRECTORD, Damping, HealthRules
 from lvsmon.ipvs.model import DestKey, ServiceKey
 
 
@@ -55,6 +56,8 @@ class Plan:
     job_of: dict[RealRef, CheckJob]
     mode_of: dict[RealRef, str]  # reals without a job
     failurecount: dict[RealRef, int]
+    # failurecount, risecount and flap damping; one object per distinct set of values
+    rules: dict[RealRef, HealthRules] = field(default_factory=dict)
 
 
 def _spec(v: Virtual, r: Real, kind: str) -> CheckSpec:
@@ -112,15 +115,25 @@ def job_for(v: Virtual, r: Real) -> CheckJob | str:
     return CheckJob(spec=_spec(v, r, str(ct)), interval=interval)
 
 
+def rules_of(v: Virtual) -> HealthRules:
+    if v.failurecount == 1 and v.risecount == 1 and v.flapcount == 0:
+        return LDIRECTORD
+    damping = Damping(v.flapcount, float(v.flapwindow), float(v.flaphold)) if v.flapcount else None
+    return HealthRules(v.failurecount, v.risecount, damping)
+
+
 def build_plan(config: Config) -> Plan:
     jobs: dict[CheckJob, list[RealRef]] = defaultdict(list)
     job_of: dict[RealRef, CheckJob] = {}
     mode_of: dict[RealRef, str] = {}
     failurecount: dict[RealRef, int] = {}
+    rules: dict[RealRef, HealthRules] = {}
     for v in config.virtuals:
+        v_rules = rules_of(v)
         for r in v.reals:
             ref = RealRef(v.key, r.address, r.port)
             failurecount[ref] = v.failurecount
+            rules[ref] = v_rules
             job = job_for(v, r)
             if isinstance(job, CheckJob):
                 job_of[ref] = job
@@ -128,4 +141,4 @@ def build_plan(config: Config) -> Plan:
                     jobs[job].append(ref)
             else:
                 mode_of[ref] = job
-    return Plan({j: tuple(refs) for j, refs in jobs.items()}, job_of, mode_of, failurecount)
+    return Plan({j: tuple(refs) for j, refs in jobs.items()}, job_of, mode_of, failurecount, rules)

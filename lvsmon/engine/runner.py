@@ -21,7 +21,8 @@ from lvsmon.engine.timetable import Timetable
 WAKE_QUANTUM_S = 0.004  # the check loop sleeps at least this long between rounds of starts
 
 RunCheck = Callable[[CheckSpec], Awaitable[CheckResult]]
-OnResult = Callable[[tuple[RealRef, ...], CheckResult], None]
+# returns whether another good result with the same reason would change nothing (see steady)
+OnResult = Callable[[tuple[RealRef, ...], CheckResult], bool]
 
 
 class _Gate:
@@ -262,8 +263,10 @@ class CheckRunner:
                 self.stats.checks_failed += 1
             # the steady state of a healthy pool: another good result changes nothing
             if not (result.ok and run.steady == result.reason and not self.every_result):
-                self._on_result(run.refs, result)
-                run.steady = result.reason if result.ok else None
+                settled = self._on_result(run.refs, result)
+                # not while a real counts passes toward risecount or is held by flap damping:
+                # each of those passes changes its health
+                run.steady = result.reason if result.ok and settled else None
         finally:
             self._finished(run)
 

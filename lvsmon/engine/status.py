@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ class RealStatus(TypedDict):
     checked: bool
     failcount: int
     reason: str
+    rising: str | None  # down, with passes toward risecount: "2/3"; else None
+    held_until: float | None  # held down by flap damping until (unix time); else None
     kernel_weight: int | None  # None: not in the kernel
     weight: int
 
@@ -175,8 +178,13 @@ def render_status(status: Status) -> str:
         for r in v["reals"]:
             kw = r["kernel_weight"]
             weight = "absent" if kw is None else f"weight {kw}"
+            state = r["state"]
+            if r.get("rising"):
+                state += f" rising {r['rising']}"
+            if r.get("held_until") is not None:
+                state += " held until " + time.strftime("%H:%M:%S", time.localtime(r["held_until"]))
             lines.append(
-                f"  {r['address']}:{r['port']:<6} {r['state']:<11} {weight:<10} {r['reason']}"
+                f"  {r['address']}:{r['port']:<6} {state:<11} {weight:<10} {r['reason']}"
             )
     for sync in status.get("sync", []):
         if sync["error"]:
