@@ -183,9 +183,7 @@ def render_status(status: Status) -> str:
                 state += f" rising {r['rising']}"
             if r.get("held_until") is not None:
                 state += " held until " + time.strftime("%H:%M:%S", time.localtime(r["held_until"]))
-            lines.append(
-                f"  {r['address']}:{r['port']:<6} {state:<11} {weight:<10} {r['reason']}"
-            )
+            lines.append(f"  {r['address']}:{r['port']:<6} {state:<11} {weight:<10} {r['reason']}")
     for sync in status.get("sync", []):
         if sync["error"]:
             lines.append(f"sync {sync['state']}: FAILED: {sync['error']}")
