@@ -31,7 +31,7 @@ from aiohttp import web
 from lvsmon import pidfile
 from lvsmon.api import page, server
 from lvsmon.api.eventfeed import EventFeed
-from lvsmon.engine.events import RealChanged
+from lvsmon.engine.events import DrainChanged, RealChanged
 from lvsmon.engine.plan import RealRef
 from lvsmon.ipvs.model import ServiceKey
 from tests.daemon.conftest import Web
@@ -508,6 +508,27 @@ def test_the_page_at_10000_reals(browser: Any, loop: Loop, tmp_path: Path) -> No
         assert js(driver, "return document.querySelector(arguments[0]).__sameRow;", target)
         assert text_of(driver, f"{target} .c6") == "http: status 503"
         assert text_of(driver, f"{group} .vsum") == "97/100 up"
+
+        # drain and undrain as the daemon announces them
+        loop.call(lambda: app.feed.on_event(DrainChanged(ref, True)))
+        wait(driver, lambda d: "drained" in text_of(d, f"{target} .c1"), "drained marker")
+        assert "2 drained" in text_of(driver, f"{group} .vbadges")
+        loop.call(lambda: app.feed.on_event(DrainChanged(ref, False)))
+        wait(driver, lambda d: text_of(d, f"{target} .c1") == "down", "drained marker gone")
+
+        # text from the daemon is text: a reason that looks like markup is shown, not parsed
+        markup = '<img src="x" class="injected">'
+        loop.call(lambda: app.feed.on_event(RealChanged(ref, False, markup)))
+        wait(driver, lambda d: text_of(d, f"{target} .c6") == markup, "markup shown as text")
+        assert js(driver, "return document.querySelectorAll('.injected').length;") == 0
+
+        # the stream ends (a daemon restarting): the page reconnects by itself, and the events
+        # replayed on the new connection are not shown twice
+        before = events_text(driver)
+        loop.call(app.feed.close)
+        wait(driver, lambda d: text_of(d, "#stream") != "live", "stream seen lost")
+        wait(driver, lambda d: text_of(d, "#stream") == "live", "stream reconnected")
+        wait(driver, lambda d: events_text(d) == before, "the same events, once")
 
         # every group open: 10,000 rows, and the page still answers
         began = time.monotonic()
