@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import typing
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +33,7 @@ from aiohttp import web
 from lvsmon import pidfile
 from lvsmon.api import page, server
 from lvsmon.api.eventfeed import EventFeed
+from lvsmon.engine import events
 from lvsmon.engine.events import DrainChanged, RealChanged
 from lvsmon.engine.plan import RealRef
 from lvsmon.ipvs.model import ServiceKey
@@ -185,6 +188,17 @@ def test_page_files_headers_and_nothing_from_elsewhere(loop: Loop) -> None:
         text = (folder / name).read_text().replace('xmlns="http://www.w3.org/2000/svg"', "")
         for other in ("http:", "https:", "url(", "@import", '="//'):
             assert other not in text, (name, other)
+
+
+def test_the_page_listens_to_every_event_kind_the_feed_sends() -> None:
+    """EventSource hands named frames only to listeners of that name: a kind missing from
+    app.js's list would never reach the page."""
+    source = (Path(page.__file__).parent / "static" / "app.js").read_text()
+    listed = re.search(r"EVENT_TYPES = \[(.*?)\];", source, re.S)
+    assert listed is not None
+    names = set(re.findall(r'"(\w+)"', listed.group(1)))
+    sent = {k.__name__ for k in typing.get_args(events.Event)} - {"CheckDone"}
+    assert sent <= names, sent - names
 
 
 # ---- the browser -------------------------------------------------------------------------------
