@@ -36,7 +36,8 @@ from lvsmon.engine.events import (
     SoftReset,
 )
 from lvsmon.engine.health import RealHealth, Transition
-from lvsmon.engine.plan import CheckJob, Mode, Plan, RealRef, build_plan
+from lvsmon.engine.plan import CheckJob, Plan, RealRef, build_plan
+from lvsmon.engine.planning import apply_modes, carried_health
 from lvsmon.engine.reconciler import DEFAULT_RESYNC_S, Reconciler
 from lvsmon.engine.runner import CheckRunner, RunCheck
 from lvsmon.engine.status import RealStatus, Stats, StatsStatus, Status, VirtualStatus
@@ -211,18 +212,11 @@ class Engine:
                     actual = {}
                 else:
                     self.reconciler.actual = actual
-            fresh = adopt_health(config, actual)
             plan = build_plan(config)
-            health: dict[RealRef, RealHealth] = {}
-            for ref, state in fresh.items():
-                same = ref in old_health and (
-                    old_plan.job_of.get(ref) == plan.job_of.get(ref)
-                    and old_plan.mode_of.get(ref) == plan.mode_of.get(ref)
-                )
-                health[ref] = old_health[ref] if same else state
+            # the same function as `lvsmon plan`'s (engine/planning.py): a plan cannot disagree
+            health = carried_health(old_plan, old_health, config, plan, actual)
             self.config, self.plan, self.health = config, plan, health
             self.reconciler.own(managed_services(config))
-            self._apply_modes()
             self.refresh_maintenance()
         await self.reconciler.reconcile()
         self.runner.schedule(self.plan)
@@ -230,11 +224,7 @@ class Engine:
     # ---- checks -----------------------------------------------------------------------------
 
     def _apply_modes(self) -> None:
-        for ref, mode in self.plan.mode_of.items():
-            if mode == Mode.ALWAYS_UP:
-                self.health[ref] = RealHealth(
-                    up=True, checked=True, reason="not checked: always up"
-                )
+        apply_modes(self.plan, self.health)
 
     def want_every_result(self, on: bool) -> None:
         """Publish CheckDone for every result (a monitorfile needs them); off, a healthy pool's

@@ -37,9 +37,12 @@ _by_key: tuple[Config, dict[ServiceKey, Virtual]] | None = None
 
 def _virtuals_by_key(config: Config) -> dict[ServiceKey, Virtual]:
     global _by_key
-    if _by_key is None or _by_key[0] is not config:
-        _by_key = (config, {v.key: v for v in config.virtuals})
-    return _by_key[1]
+    # read once: `lvsmon plan` describes another config's ops in a thread, and the global may
+    # change under this function between its test and its return
+    cached = _by_key
+    if cached is None or cached[0] is not config:
+        cached = _by_key = (config, {v.key: v for v in config.virtuals})
+    return cached[1]
 
 
 def describe(op: Op, config: Config, stopping: bool = False) -> str:

@@ -1,0 +1,137 @@
+"""What a reload would do to the kernel (`lvsmon plan`), computed by the code the reload runs.
+
+`Engine.reload` takes its new health from `carried_health` below, and the reconciler's next pass
+is `diff(desired_table(...), actual, managed)`. `plan_reload` runs the same three steps on a
+snapshot of the running state (`Running`) without touching it, so a plan and the reload that
+follows it cannot disagree as long as nothing else moves in between (a check result, the
+maintenance directory, an operator's ipvsadm).
+
+Pure: no I/O, no clock. The maintenance scan of the new config's reals is the caller's
+(`maintained`), as the daemon's is for `Engine.reload`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lvsmon.config.model import Config
+from lvsmon.engine.desired import adopt_health, desired_table, managed_services
+from lvsmon.engine.health import RealHealth
+from lvsmon.engine.plan import Mode, Plan, RealRef, build_plan
+from lvsmon.engine.wording import describe
+from lvsmon.ipvs.diff import diff
+from lvsmon.ipvs.ipvsadm_format import op_line
+from lvsmon.ipvs.model import ServiceKey, Table
+from lvsmon.ipvs.ops import Op
+
+ALWAYS_UP = RealHealth(up=True, checked=True, reason="not checked: always up")
+
+# the maintenance scan, the drain state: the pairs they force, for a config and its plan
+Forced = Callable[[Config, Plan], Collection[RealRef]]
+
+
+def apply_modes(plan: Plan, health: dict[RealRef, RealHealth]) -> None:
+    """Reals that no check decides (checktype=on, service=none) are up whatever the kernel
+    shows; `health` is updated in place."""
+    for ref, mode in plan.mode_of.items():
+        if mode == Mode.ALWAYS_UP:
+            health[ref] = ALWAYS_UP
+
+
+def carried_health(
+    old_plan: Plan,
+    old_health: Mapping[RealRef, RealHealth],
+    config: Config,
+    plan: Plan,
+    actual: Table,
+    drained: Collection[RealRef] = (),
+) -> dict[RealRef, RealHealth]:
+    """Health after a reload to `config` (whose plan is `plan`): a real whose check and mode did
+    not change keeps what its checks found; any other is adopted from the kernel table, as at a
+    start (a changed check has not spoken yet)."""
+    fresh = adopt_health(config, actual, drained)
+    health: dict[RealRef, RealHealth] = {}
+    old_job, new_job = old_plan.job_of, plan.job_of
+    old_mode, new_mode = old_plan.mode_of, plan.mode_of
+    for ref, state in fresh.items():
+        kept = old_health.get(ref)
+        same = (
+            kept is not None
+            and old_job.get(ref) == new_job.get(ref)
+            and old_mode.get(ref) == new_mode.get(ref)
+        )
+        health[ref] = kept if same and kept is not None else state
+    apply_modes(plan, health)
+    return health
+
+
+def reload_managed(old_managed: Collection[ServiceKey], config: Config) -> set[ServiceKey]:
+    """The services the reconciler diffs after `Reconciler.own(managed_services(config))`: the
+    new config's, and the ones it dropped (deleted by that pass, if in the kernel)."""
+    return managed_services(config) | set(old_managed)
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """The running side of a reload, as the engine holds it (a snapshot: `health` is a copy)."""
+
+    config: Config
+    plan: Plan
+    health: Mapping[RealRef, RealHealth]
+    managed: Collection[ServiceKey]  # owned and retiring services (Reconciler.managed)
+    actual: Table  # what the reconciler believes the kernel holds
+
+
+def running_from_kernel(
+    config: Config, actual: Table, drained: Collection[RealRef] = ()
+) -> Running:
+    """A daemon running `config` that has just started on `actual`, before any check: what
+    `lvsmon plan` assumes without a daemon (Engine.start's adoption)."""
+    plan = build_plan(config)
+    health = adopt_health(config, actual, drained)
+    apply_modes(plan, health)
+    return Running(config, plan, health, managed_services(config), actual)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    config: Config
+    plan: Plan
+    health: dict[RealRef, RealHealth]
+    managed: set[ServiceKey]
+    desired: Table
+    ops: list[Op]
+
+
+def plan_reload(
+    running: Running,
+    config: Config,
+    maintained: Forced,
+    drained: Forced | None = None,
+) -> ReloadPlan:
+    """The ops the reconcile of a reload to `config` applies, in its order. `maintained`,
+    `drained`: the daemon's maintenance scan and drain state, asked for the new config's plan
+    as Engine.reload asks them (no `drained`: nothing is drained)."""
+    plan = build_plan(config)
+    drained_now = frozenset(drained(config, plan)) if drained is not None else frozenset()
+    health = carried_health(running.plan, running.health, config, plan, running.actual, drained_now)
+    forced_down = maintained(config, plan)
+    managed = reload_managed(running.managed, config)
+    desired = desired_table(config, health, forced_down, running.actual, drained=drained_now)
+    ops = diff(desired, running.actual, managed)
+    return ReloadPlan(config, plan, health, managed, desired, ops)
+
+
+def op_json(op: Op, config: Config) -> dict[str, Any]:
+    """One op as `lvsmon plan --json` and POST /plan show it: the KernelOp event's keys, and
+    ldirectord's wording as the reload will log it."""
+    dest = getattr(op, "dest", None)
+    return {
+        "kind": type(op).__name__,
+        "virtual": str(op.service),
+        "real": None if dest is None else str(dest),
+        "ipvsadm": op_line(op),
+        "text": describe(op, config, False),
+    }
