@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lvsmon.checks.base import CheckResult, CheckSpec
+from lvsmon.config import Config
 from lvsmon.engine.engine import Engine
 from lvsmon.engine.events import RealChanged
 from lvsmon.engine.health import ADOPTED_UP, DOWN, Damping, RealHealth, Transition
@@ -382,10 +383,7 @@ def test_rise_counts_under_a_hold_and_the_hold_waits_for_it() -> None:
 
 
 def _engine(extra: str) -> tuple[Engine, RealRef, CheckJob, list[CheckResult], list[float]]:
-    config = cfg(
-        f"checkinterval=1\n{extra}virtual=127.0.0.100:80\n"
-        "\treal=127.0.0.1:8080 masq\n\tchecktype=connect\n"
-    )
+    config = _conf(extra)
     results: list[CheckResult] = []
     clock = [1000.0]
 
@@ -449,3 +447,43 @@ async def test_a_held_real_gets_every_pass_and_comes_back_after_the_hold() -> No
         (False, "flapping"),  # the change that started the hold says why
         (True, "200 OK"),
     ]
+
+
+def _conf(extra: str, checktype: str = "connect") -> Config:
+    return cfg(
+        f"checkinterval=1\n{extra}virtual=127.0.0.100:80\n"
+        f"\treal=127.0.0.1:8080 masq\n\tchecktype={checktype}\n"
+    )
+
+
+async def test_a_reload_keeps_the_count_and_the_hold_and_applies_the_new_values() -> None:
+    engine, ref, job, results, clock = _engine("risecount=3\nflapcount=5\n")
+    await _check(engine, job, results, False)
+    await _check(engine, job, results, True)
+    rising = engine.health[ref]
+    assert rising.passcount == 1
+    # another hold time: the check is the same, so is the health
+    await engine.reload(_conf("risecount=3\nflapcount=5\nflaphold=10\n"))
+    assert engine.health[ref] is rising
+    # a lower risecount applies from the next pass on
+    await engine.reload(_conf("risecount=2\nflapcount=5\n"))
+    await _check(engine, job, results, True)
+    assert engine.health[ref].up
+    # held, then damping switched off by a reload: the next check decides
+    await engine.reload(_conf("flapcount=1\nflaphold=100\n"))
+    for ok in (False, True):
+        clock[0] += 1
+        await _check(engine, job, results, ok)
+    held = engine.health[ref]
+    assert held.hold is not None and not held.up
+    await engine.reload(_conf("flapcount=1\nflaphold=50\n"))
+    assert engine.health[ref] is held  # the hold as it was (until its next change)
+    await engine.reload(_conf("risecount=3\n"))
+    await _check(engine, job, results, True)
+    assert engine.health[ref].up and engine.health[ref].hold is None
+    # a changed check starts afresh, from the kernel: the count is not carried
+    await _check(engine, job, results, False)
+    await _check(engine, job, results, True)
+    assert not engine.health[ref].up
+    await engine.reload(_conf("risecount=3\n", checktype="ping"))
+    assert engine.health[ref].passcount == 0 and not engine.health[ref].checked
