@@ -134,6 +134,11 @@ class Daemon:
         )
         self._use_monitorfiles(config)
         self.watcher = ConfigWatcher(config.path, config.digest)
+        # config reloads by result (SIGHUP, autoreload), for /metrics; rejected autoreloads are
+        # the watcher's count. Start-up loaded a good config: the last good load is now.
+        self.reloads_ok = 0
+        self.reloads_rejected = 0
+        self.last_good_config_at = time.time()
         self.feed = EventFeed()
         self.events.subscribe("control server events", self.feed.on_event)
         self.control = (
@@ -404,6 +409,7 @@ class Daemon:
             for d in new.diagnostics:
                 self.events.publish(ConfigRejected(self.config.path, str(d)))
             self.systemd.reload_rejected(str(new.diagnostics[0]) if new.diagnostics else "")
+            self.reloads_rejected += 1
             return False
         return await self._apply_locked(new)
 
@@ -423,6 +429,8 @@ class Daemon:
                 )
                 self.watcher.applied(new.digest)
                 self.events.publish(ConfigLoaded(new.path, new.digest, len(new.virtuals)))
+                self.reloads_ok += 1
+                self.last_good_config_at = time.time()
             finally:
                 if not self._stop.is_set():
                     self._set_phase(Phase.RUNNING)

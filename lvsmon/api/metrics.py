@@ -1,9 +1,536 @@
-"""GET /metrics: Prometheus text format (to be filled by the metrics work)."""
+"""GET /metrics: the engine's state and counters in the Prometheus text format (version 0.0.4).
+
+A scrape reads what the engine keeps anyway (health, the table lvsmon believes the kernel holds,
+the per-job check counters of lvsmon.engine.checkstats) and owns nothing. At 10,000 reals the
+body is some 200,000 lines: the label strings are built once per config, the text is built with
+list appends, and the build yields to the event loop every few hundred reals, so that checks due
+meanwhile start on time. Scrapes that arrive while one is being built share it.
+
+Check figures are per check job: a real that sits in several virtuals with the same check is
+checked once, and each of its (virtual, real) series shows that one job's figures.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from aiohttp import web
+
+from lvsmon import __version__
+from lvsmon.engine.checkstats import DURATION_BUCKETS, REASON_CLASSES, CheckCounts
+from lvsmon.engine.plan import RealRef
+from lvsmon.ipvs.model import DestConf, DestKey, ServiceKey
+
+if TYPE_CHECKING:
+    from lvsmon.daemon import Daemon
+    from lvsmon.engine.engine import Engine
+    from lvsmon.engine.runner import JobRun
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+SLICE = 200  # reals formatted between two looks at the clock
+HOLD_S = 0.004  # the build holds the event loop this long at most before checks may run
+RATE_WINDOW_S = 60.0  # lvsmon_checks_per_second: over at most the last minute of scrapes
+LATENESS_QUANTILES = (0.5, 0.9, 0.99, 1.0)
+
+# every family: (type, help). docs/operations.md lists them; a test holds the two together
+FAMILIES: dict[str, tuple[str, str]] = {
+    # per real: labels virtual, real
+    "lvsmon_real_up": (
+        "gauge",
+        "1 while the real's checks say it is up (maintenance, drain aside).",
+    ),
+    "lvsmon_real_weight": (
+        "gauge",
+        "The real's weight in the kernel table; no sample while it is not in the table.",
+    ),
+    "lvsmon_real_maintenance": ("gauge", "1 while the real is in maintenance (forced down)."),
+    "lvsmon_real_drained": (
+        "gauge",
+        "1 while the real is drained (lvsmon drain): weight 0, its connections go on.",
+    ),
+    "lvsmon_real_transitions_total": (
+        "counter",
+        "Times the real's checks took it down (direction=down) or brought it back (up).",
+    ),
+    "lvsmon_real_check_failures_total": (
+        "counter",
+        "Failed checks of the real's check job by reason class ("
+        + ", ".join(REASON_CLASSES)
+        + "); a class appears at its first failure.",
+    ),
+    "lvsmon_check_duration_seconds": (
+        "histogram",
+        "How long the real's checks took, start to result; its _count is the real's checks (of "
+        "its check job: a check shared by several virtuals runs once).",
+    ),
+    # per virtual: label virtual
+    "lvsmon_virtual_reals": ("gauge", "Reals configured in the virtual service."),
+    "lvsmon_virtual_reals_up": (
+        "gauge",
+        "Reals of the virtual service that serve: up, not in maintenance, not drained.",
+    ),
+    "lvsmon_virtual_fallback_active": (
+        "gauge",
+        "1 while the virtual service has a fallback and none of its reals serves.",
+    ),
+    # the daemon
+    "lvsmon_build_info": ("gauge", "lvsmon's version (label version); always 1."),
+    "lvsmon_start_time_seconds": ("gauge", "When the daemon started, Unix time."),
+    "lvsmon_check_jobs": (
+        "gauge",
+        "Distinct checks scheduled (a real in several virtuals with the same check is one).",
+    ),
+    "lvsmon_checks_total": ("counter", "Checks finished."),
+    "lvsmon_check_failures_total": ("counter", "Checks that failed."),
+    "lvsmon_checks_per_second": (
+        "gauge",
+        "Checks finished per second since an earlier scrape (up to a minute back); "
+        "rate(lvsmon_checks_total[1m]) is the Prometheus way.",
+    ),
+    "lvsmon_checks_running": ("gauge", "Checks in flight now."),
+    "lvsmon_check_slots_skipped_total": (
+        "counter",
+        "Check slots skipped because the job's previous check was still running.",
+    ),
+    "lvsmon_check_start_lateness_seconds": (
+        "summary",
+        "How late checks started against their slot; quantiles over the last 20,000 starts.",
+    ),
+    "lvsmon_reconciles_total": ("counter", "Passes bringing the kernel table to the desired one."),
+    "lvsmon_resyncs_total": ("counter", "Periodic reads of the kernel table (resyncinterval)."),
+    "lvsmon_reconcile_ops_total": (
+        "counter",
+        "Kernel table changes lvsmon made, by result (applied, failed).",
+    ),
+    "lvsmon_reconcile_drift_repairs_total": (
+        "counter",
+        "Kernel table changes that repaired a change made behind lvsmon's back.",
+    ),
+    "lvsmon_reconcile_retry_pending": (
+        "gauge",
+        "1 while a failed kernel table change waits for its retry.",
+    ),
+    "lvsmon_config_reloads_total": (
+        "counter",
+        "Configuration reloads (signal, autoreload) by result (ok, rejected).",
+    ),
+    "lvsmon_config_last_reload_success_timestamp_seconds": (
+        "gauge",
+        "When the running configuration was loaded (start or reload), Unix time.",
+    ),
+    "lvsmon_alert_mails_total": (
+        "counter",
+        "Alert mails by result: sent, or dropped (outbox full, or not sent within an hour).",
+    ),
+    "lvsmon_alert_mails_queued": ("gauge", "Alert mails waiting to be sent."),
+    "lvsmon_events_published_total": ("counter", "Events published on the event stream."),
+    "lvsmon_events_dropped_total": (
+        "counter",
+        "Events a slow subscriber (log, alerts, hooks, control server) lost to its full queue.",
+    ),
+    "lvsmon_control_sse_clients": ("gauge", "Clients following /events now."),
+    "lvsmon_control_sse_cut_off_total": (
+        "counter",
+        "Clients of /events cut off for reading too slowly.",
+    ),
+    "lvsmon_metrics_build_seconds": ("gauge", "How long the previous /metrics body took to build."),
+}
 
 
 async def handler(request: web.Request) -> web.Response:
-    return web.Response(text="", content_type="text/plain")
+    from lvsmon.api.server import DAEMON
+
+    daemon = request.app[DAEMON]
+    exporter = _exporters.get(daemon)
+    if exporter is None:
+        exporter = _exporters[daemon] = Exporter(daemon)
+    body = await exporter.scrape()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+# ---- text format --------------------------------------------------------------------------
+
+
+def escape_label(value: str) -> str:
+    """A label value as the text format wants it: backslash, double quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def family_header(name: str) -> bytes:
+    kind, help_text = FAMILIES[name]
+    return f"# HELP {name} {_escape_help(help_text)}\n# TYPE {name} {kind}\n".encode()
+
+
+def family(out: list[str], name: str) -> None:
+    out.append(family_header(name).decode())
+
+
+def number(value: float) -> str:
+    """Integers as integers, other floats in Python's shortest round-trip form."""
+    if isinstance(value, int):
+        return str(value)
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def real_label(ref: RealRef) -> str:
+    """The real as events and /status name it: address:port, an IPv6 address in brackets."""
+    host = f"[{ref.address}]" if ":" in ref.address else ref.address
+    return f"{host}:{ref.port}"
+
+
+def _le(bound: float) -> str:
+    return repr(bound) if bound != int(bound) else f"{bound:.1f}"
+
+
+# label suffixes of the histogram's bucket lines, "+Inf" last
+_LE_SUFFIXES = (*(f',le="{_le(b)}"}} ' for b in DURATION_BUCKETS), ',le="+Inf"} ')
+_NO_TRANSITIONS = (0, 0)
+
+# ---- what the labels are, once per config -------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Real:
+    ref: RealRef  # the very key object of engine.health: its lookups end at an identity test
+    labels: str  # virtual="...",real="..." (no braces: the histogram adds `le`)
+    dest: DestKey  # the kernel's key
+    run: JobRun | None  # its check job's running state; None: not checked (checktype on/off)
+    virtual: int  # index in Layout.virtuals
+
+
+@dataclass(slots=True)
+class _Virtual:
+    key: ServiceKey
+    labels: str  # virtual="..."
+    has_fallback: bool
+    reals: int
+
+
+class Layout:
+    """The series of one config and one schedule of check jobs; `build` fills it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.config = engine.config
+        self.runs = engine.runner.runs
+        self.reals: list[_Real] = []
+        self.virtuals: list[_Virtual] = []
+        self.index_of: dict[RealRef, int] = {}
+
+    async def build(self, engine: Engine, pause: Callable[[], Awaitable[None]]) -> None:
+        """At 10,000 reals this hashes some 40,000 keys: `pause` lets the checks run."""
+        run_of: dict[RealRef, JobRun] = {}
+        for run in self.runs.values():
+            for ref in run.refs:
+                run_of.setdefault(ref, run)
+        await pause()
+        canonical = {ref: ref for ref in engine.health}
+        await pause()
+        index_of, reals = self.index_of, self.reals
+        for v in engine.layout():
+            vlabel = escape_label(str(v.key))
+            vindex = len(self.virtuals)
+            first = len(reals)
+            for slot in v.reals:
+                ref = canonical.get(slot.ref, slot.ref)
+                n = len(reals)
+                if index_of.setdefault(ref, n) != n:
+                    continue  # one series per (virtual, real)
+                labels = f'virtual="{vlabel}",real="{escape_label(real_label(ref))}"'
+                reals.append(_Real(ref, labels, slot.dest, run_of.get(ref), vindex))
+            self.virtuals.append(
+                _Virtual(v.key, f'virtual="{vlabel}"', v.fallback is not None, len(reals) - first)
+            )
+            await pause()
+
+    def flags(self, refs: Iterable[RealRef]) -> bytearray:
+        """1 at the index of each of `refs` that has a series."""
+        out = bytearray(len(self.reals))
+        index_of = self.index_of
+        for ref in refs:
+            i = index_of.get(ref)
+            if i is not None:
+                out[i] = 1
+        return out
+
+
+# ---- one scrape -----------------------------------------------------------------------------
+
+# the per-real families, in the order of the body
+REAL_FAMILIES = (
+    "lvsmon_real_up",
+    "lvsmon_real_weight",
+    "lvsmon_real_maintenance",
+    "lvsmon_real_drained",
+    "lvsmon_real_transitions_total",
+    "lvsmon_real_check_failures_total",
+    "lvsmon_check_duration_seconds",
+)
+
+
+class _Scrape:
+    """One build's state while it runs slice by slice."""
+
+    def __init__(self, engine: Engine, layout: Layout) -> None:
+        self.layout = layout
+        # each family's text, one piece per slice (encoded there: no 20 MB encode at the end)
+        self.parts: list[list[bytes]] = [[] for _ in REAL_FAMILIES]
+        self.serving = [0] * len(layout.virtuals)  # per virtual: up, not maintained, not drained
+        self.maintained = layout.flags(engine.maintained)
+        self.drained = layout.flags(getattr(engine, "drained", ()))
+        # few reals ever change state: their counts by index, not a lookup per real
+        index_of = layout.index_of
+        self.transitions: dict[int, list[int]] = {}
+        for ref, pair in engine.transitions.counts.items():
+            i = index_of.get(ref)
+            if i is not None:
+                self.transitions[i] = pair
+
+
+class Exporter:
+    """The metrics of one daemon."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self._layout: Layout | None = None
+        self._building: asyncio.Future[bytes] | None = None
+        # (monotonic time, checks done) at earlier scrapes, one a second at most, the first at
+        # the daemon's start: lvsmon_checks_per_second
+        since_start = max(0.0, time.time() - daemon.started_at)
+        self._samples: list[tuple[float, int]] = [(time.monotonic() - since_start, 0)]
+        self.last_build_s = 0.0
+        self._ran_since = 0.0  # when the build last let the event loop run
+
+    async def layout(self) -> Layout:
+        engine = self.daemon.engine
+        layout = self._layout
+        if (
+            layout is None
+            or layout.config is not engine.config
+            or layout.runs is not engine.runner.runs
+        ):
+            layout = Layout(engine)
+            await layout.build(engine, self._pause)
+            self._layout = layout
+            engine.transitions.keep_only(set(layout.index_of))
+        return layout
+
+    async def _pause(self) -> None:
+        """Let the checks due run if the build has held the event loop for HOLD_S."""
+        if time.perf_counter() - self._ran_since > HOLD_S:
+            await asyncio.sleep(0)
+            self._ran_since = time.perf_counter()
+
+    async def scrape(self) -> bytes:
+        """The body; a scrape that comes while another builds gets the same body."""
+        building = self._building
+        if building is not None:
+            return await asyncio.shield(building)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._building = future
+        try:
+            body = await self._build()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when none waits
+            raise
+        finally:
+            self._building = None
+        future.set_result(body)
+        return body
+
+    async def _build(self) -> bytes:
+        started = self._ran_since = time.perf_counter()
+        scrape = None
+        for attempt in range(3):
+            scrape = await self._per_real(restartable=attempt < 2)
+            if scrape is not None:
+                break
+            # a reload replaced the config while the build let the checks run: start again
+        assert scrape is not None
+        out: list[bytes] = []
+        for name, parts in zip(REAL_FAMILIES, scrape.parts, strict=True):
+            out.append(family_header(name))
+            out += parts
+        text: list[str] = []
+        self._virtual_families(text, scrape)
+        self._daemon_families(text)
+        out.append("".join(text).encode())
+        body = b"".join(out)
+        self.last_build_s = time.perf_counter() - started
+        return body
+
+    async def _per_real(self, *, restartable: bool) -> _Scrape | None:
+        engine = self.daemon.engine
+        layout = await self.layout()
+        scrape = _Scrape(engine, layout)
+        total = len(layout.reals)
+        for start in range(0, total, SLICE):
+            if time.perf_counter() - self._ran_since > HOLD_S:
+                await self._pause()
+                if restartable and engine.config is not layout.config:
+                    return None
+            self._slice(engine, scrape, start, min(start + SLICE, total))
+        return scrape
+
+    @staticmethod
+    def _slice(engine: Engine, scrape: _Scrape, start: int, end: int) -> None:
+        health = engine.health
+        table = engine.actual or {}
+        serving, transitions = scrape.serving, scrape.transitions
+        maintained, drained = scrape.maintained, scrape.drained
+        up_l: list[str] = []
+        weight_l: list[str] = []
+        maint_l: list[str] = []
+        drained_l: list[str] = []
+        trans_l: list[str] = []
+        fail_l: list[str] = []
+        dur_l: list[str] = []
+        service_key: ServiceKey | None = None
+        dests: Mapping[DestKey, DestConf] = {}
+        i = start
+        for real in scrape.layout.reals[start:end]:
+            labels = real.labels
+            h = health.get(real.ref)
+            up = h is not None and h.up
+            up_l.append(f"lvsmon_real_up{{{labels}}} {1 if up else 0}\n")
+            maint, drain = maintained[i], drained[i]
+            if up and not maint and not drain:
+                serving[real.virtual] += 1
+            maint_l.append(f"lvsmon_real_maintenance{{{labels}}} {maint}\n")
+            drained_l.append(f"lvsmon_real_drained{{{labels}}} {drain}\n")
+            if real.ref.service is not service_key:
+                service_key = real.ref.service
+                service = table.get(service_key)
+                dests = service.dests if service is not None else {}
+            conf = dests.get(real.dest)
+            if conf is not None:
+                weight_l.append(f"lvsmon_real_weight{{{labels}}} {conf.weight}\n")
+            ups, downs = transitions.get(i, _NO_TRANSITIONS)
+            trans_l.append(
+                f'lvsmon_real_transitions_total{{{labels},direction="up"}} {ups}\n'
+                f'lvsmon_real_transitions_total{{{labels},direction="down"}} {downs}\n'
+            )
+            i += 1
+            run = real.run
+            if run is None:
+                continue
+            counts: CheckCounts = run.counts
+            total = 0
+            for suffix, n in zip(_LE_SUFFIXES, counts.buckets, strict=True):
+                total += n
+                dur_l.append(f"lvsmon_check_duration_seconds_bucket{{{labels}{suffix}{total}\n")
+            dur_l.append(
+                f"lvsmon_check_duration_seconds_sum{{{labels}}} {counts.seconds!r}\n"
+                f"lvsmon_check_duration_seconds_count{{{labels}}} {total}\n"
+            )
+            if not any(counts.failures):
+                continue
+            for cls, n in enumerate(counts.failures):
+                if n:
+                    fail_l.append(
+                        "lvsmon_real_check_failures_total"
+                        f'{{{labels},reason="{REASON_CLASSES[cls]}"}} {n}\n'
+                    )
+        for parts, lines in zip(
+            scrape.parts, (up_l, weight_l, maint_l, drained_l, trans_l, fail_l, dur_l), strict=True
+        ):
+            if lines:
+                parts.append("".join(lines).encode())
+
+    @staticmethod
+    def _virtual_families(out: list[str], scrape: _Scrape) -> None:
+        virtuals = scrape.layout.virtuals
+        family(out, "lvsmon_virtual_reals")
+        out += [f"lvsmon_virtual_reals{{{v.labels}}} {v.reals}\n" for v in virtuals]
+        family(out, "lvsmon_virtual_reals_up")
+        out += [
+            f"lvsmon_virtual_reals_up{{{v.labels}}} {n}\n"
+            for v, n in zip(virtuals, scrape.serving, strict=True)
+        ]
+        family(out, "lvsmon_virtual_fallback_active")
+        out += [
+            f"lvsmon_virtual_fallback_active{{{v.labels}}} {1 if v.has_fallback and not n else 0}\n"
+            for v, n in zip(virtuals, scrape.serving, strict=True)
+        ]
+
+    def _checks_per_second(self, done: int) -> float:
+        now = time.monotonic()
+        samples = self._samples
+        # the oldest sample kept is the newest one at least a minute old (or the first)
+        while len(samples) > 1 and now - samples[1][0] >= RATE_WINDOW_S:
+            samples.pop(0)
+        then, done_then = samples[0]
+        rate = (done - done_then) / (now - then) if now > then else 0.0
+        if now - samples[-1][0] >= 1.0:
+            samples.append((now, done))
+        return rate
+
+    def _daemon_families(self, out: list[str]) -> None:
+        daemon = self.daemon
+        engine = daemon.engine
+        stats, runner, alerts, feed = engine.stats, engine.runner, daemon.alerts, daemon.feed
+
+        def one(name: str, value: float) -> None:
+            family(out, name)
+            out.append(f"{name} {number(value)}\n")
+
+        def labelled(name: str, label: str, values: dict[str, int]) -> None:
+            family(out, name)
+            out.extend(f'{name}{{{label}="{k}"}} {v}\n' for k, v in values.items())
+
+        family(out, "lvsmon_build_info")
+        out.append(f'lvsmon_build_info{{version="{escape_label(__version__)}"}} 1\n')
+        one("lvsmon_start_time_seconds", daemon.started_at)
+        one("lvsmon_check_jobs", len(runner.runs))
+        one("lvsmon_checks_total", stats.checks_done)
+        one("lvsmon_check_failures_total", stats.checks_failed)
+        one("lvsmon_checks_per_second", round(self._checks_per_second(stats.checks_done), 3))
+        one("lvsmon_checks_running", runner.running)
+        one("lvsmon_check_slots_skipped_total", runner.skipped)
+        family(out, "lvsmon_check_start_lateness_seconds")
+        recent = sorted(stats.lateness)
+        if recent:
+            for q in LATENESS_QUANTILES:
+                value = recent[min(len(recent) - 1, int(q * len(recent)))]
+                out.append(f'lvsmon_check_start_lateness_seconds{{quantile="{q}"}} {value!r}\n')
+        out.append(f"lvsmon_check_start_lateness_seconds_sum {stats.lateness_total!r}\n")
+        out.append(f"lvsmon_check_start_lateness_seconds_count {stats.checks_started}\n")
+        one("lvsmon_reconciles_total", stats.reconciles)
+        one("lvsmon_resyncs_total", stats.resyncs)
+        labelled(
+            "lvsmon_reconcile_ops_total",
+            "result",
+            {"applied": stats.ops_applied, "failed": stats.ops_failed},
+        )
+        one("lvsmon_reconcile_drift_repairs_total", stats.drift_repairs)
+        one("lvsmon_reconcile_retry_pending", int(engine.reconciler.retry_at is not None))
+        rejected = daemon.reloads_rejected + daemon.watcher.rejected
+        labelled(
+            "lvsmon_config_reloads_total", "result", {"ok": daemon.reloads_ok, "rejected": rejected}
+        )
+        one("lvsmon_config_last_reload_success_timestamp_seconds", daemon.last_good_config_at)
+        labelled(
+            "lvsmon_alert_mails_total", "result", {"sent": alerts.sent, "dropped": alerts.lost}
+        )
+        one("lvsmon_alert_mails_queued", sum(len(box) for box in alerts.outboxes.values()))
+        one("lvsmon_events_published_total", engine.events.published)
+        one("lvsmon_events_dropped_total", engine.events.dropped)
+        one("lvsmon_control_sse_clients", feed.clients)
+        one("lvsmon_control_sse_cut_off_total", feed.cut_off)
+        one("lvsmon_metrics_build_seconds", self.last_build_s)
+
+
+_exporters: weakref.WeakKeyDictionary[Daemon, Exporter] = weakref.WeakKeyDictionary()

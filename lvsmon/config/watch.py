@@ -95,6 +95,8 @@ class ConfigWatcher:
         self._pending: Config | None = None
         self._pending_wait = 0
         self._pending_backoff = 1
+        # autoreloads refused: content that settled but is not a valid config (/metrics)
+        self.rejected = 0
 
     @property
     def settled_digest(self) -> str:
@@ -207,7 +209,8 @@ class ConfigWatcher:
                 verdict = _Verdict(config.digest, None, bool(config.virtuals))
             self._verdict = verdict
         if verdict.error is not None:
-            self._invalid(digest, verdict.error)
+            if self._invalid(digest, verdict.error) and autoreload:
+                self.rejected += 1  # once per content, like its log lines
             return NOTHING
         self._usable()
         if not changed:
@@ -269,7 +272,8 @@ class ConfigWatcher:
             )
         return ConfigError([Diagnostic(self.path, None, problem[1])])
 
-    def _invalid(self, digest: str, error: ConfigError, *, always: bool = False) -> None:
+    def _invalid(self, digest: str, error: ConfigError, *, always: bool = False) -> bool:
+        """Log why the content is invalid, unless that was logged last; True when logged."""
         problem = ("invalid", digest)
         if always or problem != self._problem:
             self._problem = problem
@@ -277,6 +281,8 @@ class ConfigWatcher:
                 log.error(
                     "Error reading file %s: %s (keeping the running configuration)", self.path, d
                 )
+            return True
+        return False
 
     def _usable(self) -> None:
         if self._problem is not None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from lvsmon.checks.base import CheckResult
 from lvsmon.config.model import Config
+from lvsmon.engine.checkstats import Transitions
 from lvsmon.engine.desired import (
     VirtualLayout,
     adopt_health,
@@ -71,6 +72,7 @@ class Engine:
         self.clock = clock  # also health's time: flap damping's windows and holds
         self.health: dict[RealRef, RealHealth] = {}
         self.stats = Stats()
+        self.transitions = Transitions()  # per (virtual, real), for /metrics
         # without a bus of its own caller (tests, the demo), the engine runs one with the log on it
         self._owns_events = events is None
         self.events = events if events is not None else EventBus()
@@ -134,6 +136,10 @@ class Engine:
         if self._layout_for is not self.config:
             self._layout, self._layout_for = layout_of(self.config), self.config
         return self._layout
+
+    def layout(self) -> tuple[VirtualLayout, ...]:
+        """Each virtual's key and its reals' kernel keys, parsed once per config (/metrics)."""
+        return self._layout_now()
 
     def _describe(self, op: Op, stopping: bool) -> str:
         return describe(op, self.config, stopping)
@@ -260,6 +266,7 @@ class Engine:
             self.health[ref] = new
             settled = settled and new.up
             if transition is not None:
+                self.transitions.record(ref, transition is Transition.UP)
                 # the state's reason: a real that flap damping holds down says so
                 publish(RealChanged(ref, transition is Transition.UP, new.reason))
                 self.reconciler.mark_dirty()

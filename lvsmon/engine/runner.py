@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.checks.prober import ProbePlan, Prober, plan_probe
+from lvsmon.engine.checkstats import CheckCounts
 from lvsmon.engine.plan import CheckJob, Plan, RealRef
 from lvsmon.engine.status import Stats
 from lvsmon.engine.timetable import Timetable
@@ -63,6 +64,7 @@ class JobRun:
     __slots__ = (
         "connect_plan",
         "connects_left",
+        "counts",
         "job",
         "on_connect_done",
         "on_spec_done",
@@ -89,6 +91,7 @@ class JobRun:
         # the reason of the last good result when every ref's health is exactly what another good
         # result with that reason would make it: that result then changes nothing
         self.steady: str | None = None
+        self.counts = CheckCounts()  # for /metrics: every (virtual, real) of the job shows them
         # what the prober calls back: made once, not per check
         self.on_spec_done = functools.partial(done, self, False)
         self.on_connect_done = functools.partial(done, self, True)
@@ -132,6 +135,11 @@ class CheckRunner:
     @property
     def skipped(self) -> int:
         return self._timetable.skipped
+
+    @property
+    def runs(self) -> dict[CheckJob, JobRun]:
+        """The scheduled jobs' running state (schedule() replaces the dict)."""
+        return self._runs
 
     @property
     def tasks(self) -> set[asyncio.Task[None]]:
@@ -259,6 +267,7 @@ class CheckRunner:
                     run.connects_left -= 1
                 else:
                     run.connects_left = 0
+            run.counts.record(result)  # before the steady shortcut: every check counts
             if not result.ok:
                 self.stats.checks_failed += 1
             # the steady state of a healthy pool: another good result changes nothing

@@ -92,6 +92,7 @@ class Stats:
     checks_failed: int = 0
     # how late checks started (s) against their slot: the most recent ones, a bounded window
     lateness: deque[float] = field(default_factory=lambda: deque(maxlen=20000))
+    lateness_total: float = 0.0  # every start's lateness, summed (s): /metrics' summary _sum
     reconciles: int = 0
     resyncs: int = 0
     ops_applied: int = 0
@@ -100,6 +101,7 @@ class Stats:
 
     def record_lateness(self, value: float) -> None:
         self.lateness.append(value)
+        self.lateness_total += value
 
     def lateness_ms(self) -> dict[str, float]:
         if not self.lateness:

@@ -1,0 +1,143 @@
+"""Per check job counters for /metrics: how many checks ran, how long they took (histogram
+buckets), how many failed and why (a small fixed set of reason classes); and per (virtual, real)
+health transitions.
+
+The check figures are kept per job, not per (virtual, real): a job runs once whatever the number
+of reals it feeds, and at 10,000 checks a second the runner may only afford a few list index
+increments per result. The metrics endpoint expands them to each (virtual, real) label set at
+scrape time.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from typing import Final
+
+from lvsmon.checks.base import CheckResult
+from lvsmon.engine.plan import RealRef
+
+# Upper bounds (s) of the check duration histogram. A check on a LAN takes well under a
+# millisecond to a few; the top ones catch slow servers and timeouts (checktimeout is seconds).
+# Few buckets on purpose: at 10,000 reals each one is 10,000 more lines per scrape.
+DURATION_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0)
+
+# Why checks fail, coarsely: the `reason` label of lvsmon_check_failures_total.
+REASON_CLASSES: Final = (
+    "refused",  # connection refused (also an ICMP port unreachable for UDP)
+    "timeout",  # the check's deadline, or the kernel's connect timeout
+    "reset",  # connection reset, aborted, or closed by the server before the check ended
+    "unreachable",  # no route to host, network or host unreachable, host down
+    "tls",  # the TLS handshake or certificate
+    "dns",  # resolving the name the check connects to
+    "response",  # the server answered, but not as the check wants (status, receive, login)
+    "other",  # anything else: a setting the check cannot use, a command that cannot run
+)
+REFUSED, TIMEOUT, RESET, UNREACHABLE, TLS, DNS, RESPONSE, OTHER = range(len(REASON_CLASSES))
+
+# (text found in the reason, class), tried in order; a reason's words come from the checks
+# (lvsmon/checks: "connect: connection refused", "timeout after 3s during http", ...)
+_RULES: Final = (
+    ("timeout after", TIMEOUT),
+    ("timed out", TIMEOUT),
+    ("no reply", TIMEOUT),  # radius: every resend within the deadline went unanswered
+    ("connection refused", REFUSED),
+    ("connection reset", RESET),
+    ("broken pipe", RESET),
+    ("connection abort", RESET),
+    ("connection closed", RESET),
+    ("closed by the server", RESET),
+    ("no route to host", UNREACHABLE),
+    ("unreachable", UNREACHABLE),
+    ("host is down", UNREACHABLE),
+    ("name resolution failed", DNS),
+    ("did not resolve", DNS),
+    ("certificate", TLS),
+    ("handshake", TLS),
+    ("ssl", TLS),
+    # not the server's doing: a check that cannot be run as configured
+    ("must be set for this check", OTHER),
+    ("is not implemented", OTHER),
+    ("cannot execute", OTHER),
+    ("cannot build", OTHER),
+    ("check failed:", OTHER),
+)
+# steps whose own failures are not an answer of the server
+_TRANSPORT_STEPS: Final = frozenset({"connect", "start", "tls"})
+
+
+def classify(reason: str) -> int:
+    """The index in REASON_CLASSES of a failed check's reason."""
+    text = reason.lower()
+    for needle, cls in _RULES:
+        if needle in text:
+            return cls
+    step, sep, _ = text.partition(": ")
+    if not sep:
+        return OTHER
+    if step == "tls":
+        return TLS
+    if step in _TRANSPORT_STEPS or " " in step:
+        return OTHER  # an errno we do not class ("cannot assign requested address"...)
+    return RESPONSE  # "http: status 503", "smtp: ehlo: 554 ...", "external: exit 1"
+
+
+_class_of: dict[str, int] = {}
+_CLASS_CACHE: Final = 4096  # distinct failure reasons remembered (most repeat exactly)
+
+
+def classify_cached(reason: str) -> int:
+    cls = _class_of.get(reason)
+    if cls is None:
+        if len(_class_of) >= _CLASS_CACHE:
+            _class_of.clear()  # reasons quoting varying server output: start again
+        cls = _class_of[reason] = classify(reason)
+    return cls
+
+
+class CheckCounts:
+    """One check job's figures since it was scheduled (a job changed by a reload starts again
+    from zero: Prometheus reads that as a counter reset)."""
+
+    __slots__ = ("buckets", "failures", "seconds")
+
+    def __init__(self) -> None:
+        # checks per duration bucket, not cumulative; the last one is +Inf. Their sum is the
+        # number of checks
+        self.buckets = [0] * (len(DURATION_BUCKETS) + 1)
+        self.failures = [0] * len(REASON_CLASSES)
+        self.seconds = 0.0  # the sum of all durations
+
+    def record(self, result: CheckResult) -> None:
+        """One finished check: the runner's only per-result cost here."""
+        latency = result.latency_s
+        self.buckets[bisect_left(DURATION_BUCKETS, latency)] += 1
+        self.seconds += latency
+        if not result.ok:
+            self.failures[classify_cached(result.reason)] += 1
+
+    @property
+    def checks(self) -> int:
+        return sum(self.buckets)
+
+
+@dataclass(slots=True)
+class Transitions:
+    """Health transitions per (virtual, real): rare events, so a dict is fine here."""
+
+    counts: dict[RealRef, list[int]] = field(default_factory=dict)  # [up, down]
+
+    def record(self, ref: RealRef, up: bool) -> None:
+        pair = self.counts.get(ref)
+        if pair is None:
+            pair = self.counts[ref] = [0, 0]
+        pair[0 if up else 1] += 1
+
+    def of(self, ref: RealRef) -> tuple[int, int]:
+        pair = self.counts.get(ref)
+        return (pair[0], pair[1]) if pair is not None else (0, 0)
+
+    def keep_only(self, refs: set[RealRef]) -> None:
+        """A reload removed reals: forget theirs."""
+        for ref in [r for r in self.counts if r not in refs]:
+            del self.counts[ref]
