@@ -10,6 +10,9 @@ Host only, loopback only, as root:   .venv/bin/python bench/scale.py [--quick] [
 * Big run: lvsmon `--backend memory`, V virtuals × R reals (default 100 × 100), checkinterval=1,
   checktimeout=3, quiescent=yes, http negotiate. Start-up, a steady window (checks/s, periods,
   start lateness, CPU, RSS), detection of one real turning 503, stop.
+* `--scrape`: during the big run's steady window a thread fetches /metrics over the daemon's
+  control socket every second, as Prometheus would: scrape time (request to last byte) p50/p99/max
+  and body size, beside the checks' start lateness measured in the same window.
 * Anchor (default 10 × 100): ldirectord and lvsmon `--backend ipvsadm` against the same fake
   ipvsadm (bench/fake_ipvsadm.py, a table in a file and a log of every call), ldirectord through
   a bind mount over /usr/sbin/ipvsadm in a private mount namespace. Start-up is measured until
@@ -589,6 +592,57 @@ def flapping_reals(
     return [pool[int(k * step)] for k in range(count)]
 
 
+class Scraper:
+    """GET /metrics over the control socket every `period` s from a thread: how long each takes
+    (connect to last byte) and how big the body is."""
+
+    def __init__(self, socket_path: str, period: float = 1.0) -> None:
+        self.path = socket_path
+        self.period = period
+        self.times_ms: list[float] = []
+        self.sizes: list[int] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                t0 = time.perf_counter()
+                size = self.scrape_once()
+                self.times_ms.append((time.perf_counter() - t0) * 1000)
+                self.sizes.append(size)
+            except (OSError, ValueError) as exc:
+                self.errors.append(str(exc))
+            next_at += self.period
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def scrape_once(self) -> int:
+        """The body's size in bytes (HTTP/1.0: the server closes after the body)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(30)
+            sock.connect(self.path)
+            sock.sendall(b"GET /metrics HTTP/1.0\r\nHost: lvsmon\r\n\r\n")
+            chunks = []
+            while chunk := sock.recv(1 << 20):
+                chunks.append(chunk)
+        response = b"".join(chunks)
+        head, sep, body = response.partition(b"\r\n\r\n")
+        if not sep or head.split(b" ", 2)[1:2] != [b"200"]:
+            raise ValueError(f"/metrics answered {head[:60]!r}")
+        if b"\nlvsmon_checks_total " not in body:
+            raise ValueError("/metrics body without lvsmon_checks_total")
+        return len(body)
+
+
 # ---------------------------------------------------------------- the configuration
 
 
@@ -678,6 +732,11 @@ class Run:
     alerts_changes_logged: int = 0  # the flapping reals' Quiescent/Restored lines, same span
     alerts_max_changes: int = 0
     alerts_mails_total: int = 0  # until the sink stopped (detection and "stopping" mails too)
+    # --scrape: /metrics fetched every second during the steady window
+    scrapes: int = 0
+    scrape_errors: int = 0
+    scrape_ms: dict[str, float] = field(default_factory=dict)  # p50, p99, max
+    scrape_bytes: int = 0  # the largest body
 
 
 def lvsmon_command(src: str | None = None) -> list[str]:
@@ -778,6 +837,7 @@ def run_lvsmon(
     name: str, workdir: str, servers: RealServers, virtuals: int, per_virtual: int,
     window: float, cleanup: Cleanup, fake: FakeIpvsadm | None, detect: bool, flood: int = 0,
     src: str | None = None, alerts: Alerts | None = None, interval: int = 1,
+    scrape: bool = False,
 ) -> Run:  # fmt: skip
     n = virtuals * per_virtual
     run = Run(name, n)
@@ -847,7 +907,25 @@ def run_lvsmon(
         mails0 = len(alerts.sink.mails)
         log(f"{name}: {len(flapper.reals)} reals flapping every {alerts.half_period:g} s")
         flapper.start()
+    scraper = None
+    if scrape:
+        scraper = Scraper(pidfile.removesuffix(".pid") + ".sock")
+        cleanup.add(f"{name} scraper", scraper.stop)
+        scraper.start()
     steady_window(run, pid, window, servers, served, status_path)
+    if scraper:
+        scraper.stop()
+        run.scrapes, run.scrape_errors = len(scraper.times_ms), len(scraper.errors)
+        if scraper.times_ms:
+            run.scrape_ms = {
+                "p50": quantile(scraper.times_ms, 0.5),
+                "p99": quantile(scraper.times_ms, 0.99),
+                "max": max(scraper.times_ms),
+            }
+            run.scrape_bytes = max(scraper.sizes)
+        log(f"{name}: {run.scrapes} scrapes of /metrics, ms: "
+            + ", ".join(f"{t:.0f}" for t in scraper.times_ms)
+            + (f"; errors: {scraper.errors[:3]}" if scraper.errors else ""))  # fmt: skip
     flapped = {f"{a}:{p}" for a, p in flapper.reals} if flapper else set()
 
     def names_flapped(line: str) -> bool:
@@ -1020,6 +1098,15 @@ def rows(runs: list[Run]) -> Iterator[tuple[str, list[str]]]:
         yield f"start lateness {q} (ms)", [f(r.lateness_ms.get(q, float("nan"))) for r in runs]
     yield "worst p99 lateness seen (ms)", [f(r.worst_p99_late_ms) for r in runs]
     yield "slots skipped in window", [str(r.slots_skipped) for r in runs]
+    if any(r.scrapes or r.scrape_errors for r in runs):
+        yield "/metrics scrapes (errors)", [f"{r.scrapes} ({r.scrape_errors})" for r in runs]
+        for q in ("p50", "p99", "max"):
+            yield (
+                f"/metrics scrape {q} (ms)",
+                [f(r.scrape_ms.get(q, float("nan")), 1) for r in runs],
+            )
+        yield "/metrics body (MB)", [f(r.scrape_bytes / 1e6 if r.scrapes else float("nan"), 1)
+                                     for r in runs]  # fmt: skip
     yield "status file max age seen (s)", [f(r.status_max_age_s, 1) for r in runs]
     yield (
         "healthy reals declared down",
@@ -1115,6 +1202,15 @@ def figures(big: Run, small: Run | None, ld: Run | None) -> dict[str, object]:
         f"{k}_flood_servers": big.flood_servers,
         f"{k}_flood_connections": big.flood_connections,
     }
+    if big.scrapes or big.scrape_errors:
+        out |= {
+            f"{k}_scrapes": big.scrapes,
+            f"{k}_scrape_errors": big.scrape_errors,
+            f"{k}_scrape_p50_ms": r(big.scrape_ms.get("p50", float("nan")), 1),
+            f"{k}_scrape_p99_ms": r(big.scrape_ms.get("p99", float("nan")), 1),
+            f"{k}_scrape_max_ms": r(big.scrape_ms.get("max", float("nan")), 1),
+            f"{k}_scrape_bytes": big.scrape_bytes,
+        }
     if big.alerts_flapping:
         out |= {
             "alerts_flapping_reals": big.alerts_flapping,
@@ -1229,6 +1325,11 @@ def main() -> int:
         default=1,
         help="big run: checkinterval, s (default 1: 10,000 checks/s at 10,000 reals)",
     )
+    ap.add_argument(
+        "--scrape", action="store_true",
+        help="big run: GET /metrics over the control socket every second of the steady window; "
+        "scrape time p50/p99/max and body size",
+    )  # fmt: skip
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs) for study")
     args = ap.parse_args()
     quick = args.quick
@@ -1274,11 +1375,11 @@ def main() -> int:
             control = run_lvsmon(
                 "lvsmon-nomail", workdir, servers, big_v, big_r, window, cleanup, None, True,
                 args.flood, alerts=replace(alerts, mail=False),
-                interval=args.interval,
+                interval=args.interval, scrape=args.scrape,
             )  # fmt: skip
         big = run_lvsmon(
             "lvsmon", workdir, servers, big_v, big_r, window, cleanup, None, True, args.flood,
-            alerts=alerts, interval=args.interval,
+            alerts=alerts, interval=args.interval, scrape=args.scrape,
         )  # fmt: skip
         base = None
         if args.baseline_rev:

@@ -2,9 +2,13 @@
 
 A scrape reads what the engine keeps anyway (health, the table lvsmon believes the kernel holds,
 the per-job check counters of lvsmon.engine.checkstats) and owns nothing. At 10,000 reals the
-body is some 200,000 lines: the label strings are built once per config, the text is built with
-list appends, and the build yields to the event loop every few hundred reals, so that checks due
-meanwhile start on time. Scrapes that arrive while one is being built share it.
+body is some 165,000 lines (16 MB), so:
+- labels are formatted once per config (Layout), and health is read by position, not hashed;
+- the lines of a real's state (up, weight, maintenance, drain, transitions) are kept per slice of
+  reals and reused while none of those reals changed: a scrape formats mostly the histograms;
+- the build lets the event loop run whenever it has held it for HOLD_S, so that checks due
+  meanwhile start on time; scrapes that arrive during a build share it;
+- the body goes out in the pieces it was built in, never joined into one 16 MB string.
 
 Check figures are per check job: a real that sits in several virtuals with the same check is
 checked once, and each of its (virtual, real) series shows that one job's figures.
@@ -15,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,11 +28,12 @@ from aiohttp import web
 from lvsmon import __version__
 from lvsmon.engine.checkstats import DURATION_BUCKETS, REASON_CLASSES, CheckCounts
 from lvsmon.engine.plan import RealRef
-from lvsmon.ipvs.model import DestConf, DestKey, ServiceKey
+from lvsmon.ipvs.model import Service, ServiceKey, Table
 
 if TYPE_CHECKING:
     from lvsmon.daemon import Daemon
     from lvsmon.engine.engine import Engine
+    from lvsmon.engine.health import RealHealth
     from lvsmon.engine.runner import JobRun
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -142,15 +147,22 @@ FAMILIES: dict[str, tuple[str, str]] = {
 }
 
 
-async def handler(request: web.Request) -> web.Response:
+async def handler(request: web.Request) -> web.StreamResponse:
     from lvsmon.api.server import DAEMON
 
     daemon = request.app[DAEMON]
     exporter = _exporters.get(daemon)
     if exporter is None:
         exporter = _exporters[daemon] = Exporter(daemon)
-    body = await exporter.scrape()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    parts = await exporter.scrape()
+    # written piece by piece: 17 MB at 10,000 reals is neither joined nor buffered whole
+    response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
+    response.content_length = sum(map(len, parts))
+    await response.prepare(request)
+    for part in parts:
+        await response.write(part)
+    await response.write_eof()
+    return response
 
 
 # ---- text format --------------------------------------------------------------------------
@@ -204,9 +216,10 @@ _NO_TRANSITIONS = (0, 0)
 
 @dataclass(slots=True)
 class _Real:
-    ref: RealRef  # the very key object of engine.health: its lookups end at an identity test
+    ref: RealRef
+    health_at: int  # its place in engine.health's order (-1: none); see Layout
     labels: str  # virtual="...",real="..." (no braces: the histogram adds `le`)
-    dest: DestKey  # the kernel's key
+    dest: tuple[str, int]  # the kernel's key, as (address, port): a tuple hashes in C
     run: JobRun | None  # its check job's running state; None: not checked (checktype on/off)
     virtual: int  # index in Layout.virtuals
 
@@ -225,9 +238,14 @@ class Layout:
     def __init__(self, engine: Engine) -> None:
         self.config = engine.config
         self.runs = engine.runner.runs
+        self.health: dict[RealRef, RealHealth] = engine.health
         self.reals: list[_Real] = []
         self.virtuals: list[_Virtual] = []
         self.index_of: dict[RealRef, int] = {}
+        # per virtual: the kernel's weights by (address, port), and the table entry they are of
+        self.weights: list[tuple[Service | None, dict[tuple[str, int], int]]] = []
+        # per slice (its first real's index): the reals' states and their lines, last scrape's
+        self.states: dict[int, tuple[list[_RealState], tuple[bytes, ...]]] = {}
 
     async def build(self, engine: Engine, pause: Callable[[], Awaitable[None]]) -> None:
         """At 10,000 reals this hashes some 40,000 keys: `pause` lets the checks run."""
@@ -236,7 +254,11 @@ class Layout:
             for ref in run.refs:
                 run_of.setdefault(ref, run)
         await pause()
-        canonical = {ref: ref for ref in engine.health}
+        # A RealRef hashes in Python (some 1 µs): a scrape reads health by position instead.
+        # Dicts keep insertion order, a health update keeps its key's place, and health loses no
+        # key but by being replaced as a whole (start, reload), which makes a new Layout.
+        self.health = engine.health
+        place = {ref: i for i, ref in enumerate(self.health)}
         await pause()
         index_of, reals = self.index_of, self.reals
         for v in engine.layout():
@@ -244,15 +266,17 @@ class Layout:
             vindex = len(self.virtuals)
             first = len(reals)
             for slot in v.reals:
-                ref = canonical.get(slot.ref, slot.ref)
+                ref = slot.ref
                 n = len(reals)
                 if index_of.setdefault(ref, n) != n:
                     continue  # one series per (virtual, real)
                 labels = f'virtual="{vlabel}",real="{escape_label(real_label(ref))}"'
-                reals.append(_Real(ref, labels, slot.dest, run_of.get(ref), vindex))
+                dest = (slot.dest.address, slot.dest.port)
+                reals.append(_Real(ref, place.get(ref, -1), labels, dest, run_of.get(ref), vindex))
             self.virtuals.append(
                 _Virtual(v.key, f'virtual="{vlabel}"', v.fallback is not None, len(reals) - first)
             )
+            self.weights.append((None, {}))
             await pause()
 
     def flags(self, refs: Iterable[RealRef]) -> bytearray:
@@ -278,6 +302,7 @@ REAL_FAMILIES = (
     "lvsmon_real_check_failures_total",
     "lvsmon_check_duration_seconds",
 )
+_FAILURES, _DURATION = 5, 6  # the families after the state ones (_state_text's)
 
 
 class _Scrape:
@@ -288,6 +313,8 @@ class _Scrape:
         # each family's text, one piece per slice (encoded there: no 20 MB encode at the end)
         self.parts: list[list[bytes]] = [[] for _ in REAL_FAMILIES]
         self.serving = [0] * len(layout.virtuals)  # per virtual: up, not maintained, not drained
+        # every real's health, in the order of engine.health (Layout.health_at)
+        self.health: list[RealHealth | None] = list(engine.health.values())
         self.maintained = layout.flags(engine.maintained)
         self.drained = layout.flags(getattr(engine, "drained", ()))
         # few reals ever change state: their counts by index, not a lookup per real
@@ -299,13 +326,52 @@ class _Scrape:
                 self.transitions[i] = pair
 
 
+def _weights(layout: Layout, vindex: int, table: Table) -> dict[tuple[str, int], int]:
+    """A virtual's kernel weights: rebuilt when the reconciler replaced its table entry (a
+    change, a resync's dump), else the last scrape's."""
+    service = table.get(layout.virtuals[vindex].key)
+    cached = layout.weights[vindex]
+    if cached[0] is not service:
+        dests = service.dests if service is not None else {}
+        cached = layout.weights[vindex] = (
+            service,
+            {(d.address, d.port): conf.weight for d, conf in dests.items()},
+        )
+    return cached[1]
+
+
+# up, kernel weight (None: absent), maintenance, drained, transitions up, transitions down
+_RealState = tuple[int, int | None, int, int, int, int]
+
+
+def _state_text(reals: list[_Real], state: list[_RealState]) -> tuple[bytes, ...]:
+    """The lines of the state families (REAL_FAMILIES[:5]) for these reals."""
+    up_l: list[str] = []
+    weight_l: list[str] = []
+    maint_l: list[str] = []
+    drained_l: list[str] = []
+    trans_l: list[str] = []
+    for real, (up, weight, maint, drain, ups, downs) in zip(reals, state, strict=True):
+        labels = real.labels
+        up_l.append(f"lvsmon_real_up{{{labels}}} {up}\n")
+        if weight is not None:
+            weight_l.append(f"lvsmon_real_weight{{{labels}}} {weight}\n")
+        maint_l.append(f"lvsmon_real_maintenance{{{labels}}} {maint}\n")
+        drained_l.append(f"lvsmon_real_drained{{{labels}}} {drain}\n")
+        trans_l.append(
+            f'lvsmon_real_transitions_total{{{labels},direction="up"}} {ups}\n'
+            f'lvsmon_real_transitions_total{{{labels},direction="down"}} {downs}\n'
+        )
+    return tuple("".join(lines).encode() for lines in (up_l, weight_l, maint_l, drained_l, trans_l))
+
+
 class Exporter:
     """The metrics of one daemon."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self._layout: Layout | None = None
-        self._building: asyncio.Future[bytes] | None = None
+        self._building: asyncio.Task[list[bytes]] | None = None
         # (monotonic time, checks done) at earlier scrapes, one a second at most, the first at
         # the daemon's start: lvsmon_checks_per_second
         since_start = max(0.0, time.time() - daemon.started_at)
@@ -320,6 +386,7 @@ class Exporter:
             layout is None
             or layout.config is not engine.config
             or layout.runs is not engine.runner.runs
+            or layout.health is not engine.health
         ):
             layout = Layout(engine)
             await layout.build(engine, self._pause)
@@ -333,25 +400,24 @@ class Exporter:
             await asyncio.sleep(0)
             self._ran_since = time.perf_counter()
 
-    async def scrape(self) -> bytes:
-        """The body; a scrape that comes while another builds gets the same body."""
+    async def scrape(self) -> list[bytes]:
+        """The body, in pieces. A scrape that comes while another builds gets the same body;
+        the build is a task of its own, so a client that goes away does not end it for the
+        others."""
         building = self._building
-        if building is not None:
-            return await asyncio.shield(building)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._building = future
-        try:
-            body = await self._build()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when none waits
-            raise
-        finally:
-            self._building = None
-        future.set_result(body)
-        return body
+        if building is None:
+            building = self._building = asyncio.get_running_loop().create_task(
+                self._build(), name="lvsmon-metrics"
+            )
+            building.add_done_callback(self._built)
+        return await asyncio.shield(building)
 
-    async def _build(self) -> bytes:
+    def _built(self, task: asyncio.Task[list[bytes]]) -> None:
+        self._building = None
+        if not task.cancelled():
+            task.exception()  # retrieved, whoever waited or not
+
+    async def _build(self) -> list[bytes]:
         started = self._ran_since = time.perf_counter()
         scrape = None
         for attempt in range(3):
@@ -364,13 +430,14 @@ class Exporter:
         for name, parts in zip(REAL_FAMILIES, scrape.parts, strict=True):
             out.append(family_header(name))
             out += parts
+        await self._pause()
         text: list[str] = []
         self._virtual_families(text, scrape)
+        await self._pause()
         self._daemon_families(text)
         out.append("".join(text).encode())
-        body = b"".join(out)
         self.last_build_s = time.perf_counter() - started
-        return body
+        return out
 
     async def _per_real(self, *, restartable: bool) -> _Scrape | None:
         engine = self.daemon.engine
@@ -387,46 +454,34 @@ class Exporter:
 
     @staticmethod
     def _slice(engine: Engine, scrape: _Scrape, start: int, end: int) -> None:
-        health = engine.health
+        health = scrape.health
         table = engine.actual or {}
         serving, transitions = scrape.serving, scrape.transitions
         maintained, drained = scrape.maintained, scrape.drained
-        up_l: list[str] = []
-        weight_l: list[str] = []
-        maint_l: list[str] = []
-        drained_l: list[str] = []
-        trans_l: list[str] = []
+        reals = scrape.layout.reals[start:end]
+        state: list[_RealState] = []
         fail_l: list[str] = []
         dur_l: list[str] = []
-        service_key: ServiceKey | None = None
-        dests: Mapping[DestKey, DestConf] = {}
+        layout = scrape.layout
+        vindex = -1
+        weights: dict[tuple[str, int], int] = {}
         i = start
-        for real in scrape.layout.reals[start:end]:
-            labels = real.labels
-            h = health.get(real.ref)
-            up = h is not None and h.up
-            up_l.append(f"lvsmon_real_up{{{labels}}} {1 if up else 0}\n")
+        for real in reals:
+            h = health[real.health_at] if real.health_at >= 0 else None
+            up = 1 if h is not None and h.up else 0
             maint, drain = maintained[i], drained[i]
             if up and not maint and not drain:
                 serving[real.virtual] += 1
-            maint_l.append(f"lvsmon_real_maintenance{{{labels}}} {maint}\n")
-            drained_l.append(f"lvsmon_real_drained{{{labels}}} {drain}\n")
-            if real.ref.service is not service_key:
-                service_key = real.ref.service
-                service = table.get(service_key)
-                dests = service.dests if service is not None else {}
-            conf = dests.get(real.dest)
-            if conf is not None:
-                weight_l.append(f"lvsmon_real_weight{{{labels}}} {conf.weight}\n")
+            if real.virtual != vindex:
+                vindex = real.virtual
+                weights = _weights(layout, vindex, table)
             ups, downs = transitions.get(i, _NO_TRANSITIONS)
-            trans_l.append(
-                f'lvsmon_real_transitions_total{{{labels},direction="up"}} {ups}\n'
-                f'lvsmon_real_transitions_total{{{labels},direction="down"}} {downs}\n'
-            )
+            state.append((up, weights.get(real.dest), maint, drain, ups, downs))
             i += 1
             run = real.run
             if run is None:
                 continue
+            labels = real.labels
             counts: CheckCounts = run.counts
             total = 0
             for suffix, n in zip(_LE_SUFFIXES, counts.buckets, strict=True):
@@ -444,11 +499,18 @@ class Exporter:
                         "lvsmon_real_check_failures_total"
                         f'{{{labels},reason="{REASON_CLASSES[cls]}"}} {n}\n'
                     )
-        for parts, lines in zip(
-            scrape.parts, (up_l, weight_l, maint_l, drained_l, trans_l, fail_l, dur_l), strict=True
-        ):
-            if lines:
-                parts.append("".join(lines).encode())
+        # a real's state rarely changes: the text of a slice whose states did not is kept
+        cached = scrape.layout.states.get(start)
+        if cached is None or cached[0] != state:
+            cached = scrape.layout.states[start] = (state, _state_text(reals, state))
+        parts = scrape.parts
+        for k, text in enumerate(cached[1]):
+            if text:
+                parts[k].append(text)
+        if fail_l:
+            parts[_FAILURES].append("".join(fail_l).encode())
+        if dur_l:
+            parts[_DURATION].append("".join(dur_l).encode())
 
     @staticmethod
     def _virtual_families(out: list[str], scrape: _Scrape) -> None:

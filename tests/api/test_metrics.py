@@ -354,6 +354,7 @@ async def test_a_build_lets_checks_run_and_is_shared(
     exporter = metrics.Exporter(running.daemon)
     bodies = await asyncio.gather(*(exporter.scrape() for _ in range(3)))
     assert bodies[0] is bodies[1] is bodies[2]  # the later scrapes waited for the first build
-    s, _ = parse(bodies[0].decode())
+    body = b"".join(bodies[0]).decode()
+    s, _ = parse(body)
     assert virtual(s, "lvsmon_virtual_reals", V1) == 2
-    promtool(bodies[0].decode())
+    promtool(body)
