@@ -44,6 +44,17 @@ lvsmon extensions (the OCF resource agent's, packaging/ocf/lvsmon):
   purge         with the daemon stopped: delete the config's virtual services (and those the
                 dead daemon's status file lists) from the kernel; exit 0, 1 on failure
 
+lvsmon extensions (steering a running pool):
+  drain REAL [--virtual V]
+                weight 0 for REAL (IP:PORT, IP or a name) in every virtual or in V (IP:PORT,
+                tcp:IP:PORT, fwm:N) until undrain, whatever its checks say: its connections go
+                on, new ones go elsewhere; kept across reloads and restarts (maintenancedir's
+                REAL.drain files, else a state file beside the pid file); without a daemon it
+                applies when one starts. Exit 0, 2 not a real server of the config. Without
+                REAL: list the drained reals
+  undrain REAL [--virtual V]
+                give REAL its weight back
+
 other forms:
   lvsmon check-config [--json] FILE   validate a configuration (also: lvsmon -t FILE)
   lvsmon demo                         a live demonstration on loopback, no root needed
@@ -102,6 +113,15 @@ def find_config(name: str) -> str | None:
 def config_name(config_arg: str | None) -> str:
     """ldirectord's CFGNAME: "ldirectord" for the default file, else the file's basename."""
     return "ldirectord" if config_arg is None else os.path.basename(config_arg)
+
+
+def _drain_form(words: list[str]) -> tuple[str | None, str, str | None] | None:
+    """(configfile, drain or undrain, REAL) of `[configfile] drain [REAL]`, else None."""
+    for at in (0, 1):
+        if len(words) > at and words[at] in ("drain", "undrain") and len(words) <= at + 2:
+            real = words[at + 1] if len(words) > at + 1 else None
+            return (words[0] if at else None, words[at], real)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -168,15 +188,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="start: also serve the status page, /status, /events and /metrics on this TCP "
         "address (read only; default: $LVSMON_LISTEN, else the control socket only)",
     )
+    parser.add_argument(
+        "--virtual", metavar="V", help="drain, undrain: only in this virtual service"
+    )
     parser.add_argument("words", nargs="+", metavar="[configfile] command")
     try:
-        ns = parser.parse_args(args)
+        # intermixed: `drain --virtual V REAL` as well as `drain REAL --virtual V`
+        ns = parser.parse_intermixed_args(args)
         words: list[str] = ns.words
-        if len(words) > 2 or words[-1] not in COMMANDS + TABLE_COMMANDS:
+        standard = len(words) <= 2 and words[-1] in COMMANDS + TABLE_COMMANDS
+        drain_form = None if standard else _drain_form(words)
+        if not standard and drain_form is None:
             parser.error(f"expected [configfile] {{{'|'.join(COMMANDS)}}}, got {' '.join(words)!r}")
+        if ns.virtual is not None and drain_form is None:
+            parser.error("--virtual goes with drain and undrain")
     except SystemExit as exc:  # usage errors and --help: ldirectord's exit codes, no traceback
         return exc.code if isinstance(exc.code, int) else USAGE_EXIT
     config_arg = words[0] if len(words) == 2 else None
+    if drain_form is not None:
+        config_arg = drain_form[0]
     if ns.listen:
         from lvsmon.api.server import parse_listen
 
@@ -198,6 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop_timeout=ns.stop_timeout,
         listen=ns.listen,
     )
+    if drain_form is not None:
+        from lvsmon.draincli import run_drain_command
+
+        return run_drain_command(drain_form[1], drain_form[2], ns.virtual, control)
     if words[-1] in TABLE_COMMANDS:
         from lvsmon.tablecheck import run_table_command
 

@@ -58,6 +58,13 @@ class Control:
         base = self.pid_path.removesuffix(".pid")
         return f"{base}.status.json"
 
+    @property
+    def drain_state_path(self) -> str:
+        """Drained reals, when the config has no maintenancedir (lvsmon.engine.drain)."""
+        from lvsmon.engine.drain import state_path_for
+
+        return state_path_for(self.pid_path)
+
     def run(self, command: str) -> int:
         handler: Callable[[], int] = {
             "start": self.start,
@@ -281,6 +288,7 @@ class Control:
                     self.status_path,
                     control_socket=self.socket_path,
                     listen=self.listen,
+                    drain_state=self.drain_state_path,
                 )
 
             return asyncio.run(main())

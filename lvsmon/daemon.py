@@ -29,6 +29,7 @@ from lvsmon.api.server import ControlServer
 from lvsmon.atomicfile import write_atomic
 from lvsmon.config import Config, ConfigError
 from lvsmon.config.watch import ConfigWatcher
+from lvsmon.engine.drain import DrainIndex, DrainState, Outcome, drain, listing, select, undrain
 from lvsmon.engine.engine import Engine
 from lvsmon.engine.eventlog import LOGGED, log_event
 from lvsmon.engine.events import (
@@ -100,20 +101,27 @@ class Daemon:
         notifier: Notifier | None = None,
         control_socket: str | None = None,
         listen: str | None = None,
+        drain_state: str | None = None,
     ) -> None:
         """`resync_s`: overrides the config's resyncinterval (tests). `notifier`: systemd's
         notification socket (run_daemon takes it from the environment). `control_socket`,
-        `listen`: where the control server (lvsmon.api) answers; neither: no server."""
+        `listen`: where the control server (lvsmon.api) answers; neither: no server.
+        `drain_state`: the drain state file, used without maintenancedir (None: kept in
+        memory)."""
         self._resync_override = resync_s
         self.status_path = status_path
         self.started_at = time.time()
         self.backend = backend
         self.events = EventBus()
         self.events.subscribe("log", log_event, kinds=LOGGED)
+        self.drains = DrainState(drain_state)
+        self._maint: MaintenanceDir | None = None
+        self._maint_for: tuple[str | None, frozenset[RealRef]] | None = None
         self.engine = Engine(
             config,
             backend,
             maintained=self._maintained,
+            drained=self._drained,
             events=self.events,
             resync_s=resync_s or config.settings.resyncinterval,
         )
@@ -149,8 +157,6 @@ class Daemon:
         self._status_cache: tuple[float, Status, bytes] | None = None
         self.phase = Phase.STARTING
         self.exit_code = 0
-        self._maint: MaintenanceDir | None = None
-        self._maint_for: tuple[str | None, frozenset[RealRef]] | None = None
         self._stop = asyncio.Event()
         self._stop_signal = "TERM"
         self._reloading = asyncio.Lock()
@@ -171,13 +177,48 @@ class Daemon:
         self.engine.want_every_result(bool(self.monitor.path_of))
 
     # maintenancedir: names are looked up when the set of reals changes, not per check
-    def _maintained(self, config: Config, plan: Plan) -> frozenset[RealRef]:
+    def _maintenance_dir(self, config: Config, plan: Plan) -> MaintenanceDir | None:
         path = config.settings.maintenancedir
         refs = frozenset(plan.failurecount)
         if self._maint_for != (path, refs):
             self._maint_for = (path, refs)
             self._maint = MaintenanceDir(path, refs) if path else None
-        return self._maint.scan() if self._maint else frozenset()
+        return self._maint
+
+    def _maintained(self, config: Config, plan: Plan) -> frozenset[RealRef]:
+        maint = self._maintenance_dir(config, plan)
+        return maint.scan() if maint else frozenset()
+
+    # drains: entries resolved with maintenancedir's names (one reverse lookup per real)
+    def _drain_index(self, config: Config, plan: Plan) -> DrainIndex:
+        maint = self._maintenance_dir(config, plan)
+        return self.drains.index(config, plan.failurecount, maint.names if maint else {})
+
+    def _drained(self, config: Config, plan: Plan) -> frozenset[RealRef]:
+        return self.drains.drained(config, self._drain_index(config, plan))
+
+    def drain_listing(self) -> dict[str, object]:
+        """GET /drains: the drained pairs of the running config, and the entries it ignores."""
+        config = self.config
+        return listing(self.drains.store(config), self._drain_index(config, self.engine.plan))
+
+    async def drain_command(self, real: str, virtual: str | None, on: bool) -> list[Outcome]:
+        """POST /drain, /undrain: checked against the running config, kept in the drain state,
+        applied to the kernel before it returns. DrainError when `real` (in `virtual`) names
+        nothing of the config; OSError when the state cannot be written."""
+        async with self._reloading:  # the config a drain was checked against is the one it meets
+            config, plan = self.config, self.engine.plan
+            # names may need the resolver: not in the loop, whose checks would wait
+            targets = await asyncio.to_thread(select, config, real, virtual)
+            store, index = self.drains.store(config), self._drain_index(config, plan)
+            if on:
+                outcome = drain(store, index, targets, everywhere=virtual is None)
+            else:
+                outcome = undrain(store, index, targets)
+            if self.engine.refresh_drained():
+                self._status_cache = None
+                await self.engine.reconciler.reconcile()
+            return outcome
 
     def _set_phase(self, phase: Phase) -> None:
         self.phase = phase
@@ -379,6 +420,7 @@ class Daemon:
                 write_status(self.status_path, self.current_status(max_age=0.0)[0])
             if self.engine.refresh_maintenance():
                 log.info("maintenance set changed: %s", sorted(map(str, self.engine.maintained)))
+            self.engine.refresh_drained()  # files an operator touched by hand in maintenancedir
             await self._poll_config()
             await self.sync.maintain()  # every 30 s: read back, restart a vanished sync daemon
         except asyncio.CancelledError:
@@ -445,6 +487,7 @@ async def run_daemon(
     *,
     control_socket: str | None = None,
     listen: str | None = None,
+    drain_state: str | None = None,
 ) -> int:
     daemon = Daemon(
         config,
@@ -453,6 +496,7 @@ async def run_daemon(
         notifier=Notifier.from_environ(),
         control_socket=control_socket,
         listen=listen,
+        drain_state=drain_state,
     )
     with contextlib.suppress(asyncio.CancelledError):
         return await daemon.run(ready)

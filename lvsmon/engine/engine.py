@@ -30,6 +30,7 @@ from lvsmon.engine.desired import (
 from lvsmon.engine.eventlog import LOGGED, log_event
 from lvsmon.engine.events import (
     CheckDone,
+    DrainChanged,
     EventBus,
     FallbackChanged,
     RealChanged,
@@ -60,6 +61,7 @@ class Engine:
         *,
         run_check: RunCheck | None = None,
         maintained: Callable[[Config, Plan], Collection[RealRef]] | None = None,
+        drained: Callable[[Config, Plan], Collection[RealRef]] | None = None,
         events: EventBus | None = None,
         max_in_flight: int = 4096,
         reconcile_batch_s: float = 0.005,
@@ -100,6 +102,8 @@ class Engine:
         self.reconciler.after.append(self._after_reconcile)
         self._maintained_fn = maintained
         self._maintained: Collection[RealRef] = frozenset()
+        self._drained_fn = drained
+        self._drained: frozenset[RealRef] = frozenset()
         self._pool_up: dict[ServiceKey, bool] = {}
         self._layout: tuple[VirtualLayout, ...] = ()
         self._layout_for: Config | None = None
@@ -122,6 +126,11 @@ class Engine:
         return self._maintained
 
     @property
+    def drained(self) -> Collection[RealRef]:
+        """(virtual, real) pairs an operator drained (`lvsmon drain`): weight 0 while up."""
+        return self._drained
+
+    @property
     def first_round_done(self) -> bool:
         """Every check has reported once: states from here on are observed, not assumed."""
         return self.runner.first_done.is_set()
@@ -130,7 +139,9 @@ class Engine:
         return self._desired_for(self.actual or {})
 
     def _desired_for(self, actual: Table) -> Table:
-        return desired_table(self.config, self.health, self._maintained, actual, self._layout_now())
+        return desired_table(
+            self.config, self.health, self._maintained, actual, self._layout_now(), self._drained
+        )
 
     def _layout_now(self) -> tuple[VirtualLayout, ...]:
         if self._layout_for is not self.config:
@@ -153,7 +164,9 @@ class Engine:
         if self._owns_events:
             await self.events.start()
         self.reconciler.actual = await self.backend.dump()
-        self.health = adopt_health(self.config, self.reconciler.actual)
+        self.refresh_drained()
+        # a drained real at weight 0 in the kernel is adopted as up: a restart changes nothing
+        self.health = adopt_health(self.config, self.reconciler.actual, self._drained)
         self._apply_modes()
         self.refresh_maintenance()
         await self.reconciler.reconcile()
@@ -220,10 +233,12 @@ class Engine:
                     self.reconciler.actual = actual
             plan = build_plan(config)
             # the same function as `lvsmon plan`'s (engine/planning.py): a plan cannot disagree
-            health = carried_health(old_plan, old_health, config, plan, actual)
+            drained = self._drained_of(config, plan)
+            health = carried_health(old_plan, old_health, config, plan, actual, drained)
             self.config, self.plan, self.health = config, plan, health
             self.reconciler.own(managed_services(config))
             self.refresh_maintenance()
+            self.refresh_drained()
         await self.reconciler.reconcile()
         self.runner.schedule(self.plan)
 
@@ -294,11 +309,35 @@ class Engine:
             self.reconciler.mark_dirty()
         return changed
 
+    def _drained_of(self, config: Config, plan: Plan) -> frozenset[RealRef]:
+        if self._drained_fn is None:
+            return frozenset()
+        return frozenset(self._drained_fn(config, plan))
+
+    def refresh_drained(self) -> bool:
+        """Re-read the drained pairs; True when that set changed (each change is an event)."""
+        new = self._drained_of(self.config, self.plan)
+        old = self._drained
+        if new == old:
+            return False
+        self._drained = new
+        known = self.plan.failurecount
+        for ref in sorted(new - old, key=str):
+            self.events.publish(DrainChanged(ref, True))
+        # a pair gone with the config it was in is not undrained: its entry stays for later
+        for ref in sorted(old - new, key=str):
+            if ref in known:
+                self.events.publish(DrainChanged(ref, False))
+        self.reconciler.mark_dirty()
+        return True
+
     def up_of(self) -> dict[ServiceKey, bool]:
-        """Per virtual: is any of its reals up (and not in maintenance)?"""
-        health, maintained = self.health, self._maintained
+        """Per virtual: is any of its reals up (and neither in maintenance nor drained)?"""
+        health, maintained, drained = self.health, self._maintained, self._drained
         return {
-            v.key: any(is_up(slot.ref, health, maintained) for slot in v.reals)
+            v.key: any(
+                is_up(slot.ref, health, maintained) and slot.ref not in drained for slot in v.reals
+            )
             for v in self._layout_now()
         }
 
@@ -327,7 +366,7 @@ class Engine:
         """The state an operator wants to see: every virtual, every real, why, and the figures."""
         table = self.actual or {}
         virtuals: list[VirtualStatus] = []
-        maintained = self._maintained
+        maintained, drained = self._maintained, self._drained
         # holds are on the engine's clock; the status shows wall-clock time
         rules, now, wall = self.plan.rules, self.clock(), time.time()
         # the layout holds each virtual's key and each real's kernel key, built once per config:
@@ -353,6 +392,7 @@ class Engine:
                         "state": "maintenance"
                         if ref in maintained
                         else ("up" if h and h.up else "down"),
+                        "drained": ref in drained,
                         "checked": bool(h and h.checked),
                         "failcount": h.failcount if h else 0,
                         "reason": h.reason if h else "",

@@ -24,6 +24,7 @@ class RealStatus(TypedDict):
     address: str
     port: int
     state: str  # up, down, maintenance
+    drained: bool  # `lvsmon drain`: weight 0 while up (maintenance wins)
     checked: bool
     failcount: int
     reason: str
@@ -180,7 +181,8 @@ def render_status(status: Status) -> str:
         for r in v["reals"]:
             kw = r["kernel_weight"]
             weight = "absent" if kw is None else f"weight {kw}"
-            state = r["state"]
+            # .get: a status file written by a daemon from before drains
+            state = r["state"] + (" drained" if r.get("drained") else "")
             if r.get("rising"):
                 state += f" rising {r['rising']}"
             if r.get("held_until") is not None:

@@ -1,0 +1,146 @@
+"""`lvsmon [CONFIG] drain REAL [--virtual V]`, `undrain REAL [--virtual V]`, `drain` (the list).
+
+With a daemon running, the command goes to its control socket: the daemon checks it against the
+config it runs, keeps it and applies it before it answers. Without one, the command is checked
+against the config file and written to the drain state directly (maintenancedir's `.drain` files,
+or the state file next to the pid file); the daemon applies it when it starts.
+
+Exit codes: 0 done (also when the real already was, or was not, drained), 2 the config names no
+such real (or virtual), or the config is invalid; 1 anything else (no config file, the daemon does
+not answer, the state cannot be written).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+from lvsmon import pidfile
+
+if TYPE_CHECKING:
+    from lvsmon.control import Control
+
+DRAIN_COMMANDS = ("drain", "undrain")
+
+
+def run_drain_command(command: str, real: str | None, virtual: str | None, control: Control) -> int:
+    if real is None and command == "undrain":
+        print("lvsmon: undrain needs the real server: undrain REAL [--virtual V]", file=sys.stderr)
+        return 2
+    st = pidfile.state(control.pid_path)
+    if st.running:
+        return _through_daemon(command, real, virtual, control, st.pid)
+    return _offline(command, real, virtual, control)
+
+
+def _err(text: str) -> None:
+    print(f"lvsmon: {text}", file=sys.stderr)
+
+
+# ---- a running daemon -------------------------------------------------------------------------
+
+
+def _through_daemon(
+    command: str, real: str | None, virtual: str | None, control: Control, pid: int | None
+) -> int:
+    from lvsmon.api.client import ControlUnavailable, request
+
+    try:
+        if real is None:
+            status, body = request(control.socket_path, "GET", "/drains")
+        else:
+            payload = {"real": real, "virtual": virtual}
+            status, body = request(control.socket_path, "POST", f"/{command}", payload)
+    except ControlUnavailable as exc:
+        _err(f"the daemon (pid {pid or '?'}) does not answer on its control socket: {exc}")
+        return 1
+    if status != 200 or not isinstance(body, dict):
+        error = body.get("error") if isinstance(body, dict) else str(body).strip()
+        _err(str(error or f"the daemon answered HTTP {status}"))
+        return 2 if status == 400 else 1
+    if real is None:
+        _print_listing(body)
+    else:
+        _print_results(command, body.get("results", []))
+    return 0
+
+
+# ---- no daemon: the state itself --------------------------------------------------------------
+
+
+def _offline(command: str, real: str | None, virtual: str | None, control: Control) -> int:
+    from lvsmon.cli import find_config
+    from lvsmon.config import ConfigError, load_config
+    from lvsmon.engine.drain import (
+        DrainError,
+        DrainIndex,
+        drain,
+        listing,
+        select,
+        store_for,
+        undrain,
+    )
+    from lvsmon.engine.maintenance import MaintenanceDir
+    from lvsmon.engine.plan import RealRef
+
+    path = find_config(control.config_arg)
+    if path is None:
+        _err(f"Config file {control.config_arg} not found")
+        return 1
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for d in exc.diagnostics:
+            print(d, file=sys.stderr)
+        return 2
+    store = store_for(config, control.drain_state_path)
+    refs = [RealRef(v.key, r.address, r.port) for v in config.virtuals for r in v.reals]
+    maintenancedir = config.settings.maintenancedir
+    # with maintenancedir, hand-touched names (`<fqdn>.drain`) count: its reverse lookups
+    index = (
+        DrainIndex(MaintenanceDir(maintenancedir, refs).names)
+        if maintenancedir
+        else DrainIndex.plain(refs)
+    )
+    try:
+        if real is None:
+            _print_listing(listing(store, index))
+            return 0
+        targets = select(config, real, virtual)
+        if command == "drain":
+            outcome = drain(store, index, targets, everywhere=virtual is None)
+        else:
+            outcome = undrain(store, index, targets)
+    except DrainError as exc:
+        _err(str(exc))
+        return 2
+    except OSError as exc:
+        _err(f"cannot write the drain state {store.where}: {exc}")
+        return 1
+    _print_results(command, [o.json() for o in outcome])
+    print(f"lvsmon is not running: kept in {store.where}, applied when it starts")
+    return 0
+
+
+# ---- output -----------------------------------------------------------------------------------
+
+
+def _print_results(command: str, results: list[Any]) -> None:
+    for r in results:
+        pair = f"{r.get('real')} in {r.get('virtual')}"
+        if r.get("changed"):
+            print(f"{command}ed {pair}")
+        elif command == "drain":
+            print(f"{pair} was already drained")
+        else:
+            print(f"{pair} was not drained")
+
+
+def _print_listing(body: dict[str, Any]) -> None:
+    drained = body.get("drained", [])
+    for d in drained:
+        print(f"drained {d.get('real')} in {d.get('virtual')}")
+    if not drained:
+        print(f"no real server is drained (state: {body.get('where')})")
+    for name in body.get("ignored", []):
+        print(f"ignored: {name} names no real server of the config")
