@@ -3,6 +3,7 @@
   lvsmon [-d] [--foreground] [--backend B] [configfile]
          start|stop|restart|try-restart|reload|force-reload|status
   lvsmon check-config [--json] FILE        (also: lvsmon -t FILE)
+  lvsmon plan [--json] [CONFIG [NEWFILE]]
   lvsmon demo
 
 The first form is ldirectord's own command line and exit codes, so init scripts, systemd units and
@@ -57,6 +58,11 @@ lvsmon extensions (steering a running pool):
 
 other forms:
   lvsmon check-config [--json] FILE   validate a configuration (also: lvsmon -t FILE)
+  lvsmon plan [--json] [CONFIG [NEWFILE]]
+                                      the kernel ops a reload to NEWFILE (default: CONFIG as
+                                      it is now) would apply, from the running daemon (its
+                                      control socket; --pid-file) or else the kernel table
+                                      (--backend); exit 0 no change, 1 changes, 2 trouble
   lvsmon demo                         a live demonstration on loopback, no root needed
   lvsmon test-alert [--to ADDR] FILE  send one test alert mail through the configured path
 
@@ -133,6 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args[1:])
     if args and args[0] == "demo":
         return _demo(args[1:])
+    if "plan" in args and args[-1] not in COMMANDS + TABLE_COMMANDS:
+        # `lvsmon plan ...`, also after the options the other commands take
+        # (`lvsmon --pid-file P plan CONFIG`); `lvsmon plan start` is a config named plan
+        from lvsmon.plancli import main as plan_main
+
+        at = args.index("plan")
+        return plan_main(args[:at] + args[at + 1 :])
     if args and args[0] == "test-alert":
         from lvsmon.alerts.testmail import main as test_alert_main
 

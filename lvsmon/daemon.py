@@ -23,6 +23,7 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from lvsmon.alerts.sender import KINDS as ALERT_KINDS
 from lvsmon.alerts.sender import Alerts
 from lvsmon.api.eventfeed import EventFeed
 from lvsmon.api.server import ControlServer
@@ -138,7 +139,7 @@ class Daemon:
         self.events.subscribe("monitorfile", self.monitor, kinds=(CheckDone,))
         self.alerts = Alerts(config, spawn=self._supervised)
         self._alert_events = self.events.subscribe(
-            "e-mail alerts", self.alerts, kinds=(KernelOp, PhaseChanged)
+            "e-mail alerts", self.alerts, kinds=ALERT_KINDS
         )
         self._use_monitorfiles(config)
         self.watcher = ConfigWatcher(config.path, config.digest)
@@ -219,6 +220,49 @@ class Daemon:
                 self._status_cache = None
                 await self.engine.reconciler.reconcile()
             return outcome
+
+    def reload_preview(
+        self,
+    ) -> tuple[
+        Callable[[Config, Plan], frozenset[RealRef]], Callable[[Config, Plan], frozenset[RealRef]]
+    ]:
+        """The maintained and the drained pairs of a config that does not run (`lvsmon plan`), as
+        the reload to it would find them. Called in the loop; the two functions it returns may
+        run in a thread: they reuse the running config's name lookups and drain store where
+        they apply, and cache nothing, so the running config's state stays as it is."""
+        from lvsmon.engine.drain import store_for
+
+        running, running_for = self._maint, self._maint_for
+        running_dir = self.config.settings.maintenancedir
+        drains, running_store = self.drains, self.drains.store(self.config)
+        made: dict[tuple[str, frozenset[RealRef]], MaintenanceDir] = {}
+
+        def maint_dir(config: Config, plan: Plan) -> MaintenanceDir | None:
+            path = config.settings.maintenancedir
+            if not path:
+                return None
+            key = (path, frozenset(plan.failurecount))
+            if running is not None and running_for == key:
+                return running
+            if key not in made:
+                made[key] = MaintenanceDir(path, key[1])
+            return made[key]
+
+        def maintained(config: Config, plan: Plan) -> frozenset[RealRef]:
+            maint = maint_dir(config, plan)
+            return maint.scan() if maint else frozenset()
+
+        def drained(config: Config, plan: Plan) -> frozenset[RealRef]:
+            same = config.settings.maintenancedir == running_dir
+            store = running_store if same else store_for(config, drains.state_path)
+            entries = store.read()
+            if not entries:
+                return frozenset()
+            maint = maint_dir(config, plan)
+            index = DrainIndex(maint.names) if maint else DrainIndex.plain(plan.failurecount)
+            return index.resolve(entries)[0]
+
+        return maintained, drained
 
     def _set_phase(self, phase: Phase) -> None:
         self.phase = phase

@@ -1,9 +1,81 @@
-"""POST /plan (to be filled by the plan work)."""
+"""POST /plan: what a reload to a file would do to the kernel, from the running daemon's view.
+
+Body: {"file": "/abs/path"} (no file: the running config's path, as the file is now on disk).
+Answers {"config": path, "ops": [{"kind", "virtual", "real", "ipvsadm", "text"}], "changes": N};
+400 for a bad request, 422 {"errors": ["file:line: message", ...]} for a config the reload would
+refuse, 503 {"errors": [...]} when the kernel table cannot be read.
+
+Nothing changes: the file is parsed and the plan computed in a thread (a 10,000-real config
+takes about a second to parse, which must not delay the checks), from a snapshot of the engine.
+Only the control socket takes it (POST): the daemon reads whatever file root names.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+from typing import Any
+
 from aiohttp import web
+
+from lvsmon.config import Config, ConfigError, Diagnostic, parse_config
+from lvsmon.config.load import read_config_bytes
+from lvsmon.engine.planning import Forced, Running, op_json, plan_reload
+from lvsmon.ipvs.backend import BackendError
+
+
+def load_new_config(path: str) -> Config:
+    """The file as a reload would take it: ConfigError for what the reload refuses (an empty
+    file too: `lvsmon reload` and the daemon's SIGHUP refuse it)."""
+    data = read_config_bytes(path)
+    if not data:
+        raise ConfigError([Diagnostic(path, None, "file is empty: a reload refuses it")])
+    return parse_config(data, path)
+
+
+def plan_json(
+    running: Running, new: Config, maintained: Forced, drained: Forced | None = None
+) -> dict[str, Any]:
+    reload = plan_reload(running, new, maintained, drained)
+    ops = [op_json(op, new) for op in reload.ops]
+    return {"config": new.path, "ops": ops, "changes": len(ops)}
+
+
+async def post_plan(request: web.Request) -> web.Response:
+    from lvsmon.api.server import DAEMON, json_response
+
+    daemon = request.app[DAEMON]
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except ValueError:
+        return json_response({"errors": ["the body is not JSON"]}, 400)
+    path = body.get("file") if isinstance(body, dict) else None
+    if path is None:
+        path = daemon.config.path
+    if not isinstance(path, str) or not os.path.isabs(path):
+        return json_response({"errors": ['expected {"file": "/absolute/path"}']}, 400)
+    try:
+        new = await asyncio.to_thread(load_new_config, path)
+    except ConfigError as exc:
+        return json_response({"errors": [str(d) for d in exc.diagnostics]}, 422)
+
+    engine = daemon.engine
+    actual = engine.actual
+    if actual is None or engine.reconciler.retry_at is not None:
+        # the reconciler dumps before its next pass (unknown table, or an op failed): so does
+        # the plan, without handing the dump to the reconciler
+        try:
+            actual = await engine.backend.dump()
+        except BackendError as exc:
+            return json_response({"errors": [f"cannot read the IPVS table: {exc}"]}, 503)
+    # taken in one go in the loop, where health and the table change: a consistent snapshot
+    running = Running(
+        engine.config, engine.plan, dict(engine.health), frozenset(engine.managed), actual
+    )
+    maintained, drained = daemon.reload_preview()
+    answer = await asyncio.to_thread(plan_json, running, new, maintained, drained)
+    return json_response(answer)
 
 
 def add_routes(app: web.Application) -> None:
-    pass
+    app.router.add_post("/plan", post_plan)

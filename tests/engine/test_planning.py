@@ -219,8 +219,13 @@ async def test_engine_reload_does_what_was_planned() -> None:
         + "virtual=10.0.0.3:80\n\treal=10.0.0.9:80 gate\n\treal=10.0.0.10:80 gate\n"
         + "\tchecktype=on\n"
     )
+    drained_ref = RealRef(ServiceKey.inet("tcp", "10.0.0.3", 80), "10.0.0.10", 80)
+
+    def drained(config: Config, _plan: Plan) -> frozenset[RealRef]:
+        return frozenset({drained_ref}) if config is new else frozenset()
+
     # no check may move health meanwhile
-    engine = Engine(old, backend, run_check=never)
+    engine = Engine(old, backend, run_check=never, drained=drained)
     await engine.start()
     for ref in engine.plan.job_of:  # as if every check had passed
         engine.health[ref] = RealHealth(up=True, checked=True, reason="ok")
@@ -229,8 +234,12 @@ async def test_engine_reload_does_what_was_planned() -> None:
     snapshot = Running(
         engine.config, engine.plan, dict(engine.health), set(engine.managed), engine.actual
     )
-    planned = plan_reload(snapshot, new, nothing)
-    assert planned.ops  # a real test: something changes
+    planned = plan_reload(snapshot, new, nothing, drained)
+    # a real test: something changes, the drained real too (in at weight 0)
+    assert (
+        AddDest(drained_ref.service, drained_ref.dest, DestConf(Forward.GATE, 0, 0, 0))
+        in planned.ops
+    )
     before = len(backend.log)
     await engine.reload(new)
     await engine.stop(clean=False)
