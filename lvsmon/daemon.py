@@ -23,7 +23,6 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from lvsmon.alerts.sender import KINDS as ALERT_KINDS
 from lvsmon.alerts.sender import Alerts
 from lvsmon.api.eventfeed import EventFeed
 from lvsmon.api.server import ControlServer
@@ -139,7 +138,7 @@ class Daemon:
         self.events.subscribe("monitorfile", self.monitor, kinds=(CheckDone,))
         self.alerts = Alerts(config, spawn=self._supervised)
         self._alert_events = self.events.subscribe(
-            "e-mail alerts", self.alerts, kinds=ALERT_KINDS
+            "e-mail alerts", self.alerts, kinds=(KernelOp, PhaseChanged)
         )
         self._use_monitorfiles(config)
         self.watcher = ConfigWatcher(config.path, config.digest)
