@@ -218,6 +218,8 @@ class Daemon:
             if self.engine.refresh_drained():
                 self._status_cache = None
                 await self.engine.reconciler.reconcile()
+                if self.status_path:  # `lvsmon status` right after `drain` shows it
+                    write_status(self.status_path, self.current_status(max_age=0.0)[0])
             return outcome
 
     def reload_preview(
