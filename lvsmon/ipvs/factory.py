@@ -18,6 +18,11 @@ class UnknownBackend(ValueError):
 def make_backend(name: str, **opts: Any) -> IpvsBackend:
     """A new backend; `opts` go to its constructor (e.g. ipvsadm="/path" for "ipvsadm")."""
     if name == "memory":
+        from lvsmon.ipvs import memory_faults
+
+        # test and demo only: LVSMON_MEMORY_FAULTS / _DRIFT / _DUMP (lvsmon/ipvs/memory_faults.py)
+        if not opts and memory_faults.wanted_from_env():
+            return memory_faults.FaultyMemoryBackend.from_env()
         from lvsmon.ipvs.memory import MemoryBackend
 
         return MemoryBackend(**opts)
