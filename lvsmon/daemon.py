@@ -23,6 +23,7 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from lvsmon.alerts.sender import KINDS as ALERT_KINDS
 from lvsmon.alerts.sender import Alerts
 from lvsmon.api.eventfeed import EventFeed
 from lvsmon.api.server import ControlServer
@@ -39,7 +40,6 @@ from lvsmon.engine.events import (
     ConfigRejected,
     EventBus,
     FallbackChanged,
-    KernelOp,
     Phase,
     PhaseChanged,
 )
@@ -137,9 +137,7 @@ class Daemon:
         self.monitor = MonitorFiles(config)
         self.events.subscribe("monitorfile", self.monitor, kinds=(CheckDone,))
         self.alerts = Alerts(config, spawn=self._supervised)
-        self._alert_events = self.events.subscribe(
-            "e-mail alerts", self.alerts, kinds=(KernelOp, PhaseChanged)
-        )
+        self._alert_events = self.events.subscribe("e-mail alerts", self.alerts, kinds=ALERT_KINDS)
         self._use_monitorfiles(config)
         self.watcher = ConfigWatcher(config.path, config.digest)
         # config reloads by result (SIGHUP, autoreload), for /metrics; rejected autoreloads are

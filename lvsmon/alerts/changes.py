@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from lvsmon.engine.events import KernelOp
+from lvsmon.engine.events import DepoolLimited, KernelOp
+from lvsmon.engine.wording import virtual_label
 from lvsmon.ipvs.model import ServiceKey
 from lvsmon.ipvs.ops import AddDest, DeleteDest, EditDest
 
-Kind = Literal["down", "up", "fallback"]
+Kind = Literal["down", "up", "fallback", "depool"]
 
 REMINDER = "Inaccessible real server: "
 """ldirectord's subject prefix for the reminder of a real that stays down."""
@@ -24,7 +25,8 @@ REMINDER = "Inaccessible real server: "
 @dataclass(frozen=True, slots=True)
 class Change:
     """`kind` "down" starts reminders for `real` ("rip:port", "" for fallback changes), "up"
-    clears them, "fallback" does neither. `subject` is ldirectord's mail subject."""
+    clears them, "fallback" and "depool" (lvsmon's depool threshold) do neither. `subject` is
+    ldirectord's mail subject."""
 
     kind: Kind
     subject: str
@@ -61,3 +63,19 @@ def change_of(event: KernelOp, at: float) -> Change | None:
         return Change("fallback", subject, op.service, "", at)
     down = isinstance(op, DeleteDest) or op.conf.weight == 0
     return Change("down" if down else "up", subject, op.service, str(op.dest), at)
+
+
+def depool_change(event: DepoolLimited, at: float) -> Change:
+    """The depool threshold started keeping reals in (lvsmon's own: ldirectord has no such mail;
+    the wording follows its "...: rip:port (vip:port)" subjects), or stopped."""
+    label = virtual_label(event.service)
+    n = len(event.kept)
+    if event.active:
+        subject = (
+            f"Depool threshold reached on {label}: {n} real server{'s' if n != 1 else ''} kept in"
+            f" although {'its' if n == 1 else 'their'} checks fail:"
+            f" {', '.join(str(ref.dest) for ref in event.kept)}"
+        )
+    else:
+        subject = f"Depool threshold no longer reached on {label}: checks decide again"
+    return Change("depool", subject, event.service, "", at)

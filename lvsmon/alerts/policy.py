@@ -86,6 +86,7 @@ def summary_subject(changes: tuple[Change, ...] | list[Change], hostname: str) -
     still = sum(1 for c in changes if c.reminder)
     up = sum(1 for c in changes if c.kind == "up")
     fallback = sum(1 for c in changes if c.kind == "fallback")
+    depool = sum(1 for c in changes if c.kind == "depool")
     parts = [
         f"{n} {word}" for n, word in ((down, "down"), (up, "restored"), (still, "still down")) if n
     ]
@@ -94,6 +95,8 @@ def summary_subject(changes: tuple[Change, ...] | list[Change], hostname: str) -
         parts[0] = parts[0].replace(f"{n} ", f"{n} real server{'s' if n != 1 else ''} ", 1)
     if fallback:
         parts.append(f"{fallback} fallback change{'s' if fallback != 1 else ''}")
+    if depool:
+        parts.append(f"{depool} depool threshold change{'s' if depool != 1 else ''}")
     return f"[lvsmon] {', '.join(parts)} on {hostname}"
 
 

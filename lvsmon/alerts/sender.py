@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from lvsmon.alerts.changes import change_of
+from lvsmon.alerts.changes import change_of, depool_change
 from lvsmon.alerts.delivery import Outbox, SmtpSettings, default_sender
 from lvsmon.alerts.policy import AlertPolicy, Mail, Relay
 from lvsmon.alerts.render import render
 from lvsmon.config.model import Config
-from lvsmon.engine.events import Event, KernelOp, PhaseChanged
+from lvsmon.engine.events import DepoolLimited, Event, KernelOp, PhaseChanged
 from lvsmon.ipvs.model import ServiceKey
 
 log = logging.getLogger("lvsmon")
@@ -49,6 +49,10 @@ def smtp_settings(config: Config, relay: Relay | None = None) -> SmtpSettings:
         timeout_s=SMTP_TIMEOUT_S,
         sender=default_sender(),
     )
+
+
+KINDS = (KernelOp, PhaseChanged, DepoolLimited)
+"""The event kinds `Alerts` handles: its subscription's filter."""
 
 
 class Alerts:
@@ -118,6 +122,8 @@ class Alerts:
             if change is None:
                 return
             self.policy.feed(change, time.time())
+        elif isinstance(event, DepoolLimited):
+            self.policy.feed(depool_change(event, time.time()), time.time())
         else:
             return
         self._wake.set()

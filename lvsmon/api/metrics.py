@@ -83,6 +83,11 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "gauge",
         "1 while the virtual service has a fallback and none of its reals serves.",
     ),
+    "lvsmon_virtual_depool_limited": (
+        "gauge",
+        "Reals the virtual's depool threshold keeps in service although their checks fail "
+        "(0: not limited).",
+    ),
     # the daemon
     "lvsmon_build_info": ("gauge", "lvsmon's version (label version); always 1."),
     "lvsmon_start_time_seconds": ("gauge", "When the daemon started, Unix time."),
@@ -317,6 +322,7 @@ class _Scrape:
         self.health: list[RealHealth | None] = list(engine.health.values())
         self.maintained = layout.flags(engine.maintained)
         self.drained = layout.flags(getattr(engine, "drained", ()))
+        self.depool_kept = {key: len(kept) for key, kept in engine.depool_limited.items()}
         # few reals ever change state: their counts by index, not a lookup per real
         index_of = layout.index_of
         self.transitions: dict[int, list[int]] = {}
@@ -522,10 +528,16 @@ class Exporter:
             f"lvsmon_virtual_reals_up{{{v.labels}}} {n}\n"
             for v, n in zip(virtuals, scrape.serving, strict=True)
         ]
+        kept = scrape.depool_kept
         family(out, "lvsmon_virtual_fallback_active")
         out += [
-            f"lvsmon_virtual_fallback_active{{{v.labels}}} {1 if v.has_fallback and not n else 0}\n"
+            f"lvsmon_virtual_fallback_active{{{v.labels}}}"
+            f" {1 if v.has_fallback and not n and v.key not in kept else 0}\n"
             for v, n in zip(virtuals, scrape.serving, strict=True)
+        ]
+        family(out, "lvsmon_virtual_depool_limited")
+        out += [
+            f"lvsmon_virtual_depool_limited{{{v.labels}}} {kept.get(v.key, 0)}\n" for v in virtuals
         ]
 
     def _checks_per_second(self, done: int) -> float:

@@ -174,6 +174,9 @@ class Virtual:
     flapcount: int = 0
     flapwindow: int = 300
     flaphold: int = 120
+    # lvsmon's own, off (None) by default: the largest share of the reals that failing checks
+    # may take out of service; the latest failures beyond it stay in (engine/desired.py)
+    depoolthreshold: float | None = None
     # what happens when reals fail
     quiescent: bool = False
     fallback: Fallback | None = None
@@ -260,6 +263,7 @@ class GlobalSettings:
     flapcount: int = 0  # more state changes than this within flapwindow hold a real; 0 = off
     flapwindow: int = 300  # seconds
     flaphold: int = 120  # seconds without a state change that end a hold
+    depoolthreshold: float | None = None  # share of a virtual's reals checks may take out
     emailalertwindow: int = 5  # seconds changes are gathered into one mail; 0 = one per change
     emailalertrate: int = 60  # mails per recipient set per sliding hour; 0 = unlimited
     emailalerttemplates: str | None = None  # directory replacing the shipped templates

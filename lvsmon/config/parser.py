@@ -275,6 +275,8 @@ _SHARED: dict[str, Parse] = {
     "flapcount": _int("flap count", minimum=0, maximum=MAX_COUNT),
     "flapwindow": _int("flap window", maximum=MAX_SECONDS),
     "flaphold": _int("flap hold time", maximum=MAX_SECONDS),
+    # lvsmon's own: the most of a virtual's reals failing checks may take out (engine/desired.py)
+    "depoolthreshold": lambda v, c: values.share(v, "depool threshold"),
 }
 
 GLOBAL: dict[str, Parse] = {

@@ -68,6 +68,29 @@ def integer(
     return number
 
 
+_SHARE = re.compile(r"(\d+)(?:\.(\d*))?(%?)\Z")
+SHARE_DECIMALS = 4  # of a fraction (0.3333); a percentage has two fewer (33.33%)
+
+
+def share(value: str, what: str) -> float:
+    """A share of a whole: a fraction 0..1 ("0.5") or a percentage 0%..100% ("50%"), to 1/10000
+    at most, so that the share of a pool is exact (engine/desired.py rounds on it)."""
+    m = _SHARE.match(value)
+    if m is None:
+        raise Invalid(
+            f"invalid {what}: {shorten(value)!r} is not a fraction (0..1) or a percentage"
+        )
+    whole, decimals, percent = m.group(1), m.group(2) or "", m.group(3)
+    places = SHARE_DECIMALS - (2 if percent else 0)
+    if len(decimals) > places:
+        raise Invalid(f"invalid {what}: {shorten(value)!r} has more than {places} decimals")
+    scale = len(decimals) + (2 if percent else 0)
+    number = decimal(whole + decimals, what) / int("1" + "0" * scale)
+    if number > 1:
+        raise Invalid(f"invalid {what}: {value} is out of range (0..1, or 0%..100%)")
+    return number
+
+
 def yes_no(value: str, name: str) -> bool:
     if value == "yes":
         return True

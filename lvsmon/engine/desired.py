@@ -12,12 +12,22 @@ Rules (ldirectord's, with its start-up bug fixed):
 - a drained real (`lvsmon drain`) that is up stays in the kernel at weight 0, whatever
   `quiescent` says, so that its connections go on; it does not count as up for the fallback. A
   drained real that is down follows the down rule; maintenance wins over drain.
+- the depool threshold (`depoolthreshold`, lvsmon's own, off by default): of the N reals of a
+  virtual that checks decide (N leaves out those in maintenance and the drained ones: an
+  operator's choice is neither limited nor counted), checks take out at most floor(t * N);
+  so at least N - floor(t * N) = ceil((1 - t) * N) stay in, computed exactly on the decimal
+  value (PyBal's rule for its `depool-threshold` of 1 - t). When more are down, the surplus
+  stays in at its configured weight, as if up: the reals whose checks took them down last
+  (ties: the first in the config). Only a real checks took down (`RealHealth.down_at`) can be
+  kept: one down since start or adoption was never seen up, and never gets its weight before a
+  check passed; it counts among the down ones all the same.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 
 from lvsmon.config.model import CheckType, Config
 from lvsmon.engine.health import RealHealth
@@ -58,6 +68,17 @@ class VirtualLayout:
     quiescent: bool
     reals: tuple[RealSlot, ...]
     fallback: tuple[DestKey, DestConf] | None  # None also for checktype=off
+    # depoolthreshold as an exact (numerator, denominator); None: off
+    depool: tuple[int, int] | None = None
+
+
+def depool_ratio(threshold: float | None) -> tuple[int, int] | None:
+    """The config's share (at most 4 decimals) as the exact fraction it was written as: the
+    float of 0.29 times 100 is 28.999..., and the rounding must not see that."""
+    if threshold is None:
+        return None
+    exact = Fraction(threshold).limit_denominator(10_000)
+    return exact.numerator, exact.denominator
 
 
 def layout_of(config: Config) -> tuple[VirtualLayout, ...]:
@@ -76,8 +97,56 @@ def layout_of(config: Config) -> tuple[VirtualLayout, ...]:
         fallback = None
         if fdest is not None and v.fallback and v.checktype is not CheckType.OFF:
             fallback = (fdest, DestConf(v.fallback.forward, 1, 0, 0))
-        out.append(VirtualLayout(key, v.service_conf, v.quiescent, tuple(slots), fallback))
+        out.append(
+            VirtualLayout(
+                key,
+                v.service_conf,
+                v.quiescent,
+                tuple(slots),
+                fallback,
+                depool_ratio(v.depoolthreshold),
+            )
+        )
     return tuple(out)
+
+
+def max_depooled(depool: tuple[int, int], n: int) -> int:
+    """How many of `n` reals checks may take out: floor(t * n), exactly."""
+    numerator, denominator = depool
+    return n * numerator // denominator
+
+
+def kept_by_threshold(
+    v: VirtualLayout,
+    health: Mapping[RealRef, RealHealth],
+    maintained: Collection[RealRef],
+    drained: Collection[RealRef] = (),
+) -> tuple[RealRef, ...]:
+    """The reals of `v` that its depool threshold keeps in service although checks took them
+    down, in config order; () when it has none or nothing is limited."""
+    if v.depool is None:
+        return ()
+    n = 0
+    down = 0
+    candidates: list[tuple[float, int, RealRef]] = []
+    for i, slot in enumerate(v.reals):
+        ref = slot.ref
+        if ref in maintained or (drained and ref in drained):
+            continue
+        n += 1
+        state = health.get(ref)
+        if state is not None and state.up:
+            continue
+        down += 1
+        if state is not None and state.down_at is not None:
+            candidates.append((state.down_at, i, ref))
+    surplus = down - max_depooled(v.depool, n)
+    if surplus <= 0 or not candidates:
+        return ()
+    # the latest failures first, then config order
+    candidates.sort(key=lambda c: (-c[0], c[1]))
+    chosen = sorted(candidates[:surplus], key=lambda c: c[1])
+    return tuple(c[2] for c in chosen)
 
 
 def desired_service(
@@ -90,9 +159,12 @@ def desired_service(
 ) -> Service:
     dests: dict[DestKey, DestConf] = {}
     any_up = False
+    kept: Collection[RealRef] = ()
+    if v.depool is not None:
+        kept = frozenset(kept_by_threshold(v, health, maintained, drained))
     for slot in v.reals:
         dest = slot.dest
-        if is_up(slot.ref, health, maintained):
+        if is_up(slot.ref, health, maintained) or (kept and slot.ref in kept):
             if drained and slot.ref in drained:
                 # kept (not deleted, even with quiescent=no): its connections go on
                 if dest not in dests:

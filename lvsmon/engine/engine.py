@@ -11,6 +11,7 @@ or Pacemaker restarts it).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Collection, Coroutine
@@ -24,12 +25,14 @@ from lvsmon.engine.desired import (
     adopt_health,
     desired_table,
     is_up,
+    kept_by_threshold,
     layout_of,
     managed_services,
 )
 from lvsmon.engine.eventlog import LOGGED, log_event
 from lvsmon.engine.events import (
     CheckDone,
+    DepoolLimited,
     DrainChanged,
     EventBus,
     FallbackChanged,
@@ -105,6 +108,8 @@ class Engine:
         self._drained_fn = drained
         self._drained: frozenset[RealRef] = frozenset()
         self._pool_up: dict[ServiceKey, bool] = {}
+        # per virtual whose depool threshold keeps reals in now: those reals
+        self._depool: dict[ServiceKey, tuple[RealRef, ...]] = {}
         self._layout: tuple[VirtualLayout, ...] = ()
         self._layout_for: Config | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -129,6 +134,12 @@ class Engine:
     def drained(self) -> Collection[RealRef]:
         """(virtual, real) pairs an operator drained (`lvsmon drain`): weight 0 while up."""
         return self._drained
+
+    @property
+    def depool_limited(self) -> dict[ServiceKey, tuple[RealRef, ...]]:
+        """Virtuals whose depool threshold keeps reals in although their checks took them down
+        (as of the last reconcile), with those reals."""
+        return self._depool
 
     @property
     def first_round_done(self) -> bool:
@@ -278,6 +289,9 @@ class Engine:
                 damping,
                 0.0 if damping is None else self.clock(),
             )
+            if transition is Transition.DOWN:
+                # the depool threshold keeps the latest failures in
+                new = dataclasses.replace(new, down_at=self.clock())
             self.health[ref] = new
             settled = settled and new.up
             if transition is not None:
@@ -338,6 +352,8 @@ class Engine:
             v.key: any(
                 is_up(slot.ref, health, maintained) and slot.ref not in drained for slot in v.reals
             )
+            # reals the depool threshold keeps in serve as well
+            or bool(v.depool is not None and kept_by_threshold(v, health, maintained, drained))
             for v in self._layout_now()
         }
 
@@ -352,6 +368,7 @@ class Engine:
         ]
 
     def _after_reconcile(self) -> None:
+        self._depool_states()
         # before the first round of checks, "no real is up" only means "none checked yet"
         if not self.first_round_done:
             return
@@ -359,6 +376,27 @@ class Engine:
             if self._pool_up.get(key) is not up:
                 self._pool_up[key] = up
                 self.events.publish(FallbackChanged(key, not up))
+
+    def _depool_states(self) -> None:
+        """DepoolLimited when a virtual's threshold starts or stops keeping reals in (only reals
+        that checks took down can be kept: none before the first failure)."""
+        health, maintained, drained = self.health, self._maintained, self._drained
+        now: dict[ServiceKey, tuple[RealRef, ...]] = {}
+        for v in self._layout_now():
+            if v.depool is not None:
+                kept = kept_by_threshold(v, health, maintained, drained)
+                if kept:
+                    now[v.key] = kept
+        old = self._depool
+        if not now and not old:
+            return
+        self._depool = now
+        for key, kept in now.items():
+            if key not in old:
+                self.events.publish(DepoolLimited(key, kept, True))
+        for key in old:
+            if key not in now:  # also a virtual a reload removed, or whose threshold it did
+                self.events.publish(DepoolLimited(key, (), False))
 
     # ---- status -----------------------------------------------------------------------------
 
@@ -374,6 +412,9 @@ class Engine:
         for v, layout in zip(self.config.virtuals, self._layout_now(), strict=True):
             service = table.get(layout.key)
             reals: list[RealStatus] = []
+            kept: Collection[RealRef] = ()
+            if layout.depool is not None:
+                kept = frozenset(kept_by_threshold(layout, self.health, maintained, drained))
             for slot in layout.reals:
                 ref = slot.ref
                 h = self.health.get(ref)
@@ -393,6 +434,8 @@ class Engine:
                         if ref in maintained
                         else ("up" if h and h.up else "down"),
                         "drained": ref in drained,
+                        # down by its checks, in service all the same (depoolthreshold)
+                        "kept_by_threshold": bool(kept) and ref in kept,
                         "checked": bool(h and h.checked),
                         "failcount": h.failcount if h else 0,
                         "reason": h.reason if h else "",
@@ -408,6 +451,7 @@ class Engine:
                     "key": str(layout.key),
                     "file": v.file,
                     "line": v.line,
+                    "depool_limited": bool(kept),
                     "reals": reals,
                 }
             )

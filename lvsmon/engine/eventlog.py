@@ -8,6 +8,7 @@ import logging
 from lvsmon.engine.events import (
     ConfigLoaded,
     ConfigRejected,
+    DepoolLimited,
     DrainChanged,
     Event,
     KernelOp,
@@ -28,6 +29,7 @@ LOGGED = (
     ConfigRejected,
     SyncDaemonOp,
     DrainChanged,
+    DepoolLimited,
 )
 
 
@@ -59,6 +61,23 @@ def log_event(event: Event) -> None:
         )
     elif isinstance(event, DrainChanged):
         log.info("%s real server: %s", "Drained" if event.drained else "Undrained", event.ref)
+    elif isinstance(event, DepoolLimited):
+        # loud: checks say more reals are down than the pool may lose
+        if event.active:
+            log.warning(
+                "Depool threshold reached on %s: %d real server%s kept in although %s checks"
+                " fail: %s",
+                event.service,
+                len(event.kept),
+                "" if len(event.kept) == 1 else "s",
+                "its" if len(event.kept) == 1 else "their",
+                ", ".join(str(ref.dest) for ref in event.kept),
+            )
+        else:
+            log.warning(
+                "Depool threshold no longer reached on %s: checks decide again",
+                event.service,
+            )
     elif isinstance(event, SyncDaemonOp):
         if event.error is None:
             log.info("%s: %s", "Started" if event.action == "start" else "Stopped", event.daemon)

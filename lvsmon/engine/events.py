@@ -116,6 +116,18 @@ class DrainChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class DepoolLimited:
+    """A virtual's depool threshold started keeping reals in although their checks took them
+    down (`active`, `kept`: those reals, in config order), or stopped (`active` False, `kept`
+    empty). Published when the state starts and ends, not for changes of `kept` in between
+    (status shows the current ones)."""
+
+    service: ServiceKey
+    kept: tuple[RealRef, ...]
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ConfigLoaded:
     path: str
     digest: str
@@ -161,6 +173,7 @@ Event = (
     | WeightChanged
     | FallbackChanged
     | DrainChanged
+    | DepoolLimited
     | ConfigLoaded
     | ConfigFileChanged
     | ConfigRejected

@@ -71,6 +71,10 @@ class RealHealth:
     passcount: int = 0  # consecutive passes of a down real still short of risecount
     flaps: tuple[float, ...] = ()  # when its recent state changes were (damping on)
     hold: Hold | None = None
+    # when checks took it down, on the engine's clock (the engine sets it at the transition;
+    # None while up, or while down since start or adoption): the depool threshold keeps the
+    # latest failures in (engine/desired.py)
+    down_at: float | None = None
 
     def observe(
         self,
@@ -102,7 +106,9 @@ class RealHealth:
             up = not up
 
         if hold is None and damping is None:  # ldirectord's machine, with risecount
-            state = RealHealth(up, failcount, True, reason, passcount)
+            state = RealHealth(
+                up, failcount, True, reason, passcount, down_at=None if up else self.down_at
+            )
             if not changed:
                 return state, None
             return state, Transition.UP if up else Transition.DOWN
@@ -127,7 +133,16 @@ class RealHealth:
                     f" {'up' if up else 'down'}: {reason})"
                 )
         effective = up and hold is None
-        state = RealHealth(effective, failcount, True, reason, passcount, flaps, hold)
+        state = RealHealth(
+            effective,
+            failcount,
+            True,
+            reason,
+            passcount,
+            flaps,
+            hold,
+            None if effective else self.down_at,
+        )
         if effective == self.up:
             return state, None
         return state, Transition.UP if effective else Transition.DOWN

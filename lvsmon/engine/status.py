@@ -25,6 +25,7 @@ class RealStatus(TypedDict):
     port: int
     state: str  # up, down, maintenance
     drained: bool  # `lvsmon drain`: weight 0 while up (maintenance wins)
+    kept_by_threshold: bool  # down by its checks, kept in service by the depool threshold
     checked: bool
     failcount: int
     reason: str
@@ -39,6 +40,7 @@ class VirtualStatus(TypedDict):
     key: str  # str(ServiceKey), as events name the virtual (fwm:7/inet6)
     file: str
     line: int
+    depool_limited: bool  # its depool threshold keeps reals in although their checks fail
     reals: list[RealStatus]
 
 
@@ -177,12 +179,14 @@ def render_status(status: Status) -> str:
     if status.get("phase"):
         lines.append(f"phase: {status['phase']}")
     for v in status.get("virtuals", []):
-        lines.append(v["name"])
+        lines.append(v["name"] + (" (depool threshold reached)" if v.get("depool_limited") else ""))
         for r in v["reals"]:
             kw = r["kernel_weight"]
             weight = "absent" if kw is None else f"weight {kw}"
             # .get: a status file written by a daemon from before drains
             state = r["state"] + (" drained" if r.get("drained") else "")
+            if r.get("kept_by_threshold"):
+                state += " kept in by depool threshold"
             if r.get("rising"):
                 state += f" rising {r['rising']}"
             if r.get("held_until") is not None:

@@ -17,7 +17,7 @@
   const EVENT_TYPES = [
     "RealChanged", "SoftFailure", "SoftReset", "KernelOp", "WeightChanged", "FallbackChanged",
     "ConfigLoaded", "ConfigFileChanged", "ConfigRejected", "PhaseChanged", "SyncDaemonOp",
-    "DrainChanged",
+    "DrainChanged", "DepoolLimited",
   ];
   const COLUMNS = ["real", "state", "kernel weight", "weight", "latency", "fails", "last check"];
 
@@ -508,6 +508,12 @@
         const real = ref.real || e.real;
         const virtual = ref.virtual || e.virtual || "every virtual";
         return [`${real} (${virtual}) ${e.drained === false ? "undrained" : "drained"}`, "drained"];
+      }
+      case "DepoolLimited": {
+        const kept = (e.kept || []).map((x) => x.real);
+        return [e.active
+          ? `${e.service}: depool threshold reached, ${kept.length} kept in although their checks fail: ${kept.join(", ")}`
+          : `${e.service}: depool threshold no longer reached`, e.active ? "bad" : "up"];
       }
       default: {
         const { type, seq, at: _at, ...rest } = e;
