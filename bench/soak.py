@@ -19,17 +19,20 @@ Host only, loopback only:   .venv/bin/python bench/soak.py [--minutes 60] [--rea
   in it, the table holds exactly what lvsmon's rules want from the state the status shows (up:
   the configured weight; down: weight 0 or absent with quiescent, absent without; the fallback
   exactly while no real is up; no other destination; no other service). A difference is a
-  violation when it lasts longer than --settle-s (default resyncinterval + 8 s: a drift waits for
-  the next resync, a failed op for its retry's backoff); every one is logged with its detail.
+  violation when it lasts longer than resyncinterval + --settle-extra-s (8) s: a drift waits for
+  the next resync, a failed op for its retry's backoff; every one is logged with its detail.
   Before each edit, the status must show the previous edit's config (else a reload was missed).
+  Health: a real whose behaviour and checks held for --stable-s (15) s must show the state they
+  imply (up when ok, down when refused; hung, 5xx, wrong content, TLS stall down under negotiate
+  checks, up under connect checks); a difference seen twice is a health error.
 * Baseline and end: the servers all turn ok, the first config is written back, and once the
   daemon has settled its file descriptors, threads, child processes and RSS are read; the
   baseline after a warm-up (--warmup-s, default 10 % of the run, at least 30 s) of chaos. Then
   `lvsmon stop`; the log must hold no Traceback.
 
-Exit status 0 only if every acceptance figure holds: violations 0, tracebacks 0, reloads missed
-0, fds and children back to baseline, RSS growth under 10 %, faults and drifts injected and
-repaired. The last line is one JSON object with the figures.
+Exit status 0 only if every acceptance figure holds: violations 0, health errors 0, tracebacks 0,
+reloads missed 0, fds, threads and children back to baseline, RSS growth under 10 %, faults and
+drifts injected and repaired. The last line is one JSON object with the figures.
 """
 
 from __future__ import annotations
@@ -165,6 +168,14 @@ class Layout:
     def wanted(self) -> dict[str, dict[str, int]]:
         return {v.key: dict(v.reals) for v in self.virtuals.values()}
 
+    def signatures(self) -> dict[str, tuple[object, ...]]:
+        """Per real, what its checks depend on: a change restarts its health."""
+        return {
+            k: (v.key, v.checktype, v.request, v.receive, v.timeout, v.failurecount)
+            for v in self.virtuals.values()
+            for k in v.reals
+        }
+
     def virtual_of(self) -> dict[str, Virtual]:
         return {k: v for v in self.virtuals.values() for k in v.reals}
 
@@ -281,6 +292,7 @@ class Servers:
         if not line.startswith("ready"):
             raise RuntimeError(f"soak_servers.py did not start: {line!r}")
         self.mode = {f"{a}:{p}": "ok" for a, p, _ in pool}
+        self.since = dict.fromkeys(self.mode, time.monotonic())  # the mode's start
         self.switches = 0
         self.served: dict[str, int] = {}
 
@@ -290,6 +302,7 @@ class Servers:
             lines.append(f"SET {key} {mode} {arg:.3f}\n")
             if self.mode[key] != mode:
                 self.switches += 1
+                self.since[key] = time.monotonic()
             self.mode[key] = mode
         self._in.write("".join(lines))
         self._in.flush()
@@ -337,7 +350,7 @@ class Chaos:
             v = owner.get(key)
             if self.rng.random() < self.failure_share:
                 mode = self.rng.choice(FAILURES + (("tlsstall",) if self.layout.tls[key] else ()))
-                self.until[key] = now + self.rng.uniform(3, 25)
+                self.until[key] = now + self.rng.uniform(3, 40)
             else:
                 mode = "ok"
                 self.until[key] = now + self.rng.uniform(5, 60)
@@ -493,6 +506,73 @@ class Invariant:
         )
 
 
+def expected_state(mode: str, checktype: str) -> str | None:
+    """What a real's checks must conclude once its behaviour and its checks have held a while."""
+    if mode == "slow":
+        return None  # answered near the timeout: either
+    if mode == "ok":
+        return "up"
+    if mode == "refused" or checktype != "connect":
+        return "down"
+    return "up"  # a connect check only connects: hung, 5xx, wrong content and TLS stall pass
+
+
+class Health:
+    """The states the status shows against the servers' behaviours: a real whose behaviour and
+    checks have not changed for `stable_s` must be up exactly when it answers right. Seen in
+    two samples (the status file may be a second old), a difference is an error."""
+
+    def __init__(self, stable_s: float) -> None:
+        self.stable_s = stable_s
+        self.touched: dict[str, float] = {}  # real -> when its checks last changed
+        self.sigs: dict[str, tuple[object, ...]] = {}
+        self.seen: dict[tuple[str, str, float], int] = {}
+        self.errors: list[str] = []
+        self.judged = 0  # (real, sample) pairs compared
+        self.judged_failing = 0  # of which the real's server misbehaved
+
+    def config_written(self, layout: Layout, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        sigs = layout.signatures()
+        for key, sig in sigs.items():
+            if self.sigs.get(key) != sig:
+                self.touched[key] = now
+        self.sigs = sigs
+
+    def sample(
+        self, status: dict[str, Any], layout: Layout, servers: Servers, now: float | None = None
+    ) -> None:
+        now = time.monotonic() if now is None else now
+        owner = layout.virtual_of()
+        for v in status["virtuals"]:
+            for r in v["reals"]:
+                key = f"{r['address']}:{r['port']}"
+                virtual = owner.get(key)
+                if virtual is None or virtual.key != v["key"]:
+                    continue
+                since = max(self.touched.get(key, 0.0), servers.since[key])
+                if now - since < self.stable_s:
+                    continue
+                mode = servers.mode[key]
+                want = expected_state(mode, virtual.checktype)
+                if want is None:
+                    continue
+                self.judged += 1
+                self.judged_failing += mode != "ok"
+                if r["state"] == want:
+                    continue
+                episode = (key, mode, servers.since[key])
+                self.seen[episode] = self.seen.get(episode, 0) + 1
+                if self.seen[episode] == 2:
+                    text = (
+                        f"{v['key']} {key}: {r['state']} ({r.get('reason', '')!r}), but it has"
+                        f" been {mode} for {now - servers.since[key]:.0f} s under"
+                        f" {virtual.checktype} checks"
+                    )
+                    self.errors.append(text)
+                    log(f"HEALTH {text}")
+
+
 # ---------------------------------------------------------------- the daemon's resources
 
 
@@ -552,6 +632,9 @@ class Figures:
     violations: int = 0
     tracebacks: int = 0
     reload_misses: int = 0
+    health_errors: int = 0
+    health_judged: int = 0
+    health_judged_failing: int = 0
     fd_start: int = -1
     fd_end: int = -1
     threads_start: int = -1
@@ -561,6 +644,7 @@ class Figures:
     rss_start_mib: float = float("nan")
     rss_end_mib: float = float("nan")
     rss_growth_pct: float = float("nan")
+    rss_max_mib: float = 0.0  # the most of the per-minute reads during the chaos
     config_edits: int = 0
     reloads_cli: int = 0
     hups: int = 0
@@ -609,11 +693,14 @@ class Daemon:
             "LVSMON_MEMORY_DUMP": self.table_path,
         }
         self.pid: int | None = None
+        self.written: list[Callable[[], None]] = []  # called after each config write
         self.write()
         cleanup.add("daemon", self._leftover)
 
     def write(self) -> None:
         write_atomic(self.cfg, self.layout.text(self.logfile))
+        for hook in self.written:
+            hook()
 
     def start(self) -> int:
         proc = subprocess.run([*self.cmd, "start"], env=self.env, timeout=120, check=False)
@@ -707,6 +794,9 @@ def run(args: argparse.Namespace, workdir: str, cleanup: Cleanup) -> Figures:
     chaos = Chaos(servers, layout, rng)
     fig.settle_s = RESYNC + args.settle_extra_s
     inv = Invariant(daemon.status_path, daemon.table_path, fig.settle_s)
+    health = Health(args.stable_s)
+    health.config_written(layout)
+    daemon.written.append(lambda: health.config_written(layout))
     pid = daemon.start()
     log(f"lvsmon started, pid {pid}")
     if settle(inv, layout, 120) is None:
@@ -719,6 +809,7 @@ def run(args: argparse.Namespace, workdir: str, cleanup: Cleanup) -> Figures:
     baseline_at = t0 + warmup_s
     baseline: Resources | None = None
     next_edit = t0 + args.edit_s
+    next_report = t0 + 60
     wanted = layout.wanted()
     tick = t0
     while time.monotonic() < end:
@@ -732,7 +823,8 @@ def run(args: argparse.Namespace, workdir: str, cleanup: Cleanup) -> Figures:
             wanted = layout.wanted()
             next_edit = time.monotonic() + args.edit_s
         chaos.tick()
-        inv.sample()
+        if inv.sample() is not None and inv.last_status is not None:
+            health.sample(inv.last_status, layout, servers)
         if now >= next_edit:
             have = inv.config()
             if have != wanted:
@@ -752,6 +844,13 @@ def run(args: argparse.Namespace, workdir: str, cleanup: Cleanup) -> Figures:
         if rng.random() < 1 / args.hup_every_s:
             fig.hups += daemon.hup_burst(rng)
             fig.hup_bursts += 1
+        if now >= next_report:
+            rss = memory_mib(pid)["VmRSS"]
+            fig.rss_max_mib = max(fig.rss_max_mib, round(rss, 1))
+            log(f"minute {round((now - t0) / 60)}: RSS {rss:.1f} MiB, fds {fd_count(pid)},"
+                f" threads {threads(pid)}, violations {len(inv.violations)},"
+                f" health errors {len(health.errors)}")  # fmt: skip
+            next_report += 60
         tick += 1.0
         time.sleep(max(0.0, tick - time.monotonic()))
 
@@ -782,6 +881,8 @@ def run(args: argparse.Namespace, workdir: str, cleanup: Cleanup) -> Figures:
     servers.stop()
     fig.mode_switches, fig.outages = servers.switches, chaos.outages
     fig.violations = len(inv.violations)
+    fig.health_errors, fig.health_judged = len(health.errors), health.judged
+    fig.health_judged_failing = health.judged_failing
     fig.samples, fig.unreadable_samples = inv.samples, inv.unreadable
     fig.longest_difference_s = round(inv.longest_s, 1)
     fig.differences_seen = inv.episodes
@@ -793,6 +894,8 @@ def accept(fig: Figures) -> None:
         "violations": fig.violations == 0,
         "tracebacks": fig.tracebacks == 0,
         "reload_misses": fig.reload_misses == 0,
+        "health_errors": fig.health_errors == 0,
+        "health_judged": fig.health_judged_failing > 0,
         "fd_end": fig.fd_end <= fig.fd_start + FD_SLACK,
         "children_end": fig.children_end <= fig.children_start,
         # the default executor's threads (name lookups) come once and stay; more is a leak
@@ -816,6 +919,8 @@ def print_table(fig: Figures) -> None:
         ("differences seen / longest (s)",
          f"{fig.differences_seen} / {fig.longest_difference_s:g}"),
         ("reloads missed", str(fig.reload_misses)),
+        ("health errors / judged (real, sample) pairs (failing)",
+         f"{fig.health_errors} / {fig.health_judged} ({fig.health_judged_failing})"),
         ("config edits / lvsmon reload / HUPs (bursts)",
          f"{fig.config_edits} / {fig.reloads_cli} / {fig.hups} ({fig.hup_bursts})"),
         ("real behaviour switches / virtual outages", f"{fig.mode_switches} / {fig.outages}"),
@@ -853,6 +958,10 @@ def main() -> int:
     ap.add_argument(
         "--settle-extra-s", type=float, default=8.0,
         help="a difference is a violation after resyncinterval + this (default 8)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--stable-s", type=float, default=15.0,
+        help="a real whose behaviour and checks held this long must show the matching state",
     )  # fmt: skip
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
     args = ap.parse_args()

@@ -13,12 +13,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from random import Random
+from typing import Any, cast
 
 # bench/ is scripts, not a package: mypy knows its files as top-level modules, and so do we
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
-from soak import FALLBACK, Invariant, mismatches  # noqa: E402
+from soak import FALLBACK, Health, Invariant, Layout, Servers, expected_state, mismatches  # noqa: E402
 
 V = "tcp:127.100.0.1:80"  # slot 0: quiescent
 VN = "tcp:127.100.0.2:80"  # slot 1: not quiescent
@@ -90,6 +91,7 @@ def test_soak_three_minutes() -> None:
     assert proc.returncode == 0, f"{fig.get('failed')}\n{proc.stdout}\n{proc.stderr[-3000:]}"
     assert fig["failed"] == []
     assert fig["violations"] == 0 and fig["tracebacks"] == 0 and fig["reload_misses"] == 0
+    assert fig["health_errors"] == 0 and fig["health_judged_failing"] > 0
     assert fig["fd_end"] <= fig["fd_start"] + 3
     assert fig["children_end"] <= fig["children_start"]
     assert fig["rss_growth_pct"] < 10
@@ -123,3 +125,37 @@ def test_a_real_kept_in_by_the_depool_threshold_serves() -> None:
     st["virtuals"][0]["reals"][0]["kept_by_threshold"] = True
     assert mismatches(st, {VN: {A: 2}}, quiescent) == {}
     assert set(mismatches(st, {VN: {FALLBACK: 1}}, quiescent)) == {(VN, A), (VN, FALLBACK)}
+
+
+def test_the_state_a_behaviour_must_give() -> None:
+    assert expected_state("ok", "negotiate") == expected_state("ok", "connect") == "up"
+    assert expected_state("slow", "negotiate") is None  # near the timeout: either
+    for mode in ("refused", "hung", "5xx", "wrong", "tlsstall"):
+        assert expected_state(mode, "negotiate") == "down"
+        assert expected_state(mode, "connect") == ("down" if mode == "refused" else "up")
+
+
+class FakeServers:
+    def __init__(self, mode: dict[str, str], since: float) -> None:
+        self.mode, self.since = mode, dict.fromkeys(mode, since)
+
+
+def test_a_wrong_state_is_an_error_once_behaviour_and_checks_held() -> None:
+    layout = Layout([("127.88.0.1", 8080, False), ("127.88.0.2", 8080, False)], 2, 1, Random(1))
+    [v] = layout.virtuals.values()
+    a, b = sorted(v.reals)
+    servers = FakeServers({a: "hung", b: "ok"}, since=0.0)
+    health = Health(stable_s=15)
+    health.config_written(layout, now=0.0)
+    st = status((v.key, [(a, "up", 1), (b, "up", 1)]))
+    health.sample(st, layout, cast(Servers, servers), now=10.0)  # too early to judge
+    assert health.judged == 0
+    health.sample(st, layout, cast(Servers, servers), now=16.0)
+    assert health.judged == 2 and health.judged_failing == 1 and health.errors == []
+    health.sample(st, layout, cast(Servers, servers), now=17.0)  # seen twice: an error
+    assert len(health.errors) == 1 and a in health.errors[0]
+    v.checktype = "connect"  # now a hung real passes, after its checks have held
+    health.config_written(layout, now=18.0)
+    health.sample(st, layout, cast(Servers, servers), now=20.0)
+    health.sample(st, layout, cast(Servers, servers), now=40.0)
+    assert len(health.errors) == 1
