@@ -97,6 +97,24 @@ FAMILIES: dict[str, tuple[str, str]] = {
     ),
     "lvsmon_checks_total": ("counter", "Checks finished."),
     "lvsmon_check_failures_total": ("counter", "Checks that failed."),
+    "lvsmon_checks_unknown_total": (
+        "counter",
+        "Checks that timed out while the daemon itself was late (event loop lag): neither a "
+        "pass nor a failure.",
+    ),
+    "lvsmon_checks_untrusted_total": (
+        "counter",
+        "Checks that timed out while the daemon was late, counted as failures all the same: "
+        "their check had timed out late for too long (checks cannot be trusted).",
+    ),
+    "lvsmon_event_loop_lag_seconds": (
+        "gauge",
+        "The event loop's largest lag within the last minute: how late a 100 ms timer woke.",
+    ),
+    "lvsmon_event_loop_lost_seconds_total": (
+        "counter",
+        "Time the event loop ran late, in all (a suspend of the host included).",
+    ),
     "lvsmon_checks_per_second": (
         "gauge",
         "Checks finished per second since an earlier scrape (up to a minute back); "
@@ -571,6 +589,10 @@ class Exporter:
         one("lvsmon_check_jobs", len(runner.runs))
         one("lvsmon_checks_total", stats.checks_done)
         one("lvsmon_check_failures_total", stats.checks_failed)
+        one("lvsmon_checks_unknown_total", stats.checks_unknown)
+        one("lvsmon_checks_untrusted_total", stats.checks_untrusted)
+        one("lvsmon_event_loop_lag_seconds", runner.lag.peak)
+        one("lvsmon_event_loop_lost_seconds_total", runner.lag.lost)
         one("lvsmon_checks_per_second", round(self._checks_per_second(stats.checks_done), 3))
         one("lvsmon_checks_running", runner.running)
         one("lvsmon_check_slots_skipped_total", runner.skipped)

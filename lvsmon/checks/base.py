@@ -46,6 +46,9 @@ class CheckResult:
     ok: bool
     reason: str
     latency_s: float = 0.0
+    # the check's own deadline ended it: the engine may judge that unknown when the daemon was
+    # late meanwhile (lvsmon/engine/lag.py); a kernel's ETIMEDOUT is not this
+    timed_out: bool = False
 
 
 @dataclass(frozen=True, slots=True)

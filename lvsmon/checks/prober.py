@@ -326,7 +326,7 @@ class Prober:
         probe.dialogue = None
         probe.pending = b""
         done, probe.done = probe.done, _ignore
-        done(CheckResult(result.ok, result.reason, self._clock() - probe.started))
+        done(CheckResult(result.ok, result.reason, self._clock() - probe.started, result.timed_out))
         if self._waiting:
             self._admit()
 
@@ -349,7 +349,8 @@ class Prober:
     def _time_out(self, probe: _Probe) -> None:
         step = probe.stage
         self._finish(
-            probe, CheckResult(False, f"timeout after {probe.plan.timeout:g}s during {step}")
+            probe,
+            CheckResult(False, f"timeout after {probe.plan.timeout:g}s during {step}", 0.0, True),
         )
 
     def _arm(self, when: float) -> None:

@@ -174,7 +174,7 @@ async def run_check(spec: CheckSpec) -> CheckResult:
             reason = f"{step.name}: {describe_error(exc)}"
             return CheckResult(False, reason, time.monotonic() - started)
         reason = f"timeout after {spec.timeout:g}s during {step.name}"
-        return CheckResult(False, reason, time.monotonic() - started)
+        return CheckResult(False, reason, time.monotonic() - started, timed_out=True)
     except CheckFailed as exc:
         return CheckResult(False, exc.reason, time.monotonic() - started)
     except ssl.SSLError as exc:
@@ -182,4 +182,4 @@ async def run_check(spec: CheckSpec) -> CheckResult:
     except Exception as exc:
         # a bug of ours lands here too; as data, with its type, rather than killing the scheduler
         return CheckResult(False, f"{step.name}: {describe_error(exc)}", time.monotonic() - started)
-    return CheckResult(result.ok, result.reason, time.monotonic() - started)
+    return CheckResult(result.ok, result.reason, time.monotonic() - started, result.timed_out)

@@ -91,6 +91,7 @@ class Engine:
             clock=clock,
         )
         self.runner.on_first_done = self._first_round_over
+        self.runner.on_unknown = self._unknown
         self.reconciler = Reconciler(
             backend,
             self._desired_for,
@@ -307,6 +308,14 @@ class Engine:
                 publish(CheckDone(ref, result.ok, result.reason))
         return settled
 
+    def _unknown(self, refs: tuple[RealRef, ...], reason: str) -> None:
+        """A check judged unknown (the daemon was late): health stays as it was, counts and all;
+        only its reason says what the last check was."""
+        for ref in refs:
+            old = self.health.get(ref)
+            if old is not None:
+                self.health[ref] = dataclasses.replace(old, reason=reason)
+
     def _first_round_over(self) -> None:
         self.reconciler.mark_dirty()
 
@@ -461,6 +470,9 @@ class Engine:
             "checks_started": s.checks_started,
             "checks_done": s.checks_done,
             "checks_failed": s.checks_failed,
+            "checks_unknown": s.checks_unknown,
+            "checks_untrusted": s.checks_untrusted,
+            "loop_lag_ms": round(self.runner.lag.peak * 1000, 1),
             "checks_running": self.runner.running,
             "slots_skipped": self.runner.skipped,
             "lateness_ms": s.lateness_ms(),

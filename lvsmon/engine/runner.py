@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.checks.prober import ProbePlan, Prober, plan_probe
 from lvsmon.engine.checkstats import CheckCounts
+from lvsmon.engine.lag import LagMonitor, forgiven, late_timeout
 from lvsmon.engine.plan import CheckJob, Plan, RealRef
 from lvsmon.engine.status import Stats
 from lvsmon.engine.timetable import Timetable
@@ -24,6 +25,8 @@ WAKE_QUANTUM_S = 0.004  # the check loop sleeps at least this long between round
 RunCheck = Callable[[CheckSpec], Awaitable[CheckResult]]
 # returns whether another good result with the same reason would change nothing (see steady)
 OnResult = Callable[[tuple[RealRef, ...], CheckResult], bool]
+# a timed-out result judged unknown (the daemon was late): the words status shows for it
+OnUnknown = Callable[[tuple[RealRef, ...], str], None]
 
 
 class _Gate:
@@ -66,11 +69,14 @@ class JobRun:
         "connects_left",
         "counts",
         "job",
+        "lag_mark",
         "on_connect_done",
         "on_spec_done",
         "refs",
         "spec_plan",
         "steady",
+        "unknown_since",
+        "unknowns",
     )
 
     def __init__(
@@ -92,6 +98,9 @@ class JobRun:
         # result with that reason would make it: that result then changes nothing
         self.steady: str | None = None
         self.counts = CheckCounts()  # for /metrics: every (virtual, real) of the job shows them
+        self.lag_mark = 0.0  # the lag monitor's lost time when its check in flight started
+        self.unknowns = 0  # late timeouts in a row (lvsmon/engine/lag.py), and since when
+        self.unknown_since = 0.0
         # what the prober calls back: made once, not per check
         self.on_spec_done = functools.partial(done, self, False)
         self.on_connect_done = functools.partial(done, self, True)
@@ -127,6 +136,10 @@ class CheckRunner:
         self._first_pending: set[JobRun] = set()
         self.first_done = asyncio.Event()
         self.on_first_done: Callable[[], None] | None = None
+        # the loop's lag, on the real monotonic clock whatever `clock` is: deadlines run on it
+        self.lag = LagMonitor()
+        self.lag_clock = time.monotonic
+        self.on_unknown: OnUnknown | None = None
 
     @property
     def running(self) -> int:
@@ -180,6 +193,7 @@ class CheckRunner:
         if run is None:
             run = self._runs[job] = self._new_run(job, refs)
         self._ensure_prober()
+        run.lag_mark = self.lag.lost_at(self.lag_clock())
         connect, plan = self._route(run)
         if plan is not None and self._prober is not None:
             self._done(run, connect, await self._prober.probe(plan))
@@ -195,12 +209,27 @@ class CheckRunner:
         self._ensure_prober()
         loop = asyncio.get_running_loop()
         tt = self._timetable
+        lag = self.lag
+        monitor = loop.create_task(lag.run(), name="lvsmon-lag")
+        try:
+            await self._loop(loop, tt, lag)
+        finally:
+            monitor.cancel()
+
+    async def _loop(
+        self, loop: asyncio.AbstractEventLoop, tt: Timetable[JobRun], lag: LagMonitor
+    ) -> None:
         while True:
             now = self._clock()
+            mark = -1.0  # read once per round, and only when a check starts
             for start in tt.pop_due(now):
                 self.stats.checks_started += 1
                 self.stats.record_lateness(start.lateness)
-                self._start(start.key)
+                if mark < 0:
+                    mark = lag.lost_at(self.lag_clock())
+                run = start.key
+                run.lag_mark = mark
+                self._start(run)
             due = tt.next_due()
             self._waiter = loop.create_future()
             handle = None
@@ -267,6 +296,13 @@ class CheckRunner:
                     run.connects_left -= 1
                 else:
                     run.connects_left = 0
+            if result.timed_out:
+                judged = self._judge_timeout(run, connect, result)
+                if judged is None:
+                    return
+                result = judged
+            elif run.unknowns:
+                run.unknowns = 0
             run.counts.record(result)  # before the steady shortcut: every check counts
             if not result.ok:
                 self.stats.checks_failed += 1
@@ -278,6 +314,40 @@ class CheckRunner:
                 run.steady = result.reason if result.ok and settled else None
         finally:
             self._finished(run)
+
+    def _judge_timeout(self, run: JobRun, connect: bool, result: CheckResult) -> CheckResult | None:
+        """A timed-out result as it counts: None when unknown (the daemon lost a good share of
+        the check's time), else the result (a late one past the bound says so)."""
+        spec = run.job.connect if connect else run.job.spec
+        assert spec is not None
+        now = self.lag_clock()
+        lost = self.lag.lost_at(now) - run.lag_mark
+        if not late_timeout(lost, spec.timeout):
+            run.unknowns = 0
+            return result
+        if not run.unknowns:
+            run.unknown_since = now
+        if forgiven(run.unknowns, now - run.unknown_since):
+            run.unknowns += 1
+            self.stats.checks_unknown += 1
+            self.lag.unknown += 1
+            run.steady = None  # the next pass must reach health: its reason is stale now
+            if self.on_unknown is not None:
+                self.on_unknown(
+                    run.refs,
+                    f"last check unknown: {result.reason}, but the daemon was late"
+                    f" (lost {lost * 1000:.0f} ms of it)",
+                )
+            return None
+        self.stats.checks_untrusted += 1
+        self.lag.untrusted += 1
+        return CheckResult(
+            False,
+            f"{result.reason} (the daemon was late, but this check has timed out late for too"
+            " long: counted as a failure)",
+            result.latency_s,
+            True,
+        )
 
     def _finished(self, run: JobRun) -> None:
         self._timetable.finished(run)

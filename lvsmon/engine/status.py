@@ -49,6 +49,9 @@ class StatsStatus(TypedDict):
     checks_started: int
     checks_done: int
     checks_failed: int
+    checks_unknown: int  # timeouts while the daemon was late: neither pass nor failure
+    checks_untrusted: int  # such timeouts past the bound (lvsmon/engine/lag.py): failures
+    loop_lag_ms: float  # the event loop's largest lag within the last minute
     checks_running: int
     slots_skipped: int
     lateness_ms: dict[str, float]
@@ -93,6 +96,8 @@ class Stats:
     checks_started: int = 0
     checks_done: int = 0
     checks_failed: int = 0
+    checks_unknown: int = 0
+    checks_untrusted: int = 0
     # how late checks started (s) against their slot: the most recent ones, a bounded window
     lateness: deque[float] = field(default_factory=lambda: deque(maxlen=20000))
     lateness_total: float = 0.0  # every start's lateness, summed (s): /metrics' summary _sum
@@ -204,7 +209,13 @@ def render_status(status: Status) -> str:
         late = stats.get("lateness_ms", {})
         lines.append(
             f"checks: {stats.get('checks_done', 0)} done, {stats.get('checks_failed', 0)} failed;"
-            f" start lateness p50 {late.get('p50', 0)} ms, p99 {late.get('p99', 0)} ms;"
+            + (
+                f" {stats['checks_unknown']} unknown (the daemon was late; loop lag up to"
+                f" {stats.get('loop_lag_ms', 0)} ms);"
+                if stats.get("checks_unknown")
+                else ""
+            )
+            + f" start lateness p50 {late.get('p50', 0)} ms, p99 {late.get('p99', 0)} ms;"
             f" kernel ops: {stats.get('ops_applied', 0)} applied,"
             f" {stats.get('ops_failed', 0)} failed;"
             f" drift repairs: {stats.get('drift_repairs', 0)}"

@@ -1,0 +1,154 @@
+"""Lag-aware timeouts: a check that timed out while the daemon itself was late is unknown.
+
+A check's deadline runs on the event loop. When the loop is starved (a CPU hog, a blocking call,
+the process stopped, the host suspended), a healthy server's answer may sit unread in the socket
+until the deadline has passed, and the daemon would take every real out at once. The
+`LagMonitor` measures how much time the loop lost: a task that sleeps `TICK_S` and adds up how
+late it wakes (plus any system suspend: CLOCK_BOOTTIME advancing beyond CLOCK_MONOTONIC). The
+runner reads that running total when it starts a check (`lost_at`, once per round of starts)
+and again when a check times out; the difference is the time the daemon lost during the check's
+life. A timeout is unknown when that loss is at least `LAG_SHARE` of the check's timeout: the
+server did not get its full timeout, so "it did not answer in time" is not established. Per
+result that is two float subtractions and a comparison, and only for timeouts.
+
+The bound (`forgiven`): under permanent overload every check could time out late, and a server
+that truly hangs would never go down. So a check's late timeouts are forgiven only while its
+run of unknowns is shorter than `UNKNOWN_MIN_RUNS` checks or `UNKNOWN_MAX_S` seconds, whichever
+is longer; beyond it a late timeout counts as a failure again, and the log says loudly that
+checks cannot be trusted. Any other result (a pass, another failure, a timeout without lag)
+ends the run.
+
+Wall-clock steps (time.time() against monotonic) are counted and logged, not counted as lag:
+deadlines are on the monotonic clock, which a step does not move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+log = logging.getLogger("lvsmon")
+
+TICK_S: Final = 0.1  # how often the monitor wakes: its resolution
+LAG_SHARE: Final = 0.25  # a timeout is unknown when the daemon lost this share of the timeout
+UNKNOWN_MIN_RUNS: Final = 3  # late timeouts in a row always forgiven, however long they take
+UNKNOWN_MAX_S: Final = 30.0  # ...and for at least this long (s) since the first of them
+LOG_EVERY_S: Final = 10.0  # the aggregated log line, at most this often
+WINDOW_S: Final = 60.0  # the lag gauge: the largest lag within the last minute
+CLOCK_STEP_S: Final = 1.0  # wall clock moving this much more or less than monotonic: a step
+
+
+def _boottime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def late_timeout(lost: float, timeout: float) -> bool:
+    """Did the daemon lose enough of a timed-out check's life to make the timeout unknown?"""
+    return lost >= LAG_SHARE * timeout
+
+
+def forgiven(runs: int, run_s: float) -> bool:
+    """Is a late timeout still unknown, with `runs` late timeouts in a row before it, the first
+    `run_s` seconds ago? Past the bound it is a failure: a hung real goes down even when the
+    daemon is overloaded for good."""
+    return runs < UNKNOWN_MIN_RUNS or run_s < UNKNOWN_MAX_S
+
+
+class LagMonitor:
+    """Measures how late the event loop runs; keeps the total lost time and the recent peak."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        boot: Callable[[], float] = _boottime,
+    ) -> None:
+        self._clock, self._wall, self._boot = clock, wall, boot
+        self.lost = 0.0  # seconds the loop ran late, in all (s), up to the last tick
+        self.due = float("inf")  # when the next tick should run; inf while not running
+        self.last = 0.0  # the last tick's lag (s)
+        self._peaks: deque[tuple[float, float]] = deque()  # (when, lag), lags decreasing
+        self.clock_steps = 0
+        # results the runner judged: counted here so that one line can sum them up
+        self.unknown = 0
+        self.untrusted = 0  # late timeouts past the bound, counted as failures
+        self._logged_at = -float("inf")
+        self._logged = (0, 0)
+        self._prev: tuple[float, float, float] | None = None
+
+    def lost_at(self, now: float) -> float:
+        """The time lost up to `now`, counting the tick that is overdue now: a check that times
+        out as the loop comes back from a stall runs before the monitor's own wake-up."""
+        late = now - self.due
+        return self.lost + late if late > 0 else self.lost
+
+    @property
+    def peak(self) -> float:
+        """The largest lag within the last WINDOW_S (s)."""
+        return self._peaks[0][1] if self._peaks else 0.0
+
+    def tick(self) -> float:
+        """One wake-up: account its lag (and a suspend), log; returns when to wake next."""
+        now, wall, boot = self._clock(), self._wall(), self._boot()
+        lag = max(0.0, now - self.due) if self.due != float("inf") else 0.0
+        if self._prev is not None:
+            mono_step = now - self._prev[0]
+            # suspended: the loop's clock stood still while the world went on
+            lag += max(0.0, boot - self._prev[2] - mono_step)
+            if abs(wall - self._prev[1] - mono_step) >= CLOCK_STEP_S:
+                self.clock_steps += 1
+                log.warning(
+                    "the wall clock stepped by %+.1f s (check deadlines use the monotonic clock"
+                    " and are not affected)",
+                    wall - self._prev[1] - mono_step,
+                )
+        self._prev = (now, wall, boot)
+        self.lost += lag
+        self.last = lag
+        peaks = self._peaks
+        while peaks and peaks[0][0] < now - WINDOW_S:
+            peaks.popleft()
+        while peaks and peaks[-1][1] <= lag:  # never the peak again
+            peaks.pop()
+        peaks.append((now, lag))
+        self._report(now)
+        self.due = now + TICK_S
+        return self.due
+
+    def _report(self, now: float) -> None:
+        if now - self._logged_at < LOG_EVERY_S or (self.unknown, self.untrusted) == self._logged:
+            return
+        unknown = self.unknown - self._logged[0]
+        untrusted = self.untrusted - self._logged[1]
+        self._logged_at, self._logged = now, (self.unknown, self.untrusted)
+        peak_ms = self.peak * 1000
+        if unknown:
+            log.warning(
+                "%d check timeouts counted as unknown, not as failures: the daemon itself was late"
+                " (event loop lag up to %.0f ms in the last minute)",
+                unknown,
+                peak_ms,
+            )
+        if untrusted:
+            log.error(
+                "checks cannot be trusted: %d timeouts counted as failures although the daemon"
+                " was late (lag up to %.0f ms), because their checks had timed out late for"
+                " %d checks and %g s in a row; is the director overloaded?",
+                untrusted,
+                peak_ms,
+                UNKNOWN_MIN_RUNS,
+                UNKNOWN_MAX_S,
+            )
+
+    async def run(self) -> None:
+        """Tick until cancelled."""
+        try:
+            while True:
+                due = self.tick()
+                await asyncio.sleep(max(0.0, due - self._clock()))
+        finally:
+            self.due = float("inf")

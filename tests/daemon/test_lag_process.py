@@ -1,0 +1,96 @@
+"""A CPU-starved daemon, as a process: `lvsmon start` on the memory backend checks 20 healthy HTTP
+servers on loopback (another process, answering in 0.2 s) with checktimeout=1, failurecount=1,
+while the test stops it 90 % of the time (SIGSTOP 1.8 s, SIGCONT 0.2 s: ten times slower).
+No real is declared down, and `lvsmon status` counts the late timeouts as unknown."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.servers.base import free_port
+
+from .procs import alive
+
+SERVERS = """
+import asyncio, sys
+from aiohttp import web
+
+async def handle(request):
+    await asyncio.sleep(0.2)
+    return web.Response(text="still alive")
+
+async def main():
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    for port in sys.argv[1:]:
+        await web.TCPSite(runner, "127.0.0.1", int(port), reuse_address=True).start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def test_a_daemon_ten_times_slower_takes_no_healthy_real_down(tmp_path: Path) -> None:
+    ports = [free_port() for _ in range(20)]
+    servers = subprocess.Popen(
+        [sys.executable, "-c", SERVERS, *map(str, ports)], stdout=subprocess.PIPE, text=True
+    )
+    cf, log, pid_file = tmp_path / "lb.cf", tmp_path / "log", tmp_path / "lb.pid"
+    env = {**os.environ, "LVSMON_BACKEND": "memory", "LVSMON_PIDFILE": str(pid_file)}
+    reals = "".join(f"\treal=127.0.0.1:{p} masq\n" for p in ports)
+    cf.write_text(
+        f'checktimeout=1\ncheckinterval=1\nfailurecount=1\nlogfile="{log}"\n'
+        f'virtual=127.0.0.100:80\n{reals}\tservice=http\n\treceive="alive"\n'
+    )
+
+    def lvsmon(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lvsmon", str(cf), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    pid = 0
+    try:
+        assert servers.stdout is not None and servers.stdout.readline().strip() == "ready"
+        started = lvsmon("start")
+        assert started.returncode == 0, started.stderr
+        pid = int(pid_file.read_text().split()[0])
+        assert log.read_text().count(" is up: ") == 20
+
+        end = time.monotonic() + 16
+        while time.monotonic() < end:
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(1.8)
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.2)
+        time.sleep(2.0)  # on time again: the checks in flight report
+
+        text = log.read_text()
+        assert " is down" not in text and "Quiescent real server" not in text, text
+        status = lvsmon("status")
+        assert status.returncode == 0, status.stderr
+        match = re.search(r"(\d+) unknown \(the daemon was late", status.stdout)
+        assert match and int(match.group(1)) > 0, status.stdout
+        assert "counted as unknown" in text
+        print(status.stdout.splitlines()[-1])
+    finally:
+        if pid and alive(pid):
+            os.kill(pid, signal.SIGCONT)
+            lvsmon("stop")
+        servers.kill()
+        servers.wait()
+        if servers.stdout is not None:
+            servers.stdout.close()
