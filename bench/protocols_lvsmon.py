@@ -53,13 +53,15 @@ async def measure(path: str, warmup: float, window: float) -> dict[str, object]:
     failed: dict[str, int] = {}
     done_at: dict[str, list[float]] = {}
 
-    def on_result(refs: tuple[RealRef, ...], result: CheckResult) -> None:
+    def on_result(refs: tuple[RealRef, ...], result: CheckResult) -> bool:
+        # False: never "steady", so every result comes here (every_result is set too)
         if not recording:
-            return
+            return False
         latencies.append(result.latency_s)
         if not result.ok:
             failed[result.reason] = failed.get(result.reason, 0) + 1
         done_at.setdefault(refs[0].address, []).append(time.monotonic())
+        return False
 
     stats = Stats()
     runner = CheckRunner(on_result, stats)

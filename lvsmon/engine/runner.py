@@ -289,6 +289,11 @@ class CheckRunner:
         """One finished check: its result, then its slot in the timetable."""
         try:
             job = run.job
+            if self._runs.get(job) is not run:
+                # a check of a job a reload dropped: its spec is gone, and its result must not
+                # reach the health of reals a new job checks now (whose steady shortcut would
+                # then hide their good results: down for good)
+                return
             if job.connect is not None:  # combined: N connects after each good negotiate
                 if not connect:
                     run.connects_left = job.num_connects if result.ok else 0
