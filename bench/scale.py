@@ -10,7 +10,7 @@ Host only, loopback only, as root:   .venv/bin/python bench/scale.py [--quick] [
 * Big run: lvsmon `--backend memory`, V virtuals × R reals (default 100 × 100), checkinterval=1,
   checktimeout=3, quiescent=yes, http negotiate. Start-up, a steady window (checks/s, periods,
   start lateness, CPU, RSS), detection of one real turning 503, stop.
-* `--scrape`: during the big run's steady window a thread fetches /metrics over the daemon's
+* `--scrape`: during the big run's steady window curl fetches /metrics (gzip) over the daemon's
   control socket every second, as Prometheus would: scrape time (request to last byte) p50/p99/max
   and body size, beside the checks' start lateness measured in the same window.
 * Anchor (default 10 × 100): ldirectord and lvsmon `--backend ipvsadm` against the same fake
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import email
+import gzip
 import itertools
 import json
 import os
@@ -592,15 +593,23 @@ def flapping_reals(
     return [pool[int(k * step)] for k in range(count)]
 
 
-class Scraper:
-    """GET /metrics over the control socket every `period` s from a thread: how long each takes
-    (connect to last byte) and how big the body is."""
+FIRST_SCRAPES = 5  # lvsmon knows a scraper's beat after this many: the figures are of the rest
 
-    def __init__(self, socket_path: str, period: float = 1.0) -> None:
+
+class Scraper:
+    """GET /metrics over the control socket every `period` s, as Prometheus would: from a
+    process of its own (curl), asking for gzip. Per scrape: curl's time from connect to last
+    byte, the body's size on the wire and unpacked."""
+
+    def __init__(self, socket_path: str, workdir: str, period: float = 1.0) -> None:
         self.path = socket_path
+        self.out = os.path.join(workdir, "metrics.gz")
         self.period = period
         self.times_ms: list[float] = []
-        self.sizes: list[int] = []
+        self.sizes: list[int] = []  # unpacked
+        self.wire_sizes: list[int] = []
+        self.ahead: list[bool] = []  # per scrape: its body was built before it was asked for
+        self.build_ms: list[float] = []  # lvsmon_metrics_build_seconds, as each body says
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
@@ -616,31 +625,38 @@ class Scraper:
         next_at = time.monotonic()
         while not self._stop.is_set():
             try:
-                t0 = time.perf_counter()
-                size = self.scrape_once()
-                self.times_ms.append((time.perf_counter() - t0) * 1000)
+                ms, wire, size = self.scrape_once()
+                self.times_ms.append(ms)
+                self.wire_sizes.append(wire)
                 self.sizes.append(size)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:
                 self.errors.append(str(exc))
             next_at += self.period
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
-    def scrape_once(self) -> int:
-        """The body's size in bytes (HTTP/1.0: the server closes after the body)."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(30)
-            sock.connect(self.path)
-            sock.sendall(b"GET /metrics HTTP/1.0\r\nHost: lvsmon\r\n\r\n")
-            chunks = []
-            while chunk := sock.recv(1 << 20):
-                chunks.append(chunk)
-        response = b"".join(chunks)
-        head, sep, body = response.partition(b"\r\n\r\n")
-        if not sep or head.split(b" ", 2)[1:2] != [b"200"]:
-            raise ValueError(f"/metrics answered {head[:60]!r}")
+    def scrape_once(self) -> tuple[float, int, int]:
+        """(ms, bytes on the wire, bytes unpacked) of one scrape."""
+        asked = time.time()
+        proc = subprocess.run(
+            ["curl", "-sS", "--max-time", "30", "--unix-socket", self.path,
+             "-H", "Accept-Encoding: gzip", "-o", self.out,
+             "-w", "%{http_code} %{time_total} %{size_download}", "http://lvsmon/metrics"],
+            capture_output=True, text=True, timeout=40,
+        )  # fmt: skip
+        code, seconds, wire = [*proc.stdout.split(), "", "", ""][:3]
+        if proc.returncode != 0 or code != "200":
+            raise ValueError(f"/metrics: curl {proc.returncode} {code} {proc.stderr.strip()}")
+        with open(self.out, "rb") as f:
+            body = gzip.decompress(f.read())
         if b"\nlvsmon_checks_total " not in body:
             raise ValueError("/metrics body without lvsmon_checks_total")
-        return len(body)
+        tail = body[-4096:].decode()
+        built = re.search(r"^lvsmon_metrics_built_timestamp_seconds (\S+)$", tail, re.M)
+        took = re.search(r"^lvsmon_metrics_build_seconds (\S+)$", tail, re.M)
+        if built and took:
+            self.ahead.append(float(built.group(1)) < asked)  # begun before curl was
+            self.build_ms.append(float(took.group(1)) * 1000)  # the build before this one's
+        return float(seconds) * 1000, int(wire), len(body)
 
 
 # ---------------------------------------------------------------- the configuration
@@ -735,8 +751,13 @@ class Run:
     # --scrape: /metrics fetched every second during the steady window
     scrapes: int = 0
     scrape_errors: int = 0
-    scrape_ms: dict[str, float] = field(default_factory=dict)  # p50, p99, max
+    # p50, p99, max of the scrapes on the beat (after the first FIRST_SCRAPES), and "first": the
+    # slowest of those (lvsmon builds a body ahead only once it knows the scraper's beat)
+    scrape_ms: dict[str, float] = field(default_factory=dict)
     scrape_bytes: int = 0  # the largest body
+    scrape_wire_bytes: int = 0  # the largest body as sent (gzip)
+    scrapes_ahead: int = 0  # bodies built before their scrape came (lvsmon found the beat)
+    scrape_build_ms: dict[str, float] = field(default_factory=dict)  # p50, max: build wall
 
 
 def lvsmon_command(src: str | None = None) -> list[str]:
@@ -909,7 +930,7 @@ def run_lvsmon(
         flapper.start()
     scraper = None
     if scrape:
-        scraper = Scraper(pidfile.removesuffix(".pid") + ".sock")
+        scraper = Scraper(pidfile.removesuffix(".pid") + ".sock", workdir)
         cleanup.add(f"{name} scraper", scraper.stop)
         scraper.start()
     steady_window(run, pid, window, servers, served, status_path)
@@ -917,14 +938,23 @@ def run_lvsmon(
         scraper.stop()
         run.scrapes, run.scrape_errors = len(scraper.times_ms), len(scraper.errors)
         if scraper.times_ms:
+            beat = scraper.times_ms[FIRST_SCRAPES:] or scraper.times_ms
             run.scrape_ms = {
-                "p50": quantile(scraper.times_ms, 0.5),
-                "p99": quantile(scraper.times_ms, 0.99),
-                "max": max(scraper.times_ms),
+                "first": max(scraper.times_ms[:FIRST_SCRAPES]),
+                "p50": quantile(beat, 0.5),
+                "p99": quantile(beat, 0.99),
+                "max": max(beat),
             }
             run.scrape_bytes = max(scraper.sizes)
-        log(f"{name}: {run.scrapes} scrapes of /metrics, ms: "
-            + ", ".join(f"{t:.0f}" for t in scraper.times_ms)
+            run.scrape_wire_bytes = max(scraper.wire_sizes)
+        run.scrapes_ahead = sum(scraper.ahead)
+        if scraper.build_ms:
+            run.scrape_build_ms = {
+                "p50": quantile(scraper.build_ms, 0.5), "max": max(scraper.build_ms)
+            }  # fmt: skip
+        log(f"{name}: {run.scrapes} scrapes of /metrics, ms (* built ahead): "
+            + ", ".join(f"{t:.0f}{'*' if a else ''}"
+                        for t, a in zip(scraper.times_ms, scraper.ahead, strict=False))
             + (f"; errors: {scraper.errors[:3]}" if scraper.errors else ""))  # fmt: skip
     flapped = {f"{a}:{p}" for a, p in flapper.reals} if flapper else set()
 
@@ -1100,13 +1130,27 @@ def rows(runs: list[Run]) -> Iterator[tuple[str, list[str]]]:
     yield "slots skipped in window", [str(r.slots_skipped) for r in runs]
     if any(r.scrapes or r.scrape_errors for r in runs):
         yield "/metrics scrapes (errors)", [f"{r.scrapes} ({r.scrape_errors})" for r in runs]
+        yield (
+            f"/metrics first {FIRST_SCRAPES} scrapes, max (ms)",
+            [f(r.scrape_ms.get("first", float("nan")), 1) for r in runs],
+        )
         for q in ("p50", "p99", "max"):
             yield (
-                f"/metrics scrape {q} (ms)",
+                f"/metrics scrape on the beat {q} (ms)",
                 [f(r.scrape_ms.get(q, float("nan")), 1) for r in runs],
+            )
+        yield "/metrics bodies built ahead", [str(r.scrapes_ahead) for r in runs]
+        for q in ("p50", "max"):
+            yield (
+                f"/metrics build (wall) {q} (ms)",
+                [f(r.scrape_build_ms.get(q, float("nan")), 1) for r in runs],
             )
         yield "/metrics body (MB)", [f(r.scrape_bytes / 1e6 if r.scrapes else float("nan"), 1)
                                      for r in runs]  # fmt: skip
+        yield (
+            "/metrics gzipped (MB)",
+            [f(r.scrape_wire_bytes / 1e6 if r.scrapes else float("nan"), 2) for r in runs],
+        )
     yield "status file max age seen (s)", [f(r.status_max_age_s, 1) for r in runs]
     yield (
         "healthy reals declared down",
@@ -1134,13 +1178,14 @@ def cpu_per_check_us(run: Run) -> float:
     return run.cpu_pct / 100 / run.periods.checks_per_s * 1e6
 
 
-def control_figures(big: Run, control: Run) -> dict[str, object]:
-    """--alert-control: the flapping run without mail, and with-mail / without-mail ratios."""
+def control_figures(big: Run, control: Run, what: str) -> dict[str, object]:
+    """The control run (--alert-control: no mail; --scrape-control: no scrapes) and big/control
+    ratios; `what` names the difference: "alerts" or "scrape"."""
 
     def r(x: float, digits: int = 3) -> float | None:
         return None if x != x else round(x, digits)
 
-    k = f"n{control.n}_nomail"
+    k = f"n{control.n}_" + ("nomail" if what == "alerts" else "noscrape")
     cps = control.periods.checks_per_s if control.periods else float("nan")
     big_cps = big.periods.checks_per_s if big.periods else float("nan")
     p99 = control.lateness_ms.get("p99", float("nan"))
@@ -1152,11 +1197,11 @@ def control_figures(big: Run, control: Run) -> dict[str, object]:
         f"{k}_false_downs": control.false_downs,
         f"{k}_cpu_pct": r(control.cpu_pct, 1),
         f"{k}_cpu_us_per_check": r(cpu_per_check_us(control), 0),
-        "alerts_checks_per_s_ratio": r(big_cps / cps if cps else float("nan")),
-        "alerts_p99_late_ratio": r(
+        f"{what}_checks_per_s_ratio": r(big_cps / cps if cps else float("nan")),
+        f"{what}_p99_late_ratio": r(
             big.lateness_ms.get("p99", float("nan")) / p99 if p99 else float("nan")
         ),
-        "alerts_cpu_us_per_check_ratio": r(cpu_per_check_us(big) / cpu_per_check_us(control)),
+        f"{what}_cpu_us_per_check_ratio": r(cpu_per_check_us(big) / cpu_per_check_us(control)),
     }
 
 
@@ -1206,10 +1251,15 @@ def figures(big: Run, small: Run | None, ld: Run | None) -> dict[str, object]:
         out |= {
             f"{k}_scrapes": big.scrapes,
             f"{k}_scrape_errors": big.scrape_errors,
+            f"{k}_scrape_first_max_ms": r(big.scrape_ms.get("first", float("nan")), 1),
             f"{k}_scrape_p50_ms": r(big.scrape_ms.get("p50", float("nan")), 1),
             f"{k}_scrape_p99_ms": r(big.scrape_ms.get("p99", float("nan")), 1),
             f"{k}_scrape_max_ms": r(big.scrape_ms.get("max", float("nan")), 1),
+            f"{k}_scrapes_built_ahead": big.scrapes_ahead,
+            f"{k}_scrape_build_p50_ms": r(big.scrape_build_ms.get("p50", float("nan")), 1),
+            f"{k}_scrape_build_max_ms": r(big.scrape_build_ms.get("max", float("nan")), 1),
             f"{k}_scrape_bytes": big.scrape_bytes,
+            f"{k}_scrape_wire_bytes": big.scrape_wire_bytes,
         }
     if big.alerts_flapping:
         out |= {
@@ -1330,6 +1380,11 @@ def main() -> int:
         help="big run: GET /metrics over the control socket every second of the steady window; "
         "scrape time p50/p99/max and body size",
     )  # fmt: skip
+    ap.add_argument(
+        "--scrape-control", action="store_true",
+        help="with --scrape: first the same big run without scrapes (the control run), so the "
+        "cost of scraping is a ratio measured in this run",
+    )  # fmt: skip
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs) for study")
     args = ap.parse_args()
     quick = args.quick
@@ -1377,6 +1432,11 @@ def main() -> int:
                 args.flood, alerts=replace(alerts, mail=False),
                 interval=args.interval, scrape=args.scrape,
             )  # fmt: skip
+        elif args.scrape and args.scrape_control:
+            control = run_lvsmon(
+                "lvsmon-noscrape", workdir, servers, big_v, big_r, window, cleanup, None, True,
+                args.flood, alerts=alerts, interval=args.interval, scrape=False,
+            )  # fmt: skip
         big = run_lvsmon(
             "lvsmon", workdir, servers, big_v, big_r, window, cleanup, None, True, args.flood,
             alerts=alerts, interval=args.interval, scrape=args.scrape,
@@ -1413,7 +1473,9 @@ def main() -> int:
     if base is not None:
         result |= baseline_figures(big, base, args.baseline_rev)
     if control is not None:
-        result |= control_figures(big, control)
+        result |= control_figures(
+            big, control, "alerts" if alerts and args.alert_control else "scrape"
+        )
     result["anchor_servers"] = args.anchor_servers
     result["big_checkinterval_s"] = args.interval
     if args.anchor_servers == "python":

@@ -97,6 +97,12 @@ def make_app(daemon: Daemon, feed: EventFeed) -> web.Application:
     app = web.Application(middlewares=[local_only])
     app[DAEMON] = daemon
     app[FEED] = feed
+    app[metrics.EXPORTER] = exporter = metrics.Exporter(daemon)
+
+    async def close_exporter(_app: web.Application) -> None:
+        await exporter.close()
+
+    app.on_cleanup.append(close_exporter)
     app.router.add_get("/status", get_status)
     app.router.add_get("/events", get_events)
     app.router.add_get("/metrics", metrics.handler)

@@ -439,10 +439,11 @@ class Engine:
                     {
                         "address": ref.address,
                         "port": ref.port,
+                        # a RealRef hashes in Python: the empty sets (the usual case) skip it
                         "state": "maintenance"
-                        if ref in maintained
+                        if maintained and ref in maintained
                         else ("up" if h and h.up else "down"),
-                        "drained": ref in drained,
+                        "drained": bool(drained) and ref in drained,
                         # down by its checks, in service all the same (depoolthreshold)
                         "kept_by_threshold": bool(kept) and ref in kept,
                         "checked": bool(h and h.checked),

@@ -6,8 +6,10 @@ prometheus_client's parser and `promtool check metrics` without a word."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -358,3 +360,123 @@ async def test_a_build_lets_checks_run_and_is_shared(
     s, _ = parse(body)
     assert virtual(s, "lvsmon_virtual_reals", V1) == 2
     promtool(body)
+
+
+def raw_get(sock: str, path: str, accept_encoding: str | None) -> tuple[dict[str, str], bytes]:
+    """One HTTP/1.0 GET over the Unix socket, bytes as they come (no client decoding)."""
+    head = f"GET {path} HTTP/1.0\r\nHost: lvsmon\r\n"
+    if accept_encoding is not None:
+        head += f"Accept-Encoding: {accept_encoding}\r\n"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(sock)
+        s.sendall((head + "\r\n").encode())
+        data = b""
+        while chunk := s.recv(1 << 16):
+            data += chunk
+    top, _, body = data.partition(b"\r\n\r\n")
+    lines = top.decode().split("\r\n")
+    assert lines[0].split()[1] == "200", lines[0]
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return headers, body
+
+
+@pytest.mark.parametrize("accept", ["gzip", "deflate, gzip;q=1.0, *;q=0.5", "x-gzip"])
+async def test_a_client_that_takes_gzip_gets_the_same_body_gzipped(
+    running: Running, accept: str
+) -> None:
+    loop = asyncio.get_running_loop()
+    _, plain = await loop.run_in_executor(None, raw_get, running.socket, "/metrics", None)
+    headers, body = await loop.run_in_executor(None, raw_get, running.socket, "/metrics", accept)
+    assert headers["content-encoding"] == "gzip"
+    assert headers["vary"] == "Accept-Encoding"
+    assert int(headers["content-length"]) == len(body) < len(plain) / 2
+    text = gzip.decompress(body).decode()
+    s, _ = parse(text)
+    assert one(s, "lvsmon_check_jobs") == 4
+    promtool(text)
+
+
+@pytest.mark.parametrize("accept", [None, "identity", "gzip;q=0", "deflate"])
+async def test_a_client_that_does_not_take_gzip_gets_plain_text(
+    running: Running, accept: str | None
+) -> None:
+    loop = asyncio.get_running_loop()
+    headers, body = await loop.run_in_executor(None, raw_get, running.socket, "/metrics", accept)
+    assert "content-encoding" not in headers
+    assert int(headers["content-length"]) == len(body)
+    s, _ = parse(body.decode())
+    assert one(s, "lvsmon_check_jobs") == 4
+
+
+async def test_gzip_is_made_once_per_build(running: Running) -> None:
+    exporter = metrics.Exporter(running.daemon)
+    first = await asyncio.gather(*(exporter.scrape_gzip() for _ in range(3)))
+    assert first[0] is first[1] is first[2]  # one build, compressed once
+    again = await exporter.scrape_gzip()
+    assert again is not first[0]  # a later scrape: a new build, compressed anew
+
+
+# ---- bodies built ahead of a scraper's beat --------------------------------------------------
+
+
+@pytest.fixture
+def quick_beat(monkeypatch: pytest.MonkeyPatch) -> float:
+    """The beat machinery at a test's pace: a beat of 0.3 s is found after 5 scrapes."""
+    monkeypatch.setattr(metrics, "FRESH_S", 0.5)
+    monkeypatch.setattr(metrics, "PREBUILD_LEAD_S", 0.1)
+    return 0.3
+
+
+async def scrape_at(exporter: metrics.Exporter, gaps: list[float]) -> list[tuple[float, float]]:
+    """Scrapes (gzip, as Prometheus) `gaps` apart: per scrape (asked, built), Unix time."""
+    out = []
+    for gap in gaps:
+        asked = time.time()
+        body = gzip.decompress((await exporter.serve(True))[0]).decode()
+        built = one(parse(body)[0], "lvsmon_metrics_built_timestamp_seconds")
+        assert built is not None
+        out.append((asked, built))
+        await asyncio.sleep(max(0.0, asked + gap - time.time()))
+    return out
+
+
+async def test_a_scraper_on_a_beat_gets_a_body_built_ahead(
+    running: Running, quick_beat: float
+) -> None:
+    exporter = metrics.Exporter(running.daemon)
+    served = await scrape_at(exporter, [quick_beat] * 10)
+    # the first ones are built when asked; once the beat is known, before
+    assert all(built >= asked - 0.002 for asked, built in served[:5])
+    ahead = [asked - built for asked, built in served[6:]]
+    assert all(0.02 < age <= metrics.FRESH_S for age in ahead), ahead
+    assert exporter.built_ahead >= 4
+    # and gzipped ahead too: the scrape only copies
+    assert exporter._last is not None and exporter._last.gzipped is not None
+    assert exporter._last.gzipped.done()
+    await exporter.close()
+    made = exporter.built_ahead
+    await asyncio.sleep(2 * quick_beat)
+    assert exporter.built_ahead == made  # closed: nothing built ahead any more
+
+
+async def test_a_client_off_the_beat_gets_a_body_built_for_it(
+    running: Running, quick_beat: float
+) -> None:
+    exporter = metrics.Exporter(running.daemon)
+    served = await scrape_at(exporter, [0.1, 0.5, 0.2, 0.6, 0.1, 0.45, 0.3])
+    assert exporter.built_ahead == 0
+    assert all(built >= asked - 0.002 for asked, built in served)
+
+
+async def test_off_the_beat_a_body_built_ahead_is_not_served_stale(
+    running: Running, quick_beat: float
+) -> None:
+    exporter = metrics.Exporter(running.daemon)
+    await scrape_at(exporter, [quick_beat] * 6)  # the beat is known, a body is built ahead
+    await asyncio.sleep(metrics.FRESH_S + 0.2)  # the scraper missed its beat
+    asked = time.time()
+    body = gzip.decompress((await exporter.serve(True))[0]).decode()
+    built = one(parse(body)[0], "lvsmon_metrics_built_timestamp_seconds")
+    assert built is not None and built >= asked - 0.002
+    await exporter.close()
