@@ -195,6 +195,25 @@ def store_for(config: Config, state_path: str | None) -> DrainStore:
     return MemoryStore()
 
 
+def carry_over(old: DrainStore, new: DrainStore) -> None:
+    """A reload turned maintenancedir on or off, or moved it: the drains move with it (left
+    behind, they would come back when it is turned back, undrained or not)."""
+    entries = old.read()
+    if not entries:
+        return
+    names = ", ".join(sorted(e.name for e in entries))
+    try:
+        new.change(entries - new.read(), ())
+    except OSError as exc:
+        log.error("cannot move the drains %s from %s to %s: %s", names, old.where, new.where, exc)
+        return
+    try:
+        old.change((), entries)
+    except OSError as exc:
+        log.warning("drains copied to %s, but not removed from %s: %s", new.where, old.where, exc)
+    log.info("drains moved from %s to %s: %s", old.where, new.where, names)
+
+
 def state_path_for(pid_path: str) -> str:
     """The drain state file next to the pid file: /run/lvsmon.<config>.drain.json."""
     return pid_path.removesuffix(".pid") + ".drain.json"
@@ -401,7 +420,10 @@ class DrainState:
     def store(self, config: Config) -> DrainStore:
         want = (config.settings.maintenancedir, self.state_path)
         if self._store is None or self._store_for != want:
-            self._store, self._store_for = store_for(config, self.state_path), want
+            old, self._store = self._store, store_for(config, self.state_path)
+            self._store_for = want
+            if old is not None:
+                carry_over(old, self._store)
         return self._store
 
     def index(

@@ -199,6 +199,41 @@ async def test_maintenancedir_holds_the_drains_and_takes_hand_touched_names(
     await cli.until(a, state="maintenance", kernel_weight=None, drained=True)
 
 
+async def test_drains_move_when_a_reload_turns_maintenancedir_on_and_off(
+    pool: list[Web], cli: Cli
+) -> None:
+    a, _ = pool
+    maint = cli.tmp / "maint"
+    maint.mkdir()
+    state = cli.tmp / "x.drain.json"
+    write_cf(cli.cf, pool)
+    assert (await cli("start"))[0] == 0
+    assert (await cli("drain", f"{a.host}:{a.port}"))[0] == 0
+    await cli.until(a, state="up", kernel_weight=0, drained=True)
+    assert json.loads(state.read_text()) == [{"real": f"{a.host}:{a.port}", "virtual": None}]
+
+    async def reload() -> None:
+        before = cli.log().count("Configuration")
+        assert (await cli("reload"))[0] == 0
+        await wait_for(lambda: cli.log().count("Configuration") > before, 15)
+        await asyncio.sleep(1.5)  # a status write after the reload's reconcile
+
+    write_cf(cli.cf, pool, f"maintenancedir={maint}\n")  # on: into the directory
+    await reload()
+    assert [p.name for p in maint.iterdir()] == [f"{a.host}:{a.port}.drain"]
+    assert json.loads(state.read_text()) == []
+    assert await cli.until(a, state="up", kernel_weight=0, drained=True)
+    assert "drains moved from" in cli.log()
+
+    write_cf(cli.cf, pool)  # off: back into the state file
+    await reload()
+    assert list(maint.iterdir()) == []
+    assert json.loads(state.read_text()) == [{"real": f"{a.host}:{a.port}", "virtual": None}]
+    assert await cli.until(a, state="up", kernel_weight=0, drained=True)
+    assert (await cli("undrain", f"{a.host}:{a.port}"))[0] == 0
+    await cli.until(a, kernel_weight=1, drained=False)
+
+
 # ---- in process: the API itself -------------------------------------------------------------
 
 
