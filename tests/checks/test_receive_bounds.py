@@ -110,7 +110,14 @@ async def test_bounded_search_through_run_check() -> None:
 
 
 @given(
-    text=st.text(alphabet=st.characters(blacklist_characters=".^$*+?{}[]\\|()"), min_size=1),
+    # no lone surrogates: a config file read as UTF-8 (surrogateescape) yields only those of
+    # undecodable bytes, and '\ud800' has no bytes to encode back to
+    text=st.text(
+        alphabet=st.characters(
+            blacklist_characters=".^$*+?{}[]\\|()", blacklist_categories=("Cs",)
+        ),
+        min_size=1,
+    ),
     before=st.binary(max_size=20),
     after=st.binary(max_size=20),
     inside=st.booleans(),
