@@ -94,7 +94,12 @@ def _offline(command: str, real: str | None, virtual: str | None, control: Contr
             print(d, file=sys.stderr)
         return 2
     store = store_for(config, control.drain_state_path)
-    refs = [RealRef(v.key, r.address, r.port) for v in config.virtuals for r in v.reals]
+    refs = [
+        RealRef(key, r.address, r.port)
+        for v in config.virtuals
+        for key in (v.key,)  # a property that parses the address: once per virtual
+        for r in v.reals
+    ]
     maintenancedir = config.settings.maintenancedir
     # with maintenancedir, hand-touched names (`<fqdn>.drain`) count: its reverse lookups
     index = (

@@ -211,10 +211,12 @@ def adopt_health(
 
     health: dict[RealRef, RealHealth] = {}
     for v in config.virtuals:
-        dests = actual[v.key].dests if v.key in actual else {}
+        key = v.key  # a property that parses the address: once per virtual, not per real
+        service = actual.get(key)
+        dests = service.dests if service is not None else {}
         for r in v.reals:
-            ref = RealRef(v.key, r.address, r.port)
-            conf = dests.get(kernel_dest_port(v.key, ref.dest, r.forward))
+            ref = RealRef(key, r.address, r.port)
+            conf = dests.get(kernel_dest_port(key, ref.dest, r.forward))
             serving = conf is not None and (conf.weight > 0 or r.weight == 0 or ref in drained)
             health[ref] = ADOPTED_UP if serving else DOWN
     return health

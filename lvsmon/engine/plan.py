@@ -130,8 +130,9 @@ def build_plan(config: Config) -> Plan:
     rules: dict[RealRef, HealthRules] = {}
     for v in config.virtuals:
         v_rules = rules_of(v)
+        key = v.key  # a property that parses the address: once per virtual
         for r in v.reals:
-            ref = RealRef(v.key, r.address, r.port)
+            ref = RealRef(key, r.address, r.port)
             failurecount[ref] = v.failurecount
             rules[ref] = v_rules
             job = job_for(v, r)
