@@ -23,6 +23,8 @@ from lvsmon.ipvs.sync import (
     ipvsadm_stop_args,
 )
 
+LOG_KEEP = 10_000  # op log lines kept: a demo that runs for weeks must not grow without end
+
 
 class MemoryBackend:
     name = "memory"
@@ -32,7 +34,9 @@ class MemoryBackend:
         without IPVS: dump() raises and every op fails with NO_IPVS."""
         self.table: Table = copy_table(table) if table else {}
         self.available = available
-        self.log: list[str] = []  # "ipvsadm <args>" per applied op, "# failed: ..." after a failure
+        # "ipvsadm <args>" per applied op, "# failed: ..." after a failure; the last LOG_KEEP to
+        # 2 x LOG_KEEP lines (trimmed in one go, so that a slice by index stays cheap)
+        self.log: list[str] = []
         self.applies = 0  # apply() calls that carried at least one op
         self.sync: dict[SyncState, SyncDaemon] = {}  # running sync daemons, as the kernel reports
 
@@ -55,6 +59,8 @@ class MemoryBackend:
             self.log.append(f"ipvsadm {op_line(result.op)}")
             if result.error is not None:
                 self.log.append(f"# failed: {result.error.kind}: {result.error.message}")
+        if len(self.log) > 2 * LOG_KEEP:
+            del self.log[:-LOG_KEEP]
         return results
 
     def render(self) -> str:

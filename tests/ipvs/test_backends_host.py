@@ -42,6 +42,21 @@ async def test_memory_log_and_render() -> None:
     assert "  -> 10.0.1.1:80                  Route   2" in backend.render()
 
 
+async def test_memory_log_keeps_the_last_lines_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lvsmon.ipvs import memory
+
+    monkeypatch.setattr(memory, "LOG_KEEP", 5)
+    backend = MemoryBackend()
+    await backend.apply([AddService(VIP, ServiceConf("rr"))])
+    for weight in range(1, 30):
+        await backend.apply(
+            [AddDest(VIP, DestKey.of(f"10.0.2.{weight}", 80), DestConf(weight=weight))]
+        )
+        assert len(backend.log) <= 10
+    assert backend.log[-1] == "ipvsadm -a -t 10.0.0.1:80 -r 10.0.2.29:80 -g -w 29 -x 0 -y 0"
+    assert len(backend.table[VIP].dests) == 29  # the table keeps everything, of course
+
+
 async def test_memory_dump_is_a_copy_and_start_table_is_copied() -> None:
     start = {VIP: Service(ServiceConf(), {REAL: DestConf()})}
     backend = MemoryBackend(start)
