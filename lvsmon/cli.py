@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from lvsmon import __version__
+from lvsmon.cliopts import add_backend_options
 
 COMMANDS = ("start", "stop", "restart", "try-restart", "reload", "force-reload", "status")
 TABLE_COMMANDS = ("verify-table", "purge")  # lvsmon extensions, for the resource agent
@@ -166,21 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="start: stay in the foreground, log as configured (systemd Type=notify)",
     )
-    parser.add_argument(
-        "--backend",
-        choices=("netlink", "ipvsadm", "memory"),
-        default=os.environ.get("LVSMON_BACKEND") or "netlink",
-        help="how to reach IPVS (default: $LVSMON_BACKEND or netlink)",
-    )
-    parser.add_argument(
-        "--ipvsadm",
-        default=os.environ.get("LVSMON_IPVSADM"),
-        help="ipvsadm binary for --backend ipvsadm",
-    )
-    parser.add_argument(
-        "--pid-file",
-        default=os.environ.get("LVSMON_PIDFILE"),
-        help="default: /run/lvsmon.<config name>.pid",
+    add_backend_options(
+        parser,
+        backend_help="how to reach IPVS (default: $LVSMON_BACKEND or netlink)",
+        pid_file_help="default: /run/lvsmon.<config name>.pid",
     )
     parser.add_argument(
         "--stop-timeout",

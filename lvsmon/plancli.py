@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from lvsmon.cliopts import add_backend_options
 from lvsmon.config import Config
 from lvsmon.engine.drain import DrainIndex, store_for
 from lvsmon.engine.maintenance import MaintenanceDir
@@ -40,23 +41,12 @@ def parser() -> argparse.ArgumentParser:
         "do to the IPVS table, as the running daemon sees it, or without a daemon as the kernel "
         "table shows it. Exit 0 no change, 1 changes, 2 trouble.",
     )
-    p.add_argument(
-        "--backend",
-        choices=("netlink", "ipvsadm", "memory"),
-        default=os.environ.get("LVSMON_BACKEND") or "netlink",
-        help="without a daemon: how to read IPVS (default: $LVSMON_BACKEND or netlink; memory "
-        "starts empty)",
-    )
-    p.add_argument(
-        "--ipvsadm",
-        default=os.environ.get("LVSMON_IPVSADM"),
-        help="ipvsadm binary for --backend ipvsadm",
-    )
-    p.add_argument(
-        "--pid-file",
-        default=os.environ.get("LVSMON_PIDFILE"),
-        help="the daemon's pid file (default: /run/lvsmon.<config name>.pid); its control "
-        "socket is next to it",
+    add_backend_options(
+        p,
+        backend_help="without a daemon: how to read IPVS (default: $LVSMON_BACKEND or netlink; "
+        "memory starts empty)",
+        pid_file_help="the daemon's pid file (default: /run/lvsmon.<config name>.pid); its "
+        "control socket is next to it",
     )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument(
