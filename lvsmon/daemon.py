@@ -45,7 +45,7 @@ from lvsmon.engine.events import (
 )
 from lvsmon.engine.maintenance import MaintenanceDir
 from lvsmon.engine.plan import Plan, RealRef
-from lvsmon.engine.status import Status, TableDigests
+from lvsmon.engine.status import Status, StatusEncoder, TableDigests
 from lvsmon.hooks import Callback, Commands, FallbackCommands, MonitorFiles
 from lvsmon.ipvs.backend import BackendError, IpvsBackend
 from lvsmon.lifecycle import Lifecycle, Part
@@ -156,6 +156,7 @@ class Daemon:
             else None
         )
         self._status_cache: tuple[float, Status, bytes] | None = None
+        self._encoder = StatusEncoder()
         self.phase = Phase.STARTING
         self.exit_code = 0
         self._stop = asyncio.Event()
@@ -453,7 +454,7 @@ class Daemon:
         cached = self._status_cache
         if cached is None or now - cached[0] > max_age:
             status = self.status()
-            cached = (now, status, json.dumps(status, separators=(",", ":")).encode())
+            cached = (now, status, self._encoder.encode(status))
             self._status_cache = cached
         return cached[1], cached[2]
 

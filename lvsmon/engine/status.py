@@ -222,3 +222,27 @@ def render_status(status: Status) -> str:
             + ("; a failed op is being retried" if stats.get("retry_pending") else "")
         )
     return "\n".join(lines)
+
+
+class StatusEncoder:
+    """A status as compact JSON, each second: a virtual's text is kept while the engine gives
+    the same entry object (Engine.status does while nothing of it changed). At 10,000 reals
+    encoding every entry anew held the event loop 10-20 ms a second."""
+
+    def __init__(self) -> None:
+        self._texts: dict[int, tuple[object, bytes]] = {}
+
+    def encode(self, status: Status) -> bytes:
+        texts: dict[int, tuple[object, bytes]] = {}
+        parts = []
+        for v in status["virtuals"]:
+            hit = self._texts.get(id(v))
+            if hit is None or hit[0] is not v:
+                hit = (v, json.dumps(v, separators=(",", ":")).encode())
+            texts[id(v)] = hit  # holding the entry keeps its id from being reused
+            parts.append(hit[1])
+        self._texts = texts
+        rest = {k: value for k, value in status.items() if k != "virtuals"}
+        head = json.dumps(rest, separators=(",", ":")).encode()
+        virtuals = b'"virtuals":[' + b",".join(parts) + b"]}"
+        return head[:-1] + (b"," if rest else b"") + virtuals

@@ -1,0 +1,143 @@
+"""Engine.status() reuses a virtual's entry while nothing of it changed, and the daemon's
+StatusEncoder reuses its text: both must give exactly what a build from scratch gives, after
+any sequence of health, kernel, maintenance and drain changes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lvsmon.checks.base import CheckResult, CheckSpec
+from lvsmon.engine.engine import Engine
+from lvsmon.engine.health import RealHealth
+from lvsmon.engine.plan import RealRef
+from lvsmon.engine.status import Status, StatusEncoder
+from lvsmon.ipvs.memory import MemoryBackend
+from lvsmon.ipvs.model import DestConf, Service, ServiceConf
+
+from .conftest import cfg
+
+CONFIG = "quiescent=yes\n" + "".join(
+    f"virtual=10.0.0.{v}:80\n\tchecktype=connect\n"
+    + "".join(f"\treal=10.1.{v}.{r}:80 masq\n" for r in range(1, 5))
+    + ("\tdepoolthreshold=50%\n" if v == 3 else "")
+    for v in range(1, 4)
+)
+
+
+def make_engine() -> Engine:
+    async def run_check(spec: CheckSpec) -> CheckResult:
+        return CheckResult(True, "ok")
+
+    engine = Engine(cfg(CONFIG), MemoryBackend(), run_check=run_check)
+    engine.health = {ref: RealHealth(up=True, checked=True) for ref in engine.plan.job_of}
+    return engine
+
+
+def fresh(engine: Engine) -> Status:
+    """A build from scratch: no entry kept."""
+    engine._status_cache.clear()
+    return engine.status()
+
+
+def without_clock(status: Status) -> Status:
+    # held_until is wall time (now - monotonic + wall): equal only to the ms
+    return json.loads(json.dumps(status, sort_keys=True))  # type: ignore[no-any-return]
+
+
+healths = st.builds(
+    RealHealth,
+    up=st.booleans(),
+    failcount=st.integers(0, 3),
+    reason=st.sampled_from(["ok", "connect: connection refused", "http: status 503"]),
+    checked=st.booleans(),
+    down_at=st.floats(0, 100),
+    passcount=st.integers(0, 2),
+)
+step = st.one_of(
+    st.tuples(st.just("health"), st.integers(0, 11), healths),
+    st.tuples(st.just("same health, new object"), st.integers(0, 11), st.none()),
+    st.tuples(st.just("kernel"), st.integers(0, 2), st.integers(0, 3)),
+    st.tuples(st.just("maintained"), st.sets(st.integers(0, 11), max_size=3), st.none()),
+    st.tuples(st.just("drained"), st.sets(st.integers(0, 11), max_size=3), st.none()),
+    st.tuples(st.just("status"), st.none(), st.none()),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(step, max_size=25))
+def test_a_kept_entry_is_what_a_fresh_build_gives(steps: list[tuple[str, object, object]]) -> None:
+    engine = make_engine()
+    refs: list[RealRef] = list(engine.health)
+    layouts = engine.layout()
+    encoder = StatusEncoder()
+    engine.status()
+    for kind, a, b in steps:
+        if kind == "health":
+            assert isinstance(a, int) and isinstance(b, RealHealth)
+            engine.health[refs[a]] = b
+        elif kind == "same health, new object":
+            assert isinstance(a, int)
+            engine.health[refs[a]] = dataclasses.replace(engine.health[refs[a]])
+        elif kind == "kernel":
+            assert isinstance(a, int) and isinstance(b, int)
+            layout = layouts[a]
+            dests = {s.dest: DestConf(weight=w) for w, s in enumerate(layout.reals[:b])}
+            actual = dict(engine.reconciler.actual or {})
+            actual[layout.key] = Service(ServiceConf(), dests)
+            engine.reconciler.actual = actual
+        elif kind in ("maintained", "drained"):
+            assert isinstance(a, set)
+            chosen = frozenset(refs[i] for i in a)
+            if kind == "maintained":
+                engine._maintained = chosen
+            else:
+                engine._drained = chosen
+        kept = engine.status()
+        text = encoder.encode(kept)
+        # a second call with nothing changed gives the very same entries
+        again = engine.status()
+        assert all(x is y for x, y in zip(kept["virtuals"], again["virtuals"], strict=True))
+        built = fresh(engine)
+        assert without_clock(kept) == without_clock(built)
+        assert json.loads(text) == json.loads(json.dumps(kept))
+        assert json.loads(encoder.encode(built)) == json.loads(json.dumps(built))
+
+
+def test_only_the_virtual_that_changed_is_built_again() -> None:
+    engine = make_engine()
+    first = engine.status()["virtuals"]
+    ref = next(r for r in engine.health if r.address == "10.1.2.3")
+    engine.health[ref] = RealHealth(up=False, checked=True, reason="connect: connection refused")
+    second = engine.status()["virtuals"]
+    assert [x is y for x, y in zip(first, second, strict=True)] == [True, False, True]
+    (real,) = [r for r in second[1]["reals"] if r["address"] == "10.1.2.3"]
+    assert (real["state"], real["reason"]) == ("down", "connect: connection refused")
+
+
+def test_a_reload_lays_the_places_out_again() -> None:
+    engine = make_engine()
+    engine.status()
+    config = cfg(CONFIG.replace("\treal=10.1.1.1:80 masq\n", ""))
+    engine.config = config
+    engine.health = {
+        ref: RealHealth(up=ref.address != "10.1.1.2", checked=True)
+        for ref in engine.plan.job_of
+        if ref.address != "10.1.1.1"
+    }
+    status = engine.status()
+    reals = {r["address"]: r["state"] for r in status["virtuals"][0]["reals"]}
+    assert reals == {"10.1.1.2": "down", "10.1.1.3": "up", "10.1.1.4": "up"}
+
+
+def test_the_encoder_gives_compact_json_of_the_whole_status() -> None:
+    engine = make_engine()
+    encoder = StatusEncoder()
+    status = engine.status()
+    text = encoder.encode(status)
+    assert b" " not in text.replace(b"connect: ", b"")  # compact
+    assert json.loads(text) == json.loads(json.dumps(status))
+    assert encoder.encode(engine.status()) == text  # kept texts: the same bytes
