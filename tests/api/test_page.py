@@ -138,6 +138,14 @@ def synthetic_status(virtuals: int, per_virtual: int) -> dict[str, Any]:
                     "latency_ms": 0.4 + (r % 13) / 10,
                 }
             )
+            if v == 9 and down:  # depoolthreshold keeps the first in, rise and damping
+                reals[-1] |= (
+                    {"kept_by_threshold": True, "kernel_weight": 10}
+                    if r == 49
+                    else {"held_until": time.time() + 90}
+                )
+            elif v == 9 and r == 3:
+                reals[-1] |= {"state": "down", "rising": "1/3", "kernel_weight": None}
         key = f"tcp:192.0.2.{v % 250}:{8000 + v}"
         groups.append({"name": key, "key": key, "file": "/etc/big.cf", "line": 1, "reals": reals})
     return {
@@ -476,7 +484,7 @@ def test_the_page_at_10000_reals(browser: Any, loop: Loop, tmp_path: Path) -> No
         assert text_of(driver, f"{first} .vsum") == "98/100 up"
         assert "2 down" in text_of(driver, f"{first} .vbadges")
         assert "1 drained" in text_of(driver, f"{first} .vbadges")
-        assert text_of(driver, "#reals-up") == "9,799/10,000"
+        assert text_of(driver, "#reals-up") == "9,798/10,000"
 
         # the filter finds one real among 10,000 and opens its group only
         box = driver.find_element("id", "filter")
@@ -512,6 +520,22 @@ def test_the_page_at_10000_reals(browser: Any, loop: Loop, tmp_path: Path) -> No
         cells = row_cells(driver, "10.0.7.8:80")
         assert cells is not None and cells[1] == "updrained" and cells[4].endswith(" ms"), cells
         assert js(driver, "return !document.body.classList.contains('no-latency');")
+
+        # depool threshold, rise and damping: a badge on the group and marks on the rows
+        held = ".vgroup[data-key='tcp:192.0.2.9:8009']"
+        assert "1 kept by threshold" in text_of(driver, f"{held} .vbadges")
+        driver.find_element("css selector", f"{held} .vhead").click()
+        wait(driver, lambda d: row_cells(d, "10.0.9.50:80") is not None, "group 9 open")
+        assert row_cells(driver, "10.0.9.50:80")[1] == "downkept by threshold"  # type: ignore[index]
+        assert (row_cells(driver, "10.0.9.4:80") or ["", ""])[1] == "downrising 1/3"
+        assert (row_cells(driver, "10.0.9.100:80") or ["", ""])[1].startswith("downheld until ")
+        driver.find_element("css selector", f"{held} .vhead").click()
+        wait(
+            driver,
+            lambda d: js(d, "return document.querySelectorAll('tr[data-real]').length;") == 100,
+            "group 9 closed, group 7 still open",
+        )
+        js(driver, "window.scrollTo(0, 0);")  # as the steps below found the page
 
         # an event updates its row in place
         target = f"{group} tr[data-real='10.0.7.3:80']"

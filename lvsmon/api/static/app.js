@@ -59,8 +59,9 @@
   function haystack(r) {
     if (r.hay === null) {
       const d = r.d;
-      r.hay = `${r.g.name} ${r.g.key} ${r.id} ${d.state} ${d.reason}${d.drained ? " drained" : ""}`
-        .toLowerCase();
+      r.hay = (`${r.g.name} ${r.g.key} ${r.id} ${d.state} ${d.reason}` +
+        (d.drained ? " drained" : "") + (d.kept_by_threshold ? " kept threshold" : "") +
+        (d.rising ? " rising" : "") + (d.held_until ? " held" : "")).toLowerCase();
     }
     return r.hay;
   }
@@ -156,10 +157,11 @@
   // ---- painting ---------------------------------------------------------------------------
 
   function counts(g) {
-    const c = { up: 0, down: 0, maintenance: 0, drained: 0 };
+    const c = { up: 0, down: 0, maintenance: 0, drained: 0, kept: 0 };
     for (const r of g.reals) {
       c[r.d.state] = (c[r.d.state] || 0) + 1;
       if (r.d.drained) c.drained++;
+      if (r.d.kept_by_threshold) c.kept++;
     }
     return c;
   }
@@ -173,13 +175,15 @@
     const cls = `vgroup ${health}`;
     if (g.el.className !== cls) g.el.className = cls;
     g.barUp.style.width = n ? `${(100 * c.up) / n}%` : "0";
-    const key = `${c.down}/${c.maintenance}/${c.drained}`;
+    const key = `${c.down}/${c.maintenance}/${c.drained}/${c.kept}`;
     if (g.badgeKey !== key) {
       g.badgeKey = key;
       const b = [];
       if (c.down) b.push(el("span", "badge down", `${c.down} down`));
       if (c.maintenance) b.push(el("span", "badge maintenance", `${c.maintenance} maintenance`));
       if (c.drained) b.push(el("span", "badge drained", `${c.drained} drained`));
+      // down by their checks, in service all the same: the depool threshold holds them in
+      if (c.kept) b.push(el("span", "badge kept", `${c.kept} kept by threshold`));
       g.badges.replaceChildren(...b);
     }
     return c;
@@ -196,6 +200,9 @@
     r.cells[0].textContent = r.id;
     r.stateText = el("span", "state");
     r.drainMark = el("span", "badge drained", "drained");
+    r.keptMark = el("span", "badge kept", "kept by threshold");
+    r.keptMark.title = "its checks fail, but the depool threshold keeps it in service";
+    r.dampMark = el("span", "badge damp");
     r.cells[1].append(r.stateText);
     r.row = tr;
     r.p = {};
@@ -225,6 +232,19 @@
       r.p.drained = !!d.drained;
       if (d.drained) r.cells[1].append(r.drainMark);
       else r.drainMark.remove();
+    }
+    if (r.p.kept !== !!d.kept_by_threshold) {
+      r.p.kept = !!d.kept_by_threshold;
+      if (r.p.kept) r.cells[1].append(r.keptMark);
+      else r.keptMark.remove();
+    }
+    // rise and flap damping: a down real counting passes, or held down for flapping
+    const damp = d.held_until ? `held until ${clock(d.held_until)}` : d.rising ? `rising ${d.rising}` : "";
+    if (r.p.damp !== damp) {
+      r.p.damp = damp;
+      r.dampMark.textContent = damp;
+      if (damp) r.cells[1].append(r.dampMark);
+      else r.dampMark.remove();
     }
     const kw = d.kernel_weight;
     set(r, "kw", r.cells[2], kw === null || kw === undefined ? "absent" : String(kw));
@@ -411,7 +431,12 @@
         if (r.d.state !== "maintenance") r.d.state = e.up ? "up" : "down";
         r.d.reason = e.reason;
         r.d.checked = true;
-        if (e.up) r.d.failcount = 0;
+        if (e.up) {
+          r.d.failcount = 0;
+          r.d.rising = null;
+          r.d.held_until = null;
+          r.d.kept_by_threshold = false;
+        }
         touch(r);
         break;
       }
@@ -465,6 +490,9 @@
         break;
       case "ConfigLoaded":
         refreshSoon(); // virtuals and reals may have changed
+        break;
+      case "DepoolLimited":
+        refreshSoon(); // which reals the threshold keeps in: /status says
         break;
       default:
         break;
