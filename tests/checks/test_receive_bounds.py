@@ -113,9 +113,7 @@ async def test_bounded_search_through_run_check() -> None:
     # no lone surrogates: a config file read as UTF-8 (surrogateescape) yields only those of
     # undecodable bytes, and '\ud800' has no bytes to encode back to
     text=st.text(
-        alphabet=st.characters(
-            blacklist_characters=".^$*+?{}[]\\|()", blacklist_categories=("Cs",)
-        ),
+        alphabet=st.characters(blacklist_characters=".^$*+?{}[]\\|()", blacklist_categories=["Cs"]),
         min_size=1,
     ),
     before=st.binary(max_size=20),
