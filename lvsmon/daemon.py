@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import os
 import signal
@@ -81,13 +80,10 @@ def settle_memory(*, collect: bool) -> None:
     gc.freeze()
 
 
-def write_status(path: str, state: Status | bytes) -> None:
-    """Atomically (`lvsmon status` never reads half a file), not through symlinks, mode 0644.
-    Bytes are the status already encoded (Daemon.current_status's): at 10,000 reals encoding
-    it again would hold the event loop some 20 ms more each second."""
+def write_status(path: str, data: bytes) -> None:
+    """The status as Daemon.status_json encoded it, atomically (`lvsmon status` never reads half
+    a file), not through symlinks, mode 0644."""
     try:
-        # one compact string: json.dump to a file and indent both take the slow, chunked encoder
-        data = state if isinstance(state, bytes) else json.dumps(state, separators=(",", ":"))
         write_atomic(path, data)
     except OSError as exc:
         log.debug("cannot write status file %s: %s", path, exc)
@@ -155,7 +151,7 @@ class Daemon:
             if control_socket or listen
             else None
         )
-        self._status_cache: tuple[float, Status, bytes] | None = None
+        self._status_cache: tuple[float, bytes] | None = None
         self._encoder = StatusEncoder()
         self.phase = Phase.STARTING
         self.exit_code = 0
@@ -221,7 +217,7 @@ class Daemon:
                 self._status_cache = None
                 await self.engine.reconciler.reconcile()
                 if self.status_path:  # `lvsmon status` right after `drain` shows it
-                    write_status(self.status_path, self.current_status(max_age=0.0)[1])
+                    write_status(self.status_path, self.status_json(max_age=0.0))
             return outcome
 
     def reload_preview(
@@ -364,7 +360,7 @@ class Daemon:
             else:
                 self._set_phase(Phase.RUNNING)
                 if self.status_path:  # `lvsmon status` as soon as start returns sees the table
-                    write_status(self.status_path, self.current_status(max_age=0.0)[1])
+                    write_status(self.status_path, self.status_json(max_age=0.0))
                 self.systemd.started()
                 ready(None)
                 if self.systemd.enabled:
@@ -447,24 +443,19 @@ class Daemon:
         status["resync_s"] = reconciler.resync_s
         return status
 
-    def current_status(self, max_age: float = 0.5) -> tuple[Status, bytes]:
-        """The status and its JSON, built at most every `max_age` s: the status file and every
-        client of the control server share one build (10,000 reals cost some ms each)."""
+    def status_json(self, max_age: float = 0.5) -> bytes:
+        """The status as compact JSON, built at most every `max_age` s: the status file and
+        every client of the control server share one build (10,000 reals cost some ms each)."""
         now = time.monotonic()
         cached = self._status_cache
         if cached is None or now - cached[0] > max_age:
-            status = self.status()
-            cached = (now, status, self._encoder.encode(status))
-            self._status_cache = cached
-        return cached[1], cached[2]
-
-    def status_json(self) -> bytes:
-        return self.current_status()[1]
+            cached = self._status_cache = (now, self._encoder.encode(self.status()))
+        return cached[1]
 
     async def _housekeeping(self) -> None:
         try:
             if self.status_path:
-                write_status(self.status_path, self.current_status(max_age=0.0)[1])
+                write_status(self.status_path, self.status_json(max_age=0.0))
             if self.engine.refresh_maintenance():
                 log.info("maintenance set changed: %s", sorted(map(str, self.engine.maintained)))
             self.engine.refresh_drained()  # files an operator touched by hand in maintenancedir

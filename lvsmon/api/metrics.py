@@ -324,25 +324,23 @@ class Layout:
             for ref in run.refs:
                 run_of.setdefault(ref, run)
         await pause()
-        # A RealRef hashes in Python (some 1 µs): a scrape reads health by position instead.
-        # Dicts keep insertion order, a health update keeps its key's place, and health loses no
-        # key but by being replaced as a whole (start, reload), which makes a new Layout.
+        # health by place (Engine.health_places); a new health dict makes a new Layout
         self.health = engine.health
-        place = {ref: i for i, ref in enumerate(self.health)}
+        places = engine.health_places()
         await pause()
         index_of, reals = self.index_of, self.reals
-        for v in engine.layout():
+        for v, v_places in zip(engine.layout(), places, strict=True):
             vlabel = escape_label(str(v.key))
             vindex = len(self.virtuals)
             first = len(reals)
-            for slot in v.reals:
+            for slot, at in zip(v.reals, v_places, strict=True):
                 ref = slot.ref
                 n = len(reals)
                 if index_of.setdefault(ref, n) != n:
                     continue  # one series per (virtual, real)
                 labels = f'virtual="{vlabel}",real="{escape_label(real_label(ref))}"'
                 dest = (slot.dest.address, slot.dest.port)
-                reals.append(_Real(ref, place.get(ref, -1), labels, dest, run_of.get(ref), vindex))
+                reals.append(_Real(ref, at, labels, dest, run_of.get(ref), vindex))
             self.virtuals.append(
                 _Virtual(v.key, f'virtual="{vlabel}"', v.fallback is not None, len(reals) - first)
             )
@@ -464,10 +462,13 @@ class Exporter:
         # the daemon's start: lvsmon_checks_per_second
         since_start = max(0.0, time.time() - daemon.started_at)
         self._samples: list[tuple[float, int]] = [(time.monotonic() - since_start, 0)]
-        self.last_build_s = 0.0
         self._build_times: deque[float] = deque(maxlen=4)  # the last builds' durations, s
         self.built_ahead = 0  # bodies built for an expected scrape (tests, the docs' claim)
         self._ran_since = 0.0  # when the build last let the event loop run
+
+    @property
+    def last_build_s(self) -> float:
+        return self._build_times[-1] if self._build_times else 0.0
 
     async def layout(self) -> Layout:
         engine = self.daemon.engine
@@ -612,8 +613,7 @@ class Exporter:
         await self._pause()
         self._daemon_families(text, began_wall)
         out.append("".join(text).encode())
-        self.last_build_s = time.perf_counter() - started
-        self._build_times.append(self.last_build_s)
+        self._build_times.append(time.perf_counter() - started)
         return Body(began, out)
 
     async def _per_real(self, *, restartable: bool) -> _Scrape | None:

@@ -69,7 +69,7 @@ async def four() -> AsyncIterator[list[Web]]:
 
 
 def status(r: Running) -> dict:  # type: ignore[type-arg]
-    return json.loads(r.daemon.current_status(max_age=0.0)[1])  # type: ignore[no-any-return]
+    return json.loads(r.daemon.status_json(max_age=0.0))  # type: ignore[no-any-return]
 
 
 async def metric(r: Running, exporter: Exporter) -> str:

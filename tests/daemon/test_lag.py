@@ -112,7 +112,7 @@ async def test_a_starved_daemon_takes_no_healthy_real_down(
     stats = r.daemon.engine.stats
     assert stats.checks_unknown > 0
     assert stats.checks_untrusted == 0
-    status = json.loads(r.daemon.current_status(max_age=0.0)[1])
+    status = json.loads(r.daemon.status_json(max_age=0.0))
     assert status["stats"]["checks_unknown"] == stats.checks_unknown
     assert status["stats"]["loop_lag_ms"] >= 1500
     assert "unknown (the daemon was late" in render_status(status)

@@ -24,7 +24,7 @@ def cf_text(web: Web, extra: str) -> str:
 
 
 def real_status(r: Running) -> RealStatus:
-    status = json.loads(r.daemon.current_status(max_age=0.0)[1])  # what clients get
+    status = json.loads(r.daemon.status_json(max_age=0.0))  # what clients get
     (real,) = status["virtuals"][0]["reals"]
     return real  # type: ignore[no-any-return]
 
@@ -106,7 +106,7 @@ async def test_a_flapping_real_is_held_down_until_stable(
     assert real["state"] == "down" and not in_kernel(r, web)
     held_until = real["held_until"]
     assert held_until is not None and held_until > time.time()
-    text = render_status(json.loads(r.daemon.current_status(max_age=0.0)[1]))
+    text = render_status(json.loads(r.daemon.status_json(max_age=0.0)))
     assert " down held until " in text and "flapping: 3 state changes" in text
     # stable for flaphold=3 s (from the change it saw last), then the next check brings it back
     seen = await watch(r, lambda real: real["state"] == "up")
