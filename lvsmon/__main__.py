@@ -1,3 +1,3 @@
-from lvsmon.cli import main
+from lvsmon.cli.dispatch import main
 
 raise SystemExit(main())

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from lvsmon import __version__
-from lvsmon.cli import main
+from lvsmon.cli.dispatch import main
 
 
 def test_version(capsys: object) -> None:

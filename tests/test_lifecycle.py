@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lvsmon.lifecycle import Lifecycle, Part
+from lvsmon.daemon.lifecycle import Lifecycle, Part
 
 
 def recorder(log: list[str], name: str, *, hang: str = "", fail: bool = False) -> Part:

@@ -1,5 +1,5 @@
-"""The sd_notify client (lvsmon/sdnotify.py) and what the daemon tells systemd when
-(lvsmon/systemd.py), without a daemon: a datagram socket as the receiver, fake engines with a
+"""The sd_notify client (lvsmon/daemon/sdnotify.py) and what the daemon tells systemd when
+(lvsmon/daemon/systemd.py), without a daemon: a datagram socket as the receiver, fake engines with a
 fake clock."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import cast
 
 import pytest
 
+from lvsmon.daemon.sdnotify import Notifier, monotonic_usec, socket_address, watchdog_usec
+from lvsmon.daemon.systemd import EngineProgress, SystemdLink, pool_summary
 from lvsmon.engine.engine import Engine
 from lvsmon.engine.events import Phase
-from lvsmon.sdnotify import Notifier, monotonic_usec, socket_address, watchdog_usec
-from lvsmon.systemd import EngineProgress, SystemdLink, pool_summary
 
 # ---- the protocol ---------------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from lvsmon.engine.plan import RealRef
 from lvsmon.ipvs.model import Service, ServiceKey, Table
 
 if TYPE_CHECKING:
-    from lvsmon.daemon import Daemon
+    from lvsmon.daemon.daemon import Daemon
     from lvsmon.engine.engine import Engine
     from lvsmon.engine.health import RealHealth
     from lvsmon.engine.runner import JobRun

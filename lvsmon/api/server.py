@@ -23,7 +23,7 @@ from lvsmon.api import drainapi, metrics, page, planapi
 from lvsmon.api.eventfeed import EventFeed
 
 if TYPE_CHECKING:
-    from lvsmon.daemon import Daemon
+    from lvsmon.daemon.daemon import Daemon
 
 log = logging.getLogger("lvsmon")
 
@@ -32,11 +32,6 @@ FEED: web.AppKey[EventFeed] = web.AppKey("feed")
 SSE_KEEPALIVE_S = 15.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def socket_path_for(pid_path: str) -> str:
-    """The control socket next to the pid file: /run/lvsmon.<config>.sock."""
-    return pid_path.removesuffix(".pid") + ".sock"
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -214,11 +214,6 @@ def carry_over(old: DrainStore, new: DrainStore) -> None:
     log.info("drains moved from %s to %s: %s", old.where, new.where, names)
 
 
-def state_path_for(pid_path: str) -> str:
-    """The drain state file next to the pid file: /run/lvsmon.<config>.drain.json."""
-    return pid_path.removesuffix(".pid") + ".drain.json"
-
-
 # ---- entries to (virtual, real) pairs -------------------------------------------------------
 
 

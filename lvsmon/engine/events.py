@@ -156,7 +156,7 @@ class PhaseChanged:
 
 @dataclass(frozen=True, slots=True)
 class SyncDaemonOp:
-    """A connection sync daemon started or stopped (lvsmon.syncdaemons), or the attempt that
+    """A connection sync daemon started or stopped (lvsmon.daemon.syncdaemons), or the attempt that
     failed."""
 
     action: str  # "start", "stop" or "read"

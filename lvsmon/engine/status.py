@@ -66,7 +66,7 @@ class StatsStatus(TypedDict):
 
 
 class SyncStatus(TypedDict):
-    """One connection sync daemon the config names (lvsmon.syncdaemons)."""
+    """One connection sync daemon the config names (lvsmon.daemon.syncdaemons)."""
 
     state: str  # master or backup
     wanted: str  # the configured daemon, as text

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from lvsmon.ipvs.backend import IpvsBackend
 
 BACKENDS = ("netlink", "ipvsadm", "memory")
@@ -15,25 +13,26 @@ class UnknownBackend(ValueError):
         self.name = name
 
 
-def make_backend(name: str, **opts: Any) -> IpvsBackend:
-    """A new backend; `opts` go to its constructor (e.g. ipvsadm="/path" for "ipvsadm")."""
+def make_backend(name: str, *, ipvsadm: str | None = None) -> IpvsBackend:
+    """A new backend. `ipvsadm` is the binary the ipvsadm backend runs (default: from $PATH);
+    the other backends take no setting, so the command lines pass it whatever the choice."""
     if name == "memory":
         from lvsmon.ipvs import memory_faults
 
         # test and demo only: LVSMON_MEMORY_FAULTS / _DRIFT / _DUMP (lvsmon/ipvs/memory_faults.py)
-        if not opts and memory_faults.wanted_from_env():
+        if memory_faults.wanted_from_env():
             return memory_faults.FaultyMemoryBackend.from_env()
         from lvsmon.ipvs.memory import MemoryBackend
 
-        return MemoryBackend(**opts)
+        return MemoryBackend()
     if name == "ipvsadm":
         from lvsmon.ipvs.ipvsadm import IpvsadmBackend
 
-        return IpvsadmBackend(**opts)
+        return IpvsadmBackend(ipvsadm)
     if name == "netlink":
         # Imported only when chosen: pyroute2 is heavy and the other backends don't need it.
         from lvsmon.ipvs.netlink import NetlinkBackend  # type: ignore[import-not-found,unused-ignore]
 
-        backend: IpvsBackend = NetlinkBackend(**opts)
+        backend: IpvsBackend = NetlinkBackend()
         return backend
     raise UnknownBackend(name)

@@ -14,10 +14,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from lvsmon import pidfile
 from lvsmon.api.client import request
 from lvsmon.config import load_config
-from lvsmon.daemon import Daemon
+from lvsmon.daemon import pidfile
+from lvsmon.daemon.daemon import Daemon
 from lvsmon.engine.plan import RealRef
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import DestKey, ServiceKey

@@ -25,7 +25,7 @@ from lvsmon.api.metrics import CONTENT_TYPE, FAMILIES, escape_label
 from lvsmon.checks.base import CheckResult
 from lvsmon.config import load_config
 from lvsmon.config.watch import ConfigWatcher
-from lvsmon.daemon import Daemon
+from lvsmon.daemon.daemon import Daemon
 from lvsmon.engine.checkstats import DURATION_BUCKETS, REASON_CLASSES, CheckCounts, classify
 from lvsmon.ipvs.memory import MemoryBackend
 from tests.daemon.conftest import Web

@@ -30,9 +30,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from lvsmon import pidfile
 from lvsmon.api import page, server
 from lvsmon.api.eventfeed import EventFeed
+from lvsmon.daemon import pidfile
 from lvsmon.engine import events
 from lvsmon.engine.events import DrainChanged, RealChanged
 from lvsmon.engine.plan import RealRef

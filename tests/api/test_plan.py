@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from lvsmon.config import load_config
-from lvsmon.daemon import Daemon
+from lvsmon.daemon.daemon import Daemon
 from lvsmon.ipvs.memory import MemoryBackend
 from tests.daemon.conftest import Web, lvsmon, wait_for
 from tests.servers.base import free_port

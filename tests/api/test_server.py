@@ -18,7 +18,7 @@ import pytest
 from lvsmon.api.client import ControlUnavailable, request
 from lvsmon.api.eventfeed import EventFeed, event_json
 from lvsmon.config import load_config
-from lvsmon.daemon import Daemon
+from lvsmon.daemon.daemon import Daemon
 from lvsmon.engine import events as ev
 from lvsmon.engine.plan import RealRef
 from lvsmon.ipvs.memory import MemoryBackend

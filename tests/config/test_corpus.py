@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsmon.cli import main
+from lvsmon.cli.dispatch import main
 from lvsmon.config.checkconf import check_config
 from tests.config.corpus import CORPUS, Case, cases
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lvsmon.checks import CheckSpec
-from lvsmon.cli import main
+from lvsmon.cli.dispatch import main
 from lvsmon.config import load_config
 from lvsmon.config.checkconf import check_config
 from lvsmon.config.dump import REDACTED, SECRET_FIELDS, redact

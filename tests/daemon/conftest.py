@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from lvsmon.config import load_config
-from lvsmon.daemon import Daemon
+from lvsmon.daemon.daemon import Daemon
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import ServiceKey
 

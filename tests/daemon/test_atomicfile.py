@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lvsmon import pidfile
 from lvsmon.atomicfile import write_atomic
+from lvsmon.daemon import pidfile
 
 
 @pytest.fixture

@@ -66,7 +66,7 @@ async def test_the_status_file_is_0644_and_never_written_through_a_symlink(
     webs: list[Web], tmp_path: Path, stopper: list[Running]
 ) -> None:
     from lvsmon.config import load_config
-    from lvsmon.daemon import Daemon
+    from lvsmon.daemon.daemon import Daemon
     from lvsmon.ipvs.memory import MemoryBackend
 
     cf = tmp_path / "lb.cf"

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from lvsmon.config import load_config
-from lvsmon.daemon import Daemon
+from lvsmon.daemon.daemon import Daemon
 from lvsmon.ipvs.diff import diff
 from lvsmon.ipvs.model import ServiceKey
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lvsmon import pidfile
+from lvsmon.daemon import pidfile
 
 from .conftest import Web, lvsmon, wait_for
 from .procs import alive
@@ -23,7 +23,7 @@ def install_as_ldirectord(bindir: Path) -> Path:
     bindir.mkdir(exist_ok=True)
     wrapper = bindir / "ldirectord"
     wrapper.write_text(
-        f"#!{sys.executable}\nimport sys\nfrom lvsmon.cli import main\nsys.exit(main())\n"
+        f"#!{sys.executable}\nimport sys\nfrom lvsmon.cli.dispatch import main\nsys.exit(main())\n"
     )
     wrapper.chmod(0o755)
     return wrapper

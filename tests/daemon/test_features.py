@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from lvsmon.config import load_config
-from lvsmon.daemon import Daemon
+from lvsmon.daemon.daemon import Daemon
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import ServiceKey
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lvsmon.config import load_config
-from lvsmon.daemon import Daemon
+from lvsmon.daemon.daemon import Daemon
 from lvsmon.engine.events import Event, PhaseChanged
 from lvsmon.ipvs.memory import MemoryBackend
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsmon import pidfile
+from lvsmon.daemon import pidfile
 
 from .conftest import lvsmon, wait_for
 from .procs import alive
@@ -21,7 +21,7 @@ from .procs import alive
 HOLDER = textwrap.dedent(
     """
     import subprocess, sys, time
-    from lvsmon import pidfile
+    from lvsmon.daemon import pidfile
     fd = pidfile.acquire(sys.argv[1])
     pidfile.write_pid(sys.argv[1], __import__("os").getpid())
     # a child that would keep an inherited lock alive (flock, OFD locks) after we die

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from lvsmon import pidfile
-from lvsmon.cli import COMMANDS, DEFAULT_CONFIG, config_name
-from lvsmon.control import Control
-from lvsmon.sdnotify import monotonic_usec
+from lvsmon.cli.control import Control
+from lvsmon.cli.dispatch import COMMANDS
+from lvsmon.cli.paths import DEFAULT_CONFIG, config_name
+from lvsmon.daemon import pidfile
+from lvsmon.daemon.sdnotify import monotonic_usec
 
 from .conftest import Web, lvsmon, wait_for
 from .procs import alive

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsmon import pidfile
+from lvsmon.daemon import pidfile
 
 from .conftest import wait_for
 from .procs import alive

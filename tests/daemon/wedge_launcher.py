@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 
 import lvsmon.ipvs.memory as memory
-from lvsmon.cli import main
+from lvsmon.cli.dispatch import main
 from lvsmon.ipvs.backend import OpResult
 from lvsmon.ipvs.ops import Op
 

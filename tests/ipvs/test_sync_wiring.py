@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from lvsmon.config import load_config
-from lvsmon.daemon import Daemon
+from lvsmon.daemon.daemon import Daemon
+from lvsmon.daemon.syncdaemons import SyncDaemons
 from lvsmon.engine.events import Event, EventBus, SyncDaemonOp
 from lvsmon.engine.status import render_status
 from lvsmon.ipvs.backend import ErrorKind, OpError
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.sync import SyncDaemon, SyncState
-from lvsmon.syncdaemons import SyncDaemons
 
 
 def write_cf(path: Path, sync: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsmon import pidfile
+from lvsmon.daemon import pidfile
 from tests.packaging.test_ocf_agent import (
     OCF_ERR_GENERIC,
     OCF_NOT_RUNNING,

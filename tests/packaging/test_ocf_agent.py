@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsmon import pidfile
+from lvsmon.daemon import pidfile
 from lvsmon.engine.status import read_status
 from lvsmon.ipvs.model import DestConf, DestKey, Forward, Proto, Service, ServiceConf, ServiceKey
 from tests.daemon.procs import alive

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from lvsmon.cliopts import add_backend_options
+from lvsmon.cli.options import add_backend_options
 from lvsmon.config import Config
 from lvsmon.engine.drain import DrainIndex, store_for
 from lvsmon.engine.maintenance import MaintenanceDir
@@ -89,10 +89,9 @@ def make_plan(
     backend: str,
     ipvsadm: str | None,
 ) -> dict[str, Any]:
-    from lvsmon import pidfile
     from lvsmon.api.client import ControlUnavailable, request
-    from lvsmon.cli import DEFAULT_CONFIG, config_name, find_config
-    from lvsmon.control import Control
+    from lvsmon.cli.paths import DEFAULT_CONFIG, DaemonFiles, config_name, find_config
+    from lvsmon.daemon import pidfile
 
     # as the daemon's commands do: no CONFIG is ldirectord.cf under the name "ldirectord"
     cfgname = config_name(config_arg)
@@ -103,13 +102,13 @@ def make_plan(
     running_path = os.path.abspath(found)
     # absolute: the daemon runs in /
     target = os.path.abspath(newfile) if newfile is not None else running_path
-    control = Control(config_arg=config_arg, cfgname=cfgname, pid_file=pid_file)
-    sock = control.socket_path
+    files = DaemonFiles.of(cfgname, pid_file)
+    sock = files.socket_path
     try:
         status, body = request(sock, "POST", "/plan", {"file": target})
     except ControlUnavailable:
-        answer = plan_from_kernel(running_path, target, control.pid_path, backend, ipvsadm)
-        running = pidfile.state(control.pid_path)
+        answer = plan_from_kernel(running_path, target, files.drain_state_path, backend, ipvsadm)
+        running = pidfile.state(files.pid_path)
         who = f"the daemon (pid {running.pid}) does not answer" if running.running else None
         # on stderr, not in the plan: a wrong --pid-file must not pass unnoticed
         print(
@@ -120,7 +119,7 @@ def make_plan(
         answer["source"] = f"kernel ({backend} backend)"
         return answer
     if status == 200 and isinstance(body, dict):
-        body["source"] = f"daemon ({control.socket_path})"
+        body["source"] = f"daemon ({sock})"
         return body
     if isinstance(body, dict) and isinstance(body.get("errors"), list):
         raise PlanTrouble([str(line) for line in body["errors"]])
@@ -128,12 +127,11 @@ def make_plan(
 
 
 def plan_from_kernel(
-    running_path: str, target: str, pid_path: str, backend_name: str, ipvsadm: str | None
+    running_path: str, target: str, drain_state: str, backend_name: str, ipvsadm: str | None
 ) -> dict[str, Any]:
     """Without a daemon: as if one ran the config at `running_path` on the kernel's table."""
     from lvsmon.api.planapi import load_new_config, plan_json
     from lvsmon.config import ConfigError, load_config
-    from lvsmon.engine.drain import state_path_for
     from lvsmon.engine.plan import build_plan
     from lvsmon.engine.planning import running_from_kernel
     from lvsmon.ipvs.backend import BackendError
@@ -146,8 +144,7 @@ def plan_from_kernel(
         raise PlanTrouble([str(d) for d in exc.diagnostics]) from exc
 
     async def dump() -> Any:
-        opts = {"ipvsadm": ipvsadm} if backend_name == "ipvsadm" and ipvsadm else {}
-        backend = make_backend(backend_name, **opts)
+        backend = make_backend(backend_name, ipvsadm=ipvsadm)
         try:
             return await backend.dump()
         finally:
@@ -160,7 +157,7 @@ def plan_from_kernel(
     except Exception as exc:  # e.g. no netlink socket for a non-root user: trouble, not a trace
         raise PlanTrouble([f"lvsmon: cannot read the IPVS table: {exc!r}"]) from exc
 
-    forced = KernelSideForced(state_path_for(pid_path))
+    forced = KernelSideForced(drain_state)
     running = running_from_kernel(
         running_config, actual, forced.drained(running_config, build_plan(running_config))
     )

@@ -8,19 +8,18 @@ daemon has cleaned up and exited, and `stop`/`status` never parse the config.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import os
-import resource
 import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from lvsmon import pidfile
-from lvsmon.config import Config, ConfigError, load_config
+from lvsmon.cli.paths import DaemonFiles, load_or_report
+from lvsmon.config import Config
+from lvsmon.daemon import pidfile
+from lvsmon.daemon.runner import Launch, LockError, daemonize, serve
 
 EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
 
@@ -36,34 +35,26 @@ class Control:
     foreground: bool = False  # Type=notify: the main process is the daemon, logs as configured
     listen: str | None = None  # also serve the control server on this TCP address
     stop_timeout: float = 120.0
+    files: DaemonFiles = field(init=False)
 
     def __post_init__(self) -> None:
-        # the daemon chdirs to /: a relative --pid-file would then name another file
-        if self.pid_file:
-            self.pid_file = os.path.abspath(self.pid_file)
+        self.files = DaemonFiles.of(self.cfgname, self.pid_file)
 
     @property
     def pid_path(self) -> str:
-        return self.pid_file or f"/run/lvsmon.{self.cfgname}.pid"
+        return self.files.pid_path
 
     @property
     def socket_path(self) -> str:
-        """The control server's Unix socket (lvsmon.api), next to the pid file."""
-        from lvsmon.api.server import socket_path_for
-
-        return socket_path_for(self.pid_path)
+        return self.files.socket_path
 
     @property
     def status_path(self) -> str:
-        base = self.pid_path.removesuffix(".pid")
-        return f"{base}.status.json"
+        return self.files.status_path
 
     @property
     def drain_state_path(self) -> str:
-        """Drained reals, when the config has no maintenancedir (lvsmon.engine.drain)."""
-        from lvsmon.engine.drain import state_path_for
-
-        return state_path_for(self.pid_path)
+        return self.files.drain_state_path
 
     def run(self, command: str) -> int:
         handler: Callable[[], int] = {
@@ -77,29 +68,21 @@ class Control:
         }[command]
         return handler()
 
-    # ---- helpers ----------------------------------------------------------------------------
-
-    def _config_path(self) -> str | None:
-        from lvsmon.cli import find_config
-
-        path = find_config(self.config_arg)
-        if path is None:
-            print(f"lvsmon: Config file {self.config_arg} not found", file=sys.stderr)
-            return None
-        # absolute before the daemon chdirs to /, so that reload and autoreload read the same
-        # file; abspath, not realpath: a config that is a symlink is followed afresh each time
-        return os.path.abspath(path)
-
     def _load(self) -> Config | int:
-        path = self._config_path()
-        if path is None:
-            return 1
-        try:
-            return load_config(path)
-        except ConfigError as exc:
-            for d in exc.diagnostics:
-                print(d, file=sys.stderr)
-            return 2
+        return load_or_report(self.config_arg)
+
+    def _launch(self) -> Launch:
+        return Launch(
+            cfgname=self.cfgname,
+            pid_path=self.pid_path,
+            status_path=self.status_path,
+            socket_path=self.socket_path,
+            drain_state=self.drain_state_path,
+            backend=self.backend,
+            ipvsadm=self.ipvsadm,
+            debug=self.debug,
+            listen=self.listen,
+        )
 
     # ---- commands ---------------------------------------------------------------------------
 
@@ -190,14 +173,20 @@ class Control:
         config = loaded
         if self.debug or self.foreground or config.settings.supervised:
             try:
-                return self._serve(config, lambda err: None)
+                return serve(config, self._launch(), lambda err: None)
             except pidfile.AlreadyRunning as exc:
                 self._print_running(exc.pid)
                 return 0
-            except _LockError as exc:
+            except LockError as exc:
                 print(f"lvsmon: {exc}", file=sys.stderr)
                 return 1
-        return self._daemonize(config)
+        started = daemonize(config, self._launch())
+        if started.running is not None:
+            self._print_running(started.running)
+        if not started.ok:
+            print(f"lvsmon: {started.error}", file=sys.stderr)
+            return 1
+        return 0
 
     def _pid_unknown(self) -> int:
         print(f"lvsmon: the daemon's pid is unknown (see {self.pid_path})", file=sys.stderr)
@@ -205,101 +194,6 @@ class Control:
 
     def _print_running(self, pid: int) -> None:
         print(f"lvsmon for {self.config_arg} is running with pid: {pid}", file=sys.stderr)
-
-    # ---- the daemon process -----------------------------------------------------------------
-
-    def _daemonize(self, config: Config) -> int:
-        read_fd, write_fd = os.pipe()
-        child = os.fork()
-        if child == 0:  # pragma: no cover - runs in the daemon
-            os.close(read_fd)
-            os.setsid()
-            if os.fork():
-                os._exit(0)
-            os.chdir("/")
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(devnull, fd)
-            writer = os.fdopen(write_fd, "w")
-
-            def ready(error: str | None) -> None:
-                writer.write("ok\n" if error is None else f"error {error}\n")
-                writer.close()
-
-            code = 1
-            try:
-                code = self._serve(config, ready)
-            except pidfile.AlreadyRunning as exc:
-                # a concurrent start won the lock: this one is a start of a running daemon
-                writer.write(f"running {exc.pid}\n")
-                writer.close()
-            except _LockError as exc:
-                ready(str(exc))
-            finally:
-                os._exit(code)
-        os.close(write_fd)
-        os.waitpid(child, 0)
-        with os.fdopen(read_fd) as reader:
-            line = reader.readline().strip()
-        if line == "ok":
-            return 0
-        if line.startswith("running "):
-            self._print_running(int(line.split()[1]))
-            return 0
-        reason = (
-            line.removeprefix("error ").strip() or "the daemon exited during start-up (see its log)"
-        )
-        print(f"lvsmon: {reason}", file=sys.stderr)
-        return 1
-
-    def _serve(self, config: Config, ready: Callable[[str | None], None]) -> int:
-        from lvsmon.daemon import run_daemon
-        from lvsmon.ipvs.factory import make_backend
-        from lvsmon.logsetup import setup_logging
-
-        # first of all, so that a daemon that loses a race with another start writes nothing:
-        # no pid file, no log line, no kernel change
-        try:
-            lock_fd = pidfile.acquire(self.pid_path)  # AlreadyRunning goes to the caller
-        except OSError as exc:
-            raise _LockError(
-                f"cannot lock {pidfile.lock_path(self.pid_path)}: {exc.strerror or exc}"
-            ) from exc
-        _raise_fd_limit()
-        setup_logging(
-            config.settings.logfile,
-            self.cfgname,
-            debug=self.debug,
-            supervised=config.settings.supervised,
-        )
-        pid = os.getpid()
-        pidfile.write_pid(self.pid_path, pid)
-        try:
-
-            async def main() -> int:
-                opts = (
-                    {"ipvsadm": self.ipvsadm} if self.backend == "ipvsadm" and self.ipvsadm else {}
-                )
-                backend = make_backend(self.backend, **opts)
-                return await run_daemon(
-                    config,
-                    backend,
-                    ready,
-                    self.status_path,
-                    control_socket=self.socket_path,
-                    listen=self.listen,
-                    drain_state=self.drain_state_path,
-                )
-
-            return asyncio.run(main())
-        finally:
-            # the pid file goes first, then the lock: nobody sees a stale file of a clean stop
-            pidfile.remove_pid(self.pid_path, pid)
-            os.close(lock_fd)
-
-
-class _LockError(Exception):
-    """The pid file's lock cannot be taken for another reason than a running daemon."""
 
 
 def program_name() -> str:
@@ -318,11 +212,3 @@ def print_status(path: str) -> None:
     status = read_status(path)
     if status is not None:
         print(render_status(status))
-
-
-def _raise_fd_limit() -> None:
-    """Thousands of concurrent checks need thousands of sockets; the soft limit is often 1024."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -20,12 +20,11 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from lvsmon import __version__
-from lvsmon.cliopts import add_backend_options
+from lvsmon.cli.options import add_backend_options
+from lvsmon.cli.paths import DEFAULT_CONFIG, config_name
 
 COMMANDS = ("start", "stop", "restart", "try-restart", "reload", "force-reload", "status")
 TABLE_COMMANDS = ("verify-table", "purge")  # lvsmon extensions, for the resource agent
-CONFIG_DIRS = ("/etc/ha.d", "/etc/ha.d/conf")
-DEFAULT_CONFIG = "ldirectord.cf"
 USAGE_EXIT = 255  # ldirectord's pod2usage(-1)
 
 HELP_EPILOG = """\
@@ -102,24 +101,9 @@ def _check_config(argv: Sequence[str]) -> int:
 
 
 def _demo(argv: Sequence[str]) -> int:
-    from lvsmon.demo import main as demo_main
+    from lvsmon.cli.demo import main as demo_main
 
     return demo_main(argv)
-
-
-def find_config(name: str) -> str | None:
-    """ldirectord's lookup order; a path with a slash is also tried as given."""
-    if "/" not in name:
-        for d in CONFIG_DIRS:
-            candidate = os.path.join(d, name)
-            if os.path.isfile(candidate):
-                return candidate
-    return name if os.path.isfile(name) else None
-
-
-def config_name(config_arg: str | None) -> str:
-    """ldirectord's CFGNAME: "ldirectord" for the default file, else the file's basename."""
-    return "ldirectord" if config_arg is None else os.path.basename(config_arg)
 
 
 def _drain_form(words: list[str]) -> tuple[str | None, str, str | None] | None:
@@ -143,12 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "plan" in args and args[-1] not in COMMANDS + TABLE_COMMANDS:
         # `lvsmon plan ...`, also after the options the other commands take
         # (`lvsmon --pid-file P plan CONFIG`); `lvsmon plan start` is a config named plan
-        from lvsmon.plancli import main as plan_main
+        from lvsmon.cli.plan import main as plan_main
 
         at = args.index("plan")
         return plan_main(args[:at] + args[at + 1 :])
     if args and args[0] == "test-alert":
-        from lvsmon.alerts.testmail import main as test_alert_main
+        from lvsmon.cli.testalert import main as test_alert_main
 
         return test_alert_main(args[1:])
 
@@ -218,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             print(f"lvsmon: {exc}", file=sys.stderr)
             return 2
-    from lvsmon.control import Control
+    from lvsmon.cli.control import Control
 
     control = Control(
         config_arg=config_arg or DEFAULT_CONFIG,
@@ -232,11 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         listen=ns.listen,
     )
     if drain_form is not None:
-        from lvsmon.draincli import run_drain_command
+        from lvsmon.cli.drain import run_drain_command
 
         return run_drain_command(drain_form[1], drain_form[2], ns.virtual, control)
     if words[-1] in TABLE_COMMANDS:
-        from lvsmon.tablecheck import run_table_command
+        from lvsmon.cli.table import run_table_command
 
         return run_table_command(words[-1], control, ns.verify_wait)
     return control.run(words[-1])

@@ -17,10 +17,10 @@ import math
 import time
 from collections.abc import Callable
 
+from lvsmon.daemon.sdnotify import Notifier
 from lvsmon.engine.engine import Engine
 from lvsmon.engine.events import Phase
 from lvsmon.engine.plan import Plan
-from lvsmon.sdnotify import Notifier
 
 log = logging.getLogger("lvsmon")
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from lvsmon.alerts.hooks import Callback, Commands, FallbackCommands, MonitorFiles
 from lvsmon.alerts.sender import KINDS as ALERT_KINDS
 from lvsmon.alerts.sender import Alerts
 from lvsmon.api.eventfeed import EventFeed
@@ -29,6 +30,10 @@ from lvsmon.api.server import ControlServer
 from lvsmon.atomicfile import write_atomic
 from lvsmon.config import Config, ConfigError
 from lvsmon.config.watch import ConfigWatcher
+from lvsmon.daemon.lifecycle import Lifecycle, Part
+from lvsmon.daemon.sdnotify import Notifier
+from lvsmon.daemon.syncdaemons import SyncDaemons
+from lvsmon.daemon.systemd import SystemdLink
 from lvsmon.engine.drain import DrainIndex, DrainState, Outcome, drain, listing, select, undrain
 from lvsmon.engine.engine import Engine
 from lvsmon.engine.eventlog import LOGGED, log_event
@@ -45,12 +50,7 @@ from lvsmon.engine.events import (
 from lvsmon.engine.maintenance import MaintenanceDir
 from lvsmon.engine.plan import Plan, RealRef
 from lvsmon.engine.status import Status, StatusEncoder, TableDigests
-from lvsmon.hooks import Callback, Commands, FallbackCommands, MonitorFiles
 from lvsmon.ipvs.backend import BackendError, IpvsBackend
-from lvsmon.lifecycle import Lifecycle, Part
-from lvsmon.sdnotify import Notifier
-from lvsmon.syncdaemons import SyncDaemons
-from lvsmon.systemd import SystemdLink
 
 log = logging.getLogger("lvsmon")
 

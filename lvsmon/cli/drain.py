@@ -15,10 +15,10 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from lvsmon import pidfile
+from lvsmon.daemon import pidfile
 
 if TYPE_CHECKING:
-    from lvsmon.control import Control
+    from lvsmon.cli.control import Control
 
 DRAIN_COMMANDS = ("drain", "undrain")
 
@@ -69,8 +69,7 @@ def _through_daemon(
 
 
 def _offline(command: str, real: str | None, virtual: str | None, control: Control) -> int:
-    from lvsmon.cli import find_config
-    from lvsmon.config import ConfigError, load_config
+    from lvsmon.cli.paths import load_or_report
     from lvsmon.engine.drain import (
         DrainError,
         DrainIndex,
@@ -83,16 +82,9 @@ def _offline(command: str, real: str | None, virtual: str | None, control: Contr
     from lvsmon.engine.maintenance import MaintenanceDir
     from lvsmon.engine.plan import RealRef
 
-    path = find_config(control.config_arg)
-    if path is None:
-        _err(f"Config file {control.config_arg} not found")
-        return 1
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        for d in exc.diagnostics:
-            print(d, file=sys.stderr)
-        return 2
+    config = load_or_report(control.config_arg)
+    if isinstance(config, int):
+        return config
     store = store_for(config, control.drain_state_path)
     refs = [
         RealRef(key, r.address, r.port)

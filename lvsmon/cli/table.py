@@ -27,7 +27,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from lvsmon import pidfile
+from lvsmon.daemon import pidfile
 from lvsmon.engine.status import ABSENT, Status, read_status, table_digests
 from lvsmon.ipvs.backend import BackendError, ErrorKind, IpvsBackend
 from lvsmon.ipvs.diff import service_order
@@ -36,7 +36,7 @@ from lvsmon.ipvs.model import ServiceKey, Table
 from lvsmon.ipvs.ops import DeleteService, Op
 
 if TYPE_CHECKING:
-    from lvsmon.control import Control
+    from lvsmon.cli.control import Control
 
 STALE_S = 15.0  # the status file is rewritten every second: this much silence is a hung daemon
 SLACK_S = 3.0  # beyond the resync interval: the status write, the dump, the repair
@@ -51,8 +51,7 @@ def run_table_command(command: str, control: Control, wait_s: float = DEFAULT_WA
 
 
 def _backend(name: str, control: Control) -> IpvsBackend:
-    opts = {"ipvsadm": control.ipvsadm} if name == "ipvsadm" and control.ipvsadm else {}
-    return make_backend(name, **opts)
+    return make_backend(name, ipvsadm=control.ipvsadm)
 
 
 async def _dump(name: str, control: Control) -> Table:
@@ -165,7 +164,7 @@ def purge(control: Control) -> int:
 
 def _purge_names(control: Control) -> set[str]:
     """The services to delete, by name: the config's and the dead daemon's (its status file)."""
-    from lvsmon.cli import find_config
+    from lvsmon.cli.paths import find_config
     from lvsmon.config import ConfigError, load_config
 
     names: set[str] = set()

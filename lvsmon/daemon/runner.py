@@ -1,0 +1,145 @@
+"""The process around the daemon: the pid file's lock, the fd limit, logging, the event loop, and
+the double fork that detaches it (as Twisted's application runner owns them apart from the
+application). The command line decides whether to run in the foreground or detached; this module
+knows nothing of its commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lvsmon.daemon import pidfile
+
+if TYPE_CHECKING:
+    from lvsmon.config import Config
+    from lvsmon.daemon.daemon import Ready
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything the daemon process needs besides its config."""
+
+    cfgname: str
+    pid_path: str
+    status_path: str
+    socket_path: str
+    drain_state: str
+    backend: str = "netlink"
+    ipvsadm: str | None = None
+    debug: bool = False
+    listen: str | None = None
+
+
+class LockError(Exception):
+    """The pid file's lock cannot be taken for another reason than a running daemon."""
+
+
+@dataclass(frozen=True)
+class Started:
+    """What a detached start came to: `running` is the pid of a daemon that was there first."""
+
+    ok: bool
+    running: int | None = None
+    error: str | None = None
+
+
+def serve(config: Config, launch: Launch, ready: Ready) -> int:
+    """Run the daemon in this process until it stops; its exit code. Raises
+    pidfile.AlreadyRunning (another daemon holds the lock) or LockError."""
+    from lvsmon.daemon.daemon import run_daemon
+    from lvsmon.daemon.logsetup import setup_logging
+    from lvsmon.ipvs.factory import make_backend
+
+    # first of all, so that a daemon that loses a race with another start writes nothing:
+    # no pid file, no log line, no kernel change
+    try:
+        lock_fd = pidfile.acquire(launch.pid_path)  # AlreadyRunning goes to the caller
+    except OSError as exc:
+        raise LockError(
+            f"cannot lock {pidfile.lock_path(launch.pid_path)}: {exc.strerror or exc}"
+        ) from exc
+    raise_fd_limit()
+    setup_logging(
+        config.settings.logfile,
+        launch.cfgname,
+        debug=launch.debug,
+        supervised=config.settings.supervised,
+    )
+    pid = os.getpid()
+    pidfile.write_pid(launch.pid_path, pid)
+    try:
+
+        async def main() -> int:
+            return await run_daemon(
+                config,
+                make_backend(launch.backend, ipvsadm=launch.ipvsadm),
+                ready,
+                launch.status_path,
+                control_socket=launch.socket_path,
+                listen=launch.listen,
+                drain_state=launch.drain_state,
+            )
+
+        return asyncio.run(main())
+    finally:
+        # the pid file goes first, then the lock: nobody sees a stale file of a clean stop
+        pidfile.remove_pid(launch.pid_path, pid)
+        os.close(lock_fd)
+
+
+def daemonize(config: Config, launch: Launch) -> Started:
+    """Run the daemon detached (double fork, setsid, chdir /, stdio on /dev/null); return once
+    it has programmed the table, failed, or found another daemon running."""
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the daemon
+        os.close(read_fd)
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        os.chdir("/")
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        writer = os.fdopen(write_fd, "w")
+
+        def ready(error: str | None) -> None:
+            writer.write("ok\n" if error is None else f"error {error}\n")
+            writer.close()
+
+        code = 1
+        try:
+            code = serve(config, launch, ready)
+        except pidfile.AlreadyRunning as exc:
+            # a concurrent start won the lock: this one is a start of a running daemon
+            writer.write(f"running {exc.pid}\n")
+            writer.close()
+        except LockError as exc:
+            ready(str(exc))
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    os.waitpid(child, 0)
+    with os.fdopen(read_fd) as reader:
+        line = reader.readline().strip()
+    if line == "ok":
+        return Started(ok=True)
+    if line.startswith("running "):
+        return Started(ok=True, running=int(line.split()[1]))
+    reason = (
+        line.removeprefix("error ").strip() or "the daemon exited during start-up (see its log)"
+    )
+    return Started(ok=False, error=reason)
+
+
+def raise_fd_limit() -> None:
+    """Thousands of concurrent checks need thousands of sockets; the soft limit is often 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
