@@ -24,8 +24,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from lvsmon.ipvs.backend import OpResult
 from lvsmon.ipvs.diff import diff
+from lvsmon.ipvs.errors import OpResult
 from lvsmon.ipvs.ipvsadm import find_ipvsadm
 from lvsmon.ipvs.ipvsadm_format import op_line, parse_save
 from lvsmon.ipvs.model import DestConf, DestKey, Forward, Service, ServiceConf, ServiceKey, Table

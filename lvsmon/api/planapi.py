@@ -21,7 +21,7 @@ from aiohttp import web
 from lvsmon.config import Config, ConfigError, Diagnostic, parse_config
 from lvsmon.config.load import read_config_bytes
 from lvsmon.engine.planning import Forced, Running, op_json, plan_reload
-from lvsmon.ipvs.backend import BackendError
+from lvsmon.ipvs.errors import BackendError
 
 
 def load_new_config(path: str) -> Config:

@@ -134,7 +134,7 @@ def plan_from_kernel(
     from lvsmon.config import ConfigError, load_config
     from lvsmon.engine.plan import build_plan
     from lvsmon.engine.planning import running_from_kernel
-    from lvsmon.ipvs.backend import BackendError
+    from lvsmon.ipvs.errors import BackendError
     from lvsmon.ipvs.factory import make_backend
 
     try:

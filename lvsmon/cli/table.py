@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING
 
 from lvsmon.daemon import pidfile
 from lvsmon.engine.status import ABSENT, Status, read_status, table_digests
-from lvsmon.ipvs.backend import BackendError, ErrorKind, IpvsBackend
+from lvsmon.ipvs.backend import IpvsBackend
 from lvsmon.ipvs.diff import service_order
+from lvsmon.ipvs.errors import BackendError, ErrorKind
 from lvsmon.ipvs.factory import make_backend
 from lvsmon.ipvs.model import ServiceKey, Table
 from lvsmon.ipvs.ops import DeleteService, Op

@@ -50,7 +50,8 @@ from lvsmon.engine.events import (
 from lvsmon.engine.maintenance import MaintenanceDir
 from lvsmon.engine.plan import Plan, RealRef
 from lvsmon.engine.status import Status, StatusEncoder, TableDigests
-from lvsmon.ipvs.backend import BackendError, IpvsBackend
+from lvsmon.ipvs.backend import IpvsBackend
+from lvsmon.ipvs.errors import BackendError
 
 log = logging.getLogger("lvsmon")
 

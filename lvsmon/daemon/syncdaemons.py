@@ -23,7 +23,8 @@ import time
 
 from lvsmon.engine.events import EventBus, SyncDaemonOp
 from lvsmon.engine.status import SyncStatus
-from lvsmon.ipvs.backend import BackendError, ErrorKind, IpvsBackend
+from lvsmon.ipvs.backend import IpvsBackend
+from lvsmon.ipvs.errors import BackendError, ErrorKind
 from lvsmon.ipvs.sync import SyncDaemon, SyncState, sync_change
 
 log = logging.getLogger("lvsmon")

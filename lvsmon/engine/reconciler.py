@@ -21,8 +21,9 @@ from lvsmon.engine.events import EventBus, KernelOp, WeightChanged
 from lvsmon.engine.status import Stats
 from lvsmon.engine.wording import virtual_label
 from lvsmon.ipvs.apply import apply_ops
-from lvsmon.ipvs.backend import BackendError, IpvsBackend
+from lvsmon.ipvs.backend import IpvsBackend
 from lvsmon.ipvs.diff import diff, service_order
+from lvsmon.ipvs.errors import BackendError
 from lvsmon.ipvs.model import ServiceKey, Table
 from lvsmon.ipvs.ops import AddDest, DeleteDest, DeleteService, EditDest, Op
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
-from lvsmon.ipvs.backend import ErrorKind, OpError, OpResult
+from lvsmon.ipvs.errors import ErrorKind, OpError, OpResult
 from lvsmon.ipvs.model import DestStats, Service, Table, kernel_dest_port
 from lvsmon.ipvs.ops import (
     AddDest,

@@ -2,51 +2,15 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from lvsmon.ipvs.errors import OpError, OpResult
 from lvsmon.ipvs.model import Table
 from lvsmon.ipvs.ops import Op
 
-if TYPE_CHECKING:  # sync.py builds its errors from this module
+if TYPE_CHECKING:
     from lvsmon.ipvs.sync import SyncDaemon, SyncState
-
-
-class ErrorKind(enum.StrEnum):
-    """Why an operation or a dump failed, in terms an operator can act on."""
-
-    EXISTS = "exists"  # EEXIST: the service or destination is already there
-    NOT_FOUND = "not-found"  # ENOENT / ESRCH: it is not there
-    PERMISSION = "permission"  # EPERM / EACCES: not root / no CAP_NET_ADMIN
-    NO_IPVS = "no-ipvs"  # the kernel has no IPVS (module not loaded / not built)
-    INVALID = "invalid"  # EINVAL and friends: e.g. unknown scheduler
-    OTHER = "other"
-
-
-@dataclass(frozen=True, slots=True)
-class OpError:
-    kind: ErrorKind
-    message: str  # the kernel's or tool's own words
-
-
-@dataclass(frozen=True, slots=True)
-class OpResult:
-    op: Op
-    error: OpError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-class BackendError(Exception):
-    """A whole call failed (e.g. dump() without IPVS); carries a typed reason."""
-
-    def __init__(self, error: OpError) -> None:
-        super().__init__(f"{error.kind}: {error.message}")
-        self.error = error
 
 
 class IpvsBackend(Protocol):

@@ -14,7 +14,7 @@ import os
 import shutil
 from collections.abc import Sequence
 
-from lvsmon.ipvs.backend import BackendError, ErrorKind, OpError, OpResult
+from lvsmon.ipvs.errors import BackendError, ErrorKind, OpError, OpResult
 from lvsmon.ipvs.ipvsadm_format import (
     ParseError,
     op_error,

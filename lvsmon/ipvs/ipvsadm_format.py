@@ -17,7 +17,7 @@ import ipaddress
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from lvsmon.ipvs.backend import ErrorKind, OpError, OpResult
+from lvsmon.ipvs.errors import ErrorKind, OpError, OpResult
 from lvsmon.ipvs.model import (
     DestConf,
     DestKey,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lvsmon.ipvs.apply import apply_ops, copy_table
-from lvsmon.ipvs.backend import BackendError, ErrorKind, OpError, OpResult
+from lvsmon.ipvs.errors import BackendError, ErrorKind, OpError, OpResult
 from lvsmon.ipvs.ipvsadm_format import op_line, render_list
 from lvsmon.ipvs.model import Table
 from lvsmon.ipvs.ops import Op

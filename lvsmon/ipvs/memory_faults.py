@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 
 from lvsmon.atomicfile import write_atomic
-from lvsmon.ipvs.backend import BackendError, ErrorKind, OpError, OpResult
+from lvsmon.ipvs.errors import BackendError, ErrorKind, OpError, OpResult
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import DestConf, DestKey, Forward, Table
 from lvsmon.ipvs.ops import Op

@@ -43,7 +43,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import AsyncGenericNetlinkSocket
 from pyroute2.netlink.generic.ipvs import ipvsmsg
 
-from lvsmon.ipvs.backend import BackendError, ErrorKind, OpError, OpResult
+from lvsmon.ipvs.errors import BackendError, ErrorKind, OpError, OpResult
 from lvsmon.ipvs.model import (
     DestConf,
     DestKey,

@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass, replace
 
-from lvsmon.ipvs.backend import ErrorKind, OpError
+from lvsmon.ipvs.errors import ErrorKind, OpError
 from lvsmon.ipvs.ipvsadm_format import error_kind
 
 DEFAULT_GROUP = "224.0.0.81"

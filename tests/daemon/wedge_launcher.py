@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import lvsmon.ipvs.memory as memory
 from lvsmon.cli.dispatch import main
-from lvsmon.ipvs.backend import OpResult
+from lvsmon.ipvs.errors import OpResult
 from lvsmon.ipvs.ops import Op
 
 FLAG, MODE = sys.argv[1], sys.argv[2]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from lvsmon.ipvs.backend import ErrorKind, OpError, OpResult
+from lvsmon.ipvs.errors import ErrorKind, OpError, OpResult
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import Table
 from lvsmon.ipvs.ops import Op

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsmon.ipvs.backend import BackendError, ErrorKind
+from lvsmon.ipvs.errors import BackendError, ErrorKind
 from lvsmon.ipvs.factory import UnknownBackend, make_backend
 from lvsmon.ipvs.ipvsadm import IpvsadmBackend, find_ipvsadm
 from lvsmon.ipvs.memory import MemoryBackend

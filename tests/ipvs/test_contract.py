@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from lvsmon.ipvs.backend import ErrorKind, IpvsBackend, OpResult
+from lvsmon.ipvs.backend import IpvsBackend
 from lvsmon.ipvs.diff import diff
+from lvsmon.ipvs.errors import ErrorKind, OpResult
 from lvsmon.ipvs.model import (
     DestConf,
     DestKey,

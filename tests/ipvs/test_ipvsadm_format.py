@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 
-from lvsmon.ipvs.backend import ErrorKind
+from lvsmon.ipvs.errors import ErrorKind
 from lvsmon.ipvs.ipvsadm_format import (
     ParseError,
     error_kind,

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from lvsmon.ipvs.backend import BackendError, ErrorKind
+from lvsmon.ipvs.errors import BackendError, ErrorKind
 from lvsmon.ipvs.factory import make_backend
 from lvsmon.ipvs.model import (
     DestConf,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lvsmon.ipvs.apply import apply_ops
-from lvsmon.ipvs.backend import BackendError, ErrorKind
+from lvsmon.ipvs.errors import BackendError, ErrorKind
 from lvsmon.ipvs.factory import make_backend
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.memory_faults import FaultyMemoryBackend, wanted_from_env

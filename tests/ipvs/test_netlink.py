@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from lvsmon.ipvs.backend import BackendError, ErrorKind
+from lvsmon.ipvs.errors import BackendError, ErrorKind
 from lvsmon.ipvs.model import DestConf, DestKey, ServiceConf, ServiceKey
 from lvsmon.ipvs.netlink import NetlinkBackend
 from lvsmon.ipvs.ops import AddDest, AddService, Op

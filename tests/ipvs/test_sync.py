@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from lvsmon.ipvs import netlink
-from lvsmon.ipvs.backend import ErrorKind
+from lvsmon.ipvs.errors import ErrorKind
 from lvsmon.ipvs.ipvsadm import IpvsadmBackend
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.sync import (

@@ -16,7 +16,7 @@ from lvsmon.daemon.daemon import Daemon
 from lvsmon.daemon.syncdaemons import SyncDaemons
 from lvsmon.engine.events import Event, EventBus, SyncDaemonOp
 from lvsmon.engine.status import render_status
-from lvsmon.ipvs.backend import ErrorKind, OpError
+from lvsmon.ipvs.errors import ErrorKind, OpError
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.sync import SyncDaemon, SyncState
 
