@@ -25,9 +25,17 @@ import jinja2
 
 from lvsmon.alerts.changes import Change
 from lvsmon.alerts.policy import Mail
-from lvsmon.config.model import Config, Virtual
+from lvsmon.config.model import (
+    CheckType,
+    Config,
+    GlobalSettings,
+    Real,
+    Service,
+    Virtual,
+    VirtualProtocol,
+)
 from lvsmon.engine.wording import virtual_label
-from lvsmon.ipvs.model import ServiceKey
+from lvsmon.ipvs.model import Family, Forward, ServiceKey
 
 log = logging.getLogger("lvsmon")
 
@@ -175,14 +183,27 @@ def _samples() -> list[Mail]:
 
 
 def _sample_config() -> Config:
-    """A config whose sample virtual has a servicename and a comment (their branches too)."""
-    from lvsmon.config.load import parse_config
+    """A config whose sample virtual has a servicename and a comment (their branches too).
 
-    return parse_config(
-        "virtual=192.0.2.1:80\n\treal=192.0.2.2:80 gate\n\tchecktype=on\n"
-        "\tservicename=sample\n\tcomment=a sample\n",
+    Built from the model, not parsed: the config package checks templates with this module, so
+    this module must not need the config loader (an import cycle)."""
+    real = Real("192.0.2.2", 80, Forward.GATE, 1, 0, 0, "/", "", "sample.cf", 2)
+    virtual = Virtual(
+        Family.INET,
+        VirtualProtocol.TCP,
+        "192.0.2.1",
+        80,
+        0,
         "sample.cf",
+        1,
+        (real,),
+        checktype=CheckType.ON,
+        service=Service.HTTP,
+        service_from_port=True,
+        servicename="sample",
+        comment="a sample",
     )
+    return Config("sample.cf", "", GlobalSettings(), (virtual,))
 
 
 def _describe(exc: BaseException, directory: str) -> str:

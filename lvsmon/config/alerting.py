@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import cast
 
-from lvsmon.config.parser import Setting
+from lvsmon.config.raw import Setting
 from lvsmon.config.syntax import SmtpSpec
 
 IMPLICIT_TLS_PORT = 465  # where relays serve SMTP over TLS from the first byte (RFC 8314)

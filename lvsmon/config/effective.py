@@ -23,10 +23,10 @@ from lvsmon.config.model import (
     Service,
     Virtual,
     VirtualProtocol,
+    service_for_port,
 )
-from lvsmon.config.parser import RawConfig, RawVirtual, Setting
+from lvsmon.config.raw import RawConfig, RawVirtual, Setting
 from lvsmon.config.resolve import NotAnAddress, Resolver, literal
-from lvsmon.config.services import service_for_port
 from lvsmon.config.values import shorten
 from lvsmon.ipvs.model import DestKey, Family, ServiceKey, kernel_dest_port
 

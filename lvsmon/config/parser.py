@@ -9,38 +9,14 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lvsmon.config import syncconf, syntax, values
 from lvsmon.config.errors import Diagnostic
 from lvsmon.config.lexer import TAB_WIDTH, Line, OddBlank, split_lines
 from lvsmon.config.model import CheckType, HttpMethod, Service
+from lvsmon.config.raw import RawConfig, RawVirtual, Setting
 from lvsmon.config.values import Invalid, Warn
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    value: object
-    line: int
-
-
-@dataclass(slots=True)
-class RawVirtual:
-    line: int
-    inet6: bool
-    spec: syntax.VirtualSpec
-    settings: dict[str, Setting] = field(default_factory=dict)
-    reals: list[tuple[syntax.RealSpec, int]] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class RawConfig:
-    path: str
-    settings: dict[str, Setting] = field(default_factory=dict)
-    execute: list[str] = field(default_factory=list)
-    virtuals: list[RawVirtual] = field(default_factory=list)
-    errors: list[Diagnostic] = field(default_factory=list)
-    warnings: list[Diagnostic] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

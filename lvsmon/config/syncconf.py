@@ -31,7 +31,7 @@ from lvsmon.ipvs.sync import (
 )
 
 if TYPE_CHECKING:
-    from lvsmon.config.parser import Setting
+    from lvsmon.config.raw import Setting
 
 MODES = ("master", "backup", "both", "none")
 SETTINGS = ("syncinterface", "syncid", "syncmaxlen", "syncgroup", "syncport", "syncttl")

@@ -155,3 +155,19 @@ def test_templates_ship_with_the_package() -> None:
     pyproject = Path(__file__).parents[2] / "pyproject.toml"
     data = tomllib.loads(pyproject.read_text())
     assert "alerts/templates/*.txt" in data["tool"]["setuptools"]["package-data"]["lvsmon"]
+
+
+def test_the_sample_config_is_what_its_text_parses_to() -> None:
+    """check-config renders templates against a sample built from the model (the config package
+    must not be imported back by alerts): it is the virtual the text below parses to."""
+    from lvsmon.alerts.render import _sample_config
+    from lvsmon.config.load import parse_config
+
+    parsed = parse_config(
+        "virtual=192.0.2.1:80\n\treal=192.0.2.2:80 gate\n\tchecktype=on\n"
+        "\tservicename=sample\n\tcomment=a sample\n",
+        "sample.cf",
+    )
+    built = _sample_config()
+    assert built.virtuals == parsed.virtuals
+    assert built.settings == parsed.settings
