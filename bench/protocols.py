@@ -49,10 +49,7 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:
     sys.path.insert(1, ROOT)  # tests.servers; bench/ itself is sys.path[0] when run as a script
 
-from protocols_servers import SERVICES, WILDCARD, Bench, Target  # noqa: E402
-from protocols_wire import Wire  # noqa: E402
-from scale import (  # noqa: E402
-    FAKE_IPVSADM,
+from procs import (  # noqa: E402
     Cleanup,
     alive,
     cpu_seconds,
@@ -63,9 +60,12 @@ from scale import (  # noqa: E402
     read_pid,
     wait_gone,
 )
+from protocols_servers import SERVICES, WILDCARD, Bench, Target  # noqa: E402
+from protocols_wire import Wire  # noqa: E402
 
 from tests.servers.base import children_of  # noqa: E402
 
+FAKE_IPVSADM = os.path.join(HERE, "fake_ipvsadm.py")
 LVSMON_SIDE = os.path.join(HERE, "protocols_lvsmon.py")
 PACKAGES = os.path.join(HERE, "debian-packages.txt")
 NETNS_ENV = "LVSMON_PROTOCOLS_NETNS"

@@ -45,6 +45,21 @@ from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from procs import (
+    Cleanup,
+    alive,
+    cpu_seconds,
+    free_port,
+    kill_pid,
+    loadavg,
+    log,
+    lvsmon_command,
+    memory_mib,
+    quantile,
+    read_pid,
+    wait_gone,
+)
+
 if TYPE_CHECKING:
     from aiosmtpd.smtp import Envelope
 
@@ -52,116 +67,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE_IPVSADM = os.path.join(HERE, "fake_ipvsadm.py")
 MANY_HTTP = os.path.join(HERE, "many_http.py")
 FALLBACK_PORT = 80
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def real_address(i: int) -> str:
     """The i-th real (0-based): 127.77.0.1 … 127.77.0.200, 127.77.1.1 …"""
     return f"127.77.{i // 200}.{i % 200 + 1}"
-
-
-def quantile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-# ---------------------------------------------------------------- processes and their cost
-
-
-class Cleanup:
-    """Callbacks run last-in first-out on exit, whatever happened."""
-
-    def __init__(self) -> None:
-        self._steps: list[tuple[str, Callable[[], None]]] = []
-
-    def add(self, what: str, step: Callable[[], None]) -> None:
-        self._steps.append((what, step))
-
-    def run(self) -> None:
-        while self._steps:
-            what, step = self._steps.pop()
-            try:
-                step()
-            except Exception as exc:  # cleanup goes on with the next step
-                log(f"cleanup of {what} failed: {exc}")
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def cmdline_has(pid: int, needle: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return needle.encode() in f.read()
-    except OSError:
-        return False
-
-
-def kill_pid(pid: int | None, needle: str, grace: float = 5.0) -> None:
-    """TERM, then KILL, a process we started (the needle guards against a recycled pid)."""
-    if pid is None or not alive(pid) or not cmdline_has(pid, needle):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if alive(pid):
-        os.kill(pid, signal.SIGKILL)
-
-
-def wait_gone(pid: int, timeout: float) -> float | None:
-    """time.time() when the process was seen gone (polled every 10 ms), None on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return time.time()
-        time.sleep(0.01)
-    return None
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(utime+stime, cutime+cstime) of a process, in seconds."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is the state (field 3); utime..cstime are fields 14..17
-    own = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    children = (int(fields[13]) + int(fields[14])) / CLK_TCK
-    return own, children
-
-
-def memory_mib(pid: int) -> dict[str, float]:
-    out: dict[str, float] = {}
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) / 1024
-    return out
-
-
-def loadavg() -> float:
-    with open("/proc/loadavg", encoding="ascii") as f:
-        return float(f.read().split()[0])
-
-
-def read_pid(path: str) -> int | None:
-    try:
-        with open(path, encoding="ascii") as f:
-            text = f.read().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
 
 
 # ---------------------------------------------------------------- the real servers
@@ -760,14 +670,6 @@ class Run:
     scrape_build_ms: dict[str, float] = field(default_factory=dict)  # p50, max: build wall
 
 
-def lvsmon_command(src: str | None = None) -> list[str]:
-    """lvsmon as installed, or (`src`: a source tree, put first on PYTHONPATH) that tree's."""
-    script = os.path.join(os.path.dirname(sys.executable), "lvsmon")
-    if src is None and os.path.exists(script):
-        return [script]
-    return [sys.executable, "-m", "lvsmon"]
-
-
 class Baseline:
     """Another revision of lvsmon checked out beside this one (a git worktree), for an A/B run
     on the same machine at the same time: the anchor for "no more CPU per check than before"."""
@@ -1315,13 +1217,6 @@ def baseline_figures(big: Run, base: Run, rev: str) -> dict[str, object]:
 
 
 # ---------------------------------------------------------------- main
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def main() -> int:

@@ -53,7 +53,19 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import IO, Any
 
-from scale import Cleanup, alive, free_port, kill_pid, log, lvsmon_command, memory_mib, read_pid
+from procs import (
+    Cleanup,
+    alive,
+    children,
+    fd_count,
+    free_port,
+    kill_pid,
+    log,
+    lvsmon_command,
+    memory_mib,
+    read_pid,
+    threads,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVERS = os.path.join(HERE, "soak_servers.py")
@@ -576,29 +588,6 @@ class Health:
 
 
 # ---------------------------------------------------------------- the daemon's resources
-
-
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def threads(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    return -1
-
-
-def children(pid: int) -> int:
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as f:
-                total += len(f.read().split())
-        except OSError:
-            pass
-    return total
 
 
 @dataclass
