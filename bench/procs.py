@@ -1,5 +1,5 @@
 """What the bench programs share: the processes they start and stop, what /proc says about them,
-free ports, the cleanup of a run, the log line, a quantile.
+free ports, the work folder and cleanup every run begins with, the log line, a quantile.
 
 Standard library only. bench/ is scripts, not a package: the programs import this as `procs`
 (their folder is sys.path[0]).
@@ -8,11 +8,14 @@ Standard library only. bench/ is scripts, not a package: the programs import thi
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from types import FrameType
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -28,7 +31,7 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-# ---------------------------------------------------------------- cleanup
+# ---------------------------------------------------------------- a run: cleanup and work folder
 
 
 class Cleanup:
@@ -47,6 +50,22 @@ class Cleanup:
                 step()
             except Exception as exc:  # cleanup goes on with the next step
                 log(f"cleanup of {what} failed: {exc}")
+
+
+def start_run(prefix: str, keep: bool, parent: str | None = None) -> tuple[Cleanup, str]:
+    """What a bench's main does before it starts anything: SIGTERM raises KeyboardInterrupt (so a
+    kill cleans up as Ctrl-C does), and a fresh work folder (mkdtemp `prefix` under `parent`),
+    removed by the returned Cleanup unless `keep`."""
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    cleanup = Cleanup()
+    workdir = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    if not keep:
+        cleanup.add("work folder", lambda: shutil.rmtree(workdir, ignore_errors=True))
+    return cleanup, workdir
 
 
 # ---------------------------------------------------------------- processes and their cost

@@ -35,14 +35,11 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import FrameType
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -58,6 +55,7 @@ from procs import (  # noqa: E402
     log,
     quantile,
     read_pid,
+    start_run,
     wait_gone,
 )
 from protocols_servers import SERVICES, WILDCARD, Bench, Target  # noqa: E402
@@ -572,16 +570,9 @@ def main() -> int:
                             *debian_packages()], check=True)  # fmt: skip
     enter_namespace()
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    cleanup = Cleanup()
-    workdir = tempfile.mkdtemp(prefix="lvsmon-protocols-", dir="/var/tmp")
+    cleanup, workdir = start_run("lvsmon-protocols-", args.keep, parent="/var/tmp")
     os.chmod(workdir, 0o755)
-    if not args.keep:
-        cleanup.add("work folder", lambda: shutil.rmtree(workdir, ignore_errors=True))
-    else:
+    if args.keep:
         log(f"work folder {workdir} (kept)")
     outcomes: list[Outcome] = []
     missing: dict[str, str] = {}

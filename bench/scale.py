@@ -37,12 +37,10 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from procs import (
@@ -57,6 +55,7 @@ from procs import (
     memory_mib,
     quantile,
     read_pid,
+    start_run,
     wait_gone,
 )
 
@@ -1302,14 +1301,7 @@ def main() -> int:
               " use --skip-ldirectord")  # fmt: skip
         return 2
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    cleanup = Cleanup()
-    workdir = tempfile.mkdtemp(prefix="lvsmon-scale-")
-    if not args.keep:
-        cleanup.add("work folder", lambda: shutil.rmtree(workdir, ignore_errors=True))
+    cleanup, workdir = start_run("lvsmon-scale-", args.keep)
     try:
         servers = RealServers(workdir, args.port or free_port(), cleanup)
         log(f"nginx on *:{servers.port}, work folder {workdir}")

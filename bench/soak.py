@@ -42,15 +42,12 @@ import argparse
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import IO, Any
 
 from procs import (
@@ -64,6 +61,7 @@ from procs import (
     lvsmon_command,
     memory_mib,
     read_pid,
+    start_run,
     threads,
 )
 
@@ -986,14 +984,7 @@ def main() -> int:
     if args.seed is None:
         args.seed = int(time.time()) % 100000
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    cleanup = Cleanup()
-    workdir = tempfile.mkdtemp(prefix="lvsmon-soak-")
-    if not args.keep:
-        cleanup.add("work folder", lambda: shutil.rmtree(workdir, ignore_errors=True))
+    cleanup, workdir = start_run("lvsmon-soak-", args.keep)
     try:
         fig = run(args, workdir, cleanup)
     except KeyboardInterrupt:
