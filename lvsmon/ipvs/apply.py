@@ -20,7 +20,7 @@ from lvsmon.ipvs.ops import (
     EditService,
     Op,
 )
-from lvsmon.ipvs.rules import InvalidConf, canonical_service_conf, check_dest, check_service
+from lvsmon.ipvs.rules import InvalidConf, canonical_service_conf, check_op
 
 
 def copy_table(table: Table) -> Table:
@@ -32,10 +32,7 @@ def copy_table(table: Table) -> Table:
 def apply_op(table: Table, op: Op) -> OpError | None:
     """Apply one op to `table` in place; on error the table is left unchanged."""
     try:
-        if isinstance(op, AddService | EditService):
-            check_service(op.service, op.conf)
-        elif isinstance(op, AddDest | EditDest):
-            check_dest(op.service, op.dest, op.conf)
+        check_op(op)
     except InvalidConf as exc:
         return OpError(ErrorKind.INVALID, str(exc))
 

@@ -23,8 +23,8 @@ from lvsmon.ipvs.ipvsadm_format import (
     restore_script,
 )
 from lvsmon.ipvs.model import Table
-from lvsmon.ipvs.ops import AddDest, AddService, EditDest, EditService, Op
-from lvsmon.ipvs.rules import InvalidConf, check_dest, check_service
+from lvsmon.ipvs.ops import Op
+from lvsmon.ipvs.rules import InvalidConf, check_op
 from lvsmon.ipvs.sync import (
     SyncDaemon,
     SyncState,
@@ -48,10 +48,7 @@ def find_ipvsadm() -> str | None:
 def invalid_reason(op: Op) -> str | None:
     """Why ipvsadm would refuse the op's syntax (which would end the whole batch), if it would."""
     try:
-        if isinstance(op, AddService | EditService):
-            check_service(op.service, op.conf)
-        elif isinstance(op, AddDest | EditDest):
-            check_dest(op.service, op.dest, op.conf)
+        check_op(op)
     except InvalidConf as exc:
         return str(exc)
     return None

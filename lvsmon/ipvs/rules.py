@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import replace
 
 from lvsmon.ipvs.model import DestConf, DestKey, Family, Proto, ServiceConf, ServiceKey
+from lvsmon.ipvs.ops import AddDest, AddService, EditDest, EditService, Op
 
 SCHEDULERS: frozenset[str] = frozenset(
     {"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos"}
@@ -104,6 +105,16 @@ def check_dest(service: ServiceKey, dest: DestKey, conf: DestConf) -> None:
             raise InvalidConf(f"{name} threshold out of range: {value}")
     if conf.lower > conf.upper:  # the kernel refuses this even when upper is 0 (no limit)
         raise InvalidConf(f"lower threshold {conf.lower} above upper threshold {conf.upper}")
+
+
+def check_op(op: Op) -> None:
+    """Raise InvalidConf for an op whose settings the kernel or ipvsadm would refuse (a delete
+    has none to check). The memory and ipvsadm backends check an op with this before it is
+    written; netlink checks the key the kernel will store (`kernel_dest_port`) as it encodes."""
+    if isinstance(op, AddService | EditService):
+        check_service(op.service, op.conf)
+    elif isinstance(op, AddDest | EditDest):
+        check_dest(op.service, op.dest, op.conf)
 
 
 def canonical_service_conf(service: ServiceKey, conf: ServiceConf) -> ServiceConf:
