@@ -2,7 +2,8 @@
 free ports, the work folder and cleanup every run begins with, the log line, a quantile.
 
 Standard library only. bench/ is scripts, not a package: the programs import this as `procs`
-(their folder is sys.path[0]).
+(their folder is sys.path[0]), and so do the tests (tests/servers/base.py takes `children_of`
+from here: tests may import the bench, the bench does not import the tests' helpers).
 """
 
 from __future__ import annotations
@@ -116,6 +117,30 @@ def read_pid(path: str) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+def children_of(pid: int) -> list[int]:
+    """Every descendant of `pid` (from /proc), deepest last."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: fields follow the last ')'
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        parent[int(entry)] = int(fields[1])
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        current = frontier.pop()
+        kids = [p for p, pp in parent.items() if pp == current]
+        found.extend(kids)
+        frontier.extend(kids)
+    return found
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:

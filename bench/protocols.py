@@ -41,14 +41,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(1, ROOT)  # tests.servers; bench/ itself is sys.path[0] when run as a script
-
-from procs import (  # noqa: E402
+from procs import (
     Cleanup,
     alive,
+    children_of,
     cpu_seconds,
     kill_pid,
     loadavg,
@@ -58,11 +54,10 @@ from procs import (  # noqa: E402
     start_run,
     wait_gone,
 )
-from protocols_servers import SERVICES, WILDCARD, Bench, Target  # noqa: E402
-from protocols_wire import Wire  # noqa: E402
+from protocols_servers import SERVICES, WILDCARD, Bench, Target
+from protocols_wire import Wire
 
-from tests.servers.base import children_of  # noqa: E402
-
+HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE_IPVSADM = os.path.join(HERE, "fake_ipvsadm.py")
 LVSMON_SIDE = os.path.join(HERE, "protocols_lvsmon.py")
 PACKAGES = os.path.join(HERE, "debian-packages.txt")

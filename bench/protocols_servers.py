@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from tests.servers.base import Server, self_signed
+# The one import of the test tree left in bench/, on purpose: these real servers are the check
+# tests' fixtures, run as they are (see above). bench/ itself is sys.path[0] for a script.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(1, ROOT)
+
+from tests.servers.base import Server, self_signed  # noqa: E402
 
 WILDCARD = ("0.0.0.0",)
 

@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+# children_of's one home is bench/procs.py, which the bench programs share without the tests.
+# bench/ is scripts, not a package: mypy knows its files as top-level modules, and so do we
+BENCH = str(Path(__file__).resolve().parents[2] / "bench")
+if BENCH not in sys.path:
+    sys.path.append(BENCH)
+from procs import children_of as children_of  # noqa: E402  (re-exported: socat, dovecot)
 
 WORK_PARENT = "/var/tmp"
 
@@ -102,30 +110,6 @@ def wait_tcp(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{host}:{port} did not answer within {timeout:g}s")
         time.sleep(0.05)
-
-
-def children_of(pid: int) -> list[int]:
-    """Every descendant of `pid` (from /proc), deepest last."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # the command name may hold spaces and parentheses: fields follow the last ')'
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        parent[int(entry)] = int(fields[1])
-    found: list[int] = []
-    frontier = [pid]
-    while frontier:
-        current = frontier.pop()
-        kids = [p for p, pp in parent.items() if pp == current]
-        found.extend(kids)
-        frontier.extend(kids)
-    return found
 
 
 def alive(pid: int) -> bool:
