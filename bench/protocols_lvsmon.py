@@ -26,7 +26,7 @@ import sys
 import time
 
 from lvsmon.checks.base import CheckResult
-from lvsmon.checks.prober import plan_probe
+from lvsmon.checks.registry import plan_probe
 from lvsmon.config.load import load_config
 from lvsmon.engine.plan import RealRef, build_plan
 from lvsmon.engine.runner import CheckRunner

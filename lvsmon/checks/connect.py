@@ -7,15 +7,24 @@ connect to), so it goes to `ping.check_ping`. The TCP connect runs on the `probe
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.checks.ping import check_ping
-from lvsmon.checks.prober import plan_probe, prober_for
+from lvsmon.checks.prober import ProbePlan, prober_for
 from lvsmon.checks.step import Step
 
 
+def connect_plan(spec: CheckSpec) -> ProbePlan | None:
+    """The prober's plan for a TCP connect; None for udp (a ping)."""
+    if spec.protocol == "udp":
+        return None
+    family = socket.AF_INET6 if spec.is_ipv6 else socket.AF_INET
+    return ProbePlan(spec, family, (spec.host, spec.port))
+
+
 async def check_connect(spec: CheckSpec, step: Step) -> CheckResult:
-    plan = plan_probe(spec)
+    plan = connect_plan(spec)
     if plan is None:  # udp
         return await check_ping(spec, step)
     step.name = "connect"

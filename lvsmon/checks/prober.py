@@ -14,7 +14,11 @@ After the connect, the conversation is a sans-IO `Dialogue` (http, pop, imap, nn
 simpletcp): the same object the TLS driver (`stream.converse`) runs, so both give the same reasons
 ("connect: connection refused", "http: status 503", "timeout after 3s during imap login"). A spec
 this cannot run (TLS, a host name to resolve, UDP, a library's protocol) is `None` from
-`plan_probe` and goes the general way.
+`registry.plan_probe` and goes the general way. The prober knows no service: a check module
+builds its ProbePlan (its `probe_plan`), the registry finds it.
+
+One prober per event loop (`prober_for`): the check runner holds it for its life
+(`hold_prober`/`release_prober`), and the checks that run as tasks use the same one.
 """
 
 from __future__ import annotations
@@ -64,18 +68,6 @@ class ProbePlan:
         self.timeout = spec.timeout
 
 
-def plan_probe(spec: CheckSpec) -> ProbePlan | None:
-    """The probe for `spec`, or None when it needs the general path."""
-    if spec.kind == "connect" and spec.protocol != "udp":
-        family = socket.AF_INET6 if spec.is_ipv6 else socket.AF_INET
-        return ProbePlan(spec, family, (spec.host, spec.port))
-    if spec.kind == "negotiate":
-        from lvsmon.checks.registry import probe_plan  # the registry imports this module
-
-        return probe_plan(spec)
-    return None
-
-
 def _os_reason(step: str, err: int) -> str:
     return f"{step}: {describe_error(OSError(err, os.strerror(err)))}"
 
@@ -103,6 +95,8 @@ class _Probe:
 
 class Prober:
     """Runs probes on `loop`; one per loop (see `prober_for`)."""
+
+    holders = 0  # long-lived users (hold_prober): the last to let go closes it
 
     def __init__(self, loop: asyncio.AbstractEventLoop, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self._loop = loop
@@ -403,3 +397,22 @@ def prober_for(loop: asyncio.AbstractEventLoop | None = None) -> Prober:
             _probers.pop(old)._epoll.close()
         prober = _probers[loop] = Prober(loop)
     return prober
+
+
+def hold_prober(loop: asyncio.AbstractEventLoop | None = None) -> Prober:
+    """The loop's prober, for a user that lets go of it with `release_prober` (the check
+    runner): it stays open until its last holder lets go."""
+    prober = prober_for(loop)
+    prober.holders += 1
+    return prober
+
+
+def release_prober(prober: Prober) -> None:
+    """Let go of a held prober; the last holder closes it (what it has in flight is dropped
+    without results) and the loop gets a new one on its next use."""
+    prober.holders -= 1
+    if prober.holders > 0:
+        return
+    prober.close()
+    for loop in [lp for lp, p in _probers.items() if p is prober]:
+        del _probers[loop]

@@ -30,7 +30,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Final
 
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, describe_error
-from lvsmon.checks.connect import check_connect
+from lvsmon.checks.connect import check_connect, connect_plan
 from lvsmon.checks.external import check_external, check_external_perl
 from lvsmon.checks.ping import check_ping
 from lvsmon.checks.step import Step
@@ -142,6 +142,15 @@ def is_implemented(kind: str, service: str) -> bool:
         return kind in KINDS or kind in ("on", "off")
     entry = SERVICES.get(service)
     return entry is not None and entry.available()
+
+
+def plan_probe(spec: CheckSpec) -> ProbePlan | None:
+    """The prober's plan for `spec`, or None when it runs as a task of its own (run_check)."""
+    if spec.kind == "connect":
+        return connect_plan(spec)
+    if spec.kind == "negotiate":
+        return probe_plan(spec)
+    return None
 
 
 def probe_plan(spec: CheckSpec) -> ProbePlan | None:

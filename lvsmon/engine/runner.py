@@ -13,7 +13,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from lvsmon.checks.base import CheckResult, CheckSpec
-from lvsmon.checks.prober import ProbePlan, Prober, plan_probe
+from lvsmon.checks.prober import ProbePlan, Prober, hold_prober, release_prober
+from lvsmon.checks.registry import plan_probe
 from lvsmon.engine.checkstats import CheckCounts
 from lvsmon.engine.lag import LagMonitor, forgiven, late_timeout
 from lvsmon.engine.plan import CheckJob, Plan, RealRef
@@ -184,7 +185,7 @@ class CheckRunner:
 
     def _ensure_prober(self) -> None:
         if self._probes and self._prober is None:
-            self._prober = Prober(asyncio.get_running_loop())
+            self._prober = hold_prober(asyncio.get_running_loop())
 
     async def run_once(self, job: CheckJob, refs: tuple[RealRef, ...] = ()) -> None:
         """Run one slot of `job` now, the way the scheduler would, without the clock (for tests
@@ -250,7 +251,7 @@ class CheckRunner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._prober is not None:
-            self._prober.close()
+            release_prober(self._prober)
             self._prober = None
 
     @staticmethod

@@ -16,7 +16,8 @@ import pytest
 
 from lvsmon.checks import CheckResult, CheckSpec, run_check
 from lvsmon.checks.http_parser import MAX_INTERIM_RESPONSES
-from lvsmon.checks.prober import plan_probe, prober_for
+from lvsmon.checks.prober import prober_for
+from lvsmon.checks.registry import plan_probe
 from tests.checks.conftest import HttpServer
 from tests.daemon.conftest import wait_for
 

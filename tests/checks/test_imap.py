@@ -12,7 +12,8 @@ import pytest
 from lvsmon.checks import CheckResult, CheckSpec, run_check
 from lvsmon.checks.dialogue import MAX_LINE
 from lvsmon.checks.imap import ImapDialogue, login_command
-from lvsmon.checks.prober import plan_probe, prober_for
+from lvsmon.checks.prober import prober_for
+from lvsmon.checks.registry import plan_probe
 from tests.servers.base import ScriptedPeer, Server, SilentPeer, open_sockets, sockets_settled
 from tests.servers.dovecot import USERS, auth_frozen, running_dovecot
 

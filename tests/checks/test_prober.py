@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from lvsmon.checks.base import CheckResult, CheckSpec
-from lvsmon.checks.prober import ProbePlan, Prober, plan_probe
+from lvsmon.checks.prober import ProbePlan, Prober, hold_prober, prober_for, release_prober
+from lvsmon.checks.registry import plan_probe
 from tests.checks.conftest import HttpServer, raw_server
 
 
@@ -171,3 +172,32 @@ async def test_many_queued_probes_past_their_deadline_end_without_recursion() ->
     reasons = {r.reason for r in results[1:]}
     assert reasons <= {"timeout after 0.1s during connect", "timeout after 0.1s during http"}
     assert "timeout after 0.1s during connect" in reasons
+
+
+async def test_one_prober_per_loop_held_by_the_runner_and_shared() -> None:
+    loop = asyncio.get_running_loop()
+    shared = prober_for(loop)
+    held = hold_prober(loop)
+    assert held is shared  # the runner's prober is the one every other check of the loop uses
+    second = hold_prober(loop)
+    release_prober(second)
+    assert prober_for(loop) is shared  # still held: open
+    release_prober(held)
+    assert prober_for(loop) is not shared  # the last holder closed it; the loop gets a new one
+
+
+async def test_the_check_runner_uses_the_loops_prober() -> None:
+    from lvsmon.engine.runner import CheckRunner
+    from lvsmon.engine.status import Stats
+
+    runner = CheckRunner(lambda refs, result: True, Stats())
+    task = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.05)
+    try:
+        assert runner._prober is prober_for()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await runner.stop()
+    assert runner._prober is None

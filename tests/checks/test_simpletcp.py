@@ -13,7 +13,8 @@ import pytest
 
 from lvsmon.checks import CheckResult, CheckSpec, run_check
 from lvsmon.checks.dialogue import MAX_LINE
-from lvsmon.checks.prober import plan_probe, prober_for
+from lvsmon.checks.prober import prober_for
+from lvsmon.checks.registry import plan_probe
 from lvsmon.checks.simpletcp import SimpleTcpDialogue, request_bytes
 from tests.checks.conftest import closed_port
 from tests.servers.base import Server, SilentPeer, free_ports
