@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import aiohttp
+from procs import free_port
 
 from lvsmon.checks import CheckResult, CheckSpec, run_check
 
@@ -59,13 +60,6 @@ app.router.add_get("/", ok)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, backlog=4096,
             access_log=None)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_listening(port: int) -> None:

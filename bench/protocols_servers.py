@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+from procs import free_port
+
 # The one import of the test tree left in bench/, on purpose: these real servers are the check
 # tests' fixtures, run as they are (see above). bench/ itself is sys.path[0] for a script.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,13 +69,6 @@ class Bench:
         if self.fixture and importlib.util.find_spec(f"tests.servers.{self.fixture}") is None:
             return f"tests/servers/{self.fixture}.py does not exist yet"
         return ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def wait_tcp(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
