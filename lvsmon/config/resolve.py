@@ -56,16 +56,21 @@ def files_only() -> bool:
     return os.environ.get("LVSMON_RESOLVER", "") == "files"
 
 
-def hosts_file_lookup(name: str, af: int) -> str | None:
-    want = 6 if af == socket.AF_INET6 else 4
+def _hosts_entries() -> list[list[str]]:
+    """/etc/hosts as (address, name, ...) lists, comments dropped; none when it is unreadable."""
     try:
         with open(HOSTS_FILE, encoding="utf-8", errors="replace") as f:
             lines = f.readlines()
     except OSError:
-        return None
-    for line in lines:
-        fields = line.split("#", 1)[0].split()
-        if len(fields) < 2 or name.lower() not in (n.lower() for n in fields[1:]):
+        return []
+    entries = (line.split("#", 1)[0].split() for line in lines)
+    return [fields for fields in entries if len(fields) >= 2]
+
+
+def hosts_file_lookup(name: str, af: int) -> str | None:
+    want = 6 if af == socket.AF_INET6 else 4
+    for fields in _hosts_entries():
+        if name.lower() not in (n.lower() for n in fields[1:]):
             continue
         try:
             addr = ipaddress.ip_address(fields[0].split("%", 1)[0])
@@ -78,14 +83,8 @@ def hosts_file_lookup(name: str, af: int) -> str | None:
 
 def hosts_file_name(address: str) -> str | None:
     """The first name /etc/hosts gives an address (reverse lookup without DNS)."""
-    try:
-        with open(HOSTS_FILE, encoding="utf-8", errors="replace") as f:
-            lines = f.readlines()
-    except OSError:
-        return None
-    for line in lines:
-        fields = line.split("#", 1)[0].split()
-        if len(fields) >= 2 and fields[0] == address:
+    for fields in _hosts_entries():
+        if fields[0] == address:
             return fields[1]
     return None
 
