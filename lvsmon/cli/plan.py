@@ -18,10 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lvsmon.cli.options import add_backend_options
-from lvsmon.config import Config
-from lvsmon.engine.drain import DrainIndex, store_for
-from lvsmon.engine.maintenance import MaintenanceDir
-from lvsmon.engine.plan import Plan, RealRef
+from lvsmon.engine.forced import Preview
 
 NO_CHANGE, CHANGES, TROUBLE = 0, 1, 2
 
@@ -157,38 +154,9 @@ def plan_from_kernel(
     except Exception as exc:  # e.g. no netlink socket for a non-root user: trouble, not a trace
         raise PlanTrouble([f"lvsmon: cannot read the IPVS table: {exc!r}"]) from exc
 
-    forced = KernelSideForced(drain_state)
+    # as a daemon started now would read them: one rule with the daemon's (engine/forced.py)
+    forced = Preview(drain_state)
     running = running_from_kernel(
         running_config, actual, forced.drained(running_config, build_plan(running_config))
     )
     return plan_json(running, new, forced.maintained, forced.drained)
-
-
-class KernelSideForced:
-    """Without a daemon: the maintenance directory and the drain state as a daemon started now
-    would read them (the drain state file next to the pid file, or maintenancedir)."""
-
-    def __init__(self, drain_state: str) -> None:
-        self.drain_state = drain_state
-        self._dirs: dict[tuple[str, frozenset[RealRef]], MaintenanceDir] = {}
-
-    def _dir(self, config: Config, plan: Plan) -> MaintenanceDir | None:
-        path = config.settings.maintenancedir
-        if not path:
-            return None
-        key = (path, frozenset(plan.failurecount))
-        if key not in self._dirs:
-            self._dirs[key] = MaintenanceDir(path, key[1])
-        return self._dirs[key]
-
-    def maintained(self, config: Config, plan: Plan) -> frozenset[RealRef]:
-        maint = self._dir(config, plan)
-        return maint.scan() if maint else frozenset()
-
-    def drained(self, config: Config, plan: Plan) -> frozenset[RealRef]:
-        entries = store_for(config, self.drain_state).read()
-        if not entries:
-            return frozenset()
-        maint = self._dir(config, plan)
-        index = DrainIndex(maint.names) if maint else DrainIndex.plain(plan.failurecount)
-        return index.resolve(entries)[0]

@@ -34,7 +34,7 @@ from lvsmon.daemon.lifecycle import Lifecycle, Part
 from lvsmon.daemon.sdnotify import Notifier
 from lvsmon.daemon.syncdaemons import SyncDaemons
 from lvsmon.daemon.systemd import SystemdLink
-from lvsmon.engine.drain import DrainIndex, DrainState, Outcome, drain, listing, select, undrain
+from lvsmon.engine.drain import Outcome, drain, listing, select, undrain
 from lvsmon.engine.engine import Engine
 from lvsmon.engine.eventlog import LOGGED, log_event
 from lvsmon.engine.events import (
@@ -47,7 +47,7 @@ from lvsmon.engine.events import (
     Phase,
     PhaseChanged,
 )
-from lvsmon.engine.maintenance import MaintenanceDir
+from lvsmon.engine.forced import Forcing
 from lvsmon.engine.plan import Plan, RealRef
 from lvsmon.engine.status import Status, StatusEncoder, TableDigests
 from lvsmon.ipvs.backend import IpvsBackend
@@ -114,14 +114,14 @@ class Daemon:
         self.backend = backend
         self.events = EventBus()
         self.events.subscribe("log", log_event, kinds=LOGGED)
-        self.drains = DrainState(drain_state)
-        self._maint: MaintenanceDir | None = None
-        self._maint_for: tuple[str | None, frozenset[RealRef]] | None = None
+        # maintenancedir and drains, one rule with `lvsmon plan`'s (engine/forced.py)
+        self.forcing = Forcing(drain_state)
+        self.drains = self.forcing.drains
         self.engine = Engine(
             config,
             backend,
-            maintained=self._maintained,
-            drained=self._drained,
+            maintained=self.forcing.maintained,
+            drained=self.forcing.drained,
             events=self.events,
             resync_s=resync_s or config.settings.resyncinterval,
         )
@@ -175,31 +175,12 @@ class Daemon:
         self.monitor.use(config)
         self.engine.want_every_result(bool(self.monitor.path_of))
 
-    # maintenancedir: names are looked up when the set of reals changes, not per check
-    def _maintenance_dir(self, config: Config, plan: Plan) -> MaintenanceDir | None:
-        path = config.settings.maintenancedir
-        refs = frozenset(plan.failurecount)
-        if self._maint_for != (path, refs):
-            self._maint_for = (path, refs)
-            self._maint = MaintenanceDir(path, refs) if path else None
-        return self._maint
-
-    def _maintained(self, config: Config, plan: Plan) -> frozenset[RealRef]:
-        maint = self._maintenance_dir(config, plan)
-        return maint.scan() if maint else frozenset()
-
-    # drains: entries resolved with maintenancedir's names (one reverse lookup per real)
-    def _drain_index(self, config: Config, plan: Plan) -> DrainIndex:
-        maint = self._maintenance_dir(config, plan)
-        return self.drains.index(config, plan.failurecount, maint.names if maint else {})
-
-    def _drained(self, config: Config, plan: Plan) -> frozenset[RealRef]:
-        return self.drains.drained(config, self._drain_index(config, plan))
-
     def drain_listing(self) -> dict[str, object]:
         """GET /drains: the drained pairs of the running config, and the entries it ignores."""
         config = self.config
-        return listing(self.drains.store(config), self._drain_index(config, self.engine.plan))
+        return listing(
+            self.drains.store(config), self.forcing.drain_index(config, self.engine.plan)
+        )
 
     async def drain_command(self, real: str, virtual: str | None, on: bool) -> list[Outcome]:
         """POST /drain, /undrain: checked against the running config, kept in the drain state,
@@ -209,7 +190,7 @@ class Daemon:
             config, plan = self.config, self.engine.plan
             # names may need the resolver: not in the loop, whose checks would wait
             targets = await asyncio.to_thread(select, config, real, virtual)
-            store, index = self.drains.store(config), self._drain_index(config, plan)
+            store, index = self.drains.store(config), self.forcing.drain_index(config, plan)
             if on:
                 outcome = drain(store, index, targets, everywhere=virtual is None)
             else:
@@ -227,42 +208,10 @@ class Daemon:
         Callable[[Config, Plan], frozenset[RealRef]], Callable[[Config, Plan], frozenset[RealRef]]
     ]:
         """The maintained and the drained pairs of a config that does not run (`lvsmon plan`), as
-        the reload to it would find them. Called in the loop; the two functions it returns may
-        run in a thread: they reuse the running config's name lookups and drain store where
-        they apply, and cache nothing, so the running config's state stays as it is."""
-        from lvsmon.engine.drain import store_for
-
-        running, running_for = self._maint, self._maint_for
-        running_dir = self.config.settings.maintenancedir
-        drains, running_store = self.drains, self.drains.store(self.config)
-        made: dict[tuple[str, frozenset[RealRef]], MaintenanceDir] = {}
-
-        def maint_dir(config: Config, plan: Plan) -> MaintenanceDir | None:
-            path = config.settings.maintenancedir
-            if not path:
-                return None
-            key = (path, frozenset(plan.failurecount))
-            if running is not None and running_for == key:
-                return running
-            if key not in made:
-                made[key] = MaintenanceDir(path, key[1])
-            return made[key]
-
-        def maintained(config: Config, plan: Plan) -> frozenset[RealRef]:
-            maint = maint_dir(config, plan)
-            return maint.scan() if maint else frozenset()
-
-        def drained(config: Config, plan: Plan) -> frozenset[RealRef]:
-            same = config.settings.maintenancedir == running_dir
-            store = running_store if same else store_for(config, drains.state_path)
-            entries = store.read()
-            if not entries:
-                return frozenset()
-            maint = maint_dir(config, plan)
-            index = DrainIndex(maint.names) if maint else DrainIndex.plain(plan.failurecount)
-            return index.resolve(entries)[0]
-
-        return maintained, drained
+        the reload to it would find them (lvsmon.engine.forced.Preview). Called in the loop; the
+        two functions it returns may run in a thread."""
+        preview = self.forcing.preview(self.config)
+        return preview.maintained, preview.drained
 
     def _set_phase(self, phase: Phase) -> None:
         self.phase = phase
