@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from lvsmon.api import server  # a module object: server imports this module while it loads
+from lvsmon.api.app import DAEMON, json_response
 from lvsmon.engine.drain import DrainError
 
 
@@ -28,11 +28,11 @@ def _field(body: dict[str, Any], name: str, *, required: bool) -> str | None:
 
 
 async def _command(request: web.Request, on: bool) -> web.Response:
-    daemon = request.app[server.DAEMON]
+    daemon = request.app[DAEMON]
     try:
         body = await request.json()
     except ValueError:
-        return server.json_response({"error": "the body must be JSON"}, 400)
+        return json_response({"error": "the body must be JSON"}, 400)
     try:
         if not isinstance(body, dict):
             raise DrainError('the body must be a JSON object with "real"')
@@ -41,14 +41,14 @@ async def _command(request: web.Request, on: bool) -> web.Response:
         assert real is not None
         outcome = await daemon.drain_command(real, virtual, on)
     except DrainError as exc:
-        return server.json_response({"error": str(exc)}, 400)
+        return json_response({"error": str(exc)}, 400)
     except OSError as exc:
-        where = daemon.drains.store(daemon.config).where
-        return server.json_response({"error": f"cannot write the drain state {where}: {exc}"}, 500)
-    return server.json_response(
+        where = daemon.drain_where
+        return json_response({"error": f"cannot write the drain state {where}: {exc}"}, 500)
+    return json_response(
         {
             "action": "drain" if on else "undrain",
-            "where": daemon.drains.store(daemon.config).where,
+            "where": daemon.drain_where,
             "results": [o.json() for o in outcome],
         }
     )
@@ -63,7 +63,7 @@ async def post_undrain(request: web.Request) -> web.Response:
 
 
 async def get_drains(request: web.Request) -> web.Response:
-    return server.json_response(request.app[server.DAEMON].drain_listing())
+    return json_response(request.app[DAEMON].drain_listing())
 
 
 def add_routes(app: web.Application) -> None:

@@ -43,7 +43,7 @@ from lvsmon.engine.plan import RealRef
 from lvsmon.ipvs.model import Service, ServiceKey, Table
 
 if TYPE_CHECKING:
-    from lvsmon.daemon.daemon import Daemon
+    from lvsmon.api.app import DaemonView
     from lvsmon.engine.engine import Engine
     from lvsmon.engine.health import RealHealth
     from lvsmon.engine.runner import JobRun
@@ -446,7 +446,7 @@ class Body:
 class Exporter:
     """The metrics of one daemon."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self.daemon = daemon
         self._layout: Layout | None = None
         self._building: asyncio.Task[Body] | None = None
@@ -726,7 +726,7 @@ class Exporter:
     def _daemon_families(self, out: list[str], began_wall: float) -> None:
         daemon = self.daemon
         engine = daemon.engine
-        stats, runner, alerts, feed = engine.stats, engine.runner, daemon.alerts, daemon.feed
+        stats, runner, feed = engine.stats, engine.runner, daemon.feed
 
         def one(name: str, value: float) -> None:
             family(out, name)
@@ -766,15 +766,10 @@ class Exporter:
         )
         one("lvsmon_reconcile_drift_repairs_total", stats.drift_repairs)
         one("lvsmon_reconcile_retry_pending", int(engine.reconciler.retry_at is not None))
-        rejected = daemon.reloads_rejected + daemon.watcher.rejected
-        labelled(
-            "lvsmon_config_reloads_total", "result", {"ok": daemon.reloads_ok, "rejected": rejected}
-        )
+        labelled("lvsmon_config_reloads_total", "result", daemon.reload_counts)
         one("lvsmon_config_last_reload_success_timestamp_seconds", daemon.last_good_config_at)
-        labelled(
-            "lvsmon_alert_mails_total", "result", {"sent": alerts.sent, "dropped": alerts.lost}
-        )
-        one("lvsmon_alert_mails_queued", sum(len(box) for box in alerts.outboxes.values()))
+        labelled("lvsmon_alert_mails_total", "result", daemon.alert_mails)
+        one("lvsmon_alert_mails_queued", daemon.alert_mails_queued)
         one("lvsmon_events_published_total", engine.events.published)
         one("lvsmon_events_dropped_total", engine.events.dropped)
         one("lvsmon_control_sse_clients", feed.clients)

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from lvsmon.api.app import DAEMON, json_response
 from lvsmon.config import Config, ConfigError, Diagnostic, parse_config
 from lvsmon.config.load import read_config_bytes
 from lvsmon.engine.planning import Forced, Running, op_json, plan_reload
@@ -42,8 +43,6 @@ def plan_json(
 
 
 async def post_plan(request: web.Request) -> web.Response:
-    from lvsmon.api.server import DAEMON, json_response
-
     daemon = request.app[DAEMON]
     try:
         body = await request.json() if request.can_read_body else {}

@@ -10,28 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from lvsmon.api import drainapi, metrics, page, planapi
+from lvsmon.api.app import DAEMON, FEED, DaemonView, local_only
 from lvsmon.api.eventfeed import EventFeed
-
-if TYPE_CHECKING:
-    from lvsmon.daemon.daemon import Daemon
 
 log = logging.getLogger("lvsmon")
 
-DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
-FEED: web.AppKey[EventFeed] = web.AppKey("feed")
 SSE_KEEPALIVE_S = 15.0
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -40,19 +31,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9180")
     return host.strip("[]"), int(port)
-
-
-def on_unix_socket(request: web.Request) -> bool:
-    transport = request.transport
-    name = transport.get_extra_info("sockname") if transport is not None else None
-    return isinstance(name, str)  # a TCP socket's name is a tuple
-
-
-@web.middleware
-async def local_only(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method != "GET" and not on_unix_socket(request):
-        raise web.HTTPForbidden(text="lvsmon: commands are taken on the control socket only\n")
-    return await handler(request)
 
 
 async def get_status(request: web.Request) -> web.Response:
@@ -88,7 +66,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def make_app(daemon: Daemon, feed: EventFeed) -> web.Application:
+def make_app(daemon: DaemonView, feed: EventFeed) -> web.Application:
     app = web.Application(middlewares=[local_only])
     app[DAEMON] = daemon
     app[FEED] = feed
@@ -107,17 +85,11 @@ def make_app(daemon: Daemon, feed: EventFeed) -> web.Application:
     return app
 
 
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(data) + "\n", status=status, content_type="application/json"
-    )
-
-
 class ControlServer:
     """Started after the engine (it shows the engine's state), stopped before it."""
 
     def __init__(
-        self, daemon: Daemon, feed: EventFeed, socket_path: str | None, listen: str | None
+        self, daemon: DaemonView, feed: EventFeed, socket_path: str | None, listen: str | None
     ) -> None:
         self.socket_path = socket_path
         self.listen = listen

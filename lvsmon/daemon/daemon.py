@@ -169,6 +169,25 @@ class Daemon:
         """The running config: the engine's, which a reload replaces."""
         return self.engine.config
 
+    # ---- read by the control server (lvsmon.api.app.DaemonView) -----------------------------
+
+    @property
+    def reload_counts(self) -> dict[str, int]:
+        """Config reloads by result (SIGHUP, and the watcher's rejected autoreloads)."""
+        return {"ok": self.reloads_ok, "rejected": self.reloads_rejected + self.watcher.rejected}
+
+    @property
+    def alert_mails(self) -> dict[str, int]:
+        return {"sent": self.alerts.sent, "dropped": self.alerts.lost}
+
+    @property
+    def alert_mails_queued(self) -> int:
+        return sum(len(box) for box in self.alerts.outboxes.values())
+
+    @property
+    def drain_where(self) -> str:
+        return self.drains.store(self.config).where
+
     def _use_monitorfiles(self, config: Config) -> None:
         # per-result events only while a monitorfile wants them: otherwise a good result that
         # changes nothing costs nothing

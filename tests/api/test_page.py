@@ -31,6 +31,7 @@ import pytest
 from aiohttp import web
 
 from lvsmon.api import page, server
+from lvsmon.api.app import FEED
 from lvsmon.api.eventfeed import EventFeed
 from lvsmon.daemon import pidfile
 from lvsmon.engine import events
@@ -94,7 +95,7 @@ class Synthetic:
 
     async def start(self) -> None:
         app = web.Application()
-        app[server.FEED] = self.feed
+        app[FEED] = self.feed
         app.router.add_get("/status", self._status)
         app.router.add_get("/events", server.get_events)
         page.add_routes(app)
