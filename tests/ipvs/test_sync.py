@@ -10,6 +10,7 @@ import struct
 import pytest
 
 from lvsmon.ipvs import netlink
+from lvsmon.ipvs import netlink_codec as codec
 from lvsmon.ipvs.errors import ErrorKind
 from lvsmon.ipvs.ipvsadm import IpvsadmBackend
 from lvsmon.ipvs.memory import MemoryBackend
@@ -159,7 +160,7 @@ async def test_ipvsadm_backend_with_a_fake_ipvsadm(tmp_path: pytest.TempPathFact
 
 
 def test_netlink_start_request_bytes() -> None:
-    body = netlink._daemon_start(FULL).body
+    body = codec.daemon_start(FULL).body
     cmd, version, _ = struct.unpack_from("=BBH", body)
     assert (cmd, version) == (9, 1)  # IPVS_CMD_NEW_DAEMON
     inner = (
@@ -175,12 +176,12 @@ def test_netlink_start_request_bytes() -> None:
 
 
 def test_netlink_minimal_and_ipv6_requests() -> None:
-    body = netlink._daemon_start(MASTER).body
+    body = codec.daemon_start(MASTER).body
     inner = nla(1, struct.pack("=I", 1)) + nla(2, b"eth1\0") + nla(3, struct.pack("=I", 7))
     assert body[4:] == nla(3, inner)
     v6 = SyncDaemon(SyncState.MASTER, "eth1", group="ff02::81")
-    assert nla(6, socket.inet_pton(socket.AF_INET6, "ff02::81")) in netlink._daemon_start(v6).body
-    stop = netlink._daemon_stop(SyncState.BACKUP).body
+    assert nla(6, socket.inet_pton(socket.AF_INET6, "ff02::81")) in codec.daemon_start(v6).body
+    stop = codec.daemon_stop(SyncState.BACKUP).body
     assert stop == struct.pack("=BBH", 10, 1, 0) + nla(3, nla(1, struct.pack("=I", 2)))
 
 
@@ -196,7 +197,7 @@ def test_netlink_minimal_and_ipv6_requests() -> None:
 )
 async def test_refused_before_the_kernel(bad: SyncDaemon) -> None:
     with pytest.raises(ValueError):
-        netlink._daemon_start(bad)
+        codec.daemon_start(bad)
     backend = netlink.NetlinkBackend()
     try:
         error = await backend.start_sync_daemon(bad)
@@ -221,12 +222,12 @@ def test_netlink_decodes_the_kernels_reply() -> None:
         + nla(8, b"\1")
         + nla(5, socket.inet_aton("224.0.0.81")),
     )
-    nested = netlink._parse_attrs(record)[3]
-    assert netlink._decode_daemon(netlink._parse_attrs(nested)) == MASTER.as_kernel_runs_it()
+    reply = struct.pack("=BBH", 11, 1, 0) + record  # the genl header: IPVS_CMD_GET_DAEMON
+    assert codec.daemon_from(reply) == MASTER.as_kernel_runs_it()
     v6 = nla(1, struct.pack("=I", 2)) + nla(2, b"e\0") + nla(6, socket.inet_pton(10, "ff02::81"))
-    decoded = netlink._decode_daemon(netlink._parse_attrs(v6))
+    decoded = codec.decode_daemon(codec.parse_attrs(v6))
     assert decoded is not None and decoded.group == "ff02::81"
-    assert netlink._decode_daemon(netlink._parse_attrs(nla(1, struct.pack("=I", 4)))) is None
+    assert codec.decode_daemon(codec.parse_attrs(nla(1, struct.pack("=I", 4)))) is None
 
 
 # ---- the memory backend ---------------------------------------------------------------------
