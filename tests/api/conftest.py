@@ -1,4 +1,4 @@
-"""Fixtures the control-server tests share with the daemon tests (real HTTP servers on loopback).
-Append, do not replace: several test modules here use this file."""
+"""Fixtures the control-server tests share with the daemon tests (real HTTP servers on loopback,
+from tests/helpers.py). Append, do not replace: several test modules here use this file."""
 
-from tests.daemon.conftest import webs  # noqa: F401  (a fixture, found by name)
+from tests.helpers import webs  # noqa: F401  (a fixture, found by name)

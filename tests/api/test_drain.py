@@ -21,7 +21,7 @@ from lvsmon.daemon.daemon import Daemon
 from lvsmon.engine.plan import RealRef
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import DestKey, ServiceKey
-from tests.daemon.conftest import Web, lvsmon, wait_for
+from tests.helpers import Web, lvsmon, wait_for
 from tests.servers.base import free_port
 
 VKEY = ServiceKey.inet("tcp", "127.0.0.100", 80)

@@ -16,7 +16,7 @@ import pytest
 from lvsmon.config import load_config
 from lvsmon.daemon.daemon import Daemon
 from lvsmon.ipvs.memory import MemoryBackend
-from tests.daemon.conftest import Web, lvsmon, wait_for
+from tests.helpers import Web, lvsmon, wait_for
 from tests.servers.base import free_port
 
 

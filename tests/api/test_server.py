@@ -24,7 +24,7 @@ from lvsmon.engine.plan import RealRef
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import DestConf, DestKey, Forward, ServiceConf, ServiceKey
 from lvsmon.ipvs.ops import AddDest, AddService, DeleteDest, DeleteService, EditDest, EditService
-from tests.daemon.conftest import Web, lvsmon
+from tests.helpers import Web, lvsmon
 from tests.servers.base import free_port
 
 VKEY = ServiceKey.inet("tcp", "127.0.0.100", 80)

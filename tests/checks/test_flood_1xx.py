@@ -19,7 +19,7 @@ from lvsmon.checks.http_parser import MAX_INTERIM_RESPONSES
 from lvsmon.checks.prober import prober_for
 from lvsmon.checks.registry import plan_probe
 from tests.checks.conftest import HttpServer
-from tests.daemon.conftest import wait_for
+from tests.helpers import wait_for
 
 # bench/ is scripts, not a package: mypy knows its files as top-level modules, and so do we
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))

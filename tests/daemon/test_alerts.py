@@ -18,10 +18,11 @@ import pytest
 
 from lvsmon.alerts import sender
 from tests.checks.conftest import closed_port
+from tests.helpers import Web, lvsmon, wait_for
 from tests.servers.base import Forwarder, Server, SilentPeer, open_sockets
 from tests.servers.postfix import maildir, running_postfix
 
-from .conftest import Running, Web, lvsmon, start, wait_for
+from .conftest import Running, start
 
 
 @pytest.fixture(scope="module")

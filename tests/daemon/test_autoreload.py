@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Running, Web, start, wait_for
+from tests.helpers import Web, wait_for
+
+from .conftest import Running, start
 from .test_features import cf_text
 
 

@@ -13,9 +13,9 @@ from lvsmon.config import load_config
 from lvsmon.daemon.daemon import Daemon
 from lvsmon.ipvs.diff import diff
 from lvsmon.ipvs.model import ServiceKey
+from tests.helpers import Web, wait_for
 
 from ..engine.faulty import FaultyBackend
-from .conftest import Web, wait_for
 
 VKEY = ServiceKey.inet("tcp", "127.0.0.100", 80)
 SEED = 8

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from lvsmon.daemon import pidfile
+from tests.helpers import Web, lvsmon, wait_for
 
-from .conftest import Web, lvsmon, wait_for
 from .procs import alive
 
 

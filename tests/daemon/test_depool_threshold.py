@@ -23,9 +23,10 @@ from lvsmon.engine.events import DepoolLimited, Event
 from lvsmon.engine.plan import RealRef
 from lvsmon.engine.status import render_status
 from tests.checks.conftest import closed_port
+from tests.helpers import Web, wait_for
 from tests.servers.base import free_port
 
-from .conftest import VKEY, Running, Web, start, wait_for
+from .conftest import VKEY, Running, start
 
 
 class Sink:

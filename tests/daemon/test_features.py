@@ -10,8 +10,9 @@ from lvsmon.config import load_config
 from lvsmon.daemon.daemon import Daemon
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import ServiceKey
+from tests.helpers import Web, wait_for
 
-from .conftest import Running, Web, start, wait_for
+from .conftest import Running, start
 
 VKEY = ServiceKey.inet("tcp", "127.0.0.100", 80)
 

@@ -23,8 +23,9 @@ from lvsmon.engine import lag
 from lvsmon.engine.events import Event, RealChanged
 from lvsmon.engine.plan import RealRef
 from lvsmon.engine.status import render_status
+from tests.helpers import Web, wait_for
 
-from .conftest import VKEY, Running, Web, start, wait_for
+from .conftest import VKEY, Running, start
 
 
 @pytest.fixture

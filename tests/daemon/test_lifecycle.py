@@ -19,8 +19,7 @@ from lvsmon.config import load_config
 from lvsmon.daemon.daemon import Daemon
 from lvsmon.engine.events import Event, PhaseChanged
 from lvsmon.ipvs.memory import MemoryBackend
-
-from .conftest import Web, wait_for
+from tests.helpers import Web, wait_for
 
 
 @pytest.fixture

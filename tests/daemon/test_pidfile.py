@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from lvsmon.daemon import pidfile
+from tests.helpers import lvsmon, wait_for
 
-from .conftest import lvsmon, wait_for
 from .procs import alive
 
 HOLDER = textwrap.dedent(

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from lvsmon.engine.status import RealStatus, render_status
+from tests.helpers import Web, wait_for
 
-from .conftest import VKEY, Running, Web, start, wait_for
+from .conftest import VKEY, Running, start
 
 
 def cf_text(web: Web, extra: str) -> str:

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from lvsmon.ipvs.model import ServiceKey
+from tests.helpers import wait_for
 from tests.servers.base import Server
 from tests.servers.dnsmasq import running_dnsmasq
 from tests.servers.dovecot import running_dovecot
 from tests.servers.socat import running_socat_echo
 
-from .conftest import Running, start, wait_for
+from .conftest import Running, start
 
 POP = ServiceKey.inet("tcp", "127.0.0.101", 110)
 IMAPS = ServiceKey.inet("tcp", "127.0.0.102", 993)

@@ -12,8 +12,7 @@ from lvsmon.config import load_config
 from lvsmon.engine.engine import Engine
 from lvsmon.engine.plan import build_plan
 from lvsmon.ipvs.memory import MemoryBackend
-
-from ..daemon.conftest import wait_for
+from tests.helpers import wait_for
 
 
 async def test_combined_checktype_negotiates_then_n_connects(tmp_path: Path) -> None:

@@ -9,8 +9,7 @@ from lvsmon.engine.engine import Engine
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import DestKey, ServiceKey
 from lvsmon.ipvs.ops import AddDest, EditDest
-
-from ..daemon.conftest import Web, wait_for
+from tests.helpers import Web, wait_for
 
 VKEY = ServiceKey.inet("tcp", "127.0.0.100", 80)
 

@@ -24,8 +24,8 @@ from lvsmon.engine.events import (
     WeightChanged,
 )
 from lvsmon.ipvs.memory import MemoryBackend
+from tests.helpers import wait_for
 
-from ..daemon.conftest import wait_for
 from .conftest import cfg
 
 

@@ -15,8 +15,8 @@ from lvsmon.engine.engine import Engine
 from lvsmon.ipvs.diff import diff
 from lvsmon.ipvs.model import DestConf, DestKey, Forward, Service, ServiceConf, ServiceKey
 from lvsmon.ipvs.ops import AddService, DeleteService, EditDest
+from tests.helpers import wait_for
 
-from ..daemon.conftest import wait_for
 from .conftest import cfg
 from .faulty import FaultyBackend
 

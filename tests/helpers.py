@@ -1,0 +1,77 @@
+"""What the test folders share, in one module (a conftest is not a library): a real HTTP server on
+loopback (Web, and the `webs` fixture of three), polling a condition (wait_for), lvsmon run as a
+process (lvsmon). A folder's conftest.py imports the fixtures it wants from here."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+from aiohttp import web
+
+
+@dataclass
+class Web:
+    """A real HTTP server on loopback whose answer a test can change, or that can be stopped."""
+
+    port: int
+    body: str = "still alive"
+    status: int = 200
+    runner: web.AppRunner | None = None
+    host: str = "127.0.0.1"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self._handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        if not self.port:
+            self.port = int(self.runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    async def _handle(self, _request: web.Request) -> web.Response:
+        return web.Response(text=self.body, status=self.status)
+
+
+@pytest.fixture
+async def webs() -> AsyncIterator[list[Web]]:
+    servers = [Web(0) for _ in range(3)]
+    for s in servers:
+        await s.start()
+    yield servers
+    for s in servers:
+        await s.stop()
+
+
+async def wait_for(cond: Callable[[], bool], within: float = 10.0) -> None:
+    """Poll a condition (not a timing assertion: `within` only bounds a hung test)."""
+    deadline = time.monotonic() + within
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.02)
+
+
+def lvsmon(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lvsmon", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
