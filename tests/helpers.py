@@ -1,6 +1,7 @@
 """What the test folders share, in one module (a conftest is not a library): a real HTTP server on
 loopback (Web, and the `webs` fixture of three), polling a condition (wait_for), lvsmon run as a
-process (lvsmon). A folder's conftest.py imports the fixtures it wants from here."""
+process (lvsmon), whether a process lives (alive). A folder's conftest.py imports the fixtures it
+wants from here."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -75,3 +77,13 @@ def lvsmon(
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+def alive(pid: int) -> bool:
+    """The process exists and has not exited. A killed daemon is an orphan whose zombie stays
+    until whatever adopted it reaps it, so "has a /proc entry" is not enough."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    return text.rpartition(")")[2].split()[0] != "Z"

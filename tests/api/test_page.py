@@ -38,8 +38,7 @@ from lvsmon.engine import events
 from lvsmon.engine.events import DrainChanged, RealChanged
 from lvsmon.engine.plan import RealRef
 from lvsmon.ipvs.model import ServiceKey
-from tests.daemon.procs import alive
-from tests.helpers import Web
+from tests.helpers import Web, alive
 from tests.servers.base import free_port
 
 CHROMIUM = "/usr/bin/chromium"

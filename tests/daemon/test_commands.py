@@ -12,9 +12,7 @@ import sys
 from pathlib import Path
 
 from lvsmon.daemon import pidfile
-from tests.helpers import Web, lvsmon, wait_for
-
-from .procs import alive
+from tests.helpers import Web, alive, lvsmon, wait_for
 
 
 def install_as_ldirectord(bindir: Path) -> Path:

@@ -13,9 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.helpers import alive
 from tests.servers.base import free_port
-
-from .procs import alive
 
 SERVERS = """
 import asyncio, sys

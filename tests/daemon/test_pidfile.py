@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 
 from lvsmon.daemon import pidfile
-from tests.helpers import lvsmon, wait_for
-
-from .procs import alive
+from tests.helpers import alive, lvsmon, wait_for
 
 HOLDER = textwrap.dedent(
     """

@@ -29,9 +29,8 @@ from lvsmon.cli.dispatch import COMMANDS
 from lvsmon.cli.paths import DEFAULT_CONFIG, config_name
 from lvsmon.daemon import pidfile
 from lvsmon.daemon.sdnotify import monotonic_usec
-from tests.helpers import Web, lvsmon, wait_for
+from tests.helpers import Web, alive, lvsmon, wait_for
 
-from .procs import alive
 from .sdlistener import Note, NotifyListener
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from lvsmon.daemon import pidfile
-from tests.helpers import wait_for
+from tests.helpers import alive, wait_for
 
-from .procs import alive
 from .test_commands import install_as_ldirectord
 from .test_pidfile import cf_on
 

@@ -27,7 +27,7 @@ import pytest
 from lvsmon.daemon import pidfile
 from lvsmon.engine.status import read_status
 from lvsmon.ipvs.model import DestConf, DestKey, Forward, Proto, Service, ServiceConf, ServiceKey
-from tests.daemon.procs import alive
+from tests.helpers import alive
 from tests.packaging.fake_ipvsadm import load, save
 
 REPO = Path(__file__).resolve().parents[2]
