@@ -18,7 +18,7 @@ from typing import Any
 
 from lvsmon.engine.events import CheckDone, Event
 from lvsmon.engine.plan import RealRef
-from lvsmon.ipvs.ipvsadm_format import op_line
+from lvsmon.engine.planning import op_fields
 from lvsmon.ipvs.model import DestKey, ServiceKey
 from lvsmon.ipvs.ops import AddDest, AddService, DeleteDest, DeleteService, EditDest, EditService
 
@@ -33,14 +33,7 @@ def _plain(value: Any) -> Any:
         host = f"[{value.address}]" if ":" in value.address else value.address
         return {"virtual": str(value.service), "real": f"{host}:{value.port}"}
     if isinstance(value, OPS):
-        # as `ipvsadm` would be told it (what operators read), and the keys to filter on
-        dest = getattr(value, "dest", None)
-        return {
-            "kind": type(value).__name__,
-            "virtual": str(value.service),
-            "real": None if dest is None else str(dest),
-            "ipvsadm": op_line(value),
-        }
+        return op_fields(value)
     if isinstance(value, ServiceKey | DestKey):
         return str(value)
     if isinstance(value, frozenset | set):

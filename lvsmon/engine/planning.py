@@ -124,14 +124,19 @@ def plan_reload(
     return ReloadPlan(config, plan, health, managed, desired, ops)
 
 
-def op_json(op: Op, config: Config) -> dict[str, Any]:
-    """One op as `lvsmon plan --json` and POST /plan show it: the KernelOp event's keys, and
-    ldirectord's wording as the reload will log it."""
+def op_fields(op: Op) -> dict[str, Any]:
+    """One op as JSON, for /events (a KernelOp's "op") and `lvsmon plan --json`: its kind, the
+    keys to filter on, and the line `ipvsadm` would be told (what operators read)."""
     dest = getattr(op, "dest", None)
     return {
         "kind": type(op).__name__,
         "virtual": str(op.service),
         "real": None if dest is None else str(dest),
         "ipvsadm": op_line(op),
-        "text": describe(op, config, False),
     }
+
+
+def op_json(op: Op, config: Config) -> dict[str, Any]:
+    """One op as `lvsmon plan --json` and POST /plan show it: the KernelOp event's keys, and
+    ldirectord's wording as the reload will log it."""
+    return {**op_fields(op), "text": describe(op, config, False)}
