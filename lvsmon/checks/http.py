@@ -3,8 +3,8 @@
 One HTTP/1.1 request with `Connection: close`, the response parsed by the sans-IO
 `ResponseParser`, the verdict from `http_request.verdict`, all wrapped as a `Dialogue`. Plain HTTP
 runs on the `prober` (no task, no transport: see there for why and what it costs); HTTPS and
-absolute URLs naming a host go through `stream.converse`. Certificates are not verified (same as
-ldirectord).
+absolute URLs naming a host go through `stream.converse`. Certificates are not verified; Debian
+12's ldirectord verifies the chain (not the host name): docs/compatibility.md D18.
 """
 
 from __future__ import annotations

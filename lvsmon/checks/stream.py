@@ -20,7 +20,8 @@ _tls_context: ssl.SSLContext | None = None
 
 
 def tls_context() -> ssl.SSLContext:
-    """The one client TLS context: no certificate or hostname checks, like ldirectord."""
+    """The one client TLS context: no certificate or host name checks (ldirectord checks no
+    host name, but Debian 12's verifies the chain: docs/compatibility.md D18)."""
     global _tls_context
     if _tls_context is None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
