@@ -1,16 +1,17 @@
 """What the test folders share, in one module (a conftest is not a library): a real HTTP server on
 loopback (Web, and the `webs` fixture of three), polling a condition (wait_for), lvsmon run as a
-process (lvsmon), whether a process lives (alive). A folder's conftest.py imports the fixtures it
-wants from here."""
+process (lvsmon), whether a process lives (alive), a port nothing listens on (closed_port). A
+folder's conftest.py imports the fixtures it wants from here."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,3 +88,25 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return text.rpartition(")")[2].split()[0] != "Z"
+
+
+def closed_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on (bound, never listened, so nobody else can take it meanwhile)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    _HELD.append(sock)
+    port: int = sock.getsockname()[1]
+    return port
+
+
+_HELD: list[socket.socket] = []
+
+
+@pytest.fixture(autouse=True)
+def release_held_sockets() -> Iterator[None]:
+    """closed_port's sockets, closed after each test of a folder whose conftest imports this
+    (tests/checks)."""
+    yield None
+    while _HELD:
+        _HELD.pop().close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -12,6 +11,8 @@ from dataclasses import dataclass, field
 import pytest
 import trustme
 from aiohttp import web
+
+from tests.helpers import release_held_sockets  # noqa: F401  (an autouse fixture, found by name)
 
 SERVER_NAME = "www.example.test"
 
@@ -170,23 +171,3 @@ async def raw_server(reply: bytes | None, host: str = "127.0.0.1") -> AsyncItera
             writer.close()
         server.close()
         await server.wait_closed()
-
-
-def closed_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on (bound, never listened, so nobody else can take it meanwhile)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.bind((host, 0))
-    _HELD.append(sock)
-    port: int = sock.getsockname()[1]
-    return port
-
-
-_HELD: list[socket.socket] = []
-
-
-@pytest.fixture(autouse=True)
-def _release_held_sockets() -> object:
-    yield None
-    while _HELD:
-        _HELD.pop().close()

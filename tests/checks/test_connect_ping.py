@@ -9,7 +9,7 @@ import pytest
 
 from lvsmon.checks import CheckSpec, run_check
 from lvsmon.checks.ping import checksum, echo_request, parse_echo_reply
-from tests.checks.conftest import closed_port
+from tests.helpers import closed_port
 
 
 @pytest.fixture(params=["127.0.0.1", "::1"])

@@ -19,7 +19,7 @@ from lvsmon.checks.dialogue import MAX_LINE, Dialogue, LineBuffer, LineTooLong, 
 from lvsmon.checks.prober import ProbePlan, prober_for
 from lvsmon.checks.step import Step
 from lvsmon.checks.stream import converse
-from tests.checks.conftest import closed_port
+from tests.helpers import closed_port
 
 
 class PingPong(Dialogue):

@@ -13,7 +13,7 @@ import pytest
 
 from lvsmon.checks import CheckSpec, run_check
 from lvsmon.checks import ftp as ftp_check
-from tests.checks.conftest import closed_port
+from tests.helpers import closed_port
 from tests.servers.base import Server, SilentPeer
 from tests.servers.proftpd import PASSWORD, USER, running_proftpd
 

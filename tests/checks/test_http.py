@@ -8,7 +8,8 @@ import pytest
 
 from lvsmon.checks import CheckSpec, run_check
 from lvsmon.checks.http_request import build_target
-from tests.checks.conftest import SERVER_NAME, HttpServer, closed_port, raw_server
+from tests.checks.conftest import SERVER_NAME, HttpServer, raw_server
+from tests.helpers import closed_port
 
 
 def spec(server: HttpServer | None = None, **kw: Any) -> CheckSpec:

@@ -11,7 +11,7 @@ import pytest
 
 from lvsmon.checks import CheckSpec, run_check
 from lvsmon.checks import ldap as ldap_check
-from tests.checks.conftest import closed_port
+from tests.helpers import closed_port
 from tests.servers.base import Server, SilentPeer
 from tests.servers.slapd import PASSWORD, PEOPLE, SUFFIX, USER_DN, running_slapd
 

@@ -14,7 +14,7 @@ from lvsmon.checks.dialogue import MAX_LINE
 from lvsmon.checks.nntp import NntpDialogue
 from lvsmon.checks.prober import prober_for
 from lvsmon.checks.registry import plan_probe
-from tests.checks.conftest import closed_port
+from tests.helpers import closed_port
 from tests.servers.base import ScriptedPeer, SilentPeer
 from tests.servers.inn2 import InnServer, running_innd
 

@@ -22,7 +22,8 @@ from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.checks.registry import SERVICES, is_implemented, probe_plan, run_check
 from lvsmon.config import ConfigError, parse_config
 from lvsmon.config.support import unsupported
-from tests.checks.conftest import closed_port, raw_server
+from tests.checks.conftest import raw_server
+from tests.helpers import closed_port
 from tests.servers.base import SilentPeer
 
 DEADLINE = 1.0

@@ -18,7 +18,8 @@ import pytest
 
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.checks.registry import probe_plan, run_check
-from tests.checks.conftest import closed_port, raw_server
+from tests.checks.conftest import raw_server
+from tests.helpers import closed_port
 from tests.servers.base import Server, SilentPeer
 from tests.servers.postgresql import DATABASE, PASSWORD, QUERY, USER, running_postgresql
 

@@ -16,7 +16,7 @@ from lvsmon.checks.dialogue import MAX_LINE
 from lvsmon.checks.prober import prober_for
 from lvsmon.checks.registry import plan_probe
 from lvsmon.checks.sip import SipDialogue, default_login, options_request
-from tests.checks.conftest import closed_port
+from tests.helpers import closed_port
 from tests.servers.base import Server, SilentPeer, free_ports
 from tests.servers.kamailio import running_kamailio
 

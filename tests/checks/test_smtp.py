@@ -13,7 +13,7 @@ import pytest
 
 from lvsmon.checks import CheckSpec, run_check
 from lvsmon.checks.registry import plan_probe
-from tests.checks.conftest import closed_port
+from tests.helpers import closed_port
 from tests.servers.base import ScriptedPeer, Server, SilentPeer
 from tests.servers.postfix import HOSTNAME, running_postfix
 
