@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from lvsmon import __version__
+from lvsmon.api.metricdefs import FAMILIES
 from lvsmon.engine.checkstats import DURATION_BUCKETS, REASON_CLASSES, CheckCounts
 from lvsmon.engine.plan import RealRef
 from lvsmon.ipvs.model import Service, ServiceKey, Table
@@ -60,137 +61,6 @@ PREBUILD_LEAD_S = 0.3  # a build for the expected scrape begins this long before
 PREBUILD_LEAD_BUILDS = 2  # ...this many times the longest of the last builds, the longer
 BEAT_SCRAPES = 4  # scrapes whose gaps must agree (within BEAT_SPREAD) before one is expected
 BEAT_SPREAD = 0.25
-
-# every family: (type, help). docs/operations.md lists them; a test holds the two together
-FAMILIES: dict[str, tuple[str, str]] = {
-    # per real: labels virtual, real
-    "lvsmon_real_up": (
-        "gauge",
-        "1 while the real's checks say it is up (maintenance, drain aside).",
-    ),
-    "lvsmon_real_weight": (
-        "gauge",
-        "The real's weight in the kernel table; no sample while it is not in the table.",
-    ),
-    "lvsmon_real_maintenance": ("gauge", "1 while the real is in maintenance (forced down)."),
-    "lvsmon_real_drained": (
-        "gauge",
-        "1 while the real is drained (lvsmon drain): weight 0, its connections go on.",
-    ),
-    "lvsmon_real_transitions_total": (
-        "counter",
-        "Times the real's checks took it down (direction=down) or brought it back (up).",
-    ),
-    "lvsmon_real_check_failures_total": (
-        "counter",
-        "Failed checks of the real's check job by reason class ("
-        + ", ".join(REASON_CLASSES)
-        + "); a class appears at its first failure.",
-    ),
-    "lvsmon_check_duration_seconds": (
-        "histogram",
-        "How long the real's checks took, start to result; its _count is the real's checks (of "
-        "its check job: a check shared by several virtuals runs once).",
-    ),
-    # per virtual: label virtual
-    "lvsmon_virtual_reals": ("gauge", "Reals configured in the virtual service."),
-    "lvsmon_virtual_reals_up": (
-        "gauge",
-        "Reals of the virtual service that serve: up, not in maintenance, not drained.",
-    ),
-    "lvsmon_virtual_fallback_active": (
-        "gauge",
-        "1 while the virtual service has a fallback and none of its reals serves.",
-    ),
-    "lvsmon_virtual_depool_limited": (
-        "gauge",
-        "Reals the virtual's depool threshold keeps in service although their checks fail "
-        "(0: not limited).",
-    ),
-    # the daemon
-    "lvsmon_build_info": ("gauge", "lvsmon's version (label version); always 1."),
-    "lvsmon_start_time_seconds": ("gauge", "When the daemon started, Unix time."),
-    "lvsmon_check_jobs": (
-        "gauge",
-        "Distinct checks scheduled (a real in several virtuals with the same check is one).",
-    ),
-    "lvsmon_checks_total": ("counter", "Checks finished."),
-    "lvsmon_check_failures_total": ("counter", "Checks that failed."),
-    "lvsmon_checks_unknown_total": (
-        "counter",
-        "Checks that timed out while the daemon itself was late (event loop lag): neither a "
-        "pass nor a failure.",
-    ),
-    "lvsmon_checks_untrusted_total": (
-        "counter",
-        "Checks that timed out while the daemon was late, counted as failures all the same: "
-        "their check had timed out late for too long (checks cannot be trusted).",
-    ),
-    "lvsmon_event_loop_lag_seconds": (
-        "gauge",
-        "The event loop's largest lag within the last minute: how late a 100 ms timer woke.",
-    ),
-    "lvsmon_event_loop_lost_seconds_total": (
-        "counter",
-        "Time the event loop ran late, in all (a suspend of the host included).",
-    ),
-    "lvsmon_checks_per_second": (
-        "gauge",
-        "Checks finished per second since an earlier scrape (up to a minute back); "
-        "rate(lvsmon_checks_total[1m]) is the Prometheus way.",
-    ),
-    "lvsmon_checks_running": ("gauge", "Checks in flight now."),
-    "lvsmon_check_slots_skipped_total": (
-        "counter",
-        "Check slots skipped because the job's previous check was still running.",
-    ),
-    "lvsmon_check_start_lateness_seconds": (
-        "summary",
-        "How late checks started against their slot; quantiles over the last 20,000 starts.",
-    ),
-    "lvsmon_reconciles_total": ("counter", "Passes bringing the kernel table to the desired one."),
-    "lvsmon_resyncs_total": ("counter", "Periodic reads of the kernel table (resyncinterval)."),
-    "lvsmon_reconcile_ops_total": (
-        "counter",
-        "Kernel table changes lvsmon made, by result (applied, failed).",
-    ),
-    "lvsmon_reconcile_drift_repairs_total": (
-        "counter",
-        "Kernel table changes that repaired a change made behind lvsmon's back.",
-    ),
-    "lvsmon_reconcile_retry_pending": (
-        "gauge",
-        "1 while a failed kernel table change waits for its retry.",
-    ),
-    "lvsmon_config_reloads_total": (
-        "counter",
-        "Configuration reloads (signal, autoreload) by result (ok, rejected).",
-    ),
-    "lvsmon_config_last_reload_success_timestamp_seconds": (
-        "gauge",
-        "When the running configuration was loaded (start or reload), Unix time.",
-    ),
-    "lvsmon_alert_mails_total": (
-        "counter",
-        "Alert mails by result: sent, or dropped (outbox full, or not sent within an hour).",
-    ),
-    "lvsmon_alert_mails_queued": ("gauge", "Alert mails waiting to be sent."),
-    "lvsmon_events_published_total": ("counter", "Events published on the event stream."),
-    "lvsmon_events_dropped_total": (
-        "counter",
-        "Events a slow subscriber (log, alerts, hooks, control server) lost to its full queue.",
-    ),
-    "lvsmon_control_sse_clients": ("gauge", "Clients following /events now."),
-    "lvsmon_control_sse_cut_off_total": (
-        "counter",
-        "Clients of /events cut off for reading too slowly.",
-    ),
-    "lvsmon_metrics_build_seconds": ("gauge", "How long the previous /metrics body took to build."),
-    "lvsmon_metrics_built_timestamp_seconds": (
-        "gauge",
-        "When this /metrics body's build began, Unix time: its values are at least this recent.",
-    ),
-}
 
 
 EXPORTER: web.AppKey[Exporter] = web.AppKey("metrics exporter")

@@ -21,7 +21,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lvsmon.api import metrics
-from lvsmon.api.metrics import CONTENT_TYPE, FAMILIES, escape_label
+from lvsmon.api.metricdefs import FAMILIES
+from lvsmon.api.metrics import CONTENT_TYPE, escape_label
 from lvsmon.checks.base import CheckResult
 from lvsmon.config import load_config
 from lvsmon.config.watch import ConfigWatcher
