@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from lvsmon.alerts import sender
-from tests.checks.conftest import closed_port
-from tests.helpers import Web, lvsmon, wait_for
+from tests.helpers import Web, closed_port, lvsmon, wait_for
 from tests.servers.base import Forwarder, Server, SilentPeer, open_sockets
 from tests.servers.postfix import maildir, running_postfix
 

@@ -22,8 +22,7 @@ from lvsmon.api.metrics import Exporter
 from lvsmon.engine.events import DepoolLimited, Event
 from lvsmon.engine.plan import RealRef
 from lvsmon.engine.status import render_status
-from tests.checks.conftest import closed_port
-from tests.helpers import Web, wait_for
+from tests.helpers import Web, closed_port, wait_for
 from tests.servers.base import free_port
 
 from .conftest import VKEY, Running, start
