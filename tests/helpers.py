@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from lvsmon.cli.demo import serve_http
+
 
 @dataclass
 class Web:
@@ -30,14 +32,7 @@ class Web:
     host: str = "127.0.0.1"
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", self._handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        if not self.port:
-            self.port = int(self.runner.addresses[0][1])
+        self.runner, self.port = await serve_http("/{tail:.*}", self._handle, self.port, self.host)
 
     async def stop(self) -> None:
         if self.runner is not None:

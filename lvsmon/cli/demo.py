@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
@@ -42,6 +42,26 @@ virtual=127.0.0.100:80
 """
 
 
+async def serve_http(
+    path: str,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    port: int = 0,
+    host: str = "127.0.0.1",
+) -> tuple[web.AppRunner, int]:
+    """An HTTP server answering GET `path` on host:port (0: any free port), and the port it got.
+    Its runner's cleanup() stops it; it can start again on the same port (reuse_address)."""
+    app = web.Application()
+    app.router.add_get(path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, port or int(runner.addresses[0][1])
+
+
 class Server:
     """One real server on loopback that can be stopped and started again on the same port."""
 
@@ -52,14 +72,7 @@ class Server:
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/health", self._health)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True)
-        await site.start()
-        if not self.port:
-            self.port = int(self.runner.addresses[0][1])
+        self.runner, self.port = await serve_http("/health", self._health, self.port)
 
     async def stop(self) -> None:
         if self.runner is not None:
