@@ -14,32 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
 
 from aiohttp import web
 
 from lvsmon.api.app import DAEMON, json_response
-from lvsmon.config import Config, ConfigError, Diagnostic, parse_config
-from lvsmon.config.load import read_config_bytes
-from lvsmon.engine.planning import Forced, Running, op_json, plan_reload
+from lvsmon.config.errors import ConfigError
+from lvsmon.config.load import load_new_config
+from lvsmon.engine.planning import Running, plan_json
 from lvsmon.ipvs.errors import BackendError
-
-
-def load_new_config(path: str) -> Config:
-    """The file as a reload would take it: ConfigError for what the reload refuses (an empty
-    file too: `lvsmon reload` and the daemon's SIGHUP refuse it)."""
-    data = read_config_bytes(path)
-    if not data:
-        raise ConfigError([Diagnostic(path, None, "file is empty: a reload refuses it")])
-    return parse_config(data, path)
-
-
-def plan_json(
-    running: Running, new: Config, maintained: Forced, drained: Forced | None = None
-) -> dict[str, Any]:
-    reload = plan_reload(running, new, maintained, drained)
-    ops = [op_json(op, new) for op in reload.ops]
-    return {"config": new.path, "ops": ops, "changes": len(ops)}
 
 
 async def post_plan(request: web.Request) -> web.Response:

@@ -127,10 +127,10 @@ def plan_from_kernel(
     running_path: str, target: str, drain_state: str, backend_name: str, ipvsadm: str | None
 ) -> dict[str, Any]:
     """Without a daemon: as if one ran the config at `running_path` on the kernel's table."""
-    from lvsmon.api.planapi import load_new_config, plan_json
     from lvsmon.config import ConfigError, load_config
+    from lvsmon.config.load import load_new_config
     from lvsmon.engine.plan import build_plan
-    from lvsmon.engine.planning import running_from_kernel
+    from lvsmon.engine.planning import plan_json, running_from_kernel
     from lvsmon.ipvs.errors import BackendError
     from lvsmon.ipvs.factory import make_backend
 

@@ -110,5 +110,14 @@ def load_config(
     )
 
 
+def load_new_config(path: str) -> Config:
+    """The file as a reload would take it: ConfigError for what the reload refuses (an empty
+    file too: `lvsmon reload` and the daemon's SIGHUP refuse it)."""
+    data = read_config_bytes(path)
+    if not data:
+        raise ConfigError([Diagnostic(path, None, "file is empty: a reload refuses it")])
+    return parse_config(data, path)
+
+
 def _sorted(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
     return sorted(diagnostics, key=lambda d: d.line or 0)

@@ -140,3 +140,12 @@ def op_json(op: Op, config: Config) -> dict[str, Any]:
     """One op as `lvsmon plan --json` and POST /plan show it: the KernelOp event's keys, and
     ldirectord's wording as the reload will log it."""
     return {**op_fields(op), "text": describe(op, config, False)}
+
+
+def plan_json(
+    running: Running, new: Config, maintained: Forced, drained: Forced | None = None
+) -> dict[str, Any]:
+    """A reload's plan as `lvsmon plan --json` and POST /plan answer it."""
+    reload = plan_reload(running, new, maintained, drained)
+    ops = [op_json(op, new) for op in reload.ops]
+    return {"config": new.path, "ops": ops, "changes": len(ops)}
