@@ -165,9 +165,7 @@ def layer_of(module: str) -> int:
 
 
 def upward(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
-    return {
-        (a, b) for a, targets in graph.items() for b in targets if layer_of(b) > layer_of(a)
-    }
+    return {(a, b) for a, targets in graph.items() for b in targets if layer_of(b) > layer_of(a)}
 
 
 def test_no_import_cycles() -> None:
