@@ -17,6 +17,7 @@ import ipaddress
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from lvsmon.addr import host_port
 from lvsmon.ipvs.errors import ErrorKind, OpError, OpResult
 from lvsmon.ipvs.model import (
     DestConf,
@@ -68,11 +69,6 @@ class ParseError(ValueError):
 
 
 # ---------------------------------------------------------------- rendering
-
-
-def host_port(address: str, port: int) -> str:
-    host = f"[{address}]" if ":" in address else address
-    return f"{host}:{port}"
 
 
 def service_args(key: ServiceKey) -> list[str]:

@@ -10,6 +10,8 @@ import enum
 import ipaddress
 from dataclasses import dataclass, field
 
+from lvsmon.addr import host_port
+
 
 class Family(enum.StrEnum):
     INET = "inet"
@@ -78,8 +80,7 @@ class ServiceKey:
         if self.fwmark:
             return f"fwm:{self.fwmark}" + ("/inet6" if self.family is Family.INET6 else "")
         assert self.address is not None and self.protocol is not None
-        host = f"[{self.address}]" if self.family is Family.INET6 else self.address
-        return f"{self.protocol}:{host}:{self.port}"
+        return f"{self.protocol}:{host_port(self.address, self.port)}"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -104,8 +105,7 @@ class DestKey:
         return family_of(self.address)
 
     def __str__(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}"
+        return host_port(self.address, self.port)
 
 
 @dataclass(frozen=True, slots=True)
