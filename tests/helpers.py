@@ -1,7 +1,8 @@
 """What the test folders share, in one module (a conftest is not a library): a real HTTP server on
 loopback (Web, and the `webs` fixture of three), polling a condition (wait_for), lvsmon run as a
-process (lvsmon), whether a process lives (alive), a port nothing listens on (closed_port). A
-folder's conftest.py imports the fixtures it wants from here."""
+process (lvsmon) or as ldirectord (install_as_ldirectord), whether a process lives (alive), a
+port nothing listens on (closed_port). A folder's conftest.py imports the fixtures it wants from
+here."""
 
 from __future__ import annotations
 
@@ -73,6 +74,18 @@ def lvsmon(
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+def install_as_ldirectord(bindir: Path) -> Path:
+    """lvsmon installed under the name ldirectord, as pip makes a console script: a Python
+    script of that name (so sys.argv[0] says ldirectord; `python -m lvsmon` would not)."""
+    bindir.mkdir(exist_ok=True)
+    wrapper = bindir / "ldirectord"
+    wrapper.write_text(
+        f"#!{sys.executable}\nimport sys\nfrom lvsmon.cli.dispatch import main\nsys.exit(main())\n"
+    )
+    wrapper.chmod(0o755)
+    return wrapper
 
 
 def alive(pid: int) -> bool:

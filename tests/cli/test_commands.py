@@ -12,19 +12,7 @@ import sys
 from pathlib import Path
 
 from lvsmon.daemon import pidfile
-from tests.helpers import Web, alive, lvsmon, wait_for
-
-
-def install_as_ldirectord(bindir: Path) -> Path:
-    """lvsmon installed under the name ldirectord, as pip makes a console script: a Python
-    script of that name (so sys.argv[0] says ldirectord; `python -m lvsmon` would not)."""
-    bindir.mkdir(exist_ok=True)
-    wrapper = bindir / "ldirectord"
-    wrapper.write_text(
-        f"#!{sys.executable}\nimport sys\nfrom lvsmon.cli.dispatch import main\nsys.exit(main())\n"
-    )
-    wrapper.chmod(0o755)
-    return wrapper
+from tests.helpers import Web, alive, install_as_ldirectord, lvsmon, wait_for
 
 
 def write_cf(path: Path, webs: list[Web], log: Path, extra: str = "") -> None:

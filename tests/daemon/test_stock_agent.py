@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from lvsmon.daemon import pidfile
-from tests.helpers import alive, wait_for
+from tests.helpers import alive, install_as_ldirectord, wait_for
 
-from .test_commands import install_as_ldirectord
 from .test_pidfile import cf_on
 
 AGENT = Path("/usr/lib/ocf/resource.d/heartbeat/ldirectord")
