@@ -28,6 +28,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from lvsmon.addr import host_port
 from lvsmon.atomicfile import write_atomic
 from lvsmon.config.model import Config
 from lvsmon.config.resolve import SystemResolver
@@ -42,7 +43,7 @@ SUFFIX = ".drain"
 
 def real_label(address: str, port: int) -> str:
     """A real as maintenancedir names it: `10.0.0.5:80`, `[2001:db8::5]:80`."""
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    return host_port(address, port)
 
 
 def virtual_label(key: ServiceKey) -> str:

@@ -12,6 +12,7 @@ import re
 import socket
 from collections.abc import Iterable
 
+from lvsmon.addr import bracketed
 from lvsmon.config.resolve import files_only, hosts_file_name
 from lvsmon.engine.plan import RealRef
 
@@ -29,7 +30,7 @@ def reverse_name(address: str) -> str | None:
 
 
 def candidate_names(ref: RealRef, fqdn: str | None) -> list[str]:
-    ip = f"[{ref.address}]" if ":" in ref.address else ref.address
+    ip = bracketed(ref.address)
     names = [f"{ip}:{ref.port}", ip]
     if fqdn:
         names += [f"{fqdn}:{ref.port}", fqdn]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from lvsmon.addr import host_port
 from lvsmon.checks.base import CheckSpec
 from lvsmon.config.model import CheckType, Config, Real, Service, Virtual, VirtualProtocol
 from lvsmon.engine.health import LDIRECTORD, Damping, HealthRules
@@ -24,8 +25,7 @@ class RealRef:
     port: int
 
     def __str__(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port} ({self.service})"
+        return f"{host_port(self.address, self.port)} ({self.service})"
 
     @property
     def dest(self) -> DestKey:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lvsmon.addr import host_port
 from lvsmon.config.model import Config, Virtual
 from lvsmon.ipvs.model import DestKey, Forward, ServiceKey, kernel_dest_port
 from lvsmon.ipvs.ops import (
@@ -19,8 +20,7 @@ def virtual_label(key: ServiceKey) -> str:
     """ldirectord's `vip:port` (or the fwmark) as it appears in parentheses in its messages."""
     if key.is_fwmark:
         return str(key.fwmark)
-    host = f"[{key.address}]" if ":" in (key.address or "") else key.address
-    return f"{host}:{key.port}"
+    return host_port(str(key.address), key.port)
 
 
 def fallback_dest(v: Virtual) -> DestKey | None:
