@@ -16,6 +16,7 @@ import time
 from collections import deque
 from typing import Any
 
+from lvsmon.addr import host_port
 from lvsmon.engine.events import CheckDone, Event
 from lvsmon.engine.plan import RealRef
 from lvsmon.engine.planning import op_fields
@@ -30,8 +31,7 @@ CLIENT_QUEUE = 4096  # events a client may lag behind before it is cut off
 
 def _plain(value: Any) -> Any:
     if isinstance(value, RealRef):
-        host = f"[{value.address}]" if ":" in value.address else value.address
-        return {"virtual": str(value.service), "real": f"{host}:{value.port}"}
+        return {"virtual": str(value.service), "real": host_port(value.address, value.port)}
     if isinstance(value, OPS):
         return op_fields(value)
     if isinstance(value, ServiceKey | DestKey):

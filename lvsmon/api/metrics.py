@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from lvsmon import __version__
+from lvsmon.addr import host_port
 from lvsmon.api.metricdefs import FAMILIES
 from lvsmon.engine.checkstats import DURATION_BUCKETS, REASON_CLASSES, CheckCounts
 from lvsmon.engine.plan import RealRef
@@ -139,8 +140,7 @@ def number(value: float) -> str:
 
 def real_label(ref: RealRef) -> str:
     """The real as events and /status name it: address:port, an IPv6 address in brackets."""
-    host = f"[{ref.address}]" if ":" in ref.address else ref.address
-    return f"{host}:{ref.port}"
+    return host_port(ref.address, ref.port)
 
 
 def _le(bound: float) -> str:
