@@ -50,6 +50,8 @@ from typing import Literal
 
 import aiosmtplib
 
+from lvsmon.addr import host_port
+
 log = logging.getLogger("lvsmon")
 
 DEFAULT_SENDMAIL = "/usr/sbin/sendmail"
@@ -126,8 +128,7 @@ async def deliver(
 def _where(settings: SmtpSettings) -> str:
     if settings.host is None:
         return settings.sendmail
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"smtp {host}:{settings.port}"
+    return f"smtp {host_port(settings.host, settings.port)}"
 
 
 def _reason(exc: BaseException) -> str:

@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 
+from lvsmon.addr import host_port
 from lvsmon.config.model import Config, Virtual
 from lvsmon.engine.events import CheckDone, ConfigFileChanged, Event, FallbackChanged
 
@@ -51,11 +52,7 @@ async def run_command(argv: Sequence[str], timeout: float = HOOK_TIMEOUT_S) -> i
 def fallback_argv(v: Virtual, command: str, state: str) -> list[str]:
     """`<command> start|stop <vip>:<vport> <protocol>`; for fwmark virtuals the mark stands in for
     the address (ldirectord passed `:0`)."""
-    if v.fwmark:
-        where = f"{v.fwmark}:0"
-    else:
-        host = f"[{v.address}]" if ":" in (v.address or "") else v.address
-        where = f"{host}:{v.port}"
+    where = f"{v.fwmark}:0" if v.fwmark else host_port(str(v.address), v.port)
     return [*shlex.split(command), state, where, str(v.protocol)]
 
 
