@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import cast
 
+from lvsmon.addr import host_port
 from lvsmon.config.raw import Setting
 from lvsmon.config.syntax import SmtpSpec
 
@@ -65,11 +66,7 @@ def smtp_warnings(
                         relay.line,
                         f"smtptls=tls (line {tls.line}) speaks TLS from the first byte, which "
                         f"relays offer on port {IMPLICIT_TLS_PORT}, not 25: write "
-                        f"smtp={_bracketed(spec.host)}:{IMPLICIT_TLS_PORT}",
+                        f"smtp={host_port(spec.host, IMPLICIT_TLS_PORT)}",
                     )
                 )
     return out
-
-
-def _bracketed(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

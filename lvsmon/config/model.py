@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Literal
 
+from lvsmon.addr import host_port
 from lvsmon.config.errors import Diagnostic
 from lvsmon.ipvs.model import Family, Forward, ServiceConf, ServiceKey
 from lvsmon.ipvs.sync import SyncDaemon
@@ -246,8 +247,7 @@ class Virtual:
         """ldirectord's id for the virtual (``tcp:192.0.2.1:80``, ``fwm:7``, ``fwm6:7``)."""
         if self.protocol is VirtualProtocol.FWM:
             return ("fwm6:" if self.family is Family.INET6 else "fwm:") + str(self.fwmark)
-        host = f"[{self.address}]" if self.family is Family.INET6 else str(self.address)
-        return f"{self.protocol}:{host}:{self.port}"
+        return f"{self.protocol}:{host_port(str(self.address), self.port)}"
 
     def check_port(self, real: Real) -> int:
         """The port a check of ``real`` connects to: checkport, else the real's port, else the
