@@ -22,6 +22,7 @@ import os
 import signal
 from typing import Final
 
+from lvsmon.addr import bracketed
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec
 from lvsmon.checks.step import Step
 
@@ -33,7 +34,7 @@ _DRAIN_GRACE_S: Final = 0.5
 
 
 def _bracket(address: str) -> str:
-    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+    return address if address.startswith("[") else bracketed(address)
 
 
 def external_args(spec: CheckSpec) -> list[str]:

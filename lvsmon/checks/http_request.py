@@ -19,6 +19,7 @@ import socket
 from typing import Final
 from urllib.parse import quote, urlsplit
 
+from lvsmon.addr import bracketed
 from lvsmon.checks.base import (
     RECEIVE_TIMEOUT,
     CheckFailed,
@@ -33,7 +34,7 @@ _DEFAULT_PORT: Final = {"http": 80, "https": 443}
 
 
 def _authority(host: str, port: int, scheme: str) -> str:
-    literal = f"[{host}]" if ":" in host else host
+    literal = bracketed(host)
     return literal if _DEFAULT_PORT.get(scheme) == port else f"{literal}:{port}"
 
 

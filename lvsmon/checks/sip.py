@@ -26,6 +26,7 @@ import random
 import socket
 from typing import Final
 
+from lvsmon.addr import bracketed
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec
 from lvsmon.checks.dialogue import Dialogue, LineBuffer, LineTooLong, Outcome, shown
 from lvsmon.checks.drive import drive, family_of, plain_plan
@@ -58,7 +59,7 @@ def options_request(login: str, transport: str, local: str) -> bytes:
     `local`."""
     if not login or any(c <= " " or c in "<>\x7f" for c in login):
         raise CheckFailed(f"sip: login {login!r} cannot be the user@host of a SIP URI")
-    via_host = f"[{local}]" if ":" in local else local
+    via_host = bracketed(local)
     branch, tag, call_id = (f"{random.getrandbits(64):016x}" for _ in range(3))
     return (
         f"OPTIONS sip:{login} SIP/2.0\r\n"
