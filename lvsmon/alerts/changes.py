@@ -1,9 +1,9 @@
 """What an alert is about: one real (or fallback) server whose place in the kernel changed.
 
 `change_of` turns the reconciler's `KernelOp` events into `Change`s. The kind comes from the op
-itself (a delete or a weight of 0 takes a real out of service; a positive weight puts it back),
-never from parsing the text; the text is only used as the subject, because it already is
-ldirectord's wording (lvsmon/engine/wording.py) and existing mail filters match on it.
+itself (a delete or a weight of 0 takes a real out of service; a positive weight puts it back)
+and the event's `fallback` fact, never from parsing text; the subject is ldirectord's wording
+of the op (lvsmon/engine/wording.py), on which existing mail filters match.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lvsmon.engine.events import DepoolLimited, KernelOp
-from lvsmon.engine.wording import virtual_label
+from lvsmon.engine.wording import kernel_op_text, virtual_label
 from lvsmon.ipvs.model import ServiceKey
 from lvsmon.ipvs.ops import AddDest, DeleteDest, EditDest
 
@@ -52,14 +52,13 @@ def change_of(event: KernelOp, at: float) -> Change | None:
         return None
     if not isinstance(op, AddDest | EditDest | DeleteDest):
         return None
-    subject = event.text
+    subject = kernel_op_text(event)
     # ldirectord logs "Readd Quiescent ..." but mails "Quiescent ..." (ld_emailalert_send at
     # L4059): the mail keeps the mail's wording so filters written for ldirectord still match.
     if subject.startswith("Readd Quiescent "):
         subject = subject.removeprefix("Readd ")
-    # wording.describe names the fallback server "fallback server"; that is the only thing the
-    # op alone cannot tell (it needs the config), so the text decides it.
-    if " fallback server: " in subject:
+    # the one thing the op alone cannot tell (it needs the config): the reconciler says it
+    if event.fallback:
         return Change("fallback", subject, op.service, "", at)
     down = isinstance(op, DeleteDest) or op.conf.weight == 0
     return Change("down" if down else "up", subject, op.service, str(op.dest), at)

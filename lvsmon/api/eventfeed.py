@@ -17,13 +17,11 @@ from collections import deque
 from typing import Any
 
 from lvsmon.addr import host_port
-from lvsmon.engine.events import CheckDone, Event
+from lvsmon.engine.events import CheckDone, Event, KernelOp
 from lvsmon.engine.plan import RealRef
 from lvsmon.engine.planning import op_fields
+from lvsmon.engine.wording import kernel_op_text
 from lvsmon.ipvs.model import DestKey, ServiceKey
-from lvsmon.ipvs.ops import AddDest, AddService, DeleteDest, DeleteService, EditDest, EditService
-
-OPS = (AddService, EditService, DeleteService, AddDest, EditDest, DeleteDest)
 
 REPLAY = 500  # events replayed to a client that connects
 CLIENT_QUEUE = 4096  # events a client may lag behind before it is cut off
@@ -32,8 +30,6 @@ CLIENT_QUEUE = 4096  # events a client may lag behind before it is cut off
 def _plain(value: Any) -> Any:
     if isinstance(value, RealRef):
         return {"virtual": str(value.service), "real": host_port(value.address, value.port)}
-    if isinstance(value, OPS):
-        return op_fields(value)
     if isinstance(value, ServiceKey | DestKey):
         return str(value)
     if isinstance(value, frozenset | set):
@@ -47,9 +43,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _kernel_op(event: KernelOp) -> dict[str, Any]:
+    """A kernel op as /events has always shown it: the op (as `ipvsadm` would be told it, and
+    the keys to filter on), ldirectord's words for it, its error, and whether it repaired drift
+    (its wording facts, fallback and stopping, are in the words)."""
+    return {
+        "op": op_fields(event.op),
+        "text": kernel_op_text(event),
+        "error": event.error,
+        "drift": event.drift,
+    }
+
+
 def event_json(event: Event, seq: int, at: float) -> dict[str, Any]:
     """One event as a JSON object: its type, a sequence number, when lvsmon saw it, its fields."""
-    body = _plain(event)
+    body = _kernel_op(event) if isinstance(event, KernelOp) else _plain(event)
     assert isinstance(body, dict)
     body.pop("at", None)
     return {"type": type(event).__name__, "seq": seq, "at": round(at, 3), **body}

@@ -43,13 +43,12 @@ from lvsmon.engine.events import (
 from lvsmon.engine.health import RealHealth, Transition
 from lvsmon.engine.plan import CheckJob, Plan, RealRef, build_plan
 from lvsmon.engine.planning import apply_modes, carried_health
-from lvsmon.engine.reconciler import DEFAULT_RESYNC_S, Reconciler
+from lvsmon.engine.reconciler import DEFAULT_RESYNC_S, Desired, Reconciler
 from lvsmon.engine.runner import CheckRunner, RunCheck
 from lvsmon.engine.status import RealStatus, Stats, StatsStatus, Status, VirtualStatus
-from lvsmon.engine.wording import describe
+from lvsmon.engine.wording import fallbacks_of
 from lvsmon.ipvs.backend import IpvsBackend
 from lvsmon.ipvs.model import Service, ServiceKey, Table
-from lvsmon.ipvs.ops import Op
 
 # status(): a virtual's entry and what it was made of (health by place, kernel entry, the
 # maintained, drained and kept sets)
@@ -107,10 +106,10 @@ class Engine:
         )
         self.runner.on_first_done = self._first_round_over
         self.runner.on_unknown = self._unknown
+        # the reconciler asks the engine what it wants (desired_for), nothing else
         self.reconciler = Reconciler(
             backend,
-            self._desired_for,
-            self._describe,
+            self,
             self.events,
             self.stats,
             batch_s=reconcile_batch_s,
@@ -163,12 +162,16 @@ class Engine:
         return self.runner.first_done.is_set()
 
     def desired(self) -> Table:
-        return self._desired_for(self.actual or {})
+        return self.desired_for(self.actual or {}).table
 
-    def _desired_for(self, actual: Table) -> Table:
-        return desired_table(
-            self.config, self.health, self._maintained, actual, self._layout_now(), self._drained
+    def desired_for(self, actual: Table) -> Desired:
+        """The reconciler's question (DesiredSource): the table for config, health,
+        maintenance and drains, and each virtual's fallback destination."""
+        config = self.config
+        table = desired_table(
+            config, self.health, self._maintained, actual, self._layout_now(), self._drained
         )
+        return Desired(table, fallbacks_of(config))
 
     def _layout_now(self) -> tuple[VirtualLayout, ...]:
         if self._layout_for is not self.config:
@@ -178,9 +181,6 @@ class Engine:
     def layout(self) -> tuple[VirtualLayout, ...]:
         """Each virtual's key and its reals' kernel keys, parsed once per config (/metrics)."""
         return self._layout_now()
-
-    def _describe(self, op: Op, stopping: bool) -> str:
-        return describe(op, self.config, stopping)
 
     # ---- life cycle -------------------------------------------------------------------------
 

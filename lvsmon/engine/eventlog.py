@@ -17,6 +17,7 @@ from lvsmon.engine.events import (
     SoftReset,
     SyncDaemonOp,
 )
+from lvsmon.engine.wording import kernel_op_text
 
 log = logging.getLogger("lvsmon")
 
@@ -35,10 +36,11 @@ LOGGED = (
 
 def log_event(event: Event) -> None:
     if isinstance(event, KernelOp):
+        text = kernel_op_text(event)
         if event.error is None:
-            log.info("Repaired drift: %s" if event.drift else "%s", event.text)
+            log.info("Repaired drift: %s" if event.drift else "%s", text)
         else:
-            log.error("failed: %s: %s", event.text, event.error)
+            log.error("failed: %s: %s", text, event.error)
     elif isinstance(event, RealChanged):
         log.info("Real server %s is %s: %s", event.ref, "up" if event.up else "down", event.reason)
     elif isinstance(event, SoftFailure):

@@ -79,12 +79,15 @@ class CheckDone:
 
 @dataclass(frozen=True, slots=True)
 class KernelOp:
-    """One op the reconciler sent to the backend; `error` is None when it was applied."""
+    """One op the reconciler sent to the backend; `error` is None when it was applied. With
+    the facts its wording needs: subscribers word it (wording.kernel_op_text: ldirectord's
+    "Quiescent real server: ...")."""
 
     op: Op
-    text: str  # ldirectord's wording ("Quiescent real server: ...")
     error: str | None = None
     drift: bool = False  # it repairs a change made behind lvsmon's back (drift repaired)
+    fallback: bool = False  # its destination is the virtual's fallback server
+    stopping: bool = False  # a purge as the daemon stops (cleanstop)
 
 
 @dataclass(frozen=True, slots=True)

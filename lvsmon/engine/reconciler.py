@@ -8,6 +8,10 @@
   succeeds; the reconciler never gives up and never stops on an error.
 - A removed virtual stays owned until its delete succeeded, so a failed delete is retried too.
   Services lvsmon never owned are never touched.
+
+It asks one question upward, once per pass: what is wanted for the table as it is (a
+`DesiredSource`, the engine). What it did goes out as events (`KernelOp`: the op and the facts
+its wording needs; subscribers word it).
 """
 
 from __future__ import annotations
@@ -15,16 +19,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 from lvsmon.engine.events import EventBus, KernelOp, WeightChanged
 from lvsmon.engine.status import Stats
-from lvsmon.engine.wording import virtual_label
+from lvsmon.engine.wording import is_fallback, virtual_label
 from lvsmon.ipvs.apply import apply_ops
 from lvsmon.ipvs.backend import IpvsBackend
 from lvsmon.ipvs.diff import diff, service_order
 from lvsmon.ipvs.errors import BackendError
-from lvsmon.ipvs.model import ServiceKey, Table
+from lvsmon.ipvs.model import DestKey, ServiceKey, Table
 from lvsmon.ipvs.ops import AddDest, DeleteDest, DeleteService, EditDest, Op
 
 log = logging.getLogger("lvsmon")
@@ -34,16 +40,31 @@ RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
 FULL_EVERY = 12  # every this many resyncs, the desired table is recomputed even if nothing moved
 
-Desired = Callable[[Table], Table]  # the actual table -> the table lvsmon wants
-Describe = Callable[[Op, bool], str]  # (op, stopping) -> ldirectord's wording
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    """What one pass writes toward."""
+
+    table: Table  # the table lvsmon wants
+    # each virtual's fallback destination (None: it has none): the events say which op moved it
+    fallbacks: Mapping[ServiceKey, DestKey | None]
+
+
+class DesiredSource(Protocol):
+    def desired_for(self, actual: Table) -> Desired:
+        """What is wanted, given the table as it is (`actual`: the quiesced reals an operator
+        deleted stay deleted without readdquiescent)."""
+        ...
+
+
+NOTHING = Desired({}, {})  # what a purge at stop is written toward: no fallback to name
 
 
 class Reconciler:
     def __init__(
         self,
         backend: IpvsBackend,
-        desired: Desired,
-        describe: Describe,
+        source: DesiredSource,
         events: EventBus,
         stats: Stats,
         *,
@@ -52,8 +73,7 @@ class Reconciler:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backend = backend
-        self._desired = desired
-        self._describe = describe
+        self.source = source
         self._events = events
         self.stats = stats
         self.batch_s = batch_s
@@ -124,9 +144,10 @@ class Reconciler:
                     return False
                 dumped = True
             assert self.actual is not None
-            ops = diff(self._desired(self.actual), self.actual, self.managed)
+            desired = self.source.desired_for(self.actual)
+            ops = diff(desired.table, self.actual, self.managed)
             drifted = self._drifted(cached, self.actual, ops) if dumped else set()
-            ok = await self._apply(ops, drifted=drifted) if ops else True
+            ok = await self._apply(ops, desired, drifted=drifted) if ops else True
             self._settle(ok)
             return ok
 
@@ -153,9 +174,10 @@ class Reconciler:
             ):
                 self._settle(True)
                 return True
-            ops = diff(self._desired(fresh), fresh, self.managed)
+            desired = self.source.desired_for(fresh)
+            ops = diff(desired.table, fresh, self.managed)
             drifted = self._drifted(cached, fresh, ops)
-            ok = await self._apply(ops, drifted=drifted) if ops else True
+            ok = await self._apply(ops, desired, drifted=drifted) if ops else True
             self._settle(ok)
             return ok
 
@@ -204,6 +226,7 @@ class Reconciler:
     async def _apply(
         self,
         ops: Sequence[Op],
+        desired: Desired,
         *,
         stopping: bool = False,
         drifted: Collection[ServiceKey] = (),
@@ -217,19 +240,21 @@ class Reconciler:
             self.actual = None  # what it applied is unknown: dump, compare with nothing
             return False
         ok = len(results) == len(ops)
+        fallbacks = desired.fallbacks
         for res in results:
-            text = self._describe(res.op, stopping)
-            drift = res.op.service in drifted
-            if res.error is None:
+            op = res.op
+            drift = op.service in drifted
+            error = None if res.error is None else res.error.message
+            fallback = is_fallback(op, fallbacks)
+            self._events.publish(KernelOp(op, error, drift, fallback=fallback, stopping=stopping))
+            if error is None:
                 self.stats.ops_applied += 1
                 if drift:
                     self.stats.drift_repairs += 1
-                self._events.publish(KernelOp(res.op, text, None, drift))
-                self._publish_weight(before, res.op)
+                self._publish_weight(before, op)
             else:
                 ok = False
                 self.stats.ops_failed += 1
-                self._events.publish(KernelOp(res.op, text, res.error.message, drift))
         # what lvsmon now believes the kernel holds: what succeeded. After a failure the next
         # pass dumps first, and a dump unlike this belief is drift (`ipvsadm -C` made the op fail)
         done = [res.op for res in results if res.error is None]
@@ -259,7 +284,7 @@ class Reconciler:
             ops: list[Op] = [
                 DeleteService(k) for k in sorted(wanted, key=service_order) if k in self.actual
             ]
-            return await self._apply(ops, stopping=True) if ops else True
+            return await self._apply(ops, NOTHING, stopping=True) if ops else True
 
 
 def _difference(cached: Table, actual: Table, key: ServiceKey) -> str:

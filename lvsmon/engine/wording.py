@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from lvsmon.addr import host_port
 from lvsmon.config.model import Config, Virtual
+from lvsmon.engine.events import KernelOp
 from lvsmon.ipvs.model import DestKey, Forward, ServiceKey, kernel_dest_port
 from lvsmon.ipvs.ops import (
     AddDest,
@@ -30,23 +33,42 @@ def fallback_dest(v: Virtual) -> DestKey | None:
     return kernel_dest_port(v.key, DestKey(fb.address, fb.port), fb.forward)
 
 
-# The last config's virtuals by key. Built once per config, not per op: a start-up at 10,000 reals
-# applies 10,000 ops, and rebuilding the map (each key parses an address) made that quadratic.
-_by_key: tuple[Config, dict[ServiceKey, Virtual]] | None = None
+# The last config's fallback destinations by virtual. Built once per config, not per op: a
+# start-up at 10,000 reals applies 10,000 ops, and rebuilding the map (each key parses an
+# address) made that quadratic.
+_by_key: tuple[Config, dict[ServiceKey, DestKey | None]] | None = None
 
 
-def _virtuals_by_key(config: Config) -> dict[ServiceKey, Virtual]:
+def fallbacks_of(config: Config) -> dict[ServiceKey, DestKey | None]:
+    """Each virtual's fallback destination as the kernel stores it (None: it has none)."""
     global _by_key
     # read once: `lvsmon plan` describes another config's ops in a thread, and the global may
     # change under this function between its test and its return
     cached = _by_key
     if cached is None or cached[0] is not config:
-        cached = _by_key = (config, {v.key: v for v in config.virtuals})
+        cached = _by_key = (config, {v.key: fallback_dest(v) for v in config.virtuals})
     return cached[1]
 
 
+def is_fallback(op: Op, fallbacks: Mapping[ServiceKey, DestKey | None]) -> bool:
+    """Does `op` move its virtual's fallback server (`fallbacks`: fallbacks_of(config))?"""
+    dest = getattr(op, "dest", None)
+    return dest is not None and fallbacks.get(op.service) == dest
+
+
 def describe(op: Op, config: Config, stopping: bool = False) -> str:
-    virtuals = _virtuals_by_key(config)
+    """`op` as a reconcile under `config` would log it (`lvsmon plan`'s text)."""
+    return describe_op(op, is_fallback(op, fallbacks_of(config)), stopping)
+
+
+def kernel_op_text(event: KernelOp) -> str:
+    """A kernel op in ldirectord's words: the log line, the mail subject, /events' text."""
+    return describe_op(event.op, event.fallback, event.stopping)
+
+
+def describe_op(op: Op, fallback: bool, stopping: bool) -> str:
+    """`fallback`: the op's destination is the virtual's fallback server; `stopping`: a purge
+    as the daemon stops."""
     if isinstance(op, AddService):
         return f"Added virtual server: {virtual_label(op.service)}"
     if isinstance(op, EditService):
@@ -54,8 +76,7 @@ def describe(op: Op, config: Config, stopping: bool = False) -> str:
     if isinstance(op, DeleteService):
         what = "Purged virtual server (stop)" if stopping else "Deleted virtual server"
         return f"{what}: {virtual_label(op.service)}"
-    v = virtuals.get(op.service)
-    kind = "fallback" if v is not None and fallback_dest(v) == op.dest else "real"
+    kind = "fallback" if fallback else "real"
     where = f"{op.dest} ({virtual_label(op.service)})"
     if isinstance(op, DeleteDest):
         return f"Deleted {kind} server: {where}"

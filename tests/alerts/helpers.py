@@ -1,5 +1,5 @@
 """Configs and changes for the alert tests, made the way the daemon makes them: ldirectord.cf
-text through the real parser, kernel ops worded by the reconciler's own `describe`."""
+text through the real parser, kernel op events with the reconciler's own facts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import textwrap
 from lvsmon.alerts.changes import Change, change_of
 from lvsmon.config import Config, parse_config
 from lvsmon.engine.events import KernelOp
-from lvsmon.engine.wording import describe
+from lvsmon.engine.wording import fallbacks_of, is_fallback
 from lvsmon.ipvs.model import DestConf, DestKey, Forward, ServiceKey
 from lvsmon.ipvs.ops import AddDest, DeleteDest, EditDest, Op
 
@@ -26,7 +26,8 @@ def dest(rip: str, port: int = 80) -> DestKey:
 
 
 def event(op: Op, config: Config, **kw: object) -> KernelOp:
-    return KernelOp(op, describe(op, config), **kw)  # type: ignore[arg-type]
+    fallback = is_fallback(op, fallbacks_of(config))
+    return KernelOp(op, fallback=fallback, **kw)  # type: ignore[arg-type]
 
 
 def _change(op: Op, config: Config, at: float) -> Change:

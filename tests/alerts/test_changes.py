@@ -4,6 +4,7 @@ subjects; failed ops, service ops and drift repairs are not alerts."""
 from __future__ import annotations
 
 from lvsmon.alerts.changes import Change, change_of, reminder_of
+from lvsmon.engine.wording import kernel_op_text
 from lvsmon.ipvs.model import DestConf, Forward, ServiceConf, ServiceKey
 from lvsmon.ipvs.ops import AddDest, AddService, DeleteDest, DeleteService, EditDest, EditService
 
@@ -50,7 +51,7 @@ def test_deleted_is_down() -> None:
 def test_readd_quiescent_mails_as_quiescent() -> None:
     """ldirectord logs "Readd Quiescent" but its mail says "Quiescent" (L4059)."""
     op = AddDest(S, dest("10.0.0.2"), DestConf(Forward.GATE, 0))
-    assert event(op, CONFIG).text.startswith("Readd Quiescent real server: ")
+    assert kernel_op_text(event(op, CONFIG)).startswith("Readd Quiescent real server: ")
     c = of(op)
     assert c is not None
     assert c.kind == "down"

@@ -209,7 +209,7 @@ def sample(kind: type) -> object:
     }
     if kind is ev.KernelOp:
         return [
-            ev.KernelOp(op, "text", None)
+            ev.KernelOp(op)
             for op in (
                 AddService(key, ServiceConf(sched_flags=frozenset({"flag-1"}))),
                 EditService(key, ServiceConf()),

@@ -128,7 +128,7 @@ async def test_a_crashed_engine_loop_stops_the_daemon_non_zero(
     def broken(_actual: object) -> object:
         raise ZeroDivisionError("a bug")
 
-    daemon.engine.reconciler._desired = broken  # type: ignore[assignment]
+    daemon.engine.desired_for = broken  # type: ignore[assignment]
     daemon.engine.reconciler.mark_dirty()
     code = await asyncio.wait_for(task, 30)
     assert code == 1

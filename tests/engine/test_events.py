@@ -23,6 +23,8 @@ from lvsmon.engine.events import (
     SoftFailure,
     WeightChanged,
 )
+from lvsmon.engine.reconciler import Desired
+from lvsmon.engine.wording import kernel_op_text
 from lvsmon.ipvs.memory import MemoryBackend
 from tests.helpers import wait_for
 
@@ -151,8 +153,8 @@ async def test_health_and_kernel_changes_are_typed_events() -> None:
     soft = next(e for e in events if isinstance(e, SoftFailure))
     assert (soft.ref, soft.failcount, soft.failurecount) == (ref1, 1, 2)
     ops = [e for e in events if isinstance(e, KernelOp)]
-    assert any("Deleted real server: 127.0.0.1:8001" in e.text for e in ops)
-    assert any("Added fallback server" in e.text for e in ops)
+    assert any("Deleted real server: 127.0.0.1:8001" in kernel_op_text(e) for e in ops)
+    assert any("Added fallback server" in kernel_op_text(e) for e in ops)
     weights = [(e.dest.port, e.old, e.new) for e in events if isinstance(e, WeightChanged)]
     assert (8001, 1, None) in weights and (8002, 3, None) in weights and (9000, None, 1) in weights
     fallbacks = [(e.active) for e in events if isinstance(e, FallbackChanged)]
@@ -190,10 +192,10 @@ async def test_a_crashed_loop_is_loud(caplog: pytest.LogCaptureFixture) -> None:
     await engine.start()
     await engine.wait_programmed()
 
-    def broken(_actual: object) -> object:
+    def broken(_actual: object) -> Desired:
         raise ZeroDivisionError("a bug in the desired table")
 
-    engine.reconciler._desired = broken  # type: ignore[assignment]
+    engine.desired_for = broken  # type: ignore[assignment]
     engine.reconciler.mark_dirty()
     await wait_for(lambda: crashes == ["lvsmon-reconcile"])
     assert engine.crashed is not None
