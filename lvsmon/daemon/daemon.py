@@ -216,7 +216,7 @@ class Daemon:
                 outcome = undrain(store, index, targets)
             if self.engine.refresh_drained():
                 self._status_cache = None
-                await self.engine.reconciler.reconcile()
+                await self.engine.reconcile()
                 if self.status_path:  # `lvsmon status` right after `drain` shows it
                     write_status(self.status_path, self.status_json(max_age=0.0))
             return outcome

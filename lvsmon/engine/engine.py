@@ -11,6 +11,7 @@ or Pacemaker restarts it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -117,7 +118,6 @@ class Engine:
             clock=clock,
         )
         self.reconciler.own(managed_services(config))
-        self.reconciler.after.append(self._after_reconcile)
         self._maintained_fn = maintained
         self._maintained: frozenset[RealRef] = frozenset()
         self._drained_fn = drained
@@ -196,12 +196,24 @@ class Engine:
         self.health = adopt_health(self.config, self.reconciler.actual, self._drained)
         self._apply_modes()
         self.refresh_maintenance()
-        await self.reconciler.reconcile()
+        await self.reconcile()
         self.runner.schedule(self.plan)
         self._loops = [
             self._supervised(self.runner.run(), "lvsmon-checks"),
-            self._supervised(self.reconciler.run(), "lvsmon-reconcile"),
+            self._supervised(self._reconcile_loop(), "lvsmon-reconcile"),
         ]
+
+    async def _reconcile_loop(self) -> None:
+        """The reconciler's loop; after each of its passes, the edges it may have moved."""
+        async with contextlib.aclosing(self.reconciler.passes()) as passes:
+            async for _ in passes:
+                self._pool_edges()
+
+    async def reconcile(self) -> bool:
+        """One reconcile now (True: every op succeeded), then the edges it may have moved."""
+        ok = await self.reconciler.reconcile()
+        self._pool_edges()
+        return ok
 
     def _supervised(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -227,7 +239,7 @@ class Engine:
         """Wait until every check has reported once and the table reflects it (callers bound
         this with asyncio.timeout)."""
         await self.runner.first_done.wait()
-        await self.reconciler.reconcile()
+        await self.reconcile()
 
     async def stop(self, *, clean: bool = True) -> None:
         """Stop checking; with `clean`, delete the virtual services whose cleanstop is yes (and
@@ -266,7 +278,7 @@ class Engine:
             self.reconciler.own(managed_services(config))
             self.refresh_maintenance()
             self.refresh_drained()
-        await self.reconciler.reconcile()
+        await self.reconcile()
         self.runner.schedule(self.plan)
 
     # ---- checks -----------------------------------------------------------------------------
@@ -391,7 +403,10 @@ class Engine:
             if not is_up(slot.ref, health, maintained)
         ]
 
-    def _after_reconcile(self) -> None:
+    def _pool_edges(self) -> None:
+        """After each reconcile or resync, whatever its outcome: FallbackChanged when a
+        virtual's "no real is up" state changed, DepoolLimited when its depool threshold started
+        or stopped keeping reals in."""
         self._depool_states()
         # before the first round of checks, "no real is up" only means "none checked yet"
         if not self.first_round_done:

@@ -11,7 +11,8 @@
 
 It asks one question upward, once per pass: what is wanted for the table as it is (a
 `DesiredSource`, the engine). What it did goes out as events (`KernelOp`: the op and the facts
-its wording needs; subscribers word it).
+its wording needs; subscribers word it) and as the outcome of each pass: `passes()` yields after
+every one, and whoever awaits `reconcile()` or iterates `passes()` reads the new state then.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -88,7 +89,6 @@ class Reconciler:
         self._backoff = RETRY_MIN_S
         self.retry_at: float | None = None
         self._resyncs = 0
-        self.after: list[Callable[[], None]] = []  # called after every reconcile
 
     @property
     def managed(self) -> set[ServiceKey]:
@@ -105,9 +105,11 @@ class Reconciler:
 
     # ---- the loop ---------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Runs until cancelled; an exception here is a bug, and the engine's supervisor stops
-        the daemon on it (a half-alive reconciler is worse than a restart)."""
+    async def passes(self) -> AsyncGenerator[bool, None]:
+        """The loop: runs until cancelled, and yields each pass's outcome (True: every op
+        succeeded) when it ends, a reconcile, a retry or a resync. An exception here is a bug,
+        and the engine's supervisor stops the daemon on it (a half-alive reconciler is worse
+        than a restart)."""
         next_resync = self._clock() + self.resync_s
         while True:
             wake_at = next_resync if self.retry_at is None else min(next_resync, self.retry_at)
@@ -124,12 +126,12 @@ class Reconciler:
                 # one batch
                 await asyncio.sleep(self.batch_s)
                 self._dirty.clear()
-                await self.reconcile()
+                yield await self.reconcile()
             elif self.retry_at is not None and self._clock() >= self.retry_at:
-                await self.reconcile()
+                yield await self.reconcile()
             # not an `elif`: a pool that flaps without pause must not starve the resync
             if self._clock() >= next_resync:
-                await self.resync()
+                yield await self.resync()
                 next_resync = self._clock() + self.resync_s
 
     # ---- one pass ---------------------------------------------------------------------------
@@ -220,8 +222,6 @@ class Reconciler:
             self.retry_at = self._clock() + self._backoff
             log.info("retrying the IPVS table in %.1f s", self._backoff)
             self._backoff = min(self._backoff * 2, RETRY_MAX_S)
-        for hook in self.after:
-            hook()
 
     async def _apply(
         self,

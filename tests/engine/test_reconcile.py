@@ -12,8 +12,9 @@ import pytest
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.config import Config
 from lvsmon.engine.engine import Engine
+from lvsmon.engine.reconciler import Desired
 from lvsmon.ipvs.diff import diff
-from lvsmon.ipvs.model import DestConf, DestKey, Forward, Service, ServiceConf, ServiceKey
+from lvsmon.ipvs.model import DestConf, DestKey, Forward, Service, ServiceConf, ServiceKey, Table
 from lvsmon.ipvs.ops import AddService, DeleteService, EditDest
 from tests.helpers import wait_for
 
@@ -190,8 +191,14 @@ async def test_a_pool_that_never_stops_flapping_does_not_starve_the_resync(
     backend, pool = FaultyBackend(), Pool()
     engine = await started(two_virtuals(), backend, pool, running, resync_s=0.3)
     # results land during every pass: the reconciler finds itself dirty again each time
-    engine.reconciler.after.append(engine.reconciler.mark_dirty)
+    desired_for = engine.desired_for
+
+    def dirtying(actual: Table) -> Desired:
+        engine.reconciler.mark_dirty()
+        return desired_for(actual)
+
+    engine.desired_for = dirtying  # type: ignore[method-assign]
     before = engine.stats.resyncs
     await asyncio.sleep(1.5)
-    engine.reconciler.after.remove(engine.reconciler.mark_dirty)
+    engine.desired_for = desired_for  # type: ignore[method-assign]
     assert engine.stats.resyncs >= before + 3
