@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 from lvsmon.checks.base import CheckResult
-from lvsmon.config.model import Config, Virtual
+from lvsmon.config.model import Config
 from lvsmon.engine.checkstats import Transitions
 from lvsmon.engine.desired import (
     VirtualLayout,
@@ -46,21 +46,11 @@ from lvsmon.engine.plan import CheckJob, Plan, RealRef, build_plan
 from lvsmon.engine.planning import apply_modes, carried_health
 from lvsmon.engine.reconciler import DEFAULT_RESYNC_S, Desired, Reconciler
 from lvsmon.engine.runner import CheckRunner, RunCheck
-from lvsmon.engine.status import RealStatus, Stats, StatsStatus, Status, VirtualStatus
+from lvsmon.engine.status import Stats, Status
+from lvsmon.engine.statusview import StatusView, stats_status
 from lvsmon.engine.wording import fallbacks_of
 from lvsmon.ipvs.backend import IpvsBackend
-from lvsmon.ipvs.model import Service, ServiceKey, Table
-
-# status(): a virtual's entry and what it was made of (health by place, kernel entry, the
-# maintained, drained and kept sets)
-_StatusEntry = tuple[
-    tuple[RealHealth | None, ...],
-    Service | None,
-    frozenset[RealRef],
-    frozenset[RealRef],
-    frozenset[RealRef],
-    VirtualStatus,
-]
+from lvsmon.ipvs.model import ServiceKey, Table
 
 log = logging.getLogger("lvsmon")
 
@@ -87,10 +77,7 @@ class Engine:
         self.backend = backend
         self.clock = clock  # also health's time: flap damping's windows and holds
         self.health: dict[RealRef, RealHealth] = {}
-        # status(): per virtual, its reals' places in health and its last entry with what made it
-        self._places: list[tuple[int, ...]] = []
-        self._places_for: tuple[Config, dict[RealRef, RealHealth], int] | None = None
-        self._status_cache: dict[int, _StatusEntry] = {}
+        self.status_view = StatusView()  # status(): the entries it keeps, the places in health
         self.stats = Stats()
         self.transitions = Transitions()  # per (virtual, real), for /metrics
         # without a bus of its own caller (tests, the demo), the engine runs one with the log on it
@@ -440,61 +427,21 @@ class Engine:
     # ---- status -----------------------------------------------------------------------------
 
     def status(self) -> Status:
-        """The state an operator wants to see: every virtual, every real, why, and the figures.
-
-        Written each second: at 10,000 reals building every real's entry anew held the event
-        loop some 20 ms. A virtual whose reals' health (by identity: a change replaces the
-        object), kernel entry, maintenance, drains and kept reals are as last time gives its
-        last entry again, the very object (the daemon's JSON encoder keeps its text by it)."""
-        table = self.actual or {}
-        virtuals: list[VirtualStatus] = []
-        maintained, drained = self._maintained, self._drained
-        healths = list(self.health.values())
-        places = self.health_places()
-        cache = self._status_cache
-        # the layout holds each virtual's key and each real's kernel key, built once per config:
-        # parsing the addresses each second would stall the checks
-        for i, (v, layout) in enumerate(zip(self.config.virtuals, self._layout_now(), strict=True)):
-            service = table.get(layout.key)
-            kept: frozenset[RealRef] = frozenset()
-            if layout.depool is not None:
-                kept = frozenset(kept_by_threshold(layout, self.health, maintained, drained))
-            hs = tuple([healths[p] if p >= 0 else None for p in places[i]])
-            hit = cache.get(i)
-            if (
-                hit is not None
-                and hit[1] is service
-                and hit[0] == hs  # element by element, `is` first: C speed when unchanged
-                and hit[2] == maintained
-                and hit[3] == drained
-                and hit[4] == kept
-            ):
-                virtuals.append(hit[5])
-                continue
-            entry = self._virtual_status(v, layout, service, hs, kept)
-            cache[i] = (hs, service, maintained, drained, kept, entry)
-            virtuals.append(entry)
-        s = self.stats
-        stats: StatsStatus = {
-            "jobs": len(self.plan.jobs),
-            "checks_started": s.checks_started,
-            "checks_done": s.checks_done,
-            "checks_failed": s.checks_failed,
-            "checks_unknown": s.checks_unknown,
-            "checks_untrusted": s.checks_untrusted,
-            "loop_lag_ms": round(self.runner.lag.peak * 1000, 1),
-            "checks_running": self.runner.running,
-            "slots_skipped": self.runner.skipped,
-            "lateness_ms": s.lateness_ms(),
-            "reconciles": s.reconciles,
-            "resyncs": s.resyncs,
-            "ops_applied": s.ops_applied,
-            "ops_failed": s.ops_failed,
-            "drift_repairs": s.drift_repairs,
-            "retry_pending": self.reconciler.retry_at is not None,
-            "events_published": self.events.published,
-            "events_dropped": self.events.dropped,
-        }
+        """The state an operator wants to see: every virtual, every real, why, and the figures
+        (lvsmon/engine/statusview.py: a virtual's entry is kept while nothing of it changed)."""
+        virtuals = self.status_view.virtuals(
+            self.config,
+            self._layout_now(),
+            self.health,
+            self.actual or {},
+            self._maintained,
+            self._drained,
+            self.plan.rules,
+            self.clock,
+        )
+        stats = stats_status(
+            self.stats, len(self.plan.jobs), self.runner, self.reconciler, self.events
+        )
         return {
             "config": self.config.path,
             "backend": self.backend.name,
@@ -503,73 +450,6 @@ class Engine:
         }
 
     def health_places(self) -> list[tuple[int, ...]]:
-        """Per virtual, its reals' places in the order of self.health (-1: none), so that
-        status() and /metrics read health by place, not by hashing a RealRef (some 1 µs in
-        Python). Health keeps its keys and their order until it is replaced as a whole (start,
-        reload)."""
-        health = self.health
-        if (
-            self._places_for is None
-            or self._places_for[0] is not self.config
-            or self._places_for[1] is not health
-            or self._places_for[2] != len(health)
-        ):
-            place = {ref: i for i, ref in enumerate(health)}
-            self._places = [
-                tuple(place.get(slot.ref, -1) for slot in layout.reals)
-                for layout in self._layout_now()
-            ]
-            self._places_for = (self.config, health, len(health))
-            self._status_cache.clear()
-        return self._places
-
-    def _virtual_status(
-        self,
-        v: Virtual,
-        layout: VirtualLayout,
-        service: Service | None,
-        hs: tuple[RealHealth | None, ...],
-        kept: frozenset[RealRef],
-    ) -> VirtualStatus:
-        maintained, drained = self._maintained, self._drained
-        # holds are on the engine's clock; the status shows wall-clock time
-        rules, now, wall = self.plan.rules, self.clock(), time.time()
-        reals: list[RealStatus] = []
-        for slot, h in zip(layout.reals, hs, strict=True):
-            ref = slot.ref
-            dest = service.dests.get(slot.dest) if service else None
-            rising: str | None = None
-            held_until: float | None = None
-            if h is not None and not h.up:  # the bulk, up, pays this one test
-                if h.passcount:
-                    rising = f"{h.passcount}/{rules[ref].risecount}"
-                if h.hold is not None:
-                    held_until = round(h.hold.until - now + wall, 3)
-            reals.append(
-                {
-                    "address": ref.address,
-                    "port": ref.port,
-                    # a RealRef hashes in Python: the empty sets (the usual case) skip it
-                    "state": "maintenance"
-                    if maintained and ref in maintained
-                    else ("up" if h and h.up else "down"),
-                    "drained": bool(drained) and ref in drained,
-                    # down by its checks, in service all the same (depoolthreshold)
-                    "kept_by_threshold": bool(kept) and ref in kept,
-                    "checked": bool(h and h.checked),
-                    "failcount": h.failcount if h else 0,
-                    "reason": h.reason if h else "",
-                    "rising": rising,
-                    "held_until": held_until,
-                    "kernel_weight": None if dest is None else dest.weight,
-                    "weight": slot.conf.weight,
-                }
-            )
-        return {
-            "name": v.name,
-            "key": str(layout.key),
-            "file": v.file,
-            "line": v.line,
-            "depool_limited": bool(kept),
-            "reals": reals,
-        }
+        """Per virtual, its reals' places in the order of self.health (-1: none): /metrics reads
+        health by place, as the status does."""
+        return self.status_view.health_places(self.config, self.health, self._layout_now())

@@ -1,6 +1,7 @@
-"""Engine.status() reuses a virtual's entry while nothing of it changed, and the daemon's
-StatusEncoder reuses its text: both must give exactly what a build from scratch gives, after
-any sequence of health, kernel, maintenance and drain changes."""
+"""Engine.status() (its builder: lvsmon/engine/statusview.py) reuses a virtual's entry while
+nothing of it changed, and the daemon's StatusEncoder reuses its text: both must give exactly
+what a build from scratch gives, after any sequence of health, kernel, maintenance and drain
+changes."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def make_engine() -> Engine:
 
 def fresh(engine: Engine) -> Status:
     """A build from scratch: no entry kept."""
-    engine._status_cache.clear()
+    engine.status_view.clear()
     return engine.status()
 
 
