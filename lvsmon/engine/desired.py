@@ -29,10 +29,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
-from lvsmon.config.model import CheckType, Config
+from lvsmon.config.model import CheckType, Config, Virtual
 from lvsmon.engine.health import RealHealth
 from lvsmon.engine.plan import RealRef
-from lvsmon.engine.wording import fallback_dest
 from lvsmon.ipvs.model import (
     DestConf,
     DestKey,
@@ -42,6 +41,31 @@ from lvsmon.ipvs.model import (
     Table,
     kernel_dest_port,
 )
+
+
+def fallback_dest(v: Virtual) -> DestKey | None:
+    """The virtual's fallback server as the kernel stores it (gate/ipip: the virtual's port)."""
+    if v.fallback is None:
+        return None
+    fb = v.fallback
+    return kernel_dest_port(v.key, DestKey(fb.address, fb.port), fb.forward)
+
+
+# The last config's fallback destinations by virtual. Built once per config, not per op: a
+# start-up at 10,000 reals applies 10,000 ops, and rebuilding the map (each key parses an
+# address) made that quadratic.
+_by_key: tuple[Config, dict[ServiceKey, DestKey | None]] | None = None
+
+
+def fallbacks_of(config: Config) -> dict[ServiceKey, DestKey | None]:
+    """Each virtual's fallback destination as the kernel stores it (None: it has none)."""
+    global _by_key
+    # read once: `lvsmon plan` describes another config's ops in a thread, and the global may
+    # change under this function between its test and its return
+    cached = _by_key
+    if cached is None or cached[0] is not config:
+        cached = _by_key = (config, {v.key: fallback_dest(v) for v in config.virtuals})
+    return cached[1]
 
 
 def is_up(

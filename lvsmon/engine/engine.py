@@ -25,6 +25,7 @@ from lvsmon.engine.desired import (
     VirtualLayout,
     adopt_health,
     desired_table,
+    fallbacks_of,
     is_up,
     kept_by_threshold,
     layout_of,
@@ -48,7 +49,6 @@ from lvsmon.engine.reconciler import DEFAULT_RESYNC_S, Desired, Reconciler
 from lvsmon.engine.runner import CheckRunner, RunCheck
 from lvsmon.engine.status import Stats, Status
 from lvsmon.engine.statusview import StatusView, stats_status
-from lvsmon.engine.wording import fallbacks_of
 from lvsmon.ipvs.backend import IpvsBackend
 from lvsmon.ipvs.model import ServiceKey, Table
 

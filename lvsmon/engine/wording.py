@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from lvsmon.addr import host_port
-from lvsmon.config.model import Config, Virtual
+from lvsmon.config.model import Config
+from lvsmon.engine.desired import fallbacks_of
 from lvsmon.engine.events import KernelOp
-from lvsmon.ipvs.model import DestKey, Forward, ServiceKey, kernel_dest_port
+from lvsmon.ipvs.model import DestKey, Forward, ServiceKey
 from lvsmon.ipvs.ops import (
     AddDest,
     AddService,
@@ -24,30 +25,6 @@ def virtual_label(key: ServiceKey) -> str:
     if key.is_fwmark:
         return str(key.fwmark)
     return host_port(str(key.address), key.port)
-
-
-def fallback_dest(v: Virtual) -> DestKey | None:
-    if v.fallback is None:
-        return None
-    fb = v.fallback
-    return kernel_dest_port(v.key, DestKey(fb.address, fb.port), fb.forward)
-
-
-# The last config's fallback destinations by virtual. Built once per config, not per op: a
-# start-up at 10,000 reals applies 10,000 ops, and rebuilding the map (each key parses an
-# address) made that quadratic.
-_by_key: tuple[Config, dict[ServiceKey, DestKey | None]] | None = None
-
-
-def fallbacks_of(config: Config) -> dict[ServiceKey, DestKey | None]:
-    """Each virtual's fallback destination as the kernel stores it (None: it has none)."""
-    global _by_key
-    # read once: `lvsmon plan` describes another config's ops in a thread, and the global may
-    # change under this function between its test and its return
-    cached = _by_key
-    if cached is None or cached[0] is not config:
-        cached = _by_key = (config, {v.key: fallback_dest(v) for v in config.virtuals})
-    return cached[1]
 
 
 def is_fallback(op: Op, fallbacks: Mapping[ServiceKey, DestKey | None]) -> bool:

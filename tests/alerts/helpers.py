@@ -7,8 +7,9 @@ import textwrap
 
 from lvsmon.alerts.changes import Change, change_of
 from lvsmon.config import Config, parse_config
+from lvsmon.engine.desired import fallbacks_of
 from lvsmon.engine.events import KernelOp
-from lvsmon.engine.wording import fallbacks_of, is_fallback
+from lvsmon.engine.wording import is_fallback
 from lvsmon.ipvs.model import DestConf, DestKey, Forward, ServiceKey
 from lvsmon.ipvs.ops import AddDest, DeleteDest, EditDest, Op
 
