@@ -28,7 +28,7 @@ import time
 from lvsmon.checks.base import CheckResult
 from lvsmon.checks.registry import plan_probe
 from lvsmon.config.load import load_config
-from lvsmon.engine.plan import RealRef, build_plan
+from lvsmon.engine.jobs import RealRef, build_plan
 from lvsmon.engine.runner import CheckRunner
 from lvsmon.engine.status import Stats
 

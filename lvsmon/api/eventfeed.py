@@ -18,7 +18,7 @@ from typing import Any
 
 from lvsmon.addr import host_port
 from lvsmon.engine.events import CheckDone, Event, KernelOp
-from lvsmon.engine.plan import RealRef
+from lvsmon.engine.jobs import RealRef
 from lvsmon.engine.planning import op_fields
 from lvsmon.engine.wording import kernel_op_text
 from lvsmon.ipvs.model import DestKey, ServiceKey

@@ -41,7 +41,7 @@ from lvsmon import __version__
 from lvsmon.addr import host_port
 from lvsmon.api.metricdefs import FAMILIES
 from lvsmon.engine.checkstats import DURATION_BUCKETS, REASON_CLASSES, CheckCounts
-from lvsmon.engine.plan import RealRef
+from lvsmon.engine.jobs import RealRef
 from lvsmon.ipvs.model import Service, ServiceKey, Table
 
 if TYPE_CHECKING:

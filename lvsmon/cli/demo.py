@@ -21,7 +21,7 @@ from aiohttp import web
 
 from lvsmon.config import load_config
 from lvsmon.engine.engine import Engine
-from lvsmon.engine.plan import RealRef
+from lvsmon.engine.jobs import RealRef
 from lvsmon.ipvs.memory import MemoryBackend
 
 CONFIG = """\

@@ -79,8 +79,8 @@ def _offline(command: str, real: str | None, virtual: str | None, control: Contr
         store_for,
         undrain,
     )
+    from lvsmon.engine.jobs import RealRef
     from lvsmon.engine.maintenance import MaintenanceDir
-    from lvsmon.engine.plan import RealRef
 
     config = load_or_report(control.config_arg)
     if isinstance(config, int):

@@ -129,7 +129,7 @@ def plan_from_kernel(
     """Without a daemon: as if one ran the config at `running_path` on the kernel's table."""
     from lvsmon.config import ConfigError, load_config
     from lvsmon.config.load import load_new_config
-    from lvsmon.engine.plan import build_plan
+    from lvsmon.engine.jobs import build_plan
     from lvsmon.engine.planning import plan_json, running_from_kernel
     from lvsmon.ipvs.errors import BackendError
     from lvsmon.ipvs.factory import make_backend

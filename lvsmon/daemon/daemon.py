@@ -48,7 +48,7 @@ from lvsmon.engine.events import (
     PhaseChanged,
 )
 from lvsmon.engine.forced import Forcing
-from lvsmon.engine.plan import Plan, RealRef
+from lvsmon.engine.jobs import Plan, RealRef
 from lvsmon.engine.status import Status, StatusEncoder, TableDigests
 from lvsmon.ipvs.backend import IpvsBackend
 from lvsmon.ipvs.errors import BackendError

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from lvsmon.daemon.sdnotify import Notifier
 from lvsmon.engine.engine import Engine
 from lvsmon.engine.events import Phase
-from lvsmon.engine.plan import Plan
+from lvsmon.engine.jobs import Plan
 
 log = logging.getLogger("lvsmon")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from lvsmon.checks.base import CheckResult
-from lvsmon.engine.plan import RealRef
+from lvsmon.engine.jobs import RealRef
 
 # Upper bounds (s) of the check duration histogram. A check on a LAN takes well under a
 # millisecond to a few; the top ones catch slow servers and timeouts (checktimeout is seconds).

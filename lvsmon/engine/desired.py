@@ -31,7 +31,7 @@ from fractions import Fraction
 
 from lvsmon.config.model import CheckType, Config, Virtual
 from lvsmon.engine.health import RealHealth
-from lvsmon.engine.plan import RealRef
+from lvsmon.engine.jobs import RealRef
 from lvsmon.ipvs.model import (
     DestConf,
     DestKey,

@@ -32,8 +32,8 @@ from lvsmon.addr import host_port
 from lvsmon.atomicfile import write_atomic
 from lvsmon.config.model import Config
 from lvsmon.config.resolve import SystemResolver
+from lvsmon.engine.jobs import RealRef
 from lvsmon.engine.maintenance import candidate_names
-from lvsmon.engine.plan import RealRef
 from lvsmon.ipvs.model import Family, ServiceKey
 
 log = logging.getLogger("lvsmon")

@@ -43,7 +43,7 @@ from lvsmon.engine.events import (
     SoftReset,
 )
 from lvsmon.engine.health import RealHealth, Transition
-from lvsmon.engine.plan import CheckJob, Plan, RealRef, build_plan
+from lvsmon.engine.jobs import CheckJob, Plan, RealRef, build_plan
 from lvsmon.engine.planning import apply_modes, carried_health
 from lvsmon.engine.reconciler import DEFAULT_RESYNC_S, Desired, Reconciler
 from lvsmon.engine.runner import CheckRunner, RunCheck

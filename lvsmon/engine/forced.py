@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from lvsmon.config.model import Config
 from lvsmon.engine.drain import DrainIndex, DrainState, DrainStore, store_for
+from lvsmon.engine.jobs import Plan, RealRef
 from lvsmon.engine.maintenance import MaintenanceDir
-from lvsmon.engine.plan import Plan, RealRef
 
 _DirKey = tuple[str, frozenset[RealRef]]  # (maintenancedir, the reals it names)
 

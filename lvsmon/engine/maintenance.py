@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from lvsmon.addr import bracketed
 from lvsmon.config.resolve import files_only, hosts_file_name
-from lvsmon.engine.plan import RealRef
+from lvsmon.engine.jobs import RealRef
 
 _SHORTABLE = re.compile(r"^[a-z][a-z0-9\-]+\.")
 

@@ -19,7 +19,7 @@ from typing import Any
 from lvsmon.config.model import Config
 from lvsmon.engine.desired import adopt_health, desired_table, managed_services
 from lvsmon.engine.health import RealHealth
-from lvsmon.engine.plan import Mode, Plan, RealRef, build_plan
+from lvsmon.engine.jobs import Mode, Plan, RealRef, build_plan
 from lvsmon.engine.wording import describe
 from lvsmon.ipvs.diff import diff
 from lvsmon.ipvs.ipvsadm_format import op_line

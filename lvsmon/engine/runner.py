@@ -16,8 +16,8 @@ from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.checks.prober import ProbePlan, Prober, hold_prober, release_prober
 from lvsmon.checks.registry import plan_probe
 from lvsmon.engine.checkstats import CheckCounts
+from lvsmon.engine.jobs import CheckJob, Plan, RealRef
 from lvsmon.engine.lag import LagMonitor, forgiven, late_timeout
-from lvsmon.engine.plan import CheckJob, Plan, RealRef
 from lvsmon.engine.status import Stats
 from lvsmon.engine.timetable import Timetable
 

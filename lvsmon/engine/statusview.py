@@ -16,7 +16,7 @@ from lvsmon.config.model import Config, Virtual
 from lvsmon.engine.desired import VirtualLayout, kept_by_threshold
 from lvsmon.engine.events import EventBus
 from lvsmon.engine.health import HealthRules, RealHealth
-from lvsmon.engine.plan import RealRef
+from lvsmon.engine.jobs import RealRef
 from lvsmon.engine.reconciler import Reconciler
 from lvsmon.engine.runner import CheckRunner
 from lvsmon.engine.status import RealStatus, Stats, StatsStatus, VirtualStatus

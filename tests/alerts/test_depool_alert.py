@@ -10,7 +10,7 @@ from lvsmon.alerts.policy import AlertPolicy, summary_subject
 from lvsmon.alerts.render import render
 from lvsmon.alerts.sender import KINDS, Alerts
 from lvsmon.engine.events import DepoolLimited
-from lvsmon.engine.plan import RealRef
+from lvsmon.engine.jobs import RealRef
 
 from .helpers import cfg, quiesce, svc
 

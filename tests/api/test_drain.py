@@ -18,7 +18,7 @@ from lvsmon.api.client import request
 from lvsmon.config import load_config
 from lvsmon.daemon import pidfile
 from lvsmon.daemon.daemon import Daemon
-from lvsmon.engine.plan import RealRef
+from lvsmon.engine.jobs import RealRef
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import DestKey, ServiceKey
 from tests.helpers import Web, lvsmon, wait_for

@@ -36,7 +36,7 @@ from lvsmon.api.eventfeed import EventFeed
 from lvsmon.daemon import pidfile
 from lvsmon.engine import events
 from lvsmon.engine.events import DrainChanged, RealChanged
-from lvsmon.engine.plan import RealRef
+from lvsmon.engine.jobs import RealRef
 from lvsmon.ipvs.model import ServiceKey
 from tests.helpers import Web, alive
 from tests.servers.base import free_port

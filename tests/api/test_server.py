@@ -20,7 +20,7 @@ from lvsmon.api.eventfeed import EventFeed, event_json
 from lvsmon.config import load_config
 from lvsmon.daemon.daemon import Daemon
 from lvsmon.engine import events as ev
-from lvsmon.engine.plan import RealRef
+from lvsmon.engine.jobs import RealRef
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import DestConf, DestKey, Forward, ServiceConf, ServiceKey
 from lvsmon.ipvs.ops import AddDest, AddService, DeleteDest, DeleteService, EditDest, EditService

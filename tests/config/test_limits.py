@@ -21,7 +21,7 @@ from lvsmon.config.dump import REDACTED, SECRET_FIELDS, redact
 from lvsmon.config.lexer import MAX_FILE_BYTES
 from lvsmon.config.load import read_config_bytes
 from lvsmon.config.values import MAX_DIGITS
-from lvsmon.engine.plan import build_plan
+from lvsmon.engine.jobs import build_plan
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,7 @@ from aiosmtpd.smtp import Envelope, Session
 
 from lvsmon.api.metrics import Exporter
 from lvsmon.engine.events import DepoolLimited, Event
-from lvsmon.engine.plan import RealRef
+from lvsmon.engine.jobs import RealRef
 from lvsmon.engine.status import render_status
 from tests.helpers import Web, closed_port, wait_for
 from tests.servers.base import free_port

@@ -21,7 +21,7 @@ from aiohttp import web
 from lvsmon.api.metrics import Exporter
 from lvsmon.engine import lag
 from lvsmon.engine.events import Event, RealChanged
-from lvsmon.engine.plan import RealRef
+from lvsmon.engine.jobs import RealRef
 from lvsmon.engine.status import render_status
 from tests.helpers import Web, wait_for
 

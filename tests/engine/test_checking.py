@@ -10,7 +10,7 @@ from aiohttp import web
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.config import load_config
 from lvsmon.engine.engine import Engine
-from lvsmon.engine.plan import build_plan
+from lvsmon.engine.jobs import build_plan
 from lvsmon.ipvs.memory import MemoryBackend
 from tests.helpers import wait_for
 

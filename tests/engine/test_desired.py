@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lvsmon.engine.desired import adopt_health, desired_table
 from lvsmon.engine.health import ADOPTED_UP, DOWN, RealHealth
-from lvsmon.engine.plan import Mode, RealRef, build_plan
+from lvsmon.engine.jobs import Mode, RealRef, build_plan
 from lvsmon.ipvs.model import DestConf, DestKey, Forward, Service, ServiceConf, ServiceKey, Table
 
 from .conftest import cfg

@@ -23,7 +23,7 @@ from lvsmon.engine.desired import (
     max_depooled,
 )
 from lvsmon.engine.health import DOWN, RealHealth
-from lvsmon.engine.plan import RealRef
+from lvsmon.engine.jobs import RealRef
 from lvsmon.ipvs.model import DestKey, Service, ServiceKey
 
 from .conftest import cfg

@@ -27,7 +27,7 @@ from lvsmon.engine.drain import (
     virtual_label,
 )
 from lvsmon.engine.health import RealHealth
-from lvsmon.engine.plan import RealRef, build_plan
+from lvsmon.engine.jobs import RealRef, build_plan
 from lvsmon.ipvs.model import DestConf, DestKey, Forward, ServiceKey
 
 from .conftest import cfg

@@ -13,7 +13,7 @@ from lvsmon.config import Config
 from lvsmon.engine import maintenance
 from lvsmon.engine.drain import drain, select
 from lvsmon.engine.forced import Forcing, Preview
-from lvsmon.engine.plan import Plan, RealRef, build_plan
+from lvsmon.engine.jobs import Plan, RealRef, build_plan
 from lvsmon.ipvs.model import ServiceKey
 
 from .conftest import cfg

@@ -17,7 +17,7 @@ from lvsmon.config import Config
 from lvsmon.engine.engine import Engine
 from lvsmon.engine.events import RealChanged
 from lvsmon.engine.health import ADOPTED_UP, DOWN, Damping, RealHealth, Transition
-from lvsmon.engine.plan import CheckJob, RealRef
+from lvsmon.engine.jobs import CheckJob, RealRef
 from lvsmon.engine.status import render_status
 from lvsmon.ipvs.memory import MemoryBackend
 

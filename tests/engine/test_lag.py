@@ -11,6 +11,7 @@ import pytest
 
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.engine import lag as lagmod
+from lvsmon.engine.jobs import CheckJob, RealRef
 from lvsmon.engine.lag import (
     LAG_SHARE,
     TICK_S,
@@ -20,7 +21,6 @@ from lvsmon.engine.lag import (
     forgiven,
     late_timeout,
 )
-from lvsmon.engine.plan import CheckJob, RealRef
 from lvsmon.engine.runner import CheckRunner
 from lvsmon.engine.status import Stats
 from lvsmon.ipvs.model import ServiceKey

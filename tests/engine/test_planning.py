@@ -11,7 +11,7 @@ from lvsmon.config import Config
 from lvsmon.engine.desired import adopt_health
 from lvsmon.engine.engine import Engine
 from lvsmon.engine.health import ADOPTED_UP, DOWN, RealHealth
-from lvsmon.engine.plan import Plan, RealRef, build_plan
+from lvsmon.engine.jobs import Plan, RealRef, build_plan
 from lvsmon.engine.planning import (
     ALWAYS_UP,
     Running,

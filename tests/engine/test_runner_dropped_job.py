@@ -5,7 +5,7 @@ its good results and the real stays down while its checks pass (found by bench/s
 from __future__ import annotations
 
 from lvsmon.checks.base import CheckResult, CheckSpec
-from lvsmon.engine.plan import CheckJob, Plan, RealRef
+from lvsmon.engine.jobs import CheckJob, Plan, RealRef
 from lvsmon.engine.runner import CheckRunner
 from lvsmon.engine.status import Stats
 from lvsmon.ipvs.model import ServiceKey

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.engine.engine import Engine
 from lvsmon.engine.health import RealHealth
-from lvsmon.engine.plan import RealRef
+from lvsmon.engine.jobs import RealRef
 from lvsmon.engine.status import Status, StatusEncoder
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import DestConf, Service, ServiceConf
