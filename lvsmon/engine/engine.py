@@ -38,6 +38,7 @@ from lvsmon.engine.events import (
     DrainChanged,
     EventBus,
     FallbackChanged,
+    FirstCheckDown,
     RealChanged,
     SoftFailure,
     SoftReset,
@@ -316,6 +317,9 @@ class Engine:
                 self.reconciler.mark_dirty()
             elif not result.ok and new.up:
                 publish(SoftFailure(ref, new.failcount, failurecount, result.reason))
+            elif not old.checked and not result.ok:
+                # never up, so no transition: the log still says why it is out
+                publish(FirstCheckDown(ref, new.reason))
             elif result.ok and old.failcount and old.up:
                 publish(SoftReset(ref))
             if every:

@@ -11,6 +11,7 @@ from lvsmon.engine.events import (
     DepoolLimited,
     DrainChanged,
     Event,
+    FirstCheckDown,
     KernelOp,
     RealChanged,
     SoftFailure,
@@ -24,6 +25,7 @@ log = logging.getLogger("lvsmon")
 LOGGED = (
     KernelOp,
     RealChanged,
+    FirstCheckDown,
     SoftFailure,
     SoftReset,
     ConfigLoaded,
@@ -43,6 +45,8 @@ def log_event(event: Event) -> None:
             log.error("failed: %s: %s", text, event.error)
     elif isinstance(event, RealChanged):
         log.info("Real server %s is %s: %s", event.ref, "up" if event.up else "down", event.reason)
+    elif isinstance(event, FirstCheckDown):
+        log.info("Real server %s is down from its first check: %s", event.ref, event.reason)
     elif isinstance(event, SoftFailure):
         log.info(
             "Soft failure real server: %s failure %d/%d: %s",

@@ -52,6 +52,16 @@ class RealChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class FirstCheckDown:
+    """A real's very first check (since start, or since a reload added it or changed its check)
+    failed while it was down: no transition (it never was up), but the reason is worth a line.
+    A real adopted from the kernel starts up and goes down by RealChanged instead."""
+
+    ref: RealRef
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class SoftFailure:
     """A real that is still up failed a check (failcount of failurecount)."""
 
@@ -169,6 +179,7 @@ class SyncDaemonOp:
 
 Event = (
     RealChanged
+    | FirstCheckDown
     | SoftFailure
     | SoftReset
     | CheckDone

@@ -202,3 +202,37 @@ async def test_a_crashed_loop_is_loud(caplog: pytest.LogCaptureFixture) -> None:
     assert "lvsmon-reconcile crashed" in caplog.text
     assert "Traceback" in caplog.text and "a bug in the desired table" in caplog.text
     await engine.stop(clean=False)
+
+
+async def test_a_real_down_from_its_first_check_is_logged_once_with_its_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A real that was never up has no transition to report when its first check fails; the log
+    still says why it is out (before, only the status did), once, and nothing else reacts."""
+    from lvsmon.engine.eventlog import LOGGED, log_event
+    from lvsmon.engine.events import FirstCheckDown
+
+    pool = Scripted()
+    pool.up[8002] = False
+    bus = EventBus()
+    events: list[Event] = []
+    bus.subscribe("test", events.append)
+    bus.subscribe("log", log_event, kinds=LOGGED)
+    engine = Engine(cfg(CONFIG), MemoryBackend(), run_check=pool.check, events=bus)
+    caplog.set_level(logging.INFO, logger="lvsmon")
+    await bus.start()
+    await engine.start()
+    await engine.wait_programmed()
+    job_of = engine.plan.job_of
+    ref1, ref2 = sorted(job_of)
+    for _ in range(3):
+        await engine.run_once(job_of[ref2])  # down from the start, and staying down
+    await wait_for(lambda: sum(isinstance(e, FirstCheckDown) for e in events) >= 1)
+    await engine.stop(clean=False)
+    await bus.stop()
+    firsts = [e for e in events if isinstance(e, FirstCheckDown)]
+    assert firsts == [FirstCheckDown(ref2, "refused")]
+    assert not any(isinstance(e, RealChanged) and e.ref == ref2 for e in events)
+    lines = [r.getMessage() for r in caplog.records if "first check" in r.getMessage()]
+    assert lines == [f"Real server {ref2} is down from its first check: refused"]
+    assert not any(isinstance(e, FirstCheckDown) and e.ref == ref1 for e in events)
