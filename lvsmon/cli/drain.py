@@ -70,35 +70,17 @@ def _through_daemon(
 
 def _offline(command: str, real: str | None, virtual: str | None, control: Control) -> int:
     from lvsmon.cli.paths import load_or_report
-    from lvsmon.engine.drain import (
-        DrainError,
-        DrainIndex,
-        drain,
-        listing,
-        select,
-        store_for,
-        undrain,
-    )
-    from lvsmon.engine.jobs import RealRef
-    from lvsmon.engine.maintenance import MaintenanceDir
+    from lvsmon.engine.drain import DrainError, drain, listing, select, undrain
+    from lvsmon.engine.forced import Preview
+    from lvsmon.engine.jobs import build_plan
 
     config = load_or_report(control.config_arg)
     if isinstance(config, int):
         return config
-    store = store_for(config, control.drain_state_path)
-    refs = [
-        RealRef(key, r.address, r.port)
-        for v in config.virtuals
-        for key in (v.key,)  # a property that parses the address: once per virtual
-        for r in v.reals
-    ]
-    maintenancedir = config.settings.maintenancedir
-    # with maintenancedir, hand-touched names (`<fqdn>.drain`) count: its reverse lookups
-    index = (
-        DrainIndex(MaintenanceDir(maintenancedir, refs).names)
-        if maintenancedir
-        else DrainIndex.plain(refs)
-    )
+    # as a daemon started now would read the drains (engine/forced.py: one rule)
+    forced = Preview(control.drain_state_path)
+    store = forced.store(config)
+    index = forced.drain_index(config, build_plan(config))
     try:
         if real is None:
             _print_listing(listing(store, index))

@@ -90,7 +90,8 @@ class Preview:
             self._dirs[key] = MaintenanceDir(path, key[1])
         return self._dirs[key]
 
-    def _store(self, config: Config) -> DrainStore:
+    def store(self, config: Config) -> DrainStore:
+        """Where `config` keeps its drains."""
         running = self._running_store
         if running is not None and running[0] == config.settings.maintenancedir:
             return running[1]
@@ -100,10 +101,14 @@ class Preview:
         maint = self._dir(config, plan)
         return maint.scan() if maint else frozenset()
 
+    def drain_index(self, config: Config, plan: Plan) -> DrainIndex:
+        """The names `config`'s reals answer to in drain entries: with maintenancedir, also the
+        hand-touched ones (`<fqdn>.drain`: its reverse lookups)."""
+        maint = self._dir(config, plan)
+        return DrainIndex(maint.names) if maint else DrainIndex.plain(plan.failurecount)
+
     def drained(self, config: Config, plan: Plan) -> frozenset[RealRef]:
-        entries = self._store(config).read()
+        entries = self.store(config).read()
         if not entries:
             return frozenset()
-        maint = self._dir(config, plan)
-        index = DrainIndex(maint.names) if maint else DrainIndex.plain(plan.failurecount)
-        return index.resolve(entries)[0]
+        return self.drain_index(config, plan).resolve(entries)[0]
