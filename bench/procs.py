@@ -2,7 +2,7 @@
 free ports, the work folder and cleanup every run begins with, the log line, a quantile.
 
 Standard library only. bench/ is scripts, not a package: the programs import this as `procs`
-(their folder is sys.path[0]), and so do the tests (tests/servers/base.py takes `children_of`
+(their folder is sys.path[0]), and so do the tests (realservers/base.py takes `children_of`
 from here: tests may import the bench, the bench does not import the tests' helpers).
 """
 

@@ -6,7 +6,7 @@ As root, loopback only, in a private network namespace it makes itself:
     .venv/bin/python bench/protocols.py [--services http,imap,...] [--reals 200] [--seconds 15]
                                         [--skip-ldirectord] [--keep] [--install-packages]
 
-Per service, one real server of that protocol (bench/protocols_servers.py: tests/servers/
+Per service, one real server of that protocol (bench/protocols_servers.py: realservers/
 fixtures, nginx, socat) listens on the wildcard address; the 200 reals are 200 loopback addresses
 127.(80+S).0.1 ... (S: the service's index) on its port, so all reach that one server. Then:
 

@@ -3,7 +3,7 @@
 Each entry starts one server of its protocol listening on the wildcard address (harmless: the
 benchmark runs in a private network namespace, see bench/protocols.py), so that a connection to
 any of the 200 loopback reals 127.78.S.1..200 reaches it, and says which ldirectord.cf settings
-check it (request, receive, login...). Where tests/servers/<server>.py has a fixture, it is used as
+check it (request, receive, login...). Where realservers/<server>.py has a fixture, it is used as
 it is, with `addrs=("0.0.0.0",)`; http (nginx) and simpletcp (socat) are small enough to run here.
 A fixture module that does not exist yet makes its service "not available", not an error.
 """
@@ -28,13 +28,13 @@ from types import ModuleType
 
 from procs import free_port
 
-# The one import of the test tree left in bench/, on purpose: these real servers are the check
-# tests' fixtures, run as they are (see above). bench/ itself is sys.path[0] for a script.
+# realservers/ (the check tests' real servers, run as they are) sits at the repository's root;
+# bench/ itself is sys.path[0] for a script.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(1, ROOT)
 
-from tests.servers.base import Server, self_signed  # noqa: E402
+from realservers.base import Server, self_signed  # noqa: E402
 
 WILDCARD = ("0.0.0.0",)
 
@@ -58,7 +58,7 @@ class Bench:
     service: str
     module: str  # lvsmon.checks.<module> must exist for lvsmon's side
     start: Starter
-    fixture: str = ""  # tests.servers.<fixture> it needs, if any
+    fixture: str = ""  # realservers.<fixture> it needs, if any
     per_address: bool = False  # the server listens on each real's address, not the wildcard
     tls: bool = False  # ldirectord gets bench/protocols_noverify.pm (see there)
 
@@ -66,8 +66,8 @@ class Bench:
         """Why this service cannot run now, or ''."""
         if importlib.util.find_spec(f"lvsmon.checks.{self.module}") is None:
             return f"lvsmon/checks/{self.module}.py does not exist yet"
-        if self.fixture and importlib.util.find_spec(f"tests.servers.{self.fixture}") is None:
-            return f"tests/servers/{self.fixture}.py does not exist yet"
+        if self.fixture and importlib.util.find_spec(f"realservers.{self.fixture}") is None:
+            return f"realservers/{self.fixture}.py does not exist yet"
         return ""
 
 
@@ -150,7 +150,7 @@ def nginx_tls(addrs: Sequence[str]) -> AbstractContextManager[Target]:
     return nginx(addrs, tls=True)
 
 
-# ---------------------------------------------------------------- tests/servers fixtures
+# ---------------------------------------------------------------- realservers fixtures
 
 
 def quoted(**settings: str) -> dict[str, str]:
@@ -164,13 +164,13 @@ def fixture(
     module: str, port_name: str, settings: Settings | None = None, protocol: str = "tcp",
     standard_ports: Sequence[int] = (), **kwargs: object,
 ) -> Starter:  # fmt: skip
-    """A starter from tests/servers/<module>.py's `running_*` context manager. `standard_ports`:
+    """A starter from realservers/<module>.py's `running_*` context manager. `standard_ports`:
     what the fixture's `free_ports` call returns instead (the namespace is ours: any port is
     free), for a service ldirectord can only check on its standard port."""
 
     @contextlib.contextmanager
     def start(addrs: Sequence[str]) -> Iterator[Target]:
-        mod = importlib.import_module(f"tests.servers.{module}")
+        mod = importlib.import_module(f"realservers.{module}")
         running = next(getattr(mod, n) for n in dir(mod) if n.startswith("running_"))
         with contextlib.ExitStack() as stack:
             if standard_ports:
@@ -179,7 +179,7 @@ def fixture(
             server = stack.enter_context(running(addrs=addrs, **kwargs))
             assert isinstance(server, Server)
             values = settings(mod) if settings else {}
-            note = f"tests/servers/{module}.py"
+            note = f"realservers/{module}.py"
             yield Target(server.ports[port_name], values, server.pid, protocol, notes=[note])
 
     return start
@@ -234,7 +234,7 @@ def _echo(mod: ModuleType) -> dict[str, str]:
 # Net::IMAP::Simple ignores its port option for an IPv4 literal and connects to 143 (993 with
 # SSL): ldirectord's imap and imaps checks only ever reach the standard port. Dovecot listens on
 # the standard ports here, for all four of its services alike.
-DOVECOT_PORTS = (110, 995, 143, 993)  # in tests/servers/dovecot.PORT_NAMES' order
+DOVECOT_PORTS = (110, 995, 143, 993)  # in realservers/dovecot.PORT_NAMES' order
 
 
 def dovecot(port_name: str) -> Starter:

@@ -26,7 +26,7 @@ from aiosmtpd.smtp import SMTP as SmtpServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from lvsmon.alerts.delivery import DeliveryError, Outbox, SmtpSettings, deliver
-from tests.servers.base import (
+from realservers.base import (
     Forwarder,
     Server,
     SilentPeer,
@@ -34,7 +34,7 @@ from tests.servers.base import (
     open_sockets,
     sockets_settled,
 )
-from tests.servers.postfix import maildir, running_postfix
+from realservers.postfix import maildir, running_postfix
 
 TO = ("ops@lvsmon.test",)
 SENDER = "lvsmon@director1.lvsmon.test"

@@ -21,8 +21,8 @@ from lvsmon.daemon.daemon import Daemon
 from lvsmon.engine.jobs import RealRef
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import DestKey, ServiceKey
+from realservers.base import free_port
 from tests.helpers import Web, lvsmon, wait_for
-from tests.servers.base import free_port
 
 VKEY = ServiceKey.inet("tcp", "127.0.0.100", 80)
 VIRTUAL = "tcp:127.0.0.100:80"

@@ -29,8 +29,8 @@ from lvsmon.config.watch import ConfigWatcher
 from lvsmon.daemon.daemon import Daemon
 from lvsmon.engine.checkstats import DURATION_BUCKETS, REASON_CLASSES, CheckCounts, classify
 from lvsmon.ipvs.memory import MemoryBackend
+from realservers.base import free_port
 from tests.helpers import Web
-from tests.servers.base import free_port
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 

@@ -38,8 +38,8 @@ from lvsmon.engine import events
 from lvsmon.engine.events import DrainChanged, RealChanged
 from lvsmon.engine.jobs import RealRef
 from lvsmon.ipvs.model import ServiceKey
+from realservers.base import free_port
 from tests.helpers import Web, alive
-from tests.servers.base import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

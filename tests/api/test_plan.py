@@ -16,8 +16,8 @@ import pytest
 from lvsmon.config import load_config
 from lvsmon.daemon.daemon import Daemon
 from lvsmon.ipvs.memory import MemoryBackend
+from realservers.base import free_port
 from tests.helpers import Web, lvsmon, wait_for
-from tests.servers.base import free_port
 
 
 def config_text(log: Path, reals: str, extra: str = "") -> str:

@@ -24,8 +24,8 @@ from lvsmon.engine.jobs import RealRef
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import DestConf, DestKey, Forward, ServiceConf, ServiceKey
 from lvsmon.ipvs.ops import AddDest, AddService, DeleteDest, DeleteService, EditDest, EditService
+from realservers.base import free_port
 from tests.helpers import Web, lvsmon
-from tests.servers.base import free_port
 
 VKEY = ServiceKey.inet("tcp", "127.0.0.100", 80)
 

@@ -21,9 +21,9 @@ from lvsmon.checks import CheckResult, CheckSpec, run_check
 from lvsmon.checks.dns import DnsDialogue, lookup
 from lvsmon.checks.prober import prober_for
 from lvsmon.checks.registry import plan_probe
+from realservers.base import Server, SilentPeer, free_ports
+from realservers.dnsmasq import BIG, BIG_ADDRESSES, running_dnsmasq
 from tests.helpers import closed_port
-from tests.servers.base import Server, SilentPeer, free_ports
-from tests.servers.dnsmasq import BIG, BIG_ADDRESSES, running_dnsmasq
 
 WWW = "www.lvsmon.test"
 

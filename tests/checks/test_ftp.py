@@ -1,4 +1,4 @@
-"""negotiate ftp against a real ProFTPD (tests/servers/proftpd.py), and against scripted peers
+"""negotiate ftp against a real ProFTPD (realservers/proftpd.py), and against scripted peers
 for what no real server sends."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 
 from lvsmon.checks import CheckSpec, run_check
 from lvsmon.checks import ftp as ftp_check
+from realservers.base import Server, SilentPeer
+from realservers.proftpd import PASSWORD, USER, running_proftpd
 from tests.helpers import closed_port
-from tests.servers.base import Server, SilentPeer
-from tests.servers.proftpd import PASSWORD, USER, running_proftpd
 
 DEADLINE = 1.5
 

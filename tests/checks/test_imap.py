@@ -14,8 +14,8 @@ from lvsmon.checks.dialogue import MAX_LINE
 from lvsmon.checks.imap import ImapDialogue, login_command
 from lvsmon.checks.prober import prober_for
 from lvsmon.checks.registry import plan_probe
-from tests.servers.base import ScriptedPeer, Server, SilentPeer, open_sockets, sockets_settled
-from tests.servers.dovecot import USERS, auth_frozen, running_dovecot
+from realservers.base import ScriptedPeer, Server, SilentPeer, open_sockets, sockets_settled
+from realservers.dovecot import USERS, auth_frozen, running_dovecot
 
 PORT = {"imap": "imap", "imaps": "imaps"}
 GREETING = "OK Dovecot (Debian) ready."

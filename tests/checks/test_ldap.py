@@ -1,4 +1,4 @@
-"""negotiate ldap/ldaps against a real OpenLDAP slapd (tests/servers/slapd.py)."""
+"""negotiate ldap/ldaps against a real OpenLDAP slapd (realservers/slapd.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 
 from lvsmon.checks import CheckSpec, run_check
 from lvsmon.checks import ldap as ldap_check
+from realservers.base import Server, SilentPeer
+from realservers.slapd import PASSWORD, PEOPLE, SUFFIX, USER_DN, running_slapd
 from tests.helpers import closed_port
-from tests.servers.base import Server, SilentPeer
-from tests.servers.slapd import PASSWORD, PEOPLE, SUFFIX, USER_DN, running_slapd
 
 DEADLINE = 1.5
 

@@ -16,10 +16,10 @@ import pytest
 
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.checks.registry import probe_plan, run_check
+from realservers.base import Server, SilentPeer
+from realservers.mariadb import DATABASE, PASSWORD, QUERY, USER, running_mariadb
 from tests.checks.conftest import raw_server
 from tests.helpers import closed_port
-from tests.servers.base import Server, SilentPeer
-from tests.servers.mariadb import DATABASE, PASSWORD, QUERY, USER, running_mariadb
 
 DEADLINE = 1.0
 SLACK = 0.6  # a loaded 2-core machine; still well short of a second deadline

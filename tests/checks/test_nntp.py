@@ -14,9 +14,9 @@ from lvsmon.checks.dialogue import MAX_LINE
 from lvsmon.checks.nntp import NntpDialogue
 from lvsmon.checks.prober import prober_for
 from lvsmon.checks.registry import plan_probe
+from realservers.base import ScriptedPeer, SilentPeer
+from realservers.inn2 import InnServer, running_innd
 from tests.helpers import closed_port
-from tests.servers.base import ScriptedPeer, SilentPeer
-from tests.servers.inn2 import InnServer, running_innd
 
 BANNER = "200 server.example.net InterNetNews server INN 2.7.1 ready (transit mode)"
 

@@ -22,9 +22,9 @@ from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.checks.registry import SERVICES, is_implemented, probe_plan, run_check
 from lvsmon.config import ConfigError, parse_config
 from lvsmon.config.support import unsupported
+from realservers.base import SilentPeer
 from tests.checks.conftest import raw_server
 from tests.helpers import closed_port
-from tests.servers.base import SilentPeer
 
 DEADLINE = 1.0
 SLACK = 0.6  # a loaded 2-core machine; still well short of a second deadline

@@ -18,10 +18,10 @@ import pytest
 
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.checks.registry import probe_plan, run_check
+from realservers.base import Server, SilentPeer
+from realservers.postgresql import DATABASE, PASSWORD, QUERY, USER, running_postgresql
 from tests.checks.conftest import raw_server
 from tests.helpers import closed_port
-from tests.servers.base import Server, SilentPeer
-from tests.servers.postgresql import DATABASE, PASSWORD, QUERY, USER, running_postgresql
 
 DEADLINE = 1.0
 SLACK = 0.6  # a loaded 2-core machine; still well short of a second deadline

@@ -14,8 +14,8 @@ from lvsmon.checks.dialogue import MAX_LINE
 from lvsmon.checks.pop import PopDialogue
 from lvsmon.checks.prober import prober_for
 from lvsmon.checks.registry import plan_probe
-from tests.servers.base import ScriptedPeer, Server, SilentPeer, open_sockets, sockets_settled
-from tests.servers.dovecot import USERS, auth_frozen, running_dovecot
+from realservers.base import ScriptedPeer, Server, SilentPeer, open_sockets, sockets_settled
+from realservers.dovecot import USERS, auth_frozen, running_dovecot
 
 PORT = {"pop": "pop3", "pops": "pop3s"}
 LIVE_SCRIPT = (b"+OK fake ready\r\n", [b"+OK\r\n", b"+OK Logged in.\r\n", b"+OK 0 0\r\n"])

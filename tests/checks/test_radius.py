@@ -1,4 +1,4 @@
-"""negotiate radius against a real FreeRADIUS (tests/servers/freeradius.py), and against a
+"""negotiate radius against a real FreeRADIUS (realservers/freeradius.py), and against a
 scripted UDP peer for loss and forged replies."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pyrad import packet as rad
 
 from lvsmon.checks import CheckSpec, run_check
 from lvsmon.checks.radius import DICTIONARY, RadiusDialogue, build_request
-from tests.servers.base import Server, SilentPeer, free_ports
-from tests.servers.freeradius import (
+from realservers.base import Server, SilentPeer, free_ports
+from realservers.freeradius import (
     DISABLED_MESSAGE,
     DISABLED_USER,
     PASSWORD,

@@ -16,10 +16,10 @@ from lvsmon.checks.dialogue import MAX_LINE
 from lvsmon.checks.prober import prober_for
 from lvsmon.checks.registry import plan_probe
 from lvsmon.checks.simpletcp import SimpleTcpDialogue, request_bytes
+from realservers.base import Server, SilentPeer, free_ports
+from realservers.dovecot import running_dovecot
+from realservers.socat import running_socat_echo
 from tests.helpers import closed_port
-from tests.servers.base import Server, SilentPeer, free_ports
-from tests.servers.dovecot import running_dovecot
-from tests.servers.socat import running_socat_echo
 
 
 @pytest.fixture(scope="module")

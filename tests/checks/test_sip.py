@@ -16,9 +16,9 @@ from lvsmon.checks.dialogue import MAX_LINE
 from lvsmon.checks.prober import prober_for
 from lvsmon.checks.registry import plan_probe
 from lvsmon.checks.sip import SipDialogue, default_login, options_request
+from realservers.base import Server, SilentPeer, free_ports
+from realservers.kamailio import running_kamailio
 from tests.helpers import closed_port
-from tests.servers.base import Server, SilentPeer, free_ports
-from tests.servers.kamailio import running_kamailio
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import pytest
 
 from lvsmon.checks import CheckSpec, run_check
 from lvsmon.checks.registry import plan_probe
+from realservers.base import ScriptedPeer, Server, SilentPeer
+from realservers.postfix import HOSTNAME, running_postfix
 from tests.helpers import closed_port
-from tests.servers.base import ScriptedPeer, Server, SilentPeer
-from tests.servers.postfix import HOSTNAME, running_postfix
 
 UP = f"250 {HOSTNAME}"
 

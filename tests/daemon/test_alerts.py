@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from lvsmon.alerts import sender
+from realservers.base import Forwarder, Server, SilentPeer, open_sockets
+from realservers.postfix import maildir, running_postfix
 from tests.helpers import Web, closed_port, lvsmon, wait_for
-from tests.servers.base import Forwarder, Server, SilentPeer, open_sockets
-from tests.servers.postfix import maildir, running_postfix
 
 from .conftest import Running, start
 

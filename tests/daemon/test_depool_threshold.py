@@ -22,8 +22,8 @@ from lvsmon.api.metrics import Exporter
 from lvsmon.engine.events import DepoolLimited, Event
 from lvsmon.engine.jobs import RealRef
 from lvsmon.engine.status import render_status
+from realservers.base import free_port
 from tests.helpers import Web, closed_port, wait_for
-from tests.servers.base import free_port
 
 from .conftest import VKEY, Running, start
 

@@ -13,8 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from realservers.base import free_port
 from tests.helpers import alive
-from tests.servers.base import free_port
 
 SERVERS = """
 import asyncio, sys

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from lvsmon.ipvs.model import ServiceKey
+from realservers.base import Server
+from realservers.dnsmasq import running_dnsmasq
+from realservers.dovecot import running_dovecot
+from realservers.socat import running_socat_echo
 from tests.helpers import wait_for
-from tests.servers.base import Server
-from tests.servers.dnsmasq import running_dnsmasq
-from tests.servers.dovecot import running_dovecot
-from tests.servers.socat import running_socat_echo
 
 from .conftest import Running, start
 

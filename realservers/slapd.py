@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 
-from tests.servers.base import (
+from realservers.base import (
     Server,
     free_ports,
     read_pid,

@@ -28,7 +28,7 @@ import pytest
 
 # children_of's one home is bench/procs.py, which the bench programs share without the tests.
 # bench/ is scripts, not a package: mypy knows its files as top-level modules, and so do we
-BENCH = str(Path(__file__).resolve().parents[2] / "bench")
+BENCH = str(Path(__file__).resolve().parents[1] / "bench")
 if BENCH not in sys.path:
     sys.path.append(BENCH)
 from procs import children_of as children_of  # noqa: E402  (re-exported: socat, dovecot)

@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests.servers.base import Server, free_port, require, run, server_dir, wait_tcp
+from realservers.base import Server, free_port, require, run, server_dir, wait_tcp
 
 DATABASE = "lvsmon"
 USER = "lvsmon"

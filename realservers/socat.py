@@ -15,7 +15,7 @@ import signal
 import subprocess
 from collections.abc import Iterator, Sequence
 
-from tests.servers.base import Server, children_of, free_ports, require, server_dir, wait_tcp
+from realservers.base import Server, children_of, free_ports, require, server_dir, wait_tcp
 
 UDP_IDLE_S = 5
 """How long a UDP echo child waits for another datagram from its peer before it exits."""

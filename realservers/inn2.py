@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from tests.servers.base import Server, free_ports, read_pid, require, run, server_dir, wait_tcp
+from realservers.base import Server, free_ports, read_pid, require, run, server_dir, wait_tcp
 
 INNCONF = "/etc/news/inn.conf"
 

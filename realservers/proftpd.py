@@ -12,7 +12,7 @@ import contextlib
 import subprocess
 from collections.abc import Iterator, Sequence
 
-from tests.servers.base import Server, free_ports, read_pid, require, run, server_dir, wait_tcp
+from realservers.base import Server, free_ports, read_pid, require, run, server_dir, wait_tcp
 
 USER = "lvsmon"
 PASSWORD = "secret"

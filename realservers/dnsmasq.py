@@ -12,7 +12,7 @@ import contextlib
 import subprocess
 from collections.abc import Iterator, Sequence
 
-from tests.servers.base import Server, free_ports, require, server_dir, wait_tcp
+from realservers.base import Server, free_ports, require, server_dir, wait_tcp
 
 ZONE = "lvsmon.test"
 REVERSE_ZONE = (

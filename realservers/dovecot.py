@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers.base import (
+from realservers.base import (
     Server,
     children_of,
     free_ports,

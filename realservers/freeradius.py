@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests.servers.base import Server, free_ports, require, server_dir
+from realservers.base import Server, free_ports, require, server_dir
 
 SECRET = "testing123"
 USER = "lvsmon"

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from tests.servers.base import (
+from realservers.base import (
     Server,
     free_ports,
     read_pid,

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests.servers.base import Server, free_port, require, self_signed, server_dir
+from realservers.base import Server, free_port, require, self_signed, server_dir
 
 DATABASE = "lvsmon"
 USER = "lvsmon"

@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests.servers.base import Server, free_ports, require, run, server_dir, wait_tcp
+from realservers.base import Server, free_ports, require, run, server_dir, wait_tcp
 
 _ROUTE = """\
 request_route {
