@@ -15,9 +15,9 @@
   const PAINT_MS = 100; // bursts of events are painted together at most this often
   // named SSE frames reach only listeners of their name (onmessage sees unnamed ones only)
   const EVENT_TYPES = [
-    "RealChanged", "SoftFailure", "SoftReset", "KernelOp", "WeightChanged", "FallbackChanged",
-    "ConfigLoaded", "ConfigFileChanged", "ConfigRejected", "PhaseChanged", "SyncDaemonOp",
-    "DrainChanged", "DepoolLimited",
+    "RealChanged", "FirstCheckDown", "SoftFailure", "SoftReset", "KernelOp", "WeightChanged",
+    "FallbackChanged", "ConfigLoaded", "ConfigFileChanged", "ConfigRejected", "PhaseChanged",
+    "SyncDaemonOp", "DrainChanged", "DepoolLimited",
   ];
   const COLUMNS = ["real", "state", "kernel weight", "weight", "latency", "fails", "last check"];
 
@@ -440,6 +440,14 @@
         touch(r);
         break;
       }
+      case "FirstCheckDown": {
+        const r = findReal(ref.virtual, ref.real);
+        if (!r) break;
+        r.d.reason = e.reason;
+        r.d.checked = true;
+        touch(r);
+        break;
+      }
       case "SoftFailure": {
         const r = findReal(ref.virtual, ref.real);
         if (!r) break;
@@ -505,6 +513,8 @@
     switch (e.type) {
       case "RealChanged":
         return [`${at(ref)} ${e.up ? "up" : "down"}: ${e.reason}`, e.up ? "up" : "down"];
+      case "FirstCheckDown":
+        return [`${at(ref)} down from its first check: ${e.reason}`, "down"];
       case "SoftFailure":
         return [`${at(ref)} failed ${e.failcount}/${e.failurecount}: ${e.reason}`, "soft"];
       case "SoftReset":
