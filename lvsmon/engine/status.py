@@ -15,6 +15,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TypedDict
 
+from lvsmon.addr import bracketed
 from lvsmon.ipvs.ipvsadm_format import op_line
 from lvsmon.ipvs.model import Service, ServiceKey, Table
 from lvsmon.ipvs.ops import AddDest, AddService
@@ -196,7 +197,8 @@ def render_status(status: Status) -> str:
                 state += f" rising {r['rising']}"
             if r.get("held_until") is not None:
                 state += " held until " + time.strftime("%H:%M:%S", time.localtime(r["held_until"]))
-            lines.append(f"  {r['address']}:{r['port']:<6} {state:<11} {weight:<10} {r['reason']}")
+            where = f"{bracketed(r['address'])}:{r['port']:<6}"
+            lines.append(f"  {where} {state:<11} {weight:<10} {r['reason']}")
     for sync in status.get("sync", []):
         if sync["error"]:
             lines.append(f"sync {sync['state']}: FAILED: {sync['error']}")
