@@ -11,6 +11,18 @@ life. A timeout is unknown when that loss is at least `LAG_SHARE` of the check's
 server did not get its full timeout, so "it did not answer in time" is not established. Per
 result that is two float subtractions and a comparison, and only for timeouts.
 
+Only a check that was not busy is forgiven (issue 21): the lag must not be the check's own doing.
+A real that floods its check (endless short lines, say) makes the loop late with the parsing it
+causes; without this rule that lag would forgive the very timeouts the flood brought about, and
+the real would stay in for `UNKNOWN_MAX_S`. Which callback caused a lag cannot be told in
+asyncio, so the rule looks at the check instead: the runner counts the bytes fed to the check's
+dialogue during the run (`JobRun.received`), and a check that received more than `BUSY_BYTES`
+was not kept from its answer by a late loop (the loop was serving it, and the server sent all
+that without a verdict): its timeout counts as a failure whatever the lag. A healthy server's
+answer to a health check is far below the bound, so a stall (a CPU hog, a blocking call, a
+suspend) is forgiven as before. Counted for the checks on the prober (plain TCP dialogues);
+checks run as tasks (TLS, the library protocols) report no bytes and are judged by lag alone.
+
 The bound (`forgiven`): under permanent overload every check could time out late, and a server
 that truly hangs would never go down. So a check's late timeouts are forgiven only while its
 run of unknowns is shorter than `UNKNOWN_MIN_RUNS` checks or `UNKNOWN_MAX_S` seconds, whichever
@@ -40,15 +52,17 @@ UNKNOWN_MAX_S: Final = 30.0  # ...and for at least this long (s) since the first
 LOG_EVERY_S: Final = 10.0  # the aggregated log line, at most this often
 WINDOW_S: Final = 60.0  # the lag gauge: the largest lag within the last minute
 CLOCK_STEP_S: Final = 1.0  # wall clock moving this much more or less than monotonic: a step
+BUSY_BYTES: Final = 256 * 1024  # a check fed more than this during its run is busy: not forgiven
 
 
 def _boottime() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def late_timeout(lost: float, timeout: float) -> bool:
-    """Did the daemon lose enough of a timed-out check's life to make the timeout unknown?"""
-    return lost >= LAG_SHARE * timeout
+def late_timeout(lost: float, timeout: float, received: int = 0) -> bool:
+    """Did the daemon lose enough of a timed-out check's life to make the timeout unknown?
+    Never when the check received more than BUSY_BYTES meanwhile: the lag may be its own doing."""
+    return lost >= LAG_SHARE * timeout and received <= BUSY_BYTES
 
 
 def forgiven(runs: int, run_s: float) -> bool:

@@ -7,12 +7,15 @@ It knows nothing of health or the kernel: `on_result(refs, result)` is all it ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import functools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 from lvsmon.checks.base import CheckResult, CheckSpec
+from lvsmon.checks.dialogue import Dialogue, Outcome
 from lvsmon.checks.prober import ProbePlan, Prober, hold_prober, release_prober
 from lvsmon.checks.registry import plan_probe
 from lvsmon.engine.checkstats import CheckCounts
@@ -73,6 +76,7 @@ class JobRun:
         "lag_mark",
         "on_connect_done",
         "on_spec_done",
+        "received",
         "refs",
         "spec_plan",
         "steady",
@@ -90,7 +94,7 @@ class JobRun:
         self.job = job
         self.refs = refs
         # how each of its checks runs on the prober; None: as a task through run_check
-        self.spec_plan: ProbePlan | None = plan_probe(job.spec) if probes else None
+        self.spec_plan: ProbePlan | None = _counted(plan_probe(job.spec), self) if probes else None
         self.connect_plan: ProbePlan | None = (
             plan_probe(job.connect) if probes and job.connect is not None else None
         )
@@ -100,11 +104,38 @@ class JobRun:
         self.steady: str | None = None
         self.counts = CheckCounts()  # for /metrics: every (virtual, real) of the job shows them
         self.lag_mark = 0.0  # the lag monitor's lost time when its check in flight started
+        self.received = 0  # bytes fed to its dialogue in flight (on the prober): busy or idle
         self.unknowns = 0  # late timeouts in a row (lvsmon/engine/lag.py), and since when
         self.unknown_since = 0.0
         # what the prober calls back: made once, not per check
         self.on_spec_done = functools.partial(done, self, False)
         self.on_connect_done = functools.partial(done, self, True)
+
+
+def _counted(plan: ProbePlan | None, run: JobRun) -> ProbePlan | None:
+    """`plan`, its dialogues counting into `run.received` the bytes they are fed: the lag rule
+    forgives no timeout of a check that was busy receiving (lvsmon/engine/lag.py). Per check a
+    closure, per chunk read one call and an addition."""
+    if plan is None or plan.dialogue is None:
+        return plan
+    make = plan.dialogue
+
+    def counting() -> Dialogue:
+        dialogue = make()
+        feed = dialogue.feed
+
+        def counted(data: bytes) -> Outcome:
+            run.received += len(data)
+            return feed(data)
+
+        # a dialogue with __slots__ would not take it: not counted, judged by lag alone
+        with contextlib.suppress(AttributeError):
+            dialogue.feed = counted  # type: ignore[method-assign]
+        return dialogue
+
+    plan = copy.copy(plan)
+    plan.dialogue = counting
+    return plan
 
 
 class CheckRunner:
@@ -195,6 +226,7 @@ class CheckRunner:
             run = self._runs[job] = self._new_run(job, refs)
         self._ensure_prober()
         run.lag_mark = self.lag.lost_at(self.lag_clock())
+        run.received = 0
         connect, plan = self._route(run)
         if plan is not None and self._prober is not None:
             self._done(run, connect, await self._prober.probe(plan))
@@ -230,6 +262,7 @@ class CheckRunner:
                     mark = lag.lost_at(self.lag_clock())
                 run = start.key
                 run.lag_mark = mark
+                run.received = 0
                 self._start(run)
             due = tt.next_due()
             self._waiter = loop.create_future()
@@ -328,7 +361,7 @@ class CheckRunner:
         assert spec is not None
         now = self.lag_clock()
         lost = self.lag.lost_at(now) - run.lag_mark
-        if not late_timeout(lost, spec.timeout):
+        if not late_timeout(lost, spec.timeout, run.received):
             run.unknowns = 0
             return result
         if not run.unknowns:
