@@ -14,6 +14,12 @@ calling `aiomysql.connect`, for two things that function cannot give: the connec
 `finally` whatever await a deadline strikes (aiomysql closes it only when the cancel lands in a
 packet read), and the moment the TCP connect is done, so a deadline names "mysql connect" or
 "mysql login" truthfully.
+
+A peer's bytes are bounded (issue 21, class 1): every read aiomysql makes (a packet header, then
+the length that header announces) passes `_read_bytes`, which takes it from the check's
+`Budget` before reading, so a length past PEER_BYTES is refused unread ("mysql: response too
+large (over 256 KiB)") instead of buffered (aiomysql appended 16 MiB continuation packets
+without a limit). What waits unread in asyncio's StreamReader is bounded by its flow control.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import aiomysql
 from aiomysql import MySQLError
 
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, describe_error
+from lvsmon.checks.budget import Budget, OverBudget
 from lvsmon.checks.dialogue import shown
 from lvsmon.checks.step import Step
 
@@ -35,11 +42,22 @@ CLIENT_ERRORS = 2000
 
 
 class _Connection(aiomysql.Connection):  # type: ignore[misc]
-    """Says when the TCP connect is done, so a deadline names the step it struck in."""
+    """Says when the TCP connect is done, so a deadline names the step it struck in, and
+    holds the peer to the check's budget."""
 
-    def __init__(self, step: Step, **kwargs: Any) -> None:
+    def __init__(self, step: Step, budget: Budget, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._step = step
+        self._budget = budget
+
+    async def _read_bytes(self, num_bytes: int) -> bytes:
+        try:
+            self._budget.take(num_bytes)  # before the read: an announced length is not buffered
+        except OverBudget:
+            self.close()
+            raise self._budget.error() from None
+        data: bytes = await super()._read_bytes(num_bytes)
+        return data
 
     async def _get_server_information(self) -> None:
         # aiomysql reads the server's greeting right after the TCP connect succeeded
@@ -61,8 +79,10 @@ def _error(exc: Exception) -> str:
 
 async def check(spec: CheckSpec, step: Step) -> CheckResult:
     step.name = "mysql connect"
+    budget = Budget("mysql")
     conn = _Connection(
         step,
+        budget,
         host=spec.host,
         port=spec.port,
         user=spec.login,
@@ -77,6 +97,7 @@ async def check(spec: CheckSpec, step: Step) -> CheckResult:
         try:
             result = await _query(conn, query_of(spec))
         except MySQLError as exc:
+            budget.check()
             result = CheckResult(False, f"mysql: query: {_error(exc)}")
         await conn.ensure_closed()  # COM_QUIT, as DBI's disconnect: no "aborted connection"
         return result
@@ -87,6 +108,8 @@ async def check(spec: CheckSpec, step: Step) -> CheckResult:
 async def _login(conn: _Connection, step: Step) -> None:
     try:
         await conn._connect()
+    except CheckFailed:
+        raise  # the budget spent
     except MySQLError as exc:
         cause = exc.__cause__
         if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):

@@ -227,6 +227,14 @@ async def test_truncated_greeting_is_down_at_the_deadline() -> None:
     assert_deadline(result, "mysql login")
 
 
+async def test_result_past_the_budget_is_down(mariadb: Server) -> None:
+    """A real server's answer counts against the budget too (issue 21, class 1): a result
+    larger than 256 KiB is down, and the connection is not left open."""
+    result = await check(mariadb.ports["mysql"], request="SELECT REPEAT('x', 300000)")
+    assert (result.ok, result.reason) == (False, "mysql: response too large (over 256 KiB)")
+    assert (await check(mariadb.ports["mysql"])).ok
+
+
 async def test_slow_query_is_down_at_the_deadline(mariadb: Server) -> None:
     result = await check(mariadb.ports["mysql"], request="SELECT SLEEP(5)")
     assert_deadline(result, "mysql query")

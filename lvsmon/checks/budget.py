@@ -1,0 +1,118 @@
+"""How many of a peer's bytes one check may take, and the counters that hold a library to it.
+
+A real server that is compromised or broken must not be able to grow the daemon (issue 21,
+class 1): whatever it announces or streams, a check takes at most `PEER_BYTES` of its bytes on
+a connection (beyond a library's own fixed buffers) and ends down with "<service>: response too
+large (over 256 KiB)". The checks that speak through a library put a counter under it:
+
+* `CountingSocket`: a socket whose `recv`/`recv_into` count what the kernel hands over and raise
+  `OverBudget` (a `ConnectionAbortedError`, so asyncio's transports and blocking libraries treat
+  it as a lost connection, quietly) once the budget is spent. It sits under TLS as well, so the
+  count is of the peer's raw bytes. For a library that takes a connected socket (aiosmtplib).
+* `RecvCounter`: the same count in front of a socket a blocking library already owns (ldap3).
+* `Budget.take`, for a library whose reads pass through code of ours (aiomysql's `_read_bytes`,
+  aioftp's `parse_line`) or whose protocol we subclass (asyncpg, python-oracledb): it refuses an
+  announced length before the bytes are read, so nothing past the budget is ever buffered.
+
+The library then fails in its own words ("connection lost"); the check asks `Budget.exceeded`
+and gives the one reason instead (`Budget.check`).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Final
+
+from lvsmon.checks.base import CheckFailed
+
+PEER_BYTES: Final = 256 * 1024
+"""A peer's bytes one check takes at most on a connection (a file an FTP check retrieves is
+bounded on its own: ftp.MAX_DOWNLOAD)."""
+
+
+def too_large(service: str, limit: int = PEER_BYTES) -> str:
+    """The reason of a check stopped at its budget: "mysql: response too large (over 256 KiB)"."""
+    size = f"{limit // 1024} KiB" if limit % 1024 == 0 else f"{limit} bytes"
+    return f"{service}: response too large (over {size})"
+
+
+class ResponseTooLarge(CheckFailed):
+    """A check stopped at its budget."""
+
+    def __init__(self, service: str, limit: int = PEER_BYTES) -> None:
+        super().__init__(too_large(service, limit))
+
+
+class OverBudget(ConnectionAbortedError):
+    """Raised where the peer's bytes are read once the budget is spent: an OSError, so that the
+    library under the check gives up as on a lost connection."""
+
+
+class Budget:
+    """The peer's bytes one check has taken, against its limit."""
+
+    __slots__ = ("limit", "service", "taken")
+
+    def __init__(self, service: str, limit: int = PEER_BYTES) -> None:
+        self.service = service
+        self.limit = limit
+        self.taken = 0
+
+    @property
+    def exceeded(self) -> bool:
+        return self.taken > self.limit
+
+    def take(self, count: int) -> None:
+        """Count `count` more bytes (read, or announced and about to be read); past the limit
+        raise OverBudget, and keep raising it."""
+        self.taken += count
+        if self.taken > self.limit:
+            raise OverBudget(too_large(self.service, self.limit))
+
+    def error(self) -> ResponseTooLarge:
+        return ResponseTooLarge(self.service, self.limit)
+
+    def check(self) -> None:
+        """Raise the check's reason if the budget was spent: call it where a library's own
+        error (a lost connection, a parse error) is turned into a reason."""
+        if self.exceeded:
+            raise self.error() from None
+
+
+class CountingSocket(socket.socket):
+    """A socket that counts what it receives against a budget (see the module's doc)."""
+
+    budget: Budget
+
+    @classmethod
+    def create(cls, family: int, budget: Budget) -> CountingSocket:
+        sock = cls(family, socket.SOCK_STREAM)
+        sock.budget = budget
+        return sock
+
+    def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
+        data = super().recv(bufsize, flags)
+        self.budget.take(len(data))
+        return data
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0, /) -> int:
+        count = super().recv_into(buffer, nbytes, flags)
+        self.budget.take(count)
+        return count
+
+
+class RecvCounter:
+    """Stands for a socket a blocking library owns (plain or TLS), counting what its `recv`
+    returns; everything else is the socket's. `raw` is the socket itself."""
+
+    def __init__(self, raw: socket.socket, budget: Budget) -> None:
+        self.raw = raw
+        self.budget = budget
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = self.raw.recv(bufsize, flags)
+        self.budget.take(len(data))
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
