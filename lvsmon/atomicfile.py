@@ -1,4 +1,5 @@
-"""Whole-file writes that readers never see half done and that never write through a symlink.
+"""Whole-file writes that readers never see half done and that never write through a symlink;
+and the bounded, non-blocking read of a run-time file (read_regular).
 
 The files lvsmon writes (pid file, status file) live in directories such as /run or /tmp where
 another user may be able to plant a symlink. A fixed temporary name (`path + ".tmp"`,
@@ -12,7 +13,37 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
+
+MAX_STATE_BYTES = 4 * 1024 * 1024  # a run-time state file (the drain state) is far smaller
+
+
+class NotReadable(ValueError):
+    """A run-time file lvsmon refuses to read: not a regular file, or larger than its bound."""
+
+
+def read_regular(path: str, limit: int = MAX_STATE_BYTES) -> bytes:
+    """The bytes of the regular file at `path`, read as the config is: opened without blocking
+    (a FIFO put there never holds the event loop), checked to be a regular file on the open
+    descriptor, and no more than `limit` bytes read (a device or a huge file never fills
+    memory). OSError as open(2) raises it; NotReadable for a FIFO, a device, a directory or a
+    file larger than `limit`."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotReadable("not a regular file")
+        chunks: list[bytes] = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            left -= len(chunk)
+        raise NotReadable(f"larger than {limit} bytes")
+    finally:
+        os.close(fd)
 
 
 def write_atomic(path: str, data: bytes | str, mode: int = 0o644, *, fsync: bool = False) -> None:

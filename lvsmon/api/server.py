@@ -86,7 +86,8 @@ def make_app(daemon: DaemonView, feed: EventFeed) -> web.Application:
 
 
 class ControlServer:
-    """Started after the engine (it shows the engine's state), stopped before it."""
+    """Bound before the daemon touches the kernel (bind: a start that cannot bind changes
+    nothing), served after the engine (it shows the engine's state), stopped before it."""
 
     def __init__(
         self, daemon: DaemonView, feed: EventFeed, socket_path: str | None, listen: str | None
@@ -96,27 +97,81 @@ class ControlServer:
         self._app = make_app(daemon, feed)
         self._feed = feed
         self._runner: web.AppRunner | None = None
+        self._unix: socket.socket | None = None  # bound by bind(), served by start()
+        self._tcp: list[socket.socket] = []
+
+    async def bind(self) -> None:
+        """Bind the socket and the listen address, not serving them yet: the daemon does this
+        before it touches the kernel, so that a start that cannot bind changes nothing.
+        BindError names what cannot be bound and why, in one line."""
+        if self.socket_path and self._unix is None:
+            try:
+                self._unix = bind_unix(self.socket_path)
+            except OSError as exc:
+                raise BindError(
+                    f"cannot bind the control socket {self.socket_path}: {exc.strerror or exc}"
+                ) from exc
+        if self.listen and not self._tcp:
+            try:
+                host, port = parse_listen(self.listen)
+                self._tcp = await bind_tcp(host, port)
+            except (OSError, ValueError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise BindError(f"cannot listen on {self.listen}: {reason}") from exc
 
     async def start(self) -> None:
+        await self.bind()
         runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await runner.setup()
         self._runner = runner
-        if self.socket_path:
-            sock = bind_unix(self.socket_path)
+        if self._unix is not None:
+            sock, self._unix = self._unix, None
             await web.SockSite(runner, sock).start()
-        if self.listen:
-            host, port = parse_listen(self.listen)
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+        if self._tcp:
+            socks, self._tcp = self._tcp, []
+            for sock in socks:
+                await web.SockSite(runner, sock).start()
             log.info("control server listening on %s", self.listen)
 
     async def stop(self, _left: float = 0.0) -> None:
         self._feed.close()
+        for sock in [*([self._unix] if self._unix else []), *self._tcp]:
+            sock.close()  # bound, never served (a start that failed later)
+        self._unix, self._tcp = None, []
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
         if self.socket_path:
             with contextlib.suppress(OSError):
                 os.unlink(self.socket_path)
+
+
+class BindError(Exception):
+    """The control server cannot bind its socket or listen address (one line, for `start`)."""
+
+
+async def bind_tcp(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address `host` resolves to, as asyncio's create_server binds
+    them (SO_REUSEADDR; an IPv6 socket is IPv6 only)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    socks: list[socket.socket] = []
+    try:
+        for family, kind, proto, _name, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(128)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
 def bind_unix(path: str) -> socket.socket:
@@ -128,8 +183,11 @@ def bind_unix(path: str) -> socket.socket:
     old = os.umask(0o177)
     try:
         sock.bind(path)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
     finally:
         os.umask(old)
-    sock.listen(128)
     sock.setblocking(False)
     return sock

@@ -26,7 +26,7 @@ from lvsmon.alerts.hooks import Callback, Commands, FallbackCommands, MonitorFil
 from lvsmon.alerts.sender import KINDS as ALERT_KINDS
 from lvsmon.alerts.sender import Alerts
 from lvsmon.api.eventfeed import EventFeed
-from lvsmon.api.server import ControlServer
+from lvsmon.api.server import BindError, ControlServer
 from lvsmon.atomicfile import write_atomic
 from lvsmon.config import Config, ConfigError
 from lvsmon.config.watch import ConfigWatcher
@@ -160,6 +160,8 @@ class Daemon:
         self._stop_signal = "TERM"
         self._reloading = asyncio.Lock()
         self._started = False
+        self._start_failed = False
+        self._step_failed: dict[str, str] = {}  # housekeeping step -> the error last logged
         self._tasks: set[asyncio.Task[Any]] = set()
         self.scheduler = AsyncIOScheduler()
         self._digests = TableDigests()
@@ -276,9 +278,16 @@ class Daemon:
     # ---- the whole life ---------------------------------------------------------------------
 
     def _parts(self) -> Lifecycle:
-        """In start order: what later parts use comes first, and is stopped last."""
+        """In start order: what later parts use comes first, and is stopped last. What can fail
+        to bind comes before the first kernel op (the engine's), so a start that fails on it
+        changes nothing; served only once the table is programmed."""
         return Lifecycle(
             [
+                *(
+                    [Part("the control server's addresses", self.control.bind, self.control.stop)]
+                    if self.control
+                    else []
+                ),
                 Part("the IPVS backend", stop=lambda _left: self.backend.close()),
                 Part("the event stream", self.events.start, self.events.stop),
                 Part("e-mail alerts", self.alerts.start, self._stop_alerts),
@@ -318,10 +327,15 @@ class Daemon:
                 startup.result()
             except BackendError as exc:
                 error = f"cannot use the IPVS backend {self.backend.name}: {exc}"
+            except BindError as exc:
+                error = str(exc)
             except Exception as exc:  # a bug, or a backend raising what it must not: be loud
                 log.critical("start-up failed", exc_info=exc)
                 error = f"start-up failed: {exc!r}"
             if error is not None:
+                # a start that failed leaves the table as it found it or made it: what it
+                # adopted is never purged on the way out (a restart adopts it again)
+                self._start_failed = True
                 stopping.cancel()
                 log.error("%s", error)
                 ready(error)
@@ -372,7 +386,7 @@ class Daemon:
         await self.sync.use(self.config.settings.syncdaemon)
 
     async def _stop_engine(self, _left: float) -> None:
-        await self.engine.stop(clean=self._started)
+        await self.engine.stop(clean=self._started and not self._start_failed)
 
     async def _start_housekeeping(self) -> None:
         self.scheduler.add_job(
@@ -422,18 +436,38 @@ class Daemon:
         return cached[1]
 
     async def _housekeeping(self) -> None:
+        """Once a second, each step on its own: one that fails (logged once per distinct
+        error, with its traceback) never skips the others (a broken drain state must not stop
+        autoreload or the sync daemons' upkeep)."""
+        if self.status_path:
+            path = self.status_path
+            await self._step("status file", lambda: write_status(path, self.status_json(0.0)))
+        await self._step("maintenance scan", self._scan_maintenance)
+        # files an operator touched by hand in maintenancedir, the drain state file
+        await self._step("drain state", self.engine.refresh_drained)
+        await self._step("config poll", self._poll_config)
+        # every 30 s: read back, restart a vanished sync daemon
+        await self._step("sync daemons", self.sync.maintain)
+
+    def _scan_maintenance(self) -> None:
+        if self.engine.refresh_maintenance():
+            log.info("maintenance set changed: %s", sorted(map(str, self.engine.maintained)))
+
+    async def _step(self, name: str, step: Callable[[], object]) -> None:
         try:
-            if self.status_path:
-                write_status(self.status_path, self.status_json(max_age=0.0))
-            if self.engine.refresh_maintenance():
-                log.info("maintenance set changed: %s", sorted(map(str, self.engine.maintained)))
-            self.engine.refresh_drained()  # files an operator touched by hand in maintenancedir
-            await self._poll_config()
-            await self.sync.maintain()  # every 30 s: read back, restart a vanished sync daemon
+            result = step()
+            if asyncio.iscoroutine(result):
+                await result
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("housekeeping failed")
+        except Exception as exc:
+            failed = repr(exc)
+            if self._step_failed.get(name) != failed:
+                self._step_failed[name] = failed
+                log.exception("housekeeping: %s failed", name)
+        else:
+            if self._step_failed.pop(name, None) is not None:
+                log.info("housekeeping: %s works again", name)
 
     async def _poll_config(self) -> None:
         """autoreload / callback, by the watcher's rules (it logs what it sees): only a

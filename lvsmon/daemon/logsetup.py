@@ -34,6 +34,13 @@ class _LdirectordFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%a %b %e %H:%M:%S %Y", time.localtime(record.created))
         msg = record.getMessage()
+        # the traceback of log.exception() and exc_info=, on the lines after (operations.md)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            msg = f"{msg}\n{record.exc_text}"
+        if record.stack_info:
+            msg = f"{msg}\n{self.formatStack(record.stack_info)}"
         if self.cfgname is None:
             return f"[{stamp}] {msg}"
         return f"[{stamp}|{self.cfgname}|{os.getpid()}] {msg}"

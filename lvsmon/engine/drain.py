@@ -29,16 +29,29 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lvsmon.addr import host_port
-from lvsmon.atomicfile import write_atomic
+from lvsmon.atomicfile import read_regular, write_atomic
 from lvsmon.config.model import Config
 from lvsmon.config.resolve import SystemResolver
 from lvsmon.engine.jobs import RealRef
-from lvsmon.engine.maintenance import candidate_names
+from lvsmon.engine.maintenance import candidate_names, dir_names
 from lvsmon.ipvs.model import Family, ServiceKey
 
 log = logging.getLogger("lvsmon")
 
 SUFFIX = ".drain"
+MAX_NAME_BYTES = 200  # an entry's name, `.drain` added, is one file name (255 bytes at most)
+
+
+def plain_name(text: str) -> bool:
+    """`text` can be a drain file's name as it is: no `/` (a `../x` from a state file must never
+    become a path outside maintenancedir), no control character (a newline would forge log
+    lines), not `.` or `..`, not too long. Every name lvsmon writes is one."""
+    return (
+        0 < len(text.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES
+        and text not in (".", "..")
+        and "/" not in text
+        and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+    )
 
 
 def real_label(address: str, port: int) -> str:
@@ -66,9 +79,16 @@ class DrainEntry:
     @classmethod
     def parse(cls, name: str) -> DrainEntry | None:
         real, at, virtual = name.partition("@")
-        if not real or (at and not virtual):
+        if at and not virtual:
             return None
-        return cls(real, virtual or None)
+        return cls.checked(real, virtual or None)
+
+    @classmethod
+    def checked(cls, real: str, virtual: str | None) -> DrainEntry | None:
+        """An entry from outside (a state file, a file name), or None when its name is not a
+        plain file name (plain_name)."""
+        entry = cls(real, virtual)
+        return entry if real and plain_name(entry.name) else None
 
     @classmethod
     def of(cls, ref: RealRef, *, everywhere: bool) -> DrainEntry:
@@ -98,7 +118,7 @@ class DrainDir:
 
     def read(self) -> set[DrainEntry]:
         try:
-            names = os.listdir(self.path)
+            names = dir_names(self.path)
         except OSError:
             return set()
         found = set()
@@ -112,10 +132,14 @@ class DrainDir:
     def change(self, add: Collection[DrainEntry], remove: Collection[DrainEntry]) -> None:
         # added first: an interrupted undrain that splits an entry leaves more drained, not less
         for entry in add:
+            if not plain_name(entry.name):  # never a path outside the directory
+                raise OSError(f"{entry.name!r} is not a file name")
             path = os.path.join(self.path, entry.name + SUFFIX)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             os.close(fd)
         for entry in remove:
+            if not plain_name(entry.name):
+                continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.path, entry.name + SUFFIX))
 
@@ -128,36 +152,54 @@ class StateFile:
         self.where = path
         self._seen: tuple[int, int, int] | None = None
         self._entries: set[DrainEntry] = set()
+        self._failed: str | None = None  # the last error logged: one line per state of the file
 
     def read(self) -> set[DrainEntry]:
-        # read each second by the daemon: parsed again only when the file changed
+        """The entries; when the file cannot be read or parsed, one error line and the last
+        good entries (read each second by the daemon: parsed again only when it changed)."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            self._seen, self._entries = None, set()
+            self._seen, self._entries, self._failed = None, set(), None
             return set()
         except OSError as exc:
-            log.error("cannot read the drain state %s: %s", self.path, exc)
+            self._error(exc.strerror or str(exc))
             return set(self._entries)
         seen = (st.st_ino, st.st_mtime_ns, st.st_size)
         if seen != self._seen:
-            self._entries = self._load()
             self._seen = seen
+            try:
+                self._entries, self._failed = self._load(), None
+            except (OSError, ValueError, RecursionError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                self._error(str(reason) or type(exc).__name__)
         return set(self._entries)
 
+    def _error(self, reason: str) -> None:
+        if reason != self._failed:
+            self._failed = reason
+            log.error(
+                "cannot read the drain state %s: %s; the last good state is kept",
+                self.path,
+                reason,
+            )
+
     def _load(self) -> set[DrainEntry]:
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, ValueError) as exc:
-            log.error("cannot read the drain state %s: %s", self.path, exc)
-            return set(self._entries)
+        """ValueError (UnicodeDecodeError, JSONDecodeError, NotReadable, a wrong shape) or
+        RecursionError (deep nesting) when the file is not a drain state."""
+        data = json.loads(read_regular(self.path).decode("utf-8"))
+        if not isinstance(data, list):
+            raise ValueError("not a JSON list")
         entries = set()
-        for item in data if isinstance(data, list) else ():
+        for item in data:
             real = item.get("real") if isinstance(item, dict) else None
             virtual = item.get("virtual") if isinstance(item, dict) else None
-            if isinstance(real, str) and real and (virtual is None or isinstance(virtual, str)):
-                entries.add(DrainEntry(real, virtual or None))
+            if not isinstance(real, str) or not (virtual is None or isinstance(virtual, str)):
+                raise ValueError(f"not a drain entry: {_shown(item)}")
+            entry = DrainEntry.checked(real, virtual or None)
+            if entry is None:
+                raise ValueError(f"not a drain name: {_shown(real)}")
+            entries.add(entry)
         return entries
 
     def change(self, add: Collection[DrainEntry], remove: Collection[DrainEntry]) -> None:
@@ -167,6 +209,11 @@ class StateFile:
         data = [{"real": e.real, "virtual": e.virtual} for e in sorted(entries, key=_sort_key)]
         write_atomic(self.path, json.dumps(data, indent=1) + "\n", 0o644)
         self._seen, self._entries = None, entries
+
+
+def _shown(value: object) -> str:
+    """A value of a state file in an error line: printable, bounded."""
+    return ascii(value)[:80]
 
 
 class MemoryStore:

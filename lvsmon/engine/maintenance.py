@@ -17,6 +17,20 @@ from lvsmon.config.resolve import files_only, hosts_file_name
 from lvsmon.engine.jobs import RealRef
 
 _SHORTABLE = re.compile(r"^[a-z][a-z0-9\-]+\.")
+MAX_DIR_ENTRIES = 100_000  # names read of maintenancedir per scan (each second)
+
+
+def dir_names(path: str) -> list[str]:
+    """The names in a directory, at most MAX_DIR_ENTRIES of them: a directory flooded with
+    files costs a bounded scan (OSError as scandir raises it; not a directory: NotADirectoryError,
+    never a wait)."""
+    names = []
+    with os.scandir(path) as entries:
+        for entry in entries:
+            names.append(entry.name)
+            if len(names) >= MAX_DIR_ENTRIES:
+                break
+    return names
 
 
 def reverse_name(address: str) -> str | None:
@@ -53,7 +67,7 @@ class MaintenanceDir:
 
     def scan(self) -> frozenset[RealRef]:
         try:
-            present = set(os.listdir(self.path))
+            present = set(dir_names(self.path))
         except OSError:
             return frozenset()
         return frozenset(r for r, names in self._names.items() if any(n in present for n in names))

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from typing import TypedDict
 
 from lvsmon.addr import bracketed
+from lvsmon.atomicfile import read_regular
 from lvsmon.ipvs.ipvsadm_format import op_line
 from lvsmon.ipvs.model import Service, ServiceKey, Table
 from lvsmon.ipvs.ops import AddDest, AddService
+from lvsmon.text import LIMIT, clean
 
 
 class RealStatus(TypedDict):
@@ -170,17 +172,23 @@ class TableDigests:
         return {str(k): d for k, d in new.items()}
 
 
+MAX_STATUS_BYTES = 256 * 1024 * 1024  # ~300 bytes a real: far above 10,000 reals
+
+
 def read_status(path: str) -> Status | None:
+    """The status file as the daemon wrote it; None when it is not there or not one (read as
+    the config is: a regular file only, without blocking, bounded; any JSON, nesting included)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
+        data = json.loads(read_regular(path, MAX_STATUS_BYTES).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None  # type: ignore[return-value]
 
 
 def render_status(status: Status) -> str:
-    """`lvsmon status`'s lines after the ldirectord-compatible first one: one per real."""
+    """`lvsmon status`'s lines after the ldirectord-compatible first one: one per real. The
+    status file may have been edited: every line is clean (lvsmon/text.py), bounded at twice
+    a reason's bound, so that no field of it reaches the terminal raw."""
     lines: list[str] = []
     if status.get("phase"):
         lines.append(f"phase: {status['phase']}")
@@ -223,7 +231,7 @@ def render_status(status: Status) -> str:
             f" drift repairs: {stats.get('drift_repairs', 0)}"
             + ("; a failed op is being retried" if stats.get("retry_pending") else "")
         )
-    return "\n".join(lines)
+    return "\n".join(clean(line, 2 * LIMIT) for line in lines)
 
 
 class StatusEncoder:
