@@ -10,20 +10,64 @@ asyncpg does the protocol. TLS as DBD::Pg through libpq's default sslmode=prefer
 server offers it, without verifying its certificate; plain when it declines. An empty `passwd`
 or `database` is left to asyncpg's fallbacks, which are libpq's (PGPASSWORD and ~/.pgpass; the
 login's name as the database).
+
+A peer's bytes are bounded (issue 21, class 1): asyncpg buffers a message until the length it
+announces has arrived (a 2 GB ErrorResponse grew the daemon by hundreds of MB), and has no limit
+of its own. asyncpg builds its protocol through `asyncpg.protocol.Protocol` at connect time, so
+this module puts `_Protocol` there: the same protocol, counting what it receives against the
+budget of the check that connects (a context variable, so asyncpg used elsewhere, outside a
+check, counts nothing) and aborting the connection past it. It counts what TLS decrypted; the
+check's reason is then "pgsql: response too large (over 256 KiB)".
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from typing import Any
 
 import asyncpg
+import asyncpg.protocol
 
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, describe_error
+from lvsmon.checks.budget import Budget, OverBudget
 from lvsmon.checks.dialogue import shown
 from lvsmon.checks.step import Step
 
 SHOWN = 200
 """Longest server message a reason quotes."""
+
+
+_budget: contextvars.ContextVar[Budget | None] = contextvars.ContextVar(
+    "lvsmon_pgsql_budget", default=None
+)
+
+
+class _Protocol(asyncpg.protocol.Protocol):  # type: ignore[misc]  # Cython, no hints
+    """asyncpg's protocol, holding the peer to the budget of the check that connects."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._lvsmon_budget = _budget.get()
+        self._lvsmon_transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self._lvsmon_transport = transport
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        budget = self._lvsmon_budget
+        if budget is not None:
+            try:
+                budget.take(len(data))
+            except OverBudget:
+                if self._lvsmon_transport is not None:
+                    self._lvsmon_transport.abort()  # asyncpg sees the connection lost
+                return
+        super().data_received(data)
+
+
+asyncpg.protocol.Protocol = _Protocol  # what asyncpg's connect builds, looked up at each connect
 
 
 def query_of(spec: CheckSpec) -> str:
@@ -36,6 +80,18 @@ def _text(exc: BaseException) -> str:
 
 
 async def check(spec: CheckSpec, step: Step) -> CheckResult:
+    budget = Budget("pgsql")
+    token = _budget.set(budget)  # read when asyncpg builds the protocol, in this task
+    try:
+        return await _check(spec, step, budget)
+    except Exception:
+        budget.check()  # asyncpg's "connection lost" was the budget's abort
+        raise
+    finally:
+        _budget.reset(token)
+
+
+async def _check(spec: CheckSpec, step: Step, budget: Budget) -> CheckResult:
     step.name = "pgsql connect"
     conn = await _connect(spec)
     try:
@@ -43,6 +99,7 @@ async def check(spec: CheckSpec, step: Step) -> CheckResult:
         try:
             result = await _query(conn, query_of(spec), spec.timeout)
         except asyncpg.PostgresError as exc:
+            budget.check()
             result = CheckResult(False, f"pgsql: query: {_text(exc)}")
         await conn.close(timeout=spec.timeout)  # Terminate, as DBI's disconnect
         return result

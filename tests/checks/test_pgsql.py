@@ -131,6 +131,18 @@ async def test_tls_when_the_server_offers_it(postgres: Server) -> None:
     assert result.ok, result.reason
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+async def test_result_past_the_budget_is_down(postgres: Server, tls: bool) -> None:
+    """A real server's answer counts against the budget too (issue 21, class 1), over TLS as
+    well: a first row larger than 256 KiB is down."""
+    request = "SELECT repeat('x', 300000)"
+    if tls:
+        request = "SELECT repeat('x', 300000) FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl"
+    result = await check(postgres.ports["pgsql"], request=request)
+    assert (result.ok, result.reason) == (False, "pgsql: response too large (over 256 KiB)")
+    assert (await check(postgres.ports["pgsql"])).ok
+
+
 async def test_plain_when_the_server_declines_tls() -> None:
     """The other half of prefer: after "N" the login goes on in the clear."""
     auth_ok = b"R" + struct.pack("!ii", 8, 0)  # then it hangs up before ReadyForQuery
