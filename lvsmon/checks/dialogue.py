@@ -11,6 +11,11 @@ touches a socket. Its driver connects, sends `opening()`, feeds every chunk the 
 
 A dialogue is single-use and knows nothing of time: the deadline is the driver's (one per check),
 and `step` tells what a deadline or a socket error struck ("timeout after 3s during imap login").
+
+A peer's bytes are untrusted (issue 21): every dialogue's work is linear in the bytes it is fed
+(no re-slicing of a buffer per line; tests/hostile/test_dialogue_linearity.py), and each driver
+feeds it at most `budget` bytes in all, then ends the check down with "<step>: response too large
+(over 256 KiB)" (`too_large`), whatever the dialogue would still read.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 from typing import Final
 
 from lvsmon.checks.base import CheckResult
+from lvsmon.checks.budget import PEER_BYTES, too_large
+from lvsmon.text import clean
 
 Outcome = bytes | CheckResult | None
 """What `Dialogue.feed` returns: bytes to send (then read on; b"" sends nothing), the verdict,
@@ -37,6 +44,9 @@ class Dialogue:
     """Half-close (SHUT_WR) once the opening is sent: ldirectord's simpletcp does."""
     farewell: bytes = b""
     """Sent, without waiting, after the verdict (QUIT, LOGOUT): servers log a rude hang-up."""
+    budget: int = PEER_BYTES
+    """The peer's bytes the driver feeds this dialogue at most, in all; past it the check is
+    down (`over_budget`). A dialogue that keeps more on purpose (http's 1 MiB of body) adds it."""
 
     def opening(self) -> bytes:
         """Bytes to send as soon as the connection is up; b"" to let the server speak first."""
@@ -49,28 +59,45 @@ class Dialogue:
         """The server closed its side before a verdict."""
         return CheckResult(False, f"{self.step}: connection closed by the server")
 
+    def over_budget(self) -> CheckResult:
+        """The verdict of a driver that stopped feeding at `budget`."""
+        return CheckResult(False, too_large(self.step, self.budget))
+
 
 class LineBuffer:
-    """Splits a byte stream into lines (CRLF or LF, ending stripped), bounded by MAX_LINE."""
+    """Splits a byte stream into lines (CRLF or LF, ending stripped), bounded by MAX_LINE.
+
+    Linear in what it is fed: a chunk without a newline is appended to the partial line (a
+    bytearray, so appending is amortised O(chunk)) and nothing is searched twice; the partial
+    line is copied once more when a newline ends it."""
 
     __slots__ = ("_buf",)
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._buf = bytearray()
 
     def lines(self, data: bytes) -> list[bytes]:
         """The complete lines `data` finishes; raises LineTooLong past MAX_LINE bytes."""
-        buf = self._buf + data
-        parts = buf.split(b"\n")
-        self._buf = parts.pop()
-        if len(self._buf) > MAX_LINE or any(len(p) > MAX_LINE for p in parts):
+        buf = self._buf
+        if b"\n" not in data:
+            if len(buf) + len(data) > MAX_LINE:
+                raise LineTooLong(f"a line longer than {MAX_LINE} bytes")
+            buf += data
+            return []
+        if buf:
+            data = bytes(buf) + data
+            buf.clear()
+        parts = data.split(b"\n")
+        rest = parts.pop()
+        if len(rest) > MAX_LINE or any(len(p) > MAX_LINE for p in parts):
             raise LineTooLong(f"a line longer than {MAX_LINE} bytes")
+        buf += rest
         return [p[:-1] if p.endswith(b"\r") else p for p in parts]
 
     @property
     def partial(self) -> bytes:
         """What came after the last newline."""
-        return self._buf
+        return bytes(self._buf)
 
 
 class LineTooLong(ValueError):
@@ -78,7 +105,6 @@ class LineTooLong(ValueError):
 
 
 def shown(line: bytes, limit: int = 120) -> str:
-    """A server's line for a reason: printable, short, never raising on bad bytes."""
-    text = line.decode("utf-8", "replace").strip()
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= limit else text[:limit] + "..."
+    """A server's line for a reason: printable, short, never raising on bad bytes (the one rule
+    for outside text: lvsmon/text.py)."""
+    return clean(line.decode("utf-8", "replace").strip(), limit)

@@ -107,7 +107,7 @@ class DnsDialogue(Dialogue):
         self.asked = 0
         self.seen: list[str] = []  # values of the records that did not match
         self.truncated = False
-        self._buf = b""
+        self._buf = bytearray()  # TCP: a message under way, with its length
 
     def _wire(self, index: int) -> bytes:
         wire = self.queries[index].to_wire()
@@ -119,12 +119,15 @@ class DnsDialogue(Dialogue):
     def feed(self, data: bytes) -> Outcome:
         if not self.tcp:
             return self._message(data)
-        self._buf += data
-        while len(self._buf) >= 2:
-            end = 2 + int.from_bytes(self._buf[:2], "big")
-            if len(self._buf) < end:
+        # a bytearray, cut at its front: a message fed a byte at a time costs O(its length)
+        buf = self._buf
+        buf += data
+        while len(buf) >= 2:
+            end = 2 + int.from_bytes(buf[:2], "big")
+            if len(buf) < end:
                 return None
-            message, self._buf = self._buf[2:end], self._buf[end:]
+            message = bytes(buf[2:end])
+            del buf[:end]
             outcome = self._message(message)
             if outcome is not None:
                 return outcome

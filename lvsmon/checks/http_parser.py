@@ -192,11 +192,14 @@ class ResponseParser:
     def _line(self) -> bytes | None:
         """One CRLF/LF-terminated line from the buffer, without its terminator."""
         buf = self._buf
-        end = buf.find(b"\n", 0, _MAX_CHUNK_LINE + 1)
+        # a line fed a byte at a time is searched once: from where the last search stopped
+        end = buf.find(b"\n", self._scan_from, _MAX_CHUNK_LINE + 1)
         if end < 0:
             if len(buf) > _MAX_CHUNK_LINE:
                 raise HttpProtocolError(f"line longer than {_MAX_CHUNK_LINE} bytes")
+            self._scan_from = len(buf)
             return None
+        self._scan_from = 0
         line = bytes(buf[:end])
         del buf[: end + 1]
         return line[:-1] if line.endswith(b"\r") else line

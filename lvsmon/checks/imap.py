@@ -52,30 +52,41 @@ class ImapDialogue(Dialogue):
         self.step = f"{service} greeting"
         self._pieces = login_command(login, passwd) if login else []
         self.farewell = b"a2 LOGOUT\r\n" if login else TAG + b" LOGOUT\r\n"
-        self._buf = b""
+        self._buf = bytearray()
+        self._scanned = 0  # bytes at the front of _buf known to hold no newline
         self._skip = 0  # bytes of a literal still to pass over
 
     def feed(self, data: bytes) -> Outcome:
-        self._buf += data
+        # linear in what is fed: lines are read at an offset into the buffer, which is cut once
+        # per feed (slicing it per line made 256 KiB of 3-byte lines cost 189 ms: issue 21)
+        buf = self._buf
+        buf += data
+        size = len(buf)
+        pos = 0
         sent = b""
-        while True:
-            if self._skip:
-                taken = min(self._skip, len(self._buf))
-                self._buf = self._buf[taken:]
-                self._skip -= taken
+        try:
+            while True:
                 if self._skip:
+                    taken = min(self._skip, size - pos)
+                    pos += taken
+                    self._skip -= taken
+                    if self._skip:
+                        break
+                end = buf.find(b"\n", max(pos, self._scanned), pos + MAX_LINE + 1)
+                if end < 0:
+                    if size - pos > MAX_LINE:
+                        return self._down(f"{self._stage()}: a line longer than {MAX_LINE} bytes")
+                    self._scanned = size
                     break
-            end = self._buf.find(b"\n")
-            if end < 0 or end > MAX_LINE:
-                if len(self._buf) > MAX_LINE:
-                    return self._down(f"{self._stage()}: a line longer than {MAX_LINE} bytes")
-                break
-            line = self._buf[:end].removesuffix(b"\r")
-            self._buf = self._buf[end + 1 :]
-            outcome = self._answer(line)
-            if isinstance(outcome, CheckResult):
-                return outcome
-            sent += outcome
+                line = bytes(buf[pos:end]).removesuffix(b"\r")
+                pos = end + 1
+                outcome = self._answer(line)
+                if isinstance(outcome, CheckResult):
+                    return outcome
+                sent += outcome
+        finally:
+            del buf[:pos]
+            self._scanned = max(0, self._scanned - pos)
         return sent or None
 
     def _answer(self, line: bytes) -> bytes | CheckResult:

@@ -42,30 +42,39 @@ class SimpleTcpDialogue(Dialogue):
         self.receive = compile_receive(receive)
         self.datagram = datagram
         self.last: bytes | None = None  # the last line read, for the reason
-        self._buf = b""
+        self._buf = bytearray()  # the line under way (TCP), at most MAX_LINE bytes
 
     def opening(self) -> bytes:
         return self.request
 
     def feed(self, data: bytes) -> Outcome:
-        buf = self._buf + data
+        # linear in what is fed: a chunk without a newline only extends the line under way
+        if not self.datagram and b"\n" not in data:
+            if len(self._buf) + len(data) > MAX_LINE:
+                return CheckResult(False, f"simpletcp: a line longer than {MAX_LINE} bytes")
+            self._buf += data
+            return None
+        if self._buf:
+            data = bytes(self._buf) + data
+            self._buf.clear()
         start = 0
-        while (end := buf.find(b"\n", start)) >= 0:
-            verdict = self._line(buf[start : end + 1])
+        while (end := data.find(b"\n", start)) >= 0:
+            verdict = self._line(data[start : end + 1])
             if verdict is not None:
                 return verdict
             start = end + 1
-        self._buf = buf[start:]
-        if self.datagram and self._buf:
-            rest, self._buf = self._buf, b""
+        rest = data[start:]
+        if self.datagram and rest:
             return self._line(rest)
-        if len(self._buf) > MAX_LINE:
+        if len(rest) > MAX_LINE:
             return CheckResult(False, f"simpletcp: a line longer than {MAX_LINE} bytes")
+        self._buf += rest
         return None
 
     def feed_eof(self) -> CheckResult:
         if self._buf:  # Perl's readline returns the last line without its newline too
-            rest, self._buf = self._buf, b""
+            rest = bytes(self._buf)
+            self._buf.clear()
             verdict = self._line(rest)
             if verdict is not None:
                 return verdict
