@@ -15,6 +15,12 @@ landed in its temporary file:
 * an empty `request` (the default "/") retrieves nothing: up iff login and CWD / succeed, so a
   login-only check is possible; with `receive` set it is a configuration error;
 * only the first MAX_DOWNLOAD bytes are read and matched (Net::FTP read the whole file to disk).
+
+A peer's bytes on the control connection are bounded (issue 21, class 1): aioftp keeps every
+line of a reply and asyncio's readline takes lines of up to 64 KiB, so 1,000 lines of 64 KiB
+held 64 MB per check. Every line passes `_Client.parse_line`, which counts it against the
+check's budget (PEER_BYTES) and its number against MAX_REPLY_LINES; past either, or on a line
+longer than asyncio's 64 KiB, the check is down with "<step>: response too large (...)".
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from lvsmon.checks.base import (
     CheckSpec,
     compile_receive,
 )
+from lvsmon.checks.budget import Budget, OverBudget, too_large
 from lvsmon.checks.dialogue import shown
 from lvsmon.checks.step import Step
 
@@ -52,6 +59,7 @@ class _Client(aioftp.Client):
         super().__init__(socket_timeout=timeout, connection_timeout=timeout, path_timeout=timeout)
         self.step = step
         self.lines = 0
+        self.budget = Budget("ftp")
 
     async def parse_line(self) -> tuple[aioftp.Code, str]:
         line: bytes = await self.stream.readline()
@@ -60,7 +68,13 @@ class _Client(aioftp.Client):
             raise CheckFailed(f"{self.step.name}: connection closed by the server")
         self.lines += 1
         if self.lines > MAX_REPLY_LINES:
-            raise CheckFailed(f"{self.step.name}: more than {MAX_REPLY_LINES} reply lines")
+            raise CheckFailed(
+                f"{self.step.name}: response too large (more than {MAX_REPLY_LINES} reply lines)"
+            )
+        try:
+            self.budget.take(len(line))
+        except OverBudget:
+            raise CheckFailed(too_large(self.step.name)) from None
         text = line.decode(self.encoding, errors="replace").rstrip()
         return aioftp.Code(text[:3]), text[3:]
 
@@ -166,5 +180,5 @@ async def check(spec: CheckSpec, step: Step) -> CheckResult:
 def _value_error(exc: ValueError) -> str:
     text = str(exc)
     if "limit" in text:
-        return "a reply line longer than 64 KiB"
+        return "response too large (a reply line over 64 KiB)"
     return shown(text.encode()) or type(exc).__name__
