@@ -18,6 +18,7 @@ from realservers.postfix import HOSTNAME, running_postfix
 from tests.helpers import closed_port
 
 UP = f"250 {HOSTNAME}"
+TOO_LARGE = "response too large (a reply over 32 KiB or a line over 8 KiB)"
 
 
 @pytest.fixture(scope="module")
@@ -197,8 +198,8 @@ async def test_no_helo_after_a_temporary_ehlo_failure() -> None:
             "smtp: greeting: malformed SMTP response line: HTTP/1.1 400 Bad Request",
         ),
         (b"\xff\xfe\x00garbage\r\n", "smtp: greeting: malformed SMTP response line: ?garbage"),
-        (b"220 " + b"x" * 9000 + b"\r\n", "smtp: greeting: response too long"),
-        (b"220-more\r\n" * 4000, "smtp: greeting: response too long"),
+        (b"220 " + b"x" * 9000 + b"\r\n", f"smtp: greeting: {TOO_LARGE}"),
+        (b"220-more\r\n" * 4000, f"smtp: greeting: {TOO_LARGE}"),
         (b"220 half a li", "smtp: greeting: connection closed by the server"),
         (b"", "smtp: greeting: connection closed by the server"),
     ],
