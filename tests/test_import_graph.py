@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent / "lvsmon"
 
 # Floor first. A module belongs to the first prefix that matches it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("lvsmon", "lvsmon.atomicfile"),  # the package marker and leaf helpers
+    ("lvsmon", "lvsmon.atomicfile", "lvsmon.text"),  # the package marker and leaf helpers
     ("lvsmon.ipvs", "lvsmon.checks"),  # the kernel table and the checks know nothing above
     ("lvsmon.config",),
     ("lvsmon.engine",),

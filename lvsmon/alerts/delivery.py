@@ -51,6 +51,7 @@ from typing import Literal
 import aiosmtplib
 
 from lvsmon.addr import host_port
+from lvsmon.text import clean
 
 log = logging.getLogger("lvsmon")
 
@@ -132,8 +133,10 @@ def _where(settings: SmtpSettings) -> str:
 
 
 def _reason(exc: BaseException) -> str:
+    """What a relay (or sendmail) said, for one log line: its lines joined, then clean
+    (lvsmon/text.py: no control character, bounded), whatever the server sent."""
     text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())  # one log line, whatever the server said
+    return clean(" ".join(text.split()))
 
 
 def _tls_context(verify: bool, cafile: str | None) -> ssl.SSLContext:

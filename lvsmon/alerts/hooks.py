@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from lvsmon.addr import host_port
 from lvsmon.config.model import Config, Virtual
 from lvsmon.engine.events import CheckDone, ConfigFileChanged, Event, FallbackChanged
+from lvsmon.text import clean
 
 log = logging.getLogger("lvsmon")
 
@@ -133,6 +134,6 @@ class MonitorFiles:
         line = f"[{stamp}] [{os.getpid()}] {ref.address} {ref.port} {ref.service} [{status}] "
         try:
             with open(path, "a", encoding="utf-8") as f:
-                f.write(line + _escape(event.reason) + "\n")
+                f.write(line + _escape(clean(event.reason)) + "\n")
         except OSError as exc:
             log.error("cannot write monitorfile %s: %s", path, exc.strerror)

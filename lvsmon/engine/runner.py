@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import functools
 import time
 from collections import deque
@@ -23,6 +24,7 @@ from lvsmon.engine.jobs import CheckJob, Plan, RealRef
 from lvsmon.engine.lag import LagMonitor, forgiven, late_timeout
 from lvsmon.engine.status import Stats
 from lvsmon.engine.timetable import Timetable
+from lvsmon.text import LIMIT, clean
 
 WAKE_QUANTUM_S = 0.004  # the check loop sleeps at least this long between rounds of starts
 
@@ -346,11 +348,16 @@ class CheckRunner:
             if not result.ok:
                 self.stats.checks_failed += 1
             # the steady state of a healthy pool: another good result changes nothing
-            if not (result.ok and run.steady == result.reason and not self.every_result):
+            reason = result.reason
+            if not (result.ok and run.steady == reason and not self.every_result):
+                # the server's words reach health, status, log, events, mails and monitorfile
+                # from here: clean (lvsmon/text.py); inlined, its common case is one C-speed test
+                if not (reason.isprintable() and len(reason) <= LIMIT):
+                    result = dataclasses.replace(result, reason=clean(reason))
                 settled = self._on_result(run.refs, result)
                 # not while a real counts passes toward risecount or is held by flap damping:
-                # each of those passes changes its health
-                run.steady = result.reason if result.ok and settled else None
+                # each of those passes changes its health (compared as the check said it)
+                run.steady = reason if result.ok and settled else None
         finally:
             self._finished(run)
 
@@ -374,7 +381,7 @@ class CheckRunner:
             if self.on_unknown is not None:
                 self.on_unknown(
                     run.refs,
-                    f"last check unknown: {result.reason}, but the daemon was late"
+                    f"last check unknown: {clean(result.reason)}, but the daemon was late"
                     f" (lost {lost * 1000:.0f} ms of it)",
                 )
             return None
