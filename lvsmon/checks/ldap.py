@@ -12,6 +12,12 @@ them all, starving every other LDAP check and whatever else uses that executor. 
 be cancelled, so when `run_check`'s deadline strikes, the socket is shut down under the blocked
 call (`_Job.abort`), which returns at once; ldap3's own connect and receive timeouts (the
 check's timeout) bound the thread even if that fails.
+
+A peer's bytes are bounded (issue 21, class 1): ldap3 appends what it receives until the length
+a message's BER header announces has arrived (2 GB if the peer says so), with no limit of its
+own. Once connected (and, for ldaps, past the handshake, which OpenSSL bounds), the socket ldap3
+reads is wrapped in a `RecvCounter`: past PEER_BYTES its recv raises, ldap3 reports a receive
+error, and the check is down with "ldap: response too large (over 256 KiB)".
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from lvsmon.checks.base import (
     CheckSpec,
     compile_receive,
 )
+from lvsmon.checks.budget import Budget, RecvCounter
 from lvsmon.checks.dialogue import shown
 from lvsmon.checks.step import Step
 from lvsmon.checks.stream import tls_context
@@ -115,6 +122,7 @@ class _Job:
         self.tls = spec.service == "ldaps"
         self.conn: Any = None
         self.aborted = False
+        self.budget = Budget(spec.service)
 
     def run(self) -> CheckResult:
         global _busy
@@ -129,7 +137,7 @@ class _Job:
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.unbind()  # sends an unbind request if still connected, closes the socket
-                sock = getattr(conn, "socket", None)
+                sock = _raw(getattr(conn, "socket", None))
                 if isinstance(sock, socket.socket):
                     sock.close()  # ldap3 leaves it open when connect or the handshake fails
             with _pool_lock:
@@ -139,7 +147,7 @@ class _Job:
         """Unblock the thread: a recv or handshake on a socket shut down returns at once."""
         self.aborted = True
         conn = self.conn
-        sock = getattr(conn, "socket", None) if conn is not None else None
+        sock = _raw(getattr(conn, "socket", None)) if conn is not None else None
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 # the plain socket's shutdown even on an SSLSocket: its own would drop the
@@ -175,6 +183,8 @@ class _Job:
             conn.open()
             if self.aborted:
                 raise CheckFailed(f"{name}: aborted")
+            if isinstance(conn.socket, socket.socket):  # nothing was received yet
+                conn.socket = RecvCounter(conn.socket, self.budget)
             self.step.name = f"{name} bind"
             if not conn.bind():
                 raise CheckFailed(f"{name}: bind rejected: {_result(conn)}")
@@ -182,8 +192,14 @@ class _Job:
             self.step.name = f"{name} search"
             conn.search(base, FILTER, search_scope=ldap3.BASE, attributes=[])
         except LDAPException as exc:
+            self.budget.check()
             raise CheckFailed(f"{self.step.name}: {describe_ldap_error(exc)}") from None
         return judge(spec, base, conn.result, conn.response)
+
+
+def _raw(sock: object) -> object:
+    """The socket itself, behind a RecvCounter or not."""
+    return sock.raw if isinstance(sock, RecvCounter) else sock
 
 
 def _result(conn: Any) -> str:
