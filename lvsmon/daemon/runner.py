@@ -39,6 +39,23 @@ class LockError(Exception):
     """The pid file's lock cannot be taken for another reason than a running daemon."""
 
 
+class FileError(LockError):
+    """A run-time file the daemon needs (its log file, its pid file) cannot be opened or
+    written: the start fails with this one line, before anything touched the kernel."""
+
+
+def check_logfile(logfile: str, *, debug: bool, supervised: bool) -> None:
+    """A log file lvsmon will write (logfile=/path, neither -d nor supervised) can be opened for
+    appending now: else FileError, rather than a daemon whose every line is lost."""
+    if debug or supervised or not logfile.startswith("/"):
+        return
+    try:
+        fd = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        raise FileError(f"cannot open the log file {logfile}: {exc.strerror or exc}") from exc
+    os.close(fd)
+
+
 @dataclass(frozen=True)
 class Started:
     """What a detached start came to: `running` is the pid of a daemon that was there first."""
@@ -63,15 +80,25 @@ def serve(config: Config, launch: Launch, ready: Ready) -> int:
         raise LockError(
             f"cannot lock {pidfile.lock_path(launch.pid_path)}: {exc.strerror or exc}"
         ) from exc
-    raise_fd_limit()
-    setup_logging(
-        config.settings.logfile,
-        launch.cfgname,
-        debug=launch.debug,
-        supervised=config.settings.supervised,
-    )
     pid = os.getpid()
-    pidfile.write_pid(launch.pid_path, pid)
+    try:
+        # what can fail to open is opened before the daemon touches the kernel (the control
+        # server's addresses are bound by its first part)
+        settings = config.settings
+        check_logfile(settings.logfile, debug=launch.debug, supervised=settings.supervised)
+        raise_fd_limit()
+        setup_logging(
+            settings.logfile, launch.cfgname, debug=launch.debug, supervised=settings.supervised
+        )
+        try:
+            pidfile.write_pid(launch.pid_path, pid)
+        except OSError as exc:
+            raise FileError(
+                f"cannot write the pid file {launch.pid_path}: {exc.strerror or exc}"
+            ) from exc
+    except BaseException:
+        os.close(lock_fd)
+        raise
     try:
 
         async def main() -> int:

@@ -26,8 +26,10 @@ from lvsmon.engine.drain import DrainState
 from lvsmon.engine.status import read_status
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import ServiceKey, Table
+from tests import helpers
 from tests.helpers import Web, lvsmon, wait_for
-from tests.helpers import webs  # noqa: F401  (a fixture, found by name)
+
+webs = helpers.webs  # the fixture (three HTTP reals), found by name
 
 VKEY = ServiceKey.inet("tcp", "127.0.0.100", 80)
 NESTED = "[" * 200_000 + "]" * 200_000  # json raises RecursionError
@@ -117,7 +119,9 @@ async def test_a_start_that_cannot_bind_leaves_an_adopted_table_untouched(
     assert error is not None and expected in error and "\n" not in error
 
 
-def test_start_that_cannot_bind_exits_non_zero_with_one_line(webs: list[Web], tmp_path: Path) -> None:
+def test_start_that_cannot_bind_exits_non_zero_with_one_line(
+    webs: list[Web], tmp_path: Path
+) -> None:
     deep = tmp_path / ("d" * 120)
     deep.mkdir()
     cf = tmp_path / "lb.cf"
@@ -132,6 +136,25 @@ def test_start_that_cannot_bind_exits_non_zero_with_one_line(webs: list[Web], tm
     assert len(lines) == 1, done.stderr
     assert "cannot bind the control socket" in lines[0] and str(deep / "lb.sock") in lines[0]
     assert not (deep / "lb.pid").exists()
+
+
+@pytest.mark.parametrize("what", ["log file", "pid file"])
+def test_start_that_cannot_open_its_files_exits_non_zero_with_one_line(
+    webs: list[Web], tmp_path: Path, what: str
+) -> None:
+    log = tmp_path / "log"
+    if what == "log file":
+        os.mkfifo(log)  # nobody reads it: it cannot be opened for writing without blocking
+    cf = tmp_path / "lb.cf"
+    cf.write_text(cf_text(webs[:1], extra=f'logfile="{log}"\n'))
+    pid = tmp_path / "lb.pid"
+    if what == "pid file":
+        pid.mkdir()  # a directory where the pid file goes: it cannot be replaced
+    done = lvsmon(str(cf), "start", env={"LVSMON_BACKEND": "memory", "LVSMON_PIDFILE": str(pid)})
+    assert done.returncode != 0
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"cannot {'open' if what == 'log file' else 'write'} the {what}" in lines[0]
 
 
 # ---- class 7: run-time files ------------------------------------------------------------------
