@@ -16,6 +16,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from lvsmon.daemon import pidfile
+from lvsmon.text import clean
 
 if TYPE_CHECKING:
     from lvsmon.cli.control import Control
@@ -117,9 +118,10 @@ def _print_results(command: str, results: list[Any]) -> None:
 
 def _print_listing(body: dict[str, Any]) -> None:
     drained = body.get("drained", [])
+    # the daemon's answer quotes file names: each line clean (lvsmon/text.py)
     for d in drained:
-        print(f"drained {d.get('real')} in {d.get('virtual')}")
+        print(clean(f"drained {d.get('real')} in {d.get('virtual')}"))
     if not drained:
-        print(f"no real server is drained (state: {body.get('where')})")
+        print(clean(f"no real server is drained (state: {body.get('where')})"))
     for name in body.get("ignored", []):
-        print(f"ignored: {name} names no real server of the config")
+        print(clean(f"ignored: {name} names no real server of the config"))

@@ -35,6 +35,7 @@ from lvsmon.config.resolve import SystemResolver
 from lvsmon.engine.jobs import RealRef
 from lvsmon.engine.maintenance import candidate_names, dir_names
 from lvsmon.ipvs.model import Family, ServiceKey
+from lvsmon.text import clean
 
 log = logging.getLogger("lvsmon")
 
@@ -249,7 +250,7 @@ def carry_over(old: DrainStore, new: DrainStore) -> None:
     entries = old.read()
     if not entries:
         return
-    names = ", ".join(sorted(e.name for e in entries))
+    names = ", ".join(sorted(clean(e.name) for e in entries))
     try:
         new.change(entries - new.read(), ())
     except OSError as exc:
@@ -444,7 +445,7 @@ def listing(store: DrainStore, index: DrainIndex) -> dict[str, object]:
     return {
         "where": store.where,
         "drained": [{"virtual": v, "real": r} for v, r in pairs],
-        "ignored": sorted(e.name for e in unknown),
+        "ignored": sorted(clean(e.name) for e in unknown),  # a file's name: shown clean
     }
 
 
@@ -496,7 +497,7 @@ class DrainState:
                 log.warning(
                     "drain state %s: %s names no real server of %s; kept, ignored",
                     store.where,
-                    entry.name,
+                    clean(entry.name),
                     config.path,
                 )
         return found
