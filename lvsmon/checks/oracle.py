@@ -11,15 +11,28 @@ later) does the protocol. It is the optional extra `lvsmon[oracle]`: this module
 only when a config uses service=oracle, and check-config rejects that service when the package
 is missing. Its `tcp_connect_timeout` only bounds the TCP connect: the outer deadline is what
 holds against a silent peer.
+
+A peer's bytes are bounded (issue 21, class 1): python-oracledb keeps every packet of a response
+until the next request (a peer streaming marker packets during the login grew the check by as
+much as it sent), with no limit of its own. Its thin async connect builds its protocol from
+`oracledb.thin_impl.AsyncProtocol`, so this module puts `_Protocol` there: the same protocol,
+counting what it receives (after TLS) against the budget of the check that connects (a context
+variable: oracledb used outside a check counts nothing), and aborting the connection past it;
+the check's reason is then "oracle: response too large (over 256 KiB)".
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import re
+from typing import Any
 
 import oracledb
+from oracledb import thin_impl  # type: ignore[attr-defined]  # compiled, no stubs
 
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, describe_error
+from lvsmon.checks.budget import Budget, OverBudget
 from lvsmon.checks.dialogue import shown
 from lvsmon.checks.step import Step
 
@@ -27,6 +40,38 @@ SHOWN = 200
 """Longest server message a reason quotes."""
 
 _CONNECTION_ID = re.compile(r"\s*\(CONNECTION_ID=[^)]*\)")
+
+
+_budget: contextvars.ContextVar[Budget | None] = contextvars.ContextVar(
+    "lvsmon_oracle_budget", default=None
+)
+
+
+class _Protocol(thin_impl.AsyncProtocol):  # type: ignore[misc]
+    """python-oracledb's protocol, holding the peer to the budget of the check that connects."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lvsmon_budget = _budget.get()
+        self._lvsmon_transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self._lvsmon_transport = transport
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        budget = self._lvsmon_budget
+        if budget is not None:
+            try:
+                budget.take(len(data))
+            except OverBudget:
+                if self._lvsmon_transport is not None:
+                    self._lvsmon_transport.abort()
+                return
+        super().data_received(data)
+
+
+thin_impl.AsyncProtocol = _Protocol  # what connect_async builds, looked up each time
 
 
 def query_of(spec: CheckSpec) -> str:
@@ -43,6 +88,18 @@ def _text(exc: BaseException) -> str:
 
 
 async def check(spec: CheckSpec, step: Step) -> CheckResult:
+    budget = Budget("oracle")
+    token = _budget.set(budget)  # read when oracledb builds the protocol, in this task
+    try:
+        return await _check(spec, step, budget)
+    except Exception:
+        budget.check()  # oracledb's "connection closed" was the budget's abort
+        raise
+    finally:
+        _budget.reset(token)
+
+
+async def _check(spec: CheckSpec, step: Step, budget: Budget) -> CheckResult:
     step.name = "oracle connect"
     conn = await _connect(spec)
     try:
@@ -50,6 +107,7 @@ async def check(spec: CheckSpec, step: Step) -> CheckResult:
         try:
             result = await _query(conn, query_of(spec))
         except oracledb.Error as exc:
+            budget.check()
             result = CheckResult(False, f"oracle: query: {_text(exc)}")
         await conn.close()  # logoff, as DBI's disconnect
         return result
