@@ -52,7 +52,10 @@ UNKNOWN_MAX_S: Final = 30.0  # ...and for at least this long (s) since the first
 LOG_EVERY_S: Final = 10.0  # the aggregated log line, at most this often
 WINDOW_S: Final = 60.0  # the lag gauge: the largest lag within the last minute
 CLOCK_STEP_S: Final = 1.0  # wall clock moving this much more or less than monotonic: a step
-BUSY_BYTES: Final = 256 * 1024  # a check fed more than this during its run is busy: not forgiven
+# a check fed more than this during its run is busy: its late timeout is not forgiven. Far above
+# what a health check's answer takes, a quarter of the drivers' per-check budget (256 KiB, so
+# that peers just under the budget cannot lag the loop together and be forgiven), one prober read
+BUSY_BYTES: Final = 64 * 1024
 
 
 def _boottime() -> float:

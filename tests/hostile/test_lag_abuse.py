@@ -19,8 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.engine.events import Event, RealChanged
-from lvsmon.engine.jobs import RealRef
+from lvsmon.engine.jobs import CheckJob, RealRef
+from lvsmon.engine.lag import BUSY_BYTES, late_timeout
+from lvsmon.engine.runner import CheckRunner
+from lvsmon.engine.status import Stats
 from tests.daemon.conftest import VKEY, Running, start, stopper  # noqa: F401  (a fixture)
 from tests.helpers import wait_for
 
@@ -89,12 +93,55 @@ async def test_a_flooding_real_goes_down_in_time_and_healthy_ones_stay_up(
     downs = [e for e in seen if isinstance(e, RealChanged) and not e.up]
     assert {e.ref.port for e in downs} <= set(flooding), downs
     assert r.weights() == dict.fromkeys(healthy, 1)
-    print(f"flooding reals down {took:.2f}s into the flood (bound {bound:g}s)")
+    reason = health[refs[0]].reason
+    print(f"flooding reals down {took:.2f}s into the flood (bound {bound:g}s): {reason}")
 
 
 def test_a_busy_check_is_not_forgiven() -> None:
-    from lvsmon.engine.lag import BUSY_BYTES, late_timeout
-
     assert late_timeout(1.0, 2.0, 0)
     assert late_timeout(1.0, 2.0, BUSY_BYTES)
     assert not late_timeout(1.0, 2.0, BUSY_BYTES + 1)
+
+
+SPEC = CheckSpec("negotiate", "127.0.0.1", 143, 1.0, service="imap", login="u", passwd="p")
+REF = RealRef(VKEY, "127.0.0.1", 143)
+
+
+async def test_a_busy_late_timeout_is_a_failure_and_an_idle_one_unknown() -> None:
+    """The runner's judgement, whatever the drivers' budgets end first."""
+    results: list[CheckResult] = []
+    unknown: list[str] = []
+
+    def on_result(refs: tuple[RealRef, ...], result: CheckResult) -> bool:
+        results.append(result)
+        return False
+
+    async def never(spec: CheckSpec) -> CheckResult:
+        raise AssertionError("not run")
+
+    runner = CheckRunner(on_result, Stats(), run_check=never)
+    runner.on_unknown = lambda refs, reason: unknown.append(reason)
+    job = CheckJob(SPEC, 1.0)
+    run = runner._runs[job] = runner._new_run(job, (REF,))
+    timed_out = CheckResult(False, "timeout after 1s during imap login", 1.0, True)
+    for received in (0, BUSY_BYTES + 1):
+        run.lag_mark = runner.lag.lost_at(runner.lag_clock())
+        run.received = received
+        runner.lag.lost += 0.9  # the loop lost 0.9 s of the check's 1 s
+        runner._done(run, False, timed_out)
+    assert len(unknown) == 1  # the idle one
+    assert results == [timed_out]  # the busy one: a failure
+    assert runner.stats.checks_unknown == 1 and runner.stats.checks_failed == 1
+
+
+async def test_the_runner_counts_the_bytes_a_prober_dialogue_is_fed() -> None:
+    def on_result(refs: tuple[RealRef, ...], result: CheckResult) -> bool:
+        return False
+
+    runner = CheckRunner(on_result, Stats())  # the default: checks on the prober
+    run = runner._new_run(CheckJob(SPEC, 1.0), (REF,))
+    assert run.spec_plan is not None and run.spec_plan.dialogue is not None
+    dialogue = run.spec_plan.dialogue()
+    assert dialogue.feed(b"* OK ready\r\n") == b'a1 LOGIN "u" "p"\r\n'
+    dialogue.feed(b"* \n" * 1000)
+    assert run.received == 12 + 3000
