@@ -3,7 +3,8 @@
 UDP loses packets, and one lost request must not take a real out of the pool, so the opening is
 sent again after 0.5 s, then 1 s, 2 s... (SIP's own T1 doubling, RFC 3261 17.1.1.2) until the
 check's one deadline, which `run_check` holds. An ICMP port unreachable ends the check at once
-("connection refused"), as a closed TCP port does.
+("connection refused"), as a closed TCP port does. The datagrams back count against the
+dialogue's `budget` of the peer's bytes: past it the check is down ("response too large").
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class _Driver(asyncio.DatagramProtocol):
         self.dialogue = dialogue
         self.done = done
         self.transport: asyncio.DatagramTransport | None = None
+        self.room = dialogue.budget  # the peer's bytes the dialogue may still be fed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # the selector's datagram transport does not subclass DatagramTransport in 3.11
@@ -31,6 +33,10 @@ class _Driver(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         if self.done.done():
+            return
+        self.room -= len(data)
+        if self.room < 0:  # a peer flooding datagrams the dialogue ignores
+            self.done.set_result(self.dialogue.over_budget())
             return
         outcome = self.dialogue.feed(data)
         if isinstance(outcome, CheckResult):

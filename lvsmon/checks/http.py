@@ -13,8 +13,9 @@ import asyncio
 import socket
 
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec
+from lvsmon.checks.budget import PEER_BYTES
 from lvsmon.checks.dialogue import Dialogue, Outcome
-from lvsmon.checks.http_parser import HttpProtocolError, ResponseParser
+from lvsmon.checks.http_parser import DEFAULT_BODY_LIMIT, HttpProtocolError, ResponseParser
 from lvsmon.checks.http_request import Target, build_target, verdict
 from lvsmon.checks.prober import ProbePlan, prober_for
 from lvsmon.checks.step import Step
@@ -25,6 +26,7 @@ class HttpDialogue(Dialogue):
     """Send the request, parse the response, judge it."""
 
     step = "http"
+    budget = DEFAULT_BODY_LIMIT + PEER_BYTES  # the body it keeps, and the peer's bytes around it
 
     def __init__(self, spec: CheckSpec, request: bytes) -> None:
         self.spec = spec

@@ -17,6 +17,10 @@ this cannot run (TLS, a host name to resolve, UDP, a library's protocol) is `Non
 `registry.plan_probe` and goes the general way. The prober knows no service: a check module
 builds its ProbePlan (its `probe_plan`), the registry finds it.
 
+A peer's bytes are untrusted: each recv takes at most 64 KiB and costs the probe one subtraction
+from the dialogue's `budget`; past it the check is down ("imap login: response too large (over
+256 KiB)") and the rest is never fed, whatever the peer streams before the deadline.
+
 One prober per event loop (`prober_for`): the check runner holds it for its life
 (`hold_prober`/`release_prober`), and the checks that run as tasks use the same one.
 """
@@ -73,7 +77,17 @@ def _os_reason(step: str, err: int) -> str:
 
 
 class _Probe:
-    __slots__ = ("deadline", "dialogue", "done", "ended_in", "pending", "plan", "sock", "started")
+    __slots__ = (
+        "deadline",
+        "dialogue",
+        "done",
+        "ended_in",
+        "pending",
+        "plan",
+        "room",
+        "sock",
+        "started",
+    )
 
     def __init__(self, plan: ProbePlan, done: ProbeDone, started: float) -> None:
         self.plan = plan
@@ -83,6 +97,7 @@ class _Probe:
         self.sock: socket.socket | None = None  # None once finished
         self.dialogue: Dialogue | None = None  # set once connected
         self.pending = b""  # bytes the socket has not taken yet
+        self.room = 0  # the peer's bytes the dialogue may still be fed (its budget, once connected)
         self.ended_in = ""  # the stage it finished in, once the dialogue is dropped
 
     @property
@@ -187,6 +202,7 @@ class Prober:
             self._finish(probe, CheckResult(True, _CONNECTED_REASON))
             return
         dialogue = probe.dialogue = plan.dialogue()
+        probe.room = dialogue.budget
         opening = dialogue.opening()
         if register:
             self._register(probe, _IN)
@@ -270,6 +286,11 @@ class Prober:
             return
         except OSError as exc:
             self._finish(probe, CheckResult(False, _os_reason(probe.stage, exc.errno or 0)))
+            return
+        # one subtraction per recv holds the check to its budget, whatever the peer streams
+        room = probe.room = probe.room - len(data)
+        if room < 0:
+            self._finish(probe, dialogue.over_budget())
             return
         outcome = dialogue.feed(data) if data else dialogue.feed_eof()
         if outcome is None:

@@ -3,7 +3,8 @@
 The plain-TCP checks run on the `prober` instead; both drive the same `Dialogue`, so they speak
 and judge alike. The deadline is not ours: `run_check` wraps the whole exchange (connect, TLS,
 dialogue) in one `asyncio.timeout`, and the `finally` here closes the socket when it fires, so no
-I/O outlives the check.
+I/O outlives the check. The dialogue is fed at most its `budget` of the peer's bytes (after TLS):
+past it the check is down and the connection aborted.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ def tls_context() -> ssl.SSLContext:
 class _Driver(asyncio.Protocol):
     """Feeds the dialogue what arrives, writes what it answers, resolves `done` at the verdict."""
 
-    __slots__ = ("dialogue", "done", "step", "transport")
+    __slots__ = ("dialogue", "done", "room", "step", "transport")
 
     def __init__(self, dialogue: Dialogue, done: asyncio.Future[CheckResult], step: Step) -> None:
         self.dialogue = dialogue
         self.done = done
         self.step = step
         self.transport: asyncio.Transport | None = None
+        self.room = dialogue.budget  # the peer's bytes the dialogue may still be fed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -67,8 +69,16 @@ class _Driver(asyncio.Protocol):
         self.done.set_result(outcome)
 
     def data_received(self, data: bytes) -> None:
-        if not self.done.done():
-            self._outcome(self.dialogue.feed(data))
+        if self.done.done():
+            return
+        self.room -= len(data)
+        if self.room < 0:
+            # the verdict, and no more reading: what the peer still streams is not taken
+            self.done.set_result(self.dialogue.over_budget())
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self._outcome(self.dialogue.feed(data))
 
     def eof_received(self) -> bool:
         if not self.done.done():
