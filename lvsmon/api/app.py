@@ -8,11 +8,13 @@ lvsmon.api imports lvsmon.daemon.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from lvsmon.api.eventfeed import EventFeed
 
@@ -77,6 +79,10 @@ class DaemonView(Protocol):
 
 DAEMON: web.AppKey[DaemonView] = web.AppKey("daemon")
 FEED: web.AppKey[EventFeed] = web.AppKey("feed")
+# names besides the listen address and localhost that a client may give as Host over TCP
+ALLOWED_HOSTS: web.AppKey[frozenset[str]] = web.AppKey("allowed_hosts")
+
+BODY_TIMEOUT_S = 5.0  # a POST's body arrives within this, or the request is refused
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -98,3 +104,77 @@ async def local_only(request: web.Request, handler: Handler) -> web.StreamRespon
     if request.method != "GET" and not on_unix_socket(request):
         raise web.HTTPForbidden(text="lvsmon: commands are taken on the control socket only\n")
     return await handler(request)
+
+
+def _host_name(header: str) -> str:
+    """The name part of a Host header, lower case: `[v6]:port`, `name:port`, `name`."""
+    text = header.strip().lower()
+    if text.startswith("["):
+        return text[1 : text.find("]")] if "]" in text else text
+    if text.count(":") == 1:
+        text = text.partition(":")[0]
+    return text.rstrip(".")
+
+
+def _same_address(name: str, address: object) -> bool:
+    try:
+        return isinstance(address, str) and ipaddress.ip_address(name) == ipaddress.ip_address(
+            address.partition("%")[0]
+        )
+    except ValueError:
+        return False
+
+
+@web.middleware
+async def known_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Over TCP, only a Host naming the address the client reached, localhost or a configured
+    name is served: a web page whose name an attacker re-points at the listener (DNS
+    rebinding) gets 421, never the status. The control socket is served whatever the Host
+    (curl's `http://lvsmon/...`); a request without Host (HTTP/1.0) comes from no browser."""
+    if on_unix_socket(request):
+        return await handler(request)
+    header = request.headers.get(hdrs.HOST)
+    if header is not None:
+        name = _host_name(header)
+        transport = request.transport
+        sockname = transport.get_extra_info("sockname") if transport is not None else None
+        local = sockname[0] if isinstance(sockname, tuple) else None
+        if not (
+            name in ("localhost", "localhost.localdomain")
+            or name in request.app[ALLOWED_HOSTS]
+            or _same_address(name, local)
+        ):
+            raise web.HTTPMisdirectedRequest(
+                text="lvsmon: this Host is not served here: use the listen address, localhost, "
+                "or a name given with --listen-host\n"
+            )
+    return await handler(request)
+
+
+class BadBody(ValueError):
+    """A POST body that is not one JSON object in UTF-8 (the answer is 400)."""
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """A POST's body as a JSON object; BadBody for anything else: a body that does not arrive
+    within BODY_TIMEOUT_S, too large (aiohttp's 1 MiB), not UTF-8 (lone surrogates escaped as
+    \\uD800 included), not JSON, nested too deep for the parser, or not an object."""
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            raw = await request.read()
+    except TimeoutError:
+        raise BadBody(f"the body did not arrive within {BODY_TIMEOUT_S:g} s") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise BadBody("the body is too large") from None
+    try:
+        value = json.loads(raw.decode("utf-8"))
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # no lone surrogate anywhere
+    except UnicodeError:
+        raise BadBody("the body is not UTF-8") from None
+    except RecursionError:
+        raise BadBody("the body is nested too deeply") from None
+    except ValueError:
+        raise BadBody("the body is not JSON") from None
+    if not isinstance(value, dict):
+        raise BadBody("the body must be a JSON object")
+    return value

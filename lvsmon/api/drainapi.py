@@ -4,8 +4,8 @@ GET /drains.
 Body: {"real": "IP:PORT" | "IP" | a name, "virtual": "IP:PORT" | "tcp:IP:PORT" | "fwm:N" | null}.
 Answers 200 {"action", "where", "results": [{"virtual", "real", "changed"}]}, one result per
 (virtual, real) pair, changed false when it already was (not) drained; 400 {"error"} when the
-request names nothing of the running config (the CLI's exit 2); 500 {"error"} when the state
-cannot be written.
+request names nothing of the running config (the CLI's exit 2) or is not a JSON object; 500
+{"error"} when the state cannot be written.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from lvsmon.api.app import DAEMON, json_response
+from lvsmon.api.app import DAEMON, BadBody, json_response, read_json_object
 from lvsmon.engine.drain import DrainError
 
 
@@ -30,12 +30,10 @@ def _field(body: dict[str, Any], name: str, *, required: bool) -> str | None:
 async def _command(request: web.Request, on: bool) -> web.Response:
     daemon = request.app[DAEMON]
     try:
-        body = await request.json()
-    except ValueError:
-        return json_response({"error": "the body must be JSON"}, 400)
+        body = await read_json_object(request)
+    except BadBody as exc:
+        return json_response({"error": f'{exc} (expected a JSON object with "real")'}, 400)
     try:
-        if not isinstance(body, dict):
-            raise DrainError('the body must be a JSON object with "real"')
         real = _field(body, "real", required=True)
         virtual = _field(body, "virtual", required=False)
         assert real is not None

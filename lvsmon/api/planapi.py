@@ -17,7 +17,7 @@ import os
 
 from aiohttp import web
 
-from lvsmon.api.app import DAEMON, json_response
+from lvsmon.api.app import DAEMON, BadBody, json_response, read_json_object
 from lvsmon.config.errors import ConfigError
 from lvsmon.config.load import load_new_config
 from lvsmon.engine.planning import Running, plan_json
@@ -27,10 +27,10 @@ from lvsmon.ipvs.errors import BackendError
 async def post_plan(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     try:
-        body = await request.json() if request.can_read_body else {}
-    except ValueError:
-        return json_response({"errors": ["the body is not JSON"]}, 400)
-    path = body.get("file") if isinstance(body, dict) else None
+        body = await read_json_object(request) if request.can_read_body else {}
+    except BadBody as exc:
+        return json_response({"errors": [str(exc)]}, 400)
+    path = body.get("file")
     if path is None:
         path = daemon.config.path
     if not isinstance(path, str) or not os.path.isabs(path):

@@ -3,7 +3,12 @@ operator asks (`--listen`), on a TCP address.
 
 Over TCP only what reads is served (the page, /status, /events, /metrics): what changes the
 daemon (drain, undrain) or reads files the daemon can read (plan) is refused there with 403, so
-that binding a TCP address never hands out more than a view.
+that binding a TCP address never hands out more than a view; and only to a Host naming the listen
+address, localhost or a name given with --listen-host (421 otherwise: DNS rebinding).
+
+No client can cost the checks their time or their file descriptors (guard.py: a connection cap,
+a share of the descriptors, header, idle and write timeouts), nor hold the daemon's stop: the
+server's stop ends every connection within STOP_BOUND_S.
 """
 
 from __future__ import annotations
@@ -13,16 +18,66 @@ import contextlib
 import logging
 import os
 import socket
+import time
+from collections.abc import Callable
 
 from aiohttp import web
 
 from lvsmon.api import drainapi, metrics, page, planapi
-from lvsmon.api.app import DAEMON, FEED, DaemonView, local_only
+from lvsmon.api.app import ALLOWED_HOSTS, DAEMON, FEED, DaemonView, known_host, local_only
 from lvsmon.api.eventfeed import EventFeed
+from lvsmon.api.guard import (
+    HEADER_TIMEOUT_S,
+    MAX_TCP_CONNECTIONS,
+    Connection,
+    Guard,
+    busy_while_handled,
+)
 
 log = logging.getLogger("lvsmon")
 
 SSE_KEEPALIVE_S = 15.0
+SSE_SNDBUF = 32768  # per /events connection (the kernel doubles it): a stuck client pins little
+STOP_BOUND_S = 1.0  # the server's own stop: every connection is ended within it
+STOP_GRACE_S = 0.2  # of which handlers get this to end by themselves
+LISTEN_BACKLOG = 128
+MAX_CONNECTIONS_ENV = "LVSMON_LISTEN_MAX_CONNECTIONS"
+HOSTS_ENV = "LVSMON_LISTEN_HOSTS"
+
+
+def parse_max_connections(text: str) -> int:
+    """A connection cap for the TCP listener (ValueError with a message otherwise)."""
+    if not text.strip().isdigit() or not 0 < int(text) <= 65536:
+        raise ValueError(
+            f"--listen-max-connections {text!r}: expected a number of connections, 1 to 65536"
+        )
+    return int(text)
+
+
+def parse_hosts(text: str) -> frozenset[str]:
+    """Names a client may give as Host over TCP, comma- or space-separated."""
+    names = frozenset(n.strip().lower().rstrip(".") for n in text.replace(",", " ").split())
+    for name in names:
+        if not name or "/" in name or "@" in name or not name.isprintable():
+            raise ValueError(f"--listen-host {name!r}: expected a host name")
+    return names
+
+
+def listen_settings() -> tuple[int, frozenset[str]]:
+    """The TCP listener's cap and extra Host names, from the environment (the command line's
+    --listen-max-connections and --listen-host are passed to the daemon that way too)."""
+    raw = os.environ.get(MAX_CONNECTIONS_ENV, "").strip()
+    try:
+        cap = parse_max_connections(raw) if raw else MAX_TCP_CONNECTIONS
+    except ValueError as exc:
+        log.warning("%s; using %d", exc, MAX_TCP_CONNECTIONS)
+        cap = MAX_TCP_CONNECTIONS
+    try:
+        hosts = parse_hosts(os.environ.get(HOSTS_ENV, ""))
+    except ValueError as exc:
+        log.warning("%s; ignored", exc)
+        hosts = frozenset()
+    return cap, hosts
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -44,6 +99,11 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SSE_SNDBUF)
     await response.prepare(request)
     replay, queue = feed.attach()
     try:
@@ -59,17 +119,20 @@ async def get_events(request: web.Request) -> web.StreamResponse:
             if live is None:  # cut off (too slow), or the daemon stops
                 break
             await response.write(live)
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
+    except (ConnectionError, asyncio.CancelledError):
+        pass  # the client left, or was cut off (guard.py), or the daemon stops
     finally:
         feed.detach(queue)
     return response
 
 
-def make_app(daemon: DaemonView, feed: EventFeed) -> web.Application:
-    app = web.Application(middlewares=[local_only])
+def make_app(
+    daemon: DaemonView, feed: EventFeed, hosts: frozenset[str] = frozenset()
+) -> web.Application:
+    app = web.Application(middlewares=[busy_while_handled, known_host, local_only])
     app[DAEMON] = daemon
     app[FEED] = feed
+    app[ALLOWED_HOSTS] = hosts
     app[metrics.EXPORTER] = exporter = metrics.Exporter(daemon)
 
     async def close_exporter(_app: web.Application) -> None:
@@ -90,13 +153,28 @@ class ControlServer:
     nothing), served after the engine (it shows the engine's state), stopped before it."""
 
     def __init__(
-        self, daemon: DaemonView, feed: EventFeed, socket_path: str | None, listen: str | None
+        self,
+        daemon: DaemonView,
+        feed: EventFeed,
+        socket_path: str | None,
+        listen: str | None,
+        *,
+        max_tcp: int | None = None,
+        hosts: frozenset[str] | None = None,
     ) -> None:
+        """`max_tcp`, `hosts`: the TCP listener's cap and extra Host names (None: from the
+        environment, listen_settings)."""
         self.socket_path = socket_path
         self.listen = listen
-        self._app = make_app(daemon, feed)
+        env_cap, env_hosts = listen_settings()
+        self.guard = Guard(max_tcp if max_tcp is not None else env_cap)
+        names = env_hosts if hosts is None else hosts
+        if listen:
+            names |= {parse_listen(listen)[0].lower().rstrip(".")}
+        self._app = make_app(daemon, feed, names)
         self._feed = feed
         self._runner: web.AppRunner | None = None
+        self._servers: list[asyncio.Server] = []
         self._unix: socket.socket | None = None  # bound by bind(), served by start()
         self._tcp: list[socket.socket] = []
 
@@ -121,26 +199,68 @@ class ControlServer:
 
     async def start(self) -> None:
         await self.bind()
-        runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self._app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=HEADER_TIMEOUT_S,
+            shutdown_timeout=STOP_GRACE_S,
+        )
         await runner.setup()
         self._runner = runner
+        server = runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+
+        def factory(tcp: bool) -> Callable[[], Connection]:
+            return lambda: Connection(
+                self.guard,
+                tcp,
+                server,
+                loop=loop,
+                access_log=None,
+                keepalive_timeout=HEADER_TIMEOUT_S,
+            )
+
+        self.guard.start()
         if self._unix is not None:
             sock, self._unix = self._unix, None
-            await web.SockSite(runner, sock).start()
+            self._servers.append(await loop.create_server(factory(False), sock=sock))
         if self._tcp:
             socks, self._tcp = self._tcp, []
             for sock in socks:
-                await web.SockSite(runner, sock).start()
+                self._servers.append(
+                    await loop.create_server(factory(True), sock=sock, backlog=LISTEN_BACKLOG)
+                )
             log.info("control server listening on %s", self.listen)
 
-    async def stop(self, _left: float = 0.0) -> None:
+    async def stop(self, left: float = STOP_BOUND_S) -> None:
+        """Every connection ends within STOP_BOUND_S (or what is `left` of the daemon's stop),
+        whatever its client does: what the handlers do not finish in STOP_GRACE_S is cut."""
+        deadline = time.monotonic() + max(0.1, min(STOP_BOUND_S, left))
         self._feed.close()
         for sock in [*([self._unix] if self._unix else []), *self._tcp]:
             sock.close()  # bound, never served (a start that failed later)
         self._unix, self._tcp = None, []
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
+        await self.guard.stop()
+        try:
+            # /events handlers see the end of their feed; any other answer may finish
+            async with asyncio.timeout(STOP_GRACE_S):
+                while any(c.busy for c in self.guard.connections):  # noqa: ASYNC110 (a poll)
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            pass
+        self.guard.close_all()
         runner, self._runner = self._runner, None
         if runner is not None:
-            await runner.cleanup()
+            try:
+                async with asyncio.timeout(max(0.05, deadline - time.monotonic())):
+                    await runner.cleanup()
+            except TimeoutError:
+                log.warning("stop: the control server's cleanup was cut short")
         if self.socket_path:
             with contextlib.suppress(OSError):
                 os.unlink(self.socket_path)
@@ -165,7 +285,7 @@ async def bind_tcp(host: str, port: int) -> list[socket.socket]:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
-            sock.listen(128)
+            sock.listen(LISTEN_BACKLOG)
             sock.setblocking(False)
     except BaseException:
         for sock in socks:
@@ -183,7 +303,7 @@ def bind_unix(path: str) -> socket.socket:
     old = os.umask(0o177)
     try:
         sock.bind(path)
-        sock.listen(128)
+        sock.listen(LISTEN_BACKLOG)
     except BaseException:
         sock.close()
         raise

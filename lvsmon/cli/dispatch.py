@@ -176,6 +176,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "address (read only; default: $LVSMON_LISTEN, else the control socket only)",
     )
     parser.add_argument(
+        "--listen-max-connections",
+        default=os.environ.get("LVSMON_LISTEN_MAX_CONNECTIONS"),
+        metavar="N",
+        help="start: connections the --listen address holds at once, more are answered 503 "
+        "(default: $LVSMON_LISTEN_MAX_CONNECTIONS, else 64)",
+    )
+    parser.add_argument(
+        "--listen-host",
+        action="append",
+        metavar="NAME",
+        help="start: a name clients may give as Host on the --listen address besides the "
+        "address itself and localhost (repeatable; default: $LVSMON_LISTEN_HOSTS, "
+        "comma-separated)",
+    )
+    parser.add_argument(
         "--virtual", metavar="V", help="drain, undrain: only in this virtual service"
     )
     parser.add_argument("words", nargs="+", metavar="[configfile] command")
@@ -194,11 +209,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_arg = words[0] if len(words) == 2 else None
     if drain_form is not None:
         config_arg = drain_form[0]
-    if ns.listen:
-        from lvsmon.api.server import parse_listen
+    if ns.listen or ns.listen_max_connections or ns.listen_host:
+        from lvsmon.api.server import parse_hosts, parse_listen, parse_max_connections
 
         try:
-            parse_listen(ns.listen)
+            if ns.listen:
+                parse_listen(ns.listen)
+            # the daemon (this process, or its fork) reads them from its environment
+            if ns.listen_max_connections:
+                cap = parse_max_connections(ns.listen_max_connections)
+                os.environ["LVSMON_LISTEN_MAX_CONNECTIONS"] = str(cap)
+            if ns.listen_host:
+                hosts = parse_hosts(",".join(ns.listen_host))
+                os.environ["LVSMON_LISTEN_HOSTS"] = ",".join(sorted(hosts))
         except ValueError as exc:
             print(f"lvsmon: {exc}", file=sys.stderr)
             return 2

@@ -1,29 +1,69 @@
-"""Logging as ldirectord does it: a file (rotation-safe: reopened per line), a syslog facility,
-stdout when supervised, stderr with -d."""
+"""Logging as ldirectord does it: a file (rotation-safe: reopened when the name points elsewhere),
+a syslog facility, stdout when supervised, stderr with -d."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
 import sys
 import time
+from typing import TextIO
 
 
 class _ReopeningFileHandler(logging.Handler):
-    """Opens, appends and closes per record, like ldirectord: logrotate needs no signal."""
+    """Appends to a file kept open, and reopens it when its name points to another file (or to
+    none: logrotate moved or removed it), so that logrotate needs no signal, as with
+    ldirectord's open per line. Kept open because a daemon that ran out of file descriptors
+    must still be able to say so: an open per line fails exactly then (issue 21). The check is
+    a stat of the name per line, which needs no descriptor; when the reopen fails, lines go on
+    to the file that is open."""
 
     def __init__(self, path: str) -> None:
         super().__init__()
         self.path = path
+        self._file: TextIO | None = None
+        self._id: tuple[int, int] | None = None
+
+    def _current(self) -> TextIO:
+        try:
+            st = os.stat(self.path)
+            moved = (st.st_dev, st.st_ino) != self._id
+        except OSError:
+            moved = True
+        if self._file is None or moved:
+            try:
+                new = open(  # noqa: SIM115 (kept open: see the class)
+                    self.path, "a", encoding="utf-8", errors="backslashreplace"
+                )
+            except OSError:
+                if self._file is None:
+                    raise
+                return self._file  # keep writing where we were
+            if self._file is not None:
+                self._file.close()
+            self._file = new
+            st = os.fstat(new.fileno())
+            self._id = (st.st_dev, st.st_ino)
+        return self._file
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record)
-            with open(self.path, "a", encoding="utf-8") as f:
+            with self.lock or contextlib.nullcontext():
+                f = self._current()
                 f.write(line + "\n")
+                f.flush()
         except Exception:
             self.handleError(record)
+
+    def close(self) -> None:
+        with self.lock or contextlib.nullcontext():
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+        super().close()
 
 
 class _LdirectordFormatter(logging.Formatter):
