@@ -9,6 +9,7 @@ unusable (our input, not the server), and is raised when the spec is built.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import ipaddress
 import os
@@ -49,6 +50,31 @@ class CheckResult:
     # the check's own deadline ended it: the engine may judge that unknown when the daemon was
     # late meanwhile (lvsmon/engine/lag.py); a kernel's ETIMEDOUT is not this
     timed_out: bool = False
+    # the peer's bytes the check received (run_check fills it from `Received`): a check that
+    # was busy receiving earns no forgiveness for a late timeout. Not part of a result's value
+    received: int = field(default=0, compare=False)
+
+
+class Received:
+    """The peer's bytes one check run as a task received: `run_check` sets one per check in
+    `RECEIVED`, and what reads the peer for the check adds to it (the stream and datagram
+    drivers, `budget.Budget` under the library checks). Taken when the reader is made, in the
+    check's task, so a reader in a pool thread (ldap3) counts into the right check."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+RECEIVED: contextvars.ContextVar[Received | None] = contextvars.ContextVar(
+    "lvsmon_received", default=None
+)
+
+
+def received_counter() -> Received:
+    """The counter of the check running in this context; outside run_check a throwaway one."""
+    return RECEIVED.get() or Received()
 
 
 @dataclass(frozen=True, slots=True)

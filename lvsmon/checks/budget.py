@@ -23,7 +23,7 @@ from __future__ import annotations
 import socket
 from typing import Any, Final
 
-from lvsmon.checks.base import CheckFailed
+from lvsmon.checks.base import CheckFailed, received_counter
 
 PEER_BYTES: Final = 256 * 1024
 """A peer's bytes one check takes at most on a connection (a file an FTP check retrieves is
@@ -51,23 +51,33 @@ class OverBudget(ConnectionAbortedError):
 class Budget:
     """The peer's bytes one check has taken, against its limit."""
 
-    __slots__ = ("limit", "service", "taken")
+    __slots__ = ("limit", "received", "service", "taken")
 
     def __init__(self, service: str, limit: int = PEER_BYTES) -> None:
         self.service = service
         self.limit = limit
         self.taken = 0
+        # the check's count of the peer's bytes (base.Received, for the lag rule): made in the
+        # check's task, so that a pool thread's reads count into the right check
+        self.received = received_counter()
 
     @property
     def exceeded(self) -> bool:
         return self.taken > self.limit
 
-    def take(self, count: int) -> None:
-        """Count `count` more bytes (read, or announced and about to be read); past the limit
-        raise OverBudget, and keep raising it."""
+    def take(self, count: int, *, read: bool = True) -> None:
+        """Count `count` more bytes (read, or announced and about to be read: `read=False`, and
+        `got` once they are); past the limit raise OverBudget, and keep raising it."""
+        if read:
+            self.received.count += count
         self.taken += count
         if self.taken > self.limit:
             raise OverBudget(too_large(self.service, self.limit))
+
+    def got(self, count: int) -> None:
+        """Count `count` bytes received that the budget already took (announced), or that it
+        does not bound (an FTP file, MAX_DOWNLOAD)."""
+        self.received.count += count
 
     def error(self) -> ResponseTooLarge:
         return ResponseTooLarge(self.service, self.limit)

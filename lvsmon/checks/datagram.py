@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Final, cast
 
-from lvsmon.checks.base import CheckResult, describe_error
+from lvsmon.checks.base import CheckResult, describe_error, received_counter
 from lvsmon.checks.dialogue import Dialogue
 from lvsmon.checks.step import Step
 
@@ -26,6 +26,7 @@ class _Driver(asyncio.DatagramProtocol):
         self.done = done
         self.transport: asyncio.DatagramTransport | None = None
         self.room = dialogue.budget  # the peer's bytes the dialogue may still be fed
+        self.received = received_counter()  # the check's count (base.Received): the lag rule
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # the selector's datagram transport does not subclass DatagramTransport in 3.11
@@ -34,6 +35,7 @@ class _Driver(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         if self.done.done():
             return
+        self.received.count += len(data)
         self.room -= len(data)
         if self.room < 0:  # a peer flooding datagrams the dialogue ignores
             self.done.set_result(self.dialogue.over_budget())

@@ -130,6 +130,7 @@ async def _retrieve(client: _Client, path: str) -> tuple[bytes, bool]:
                 writer.close()
                 await client.command(None, "2xx", "1xx")  # 226: the transfer was complete
                 return bytes(data), True
+            client.budget.got(len(block))
             data += block
         return bytes(data), False  # enough: the server's 426 for the rest is not awaited
     finally:

@@ -52,11 +52,13 @@ class _Connection(aiomysql.Connection):  # type: ignore[misc]
 
     async def _read_bytes(self, num_bytes: int) -> bytes:
         try:
-            self._budget.take(num_bytes)  # before the read: an announced length is not buffered
+            # before the read: an announced length is not buffered
+            self._budget.take(num_bytes, read=False)
         except OverBudget:
             self.close()
             raise self._budget.error() from None
         data: bytes = await super()._read_bytes(num_bytes)
+        self._budget.got(len(data))
         return data
 
     async def _get_server_information(self) -> None:

@@ -29,7 +29,14 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Final
 
-from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, describe_error
+from lvsmon.checks.base import (
+    RECEIVED,
+    CheckFailed,
+    CheckResult,
+    CheckSpec,
+    Received,
+    describe_error,
+)
 from lvsmon.checks.connect import check_connect, connect_plan
 from lvsmon.checks.external import check_external, check_external_perl
 from lvsmon.checks.ping import check_ping
@@ -175,20 +182,32 @@ async def run_check(spec: CheckSpec) -> CheckResult:
             False, f"checktype={spec.kind} service={spec.service} is not implemented", 0.0
         )
     step = Step()
+    received = Received()  # what the check's readers count (base.Received): the lag rule
+    token = RECEIVED.set(received)
+    try:
+        result = await _run(fn, spec, step)
+    finally:
+        RECEIVED.reset(token)
+    return CheckResult(
+        result.ok, result.reason, time.monotonic() - started, result.timed_out, received.count
+    )
+
+
+async def _run(fn: CheckFn, spec: CheckSpec, step: Step) -> CheckResult:
+    """`fn` under the spec's deadline, every failure as a result (run_check adds the latency
+    and the bytes received)."""
     try:
         async with asyncio.timeout(spec.timeout):
-            result = await fn(spec, step)
+            return await fn(spec, step)
     except TimeoutError as exc:
         if exc.errno is not None:  # ETIMEDOUT from the kernel, not our deadline
-            reason = f"{step.name}: {describe_error(exc)}"
-            return CheckResult(False, reason, time.monotonic() - started)
+            return CheckResult(False, f"{step.name}: {describe_error(exc)}")
         reason = f"timeout after {spec.timeout:g}s during {step.name}"
-        return CheckResult(False, reason, time.monotonic() - started, timed_out=True)
+        return CheckResult(False, reason, timed_out=True)
     except CheckFailed as exc:
-        return CheckResult(False, exc.reason, time.monotonic() - started)
+        return CheckResult(False, exc.reason)
     except ssl.SSLError as exc:
-        return CheckResult(False, f"tls: {describe_error(exc)}", time.monotonic() - started)
+        return CheckResult(False, f"tls: {describe_error(exc)}")
     except Exception as exc:
         # a bug of ours lands here too; as data, with its type, rather than killing the scheduler
-        return CheckResult(False, f"{step.name}: {describe_error(exc)}", time.monotonic() - started)
-    return CheckResult(result.ok, result.reason, time.monotonic() - started, result.timed_out)
+        return CheckResult(False, f"{step.name}: {describe_error(exc)}")

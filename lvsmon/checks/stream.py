@@ -13,7 +13,7 @@ import asyncio
 import socket
 import ssl
 
-from lvsmon.checks.base import CheckResult, describe_error
+from lvsmon.checks.base import CheckResult, describe_error, received_counter
 from lvsmon.checks.dialogue import Dialogue
 from lvsmon.checks.step import Step
 
@@ -35,7 +35,7 @@ def tls_context() -> ssl.SSLContext:
 class _Driver(asyncio.Protocol):
     """Feeds the dialogue what arrives, writes what it answers, resolves `done` at the verdict."""
 
-    __slots__ = ("dialogue", "done", "room", "step", "transport")
+    __slots__ = ("dialogue", "done", "received", "room", "step", "transport")
 
     def __init__(self, dialogue: Dialogue, done: asyncio.Future[CheckResult], step: Step) -> None:
         self.dialogue = dialogue
@@ -43,6 +43,7 @@ class _Driver(asyncio.Protocol):
         self.step = step
         self.transport: asyncio.Transport | None = None
         self.room = dialogue.budget  # the peer's bytes the dialogue may still be fed
+        self.received = received_counter()  # the check's count (base.Received): the lag rule
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -71,6 +72,7 @@ class _Driver(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.done.done():
             return
+        self.received.count += len(data)
         self.room -= len(data)
         if self.room < 0:
             # the verdict, and no more reading: what the peer still streams is not taken

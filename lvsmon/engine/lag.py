@@ -20,8 +20,11 @@ dialogue during the run (`JobRun.received`), and a check that received more than
 was not kept from its answer by a late loop (the loop was serving it, and the server sent all
 that without a verdict): its timeout counts as a failure whatever the lag. A healthy server's
 answer to a health check is far below the bound, so a stall (a CPU hog, a blocking call, a
-suspend) is forgiven as before. Counted for the checks on the prober (plain TCP dialogues);
-checks run as tasks (TLS, the library protocols) report no bytes and are judged by lag alone.
+suspend) is forgiven as before. Counted for every check: on the prober the runner counts what
+it feeds a dialogue; a check run as a task (TLS and UDP dialogues, the library protocols)
+reports the peer's bytes it received in `CheckResult.received` (lvsmon/checks/base.py
+`Received`, added to by the stream and datagram drivers and by `budget.Budget`), and the
+runner takes the larger of the two.
 
 The bound (`forgiven`): under permanent overload every check could time out late, and a server
 that truly hangs would never go down. So a check's late timeouts are forgiven only while its

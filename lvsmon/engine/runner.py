@@ -105,7 +105,8 @@ class JobRun:
         self.steady: str | None = None
         self.counts = CheckCounts()  # for /metrics: every (virtual, real) of the job shows them
         self.lag_mark = 0.0  # the lag monitor's lost time when its check in flight started
-        self.received = 0  # bytes fed to its dialogue in flight (on the prober): busy or idle
+        self.received = 0  # bytes fed to its dialogue in flight (on the prober): busy or idle;
+        # a check run as a task reports its own (CheckResult.received)
         self.unknowns = 0  # late timeouts in a row (lvsmon/engine/lag.py), and since when
         self.unknown_since = 0.0
         # what the prober calls back: made once, not per check
@@ -370,7 +371,10 @@ class CheckRunner:
         assert spec is not None
         now = self.lag_clock()
         lost = self.lag.lost_at(now) - run.lag_mark
-        if not late_timeout(lost, spec.timeout, run.received):
+        # the bytes the check received: counted here for a prober dialogue, by run_check for a
+        # check run as a task (TLS, UDP, the library protocols)
+        received = max(run.received, result.received)
+        if not late_timeout(lost, spec.timeout, received):
             run.unknowns = 0
             return result
         if not run.unknowns:
@@ -395,6 +399,7 @@ class CheckRunner:
             " long: counted as a failure)",
             result.latency_s,
             True,
+            received,
         )
 
     def _finished(self, run: JobRun) -> None:

@@ -108,3 +108,32 @@ def test_result_is_a_value() -> None:
     assert CheckResult(True, "x", 0.5) == CheckResult(True, "x", 0.5)
     with pytest.raises(AttributeError):
         CheckResult(True, "x").ok = False  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("service", ["ftp", "smtp"])
+async def test_a_timed_out_result_carries_the_bytes_the_check_received(service: str) -> None:
+    """The lag rule's input for a check run as a task (lvsmon/engine/lag.py): a library check
+    (a counting socket under smtp, the reply reader's budget under ftp) reports what it got,
+    in the deadline's own result too."""
+    sent = b"220-still greeting\r\n" * 50  # a reply that never ends: the check waits for more
+    held: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        writer.write(sent)
+        await writer.drain()
+        await reader.read()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        fields = {**BASE, "kind": "negotiate", "service": service, "port": port, "timeout": 0.5}
+        result = await run_check(CheckSpec(**fields))
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert result.timed_out, result
+    assert result.received == len(sent)
+    assert result == CheckResult(False, result.reason, result.latency_s, True)  # not its value

@@ -6,19 +6,28 @@ event loop late; the lag-aware rule must not forgive those timeouts, which the f
 caused (lvsmon/engine/lag.py: a check that was busy receiving is not forgiven). The flooding
 reals go DOWN within checkinterval + checktimeout + 1 s of the flood's start; the healthy reals,
 checked meanwhile on the same loop, stay UP.
+
+The same holds for the checks run as tasks (TLS dialogues, the library protocols): they report the
+bytes they received (CheckResult.received), and a flood under their 256 KiB budget, with the loop
+lagged meanwhile, is a failure where an idle peer's timeout under the same lag is unknown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
+from lvsmon.checks import run_check
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.engine.events import Event, RealChanged
 from lvsmon.engine.jobs import CheckJob, RealRef
@@ -27,6 +36,7 @@ from lvsmon.engine.runner import CheckRunner
 from lvsmon.engine.status import Stats
 from tests.daemon.conftest import VKEY, Running, start, stopper  # noqa: F401  (a fixture)
 from tests.helpers import wait_for
+from tests.hostile.test_driver_bounds import Talk, tcp_peer
 
 HEALTHY, FLOODING = 3, 5
 INTERVAL_S, TIMEOUT_S = 1, 2
@@ -145,3 +155,103 @@ async def test_the_runner_counts_the_bytes_a_prober_dialogue_is_fed() -> None:
     assert dialogue.feed(b"* OK ready\r\n") == b'a1 LOGIN "u" "p"\r\n'
     dialogue.feed(b"* \n" * 1000)
     assert run.received == 12 + 3000
+
+
+TASK_TIMEOUT_S = 2.0
+BLOCK_S = 0.25  # the loop stops this long at a time while a check runs: lag it did not cause
+TASK_FLOOD = 100_000  # bytes: over BUSY_BYTES, under the drivers' budget (256 KiB)
+
+
+def flood_then_hold(opening: bytes, wait_for: bytes | None, flood: bytes) -> Talk:
+    """Send `opening`, read up to `wait_for` (the check's command), send `flood`, then hold the
+    line without a verdict until the check hangs up."""
+
+    def talk(sock: socket.socket) -> None:
+        sock.sendall(opening)
+        if wait_for is not None:
+            seen = b""
+            while wait_for not in seen:
+                data = sock.recv(4096)
+                if not data:
+                    return
+                seen += data
+        sock.sendall(flood)
+        while sock.recv(4096):
+            pass
+
+    return talk
+
+
+async def judged_under_lag(spec: CheckSpec) -> tuple[list[CheckResult], list[str]]:
+    """Run `spec` once through a runner of tasks (run_check) while another task blocks the loop
+    in bursts: what the runner made of it (results taken in, unknowns)."""
+    results: list[CheckResult] = []
+    unknown: list[str] = []
+
+    def on_result(refs: tuple[RealRef, ...], result: CheckResult) -> bool:
+        results.append(result)
+        return False
+
+    runner = CheckRunner(on_result, Stats(), run_check=run_check)
+    runner.on_unknown = lambda refs, reason: unknown.append(reason)
+    monitor = asyncio.create_task(runner.lag.run())
+    done = False
+
+    async def starve() -> None:
+        await asyncio.sleep(0.05)
+        while not done:
+            time.sleep(BLOCK_S)  # noqa: ASYNC251 - the point: the whole loop stops meanwhile
+            await asyncio.sleep(0.02)
+
+    starver = asyncio.create_task(starve())
+    try:
+        await runner.run_once(CheckJob(spec, 1.0), (REF,))
+    finally:
+        done = True
+        await starver
+        monitor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await monitor
+    return results, unknown
+
+
+async def assert_busy_fails_and_idle_is_unknown(
+    make_spec: Callable[[int], CheckSpec],
+    opening: bytes,
+    wait_for: bytes | None,
+    flood: bytes,
+    tls: ssl.SSLContext | None = None,
+) -> None:
+    assert BUSY_BYTES < len(flood) <= TASK_FLOOD + 1024
+    with tcp_peer(flood_then_hold(opening, wait_for, b""), tls) as port:
+        results, unknown = await judged_under_lag(make_spec(port))
+    assert results == [] and len(unknown) == 1, (results, unknown)  # the lag is seen as such
+    with tcp_peer(flood_then_hold(opening, wait_for, flood), tls) as port:
+        results, unknown = await judged_under_lag(make_spec(port))
+    assert unknown == [], unknown
+    assert len(results) == 1 and results[0].timed_out, results
+    assert results[0].received >= len(flood)
+
+
+async def test_a_tls_flood_under_lag_is_a_failure_not_unknown() -> None:
+    """imaps through the stream driver: a LOGIN answered with 100 kB of untagged lines."""
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(tls)
+
+    def imaps(port: int) -> CheckSpec:
+        return CheckSpec(
+            "negotiate", "127.0.0.1", port, TASK_TIMEOUT_S, service="imaps", login="u", passwd="p"
+        )
+
+    flood = b"* x\r\n" * (TASK_FLOOD // 5)
+    await assert_busy_fails_and_idle_is_unknown(imaps, b"* OK ready\r\n", b"LOGIN", flood, tls)
+
+
+async def test_a_library_flood_under_lag_is_a_failure_not_unknown() -> None:
+    """ftp through aioftp: a greeting of 500 continuation lines that never ends."""
+
+    def ftp(port: int) -> CheckSpec:
+        return CheckSpec("negotiate", "127.0.0.1", port, TASK_TIMEOUT_S, service="ftp")
+
+    flood = (b"220-" + b"x" * 196 + b"\r\n") * (TASK_FLOOD // 200)
+    await assert_busy_fails_and_idle_is_unknown(ftp, b"", None, flood)
