@@ -20,6 +20,7 @@ from lvsmon.cli.paths import DaemonFiles, load_or_report
 from lvsmon.config import Config
 from lvsmon.daemon import pidfile
 from lvsmon.daemon.runner import Launch, LockError, daemonize, serve
+from lvsmon.text import LIMIT, clean
 
 EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
 
@@ -206,9 +207,18 @@ def program_name() -> str:
 
 
 def print_status(path: str) -> None:
-    """The daemon's own view, if it has written one: one line per real."""
-    from lvsmon.engine.status import read_status, render_status
+    """The daemon's own view, if it has written one: one line per real. Anything else at the
+    status file's name (a FIFO, a hand edit of the wrong shape) is one line on stderr."""
+    from lvsmon.engine.status import MalformedStatus, load_status, render_status
 
-    status = read_status(path)
-    if status is not None:
-        print(render_status(status))
+    try:
+        status = load_status(path)
+        if status is not None:
+            print(render_status(status))
+    except MalformedStatus as exc:
+        print(malformed(path, exc), file=sys.stderr)
+
+
+def malformed(path: str, exc: Exception) -> str:
+    """The one line for a status file that is not one (lvsmon.engine.status.MalformedStatus)."""
+    return clean(f"lvsmon: status file {path} is malformed: {exc}", 2 * LIMIT)

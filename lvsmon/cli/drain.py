@@ -62,7 +62,7 @@ def _through_daemon(
     if real is None:
         _print_listing(body)
     else:
-        _print_results(command, body.get("results", []))
+        _print_results(command, body.get("results"))
     return 0
 
 
@@ -105,10 +105,19 @@ def _offline(command: str, real: str | None, virtual: str | None, control: Contr
 # ---- output -----------------------------------------------------------------------------------
 
 
-def _print_results(command: str, results: list[Any]) -> None:
-    for r in results:
-        pair = f"{r.get('real')} in {r.get('virtual')}"
-        if r.get("changed"):
+def _list(value: object) -> list[Any]:
+    """A list from the daemon's answer, or none: lines are printed from what has the shape."""
+    return value if isinstance(value, list) else []
+
+
+def _field(entry: object, key: str) -> Any:
+    return entry.get(key) if isinstance(entry, dict) else None
+
+
+def _print_results(command: str, results: object) -> None:
+    for r in _list(results):
+        pair = clean(f"{_field(r, 'real')} in {_field(r, 'virtual')}")
+        if _field(r, "changed"):
             print(f"{command}ed {pair}")
         elif command == "drain":
             print(f"{pair} was already drained")
@@ -117,11 +126,11 @@ def _print_results(command: str, results: list[Any]) -> None:
 
 
 def _print_listing(body: dict[str, Any]) -> None:
-    drained = body.get("drained", [])
+    drained = _list(body.get("drained"))
     # the daemon's answer quotes file names: each line clean (lvsmon/text.py)
     for d in drained:
-        print(clean(f"drained {d.get('real')} in {d.get('virtual')}"))
+        print(clean(f"drained {_field(d, 'real')} in {_field(d, 'virtual')}"))
     if not drained:
         print(clean(f"no real server is drained (state: {body.get('where')})"))
-    for name in body.get("ignored", []):
+    for name in _list(body.get("ignored")):
         print(clean(f"ignored: {name} names no real server of the config"))

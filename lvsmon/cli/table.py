@@ -28,13 +28,14 @@ import time
 from typing import TYPE_CHECKING
 
 from lvsmon.daemon import pidfile
-from lvsmon.engine.status import ABSENT, Status, read_status, table_digests
+from lvsmon.engine.status import ABSENT, MalformedStatus, Status, load_status, table_digests
 from lvsmon.ipvs.backend import IpvsBackend
 from lvsmon.ipvs.diff import service_order
 from lvsmon.ipvs.errors import BackendError, ErrorKind
-from lvsmon.ipvs.factory import make_backend
+from lvsmon.ipvs.factory import BACKENDS, make_backend
 from lvsmon.ipvs.model import ServiceKey, Table
 from lvsmon.ipvs.ops import DeleteService, Op
+from lvsmon.text import LIMIT, clean
 
 if TYPE_CHECKING:
     from lvsmon.cli.control import Control
@@ -81,15 +82,23 @@ def verify_table(control: Control, wait_s: float = DEFAULT_WAIT_S) -> int:
         if not problems:
             print(summary)
             return 0
-        status = read_status(control.status_path) or {}
-        resync_s = float(status.get("resync_s") or 5.0)
+        resync_s = _resync_s(control.status_path)
         waited = time.monotonic() - started
         if waited >= min(resync_s + SLACK_S, wait_s) or not pidfile.state(control.pid_path).running:
             for line in problems:
-                print(f"lvsmon: {line}", file=sys.stderr)
+                print(clean(f"lvsmon: {line}", 2 * LIMIT), file=sys.stderr)
             print(f"lvsmon: still so after {waited:.1f} s", file=sys.stderr)
             return 1
         time.sleep(0.5)
+
+
+def _resync_s(path: str) -> float:
+    """The daemon's resync interval as its status file says (5 s when it says nothing)."""
+    try:
+        status = load_status(path) or {}
+    except MalformedStatus:
+        status = {}  # _compare said so
+    return float(status.get("resync_s") or 5.0)
 
 
 class _Hung(Exception):
@@ -99,7 +108,10 @@ class _Hung(Exception):
 def _compare(control: Control, pid: int) -> tuple[list[str], str]:
     """(problems, summary): no problems means the daemon is alive and its table in the kernel."""
     path = control.status_path
-    status = read_status(path)
+    try:
+        status = load_status(path)
+    except MalformedStatus as exc:
+        return [f"status file {path} is malformed: {exc}"], ""
     if status is None:
         return [f"no readable status file {path} (the daemon writes it every second)"], ""
     with contextlib.suppress(OSError):
@@ -112,6 +124,8 @@ def _compare(control: Control, pid: int) -> tuple[list[str], str]:
     if phase not in LIVE_PHASES:
         return [f"the daemon is {phase or 'in an unknown phase'}"], ""
     backend = status.get("backend") or control.backend
+    if backend not in BACKENDS:
+        return [f"status file {path} is malformed: backend: not one of {', '.join(BACKENDS)}"], ""
     if backend == "memory":
         return [], "status file fresh; memory backend: no kernel table to compare"
     return _compare_table(status, backend, control)
@@ -169,7 +183,13 @@ def _purge_names(control: Control) -> set[str]:
     from lvsmon.config import ConfigError, load_config
 
     names: set[str] = set()
-    status = read_status(control.status_path)
+    try:
+        status = load_status(control.status_path)
+    except MalformedStatus as exc:
+        from lvsmon.cli.control import malformed
+
+        print(malformed(control.status_path, exc), file=sys.stderr)
+        status = None
     if status is not None:
         names.update((status.get("table") or {}).keys())
     path = find_config(control.config_arg)

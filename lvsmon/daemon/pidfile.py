@@ -36,7 +36,10 @@ import stat
 import struct
 from dataclasses import dataclass
 
-from lvsmon.atomicfile import write_atomic
+from lvsmon.atomicfile import NotReadable, read_regular, write_atomic
+
+MAX_PID_BYTES = 64  # "<pid>\n"; anything longer is not a pid file lvsmon wrote
+PID_MAX = 1 << 22  # Linux's PID_MAX_LIMIT: a larger number is no pid (os.kill would overflow)
 
 # struct flock on Linux (x86_64, arm64): short l_type, short l_whence, off_t l_start,
 # off_t l_len, pid_t l_pid, padding
@@ -67,12 +70,17 @@ def lock_path(path: str) -> str:
 
 
 def read_pid(path: str) -> int | None:
+    """The pid in the pid file, or None: no file, or not one lvsmon wrote. Read as the config is
+    (atomicfile.read_regular): a FIFO, a device or a directory at the name, or a huge file, is
+    no pid, and never blocks `status` or `stop`."""
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            text = f.read().strip()
-    except OSError:
+        text = read_regular(path, MAX_PID_BYTES).decode("ascii", errors="replace").strip()
+    except (OSError, NotReadable):
         return None
-    return int(text) if text.isdigit() else None
+    if not (text.isascii() and text.isdigit()):
+        return None
+    pid = int(text)
+    return pid if pid <= PID_MAX else None
 
 
 def _query(fd: int) -> int | None:
@@ -86,11 +94,16 @@ def _query(fd: int) -> int | None:
 def holder(path: str) -> int | None:
     """The pid of the daemon holding the lock of pid file `path`, or None if none does."""
     try:
-        fd = os.open(lock_path(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        fd = os.open(lock_path(path), flags)
     except OSError:
         return None  # never created (no daemon ever ran) or not ours (a symlink)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None  # not a lock file acquire() made (it refuses anything else)
         return _query(fd)
+    except OSError:
+        return None
     finally:
         os.close(fd)
 

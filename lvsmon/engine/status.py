@@ -11,12 +11,12 @@ import hashlib
 import json
 import time
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TypedDict
 
 from lvsmon.addr import bracketed
-from lvsmon.atomicfile import read_regular
+from lvsmon.atomicfile import NotReadable, read_regular
 from lvsmon.ipvs.ipvsadm_format import op_line
 from lvsmon.ipvs.model import Service, ServiceKey, Table
 from lvsmon.ipvs.ops import AddDest, AddService
@@ -185,10 +185,155 @@ def read_status(path: str) -> Status | None:
     return data if isinstance(data, dict) else None  # type: ignore[return-value]
 
 
+class MalformedStatus(ValueError):
+    """Something at the status file's name that is not a status file a daemon wrote: not a
+    regular file, too large, not JSON, not an object, or a field of the wrong type or out of
+    range. The message says which (fields by path: `virtuals[0].reals[2].port`)."""
+
+
+_BOUND = float(1 << 53)  # numbers beyond are no counter, time or weight a daemon writes
+
+
+def _integer(value: object) -> bool:
+    return type(value) is int and -_BOUND <= value <= _BOUND
+
+
+def _number(value: object) -> bool:
+    return _integer(value) or (type(value) is float and -_BOUND <= value <= _BOUND)  # not NaN
+
+
+_KINDS: dict[str, Callable[[object], bool]] = {
+    "a string": lambda v: type(v) is str,
+    "an integer": _integer,
+    "a number": _number,
+    "true or false": lambda v: type(v) is bool,
+    "a list": lambda v: type(v) is list,
+    "an object": lambda v: type(v) is dict,
+}
+
+
+def _check(
+    obj: dict[str, object], key: str, where: str, kind: str, *, required: bool, null: bool = False
+) -> object:
+    """obj[key] if it is of `kind` (or None, with null=True); raises MalformedStatus if not, or
+    if it is missing and `required`. Returns None for an optional key that is missing."""
+    name = f"{where}.{key}" if where else key
+    if key not in obj:
+        if required:
+            raise MalformedStatus(f"{name}: missing")
+        return None
+    value = obj[key]
+    if (value is None and null) or _KINDS[kind](value):
+        return value
+    raise MalformedStatus(f"{name}: not {kind}" + (" or null" if null else ""))
+
+
+def _entries(value: object, where: str) -> list[dict[str, object]]:
+    """The objects of a list field (checked a list before)."""
+    entries: list[dict[str, object]] = []
+    for i, entry in enumerate(value if type(value) is list else []):
+        if type(entry) is not dict:
+            raise MalformedStatus(f"{where}[{i}]: not an object")
+        entries.append(entry)
+    return entries
+
+
+def check_status(data: object) -> Status:
+    """`data` (a parsed status file) as a Status, after checking the type of every field that
+    `lvsmon status`, `verify-table` and `purge` use; raises MalformedStatus naming the first
+    that is wrong. Missing optional fields are fine (a daemon from before them wrote it); fields
+    nothing reads are not looked at."""
+    if type(data) is not dict:
+        raise MalformedStatus("not a JSON object")
+    top: dict[str, object] = data
+    _check(top, "pid", "", "an integer", required=False)
+    _check(top, "started_at", "", "a number", required=False)
+    for key in ("phase", "config", "backend"):
+        _check(top, key, "", "a string", required=False)
+    resync = _check(top, "resync_s", "", "a number", required=False)
+    if isinstance(resync, int | float) and resync < 0:
+        raise MalformedStatus("resync_s: negative")
+    table = _check(top, "table", "", "an object", required=False, null=True)
+    if isinstance(table, dict):
+        for name, digest in table.items():
+            if type(digest) is not str:
+                raise MalformedStatus(f"table[{json.dumps(str(name)[:64])}]: not a string")
+    virtuals = _check(top, "virtuals", "", "a list", required=False)
+    for i, v in enumerate(_entries(virtuals, "virtuals")):
+        at = f"virtuals[{i}]"
+        _check(v, "name", at, "a string", required=True)
+        _check(v, "depool_limited", at, "true or false", required=False)
+        reals = _check(v, "reals", at, "a list", required=True)
+        for j, r in enumerate(_entries(reals, f"{at}.reals")):
+            rat = f"{at}.reals[{j}]"
+            for key in ("address", "state", "reason"):
+                _check(r, key, rat, "a string", required=True)
+            _check(r, "port", rat, "an integer", required=True)
+            _check(r, "kernel_weight", rat, "an integer", required=True, null=True)
+            for key in ("drained", "kept_by_threshold"):
+                _check(r, key, rat, "true or false", required=False)
+            _check(r, "rising", rat, "a string", required=False, null=True)
+            held = _check(r, "held_until", rat, "a number", required=False, null=True)
+            if isinstance(held, int | float):
+                try:
+                    time.localtime(held)
+                except (OverflowError, OSError, ValueError):
+                    raise MalformedStatus(f"{rat}.held_until: out of range") from None
+    sync = _check(top, "sync", "", "a list", required=False)
+    for i, d in enumerate(_entries(sync, "sync")):
+        at = f"sync[{i}]"
+        for key in ("state", "wanted"):
+            _check(d, key, at, "a string", required=True)
+        for key in ("running", "error"):
+            _check(d, key, at, "a string", required=True, null=True)
+    stats = _check(top, "stats", "", "an object", required=False)
+    if isinstance(stats, dict):
+        for key in (
+            "checks_done",
+            "checks_failed",
+            "checks_unknown",
+            "loop_lag_ms",
+            "ops_applied",
+            "ops_failed",
+            "drift_repairs",
+        ):
+            _check(stats, key, "stats", "a number", required=False)
+        _check(stats, "retry_pending", "stats", "true or false", required=False)
+        late = _check(stats, "lateness_ms", "stats", "an object", required=False)
+        if isinstance(late, dict):
+            for key in ("p50", "p99"):
+                _check(late, key, "stats.lateness_ms", "a number", required=False)
+    return data  # type: ignore[return-value]
+
+
+def load_status(path: str) -> Status | None:
+    """The status file, checked (check_status); None when there is none to read (missing, or
+    unreadable to us: read_status's answer). Raises MalformedStatus when what is there is no
+    status file: not a regular file, too large, not UTF-8 JSON, nested too deep, not an object,
+    a field of the wrong type. Read as the config is (atomicfile.read_regular)."""
+    try:
+        raw = read_regular(path, MAX_STATUS_BYTES)
+    except NotReadable as exc:
+        raise MalformedStatus(str(exc)) from None
+    except OSError:
+        return None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise MalformedStatus("not UTF-8") from None
+    except RecursionError:
+        raise MalformedStatus("nested too deep") from None
+    except ValueError as exc:
+        raise MalformedStatus(f"not JSON ({str(exc).partition(';')[0]})") from None
+    return check_status(data)
+
+
 def render_status(status: Status) -> str:
     """`lvsmon status`'s lines after the ldirectord-compatible first one: one per real. The
     status file may have been edited: every line is clean (lvsmon/text.py), bounded at twice
-    a reason's bound, so that no field of it reaches the terminal raw."""
+    a reason's bound, so that no field of it reaches the terminal raw; and every field is
+    checked first (check_status): a hostile one raises MalformedStatus, nothing else."""
+    check_status(status)
     lines: list[str] = []
     if status.get("phase"):
         lines.append(f"phase: {status['phase']}")
