@@ -84,9 +84,9 @@ def test_a_start_whose_socket_path_is_too_long_leaves_the_table_untouched(
     deep.mkdir()
     before = table()
     done = lvsmon(adopted, deep / "lb.pid", "start")
+    assert table() == before  # first: the table is the point
     assert_failed_with_one_line(done, "cannot bind the control socket")
     assert str(deep / "lb.sock") in done.stderr
-    assert table() == before
     assert not (deep / "lb.pid").exists()
 
 
@@ -99,8 +99,8 @@ def test_a_start_whose_listen_port_is_taken_leaves_the_table_untouched(
         port = holder.getsockname()[1]
         before = table()
         done = lvsmon(adopted, tmp_path / "lb.pid", "start", "--listen", f"127.0.0.1:{port}")
-        assert_failed_with_one_line(done, f"cannot listen on 127.0.0.1:{port}")
         assert table() == before
+        assert_failed_with_one_line(done, f"cannot listen on 127.0.0.1:{port}")
     assert not (tmp_path / "lb.pid").exists()
 
 
