@@ -20,6 +20,8 @@ and gives the one reason instead (`Budget.check`).
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import socket
 from typing import Any, Final
 
@@ -126,3 +128,36 @@ class RecvCounter:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.raw, name)
+
+
+CHECK_BUDGET: contextvars.ContextVar[Budget | None] = contextvars.ContextVar(
+    "lvsmon_check_budget", default=None
+)
+"""The budget of the check running in this task, for a protocol a library builds (read when it
+is built, in the check's own task): set it around the library's connect."""
+
+
+class BudgetedProtocol:
+    """Put first in the bases of a library's asyncio protocol (asyncpg, python-oracledb): the
+    peer's bytes count against CHECK_BUDGET as the protocol was built, and past it the transport
+    is aborted, which the library sees as a lost connection."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lvsmon_budget = CHECK_BUDGET.get()
+        self._lvsmon_transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self._lvsmon_transport = transport
+        super().connection_made(transport)  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        budget = self._lvsmon_budget
+        if budget is not None:
+            try:
+                budget.take(len(data))
+            except OverBudget:
+                if self._lvsmon_transport is not None:
+                    self._lvsmon_transport.abort()
+                return
+        super().data_received(data)  # type: ignore[misc]

@@ -23,16 +23,13 @@ the check's reason is then "oracle: response too large (over 256 KiB)".
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import re
-from typing import Any
 
 import oracledb
 from oracledb import thin_impl  # type: ignore[attr-defined]  # compiled, no stubs
 
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, describe_error
-from lvsmon.checks.budget import Budget, OverBudget
+from lvsmon.checks.budget import CHECK_BUDGET, Budget, BudgetedProtocol
 from lvsmon.checks.dialogue import shown
 from lvsmon.checks.step import Step
 
@@ -42,33 +39,8 @@ SHOWN = 200
 _CONNECTION_ID = re.compile(r"\s*\(CONNECTION_ID=[^)]*\)")
 
 
-_budget: contextvars.ContextVar[Budget | None] = contextvars.ContextVar(
-    "lvsmon_oracle_budget", default=None
-)
-
-
-class _Protocol(thin_impl.AsyncProtocol):  # type: ignore[misc]
+class _Protocol(BudgetedProtocol, thin_impl.AsyncProtocol):  # type: ignore[misc]
     """python-oracledb's protocol, holding the peer to the budget of the check that connects."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._lvsmon_budget = _budget.get()
-        self._lvsmon_transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        self._lvsmon_transport = transport
-        super().connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        budget = self._lvsmon_budget
-        if budget is not None:
-            try:
-                budget.take(len(data))
-            except OverBudget:
-                if self._lvsmon_transport is not None:
-                    self._lvsmon_transport.abort()
-                return
-        super().data_received(data)
 
 
 thin_impl.AsyncProtocol = _Protocol  # what connect_async builds, looked up each time
@@ -89,14 +61,14 @@ def _text(exc: BaseException) -> str:
 
 async def check(spec: CheckSpec, step: Step) -> CheckResult:
     budget = Budget("oracle")
-    token = _budget.set(budget)  # read when oracledb builds the protocol, in this task
+    token = CHECK_BUDGET.set(budget)  # read when oracledb builds the protocol, in this task
     try:
         return await _check(spec, step, budget)
     except Exception:
         budget.check()  # oracledb's "connection closed" was the budget's abort
         raise
     finally:
-        _budget.reset(token)
+        CHECK_BUDGET.reset(token)
 
 
 async def _check(spec: CheckSpec, step: Step, budget: Budget) -> CheckResult:

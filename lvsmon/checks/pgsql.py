@@ -22,15 +22,13 @@ check's reason is then "pgsql: response too large (over 256 KiB)".
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 from typing import Any
 
 import asyncpg
 import asyncpg.protocol
 
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, describe_error
-from lvsmon.checks.budget import Budget, OverBudget
+from lvsmon.checks.budget import CHECK_BUDGET, Budget, BudgetedProtocol
 from lvsmon.checks.dialogue import shown
 from lvsmon.checks.step import Step
 
@@ -38,33 +36,8 @@ SHOWN = 200
 """Longest server message a reason quotes."""
 
 
-_budget: contextvars.ContextVar[Budget | None] = contextvars.ContextVar(
-    "lvsmon_pgsql_budget", default=None
-)
-
-
-class _Protocol(asyncpg.protocol.Protocol):  # type: ignore[misc]  # Cython, no hints
+class _Protocol(BudgetedProtocol, asyncpg.protocol.Protocol):  # type: ignore[misc]
     """asyncpg's protocol, holding the peer to the budget of the check that connects."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self._lvsmon_budget = _budget.get()
-        self._lvsmon_transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        self._lvsmon_transport = transport
-        super().connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        budget = self._lvsmon_budget
-        if budget is not None:
-            try:
-                budget.take(len(data))
-            except OverBudget:
-                if self._lvsmon_transport is not None:
-                    self._lvsmon_transport.abort()  # asyncpg sees the connection lost
-                return
-        super().data_received(data)
 
 
 asyncpg.protocol.Protocol = _Protocol  # what asyncpg's connect builds, looked up at each connect
@@ -81,14 +54,14 @@ def _text(exc: BaseException) -> str:
 
 async def check(spec: CheckSpec, step: Step) -> CheckResult:
     budget = Budget("pgsql")
-    token = _budget.set(budget)  # read when asyncpg builds the protocol, in this task
+    token = CHECK_BUDGET.set(budget)  # read when asyncpg builds the protocol, in this task
     try:
         return await _check(spec, step, budget)
     except Exception:
         budget.check()  # asyncpg's "connection lost" was the budget's abort
         raise
     finally:
-        _budget.reset(token)
+        CHECK_BUDGET.reset(token)
 
 
 async def _check(spec: CheckSpec, step: Step, budget: Budget) -> CheckResult:
