@@ -336,12 +336,16 @@ class Prober:
 
     def _finish(self, probe: _Probe, result: CheckResult) -> None:
         self._drop(probe)
+        # the peer's bytes it was fed, from its budget's countdown (the lag rule reads them)
+        dialogue = probe.dialogue
+        received = 0 if dialogue is None else dialogue.budget - probe.room
         # it waits in its deadline queue until those started before it are done: keep it small
         probe.ended_in = probe.stage
         probe.dialogue = None
         probe.pending = b""
         done, probe.done = probe.done, _ignore
-        done(CheckResult(result.ok, result.reason, self._clock() - probe.started, result.timed_out))
+        elapsed = self._clock() - probe.started
+        done(CheckResult(result.ok, result.reason, elapsed, result.timed_out, received))
         if self._waiting:
             self._admit()
 

@@ -188,9 +188,9 @@ async def run_check(spec: CheckSpec) -> CheckResult:
         result = await _run(fn, spec, step)
     finally:
         RECEIVED.reset(token)
-    return CheckResult(
-        result.ok, result.reason, time.monotonic() - started, result.timed_out, received.count
-    )
+    # a dialogue run on the prober reports its own count
+    got = max(received.count, result.received)
+    return CheckResult(result.ok, result.reason, time.monotonic() - started, result.timed_out, got)
 
 
 async def _run(fn: CheckFn, spec: CheckSpec, step: Step) -> CheckResult:

@@ -7,7 +7,6 @@ It knows nothing of health or the kernel: `on_result(refs, result)` is all it ca
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import functools
 import time
@@ -15,7 +14,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from lvsmon.checks.base import CheckResult, CheckSpec
-from lvsmon.checks.dialogue import Dialogue, Outcome
 from lvsmon.checks.prober import ProbePlan, Prober, hold_prober, release_prober
 from lvsmon.checks.registry import plan_probe
 from lvsmon.engine.checkstats import CheckCounts
@@ -77,7 +75,6 @@ class JobRun:
         "lag_mark",
         "on_connect_done",
         "on_spec_done",
-        "received",
         "refs",
         "spec_plan",
         "steady",
@@ -95,7 +92,7 @@ class JobRun:
         self.job = job
         self.refs = refs
         # how each of its checks runs on the prober; None: as a task through run_check
-        self.spec_plan: ProbePlan | None = _counted(plan_probe(job.spec), self) if probes else None
+        self.spec_plan: ProbePlan | None = plan_probe(job.spec) if probes else None
         self.connect_plan: ProbePlan | None = (
             plan_probe(job.connect) if probes and job.connect is not None else None
         )
@@ -105,42 +102,11 @@ class JobRun:
         self.steady: str | None = None
         self.counts = CheckCounts()  # for /metrics: every (virtual, real) of the job shows them
         self.lag_mark = 0.0  # the lag monitor's lost time when its check in flight started
-        self.received = 0  # bytes fed to its dialogue in flight (on the prober): busy or idle;
-        # a check run as a task reports its own (CheckResult.received)
         self.unknowns = 0  # late timeouts in a row (lvsmon/engine/lag.py), and since when
         self.unknown_since = 0.0
         # what the prober calls back: made once, not per check
         self.on_spec_done = functools.partial(done, self, False)
         self.on_connect_done = functools.partial(done, self, True)
-
-
-def _counted(plan: ProbePlan | None, run: JobRun) -> ProbePlan | None:
-    """`plan`, its dialogues counting into `run.received` the bytes they are fed: the lag rule
-    forgives no timeout of a check that was busy receiving (lvsmon/engine/lag.py). Per check a
-    closure, per chunk read one call and an addition."""
-    if plan is None or plan.dialogue is None:
-        return plan
-    make = plan.dialogue
-
-    def counting() -> Dialogue:
-        dialogue = make()
-        feed = dialogue.feed
-
-        def counted(data: bytes) -> Outcome:
-            run.received += len(data)
-            return feed(data)
-
-        # try, not contextlib.suppress: this runs per check, and the context manager costs more
-        # than the rest of the wrapper
-        try:  # noqa: SIM105
-            dialogue.feed = counted  # type: ignore[method-assign]
-        except AttributeError:  # a dialogue with __slots__: not counted, judged by lag alone
-            pass
-        return dialogue
-
-    plan = copy.copy(plan)
-    plan.dialogue = counting
-    return plan
 
 
 class CheckRunner:
@@ -231,7 +197,6 @@ class CheckRunner:
             run = self._runs[job] = self._new_run(job, refs)
         self._ensure_prober()
         run.lag_mark = self.lag.lost_at(self.lag_clock())
-        run.received = 0
         connect, plan = self._route(run)
         if plan is not None and self._prober is not None:
             self._done(run, connect, await self._prober.probe(plan))
@@ -267,7 +232,6 @@ class CheckRunner:
                     mark = lag.lost_at(self.lag_clock())
                 run = start.key
                 run.lag_mark = mark
-                run.received = 0
                 self._start(run)
             due = tt.next_due()
             self._waiter = loop.create_future()
@@ -371,9 +335,8 @@ class CheckRunner:
         assert spec is not None
         now = self.lag_clock()
         lost = self.lag.lost_at(now) - run.lag_mark
-        # the bytes the check received: counted here for a prober dialogue, by run_check for a
-        # check run as a task (TLS, UDP, the library protocols)
-        received = max(run.received, result.received)
+        # the peer's bytes the check received (the prober and run_check count them)
+        received = result.received
         if not late_timeout(lost, spec.timeout, received):
             run.unknowns = 0
             return result

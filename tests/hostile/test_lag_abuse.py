@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import ssl
 import subprocess
@@ -29,6 +30,7 @@ import trustme
 
 from lvsmon.checks import run_check
 from lvsmon.checks.base import CheckResult, CheckSpec
+from lvsmon.checks.prober import prober_for
 from lvsmon.engine.events import Event, RealChanged
 from lvsmon.engine.jobs import CheckJob, RealRef
 from lvsmon.engine.lag import BUSY_BYTES, late_timeout
@@ -136,25 +138,29 @@ async def test_a_busy_late_timeout_is_a_failure_and_an_idle_one_unknown() -> Non
     timed_out = CheckResult(False, "timeout after 1s during imap login", 1.0, True)
     for received in (0, BUSY_BYTES + 1):
         run.lag_mark = runner.lag.lost_at(runner.lag_clock())
-        run.received = received
         runner.lag.lost += 0.9  # the loop lost 0.9 s of the check's 1 s
-        runner._done(run, False, timed_out)
+        runner._done(run, False, dataclasses.replace(timed_out, received=received))
     assert len(unknown) == 1  # the idle one
     assert results == [timed_out]  # the busy one: a failure
     assert runner.stats.checks_unknown == 1 and runner.stats.checks_failed == 1
 
 
-async def test_the_runner_counts_the_bytes_a_prober_dialogue_is_fed() -> None:
+async def test_the_prober_counts_the_bytes_a_dialogue_is_fed() -> None:
+    """What the runner judges by: a prober check's result carries the bytes its dialogue was fed
+    (from its budget's countdown), its own timeout's result too."""
+
     def on_result(refs: tuple[RealRef, ...], result: CheckResult) -> bool:
         return False
 
     runner = CheckRunner(on_result, Stats())  # the default: checks on the prober
-    run = runner._new_run(CheckJob(SPEC, 1.0), (REF,))
-    assert run.spec_plan is not None and run.spec_plan.dialogue is not None
-    dialogue = run.spec_plan.dialogue()
-    assert dialogue.feed(b"* OK ready\r\n") == b'a1 LOGIN "u" "p"\r\n'
-    dialogue.feed(b"* \n" * 1000)
-    assert run.received == 12 + 3000
+    talk = flood_then_hold(b"* OK ready\r\n", b"LOGIN", b"* \n" * 1000)
+    with tcp_peer(talk) as port:
+        spec = dataclasses.replace(SPEC, port=port)
+        run = runner._new_run(CheckJob(spec, 1.0), (REF,))
+        assert run.spec_plan is not None and run.spec_plan.dialogue is not None
+        result = await prober_for().probe(run.spec_plan)
+    assert result.timed_out
+    assert result.received == 12 + 3000
 
 
 TASK_TIMEOUT_S = 2.0
