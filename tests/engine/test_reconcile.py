@@ -177,6 +177,8 @@ async def test_drift_found_by_a_failed_op_is_reported_as_drift(
     job = engine.plan.job_of[next(r for r in engine.plan.job_of if r.port == 8002)]
     await engine.run_once(job)
     await wait_for(lambda: V1 in backend.table and V2 in backend.table, within=10)
+    # the log is an event subscriber with its own task: its lines follow the repair
+    await wait_for(lambda: "Repaired drift: Added virtual server" in caplog.text, within=10)
     # down and missing, without readdquiescent: stays missing (ldirectord's rule)
     assert weights(backend) == {8001: 1}
     assert backend.table[V2] == programmed[V2]
