@@ -5,11 +5,11 @@ No sockets and no clock: the caller feeds bytes as they arrive (`feed`), tells i
 byte-chunk lists and keeps the I/O shell in `http.py` small. The deadline belongs to the caller.
 
 It handles: informational 1xx heads (skipped, at most `max_interim` of them), Content-Length,
-chunked (extensions and trailers ignored), read-until-EOF bodies, HEAD/204/304 without body,
-bare-LF line endings from sloppy servers. It keeps at most `body_limit` body bytes; a longer
-body ends the parse early with `truncated` set, and the check judges the prefix. Anything it
-cannot make sense of raises `HttpProtocolError` (the server misbehaved), and the parser must not
-be fed again.
+chunked (extensions and trailers ignored, at most `MAX_CHUNK_FRAMING` bytes of framing),
+read-until-EOF bodies, HEAD/204/304 without body, bare-LF line endings from sloppy servers. It
+keeps at most `body_limit` body bytes; a longer body ends the parse early with `truncated` set,
+and the check judges the prefix. Anything it cannot make sense of raises `HttpProtocolError`
+(the server misbehaved), and the parser must not be fed again.
 
 The bytes come from servers we do not trust, and the parser runs on the event loop, so its work
 is linear in what it is fed: a search never looks past the head it is after, nor past
@@ -26,6 +26,10 @@ DEFAULT_HEAD_LIMIT: Final = 64 * 1024
 # real servers send one 100 Continue, maybe a 102/103 or two; more is a server stalling us
 MAX_INTERIM_RESPONSES: Final = 8
 _MAX_CHUNK_LINE: Final = 4096
+# the bytes of chunk size lines and the CRLFs after chunk data, per response: a 1 MiB body in
+# 256-byte chunks takes 28 KiB; a server sending 1-byte chunks would cost a parse step per 6 bytes
+# for the whole budget (issue 21: a third of a second of the loop per check)
+MAX_CHUNK_FRAMING: Final = 64 * 1024
 
 # parser states
 _HEAD: Final = 0
@@ -53,6 +57,7 @@ class ResponseParser:
         "_body",
         "_body_limit",
         "_buf",
+        "_framing",
         "_head",
         "_head_limit",
         "_interim",
@@ -83,6 +88,7 @@ class ResponseParser:
         self._body = bytearray()
         self._state = _HEAD
         self._remaining = 0
+        self._framing = 0
         self._scan_from = 0
         self.status = 0
         self.reason_phrase = ""
@@ -167,8 +173,10 @@ class ResponseParser:
                 buf = self._buf
                 if buf[:2] == b"\r\n":
                     del buf[:2]
+                    self._framing += 2
                 elif buf[:1] == b"\n":
                     del buf[:1]
+                    self._framing += 1
                 elif buf == b"\r" or not buf:
                     return
                 else:
@@ -280,9 +288,15 @@ class ResponseParser:
         self.reason_phrase = parts[2].decode("latin-1") if len(parts) > 2 else ""
 
     def _chunk_size(self) -> bool:
+        before = len(self._buf)
         line = self._line()
         if line is None:
             return False
+        self._framing += before - len(self._buf)
+        if self._framing > MAX_CHUNK_FRAMING:
+            raise HttpProtocolError(
+                f"response too large (chunk framing over {MAX_CHUNK_FRAMING // 1024} KiB)"
+            )
         text = line.split(b";", 1)[0].strip()
         try:
             size = int(text, 16)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lvsmon.checks.http_parser import HttpProtocolError, ResponseParser
+from lvsmon.checks.http_parser import MAX_CHUNK_FRAMING, HttpProtocolError, ResponseParser
 
 CHUNKED = (
     b"HTTP/1.1 200 OK\r\n"
@@ -271,3 +271,25 @@ def test_a_chunk_size_line_is_searched_only_up_to_its_limit() -> None:
     with pytest.raises(HttpProtocolError, match="line longer than"):
         parser.feed(b"1" * (1 << 20))
     assert buf.scanned <= 4097
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def test_endless_one_byte_chunks_end_at_the_framing_bound() -> None:
+    """Issue 21: a body of 1-byte chunks costs a parse step per 6 bytes; the framing bound ends it
+    as too large long before the body limit (1 MiB of such chunks: 6 MiB fed)."""
+    parser = ResponseParser()
+    parser.feed(CHUNKED_HEAD)
+    fed = 0
+    with pytest.raises(HttpProtocolError, match=r"response too large \(chunk framing over 64 KiB"):
+        while fed < 8 << 20:
+            parser.feed(b"1\r\nx\r\n" * 1024)
+            fed += 6 * 1024
+    assert fed <= MAX_CHUNK_FRAMING * 6 // 5 + 6 * 1024  # five of every six bytes are framing
+
+
+def test_a_megabyte_in_256_byte_chunks_is_within_the_framing_bound() -> None:
+    chunk = b"100\r\n" + b"x" * 256 + b"\r\n"
+    parser = parse([CHUNKED_HEAD, chunk * 4096, b"0\r\n\r\n"])
+    assert parser.complete and len(parser.body) == 1 << 20 and not parser.truncated
