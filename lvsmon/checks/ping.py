@@ -17,7 +17,7 @@ import socket
 import struct
 from typing import Final
 
-from lvsmon.checks.base import CheckResult, CheckSpec
+from lvsmon.checks.base import CheckResult, CheckSpec, received_counter
 from lvsmon.checks.step import Step
 
 _ECHO_REQUEST_V4: Final = 8
@@ -84,6 +84,9 @@ async def check_ping(spec: CheckSpec, step: Step) -> CheckResult:
         ident = int.from_bytes(os.urandom(2), "big")
         first_seq = int.from_bytes(os.urandom(2), "big")
         sent: set[int] = set()
+        # the lag rule's count (base.Received): a raw socket sees every ICMP packet of the host,
+        # and a check kept busy by a flood of them is not forgiven a late timeout
+        received = received_counter()
         attempts = spec.checkcount
         share = spec.timeout / attempts
         for attempt in range(1, attempts + 1):
@@ -98,6 +101,7 @@ async def check_ping(spec: CheckSpec, step: Step) -> CheckResult:
                 async with asyncio.timeout(wait):
                     while True:
                         data, addr = await loop.sock_recvfrom(sock, 2048)
+                        received.count += len(data)
                         reply = parse_echo_reply(v6, data, strip_ip_header=raw and not v6)
                         if (
                             reply is not None

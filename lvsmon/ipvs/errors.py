@@ -1,5 +1,5 @@
 """Why an IPVS operation or a whole backend call failed: the leaf every backend, sync and
-caller imports (it imports nothing of lvsmon but the op it reports on)."""
+caller imports (it imports nothing of lvsmon but the op it reports on, and the text rule)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import enum
 from dataclasses import dataclass
 
 from lvsmon.ipvs.ops import Op
+from lvsmon.text import clean
 
 
 class ErrorKind(enum.StrEnum):
@@ -23,7 +24,12 @@ class ErrorKind(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class OpError:
     kind: ErrorKind
-    message: str  # the kernel's or tool's own words
+    message: str  # the kernel's or tool's own words, made clean (lvsmon.text) on the way in
+
+    def __post_init__(self) -> None:
+        # ipvsadm's stderr and a sync daemon's words reach the log, mails and /events: outside
+        # text (issue 21, class 6), so it is made safe where it enters, not where it is shown
+        object.__setattr__(self, "message", clean(self.message))
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,8 @@ async def test_ping(host: str, count: int) -> None:
     result = await run_check(CheckSpec(kind="ping", host=host, port=0, timeout=5, checkcount=count))
     assert result.ok, result.reason
     assert result.reason.startswith("ping: echo reply")
+    # the ICMP bytes it read count for the lag rule (issue 21): at least one echo reply
+    assert result.received >= 8 + 16
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])

@@ -265,3 +265,18 @@ def test_render_list_looks_like_ipvsadm() -> None:
     assert [line.split(" (thresholds")[0].rstrip() for line in ours] == [
         line.rstrip() for line in real
     ]
+
+
+def test_a_tools_words_are_made_clean_where_they_enter() -> None:
+    """Issue 21, class 6: ipvsadm's stderr (or whatever answers at its path) reaches the log,
+    mails and /events through OpError.message; control characters and length are dealt with
+    once, where the error is made."""
+    hostile = (
+        "Memory allocation problem\r[lvsmon] Real server 10.0.0.1:80 is up\x1b[2J" + "x" * 5000
+    )
+    results = restore_results(RESTORE_OPS[:1], 2, hostile)
+    error = results[0].error
+    assert error is not None
+    assert "\r" not in error.message and "\x1b" not in error.message
+    assert error.message.startswith("Memory allocation problem?[lvsmon] Real server")
+    assert len(error.message) <= 512 + 3
