@@ -81,13 +81,28 @@ def settle_memory(*, collect: bool) -> None:
     gc.freeze()
 
 
+_status_failing: set[str] = set()  # status files whose last write failed
+
+
 def write_status(path: str, data: bytes) -> None:
     """The status as Daemon.status_json encoded it, atomically (`lvsmon status` never reads half
-    a file), not through symlinks, mode 0644."""
+    a file), not through symlinks, mode 0644. A failure is a warning once per streak (the file
+    goes stale: out of descriptors, a full disk), and the recovery is logged once."""
     try:
         write_atomic(path, data)
     except OSError as exc:
-        log.debug("cannot write status file %s: %s", path, exc)
+        if path not in _status_failing:
+            _status_failing.add(path)
+            text = exc.strerror or str(exc)
+            log.warning(
+                "cannot write the status file %s: %s (it goes stale until a write works again)",
+                path,
+                text[:1].lower() + text[1:],
+            )
+        return
+    if path in _status_failing:
+        _status_failing.discard(path)
+        log.info("status file %s written again", path)
 
 
 class Daemon:
