@@ -23,6 +23,11 @@ from the dialogue's `budget`; past it the check is down ("imap login: response t
 
 One prober per event loop (`prober_for`): the check runner holds it for its life
 (`hold_prober`/`release_prober`), and the checks that run as tasks use the same one.
+
+Its `fds` is the loop's budget of descriptors for the checks (lvsmon/checks/fds.py), shared with
+the check runner's gate: a probe takes one while it has a socket; past the budget, starts wait in
+its FIFO, and a probe's deadline starts when it gets its descriptor, so that a wait behind
+silent reals never times out a healthy one.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import select
 import socket
@@ -40,6 +46,7 @@ from typing import Final
 
 from lvsmon.checks.base import CheckResult, CheckSpec, describe_error
 from lvsmon.checks.dialogue import Dialogue
+from lvsmon.checks.fds import HELD, FdBudget, check_budget, fd_limit
 from lvsmon.checks.step import Step
 
 ProbeDone = Callable[[CheckResult], None]
@@ -50,7 +57,7 @@ _OUT: Final = select.EPOLLOUT
 _CONNECTING: Final = (errno.EINPROGRESS, errno.EALREADY)
 _CONNECTED: Final = (0, errno.EISCONN)
 _CONNECTED_REASON: Final = "connect: connected"
-MAX_IN_FLIGHT: Final = 16384  # beyond this, starts wait for a finish (file descriptors are finite)
+MAX_IN_FLIGHT: Final = 16384  # the budget's bound whatever RLIMIT_NOFILE allows
 
 
 class ProbePlan:
@@ -82,6 +89,7 @@ class _Probe:
         "dialogue",
         "done",
         "ended_in",
+        "held",
         "pending",
         "plan",
         "room",
@@ -93,7 +101,8 @@ class _Probe:
         self.plan = plan
         self.done = done
         self.started = started
-        self.deadline = started + plan.timeout
+        self.deadline = started + plan.timeout  # set again if it waited for a descriptor
+        self.held = False  # it holds one of the budget's descriptors
         self.sock: socket.socket | None = None  # None once finished
         self.dialogue: Dialogue | None = None  # set once connected
         self.pending = b""  # bytes the socket has not taken yet
@@ -113,14 +122,16 @@ class Prober:
 
     holders = 0  # long-lived users (hold_prober): the last to let go closes it
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_in_flight: int | None = None) -> None:
+        """`max_in_flight`: the descriptors its budget holds; by default what RLIMIT_NOFILE
+        leaves the checks (`fds.check_budget`), at most MAX_IN_FLIGHT."""
         self._loop = loop
         self._epoll = select.epoll()
         self._by_fd: dict[int, _Probe] = {}
         self._queues: dict[float, deque[_Probe]] = {}  # by timeout: deadlines in start order
-        self._waiting: deque[_Probe] = deque()  # over max_in_flight
-        self._max = max_in_flight
-        self._admitting = False
+        if max_in_flight is None:
+            max_in_flight = min(MAX_IN_FLIGHT, check_budget(fd_limit()))
+        self.fds = FdBudget(max_in_flight)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._clock = time.monotonic
@@ -134,7 +145,7 @@ class Prober:
         """Abort everything in flight (their callbacks are not called) and release the epoll."""
         for probe in list(self._by_fd.values()):
             self._drop(probe)
-        self._waiting.clear()
+        self.fds.queue.clear()
         if self._timer is not None:
             self._timer.cancel()
         if not self._loop.is_closed():
@@ -143,29 +154,49 @@ class Prober:
 
     # ---- starting -----------------------------------------------------------------------------
 
-    def start(self, plan: ProbePlan, done: ProbeDone) -> _Probe:
+    def start(self, plan: ProbePlan, done: ProbeDone, *, metered: bool = True) -> _Probe:
         """Start one check; `done` gets its result exactly once, unless it is aborted. It may be
-        called before this returns (a refused connect on loopback is known at once)."""
-        now = self._clock()
-        probe = _Probe(plan, done, now)
+        called before this returns (a refused connect on loopback is known at once). Past the
+        budget it waits for a descriptor, and its deadline runs from then on. `metered=False`:
+        its descriptor is counted already (a check task's, `fds.HELD`)."""
+        probe = _Probe(plan, done, self._clock())
+        if metered:
+            fds = self.fds
+            if fds.queue or fds.used >= fds.total:
+                fds.wait(1, functools.partial(self._granted, probe))
+                return probe
+            fds.used += 1
+            probe.held = True
+        self._begin(probe)
+        return probe
+
+    def _begin(self, probe: _Probe) -> None:
+        """Arm its deadline, then connect."""
+        plan = probe.plan
         queue = self._queues.get(plan.timeout)
         if queue is None:
             queue = self._queues[plan.timeout] = deque()
         queue.append(probe)
         if probe.deadline < self._timer_at:
             self._arm(probe.deadline)
-        if len(self._by_fd) >= self._max:
-            self._waiting.append(probe)
-        else:
-            self._connect(probe)
-        return probe
+        self._connect(probe)
+
+    def _granted(self, probe: _Probe) -> bool:
+        """A waiting probe got its descriptor: its deadline runs from now."""
+        if probe.done is _ignore:  # aborted while it waited
+            return False
+        probe.held = True
+        probe.started = now = self._clock()
+        probe.deadline = now + probe.plan.timeout
+        self._begin(probe)
+        return True
 
     def abort(self, probe: _Probe) -> None:
         """Stop a probe without a result (its caller gave up)."""
         self._drop(probe)
         probe.done = _ignore
-        if self._waiting:
-            self._admit()
+        if self.fds.queue:
+            self.fds.admit()
 
     def _connect(self, probe: _Probe) -> None:
         plan = probe.plan
@@ -307,6 +338,11 @@ class Prober:
     # ---- ending -------------------------------------------------------------------------------
 
     def _drop(self, probe: _Probe) -> None:
+        """Close its socket and give its descriptor back (waiters are admitted by the caller,
+        once the probe's result is out)."""
+        if probe.held:
+            probe.held = False
+            self.fds.used -= 1
         sock = probe.sock
         if sock is None:
             return
@@ -315,24 +351,6 @@ class Prober:
         if self._by_fd.get(fd) is probe:
             del self._by_fd[fd]
         sock.close()  # also takes it out of the epoll
-
-    def _admit(self) -> None:
-        """Start probes that waited for a slot, now that one may be free."""
-        if self._admitting:  # a probe this loop started finished at once: the loop goes on
-            return
-        self._admitting = True
-        try:
-            waiting = self._waiting
-            while waiting and len(self._by_fd) < self._max:
-                queued = waiting.popleft()
-                if queued.done is _ignore:
-                    continue
-                if queued.deadline <= self._clock():
-                    self._time_out(queued)  # its deadline passed while it waited
-                else:
-                    self._connect(queued)
-        finally:
-            self._admitting = False
 
     def _finish(self, probe: _Probe, result: CheckResult) -> None:
         self._drop(probe)
@@ -346,8 +364,8 @@ class Prober:
         done, probe.done = probe.done, _ignore
         elapsed = self._clock() - probe.started
         done(CheckResult(result.ok, result.reason, elapsed, result.timed_out, received))
-        if self._waiting:
-            self._admit()
+        if self.fds.queue:
+            self.fds.admit()
 
     def _expire(self, now: float) -> None:
         earliest = float("inf")
@@ -396,7 +414,7 @@ class Prober:
             if not future.done():
                 future.set_result(result)
 
-        probe = self.start(plan, done)
+        probe = self.start(plan, done, metered=not HELD.get())
         try:
             return await future
         finally:

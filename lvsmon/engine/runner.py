@@ -2,6 +2,10 @@
 TCP checks, no task each) or as a task, and hands each result to the engine.
 
 It knows nothing of health or the kernel: `on_result(refs, result)` is all it calls.
+
+The checks' file descriptors are bounded by the prober's budget (lvsmon/checks/fds.py): a probe
+takes one, a check run as a task takes `task_fds(spec)` once it is through the gate, and waits
+for them, its deadline not running yet, when the budget is spent.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from lvsmon.checks.base import CheckResult, CheckSpec
+from lvsmon.checks.fds import HELD, task_fds
 from lvsmon.checks.prober import ProbePlan, Prober, hold_prober, release_prober
 from lvsmon.checks.registry import plan_probe
 from lvsmon.engine.checkstats import CheckCounts
@@ -33,9 +38,9 @@ OnUnknown = Callable[[tuple[RealRef, ...], str], None]
 
 
 class _Gate:
-    """Bounds the checks in flight. asyncio.Semaphore rescans its waiters on every release, which
-    turns quadratic when thousands of late checks queue at once; here a release hands its slot to
-    the oldest waiter in O(1)."""
+    """Bounds the checks in flight as tasks (their descriptors are the prober's budget's).
+    asyncio.Semaphore rescans its waiters on every release, which turns quadratic when thousands
+    of late checks queue at once; here a release hands its slot to the oldest waiter in O(1)."""
 
     def __init__(self, limit: int) -> None:
         self._free = limit
@@ -278,7 +283,7 @@ class CheckRunner:
         try:
             await self._in_flight.acquire()
             try:
-                result = await self._run_check(spec)
+                result = await self._run_metered(spec)
             finally:
                 self._in_flight.release()
         except asyncio.CancelledError:
@@ -287,6 +292,21 @@ class CheckRunner:
         except Exception as exc:  # run_check never raises; an injected one might
             result = CheckResult(False, f"check failed: {exc!r}")
         self._done(run, connect, result)
+
+    async def _run_metered(self, spec: CheckSpec) -> CheckResult:
+        """run_check with the check's descriptors taken from the prober's budget (none without
+        a prober: an injected run_check)."""
+        prober = self._prober
+        if prober is None:
+            return await self._run_check(spec)
+        fds = task_fds(spec)
+        await prober.fds.acquire(fds)
+        token = HELD.set(True)  # its own probes are counted in these
+        try:
+            return await self._run_check(spec)
+        finally:
+            HELD.reset(token)
+            prober.fds.give(fds)
 
     def _done(self, run: JobRun, connect: bool, result: CheckResult) -> None:
         """One finished check: its result, then its slot in the timetable."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -84,19 +85,33 @@ async def test_in_flight_bound_queues_starts(http_server: HttpServer) -> None:
     assert len(http_server.seen.targets) == 7
 
 
-async def test_a_queued_probe_times_out_from_its_start() -> None:
+async def test_a_queued_probes_deadline_starts_with_its_descriptor() -> None:
     results: list[CheckResult] = []
     async with raw_server(None) as silent, prober(max_in_flight=1) as p:
         plan = plan_of(http_spec(silent.port, timeout=0.2))
-        p.start(plan, results.append)  # holds the only slot: the peer never answers
-        p.start(plan, results.append)  # waits for a slot it never gets
+        p.start(plan, results.append)  # holds the only descriptor: the peer never answers
+        p.start(plan, results.append)  # waits for it, its deadline not running yet
+        await asyncio.sleep(0.1)
+        assert (p.in_flight, p.fds.used, len(p.fds.queue)) == (1, 1, 1)
         await asyncio.wait_for(_until(lambda: len(results) == 2), 5)
-    # one deadline from the start, whether or not a socket was ever opened
-    assert [r.reason for r in results] == [
-        "timeout after 0.2s during http",
-        "timeout after 0.2s during connect",
-    ]
+        assert (p.in_flight, p.fds.used) == (0, 0)
+    # a wait behind a silent real never times out the next check: each had its full 0.2 s
+    assert [r.reason for r in results] == ["timeout after 0.2s during http"] * 2
     assert all(0.15 < r.latency_s < 1.0 for r in results)
+    assert silent.connections == 2
+
+
+async def test_an_aborted_waiting_probe_never_starts() -> None:
+    results: list[CheckResult] = []
+    async with raw_server(None) as silent, prober(max_in_flight=1) as p:
+        plan = plan_of(http_spec(silent.port, timeout=0.1))
+        p.start(plan, results.append)
+        waiting = p.start(plan, results.append)
+        p.abort(waiting)
+        await asyncio.wait_for(_until(lambda: len(results) == 1), 5)
+        await asyncio.sleep(0.2)
+        assert (p.fds.used, len(p.fds.queue)) == (0, 0)
+    assert len(results) == 1
     assert silent.connections == 1
 
 
@@ -160,18 +175,22 @@ async def _until(cond: Any) -> None:
         await asyncio.sleep(0.005)
 
 
-async def test_many_queued_probes_past_their_deadline_end_without_recursion() -> None:
+async def test_many_queued_probes_that_end_at_once_are_admitted_without_recursion() -> None:
     results: list[CheckResult] = []
+    with socket.socket() as closed:  # a loopback port nobody listens on: refused at once
+        closed.bind(("127.0.0.1", 0))
+        refused = closed.getsockname()[1]
     async with raw_server(None) as silent, prober(max_in_flight=1) as p:
-        plan = plan_of(http_spec(silent.port, timeout=0.1))
+        p.start(plan_of(http_spec(silent.port, timeout=0.1)), results.append)
+        plan = plan_of(http_spec(refused, timeout=0.1))
         for _ in range(5000):
             p.start(plan, results.append)
-        await asyncio.wait_for(_until(lambda: len(results) == 5000), 10)
-    # a probe admitted when the one before it timed out may get as far as http before its own
-    # deadline: starting 5,000 takes long enough on a busy machine
-    reasons = {r.reason for r in results[1:]}
-    assert reasons <= {"timeout after 0.1s during connect", "timeout after 0.1s during http"}
-    assert "timeout after 0.1s during connect" in reasons
+        assert len(p.fds.queue) == 5000
+        # the silent one's timeout frees the descriptor: one admission loop runs all 5,000,
+        # each refused (and giving it back) before the next is started
+        await asyncio.wait_for(_until(lambda: len(results) == 5001), 10)
+    assert results[0].reason == "timeout after 0.1s during http"
+    assert {r.reason for r in results[1:]} == {"connect: connection refused"}
 
 
 async def test_one_prober_per_loop_held_by_the_runner_and_shared() -> None:
