@@ -1,0 +1,269 @@
+/* A fake IPVS for keepalived's checker on a host without IPVS (bench/vs_keepalived.py).
+ *
+ * Debian's keepalived 2.2.7 reaches IPVS only through libnl-genl-3 (libipvs.c: one generic
+ * netlink socket, genl_ctrl_resolve("IPVS"), then per command nl_send_auto + nl_recvmsgs_default
+ * until its ACK callback has set a flag). Preloaded (LD_PRELOAD), this library
+ *
+ *   - answers genl_ctrl_resolve(sock, "IPVS") with a made-up family id and marks the socket,
+ *   - swallows what is sent on that socket (nl_send_auto, nl_send_auto_complete, nl_sendmsg),
+ *     logging one line per command: "<unix time> <genl cmd> <virtual addr:port> <dest addr:port>
+ *     <weight>" to the file named by $FAKE_IPVS_LOG (O_APPEND, one write per line),
+ *   - answers the next receive (nl_recvmsgs_default, nl_recvmsgs, nl_wait_for_ack) by calling
+ *     the socket's NL_CB_ACK callback (recorded from nl_socket_modify_cb) with an empty message:
+ *     every IPVS command succeeds, a dump (GET_*) returns nothing.
+ *
+ * Anything else (other families, other sockets) goes to the real libnl. No libnl headers are
+ * needed: the few types are opaque and the message layout is the kernel's.
+ * Build: cc -shared -fPIC -O2 -o fake_ipvs_nl.so fake_ipvs_nl.c -ldl
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <arpa/inet.h>
+#include <linux/genetlink.h>
+#include <linux/ip_vs.h>
+#include <linux/netlink.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+struct nl_sock;
+struct nl_msg;
+struct nl_cb;
+struct sockaddr_nl;
+typedef int (*nl_recvmsg_msg_cb_t)(struct nl_msg *, void *);
+
+enum { NL_CB_FINISH = 1, NL_CB_ACK = 4 }; /* libnl-3's enum nl_cb_type */
+
+#define FAKE_FAMILY 0x7ff0
+#define MAX_SOCKS 16
+
+extern struct nlmsghdr *nlmsg_hdr(struct nl_msg *);
+extern struct nl_msg *nlmsg_alloc_simple(int, int);
+extern void nlmsg_free(struct nl_msg *);
+
+static struct fake {
+	struct nl_sock *sock;
+	nl_recvmsg_msg_cb_t ack;
+	void *ack_arg;
+	nl_recvmsg_msg_cb_t finish;
+	void *finish_arg;
+} fakes[MAX_SOCKS];
+
+static int log_fd = -2;
+
+static struct fake *find(struct nl_sock *sock, int add)
+{
+	if (!sock)
+		return NULL;
+	for (int i = 0; i < MAX_SOCKS; i++)
+		if (fakes[i].sock == sock)
+			return &fakes[i];
+	if (!add)
+		return NULL;
+	for (int i = 0; i < MAX_SOCKS; i++)
+		if (!fakes[i].sock) {
+			fakes[i].sock = sock;
+			return &fakes[i];
+		}
+	return NULL;
+}
+
+static void *real(const char *name)
+{
+	void *f = dlsym(RTLD_NEXT, name);
+	if (!f) {
+		fprintf(stderr, "fake_ipvs_nl: no %s in the next library\n", name);
+		_exit(70);
+	}
+	return f;
+}
+
+/* the first attribute of `type` in [attrs, attrs+len) */
+static struct nlattr *attr(void *attrs, int len, int type)
+{
+	struct nlattr *a = attrs;
+	while (len >= (int)sizeof(*a) && a->nla_len >= sizeof(*a) && a->nla_len <= len) {
+		if ((a->nla_type & NLA_TYPE_MASK) == type)
+			return a;
+		len -= NLA_ALIGN(a->nla_len);
+		a = (struct nlattr *)((char *)a + NLA_ALIGN(a->nla_len));
+	}
+	return NULL;
+}
+
+static void *payload(struct nlattr *a) { return (char *)a + NLA_HDRLEN; }
+static int payload_len(struct nlattr *a) { return a->nla_len - NLA_HDRLEN; }
+
+/* "addr:port" of a nested service or destination attribute, "-" when absent */
+static void endpoint(char *out, size_t size, struct nlattr *nest, int addr_type, int port_type)
+{
+	struct nlattr *addr, *port;
+	char text[INET6_ADDRSTRLEN] = "-";
+	if (!nest) {
+		snprintf(out, size, "-");
+		return;
+	}
+	addr = attr(payload(nest), payload_len(nest), addr_type);
+	port = attr(payload(nest), payload_len(nest), port_type);
+	if (addr && payload_len(addr) >= 16 && memcmp((char *)payload(addr) + 4, "\0\0\0\0\0\0\0\0\0\0\0\0", 12))
+		inet_ntop(AF_INET6, payload(addr), text, sizeof(text));
+	else if (addr && payload_len(addr) >= 4)
+		inet_ntop(AF_INET, payload(addr), text, sizeof(text));
+	snprintf(out, size, "%s:%u", text, port ? ntohs(*(unsigned short *)payload(port)) : 0);
+}
+
+static void log_command(struct nl_msg *msg)
+{
+	struct nlmsghdr *h = nlmsg_hdr(msg);
+	struct genlmsghdr *g = NLMSG_DATA(h);
+	void *attrs = (char *)g + GENL_HDRLEN;
+	int len = (int)h->nlmsg_len - NLMSG_HDRLEN - GENL_HDRLEN;
+	struct nlattr *svc = attr(attrs, len, IPVS_CMD_ATTR_SERVICE);
+	struct nlattr *dest = attr(attrs, len, IPVS_CMD_ATTR_DEST);
+	struct nlattr *weight = dest ? attr(payload(dest), payload_len(dest), IPVS_DEST_ATTR_WEIGHT) : NULL;
+	char vs[64], rs[64], line[256];
+	struct timeval tv;
+	int n;
+
+	if (log_fd == -2) {
+		const char *path = getenv("FAKE_IPVS_LOG");
+		log_fd = path ? open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
+	}
+	if (log_fd < 0)
+		return;
+	endpoint(vs, sizeof(vs), svc, IPVS_SVC_ATTR_ADDR, IPVS_SVC_ATTR_PORT);
+	endpoint(rs, sizeof(rs), dest, IPVS_DEST_ATTR_ADDR, IPVS_DEST_ATTR_PORT);
+	gettimeofday(&tv, NULL);
+	n = snprintf(line, sizeof(line), "%ld.%06ld %u %s %s %d\n", (long)tv.tv_sec, (long)tv.tv_usec,
+		     g->cmd, vs, rs, weight ? (int)*(unsigned *)payload(weight) : -1);
+	if (n > 0 && write(log_fd, line, (size_t)n) < 0)
+		log_fd = -1;
+}
+
+int genl_ctrl_resolve(struct nl_sock *sock, const char *name)
+{
+	static int (*next)(struct nl_sock *, const char *);
+	if (name && !strcmp(name, IPVS_GENL_NAME) && find(sock, 1))
+		return FAKE_FAMILY;
+	if (!next)
+		next = real("genl_ctrl_resolve");
+	return next(sock, name);
+}
+
+int nl_socket_modify_cb(struct nl_sock *sock, int type, int kind, nl_recvmsg_msg_cb_t func, void *arg)
+{
+	static int (*next)(struct nl_sock *, int, int, nl_recvmsg_msg_cb_t, void *);
+	struct fake *f = find(sock, 0);
+	if (f && type == NL_CB_ACK) {
+		f->ack = func;
+		f->ack_arg = arg;
+	} else if (f && type == NL_CB_FINISH) {
+		f->finish = func;
+		f->finish_arg = arg;
+	}
+	if (!next)
+		next = real("nl_socket_modify_cb");
+	return next(sock, type, kind, func, arg);
+}
+
+void nl_socket_free(struct nl_sock *sock)
+{
+	static void (*next)(struct nl_sock *);
+	struct fake *f = find(sock, 0);
+	if (f)
+		memset(f, 0, sizeof(*f));
+	if (!next)
+		next = real("nl_socket_free");
+	next(sock);
+}
+
+static int swallow(struct nl_sock *sock, struct nl_msg *msg, int *sent)
+{
+	struct fake *f = find(sock, 0);
+	if (!f || nlmsg_hdr(msg)->nlmsg_type != FAKE_FAMILY)
+		return 0;
+	log_command(msg);
+	*sent = (int)nlmsg_hdr(msg)->nlmsg_len;
+	return 1;
+}
+
+int nl_send_auto(struct nl_sock *sock, struct nl_msg *msg)
+{
+	static int (*next)(struct nl_sock *, struct nl_msg *);
+	int sent;
+	if (swallow(sock, msg, &sent))
+		return sent;
+	if (!next)
+		next = real("nl_send_auto");
+	return next(sock, msg);
+}
+
+int nl_send_auto_complete(struct nl_sock *sock, struct nl_msg *msg)
+{
+	static int (*next)(struct nl_sock *, struct nl_msg *);
+	int sent;
+	if (swallow(sock, msg, &sent))
+		return sent;
+	if (!next)
+		next = real("nl_send_auto_complete");
+	return next(sock, msg);
+}
+
+int nl_sendmsg(struct nl_sock *sock, struct nl_msg *msg, void *hdr)
+{
+	static int (*next)(struct nl_sock *, struct nl_msg *, void *);
+	int sent;
+	if (swallow(sock, msg, &sent))
+		return sent;
+	if (!next)
+		next = real("nl_sendmsg");
+	return next(sock, msg, hdr);
+}
+
+/* the kernel's answer to a command: an ACK (NLMSG_ERROR with error 0) */
+static int acknowledge(struct fake *f)
+{
+	struct nl_msg *ack;
+	if (!f->ack)
+		return 0;
+	ack = nlmsg_alloc_simple(NLMSG_ERROR, 0);
+	f->ack(ack, f->ack_arg);
+	if (ack)
+		nlmsg_free(ack);
+	return 0;
+}
+
+int nl_recvmsgs_default(struct nl_sock *sock)
+{
+	static int (*next)(struct nl_sock *);
+	struct fake *f = find(sock, 0);
+	if (f)
+		return acknowledge(f);
+	if (!next)
+		next = real("nl_recvmsgs_default");
+	return next(sock);
+}
+
+int nl_recvmsgs(struct nl_sock *sock, struct nl_cb *cb)
+{
+	static int (*next)(struct nl_sock *, struct nl_cb *);
+	struct fake *f = find(sock, 0);
+	if (f)
+		return acknowledge(f);
+	if (!next)
+		next = real("nl_recvmsgs");
+	return next(sock, cb);
+}
+
+int nl_wait_for_ack(struct nl_sock *sock)
+{
+	static int (*next)(struct nl_sock *);
+	if (find(sock, 0))
+		return 0;
+	if (!next)
+		next = real("nl_wait_for_ack");
+	return next(sock);
+}
