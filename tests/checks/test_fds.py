@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -91,8 +92,12 @@ def test_the_fifo_serves_the_oldest_first_and_a_large_need_alone() -> None:
     budget = FdBudget(4)
     granted: list[str] = []
 
-    def grant(name: str, ok: bool = True) -> Any:
-        return lambda: granted.append(name) is None and ok
+    def grant(name: str, ok: bool = True) -> Callable[[], bool]:
+        def granted_to() -> bool:
+            granted.append(name)
+            return ok
+
+        return granted_to
 
     assert budget.take(3)
     assert not budget.take(2)  # one left
