@@ -165,7 +165,9 @@ def daemonize(config: Config, launch: Launch) -> Started:
 
 
 def raise_fd_limit() -> None:
-    """Thousands of concurrent checks need thousands of sockets; the soft limit is often 1024."""
+    """Thousands of concurrent checks need thousands of sockets; the soft limit is often 1024.
+    Before the event loop starts: the checks' budget of descriptors (lvsmon/checks/fds.py) and
+    the control server's share (lvsmon/api/guard.py) are taken from the raised limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
         with contextlib.suppress(ValueError, OSError):
