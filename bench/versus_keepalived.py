@@ -60,7 +60,15 @@ from procs import (
     start_run,
     wait_gone,
 )
-from scale import NGINX_CONF, LogTail, RealServers, periods, real_address, wait_weight_lines
+from scale import (
+    NGINX_CONF,
+    LogTail,
+    RealServers,
+    periods,
+    read_status,
+    real_address,
+    wait_weight_lines,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE_IPVS_SRC = os.path.join(HERE, "fake_ipvs_nl.c")
@@ -88,7 +96,8 @@ class Work:
 
     @property
     def label(self) -> str:
-        return f"{self.kind} {self.reals:,} reals ({self.virtuals:,} virtuals) / {self.interval} s"
+        virtuals = f"{self.virtuals:,} virtual{'s' if self.virtuals > 1 else ''}"
+        return f"{self.kind} {self.reals:,} reals ({virtuals}) every {self.interval} s"
 
     def layout(self) -> Iterator[tuple[str, list[str]]]:
         """(virtual address, its reals' addresses): the reals spread evenly (16 or 17 each for
@@ -219,6 +228,11 @@ class Daemon:
 
     def kill(self) -> None:
         raise NotImplementedError
+
+    def sample(self) -> dict[str, float]:
+        """The daemon's own figures now (lvsmon's status file), read every second of the
+        window: {} when it has none."""
+        return {}
 
     def pids(self) -> list[int]:
         pid = self.main_pid()
@@ -399,6 +413,21 @@ class Lvsmon(Daemon):
     def main_pid(self) -> int | None:
         return self.pid if self.pid is not None and alive(self.pid) else None
 
+    def sample(self) -> dict[str, float]:
+        read = read_status(self.pidfile.removesuffix(".pid") + ".status.json")
+        if read is None:
+            return {}
+        stats = read[1]
+        late = stats.get("lateness_ms")
+        out: dict[str, float] = {
+            key: float(str(stats[key]))
+            for key in ("slots_skipped", "checks_unknown", "checks_failed", "loop_lag_ms")
+            if key in stats
+        }
+        if isinstance(late, dict) and "p99" in late:
+            out["late_p99_ms"] = float(late["p99"])
+        return out
+
     def stop(self) -> None:
         if self.main_pid() is None:
             return
@@ -430,6 +459,12 @@ class Result:
     rss_mib: float = NAN
     hwm_mib: float = NAN
     processes: int = 0
+    # lvsmon's status file over the window: the worst p99 start lateness and loop lag it showed,
+    # slots skipped and checks unknown (a timeout forgiven as the daemon's own lag) in the window
+    late_p99_ms: float = NAN
+    loop_lag_ms: float = NAN
+    slots_skipped: float = NAN
+    checks_unknown: float = NAN
 
 
 def measure(daemon: Daemon, servers: Reals, window: float, timeout: float, settle: float) -> Result:
@@ -446,12 +481,20 @@ def measure(daemon: Daemon, servers: Reals, window: float, timeout: float, settl
     servers.requests(0, 0, set())  # skip what was logged before the window
     mark = daemon.mark()
     cpu0, w0 = daemon.cpu(), time.time()
+    samples = [daemon.sample()]
     end = w0 + window
     while time.time() < end:
         if daemon.main_pid() is None:
             raise RuntimeError(f"{daemon.name} died during the window; see {daemon.dir}")
         time.sleep(min(1.0, max(0.0, end - time.time())))
+        samples.append(daemon.sample())
     cpu1, w1 = daemon.cpu(), time.time()
+    samples = [x for x in samples if x]
+    if samples:
+        res.late_p99_ms = max(x.get("late_p99_ms", NAN) for x in samples)
+        res.loop_lag_ms = max(x.get("loop_lag_ms", NAN) for x in samples)
+        for key in ("slots_skipped", "checks_unknown"):
+            setattr(res, key, samples[-1].get(key, NAN) - samples[0].get(key, NAN))
     res.rss_mib, res.hwm_mib = daemon.memory()
     res.processes = len(cpu1)
     res.false_downs = daemon.false_downs(mark)
@@ -491,8 +534,14 @@ FIGURES: list[tuple[str, str, int, Callable[[Result, Work], float]]] = [
     ("rss_mib", "VmRSS, all processes (MiB)", 1, lambda r, w: r.rss_mib),
     ("hwm_mib", "VmHWM, all processes (MiB)", 1, lambda r, w: r.hwm_mib),
     ("processes", "processes", 0, lambda r, w: r.processes),
+    ("late_p99_ms", "status file: worst p99 start lateness (ms)", 0, lambda r, w: r.late_p99_ms),
+    ("loop_lag_ms", "status file: worst loop lag (ms)", 0, lambda r, w: r.loop_lag_ms),
+    ("slots_skipped", "status file: slots skipped in window", 0, lambda r, w: r.slots_skipped),
+    ("checks_unknown", "status file: checks unknown in window", 0,
+     lambda r, w: r.checks_unknown),
 ]  # fmt: skip
-NO_RATIO = {"unchecked_reals", "false_downs", "processes"}
+NO_RATIO = {"unchecked_reals", "false_downs", "processes", "late_p99_ms", "loop_lag_ms",
+            "slots_skipped", "checks_unknown"}  # fmt: skip
 
 
 def number(x: float, digits: int) -> float | int | None:
