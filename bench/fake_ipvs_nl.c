@@ -10,7 +10,11 @@
  *     <weight>" to the file named by $FAKE_IPVS_LOG (O_APPEND, one write per line),
  *   - answers the next receive (nl_recvmsgs_default, nl_recvmsgs, nl_wait_for_ack) by calling
  *     the socket's NL_CB_ACK callback (recorded from nl_socket_modify_cb) with an empty message:
- *     every IPVS command succeeds, a dump (GET_*) returns nothing.
+ *     every IPVS command succeeds, a dump (GET_*) returns nothing, GET_INFO's callback is never
+ *     called (keepalived then only needs the command to succeed).
+ *
+ * keepalived therefore never falls back to the IPVS sockopts (getsockopt IP_VS_SO_GET_INFO on a
+ * raw socket) nor runs modprobe ip_vs, which it does when genl_ctrl_resolve fails (strace).
  *
  * Anything else (other families, other sockets) goes to the real libnl. No libnl headers are
  * needed: the few types are opaque and the message layout is the kernel's.
@@ -35,7 +39,7 @@ struct nl_cb;
 struct sockaddr_nl;
 typedef int (*nl_recvmsg_msg_cb_t)(struct nl_msg *, void *);
 
-enum { NL_CB_FINISH = 1, NL_CB_ACK = 4 }; /* libnl-3's enum nl_cb_type */
+enum { NL_CB_ACK = 4 }; /* in libnl-3's enum nl_cb_type */
 
 #define FAKE_FAMILY 0x7ff0
 #define MAX_SOCKS 16
@@ -48,8 +52,6 @@ static struct fake {
 	struct nl_sock *sock;
 	nl_recvmsg_msg_cb_t ack;
 	void *ack_arg;
-	nl_recvmsg_msg_cb_t finish;
-	void *finish_arg;
 } fakes[MAX_SOCKS];
 
 static int log_fd = -2;
@@ -143,43 +145,52 @@ static void log_command(struct nl_msg *msg)
 		log_fd = -1;
 }
 
+typedef int (*resolve_fn)(struct nl_sock *, const char *);
+typedef int (*modify_cb_fn)(struct nl_sock *, int, int, nl_recvmsg_msg_cb_t, void *);
+typedef void (*free_fn)(struct nl_sock *);
+typedef int (*send_fn)(struct nl_sock *, struct nl_msg *);
+typedef int (*sendmsg_fn)(struct nl_sock *, struct nl_msg *, void *);
+typedef int (*recv_fn)(struct nl_sock *);
+typedef int (*recv_cb_fn)(struct nl_sock *, struct nl_cb *);
+
+/* return what the real libnl function `name` (of type `type`) returns for these arguments */
+#define FORWARD(name, type, ...)                        \
+	do {                                            \
+		static type next;                       \
+		if (!next)                              \
+			next = (type)real(#name);       \
+		return next(__VA_ARGS__);               \
+	} while (0)
+
 int genl_ctrl_resolve(struct nl_sock *sock, const char *name)
 {
-	static int (*next)(struct nl_sock *, const char *);
 	if (name && !strcmp(name, IPVS_GENL_NAME) && find(sock, 1))
 		return FAKE_FAMILY;
-	if (!next)
-		next = real("genl_ctrl_resolve");
-	return next(sock, name);
+	FORWARD(genl_ctrl_resolve, resolve_fn, sock, name);
 }
 
 int nl_socket_modify_cb(struct nl_sock *sock, int type, int kind, nl_recvmsg_msg_cb_t func, void *arg)
 {
-	static int (*next)(struct nl_sock *, int, int, nl_recvmsg_msg_cb_t, void *);
 	struct fake *f = find(sock, 0);
 	if (f && type == NL_CB_ACK) {
 		f->ack = func;
 		f->ack_arg = arg;
-	} else if (f && type == NL_CB_FINISH) {
-		f->finish = func;
-		f->finish_arg = arg;
 	}
-	if (!next)
-		next = real("nl_socket_modify_cb");
-	return next(sock, type, kind, func, arg);
+	FORWARD(nl_socket_modify_cb, modify_cb_fn, sock, type, kind, func, arg);
 }
 
 void nl_socket_free(struct nl_sock *sock)
 {
-	static void (*next)(struct nl_sock *);
 	struct fake *f = find(sock, 0);
+	static free_fn next;
 	if (f)
 		memset(f, 0, sizeof(*f));
 	if (!next)
-		next = real("nl_socket_free");
+		next = (free_fn)real("nl_socket_free");
 	next(sock);
 }
 
+/* a command on a fake socket: logged, and taken as sent whole */
 static int swallow(struct nl_sock *sock, struct nl_msg *msg, int *sent)
 {
 	struct fake *f = find(sock, 0);
@@ -192,38 +203,30 @@ static int swallow(struct nl_sock *sock, struct nl_msg *msg, int *sent)
 
 int nl_send_auto(struct nl_sock *sock, struct nl_msg *msg)
 {
-	static int (*next)(struct nl_sock *, struct nl_msg *);
 	int sent;
 	if (swallow(sock, msg, &sent))
 		return sent;
-	if (!next)
-		next = real("nl_send_auto");
-	return next(sock, msg);
+	FORWARD(nl_send_auto, send_fn, sock, msg);
 }
 
 int nl_send_auto_complete(struct nl_sock *sock, struct nl_msg *msg)
 {
-	static int (*next)(struct nl_sock *, struct nl_msg *);
 	int sent;
 	if (swallow(sock, msg, &sent))
 		return sent;
-	if (!next)
-		next = real("nl_send_auto_complete");
-	return next(sock, msg);
+	FORWARD(nl_send_auto_complete, send_fn, sock, msg);
 }
 
 int nl_sendmsg(struct nl_sock *sock, struct nl_msg *msg, void *hdr)
 {
-	static int (*next)(struct nl_sock *, struct nl_msg *, void *);
 	int sent;
 	if (swallow(sock, msg, &sent))
 		return sent;
-	if (!next)
-		next = real("nl_sendmsg");
-	return next(sock, msg, hdr);
+	FORWARD(nl_sendmsg, sendmsg_fn, sock, msg, hdr);
 }
 
-/* the kernel's answer to a command: an ACK (NLMSG_ERROR with error 0) */
+/* the kernel's answer to a command on a fake socket: its ACK callback, called with an empty
+ * NLMSG_ERROR message (keepalived's ignores the message and sets its ack flag) */
 static int acknowledge(struct fake *f)
 {
 	struct nl_msg *ack;
@@ -238,32 +241,23 @@ static int acknowledge(struct fake *f)
 
 int nl_recvmsgs_default(struct nl_sock *sock)
 {
-	static int (*next)(struct nl_sock *);
 	struct fake *f = find(sock, 0);
 	if (f)
 		return acknowledge(f);
-	if (!next)
-		next = real("nl_recvmsgs_default");
-	return next(sock);
+	FORWARD(nl_recvmsgs_default, recv_fn, sock);
 }
 
 int nl_recvmsgs(struct nl_sock *sock, struct nl_cb *cb)
 {
-	static int (*next)(struct nl_sock *, struct nl_cb *);
 	struct fake *f = find(sock, 0);
 	if (f)
 		return acknowledge(f);
-	if (!next)
-		next = real("nl_recvmsgs");
-	return next(sock, cb);
+	FORWARD(nl_recvmsgs, recv_cb_fn, sock, cb);
 }
 
 int nl_wait_for_ack(struct nl_sock *sock)
 {
-	static int (*next)(struct nl_sock *);
 	if (find(sock, 0))
 		return 0;
-	if (!next)
-		next = real("nl_wait_for_ack");
-	return next(sock);
+	FORWARD(nl_wait_for_ack, recv_fn, sock);
 }
