@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from lvsmon.addr import host_port
 from lvsmon.config.model import Config, Virtual
 from lvsmon.engine.events import CheckDone, ConfigFileChanged, Event, FallbackChanged
+from lvsmon.ipvs.model import ServiceKey
 from lvsmon.text import clean
 
 log = logging.getLogger("lvsmon")
@@ -96,13 +97,28 @@ class FallbackCommands:
     def __init__(self, config: Callable[[], Config], commands: Commands) -> None:
         self._config = config
         self._commands = commands
+        # the running config's virtuals with a fallbackcommand, by key: built once per config
+        # (a start-up at 2,284 virtuals publishes one event per virtual; scanning every virtual
+        # for each made that quadratic)
+        self._indexed: Config | None = None
+        self._by_key: dict[ServiceKey, tuple[Virtual, ...]] = {}
+
+    def with_command(self, config: Config) -> dict[ServiceKey, tuple[Virtual, ...]]:
+        """The virtuals of `config` that have a fallbackcommand, by key, in config order."""
+        if self._indexed is not config:
+            by_key: dict[ServiceKey, list[Virtual]] = {}
+            for v in config.virtuals:
+                if v.fallbackcommand:
+                    by_key.setdefault(v.key, []).append(v)
+            self._by_key = {key: tuple(vs) for key, vs in by_key.items()}
+            self._indexed = config
+        return self._by_key
 
     def __call__(self, event: Event) -> None:
         if not isinstance(event, FallbackChanged):
             return
-        for v in self._config().virtuals:
-            if v.key != event.service or not v.fallbackcommand:
-                continue
+        for v in self.with_command(self._config()).get(event.service, ()):
+            assert v.fallbackcommand is not None
             argv = fallback_argv(v, v.fallbackcommand, "start" if event.active else "stop")
             log.info("Running fallbackcommand: %s", shlex.join(argv))
             self._commands.start(argv)

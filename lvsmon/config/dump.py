@@ -31,7 +31,10 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(redact(f.name, getattr(value, f.name))) for f in fields(value)}
+        # fields that are not init arguments are derived (Virtual.key): not settings
+        return {
+            f.name: _plain(redact(f.name, getattr(value, f.name))) for f in fields(value) if f.init
+        }
     return value
 
 

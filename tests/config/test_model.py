@@ -227,3 +227,31 @@ def test_dest_keys_of_reals_are_unique() -> None:
         DestKey("192.168.6.2", 80),
         DestKey("192.168.6.2", 81),
     }
+
+
+def test_virtual_key_is_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22: the key was a property that parsed the address on every use (5 million times
+    at a 2,284-virtual start-up); it is a field now, built when the virtual is."""
+    import dataclasses
+
+    from lvsmon.config.dump import virtual_to_dict
+
+    calls = []
+    inet = ServiceKey.inet
+
+    def counting(*args: object) -> ServiceKey:
+        calls.append(args)
+        return inet(*args)  # type: ignore[arg-type]
+
+    config = parse_config(BASIC, "x.cf")
+    monkeypatch.setattr(ServiceKey, "inet", counting)
+    (v,) = config.virtuals
+    for _ in range(100):
+        assert v.key == ServiceKey.fwm(1) or v.key.port == 80
+    assert [c for c in calls if c[1] == "192.168.6.240"] == []  # none: built at parse time
+    moved = dataclasses.replace(v, port=81)  # a copy gets its own key
+    assert moved.key.port == 81 and len(calls) == 1
+    assert moved != v and dataclasses.replace(v) == v
+    # derived, not a setting: neither shown nor dumped
+    assert "key=" not in repr(v)
+    assert "key" not in virtual_to_dict(v)
