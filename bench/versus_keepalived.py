@@ -77,6 +77,7 @@ STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 IPVS_CMD_NEW_DEST, IPVS_CMD_DEL_DEST = 5, 7  # linux/ip_vs.h
 CONNECT_TIMEOUT_S = 3
 NAN = float("nan")
+DAEMONS = ("keepalived", "lvsmon")  # the order of the runs of a work, unless --lvsmon-first
 
 
 # ---------------------------------------------------------------- the works
@@ -598,6 +599,9 @@ def main() -> int:
     )
     ap.add_argument("--window", type=float, help="steady window, s (default 30, quick 8)")
     ap.add_argument("--startup-timeout", type=float, help="s (default 900, quick 120)")
+    ap.add_argument(
+        "--lvsmon-first", action="store_true", help="per work, lvsmon before keepalived"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs) for study")
     args = ap.parse_args()
     works = QUICK if args.quick else FULL
@@ -624,6 +628,7 @@ def main() -> int:
         "keepalived": keepalived_version(),
         "quick": args.quick,
         "window_s": window,
+        "order": "lvsmon first" if args.lvsmon_first else "keepalived first",
     }
     done: list[tuple[Work, Result, Result]] = []
     cleanup, workdir = start_run("lvsmon-vs-keepalived-", args.keep)
@@ -634,10 +639,14 @@ def main() -> int:
             f" work folder {workdir}")  # fmt: skip
         for work in works:
             settle = work.interval + 2.0  # the first checks are spread over an interval
-            ka = measure(Keepalived(workdir, work, servers, cleanup, lib), servers, window,
-                         timeout, settle)  # fmt: skip
-            lv = measure(Lvsmon(workdir, work, servers, cleanup), servers, window, timeout, settle)
-            done.append((work, ka, lv))
+            runs: dict[str, Result] = {}
+            for name in ("lvsmon", "keepalived") if args.lvsmon_first else DAEMONS:
+                daemon = (
+                    Keepalived(workdir, work, servers, cleanup, lib) if name == "keepalived"
+                    else Lvsmon(workdir, work, servers, cleanup)
+                )  # fmt: skip
+                runs[name] = measure(daemon, servers, window, timeout, settle)
+            done.append((work, runs["keepalived"], runs["lvsmon"]))
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
         return 130
