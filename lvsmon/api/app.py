@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import hdrs, web
 
 from lvsmon.api.eventfeed import EventFeed
+from lvsmon.api.guard import Connection
 
 if TYPE_CHECKING:
     from lvsmon.config.model import Config
@@ -144,6 +145,8 @@ async def known_host(request: web.Request, handler: Handler) -> web.StreamRespon
             or name in request.app[ALLOWED_HOSTS]
             or _same_address(name, local)
         ):
+            if isinstance(request.protocol, Connection):
+                request.protocol.guard.count("host")
             raise web.HTTPMisdirectedRequest(
                 text="lvsmon: this Host is not served here: use the listen address, localhost, "
                 "or a name given with --listen-host\n"

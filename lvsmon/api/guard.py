@@ -10,18 +10,31 @@ share of the file descriptors, and deadlines on every connection.
 * **Header and idle timeout.** A connection whose request headers are not complete within
   `HEADER_TIMEOUT_S` of connecting or of its previous answer is closed (half a request, or
   nothing, or a keep-alive connection left idle).
-* **Write timeout.** A connection whose unsent answer has not shrunk for `WRITE_TIMEOUT_S` (a
-  client of /events or /metrics that stopped reading) is cut off.
+* **Write timeout.** A connection whose unread answer has not shrunk for `WRITE_TIMEOUT_S` (a
+  client of /events or /metrics that stopped reading) is cut off. On the control socket the
+  answer's unread part is all of it: what the process has not handed to the kernel yet, and what
+  the kernel holds that the client has not read (SIOCOUTQ, bounded by the /events connection's
+  small send buffer), so a client there that stops reading is cut off `WRITE_TIMEOUT_S` later,
+  however slowly the events come. Over TCP the kernel cannot tell: a client that acknowledges
+  but does not read looks like one that reads until its receive buffer is full, which Linux
+  grows up to the client's net.ipv4.tcp_rmem maximum (6 MiB by default, measured: the window it
+  advertises never shrinks meanwhile); only what is left on this side is timed.
 
-Refusals are logged at most once a minute, with counts.
+Refusals are logged at most once a minute, with counts; a client cut off is logged at info (at
+most `CUT_LOG_PER_MINUTE` lines a minute, the rest counted in the minute's report). Every kind is
+counted by reason (`refused`, REASONS) for /metrics.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
 import logging
 import os
 import resource
+import socket
+import termios
 import time
 from typing import Any
 
@@ -37,6 +50,11 @@ FD_SHARE = 0.2  # of RLIMIT_NOFILE, what control connections may hold (the check
 SWEEP_S = 0.5
 FD_COUNT_MAX_AGE_S = 0.5
 REPORT_EVERY_S = 60.0
+CUT_LOG_PER_MINUTE = 10
+# why a connection was refused or ended by the guard: over the TCP cap, over the descriptor
+# share, a Host not served (421, app.known_host), request headers not in time or idle too long,
+# an answer not read in time
+REASONS = ("cap", "fds", "host", "timeout", "stalled")
 REFUSED = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 40\r\n"
     b"Connection: close\r\n\r\nlvsmon: too many control connections now\n"
@@ -52,6 +70,31 @@ def open_fds() -> int:
         return 0
 
 
+def unread_by_peer(transport: asyncio.Transport) -> int:
+    """Bytes of a Unix socket's answers that the kernel holds and the client has not read yet
+    (SIOCOUTQ; 0 when it cannot be known)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        return 0
+    queued = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, queued)  # SIOCOUTQ
+    except (OSError, ValueError):
+        return 0
+    return max(0, queued[0])
+
+
+def peer_name(conn: Connection) -> str:
+    if not conn.tcp:
+        return "on the control socket"
+    transport = conn.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = f"[{peer[0]}]" if ":" in str(peer[0]) else str(peer[0])
+        return f"from {host}:{peer[1]}"
+    return "over TCP"
+
+
 class Connection(RequestHandler):
     """aiohttp's handler of one connection, known to the guard: admitted or refused when it is
     made, and timed while it lives."""
@@ -63,8 +106,11 @@ class Connection(RequestHandler):
         self.admitted = False
         self.busy = 0  # requests in the application (the middleware counts them)
         self.idle_since = time.monotonic()
-        self.unsent = 0  # write buffer at the last sweep
+        self.unsent = 0  # unread answer at the last sweep
         self.stalled_since: float | None = None
+        self.path = ""  # of the request in hand (or the last one), for the log
+        self.written = 0  # bytes of answers written (counted by /events), and at the last sweep
+        self.written_seen = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self.guard.admit(self):
@@ -91,11 +137,11 @@ class Guard:
         self.connections: set[Connection] = set()
         self.tcp = 0
         self._fds = (0.0, 0)  # (when counted, how many)
-        self.refused = {"cap": 0, "fds": 0}
-        self.timed_out = 0  # header or idle timeout
-        self.cut_off = 0  # write timeout
+        self.refused = dict.fromkeys(REASONS, 0)  # connections refused or ended, by reason
         self._reported = dict(self.refused)
         self._report_at = 0.0
+        self._cut_logged: list[float] = []  # when the last cut-off lines were logged
+        self._cut_unlogged = 0
         self._sweeper: asyncio.Task[None] | None = None
 
     # ---- admission --------------------------------------------------------------------------
@@ -136,10 +182,20 @@ class Guard:
             self._report()
         return False
 
+    def count(self, why: str) -> None:
+        """A connection refused or ended elsewhere (421: app.known_host)."""
+        self.refused[why] += 1
+
     def _report(self) -> None:
         cap = self.refused["cap"] - self._reported["cap"]
         fds = self.refused["fds"] - self._reported["fds"]
         self._reported = dict(self.refused)
+        if self._cut_unlogged:
+            log.info(
+                "control server: cut off %d more client(s) that did not read their answers",
+                self._cut_unlogged,
+            )
+            self._cut_unlogged = 0
         if cap:
             log.warning(
                 "control server: refused %d TCP connection(s): %d open, the cap is %d "
@@ -175,7 +231,9 @@ class Guard:
             self.sweep(time.monotonic())
             if self._report_at and time.monotonic() >= self._report_at:
                 self._report_at = 0.0
-                if self.refused != self._reported:
+                if self._cut_unlogged or any(
+                    self.refused[k] != self._reported[k] for k in ("cap", "fds")
+                ):
                     self._report()
 
     def sweep(self, now: float) -> None:
@@ -184,11 +242,17 @@ class Guard:
             if not isinstance(transport, asyncio.Transport):
                 continue
             unsent = transport.get_write_buffer_size()
-            if unsent and unsent >= conn.unsent:
+            if not conn.tcp:
+                unsent += unread_by_peer(transport)
+            # what a client that does not read holds only grows with each write (the kernel
+            # counts at least the bytes): no more than before, after a write, is progress
+            wrote, conn.written_seen = conn.written != conn.written_seen, conn.written
+            if unsent and (unsent > conn.unsent or (unsent == conn.unsent and not wrote)):
                 if conn.stalled_since is None:
                     conn.stalled_since = now
                 elif now - conn.stalled_since >= WRITE_TIMEOUT_S:
-                    self.cut_off += 1
+                    self.refused["stalled"] += 1
+                    self._log_cut(conn, unsent, now - conn.stalled_since)
                     self.forget(conn)
                     transport.abort()
                     continue
@@ -196,9 +260,27 @@ class Guard:
                 conn.stalled_since = None
             conn.unsent = unsent
             if not conn.busy and not unsent and now - conn.idle_since >= HEADER_TIMEOUT_S:
-                self.timed_out += 1
+                self.refused["timeout"] += 1
                 self.forget(conn)
                 conn.force_close()
+
+    def _log_cut(self, conn: Connection, unread: int, stalled: float) -> None:
+        now = time.monotonic()
+        self._cut_logged = [t for t in self._cut_logged if now - t < REPORT_EVERY_S]
+        if len(self._cut_logged) >= CUT_LOG_PER_MINUTE:
+            self._cut_unlogged += 1
+            if not self._report_at:
+                self._report_at = now + REPORT_EVERY_S
+            return
+        self._cut_logged.append(now)
+        log.info(
+            "control server: cut off a client of %s %s: it read nothing for %.1f s (%d bytes "
+            "waiting)",
+            conn.path or "the server",
+            peer_name(conn),
+            stalled,
+            unread,
+        )
 
     def close_all(self) -> None:
         """The daemon stops: every connection ends now, whatever its client does."""
@@ -217,6 +299,7 @@ async def busy_while_handled(request: web.Request, handler: Any) -> web.StreamRe
         result: web.StreamResponse = await handler(request)
         return result
     conn.busy += 1
+    conn.path = request.path[:100]
     try:
         answer: web.StreamResponse = await handler(request)
         return answer

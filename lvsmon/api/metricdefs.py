@@ -129,6 +129,13 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "counter",
         "Clients of /events cut off for reading too slowly.",
     ),
+    "lvsmon_control_refused_total": (
+        "counter",
+        "Control connections (socket and --listen) refused or ended by the server, by reason: "
+        "cap (over --listen-max-connections), fds (over the control server's share of file "
+        "descriptors), host (a Host not served: 421), timeout (request headers not complete in "
+        "time, or idle too long), stalled (an answer left unread too long).",
+    ),
     "lvsmon_metrics_build_seconds": ("gauge", "How long the previous /metrics body took to build."),
     "lvsmon_metrics_built_timestamp_seconds": (
         "gauge",

@@ -39,6 +39,7 @@ from aiohttp import web
 
 from lvsmon import __version__
 from lvsmon.addr import host_port
+from lvsmon.api.guard import REASONS, Guard
 from lvsmon.api.metricdefs import FAMILIES
 from lvsmon.engine.checkstats import DURATION_BUCKETS, REASON_CLASSES, CheckCounts
 from lvsmon.engine.jobs import RealRef
@@ -316,8 +317,10 @@ class Body:
 class Exporter:
     """The metrics of one daemon."""
 
-    def __init__(self, daemon: DaemonView) -> None:
+    def __init__(self, daemon: DaemonView, guard: Guard | None = None) -> None:
+        """`guard`: the control server's, whose refusals /metrics counts (none: zeros)."""
         self.daemon = daemon
+        self.guard = guard
         self._layout: Layout | None = None
         self._building: asyncio.Task[Body] | None = None
         self._last: Body | None = None  # the newest body built ahead of a scrape
@@ -644,5 +647,7 @@ class Exporter:
         one("lvsmon_events_dropped_total", engine.events.dropped)
         one("lvsmon_control_sse_clients", feed.clients)
         one("lvsmon_control_sse_cut_off_total", feed.cut_off)
+        refused = self.guard.refused if self.guard is not None else {}
+        labelled("lvsmon_control_refused_total", "reason", {k: refused.get(k, 0) for k in REASONS})
         one("lvsmon_metrics_build_seconds", self.last_build_s)
         one("lvsmon_metrics_built_timestamp_seconds", round(began_wall, 3))

@@ -105,20 +105,27 @@ async def get_events(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SSE_SNDBUF)
     await response.prepare(request)
+    conn = request.protocol if isinstance(request.protocol, Connection) else None
+
+    async def write(data: bytes) -> None:
+        if conn is not None:
+            conn.written += len(data)  # the guard tells a client that reads from one that does not
+        await response.write(data)
+
     replay, queue = feed.attach()
     try:
         for item in replay:
-            await response.write(item)
+            await write(item)
         while True:
             try:
                 async with asyncio.timeout(SSE_KEEPALIVE_S):
                     live = await queue.get()
             except TimeoutError:
-                await response.write(b": keep-alive\n\n")
+                await write(b": keep-alive\n\n")
                 continue
             if live is None:  # cut off (too slow), or the daemon stops
                 break
-            await response.write(live)
+            await write(live)
     except (ConnectionError, asyncio.CancelledError):
         pass  # the client left, or was cut off (guard.py), or the daemon stops
     finally:
@@ -127,13 +134,16 @@ async def get_events(request: web.Request) -> web.StreamResponse:
 
 
 def make_app(
-    daemon: DaemonView, feed: EventFeed, hosts: frozenset[str] = frozenset()
+    daemon: DaemonView,
+    feed: EventFeed,
+    hosts: frozenset[str] = frozenset(),
+    guard: Guard | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[busy_while_handled, known_host, local_only])
     app[DAEMON] = daemon
     app[FEED] = feed
     app[ALLOWED_HOSTS] = hosts
-    app[metrics.EXPORTER] = exporter = metrics.Exporter(daemon)
+    app[metrics.EXPORTER] = exporter = metrics.Exporter(daemon, guard)
 
     async def close_exporter(_app: web.Application) -> None:
         await exporter.close()
@@ -171,7 +181,7 @@ class ControlServer:
         names = env_hosts if hosts is None else hosts
         if listen:
             names |= {parse_listen(listen)[0].lower().rstrip(".")}
-        self._app = make_app(daemon, feed, names)
+        self._app = make_app(daemon, feed, names, self.guard)
         self._feed = feed
         self._runner: web.AppRunner | None = None
         self._servers: list[asyncio.Server] = []
