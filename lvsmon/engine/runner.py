@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -68,18 +67,17 @@ class _Gate:
         self._free += 1
 
 
-class JobRun:
+class JobRun(CheckCounts):
     """A check job's running state. It is the timetable's key: hashed by identity, where the
-    CheckJob itself hashes every field of its spec on each lookup."""
+    CheckJob itself hashes every field of its spec on each lookup. Its /metrics figures are its
+    own slots (CheckCounts): one object per job, not two; no callback of its own (the prober
+    gives it to the runner's)."""
 
     __slots__ = (
         "connect_plan",
         "connects_left",
-        "counts",
         "job",
         "lag_mark",
-        "on_connect_done",
-        "on_spec_done",
         "refs",
         "spec_plan",
         "steady",
@@ -87,13 +85,8 @@ class JobRun:
         "unknowns",
     )
 
-    def __init__(
-        self,
-        job: CheckJob,
-        refs: tuple[RealRef, ...],
-        probes: bool,
-        done: Callable[[JobRun, bool, CheckResult], None],
-    ) -> None:
+    def __init__(self, job: CheckJob, refs: tuple[RealRef, ...], probes: bool) -> None:
+        super().__init__()
         self.job = job
         self.refs = refs
         # how each of its checks runs on the prober; None: as a task through run_check
@@ -105,13 +98,14 @@ class JobRun:
         # the reason of the last good result when every ref's health is exactly what another good
         # result with that reason would make it: that result then changes nothing
         self.steady: str | None = None
-        self.counts = CheckCounts()  # for /metrics: every (virtual, real) of the job shows them
         self.lag_mark = 0.0  # the lag monitor's lost time when its check in flight started
         self.unknowns = 0  # late timeouts in a row (lvsmon/engine/lag.py), and since when
         self.unknown_since = 0.0
-        # what the prober calls back: made once, not per check
-        self.on_spec_done = functools.partial(done, self, False)
-        self.on_connect_done = functools.partial(done, self, True)
+
+    @property
+    def counts(self) -> CheckCounts:
+        """For /metrics: every (virtual, real) of the job shows them."""
+        return self
 
 
 class CheckRunner:
@@ -148,6 +142,9 @@ class CheckRunner:
         self.lag = LagMonitor()
         self.lag_clock = time.monotonic
         self.on_unknown: OnUnknown | None = None
+        # what the prober calls back with the run: made once, not per job nor per check
+        self._on_spec_done = self._spec_done
+        self._on_connect_done = self._connect_done
 
     @property
     def running(self) -> int:
@@ -188,7 +185,7 @@ class CheckRunner:
         self._wake()
 
     def _new_run(self, job: CheckJob, refs: tuple[RealRef, ...]) -> JobRun:
-        return JobRun(job, refs, self._probes, self._done)
+        return JobRun(job, refs, self._probes)
 
     def _ensure_prober(self) -> None:
         if self._probes and self._prober is None:
@@ -271,7 +268,9 @@ class CheckRunner:
     def _start(self, run: JobRun) -> None:
         connect, plan = self._route(run)
         if plan is not None and self._prober is not None:
-            self._prober.start(plan, run.on_connect_done if connect else run.on_spec_done)
+            self._prober.start_with(
+                plan, self._on_connect_done if connect else self._on_spec_done, run
+            )
             return
         task = asyncio.get_running_loop().create_task(self._run_job(run, connect))
         self._tasks.add(task)
@@ -308,6 +307,12 @@ class CheckRunner:
             HELD.reset(token)
             prober.fds.give(fds)
 
+    def _spec_done(self, run: JobRun, result: CheckResult) -> None:
+        self._done(run, False, result)
+
+    def _connect_done(self, run: JobRun, result: CheckResult) -> None:
+        self._done(run, True, result)
+
     def _done(self, run: JobRun, connect: bool, result: CheckResult) -> None:
         """One finished check: its result, then its slot in the timetable."""
         try:
@@ -331,7 +336,7 @@ class CheckRunner:
                 result = judged
             elif run.unknowns:
                 run.unknowns = 0
-            run.counts.record(result)  # before the steady shortcut: every check counts
+            run.record(result)  # its counts; before the steady shortcut: every check counts
             if not result.ok:
                 self.stats.checks_failed += 1
             # the steady state of a healthy pool: another good result changes nothing
