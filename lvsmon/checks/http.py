@@ -52,21 +52,38 @@ class HttpDialogue(Dialogue):
         return verdict(self.spec, self.parser)
 
 
+class HttpPlan(ProbePlan):
+    """A plain HTTP check's plan: its request kept in a slot, its dialogue made from it (no
+    closure per real: some 250 bytes each at 10,000 reals)."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, spec: CheckSpec, family: int, addr: tuple[str, int], request: bytes) -> None:
+        super().__init__(spec, family, addr)
+        self.request = request
+
+    def make_dialogue(self) -> Dialogue:
+        return HttpDialogue(self.spec, self.request)
+
+
+_last_request = b""  # the last plan's request: the next real's of a virtual is often the same
+
+
 def probe_plan(spec: CheckSpec) -> ProbePlan | None:
     """The prober's plan for plain HTTP to an address literal; None for the general path."""
+    global _last_request
     try:
-        target = build_target(spec)
+        # not the cached build_target: the plan is made once per job, and keeps what it needs
+        target = build_target.__wrapped__(spec)
     except CheckFailed:
         return None  # the general path reports it
     if target.tls or target.family is None:
         return None
     request = target.request
-    return ProbePlan(
-        spec,
-        target.family,
-        (target.connect_host, target.connect_port),
-        lambda: HttpDialogue(spec, request),
-    )
+    if request == _last_request:
+        request = _last_request  # one copy for the reals of a virtual (virtualhost set)
+    _last_request = request
+    return HttpPlan(spec, target.family, (target.connect_host, target.connect_port), request)
 
 
 async def check(spec: CheckSpec, step: Step) -> CheckResult:

@@ -166,4 +166,11 @@ def verdict(spec: CheckSpec, parser: ResponseParser) -> CheckResult:
             return CheckResult(False, f"http: receive regex took longer than {RECEIVE_TIMEOUT:g} s")
         if found is None:
             return CheckResult(False, "http: body does not match receive")
-    return CheckResult(True, f"http: status {status}")
+    reason = _OK_REASONS.get(status)
+    if reason is None:
+        reason = _OK_REASONS[status] = f"http: status {status}"  # 200-299: 100 at most
+    return CheckResult(True, reason)
+
+
+# one text per good status, shared: a healthy real's health and its job keep the last reason
+_OK_REASONS: dict[int, str] = {}
