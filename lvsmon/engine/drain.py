@@ -272,10 +272,16 @@ class DrainIndex:
 
     def __init__(self, names: Mapping[RealRef, Sequence[str]]) -> None:
         self.refs = frozenset(names)
-        self._by_name: dict[str, list[RealRef]] = {}
+        # a name most often names one real: that ref itself, a tuple only for several (a list
+        # per name was some 200 bytes a real at 10,000); the lists are only built here
+        lists: dict[str, list[RealRef]] = {}
         for ref, ref_names in names.items():
             for name in ref_names:
-                self._by_name.setdefault(name, []).append(ref)
+                lists.setdefault(name, []).append(ref)
+        by_name: dict[str, RealRef | tuple[RealRef, ...]] = {
+            name: refs[0] if len(refs) == 1 else tuple(refs) for name, refs in lists.items()
+        }
+        self._by_name = by_name
 
     @classmethod
     def plain(cls, refs: Iterable[RealRef]) -> DrainIndex:
@@ -283,7 +289,10 @@ class DrainIndex:
         return cls({ref: candidate_names(ref, None) for ref in refs})
 
     def refs_of(self, entry: DrainEntry) -> list[RealRef]:
-        refs = self._by_name.get(entry.real, [])
+        found = self._by_name.get(entry.real)
+        if found is None:
+            return []
+        refs = list(found) if isinstance(found, tuple) else [found]
         if entry.virtual is None:
             return refs
         return [r for r in refs if virtual_label(r.service) == entry.virtual]
