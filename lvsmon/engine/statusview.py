@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 from lvsmon.config.model import Config, Virtual
 from lvsmon.engine.desired import VirtualLayout, kept_by_threshold
@@ -42,10 +43,13 @@ class StatusView:
         self._places: list[tuple[int, ...]] = []
         self._places_for: tuple[Config, dict[RealRef, RealHealth], int] | None = None
         self._cache: dict[int, _Entry] = {}
+        # the last list and what it was built from (by identity; health with its change count)
+        self._last: tuple[tuple[object, ...], list[RealHealth], list[VirtualStatus]] | None = None
 
     def clear(self) -> None:
         """Forget the kept entries: the next build is from scratch."""
         self._cache.clear()
+        self._last = None
 
     def health_places(
         self,
@@ -82,9 +86,22 @@ class StatusView:
     ) -> list[VirtualStatus]:
         """Every virtual's entry, in config order. `layout`: layout_of(config), kept by the
         caller (it holds each virtual's key and each real's kernel key: parsing the addresses
-        each second would stall the checks); `clock`: health's (holds are on it)."""
-        virtuals: list[VirtualStatus] = []
+        each second would stall the checks); `clock`: health's (holds are on it).
+
+        A build from the very same inputs as the last one (by identity, every real's health
+        too: one list comparison at C speed) is the last list again, without a look at any
+        virtual (a pool without checks: 2,284 virtuals, 100,000 reals looked at each second
+        for nothing)."""
+        inputs = (config, layout, health, table, maintained, drained, rules)
         healths = list(health.values())
+        last = self._last
+        if (
+            last is not None
+            and all(a is b for a, b in zip(last[0], inputs, strict=True))
+            and last[1] == healths  # element by element, `is` first
+        ):
+            return list(last[2])
+        virtuals: list[VirtualStatus] = []
         places = self.health_places(config, health, layout)
         cache = self._cache
         for i, (v, v_layout) in enumerate(zip(config.virtuals, layout, strict=True)):
@@ -109,7 +126,28 @@ class StatusView:
             )
             cache[i] = (hs, service, maintained, drained, kept, entry)
             virtuals.append(entry)
-        return virtuals
+        self._last = (inputs, healths, virtuals)
+        return list(virtuals)
+
+
+class _RealEntry:
+    """A real's status is this one's __dict__, a plain dict whose keys every real's shares
+    (CPython's key-sharing instance dicts): some 220 bytes where a dict display took 500, kept
+    for every real while its virtual's entry is (Engine.status, the daemon's JSON encoder).
+    Its attributes must be set in the same order each time, that of RealStatus."""
+
+    address: str
+    port: int
+    state: str
+    drained: bool
+    kept_by_threshold: bool
+    checked: bool
+    failcount: int
+    reason: str
+    rising: str | None
+    held_until: float | None
+    kernel_weight: int | None
+    weight: int
 
 
 def _virtual_status(
@@ -136,26 +174,24 @@ def _virtual_status(
                 rising = f"{h.passcount}/{rules[ref].risecount}"
             if h.hold is not None:
                 held_until = round(h.hold.until - now + wall, 3)
-        reals.append(
-            {
-                "address": ref.address,
-                "port": ref.port,
-                # a RealRef hashes in Python: the empty sets (the usual case) skip it
-                "state": "maintenance"
-                if maintained and ref in maintained
-                else ("up" if h and h.up else "down"),
-                "drained": bool(drained) and ref in drained,
-                # down by its checks, in service all the same (depoolthreshold)
-                "kept_by_threshold": bool(kept) and ref in kept,
-                "checked": bool(h and h.checked),
-                "failcount": h.failcount if h else 0,
-                "reason": h.reason if h else "",
-                "rising": rising,
-                "held_until": held_until,
-                "kernel_weight": None if dest is None else dest.weight,
-                "weight": slot.conf.weight,
-            }
+        e = _RealEntry()  # the keys in RealStatus's order: the JSON's
+        e.address = ref.address
+        e.port = ref.port
+        # a RealRef hashes in Python: the empty sets (the usual case) skip it
+        e.state = (
+            "maintenance" if maintained and ref in maintained else ("up" if h and h.up else "down")
         )
+        e.drained = bool(drained) and ref in drained
+        # down by its checks, in service all the same (depoolthreshold)
+        e.kept_by_threshold = bool(kept) and ref in kept
+        e.checked = bool(h and h.checked)
+        e.failcount = h.failcount if h else 0
+        e.reason = h.reason if h else ""
+        e.rising = rising
+        e.held_until = held_until
+        e.kernel_weight = None if dest is None else dest.weight
+        e.weight = slot.conf.weight
+        reals.append(cast(RealStatus, e.__dict__))
     return {
         "name": v.name,
         "key": str(layout.key),
