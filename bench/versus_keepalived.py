@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from hostile import host_cpu
 from procs import (
     Cleanup,
     alive,
@@ -466,6 +467,8 @@ class Result:
     loop_lag_ms: float = NAN
     slots_skipped: float = NAN
     checks_unknown: float = NAN
+    nginx_cpu_pct: float = NAN  # the real servers, during the window
+    host_busy_pct: float = NAN  # all CPUs of the host (100 % = every core busy)
 
 
 def measure(daemon: Daemon, servers: Reals, window: float, timeout: float, settle: float) -> Result:
@@ -481,7 +484,7 @@ def measure(daemon: Daemon, servers: Reals, window: float, timeout: float, settl
     time.sleep(settle)
     servers.requests(0, 0, set())  # skip what was logged before the window
     mark = daemon.mark()
-    cpu0, w0 = daemon.cpu(), time.time()
+    cpu0, nginx0, host0, w0 = daemon.cpu(), servers.cpu_seconds(), host_cpu(), time.time()
     samples = [daemon.sample()]
     end = w0 + window
     while time.time() < end:
@@ -489,7 +492,9 @@ def measure(daemon: Daemon, servers: Reals, window: float, timeout: float, settl
             raise RuntimeError(f"{daemon.name} died during the window; see {daemon.dir}")
         time.sleep(min(1.0, max(0.0, end - time.time())))
         samples.append(daemon.sample())
-    cpu1, w1 = daemon.cpu(), time.time()
+    cpu1, nginx1, host1, w1 = daemon.cpu(), servers.cpu_seconds(), host_cpu(), time.time()
+    res.nginx_cpu_pct = 100 * (nginx1 - nginx0) / (w1 - w0)
+    res.host_busy_pct = 100 * (host1[0] - host0[0]) / max(host1[1] - host0[1], 1.0)
     samples = [x for x in samples if x]
     if samples:
         res.late_p99_ms = max(x.get("late_p99_ms", NAN) for x in samples)
@@ -535,6 +540,8 @@ FIGURES: list[tuple[str, str, int, Callable[[Result, Work], float]]] = [
     ("rss_mib", "VmRSS, all processes (MiB)", 1, lambda r, w: r.rss_mib),
     ("hwm_mib", "VmHWM, all processes (MiB)", 1, lambda r, w: r.hwm_mib),
     ("processes", "processes", 0, lambda r, w: r.processes),
+    ("nginx_cpu_pct", "nginx CPU in the window (% of one core)", 1, lambda r, w: r.nginx_cpu_pct),
+    ("host_busy_pct", "host CPU busy in the window (% of all)", 1, lambda r, w: r.host_busy_pct),
     ("late_p99_ms", "status file: worst p99 start lateness (ms)", 0, lambda r, w: r.late_p99_ms),
     ("loop_lag_ms", "status file: worst loop lag (ms)", 0, lambda r, w: r.loop_lag_ms),
     ("slots_skipped", "status file: slots skipped in window", 0, lambda r, w: r.slots_skipped),
@@ -542,7 +549,7 @@ FIGURES: list[tuple[str, str, int, Callable[[Result, Work], float]]] = [
      lambda r, w: r.checks_unknown),
 ]  # fmt: skip
 NO_RATIO = {"unchecked_reals", "false_downs", "processes", "late_p99_ms", "loop_lag_ms",
-            "slots_skipped", "checks_unknown"}  # fmt: skip
+            "slots_skipped", "checks_unknown", "nginx_cpu_pct", "host_busy_pct"}  # fmt: skip
 
 
 def number(x: float, digits: int) -> float | int | None:
