@@ -132,11 +132,28 @@ class CheckSpec:
         if self.kind in ("external", "external-perl") and not self.checkcommand:
             raise CheckSpecError(f"checktype={self.kind} needs a checkcommand")
         compile_receive(self.receive)
+        # one object per distinct value of the fields every real of a virtual repeats: its
+        # builder's str(enum member) or float(int) is a new object each time (some 180 bytes a
+        # spec at 10,000 reals)
+        for name in _SHARED_FIELDS:
+            value = getattr(self, name)
+            if type(value) in (str, float):  # not an int for a float: equal, yet another type
+                shared = _shared.get(value)
+                if shared is None:
+                    if len(_shared) >= _SHARED_MAX:
+                        _shared.clear()  # reloads with ever new values: start again
+                    _shared[value] = value
+                elif shared is not value and type(shared) is type(value):
+                    object.__setattr__(self, name, shared)
 
     @property
     def is_ipv6(self) -> bool:
         return ":" in self.host
 
+
+_SHARED_FIELDS: Final = ("kind", "timeout", "service", "protocol", "httpmethod")
+_SHARED_MAX: Final = 1024
+_shared: dict[object, object] = {}
 
 RECEIVE_TIMEOUT: Final = 0.1
 """Seconds one `receive` search may take. It runs on the event loop, and a pattern that
