@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Final
 
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec
 from lvsmon.checks.budget import PEER_BYTES
@@ -53,25 +54,50 @@ class HttpDialogue(Dialogue):
 
 
 class HttpPlan(ProbePlan):
-    """A plain HTTP check's plan: its request kept in a slot, its dialogue made from it (no
-    closure per real: some 250 bytes each at 10,000 reals)."""
+    """A plain HTTP check's plan: its request kept in slots, its dialogue made from them (no
+    closure per real: some 250 bytes each at 10,000 reals). The request is kept in three parts,
+    up to the Host header's value, the value, the rest: the first and the last are the same
+    bytes for every real of a virtual (one object), the value most often the real's own
+    address; they are joined for each check (some 100 ns) to keep 90 bytes less per real."""
 
-    __slots__ = ("request",)
+    __slots__ = ("head", "host", "tail")
 
     def __init__(self, spec: CheckSpec, family: int, addr: tuple[str, int], request: bytes) -> None:
         super().__init__(spec, family, addr)
-        self.request = request
+        self.head, self.host, self.tail = _shared_parts(request)
+
+    @property
+    def request(self) -> bytes:
+        return self.head + self.host + self.tail
 
     def make_dialogue(self) -> Dialogue:
-        return HttpDialogue(self.spec, self.request)
+        return HttpDialogue(self.spec, self.head + self.host + self.tail)
 
 
-_last_request = b""  # the last plan's request: the next real's of a virtual is often the same
+_HOST: Final = b"\r\nHost: "
+_last_parts = (b"", b"", b"")  # the last plan's: the next real's of a virtual shares most
+
+
+def _shared_parts(request: bytes) -> tuple[bytes, bytes, bytes]:
+    global _last_parts
+    start = request.find(_HOST)
+    if start < 0:
+        parts = (request, b"", b"")
+    else:
+        start += len(_HOST)
+        end = request.find(b"\r\n", start)
+        parts = (request[:start], request[start:end], request[end:])
+    last = _last_parts
+    parts = _last_parts = (
+        last[0] if parts[0] == last[0] else parts[0],
+        last[1] if parts[1] == last[1] else parts[1],  # a virtualhost
+        last[2] if parts[2] == last[2] else parts[2],
+    )
+    return parts
 
 
 def probe_plan(spec: CheckSpec) -> ProbePlan | None:
     """The prober's plan for plain HTTP to an address literal; None for the general path."""
-    global _last_request
     try:
         # not the cached build_target: the plan is made once per job, and keeps what it needs
         target = build_target.__wrapped__(spec)
@@ -79,11 +105,8 @@ def probe_plan(spec: CheckSpec) -> ProbePlan | None:
         return None  # the general path reports it
     if target.tls or target.family is None:
         return None
-    request = target.request
-    if request == _last_request:
-        request = _last_request  # one copy for the reals of a virtual (virtualhost set)
-    _last_request = request
-    return HttpPlan(spec, target.family, (target.connect_host, target.connect_port), request)
+    addr = (target.connect_host, target.connect_port)
+    return HttpPlan(spec, target.family, addr, target.request)
 
 
 async def check(spec: CheckSpec, step: Step) -> CheckResult:
