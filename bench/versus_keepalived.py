@@ -307,29 +307,26 @@ class Keepalived(Daemon):
             )
 
     def wait_up(self, timeout: float) -> float | None:
-        inside: set[str] = set()
-        last = [NAN]
-
-        def match(line: str) -> bool:
-            parts = line.split()
-            if len(parts) == 5 and parts[1] in ("5", "7"):
-                pair = parts[2] + ">" + parts[3]
+        inside: set[str] = set()  # "virtual>real" pairs in the fake table
+        deadline, seen = time.monotonic() + timeout, 0
+        while time.monotonic() < deadline:
+            lines = self.tail.lines[seen:]
+            seen += len(lines)
+            for _, line in lines:
+                parts = line.split()  # time, genl cmd, virtual, real, weight
+                if len(parts) != 5 or parts[1] not in ("5", "7"):
+                    continue
                 if int(parts[1]) == IPVS_CMD_NEW_DEST:
-                    inside.add(pair)
+                    inside.add(parts[2] + ">" + parts[3])
                 else:
-                    inside.discard(pair)
-                last[0] = float(parts[0])
-            return len(inside) >= self.work.reals
-
-        def alive_or_fail(line: str) -> bool:
+                    inside.discard(parts[2] + ">" + parts[3])
+                if len(inside) >= self.work.reals:
+                    return float(parts[0])
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"keepalived exited ({self.proc.returncode}); see {self.dir}")
-            return match(line)
-
-        seen = self.tail.wait_for(alive_or_fail, 0, timeout)
-        if seen is None:
-            log(f"keepalived: {len(inside)} of {self.work.reals} reals in after {timeout:.0f} s")
-        return None if seen is None else last[0]
+            time.sleep(0.05)
+        log(f"keepalived: {len(inside)} of {self.work.reals} reals in after {timeout:.0f} s")
+        return None
 
     def mark(self) -> int:
         return len(self.tail.lines)
