@@ -471,7 +471,7 @@ class _Builder:
             kept: list[Real] = []
             repeated: dict[int, list[tuple[Real, Real]]] = {}  # line -> (real, earlier one)
             for r in v.reals:
-                dest = kernel_dest_port(key, DestKey(r.address, r.port), r.forward)
+                dest = kernel_dest_port(key, r.dest, r.forward)
                 other = dests.get(dest)
                 if other is None:
                     dests[dest] = r

@@ -13,7 +13,7 @@ from typing import Literal
 
 from lvsmon.addr import host_port
 from lvsmon.config.errors import Diagnostic
-from lvsmon.ipvs.model import Family, Forward, ServiceConf, ServiceKey
+from lvsmon.ipvs.model import DestKey, Family, Forward, ServiceConf, ServiceKey
 from lvsmon.ipvs.sync import SyncDaemon
 
 __all__ = [
@@ -159,6 +159,13 @@ class Real:
     receive: str  # effective: the real's own "receive" or the virtual's
     file: str
     line: int
+    # its (address, port) as a destination key, built once here (a key checks its address by
+    # parsing it): derived, not compared, not shown, not dumped. The kernel may store it under
+    # another port (ipvs.model.kernel_dest_port).
+    dest: DestKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dest", DestKey(self.address, self.port))
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,10 +31,18 @@ class NotAnAddress(ValueError):
     pass
 
 
+# an IPv4 address already in its canonical spelling (no leading zeros): ipaddress would give
+# it back unchanged, so the usual real server costs a regex match instead of a parse
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def literal(name: str, family: Family) -> str | None:
     """The canonical form of an address literal, None if ``name`` is not a literal at all.
     Raises NotAnAddress for a literal of the wrong family or a malformed dotted quad."""
     bare = name[1:-1] if name.startswith("[") and name.endswith("]") else name
+    if family is Family.INET and _CANONICAL_V4.fullmatch(bare) is not None:
+        return bare
     try:
         addr = ipaddress.ip_address(bare)
     except ValueError:

@@ -24,7 +24,7 @@ import ipaddress
 import json
 import logging
 import os
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -493,12 +493,17 @@ class DrainState:
             self._index_for = (refs, store)
         return self._index
 
-    def drained(self, config: Config, index: DrainIndex) -> frozenset[RealRef]:
-        """The pairs drained now (`index`: this state's index() for the config's plan)."""
+    def drained(
+        self, config: Config, index: DrainIndex | Callable[[], DrainIndex]
+    ) -> frozenset[RealRef]:
+        """The pairs drained now (`index`: this state's index() for the config's plan, or what
+        builds it: only asked for when some entry is there)."""
         store = self.store(config)
         entries = store.read()
         if not entries:
             return frozenset()
+        if not isinstance(index, DrainIndex):
+            index = index()
         found, unknown = index.resolve(entries)
         for entry in unknown:
             if entry not in self._logged:

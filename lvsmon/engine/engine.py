@@ -163,7 +163,9 @@ class Engine:
 
     def _layout_now(self) -> tuple[VirtualLayout, ...]:
         if self._layout_for is not self.config:
-            self._layout, self._layout_for = layout_of(self.config), self.config
+            # a reload reuses the layout of every virtual it left as it was
+            previous = None if self._layout_for is None else (self._layout_for, self._layout)
+            self._layout, self._layout_for = layout_of(self.config, previous), self.config
         return self._layout
 
     def layout(self) -> tuple[VirtualLayout, ...]:
@@ -258,10 +260,19 @@ class Engine:
                     actual = {}
                 else:
                     self.reconciler.actual = actual
-            plan = build_plan(config)
-            # the same function as `lvsmon plan`'s (engine/planning.py): a plan cannot disagree
-            drained = self._drained_of(config, plan)
-            health = carried_health(old_plan, old_health, config, plan, actual, drained)
+            if config.virtuals == self.config.virtuals:
+                # no virtual changed (settings may have): the plan is made of the virtuals
+                # alone, so it is the same, and every real's health carries over as it is (what
+                # carried_health would give, without a pass over every real), its layout too
+                plan, health = old_plan, old_health
+                if self._layout_for is self.config:
+                    self._layout_for = config
+            else:
+                plan = build_plan(config, old_plan)
+                # the same function as `lvsmon plan`'s (engine/planning.py): a plan cannot
+                # disagree
+                drained = self._drained_of(config, plan)
+                health = carried_health(old_plan, old_health, config, plan, actual, drained)
             self.config, self.plan, self.health = config, plan, health
             self.reconciler.own(managed_services(config))
             self.refresh_maintenance()

@@ -30,11 +30,18 @@ class Forcing:
         self.drains = DrainState(state_path)
         self._maint: MaintenanceDir | None = None
         self._maint_for: tuple[str | None, frozenset[RealRef]] | None = None
+        self._seen: tuple[str | None, Plan] | None = None
 
     # names are looked up when the set of reals changes, not per scan
     def maintenance_dir(self, config: Config, plan: Plan) -> MaintenanceDir | None:
         path = config.settings.maintenancedir
-        refs = frozenset(plan.failurecount)
+        seen = self._seen
+        # the same plan (by identity) has the same reals: this runs every second, and a set of
+        # 100,000 RealRefs cost some 40 ms to build and hash each time
+        if seen is not None and seen[1] is plan and seen[0] == path:
+            return self._maint
+        self._seen = (path, plan)
+        refs = frozenset(plan.failurecount) if path else frozenset()
         if self._maint_for != (path, refs):
             self._maint_for = (path, refs)
             self._maint = MaintenanceDir(path, refs) if path else None
@@ -50,7 +57,8 @@ class Forcing:
 
     def drained(self, config: Config, plan: Plan) -> frozenset[RealRef]:
         """The drained pairs; an entry naming no real of `config` is logged once."""
-        return self.drains.drained(config, self.drain_index(config, plan))
+        # the index (a pass over every real, for a new plan) only when some drain is there
+        return self.drains.drained(config, lambda: self.drain_index(config, plan))
 
     def preview(self, running: Config) -> Preview:
         """For configs that do not run, while `running` does (call it in the loop; the

@@ -41,6 +41,16 @@ class CheckJob:
     interval: float
     connect: CheckSpec | None = None
     num_connects: int = 0
+    # the hash, computed once: a job is a dict key in the plan, the runner and the reload, and
+    # hashing every field of its spec(s) on each lookup made that the bulk of a reload's plan
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = (self.spec, self.interval, self.connect, self.num_connects)
+        object.__setattr__(self, "_hash", hash(key))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 class Mode:
@@ -48,6 +58,11 @@ class Mode:
 
     ALWAYS_UP = "always-up"  # checktype=on, or negotiate with service=none
     FROZEN = "frozen"  # checktype=off: nothing is checked, nothing changes
+
+
+# one virtual's part of a plan: the virtual it was made from, and per real its ref and its job
+# (or its Mode)
+_Part = tuple[Virtual, tuple[tuple[RealRef, "CheckJob | str"], ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +73,8 @@ class Plan:
     failurecount: dict[RealRef, int]
     # failurecount, risecount and flap damping; one object per distinct set of values
     rules: dict[RealRef, HealthRules] = field(default_factory=dict)
+    # per virtual (by key), its part: the next plan reuses it for an equal virtual
+    parts: dict[ServiceKey, _Part] = field(default_factory=dict, compare=False, repr=False)
 
 
 def _spec(v: Virtual, r: Real, kind: str) -> CheckSpec:
@@ -122,24 +139,37 @@ def rules_of(v: Virtual) -> HealthRules:
     return HealthRules(v.failurecount, v.risecount, damping)
 
 
-def build_plan(config: Config) -> Plan:
+def build_plan(config: Config, previous: Plan | None = None) -> Plan:
+    """`previous`: the running plan (a reload): a virtual equal to one it was built from
+    takes that one's refs and jobs, the very objects, instead of building each real's check
+    spec again (a reload's cost then grows with what changed, and unchanged jobs compare
+    equal by identity first)."""
     jobs: dict[CheckJob, list[RealRef]] = defaultdict(list)
     job_of: dict[RealRef, CheckJob] = {}
     mode_of: dict[RealRef, str] = {}
     failurecount: dict[RealRef, int] = {}
     rules: dict[RealRef, HealthRules] = {}
+    parts: dict[ServiceKey, _Part] = {}
+    old_parts = previous.parts if previous is not None else {}
     for v in config.virtuals:
         v_rules = rules_of(v)
-        key = v.key  # a property that parses the address: once per virtual
-        for r in v.reals:
-            ref = RealRef(key, r.address, r.port)
+        key = v.key
+        old = old_parts.get(key)
+        if old is not None and (old[0] is v or old[0] == v):
+            part = old
+        else:
+            part = (v, tuple((RealRef(key, r.address, r.port), job_for(v, r)) for r in v.reals))
+        parts[key] = part
+        for ref, job in part[1]:
             failurecount[ref] = v.failurecount
             rules[ref] = v_rules
-            job = job_for(v, r)
             if isinstance(job, CheckJob):
                 job_of[ref] = job
-                if ref not in jobs[job]:
-                    jobs[job].append(ref)
+                refs = jobs[job]
+                if ref not in refs:
+                    refs.append(ref)
             else:
                 mode_of[ref] = job
-    return Plan({j: tuple(refs) for j, refs in jobs.items()}, job_of, mode_of, failurecount, rules)
+    return Plan(
+        {j: tuple(refs) for j, refs in jobs.items()}, job_of, mode_of, failurecount, rules, parts
+    )

@@ -51,18 +51,23 @@ def carried_health(
     """Health after a reload to `config` (whose plan is `plan`): a real whose check and mode did
     not change keeps what its checks found; any other is adopted from the kernel table, as at a
     start (a changed check has not spoken yet)."""
-    fresh = adopt_health(config, actual, drained)
-    health: dict[RealRef, RealHealth] = {}
     old_job, new_job = old_plan.job_of, plan.job_of
     old_mode, new_mode = old_plan.mode_of, plan.mode_of
-    for ref, state in fresh.items():
+    carried: dict[RealRef, RealHealth] = {}
+    for ref in plan.failurecount:  # every real of `config`, in its order
         kept = old_health.get(ref)
-        same = (
+        if (
             kept is not None
             and old_job.get(ref) == new_job.get(ref)
             and old_mode.get(ref) == new_mode.get(ref)
-        )
-        health[ref] = kept if same and kept is not None else state
+        ):
+            carried[ref] = kept
+    if len(carried) == len(plan.failurecount):
+        health = carried
+    else:
+        # only the others are adopted from the kernel (a real's kernel key is parsed)
+        fresh = adopt_health(config, actual, drained, skip=carried)
+        health = {ref: carried.get(ref) or fresh[ref] for ref in plan.failurecount}
     apply_modes(plan, health)
     return health
 
@@ -114,7 +119,7 @@ def plan_reload(
     """The ops the reconcile of a reload to `config` applies, in its order. `maintained`,
     `drained`: the daemon's maintenance scan and drain state, asked for the new config's plan
     as Engine.reload asks them (no `drained`: nothing is drained)."""
-    plan = build_plan(config)
+    plan = build_plan(config, running.plan)
     drained_now = frozenset(drained(config, plan)) if drained is not None else frozenset()
     health = carried_health(running.plan, running.health, config, plan, running.actual, drained_now)
     forced_down = maintained(config, plan)

@@ -174,6 +174,7 @@ class Reconciler:
                 and self._resyncs % FULL_EVERY
                 and all(cached.get(k) == fresh.get(k) for k in self.managed)
             ):
+                keep_services(cached, fresh, self.managed)
                 self._settle(True)
                 return True
             desired = self.source.desired_for(fresh)
@@ -258,7 +259,7 @@ class Reconciler:
         # what lvsmon now believes the kernel holds: what succeeded. After a failure the next
         # pass dumps first, and a dump unlike this belief is drift (`ipvsadm -C` made the op fail)
         done = [res.op for res in results if res.error is None]
-        self.actual, _ = apply_ops(before, done)
+        self.actual = applied(before, done)
         self.retiring = {k for k in self.retiring if k in self.actual}
         self._stale = not ok
         return ok
@@ -285,6 +286,34 @@ class Reconciler:
                 DeleteService(k) for k in sorted(wanted, key=service_order) if k in self.actual
             ]
             return await self._apply(ops, NOTHING, stopping=True) if ops else True
+
+
+def applied(table: Table, ops: Sequence[Op]) -> Table:
+    """`table` after `ops` (apply_ops' rules), as a new dict in which only the services the ops
+    touch are new objects: the others are `table`'s own, so that what is kept by a service's
+    identity (the status entries and their JSON, the table digests) stays valid. Copying the
+    whole table made every apply cost O(table), and a status rebuild from scratch follow."""
+    touched = {op.service for op in ops}
+    part, _ = apply_ops({k: table[k] for k in touched if k in table}, ops)
+    out = dict(table)
+    for key in touched:
+        service = part.get(key)
+        if service is None:
+            out.pop(key, None)
+        else:
+            out[key] = service
+    return out
+
+
+def keep_services(cached: Table, fresh: Table, keys: Collection[ServiceKey]) -> None:
+    """A resync found `fresh` (a dump) equal to `cached` for `keys`: `fresh` takes the cached
+    Service objects back for them, with the dump's counters, so that what is kept by a
+    service's identity stays valid (a dump is new objects every resync)."""
+    for key in keys:
+        old, new = cached.get(key), fresh.get(key)
+        if old is not None and new is not None and old is not new:
+            old.stats = new.stats
+            fresh[key] = old
 
 
 def _difference(cached: Table, actual: Table, key: ServiceKey) -> str:

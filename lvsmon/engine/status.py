@@ -152,11 +152,17 @@ class TableDigests:
     def __init__(self) -> None:
         self._table: Table | None = None
         self._digests: dict[ServiceKey, str] = {}
+        self._keys: frozenset[ServiceKey] = frozenset()
+        self._named: dict[str, str] = {}
 
     def of(self, table: Table | None, keys: Collection[ServiceKey]) -> dict[str, str] | None:
         if table is None:
             return None
         old_table, old = self._table, self._digests
+        if table is old_table and self._keys == keys:
+            # the same table object (nothing applied or dumped since) and the same services:
+            # the last answer, without hashing a ServiceKey in Python (a status write a second)
+            return dict(self._named)
         new: dict[ServiceKey, str] = {}
         for key in keys:
             service = table.get(key)
@@ -169,7 +175,9 @@ class TableDigests:
             else:
                 new[key] = ABSENT if service is None else service_digest(key, service)
         self._table, self._digests = table, new
-        return {str(k): d for k, d in new.items()}
+        self._keys = frozenset(keys)
+        self._named = {str(k): d for k, d in new.items()}
+        return dict(self._named)
 
 
 MAX_STATUS_BYTES = 256 * 1024 * 1024  # ~300 bytes a real: far above 10,000 reals

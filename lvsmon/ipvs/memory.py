@@ -54,7 +54,17 @@ class MemoryBackend:
         self.applies += 1
         if not self.available:
             return [OpResult(op, self._unavailable()) for op in ops]
-        self.table, results = apply_ops(self.table, ops)
+        # only the services the ops touch are copied (apply_ops copies the table it is given):
+        # an apply costs O(its ops), not O(table), and a failed op still changes nothing
+        touched = {op.service for op in ops}
+        part, results = apply_ops({k: self.table[k] for k in touched if k in self.table}, ops)
+        table = dict(self.table)
+        for key in touched:
+            if key in part:
+                table[key] = part[key]
+            else:
+                table.pop(key, None)
+        self.table = table
         for result in results:
             self.log.append(f"ipvsadm {op_line(result.op)}")
             if result.error is not None:

@@ -1,0 +1,234 @@
+"""Issue 22: a reload costs what it changes, and a steady pool costs nothing per second per real.
+
+Each test counts work (objects rebuilt, sets built, hashes taken), never time: every one of them
+fails on the code before the fix it names."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+
+from lvsmon.checks.base import CheckSpec
+from lvsmon.config import Config
+from lvsmon.engine.desired import adopt_health, layout_of
+from lvsmon.engine.engine import Engine
+from lvsmon.engine.forced import Forcing
+from lvsmon.engine.health import ADOPTED_UP, RealHealth
+from lvsmon.engine.jobs import CheckJob, RealRef, build_plan
+from lvsmon.engine.planning import apply_modes, carried_health
+from lvsmon.engine.reconciler import applied, keep_services
+from lvsmon.ipvs.apply import apply_ops
+from lvsmon.ipvs.memory import MemoryBackend
+from lvsmon.ipvs.model import DestConf, DestKey, Forward, Service, ServiceConf, ServiceKey, Table
+from lvsmon.ipvs.ops import AddDest, AddService, DeleteService, EditDest, Op
+
+from .conftest import cfg
+
+
+def pool(virtuals: int = 6, reals: int = 4, heavier: frozenset[int] = frozenset()) -> Config:
+    """`virtuals` x `reals` connect-checked reals; those numbered in `heavier` at weight 2."""
+    lines = ["checkinterval=5"]
+    for v in range(virtuals):
+        lines.append(f"virtual=10.1.0.{v + 1}:80")
+        for r in range(reals):
+            i = v * reals + r
+            lines.append(f"\treal=10.2.{i // 200}.{i % 200 + 1}:80 masq {2 if i in heavier else 1}")
+        lines.append("\tchecktype=connect")
+    return cfg("\n".join(lines) + "\n")
+
+
+def test_a_plan_reuses_each_unchanged_virtuals_part() -> None:
+    old = pool()
+    new = pool(heavier=frozenset({5}))  # the second virtual's second real
+    old_plan = build_plan(old)
+    plan = build_plan(new, old_plan)
+    assert plan == build_plan(new)  # the same plan as from scratch
+    for v_old, v_new in zip(old.virtuals, new.virtuals, strict=True):
+        reused = plan.parts[v_new.key] is old_plan.parts[v_old.key]
+        assert reused == (v_old == v_new)
+    # the very objects: carried_health then compares jobs by identity first
+    v0 = new.virtuals[0].key
+    assert all(a is b for a, b in zip(plan.parts[v0][1], old_plan.parts[v0][1], strict=True))
+
+
+def test_a_check_job_hashes_its_spec_once(monkeypatch: object) -> None:
+    plan = build_plan(pool())
+    jobs = list(plan.jobs)
+    calls = 0
+    spec_hash = CheckSpec.__hash__
+
+    def counting(self: CheckSpec) -> int:
+        nonlocal calls
+        calls += 1
+        return spec_hash(self)
+
+    setattr(CheckSpec, "__hash__", counting)  # noqa: B010 (a slots class: no monkeypatch.setattr)
+    try:
+        for job in jobs * 10:
+            assert plan.jobs[job]
+            assert hash(job) == hash(dataclasses.replace(job))
+        fresh = CheckJob(jobs[0].spec, jobs[0].interval)
+    finally:
+        setattr(CheckSpec, "__hash__", spec_hash)  # noqa: B010
+    # the lookups hash no spec; a new job (and each replace above) hashes its spec once
+    assert calls == len(jobs) * 10 + 1
+    assert fresh == jobs[0] and hash(fresh) == hash(jobs[0])
+
+
+def test_a_layout_reuses_each_unchanged_virtual() -> None:
+    old, new = pool(), pool(heavier=frozenset({5}))
+    old_layout = layout_of(old)
+    layout = layout_of(new, (old, old_layout))
+    assert layout == layout_of(new)
+    same = [a is b for a, b in zip(layout, old_layout, strict=True)]
+    assert same == [v_old == v_new for v_old, v_new in zip(old.virtuals, new.virtuals, strict=True)]
+
+
+def test_carried_health_adopts_only_the_reals_whose_check_changed() -> None:
+    old = pool()
+    # the third virtual's checks change: its reals are adopted anew, nothing else is
+    changed = dataclasses.replace(old.virtuals[2], checkinterval=7)
+    new = dataclasses.replace(old, virtuals=(*old.virtuals[:2], changed, *old.virtuals[3:]))
+    old_plan, plan = build_plan(old), build_plan(new)
+    seen = RealHealth(up=True, checked=True, reason="seen by a check")
+    old_health = {ref: seen for ref in old_plan.failurecount}
+    health = carried_health(old_plan, old_health, new, plan, {})
+    # the definition: adopt everything, keep what did not change
+    fresh = adopt_health(new, {})
+    expected = {
+        ref: old_health[ref] if old_plan.job_of[ref] == plan.job_of[ref] else fresh[ref]
+        for ref in fresh
+    }
+    apply_modes(plan, expected)
+    assert health == expected and list(health) == list(expected)
+    assert [ref for ref, h in health.items() if h is not seen] == [
+        RealRef(changed.key, r.address, r.port) for r in changed.reals
+    ]
+    # adopt_health's skip leaves the carried ones out entirely
+    assert set(adopt_health(new, {}, skip=set(old_health) - set(health))) == set(fresh)
+    only = adopt_health(new, {}, skip={r for r, h in health.items() if h is seen})
+    assert set(only) == {RealRef(changed.key, r.address, r.port) for r in changed.reals}
+
+
+class CountingRefs(dict[RealRef, int]):
+    """A plan's reals that count how often they were walked."""
+
+    walks = 0
+
+    def __iter__(self) -> Iterator[RealRef]:
+        CountingRefs.walks += 1
+        return super().__iter__()
+
+
+def test_the_maintenance_scan_of_an_unchanged_plan_walks_no_real() -> None:
+    config = pool()
+    plan = build_plan(config)
+    plan = dataclasses.replace(plan, failurecount=CountingRefs(plan.failurecount))
+    forcing = Forcing(None)
+    CountingRefs.walks = 0
+    for _ in range(10):  # once a second: maintenance scan and drain state
+        assert forcing.maintained(config, plan) == frozenset()
+        assert forcing.drained(config, plan) == frozenset()
+    # before: a frozenset of every real per call (20 walks; 100,000 reals each second)
+    assert CountingRefs.walks == 0
+
+
+def _table(n: int) -> Table:
+    out: Table = {}
+    for i in range(n):
+        key = ServiceKey.inet("tcp", f"10.1.0.{i + 1}", 80)
+        out[key] = Service(ServiceConf(), {DestKey(f"10.2.0.{i + 1}", 80): DestConf(weight=1)})
+    return out
+
+
+def test_applied_copies_only_the_services_its_ops_touch() -> None:
+    table = _table(5)
+    keys = list(table)
+    new_key = ServiceKey.inet("tcp", "10.1.1.1", 80)
+    ops: list[Op] = [
+        EditDest(keys[1], DestKey("10.2.0.2", 80), DestConf(Forward.MASQ, 2)),
+        DeleteService(keys[3]),
+        AddService(new_key, ServiceConf()),
+        AddDest(new_key, DestKey("10.2.1.1", 80), DestConf()),
+        AddDest(keys[4], DestKey("10.2.0.5", 80), DestConf()),  # fails: exists
+    ]
+    before = {k: dataclasses.replace(s, dests=dict(s.dests)) for k, s in table.items()}
+    out = applied(table, ops)
+    assert out == apply_ops(table, ops)[0]
+    assert out[keys[0]] is table[keys[0]] and out[keys[2]] is table[keys[2]]
+    assert out[keys[4]] is not table[keys[4]]  # touched (its op failed): a copy all the same
+    assert out[keys[1]] is not table[keys[1]]
+    assert table == before  # the table it was given is untouched
+
+
+def test_memory_backend_apply_copies_only_what_its_ops_touch() -> None:
+    table = _table(5)
+    backend = MemoryBackend(table)
+    held = dict(backend.table)
+    keys = list(table)
+    op = EditDest(keys[1], DestKey("10.2.0.2", 80), DestConf(Forward.MASQ, 3))
+    results = asyncio.run(backend.apply([op]))
+    assert [r.error for r in results] == [None]
+    assert backend.table == apply_ops(held, [op])[0]
+    assert all(backend.table[k] is held[k] for k in keys if k != keys[1])
+    assert held[keys[1]].dests[DestKey("10.2.0.2", 80)].weight == 1  # not changed in place
+
+
+def test_a_resync_that_finds_the_table_as_programmed_keeps_its_objects() -> None:
+    cached = _table(3)
+    fresh = {k: dataclasses.replace(s, dests=dict(s.dests), stats={}) for k, s in cached.items()}
+    keys = list(cached)
+    other = ServiceKey.inet("tcp", "10.9.0.1", 80)  # not ours: left as the dump has it
+    fresh[other] = Service(ServiceConf())
+    stats = fresh[keys[0]].stats
+    keep_services(cached, fresh, set(keys))
+    assert all(fresh[k] is cached[k] for k in keys)
+    assert fresh[keys[0]].stats is stats  # the dump's counters
+    assert other not in cached
+
+
+def test_a_reload_to_an_equal_config_keeps_plan_and_health() -> None:
+    async def run() -> None:
+        config = pool()
+        engine = Engine(config, MemoryBackend())
+        await engine.start()
+        try:
+            plan, health = engine.plan, engine.health
+            status = engine.status()
+            again = dataclasses.replace(config, digest="another digest")  # a comment changed
+            await engine.reload(again)
+            assert engine.config is again
+            assert engine.plan is plan and engine.health is health
+            assert engine.status()["virtuals"] == status["virtuals"]
+            # a changed virtual: a new plan, the other reals' health carried over
+            changed = pool(heavier=frozenset({5}))
+            await engine.reload(changed)
+            assert engine.plan is not plan
+            assert engine.plan.parts[config.virtuals[0].key] is plan.parts[config.virtuals[0].key]
+            assert all(engine.health[ref] is health[ref] for ref in health)
+        finally:
+            await engine.stop()
+
+    asyncio.run(run())
+
+
+def test_status_of_an_unchanged_pool_looks_at_no_virtual() -> None:
+    async def run() -> None:
+        config = pool()
+        engine = Engine(config, MemoryBackend())
+        await engine.start()
+        try:
+            for ref in engine.plan.failurecount:
+                engine.health[ref] = ADOPTED_UP
+            first = engine.status()["virtuals"]
+            engine.status_view._cache.clear()  # a per-virtual build would now make new entries
+            second = engine.status()["virtuals"]
+            assert all(a is b for a, b in zip(first, second, strict=True))
+            engine.health[next(iter(engine.health))] = RealHealth(up=False, reason="gone")
+            third = engine.status()["virtuals"]
+            assert third[0] is not first[0] and third[0]["reals"][0]["state"] == "down"
+        finally:
+            await engine.stop()
+
+    asyncio.run(run())
