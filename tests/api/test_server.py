@@ -116,6 +116,27 @@ async def test_commands_are_refused_over_tcp(running: Running) -> None:
         assert "control socket" in await response.text()
 
 
+async def test_a_host_not_served_is_counted_in_metrics(running: Running) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"http://127.0.0.1:{running.port}/status", headers={"Host": "attacker.example"}
+        ) as response,
+    ):
+        assert response.status == 421
+    code, text = await get("http://lvsmon/metrics", running.socket)
+    assert code == 200
+    counted = {
+        line.split()[0]: line.split()[1]
+        for line in text.splitlines()
+        if line.startswith("lvsmon_control_refused_total{")
+    }
+    assert counted == {
+        f'lvsmon_control_refused_total{{reason="{reason}"}}': "1" if reason == "host" else "0"
+        for reason in ("cap", "fds", "host", "timeout", "stalled")
+    }
+
+
 async def read_events(
     response: aiohttp.ClientResponse, until: typing.Callable[[dict[str, typing.Any]], bool]
 ) -> list[dict[str, typing.Any]]:

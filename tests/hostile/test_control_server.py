@@ -72,14 +72,14 @@ class Lvsmon:
             check=False,
         )
 
-    async def start(self, extra: str = "") -> None:
+    async def start(self, extra: str = "", flags: tuple[str, ...] = ()) -> None:
         reals = "".join(f"\treal=127.0.0.1:{w.port} masq\n" for w in self.webs)
         self.cf.write_text(
             f'checktimeout=2\ncheckinterval=1\nlogfile="{self.log}"\n{extra}'
             f'virtual=127.0.0.100:80\n{reals}\tservice=http\n\treceive="alive"\n'
         )
         proc = await asyncio.to_thread(
-            self.run, "--listen", f"127.0.0.1:{self.port}", str(self.cf), "start"
+            self.run, "--listen", f"127.0.0.1:{self.port}", *flags, str(self.cf), "start"
         )
         assert (proc.returncode, proc.stderr) == (0, "")
 
@@ -114,12 +114,16 @@ class Lvsmon:
         ):
             return response.status, await response.text()
 
-    async def sse_clients(self) -> int:
+    async def metric(self, sample: str) -> int:
+        """One sample of /metrics (its name and labels as the body spells them)."""
         _, text = await self.over_socket("GET", "/metrics")
         for line in text.splitlines():
-            if line.startswith("lvsmon_control_sse_clients "):
+            if line.startswith(sample + " "):
                 return int(float(line.split()[1]))
-        raise AssertionError("no lvsmon_control_sse_clients")
+        raise AssertionError(f"no {sample} in /metrics")
+
+    async def sse_clients(self) -> int:
+        return await self.metric("lvsmon_control_sse_clients")
 
 
 @pytest.fixture
@@ -168,6 +172,15 @@ async def http_get(port: int, path: str, host: str) -> tuple[int, bytes]:
     data = await asyncio.wait_for(reader.read(), 10)
     writer.close()
     return int(data.split(b" ", 2)[1]), data
+
+
+async def refused(port: int) -> bool:
+    """A request is answered 503 (or reset: the server closed with the request unread)."""
+    try:
+        code, body = await http_get(port, "/status", f"127.0.0.1:{port}")
+    except ConnectionResetError:
+        return True
+    return code == 503 and b"too many control connections" in body
 
 
 def open_fds(pid: int) -> int:
@@ -359,6 +372,108 @@ async def test_bad_json_is_400(daemon: Lvsmon) -> None:
         (path, (await daemon.over_socket("POST", path, body))[0]) for path, body in BAD_BODIES
     ]
     assert answers == [(path, 400) for path, _ in BAD_BODIES]
+
+
+async def follow_events(daemon: Lvsmon, frames: list[str]) -> None:
+    """A client of /events on the socket that reads everything: each frame's event type."""
+    connector = aiohttp.UnixConnector(path=daemon.sock)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    async with (
+        aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+        session.get("http://lvsmon/events") as response,
+    ):
+        async for line in response.content:
+            if line.startswith(b"event: "):
+                frames.append(line[7:].strip().decode())
+
+
+async def test_a_socket_client_that_stops_reading_is_cut_off_however_slow_the_events(
+    daemon: Lvsmon,
+) -> None:
+    """A few events a second take long to fill even the small send buffer of an /events
+    connection: on the control socket the server sees what its client has not read (SIOCOUTQ)
+    and cuts it off WRITE_TIMEOUT_S after it stopped reading; a client that reads stays."""
+    await daemon.start()
+    frames: list[str] = []
+    reader = asyncio.create_task(follow_events(daemon, frames))
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stuck.connect(daemon.sock)
+    stuck.sendall(b"GET /events HTTP/1.1\r\nHost: lvsmon\r\n\r\n")
+    await wait_for(lambda: len(frames) > 0)  # the reader had its replay
+    while await daemon.sse_clients() < 2:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    real = f"127.0.0.1:{daemon.webs[0].port}"
+    connector = aiohttp.UnixConnector(path=daemon.sock)
+    began = time.monotonic()
+    took = None
+    toggles = 0
+    try:
+        async with aiohttp.ClientSession(connector=connector) as session:
+            # one real drained and undrained every 0.5 s: some 2 kB of events a second
+            while time.monotonic() - began < WRITE_TIMEOUT_S + 10:
+                path = "/drain" if toggles % 2 == 0 else "/undrain"
+                async with session.post(f"http://lvsmon{path}", json={"real": real}) as r:
+                    assert r.status == 200, await r.text()
+                toggles += 1
+                await asyncio.sleep(0.5)
+                if took is None and await daemon.sse_clients() == 1:
+                    took = time.monotonic() - began
+                if took is not None and time.monotonic() - began > took + 2:
+                    break  # and the reader went on meanwhile
+        print(f"\nthe socket client that does not read was cut off after {took} s")
+        assert took is not None and took < WRITE_TIMEOUT_S + 4
+        assert await daemon.sse_clients() == 1  # the reader
+        assert ended(stuck)
+        assert not reader.done()
+        await wait_for(lambda: frames.count("DrainChanged") >= toggles)  # every one, live
+        assert await daemon.metric('lvsmon_control_refused_total{reason="stalled"}') == 1
+        await wait_for(
+            lambda: "cut off a client of /events on the control socket" in (daemon.log.read_text())
+        )
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        stuck.close()
+
+
+async def test_the_listen_flags_reach_the_server(many_reals: Lvsmon) -> None:
+    """--listen-max-connections and --listen-host on the command line (not their environment
+    variables): a cap of 1 held by an /events client that does not read, until it is cut off;
+    a configured Host served, another 421; every refusal counted in /metrics."""
+    daemon = many_reals
+    await daemon.start(flags=("--listen-max-connections", "1", "--listen-host", "lb1.example.net"))
+    port = daemon.port
+    assert (await http_get(port, "/status", "lb1.example.net:9180"))[0] == 200
+    assert (await http_get(port, "/status", "lb2.example.net"))[0] == 421
+    request = b"GET /events HTTP/1.1\r\nHost: lb1.example.net\r\n\r\n"
+    stuck = connect(port, request, rcvbuf=4096)
+    try:
+        while await daemon.sse_clients() < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        assert await refused(port)  # the cap is 1
+        frames: list[str] = []
+        reader = asyncio.create_task(follow_events(daemon, frames))  # on the socket: no cap
+        await wait_for(lambda: len(frames) > 0)
+        await toggle_drains(daemon, 50)  # 2,000 events, 700 kB: the stuck client's writes block
+        began = time.monotonic()
+        while await daemon.sse_clients() > 1 and time.monotonic() - began < WRITE_TIMEOUT_S + 20:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+        took = time.monotonic() - began
+        print(f"\nthe TCP client that does not read was cut off {took:.1f} s after the last event")
+        assert took < WRITE_TIMEOUT_S + 2
+        assert ended(stuck)
+        # its slot is free again; the reader on the socket had every event and stays
+        assert (await http_get(port, "/status", f"127.0.0.1:{port}"))[0] == 200
+        await wait_for(lambda: frames.count("DrainChanged") >= 50 * 20)
+        assert await daemon.sse_clients() == 1 and not reader.done()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+    finally:
+        stuck.close()
+    for reason, least in (("cap", 1), ("host", 1), ("stalled", 1)):
+        counted = await daemon.metric(f'lvsmon_control_refused_total{{reason="{reason}"}}')
+        assert counted >= least, reason
+    await wait_for(lambda: "cut off a client of /events from 127.0.0.1:" in daemon.log.read_text())
 
 
 async def test_stop_with_stuck_clients_is_prompt(many_reals: Lvsmon) -> None:
