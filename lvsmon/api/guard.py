@@ -41,6 +41,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from lvsmon.text import clean
+
 log = logging.getLogger("lvsmon")
 
 MAX_TCP_CONNECTIONS = 64
@@ -299,7 +301,7 @@ async def busy_while_handled(request: web.Request, handler: Any) -> web.StreamRe
         result: web.StreamResponse = await handler(request)
         return result
     conn.busy += 1
-    conn.path = request.path[:100]
+    conn.path = clean(request.path, 100)  # the client's words, for the log
     try:
         answer: web.StreamResponse = await handler(request)
         return answer

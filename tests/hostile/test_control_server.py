@@ -234,9 +234,12 @@ async def test_1100_idle_connections_under_1024_files_starve_no_check(daemon: Lv
         assert max(stale) < 2.5
         assert stats["checks_failed"] == 0
         assert stats["lateness_ms"]["max"] < 500
-        # the server held no more than its cap (the rest were answered 503 and closed; a
-        # sample may catch one accept batch, at most the listen backlog, being refused) ...
-        assert max(fds) <= baseline + MAX_TCP_CONNECTIONS + LISTEN_BACKLOG + 4
+        # the server held no more than its cap (the rest were answered 503 and closed): the
+        # samples but two show the cap; one may catch accept batches being refused (asyncio
+        # accepts up to the listen backlog a turn, and a refused connection's descriptor is
+        # closed a turn later: two batches seen under load, 12 + 64 + 256 fds) ...
+        assert sorted(fds)[-3] <= baseline + MAX_TCP_CONNECTIONS + 4
+        assert max(fds) <= baseline + MAX_TCP_CONNECTIONS + 3 * LISTEN_BACKLOG + 4
         # ... and closed those it held at their header timeout (what the clients still see
         # as open is the kernel's: its accept queue overflowed)
         assert fds[-1] <= baseline + 4
@@ -374,6 +377,13 @@ async def test_bad_json_is_400(daemon: Lvsmon) -> None:
     assert answers == [(path, 400) for path, _ in BAD_BODIES]
 
 
+async def sse_clients_reach(daemon: Lvsmon, n: int, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while (now := await daemon.sse_clients()) < n:
+        assert time.monotonic() < deadline, f"{now} clients of /events, not {n}"
+        await asyncio.sleep(0.05)
+
+
 async def follow_events(daemon: Lvsmon, frames: list[str]) -> None:
     """A client of /events on the socket that reads everything: each frame's event type."""
     connector = aiohttp.UnixConnector(path=daemon.sock)
@@ -400,8 +410,7 @@ async def test_a_socket_client_that_stops_reading_is_cut_off_however_slow_the_ev
     stuck.connect(daemon.sock)
     stuck.sendall(b"GET /events HTTP/1.1\r\nHost: lvsmon\r\n\r\n")
     await wait_for(lambda: len(frames) > 0)  # the reader had its replay
-    while await daemon.sse_clients() < 2:  # noqa: ASYNC110
-        await asyncio.sleep(0.05)
+    await sse_clients_reach(daemon, 2)
     real = f"127.0.0.1:{daemon.webs[0].port}"
     connector = aiohttp.UnixConnector(path=daemon.sock)
     began = time.monotonic()
@@ -448,8 +457,7 @@ async def test_the_listen_flags_reach_the_server(many_reals: Lvsmon) -> None:
     request = b"GET /events HTTP/1.1\r\nHost: lb1.example.net\r\n\r\n"
     stuck = connect(port, request, rcvbuf=4096)
     try:
-        while await daemon.sse_clients() < 1:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+        await sse_clients_reach(daemon, 1)
         assert await refused(port)  # the cap is 1
         frames: list[str] = []
         reader = asyncio.create_task(follow_events(daemon, frames))  # on the socket: no cap
