@@ -1,0 +1,362 @@
+"""TLS without a task: a sans-IO client layer over memory BIOs, and a `Dialogue` that wraps another.
+
+Why: an https check through `stream.converse` costs a task, a future, asyncio's SSL protocol and
+transport and its shutdown dance: 1,353 µs of CPU per check at 200 reals against keepalived's
+639 µs (bench/README.md, issue 22 goal 3). OpenSSL's own work for one handshake and one request
+is some 400 µs; the rest is machinery. Here TLS is bytes in, bytes out (`ssl.MemoryBIO` and
+`SSLContext.wrap_bio`, an `ssl.SSLObject`), so the prober can drive it on its own epoll like any
+plain dialogue (bench/tls_cost.py measures each step).
+
+* `TlsLayer`: one client connection. `start()` gives the ClientHello; `receive(ciphertext)` gives
+  `(plaintext, ciphertext to send)` and sets `handshake_done` and `eof` (close_notify, or a TCP
+  end the peer did not announce: asyncio's reading too); `send(plaintext)` gives ciphertext,
+  `close_notify()` the alert. TLS errors raise `ssl.SSLError`. `b""` given to `receive` is the
+  TCP end.
+* `TlsDialogue(inner, ...)`: a `Dialogue` that runs `inner` (http, pop, imap...) over a
+  `TlsLayer`. It is the prober integration: the prober needs **no change**, a plan only makes
+  its dialogue this way (`make_dialogue`: `TlsDialogue(HttpDialogue(spec, request), sni, key)`).
+  What the prober already does then does TLS:
+
+  - connect: `opening()` is the ClientHello (`step` is "tls" until the handshake is done:
+    "timeout after 3s during tls", "tls: connection reset by peer", as today);
+  - `_on_readable`: `feed(ciphertext)` returns what to send (the handshake's next flight; once
+    it is done, the client's last flight and the inner opening, encrypted, in one send), or
+    the verdict; the plaintext goes to `inner.feed` and its replies are encrypted. A TLS error
+    is a verdict, never an exception (the prober's reader must not raise): "tls: <reason>"
+    during the handshake, "<inner step>: <reason>" after it (today's wording: registry.py,
+    stream.py);
+  - the budget counts ciphertext: `budget` = the inner's, an eighth more for record overhead,
+    and HANDSHAKE_BYTES for the server's certificate chain; the inner dialogue is still fed at
+    most its own budget of plaintext (then `inner.over_budget()`);
+  - the verdict: `farewell` (which the prober sends after it, as a courtesy) is the inner's
+    farewell encrypted plus close_notify;
+  - `shut_wr` is never set: a half-close under TLS would end the handshake (no TLS service
+    asks for it).
+
+* Sessions (`SessionCache`, one per process, bounded, LRU): a check offers the session its real
+  last gave, keyed by (address, port, SNI); a resumed handshake skips the certificate, its
+  parsing and the signature check. Two facts of CPython 3.11 shape it (measured:
+  bench/README.md):
+
+  - reading `SSLObject.session` and passing `session=` each cost ~100 µs: CPython copies a
+    session by serialising and parsing it again (`_ssl_session_dup`, certificate included).
+    So the session is read only after a full handshake; a resumed check puts the session it
+    offered back (a ticket serves many handshakes until its lifetime: nginx's 300 s), and the
+    offer's cost stays ~100 µs a check.
+  - TLS 1.3 gives a resumable session only after the handshake, in NewSessionTicket messages
+    the client reads with the first application data: `session` is read at the verdict, and
+    kept only if it holds a ticket (TLS 1.2: a ticket or a session id).
+
+  A session is taken out of the cache when it is offered and put back only by a check that
+  reached its verdict over a sound TLS connection: a check that dies in TLS, times out or is
+  aborted leaves none, so the next handshake is a full one. A TLS error after a session was
+  offered, or a server that does not resume what it was offered twice in a row, makes the key
+  quiet for QUIET_S (no offer): a server whose resumption fails cannot make its real flap, and
+  one that never resumes (no tickets, no session cache) costs no offer per check. Sessions are
+  never offered past their ticket's lifetime hint. A session is bound to the SSLContext that
+  made it (CPython refuses another's): one context for every TLS check (`client_context`, the
+  stream driver's, no certificate or host name check: docs/compatibility.md D18).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import time
+from collections.abc import Callable, Hashable
+from typing import Final
+
+from lvsmon.checks.base import CheckResult, describe_error
+from lvsmon.checks.dialogue import Dialogue, Outcome
+from lvsmon.checks.stream import tls_context
+
+HANDSHAKE_BYTES: Final = 64 * 1024
+"""The server's bytes a handshake may take on top of the inner dialogue's budget (a certificate
+chain is a few KiB; OpenSSL caps it at 100 KiB by default)."""
+
+QUIET_S: Final = 600.0
+"""How long a real whose resumption failed is offered no session."""
+
+MAX_SESSIONS: Final = 16384
+"""Sessions kept at most (the prober's MAX_IN_FLIGHT); the least recently used goes first."""
+
+_READ: Final = 65536
+
+
+def client_context() -> ssl.SSLContext:
+    """The one client context of every TLS check (sessions are bound to it)."""
+    return tls_context()
+
+
+class TlsLayer:
+    """One TLS client connection, sans-IO."""
+
+    __slots__ = ("_in", "_obj", "_out", "eof", "handshake_done", "offered")
+
+    def __init__(
+        self,
+        server_hostname: str = "",
+        session: ssl.SSLSession | None = None,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
+        """`server_hostname`: the SNI name ("" sends none); `session`: one to offer."""
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        ctx = context or client_context()
+        try:
+            self._obj = ctx.wrap_bio(
+                self._in, self._out, server_hostname=server_hostname or None, session=session
+            )
+        except ValueError:  # a session of another context
+            session = None
+            self._obj = ctx.wrap_bio(self._in, self._out, server_hostname=server_hostname or None)
+        self.offered = session
+        self.handshake_done = False
+        self.eof = False  # the peer ended its side (close_notify or the TCP end)
+
+    def start(self) -> bytes:
+        """The ClientHello."""
+        with contextlib.suppress(ssl.SSLWantReadError):
+            self._obj.do_handshake()
+        return self._out.read()
+
+    def receive(self, data: bytes) -> tuple[bytes, bytes]:
+        """Take the peer's `data` (b"": the TCP end); give the plaintext it completes and the
+        ciphertext to send. Raises ssl.SSLError (SSLEOFError: the TCP end during the
+        handshake)."""
+        if data:
+            self._in.write(data)
+        else:
+            self._in.write_eof()
+        if not self.handshake_done:
+            try:
+                self._obj.do_handshake()
+            except ssl.SSLWantReadError:
+                return b"", self._out.read()
+            self.handshake_done = True
+        return self._read(), self._out.read()
+
+    def _read(self) -> bytes:
+        obj = self._obj
+        parts: list[bytes] = []
+        try:
+            while True:
+                chunk = obj.read(_READ)
+                if not chunk:  # close_notify
+                    self.eof = True
+                    break
+                parts.append(chunk)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLEOFError:  # the TCP end without close_notify: an end all the same
+            self.eof = True
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    def send(self, plaintext: bytes) -> bytes:
+        """`plaintext` as records to send (only once the handshake is done)."""
+        self._obj.write(plaintext)
+        return self._out.read()
+
+    def close_notify(self) -> bytes:
+        """The close_notify alert to send; b"" if it cannot be made (the verdict stands)."""
+        # SSLWantReadError: made, and the peer's is not awaited
+        with contextlib.suppress(ssl.SSLError):
+            self._obj.unwrap()
+        return self._out.read()
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        """The connection's session (a copy: ~100 µs); TLS 1.3's is resumable only once its
+        ticket was read, after some application data."""
+        return self._obj.session
+
+    @property
+    def session_reused(self) -> bool:
+        return self._obj.session_reused
+
+    def version(self) -> str | None:
+        return self._obj.version()
+
+
+class SessionEntry:
+    """A real's entry: the session to offer (None: quiet until `until`), and how many offers
+    in a row its server did not resume."""
+
+    __slots__ = ("session", "strikes", "until")
+
+    def __init__(self, session: ssl.SSLSession | None, strikes: int = 0, until: float = 0.0):
+        self.session = session
+        self.strikes = strikes
+        self.until = until
+
+
+class SessionCache:
+    """The session each real last gave, to offer on its next check: bounded, least recently
+    used first out. An entry is taken when its session is offered and put back by a check
+    that reached its verdict over sound TLS."""
+
+    __slots__ = ("_clock", "_entries", "_wall", "max_entries", "quiet_s")
+
+    def __init__(
+        self,
+        max_entries: int = MAX_SESSIONS,
+        quiet_s: float = QUIET_S,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.max_entries = max_entries
+        self.quiet_s = quiet_s
+        self._clock = clock
+        self._wall = wall  # SSLSession.time is the wall clock's
+        self._entries: dict[Hashable, SessionEntry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def offer(self, key: Hashable) -> SessionEntry | None:
+        """The entry whose session `key`'s next handshake offers, taken out of the cache."""
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return None
+        session = entry.session
+        if session is None:  # quiet
+            if self._clock() < entry.until:
+                self._entries[key] = entry
+            return None
+        hint = session.ticket_lifetime_hint
+        if hint and self._wall() >= session.time + hint:
+            return None  # its ticket has expired: a full handshake, a fresh session
+        return entry
+
+    def keep(self, key: Hashable, layer: TlsLayer, entry: SessionEntry | None) -> None:
+        """After a sound check's verdict (`entry`: what it offered): what to offer next time."""
+        strikes = 0
+        if entry is not None:
+            if layer.session_reused:
+                self._put(key, entry)  # the same ticket serves again: no copy
+                return
+            strikes = entry.strikes + 1
+            if strikes >= 2:
+                self.quiet(key)  # it does not resume what it is offered
+                return
+        session = layer.session  # a full handshake: a copy, ~100 µs
+        if session is None or not (
+            session.has_ticket or (session.id and layer.version() != "TLSv1.3")
+        ):
+            self.quiet(key)  # nothing to resume with: no copy per check
+            return
+        self._put(key, SessionEntry(session, strikes))
+
+    def quiet(self, key: Hashable) -> None:
+        """Offer `key` nothing for `quiet_s`."""
+        self._put(key, SessionEntry(None, 0, self._clock() + self.quiet_s))
+
+    def drop(self, key: Hashable) -> None:
+        self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def _put(self, key: Hashable, entry: SessionEntry) -> None:
+        entries = self._entries
+        entries.pop(key, None)
+        entries[key] = entry  # the most recently used last
+        if len(entries) > self.max_entries:
+            del entries[next(iter(entries))]
+
+
+SESSIONS: Final = SessionCache()
+"""The process's sessions, one per real (keyed by `session_key`)."""
+
+
+def session_key(host: str, port: int, server_hostname: str) -> tuple[str, int, str]:
+    return (host, port, server_hostname)
+
+
+class TlsDialogue(Dialogue):
+    """`inner` over TLS, as one `Dialogue`: what the prober runs for https, pops, imaps."""
+
+    def __init__(
+        self,
+        inner: Dialogue,
+        server_hostname: str = "",
+        key: Hashable | None = None,
+        cache: SessionCache | None = SESSIONS,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
+        """`key`: the real's in `cache` (None: no session is offered or kept)."""
+        self.inner = inner
+        self.step = "tls"
+        self.budget = inner.budget + inner.budget // 8 + HANDSHAKE_BYTES
+        self.room = inner.budget  # the plaintext the inner may still be fed
+        self.cache = cache if key is not None else None
+        self.key = key
+        self.entry = self.cache.offer(key) if self.cache is not None else None
+        session = None if self.entry is None else self.entry.session
+        self.layer = TlsLayer(server_hostname, session, context)
+        if self.layer.offered is None:
+            self.entry = None  # refused by the context: not an offer
+
+    def opening(self) -> bytes:
+        return self.layer.start()
+
+    def feed(self, data: bytes) -> Outcome:
+        layer = self.layer
+        was_done = layer.handshake_done
+        try:
+            plain, out = layer.receive(data)
+            if not layer.handshake_done:
+                return out
+            inner = self.inner
+            if not was_done:
+                self.step = inner.step
+                opening = inner.opening()
+                if opening:
+                    out += layer.send(opening)
+            outcome: Outcome = None
+            if plain:
+                room = self.room = self.room - len(plain)
+                if room < 0:
+                    return self._verdict(inner.over_budget(), out)
+                outcome = inner.feed(plain)
+                self.step = inner.step
+            if outcome is None and layer.eof:
+                outcome = inner.feed_eof()
+            if isinstance(outcome, CheckResult):
+                return self._verdict(outcome, out)
+            if outcome:
+                out += layer.send(outcome)
+            return out
+        except ssl.SSLEOFError:  # the TCP end during the handshake
+            return self._failed("connection closed by the server")
+        except ssl.SSLError as exc:
+            return self._failed(describe_error(exc))
+
+    def feed_eof(self) -> CheckResult:
+        outcome = self.feed(b"")
+        if isinstance(outcome, CheckResult):
+            return outcome
+        return self._failed("connection closed by the server")  # not reached: the layer ends
+
+    def _verdict(self, result: CheckResult, out: bytes) -> CheckResult:
+        layer = self.layer
+        if self.inner.farewell:
+            with contextlib.suppress(ssl.SSLError):  # a courtesy: the verdict stands
+                out += layer.send(self.inner.farewell)
+        self.farewell = out + layer.close_notify()
+        if self.cache is not None:
+            self.cache.keep(self.key, layer, self.entry)
+        return result
+
+    def _failed(self, reason: str) -> CheckResult:
+        if self.cache is not None and self.entry is not None:
+            self.cache.quiet(self.key)  # its resumed handshake failed: full ones for a while
+        step = self.inner.step if self.layer.handshake_done else "tls"
+        return CheckResult(False, f"{step}: {reason}")
+
+    def over_budget(self) -> CheckResult:
+        if self.layer.handshake_done:
+            return self.inner.over_budget()
+        return super().over_budget()  # "tls: response too large (over ...)"
