@@ -595,6 +595,18 @@ def keepalived_version() -> str:
     return out[0] if out else "?"
 
 
+def lvsmon_rev() -> str:
+    """The checkout's commit (lvsmon runs from it), '+' when lvsmon/ has uncommitted changes."""
+    top = os.path.dirname(HERE)
+    rev = subprocess.run(
+        ["git", "-C", top, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", top, "status", "--porcelain", "--", "lvsmon"], capture_output=True, text=True
+    ).stdout.strip()
+    return (rev or "?") + ("+" if dirty else "")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a few hundred reals a work (~2 min)")
@@ -630,6 +642,7 @@ def main() -> int:
     figures: dict[str, object] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "keepalived": keepalived_version(),
+        "lvsmon_rev": lvsmon_rev(),
         "quick": args.quick,
         "window_s": window,
         "order": "lvsmon first" if args.lvsmon_first else "keepalived first",
