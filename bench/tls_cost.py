@@ -41,6 +41,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Final
 
 from procs import Cleanup, free_port, log, memory_mib, start_run
@@ -76,6 +77,7 @@ TLS_SERVERS = """
 
 VERSIONS: Final = ("tls13", "tls12")
 WAYS: Final = ("today", "bio", "bio_resumed", "bio_fresh_context")
+TICK_S: Final = 0.01
 
 
 class TlsReals(RealServers):
@@ -126,7 +128,7 @@ class TlsHttpPlan(ProbePlan):
     __slots__ = ("cache", "fresh", "key", "request", "sni", "stats")
 
     def __init__(
-        self, spec: CheckSpec, cache: SessionCache | None, fresh: bool, stats: dict[str, int]
+        self, spec: CheckSpec, cache: SessionCache | None, fresh: bool, stats: dict[str, float]
     ) -> None:
         super().__init__(spec, socket.AF_INET, (spec.host, spec.port))
         target = build_target(spec)
@@ -162,12 +164,40 @@ class Outcome:
             self.first_failure = self.first_failure or result.reason
 
 
-async def run_prober(plans: list[ProbePlan], rounds: int, concurrency: int) -> Outcome:
-    """`rounds` checks of every plan, `concurrency` in flight, started from the callbacks."""
+Starter = Callable[[int, Callable[[CheckResult], None]], None]
+"""Starts the check of real i; the callback gets its result."""
+
+
+def prober_starter(plans: list[ProbePlan]) -> Starter:
+    prober = prober_for(asyncio.get_running_loop())
+
+    def start(i: int, done: Callable[[CheckResult], None]) -> None:
+        prober.start(plans[i], done)
+
+    return start
+
+
+def today_starter(specs: list[CheckSpec]) -> Starter:
     loop = asyncio.get_running_loop()
-    prober = prober_for(loop)
-    out = Outcome()
-    order = [p for _ in range(rounds) for p in plans]
+    tasks: set[asyncio.Task[CheckResult]] = set()
+
+    def start(i: int, done: Callable[[CheckResult], None]) -> None:
+        task = loop.create_task(run_check(specs[i]))
+        tasks.add(task)
+
+        def finished(t: asyncio.Task[CheckResult]) -> None:
+            tasks.discard(t)
+            done(t.result())
+
+        task.add_done_callback(finished)
+
+    return start
+
+
+async def burst(start: Starter, reals: int, rounds: int, concurrency: int, out: Outcome) -> None:
+    """`rounds` checks of every real, `concurrency` in flight, the next started from a result."""
+    loop = asyncio.get_running_loop()
+    order = [i for _ in range(rounds) for i in range(reals)]
     todo = iter(order)
     left = len(order)
     finished = loop.create_future()
@@ -176,78 +206,96 @@ async def run_prober(plans: list[ProbePlan], rounds: int, concurrency: int) -> O
         nonlocal left
         out.count(result)
         left -= 1
-        plan = next(todo, None)
-        if plan is not None:
-            prober.start(plan, done)
+        i = next(todo, None)
+        if i is not None:
+            start(i, done)
         elif left == 0 and not finished.done():
             finished.set_result(None)
 
-    for plan in order[:concurrency]:
-        next(todo)
-        prober.start(plan, done)
+    for _ in range(min(concurrency, len(order))):
+        start(next(todo), done)
     await finished
-    return out
 
 
-async def run_today(specs: list[CheckSpec], rounds: int, concurrency: int) -> Outcome:
-    """`rounds` run_check tasks of every spec, `concurrency` in flight."""
+async def paced(start: Starter, reals: int, interval: float, duration: float, out: Outcome) -> None:
+    """Every real once per `interval`, their starts spread evenly (the daemon's shape), for
+    `duration`; returns once the last started check is done. A 10 ms ticker starts what is due."""
     loop = asyncio.get_running_loop()
-    out = Outcome()
-    order = [s for _ in range(rounds) for s in specs]
-    todo = iter(order)
-    left = len(order)
+    total = round(duration / interval * reals)
+    rate = reals / interval
+    t0 = loop.time()
+    started = 0
+    left = total
     finished = loop.create_future()
-    tasks: set[asyncio.Task[CheckResult]] = set()
 
-    def start(spec: CheckSpec) -> None:
-        task = loop.create_task(run_check(spec))
-        tasks.add(task)
-        task.add_done_callback(done)
-
-    def done(task: asyncio.Task[CheckResult]) -> None:
+    def done(result: CheckResult) -> None:
         nonlocal left
-        tasks.discard(task)
-        out.count(task.result())
+        out.count(result)
         left -= 1
-        spec = next(todo, None)
-        if spec is not None:
-            start(spec)
-        elif left == 0 and not finished.done():
+        if left == 0 and not finished.done():
             finished.set_result(None)
 
-    for spec in order[:concurrency]:
-        next(todo)
-        start(spec)
+    def tick() -> None:
+        nonlocal started
+        now = loop.time()
+        due = min(total, int((now - t0) * rate) + 1)
+        while started < due:
+            start(started % reals, done)
+            started += 1
+        if started < total:
+            loop.call_at(now + TICK_S, tick)
+
+    tick()
     await finished
-    return out
 
 
 async def measure(
-    way: str, version: str, reals: int, rounds: int, port: int, concurrency: int
-) -> tuple[Outcome, dict[str, int]]:
+    way: str,
+    version: str,
+    port: int,
+    reals: int,
+    shape: tuple[str, float, float],
+    concurrency: int,
+    servers: TlsReals | None,
+) -> tuple[Outcome, dict[str, float]]:
+    """One way against one server: a warm-up (one round, or one interval and a second), then
+    the measured part. `shape`: ("burst", rounds, 0) or ("paced", interval, window)."""
     specs = [
         CheckSpec(kind="negotiate", service="https", host=real_address(i), port=port, timeout=3)
         for i in range(reals)
     ]
-    stats = {"offered": 0}
+    stats: dict[str, float] = {"offered": 0}
     cache = SessionCache() if way == "bio_resumed" else None
+    if way == "today":
+        start = today_starter(specs)
+    elif way == "ticker":  # the paced shape's own cost: a start that does nothing
 
-    async def go(n: int) -> Outcome:
-        if way == "today":
-            return await run_today(specs, n, concurrency)
+        def start(i: int, done: Callable[[CheckResult], None]) -> None:
+            done(CheckResult(True, "nothing"))
+    else:
         plans: list[ProbePlan] = [
             TlsHttpPlan(s, cache, way == "bio_fresh_context", stats) for s in specs
         ]
-        return await run_prober(plans, n, concurrency)
-
-    warm = await go(1)  # unmeasured: fills the cache, warms nginx and the allocator
+        start = prober_starter(plans)
+    kind, a, b = shape
+    warm = Outcome()
+    if kind == "burst":
+        await burst(start, reals, 1, concurrency, warm)
+    else:
+        await paced(start, reals, a, a + 1, warm)
     if warm.failed:
-        log(f"{way} {version} {reals}: warm-up round had {warm.failed} failures")
+        log(f"{way} {version} {reals}: the warm-up had {warm.failed} failures")
     stats["offered"] = 0
     gc.collect()
+    out = Outcome()
+    nginx0 = servers.cpu_seconds() if servers else 0.0
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    out = await go(rounds)
+    if kind == "burst":
+        await burst(start, reals, int(a), concurrency, out)
+    else:
+        await paced(start, reals, a, b, out)
     out.cpu_s, out.wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
+    stats["nginx_s"] = (servers.cpu_seconds() - nginx0) if servers else 0.0
     if cache is not None:
         stats["cached"] = len(cache)
     return out, stats
@@ -303,19 +351,33 @@ def handshake_session(port: int, ctx: ssl.SSLContext) -> ssl.SSLSession:
     return session
 
 
-def cache_memory(port12: int, port13: int, reals: int) -> float:
-    """KiB of VmRSS per session kept: `reals` sessions of each version held in a cache."""
+def memory_child(port12: int, port13: int, n: int, keep: bool) -> None:
+    """In a child: VmRSS grown over `n` exchanges (both versions) whose sessions are kept or
+    dropped; the difference of the two is what the sessions hold."""
     ctx = tls_context()
-    base_sessions = [handshake_session(port13, ctx) for _ in range(20)]  # warm the allocator
-    del base_sessions
+    for _ in range(50):  # warm the allocator and the modules
+        handshake_session(port13, ctx)
     gc.collect()
     before = memory_mib(os.getpid())["VmRSS"]
     kept = []
-    for i in range(reals):
-        kept.append(handshake_session(port13 if i % 2 else port12, ctx))
+    for i in range(n):
+        session = handshake_session(port13 if i % 2 else port12, ctx)
+        if keep:
+            kept.append(session)
     gc.collect()
-    after = memory_mib(os.getpid())["VmRSS"]
-    return (after - before) * 1024 / reals
+    print((memory_mib(os.getpid())["VmRSS"] - before) * 1024)
+
+
+def cache_memory(port12: int, port13: int, n: int) -> float:
+    """KiB of VmRSS per session kept (sessions held against sessions dropped, in children)."""
+    grown = {}
+    for keep in ("keep", "drop"):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--memory-child", f"{port12},{port13},{n},{keep}"],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        grown[keep] = float(proc.stdout.split()[-1])
+    return (grown["keep"] - grown["drop"]) / n
 
 
 def loadavg_text() -> str:
@@ -325,15 +387,28 @@ def loadavg_text() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="200 reals, 3 rounds")
+    ap.add_argument("--quick", action="store_true", help="200 reals only, shorter")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
-    ap.add_argument("--concurrency", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=200, help="burst: checks in flight")
     ap.add_argument("--ways", default=",".join(WAYS))
+    ap.add_argument("--window", type=float, default=10.0, help="paced: measured seconds")
+    ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.memory_child:
+        p12, p13, n, keep = args.memory_child.split(",")
+        memory_child(int(p12), int(p13), int(n), keep == "keep")
+        return 0
     if os.geteuid() != 0:
         print("bench/tls_cost.py: run as root (nginx workers run as nobody)", file=sys.stderr)
         return 2
-    sizes: list[tuple[int, int]] = [(200, 3)] if args.quick else [(200, 10), (2000, 3)]
+    # (reals, shape): burst rounds; paced every `interval` s over the window
+    window = 4.0 if args.quick else args.window
+    runs: list[tuple[int, tuple[str, float, float]]] = [
+        (200, ("burst", 3 if args.quick else 10, 0)),
+        (200, ("paced", 1.0, window)),
+    ]
+    if not args.quick:
+        runs += [(2000, ("burst", 3, 0)), (2000, ("paced", 2.0, window))]
     ways = [w for w in args.ways.split(",") if w]
     cleanup, workdir = start_run("lvsmon-tls-cost-", args.keep)
     figures: dict[str, object] = {}
@@ -341,34 +416,37 @@ def main() -> int:
     load_start = loadavg_text()
     try:
         servers = TlsReals(workdir, cleanup)
-        log(
-            f"nginx: https TLS 1.2 *:{servers.port12}, TLS 1.3 *:{servers.port13}; load {load_start}"
-        )
-        for reals, rounds in sizes:
+        log(f"nginx: https TLS 1.2 *:{servers.port12}, 1.3 *:{servers.port13}; load {load_start}")
+        for reals, shape in runs:
+            kind = shape[0]
+            label = f"every {shape[1]:g} s" if kind == "paced" else f"{shape[1]:g} rounds"
             for version in VERSIONS:
-                for way in ways:
-                    port = servers.port_of(version)
+                port = servers.port_of(version)
+                for way in ways + (["ticker"] if kind == "paced" and version == "tls13" else []):
                     out, stats = asyncio.run(
-                        measure(way, version, reals, rounds, port, args.concurrency)
+                        measure(way, version, port, reals, shape, args.concurrency, servers)
                     )
                     checks = out.ok + out.failed
                     us = out.cpu_s / checks * 1e6
-                    name = f"n{reals}_{way}_{version}"
+                    nginx_us = stats["nginx_s"] / checks * 1e6
+                    name = f"n{reals}_{kind}_{way}_{version}"
                     figures[f"{name}_us_per_check"] = round(us)
                     figures[f"{name}_checks_per_s"] = round(checks / out.wall_s)
                     figures[f"{name}_failed"] = out.failed
-                    resumed = ""
+                    figures[f"{name}_nginx_us_per_check"] = round(nginx_us)
+                    sessions = ""
                     if way == "bio_resumed":
                         figures[f"{name}_offered"] = stats["offered"]
-                        resumed = f"{stats['offered']}/{checks} offered"
+                        sessions = f"{stats['offered']:.0f}/{checks} offered"
                     rows.append(
-                        (f"{reals}", version, way, f"{checks}", f"{us:,.0f}",
-                         f"{checks / out.wall_s:,.0f}", f"{out.failed}", resumed)
+                        (f"{reals}", label, version, way, f"{checks}", f"{us:,.0f}",
+                         f"{nginx_us:,.0f}", f"{checks / out.wall_s:,.0f}", f"{out.failed}",
+                         sessions)
                     )  # fmt: skip
                     log(
-                        f"{reals} reals {version} {way}: {us:,.0f} µs/check, "
-                        f"{checks / out.wall_s:,.0f} checks/s, {out.failed} failed "
-                        f"{out.first_failure} {resumed}"
+                        f"{reals} reals {label} {version} {way}: {us:,.0f} µs/check "
+                        f"(nginx {nginx_us:,.0f}), {checks / out.wall_s:,.0f} checks/s, "
+                        f"{out.failed} failed {out.first_failure} {sessions}"
                     )
         figures.update(micro(servers.port13))
         figures["session_cache_kib_per_real"] = round(
@@ -377,7 +455,8 @@ def main() -> int:
     finally:
         cleanup.run()
     load_end = loadavg_text()
-    head = ("reals", "server", "way", "checks", "CPU µs/check", "checks/s", "failed", "sessions")
+    head = ("reals", "shape", "server", "way", "checks", "CPU µs/check", "nginx µs/check",
+            "checks/s", "failed", "sessions")  # fmt: skip
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     for row in (head, *rows):
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
