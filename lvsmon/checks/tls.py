@@ -77,8 +77,16 @@ chain is a few KiB; OpenSSL caps it at 100 KiB by default)."""
 QUIET_S: Final = 600.0
 """How long a real whose resumption failed is offered no session."""
 
-MAX_SESSIONS: Final = 16384
-"""Sessions kept at most (the prober's MAX_IN_FLIGHT); the least recently used goes first."""
+MAX_SESSIONS: Final = 4096
+"""Reals with an entry at most: a session holds its server's certificate, some 6 KiB
+(bench/tls_cost.py), so 24 MiB at most. Past it a new real is admitted only in place of one
+unused for STALE_S (a real that left the config): evicting the least recently used instead
+would, with more TLS reals than room checked in turn, evict each entry before its next check
+and pay a session copy per check for nothing."""
+
+STALE_S: Final = 300.0
+"""An entry not used for this long belongs to a real that is gone (a live one is put back at
+each check): it may make room for another."""
 
 _READ: Final = 65536
 
@@ -184,18 +192,19 @@ class SessionEntry:
     """A real's entry: the session to offer (None: quiet until `until`), and how many offers
     in a row its server did not resume."""
 
-    __slots__ = ("session", "strikes", "until")
+    __slots__ = ("session", "strikes", "until", "used")
 
     def __init__(self, session: ssl.SSLSession | None, strikes: int = 0, until: float = 0.0):
         self.session = session
         self.strikes = strikes
         self.until = until
+        self.used = 0.0  # when it was last put in the cache
 
 
 class SessionCache:
-    """The session each real last gave, to offer on its next check: bounded, least recently
-    used first out. An entry is taken when its session is offered and put back by a check
-    that reached its verdict over sound TLS."""
+    """The session each real last gave, to offer on its next check. An entry is taken when its
+    session is offered and put back by a check that reached its verdict over sound TLS;
+    bounded (`max_entries`, see MAX_SESSIONS)."""
 
     __slots__ = ("_clock", "_entries", "_wall", "max_entries", "quiet_s")
 
@@ -233,6 +242,8 @@ class SessionCache:
     def keep(self, key: Hashable, layer: TlsLayer, entry: SessionEntry | None) -> None:
         """After a sound check's verdict (`entry`: what it offered): what to offer next time."""
         strikes = 0
+        if not self._room(key):
+            return  # before the session is read: no copy for a real it cannot keep
         if entry is not None:
             if layer.session_reused:
                 self._put(key, entry)  # the same ticket serves again: no copy
@@ -251,7 +262,8 @@ class SessionCache:
 
     def quiet(self, key: Hashable) -> None:
         """Offer `key` nothing for `quiet_s`."""
-        self._put(key, SessionEntry(None, 0, self._clock() + self.quiet_s))
+        if self._room(key):
+            self._put(key, SessionEntry(None, 0, self._clock() + self.quiet_s))
 
     def drop(self, key: Hashable) -> None:
         self._entries.pop(key, None)
@@ -259,12 +271,23 @@ class SessionCache:
     def clear(self) -> None:
         self._entries.clear()
 
+    def _room(self, key: Hashable) -> bool:
+        """Whether `key` may have an entry: it has one, there is room, or the least recently
+        used entry is stale and goes."""
+        entries = self._entries
+        if len(entries) < self.max_entries or key in entries:
+            return True
+        oldest = next(iter(entries))
+        if self._clock() - entries[oldest].used > STALE_S:
+            del entries[oldest]
+            return True
+        return False
+
     def _put(self, key: Hashable, entry: SessionEntry) -> None:
         entries = self._entries
         entries.pop(key, None)
+        entry.used = self._clock()
         entries[key] = entry  # the most recently used last
-        if len(entries) > self.max_entries:
-            del entries[next(iter(entries))]
 
 
 SESSIONS: Final = SessionCache()

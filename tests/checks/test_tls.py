@@ -21,6 +21,7 @@ from lvsmon.checks.pop import PopDialogue
 from lvsmon.checks.prober import ProbePlan, prober_for
 from lvsmon.checks.tls import (
     HANDSHAKE_BYTES,
+    STALE_S,
     SessionCache,
     SessionEntry,
     TlsDialogue,
@@ -353,18 +354,23 @@ def keep(cache: SessionCache, key: str, layer: FakeLayer, entry: SessionEntry | 
     cache.keep(key, layer, entry)  # type: ignore[arg-type]
 
 
-def test_cache_is_bounded_least_recently_used_first() -> None:
-    cache, _ = cache_with_clocks()
-    for key in "abcd":
+def test_cache_is_bounded_and_admits_in_place_of_stale_entries() -> None:
+    cache, now = cache_with_clocks()
+    for key in "abc":
         keep(cache, key, FakeLayer(None, False, FakeSession()), None)
-    assert len(cache) == 3
-    assert cache.offer("a") is None  # the oldest went
-    entry = cache.offer("b")
+        now[0] += 1
+    full = FakeLayer(None, False, FakeSession())
+    keep(cache, "d", full, None)  # no room, none stale: d is not admitted (no session read)
+    assert len(cache) == 3 and cache.offer("d") is None
+    entry = cache.offer("a")
     assert entry is not None
-    keep(cache, "b", FakeLayer(entry.session, True, None), entry)  # b is the newest now
+    keep(cache, "a", FakeLayer(entry.session, True, None), entry)  # a is the newest now
+    now[0] += STALE_S - 1.5  # b is stale, c and a are not
     keep(cache, "e", FakeLayer(None, False, FakeSession()), None)
-    assert cache.offer("c") is None
-    assert cache.offer("b") is not None
+    assert cache.offer("b") is None  # b went for e
+    keep(cache, "f", FakeLayer(None, False, FakeSession()), None)
+    assert len(cache) == 3  # c, a, e: f waits for room (c is not stale yet)
+    assert cache.offer("e") is not None and cache.offer("f") is None
 
 
 def test_offer_takes_the_entry_and_a_resumed_check_puts_it_back() -> None:
