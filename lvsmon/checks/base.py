@@ -17,7 +17,7 @@ import re
 import socket
 import ssl
 from dataclasses import dataclass, field
-from typing import Final, Literal, Protocol, cast, get_args
+from typing import Final, Literal, Protocol, TypeVar, cast, get_args
 
 import regex  # type: ignore[import-untyped]
 
@@ -28,6 +28,7 @@ HttpMethod = Literal["GET", "HEAD"]
 CHECK_KINDS: frozenset[str] = frozenset(get_args(CheckKind))
 PROTOCOLS: frozenset[str] = frozenset(get_args(CheckProtocol))
 HTTP_METHODS: frozenset[str] = frozenset(get_args(HttpMethod))
+_V = TypeVar("_V")
 
 
 class CheckSpecError(ValueError):
@@ -78,24 +79,10 @@ def received_counter() -> Received:
 
 
 @dataclass(frozen=True, slots=True)
-class CheckSpec:
-    """Everything one check needs; the engine builds it from the effective config.
+class CheckSettings:
+    """What a CheckSpec holds beside its kind, real and deadline: the same for every real of a
+    virtual but for an external check's, so one object for them all (CheckSpec interns it)."""
 
-    Hashable on purpose: a real that sits in several virtuals with identical settings yields equal
-    specs, and the engine runs one check for all of them.
-
-    `timeout` is the single deadline for the whole exchange. For `ping` it covers all `checkcount`
-    attempts (ldirectord waited checktimeout per attempt, so pass checktimeout * checkcount to
-    keep its behaviour). `host` is the real's address literal; `port` the effective check port
-    (checkport, else the real's port, else the service default). `vip` is the virtual's address,
-    or the fwmark as a decimal string for fwmark virtuals; `vport`/`rport` are 0 where there is
-    no port.
-    """
-
-    kind: CheckKind
-    host: str
-    port: int
-    timeout: float
     service: str = "none"
     protocol: CheckProtocol = "tcp"
     request: str = "/"
@@ -112,7 +99,85 @@ class CheckSpec:
     rport: int = 0
     checkcount: int = 1
 
-    def __post_init__(self) -> None:
+
+_DEFAULT_SETTINGS: Final = CheckSettings()
+_settings: dict[CheckSettings, CheckSettings] = {_DEFAULT_SETTINGS: _DEFAULT_SETTINGS}
+_SETTINGS_MAX: Final = 4096  # distinct settings remembered (per virtual; per real for external)
+
+
+def _shared_settings(settings: CheckSettings) -> CheckSettings:
+    found = _settings.get(settings)
+    if found is None:
+        if len(_settings) >= _SETTINGS_MAX:
+            _settings.clear()  # reloads with ever new settings: start again
+        found = _settings[settings] = settings
+    return found
+
+
+@dataclass(frozen=True, slots=True, init=False, repr=False)
+class CheckSpec:
+    """Everything one check needs; the engine builds it from the effective config.
+
+    Hashable on purpose: a real that sits in several virtuals with identical settings yields equal
+    specs, and the engine runs one check for all of them.
+
+    `timeout` is the single deadline for the whole exchange. For `ping` it covers all `checkcount`
+    attempts (ldirectord waited checktimeout per attempt, so pass checktimeout * checkcount to
+    keep its behaviour). `host` is the real's address literal; `port` the effective check port
+    (checkport, else the real's port, else the service default). `vip` is the virtual's address,
+    or the fwmark as a decimal string for fwmark virtuals; `vport`/`rport` are 0 where there is
+    no port.
+
+    Kept per real at 10,000 reals and more: its own slots are the kind, the real, the deadline;
+    the rest (CheckSettings, read through properties) is one object shared by every spec with
+    the same settings (72 bytes a spec where 19 slots took 184).
+    """
+
+    kind: CheckKind
+    host: str
+    port: int
+    timeout: float
+    settings: CheckSettings
+
+    def __init__(
+        self,
+        kind: CheckKind,
+        host: str,
+        port: int,
+        timeout: float,
+        service: str = "none",
+        protocol: CheckProtocol = "tcp",
+        request: str = "/",
+        receive: str = "",
+        virtualhost: str = "",
+        httpmethod: HttpMethod = "GET",
+        login: str = "",
+        passwd: str = "",
+        database: str = "",
+        secret: str = "",
+        checkcommand: str = "",
+        vip: str = "",
+        vport: int = 0,
+        rport: int = 0,
+        checkcount: int = 1,
+        settings: CheckSettings | None = None,
+    ) -> None:
+        if settings is None:
+            settings = CheckSettings(
+                service, protocol, request, receive, virtualhost, httpmethod, login, passwd,
+                database, secret, checkcommand, vip, vport, rport, checkcount,
+            )  # fmt: skip
+        setattr_ = object.__setattr__
+        # one object per distinct kind and timeout: a builder's str(enum member) or float(int)
+        # is a new object each time
+        setattr_(self, "kind", _shared_value(kind))
+        setattr_(self, "host", host)
+        setattr_(self, "port", port)
+        setattr_(self, "timeout", _shared_value(timeout))
+        setattr_(self, "settings", _shared_settings(settings))
+        self._validate()
+
+    def _validate(self) -> None:
         if self.kind not in CHECK_KINDS:
             raise CheckSpecError(f"unknown check kind {self.kind!r}")
         if self.protocol not in PROTOCOLS:
@@ -132,28 +197,96 @@ class CheckSpec:
         if self.kind in ("external", "external-perl") and not self.checkcommand:
             raise CheckSpecError(f"checktype={self.kind} needs a checkcommand")
         compile_receive(self.receive)
-        # one object per distinct value of the fields every real of a virtual repeats: its
-        # builder's str(enum member) or float(int) is a new object each time (some 180 bytes a
-        # spec at 10,000 reals)
-        for name in _SHARED_FIELDS:
-            value = getattr(self, name)
-            if type(value) in (str, float):  # not an int for a float: equal, yet another type
-                shared = _shared.get(value)
-                if shared is None:
-                    if len(_shared) >= _SHARED_MAX:
-                        _shared.clear()  # reloads with ever new values: start again
-                    _shared[value] = value
-                elif shared is not value and type(shared) is type(value):
-                    object.__setattr__(self, name, shared)
+
+    def __repr__(self) -> str:
+        settings = repr(self.settings).removeprefix("CheckSettings(")
+        return (
+            f"CheckSpec(kind={self.kind!r}, host={self.host!r}, port={self.port!r},"
+            f" timeout={self.timeout!r}, {settings}"
+        )
 
     @property
     def is_ipv6(self) -> bool:
         return ":" in self.host
 
+    # the settings, read as the spec's own fields
+    @property
+    def service(self) -> str:
+        return self.settings.service
 
-_SHARED_FIELDS: Final = ("kind", "timeout", "service", "protocol", "httpmethod")
-_SHARED_MAX: Final = 1024
+    @property
+    def protocol(self) -> CheckProtocol:
+        return self.settings.protocol
+
+    @property
+    def request(self) -> str:
+        return self.settings.request
+
+    @property
+    def receive(self) -> str:
+        return self.settings.receive
+
+    @property
+    def virtualhost(self) -> str:
+        return self.settings.virtualhost
+
+    @property
+    def httpmethod(self) -> HttpMethod:
+        return self.settings.httpmethod
+
+    @property
+    def login(self) -> str:
+        return self.settings.login
+
+    @property
+    def passwd(self) -> str:
+        return self.settings.passwd
+
+    @property
+    def database(self) -> str:
+        return self.settings.database
+
+    @property
+    def secret(self) -> str:
+        return self.settings.secret
+
+    @property
+    def checkcommand(self) -> str:
+        return self.settings.checkcommand
+
+    @property
+    def vip(self) -> str:
+        return self.settings.vip
+
+    @property
+    def vport(self) -> int:
+        return self.settings.vport
+
+    @property
+    def rport(self) -> int:
+        return self.settings.rport
+
+    @property
+    def checkcount(self) -> int:
+        return self.settings.checkcount
+
+
 _shared: dict[object, object] = {}
+_SHARED_MAX: Final = 1024
+
+
+def _shared_value(value: _V) -> _V:
+    """One object per distinct exact str or float value (not an int for an equal float)."""
+    if type(value) not in (str, float):
+        return value
+    found = _shared.get(value)
+    if found is None:
+        if len(_shared) >= _SHARED_MAX:
+            _shared.clear()
+        _shared[value] = value
+        return value
+    return found if type(found) is type(value) else value
+
 
 RECEIVE_TIMEOUT: Final = 0.1
 """Seconds one `receive` search may take. It runs on the event loop, and a pattern that

@@ -62,7 +62,9 @@ class HttpPlan(ProbePlan):
 
     __slots__ = ("head", "host", "tail")
 
-    def __init__(self, spec: CheckSpec, family: int, addr: tuple[str, int], request: bytes) -> None:
+    def __init__(
+        self, spec: CheckSpec, family: int, addr: tuple[str, int] | None, request: bytes
+    ) -> None:
         super().__init__(spec, family, addr)
         self.head, self.host, self.tail = _shared_parts(request)
 
@@ -106,7 +108,9 @@ def probe_plan(spec: CheckSpec) -> ProbePlan | None:
     if target.tls or target.family is None:
         return None
     addr = (target.connect_host, target.connect_port)
-    return HttpPlan(spec, target.family, addr, target.request)
+    return HttpPlan(
+        spec, target.family, None if addr == (spec.host, spec.port) else addr, target.request
+    )
 
 
 async def check(spec: CheckSpec, step: Step) -> CheckResult:

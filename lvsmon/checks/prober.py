@@ -70,12 +70,12 @@ class ProbePlan:
         self,
         spec: CheckSpec,
         family: int,
-        addr: tuple[str, int],
+        addr: tuple[str, int] | None,
         dialogue: DialogueFactory | None = None,
     ) -> None:
         self.spec = spec
         self.family = family
-        self.addr = addr
+        self.addr = addr  # None: the spec's host and port (one tuple less per real)
         self.dialogue = dialogue  # None: a connect check
         self.timeout = spec.timeout
 
@@ -230,11 +230,12 @@ class Prober:
             self._finish(probe, CheckResult(False, _os_reason("connect", exc.errno or 0)))
             return
         probe.sock = sock
-        err = sock.connect_ex(plan.addr)
+        addr = plan.addr or (plan.spec.host, plan.spec.port)
+        err = sock.connect_ex(addr)
         if err in _CONNECTING:
             # on loopback and a LAN the handshake is usually done by now: asking again saves an
             # epoll round trip for most checks
-            err = sock.connect_ex(plan.addr)
+            err = sock.connect_ex(addr)
         if err in _CONNECTING:
             self._register(probe, _OUT)
         elif err in _CONNECTED:
