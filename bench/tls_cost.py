@@ -5,25 +5,32 @@ Host only, loopback only, as root:   .venv/bin/python bench/tls_cost.py [--quick
 * Real servers: Debian's nginx (bench/scale.py's, wildcard address: every 127.77.x.y answers),
   with two https servers on a self-signed RSA 2048 certificate made for the run, one that speaks
   TLS 1.2 only and one TLS 1.3 only (`return 200 "still alive"`; tickets on, nginx's defaults).
-* The checking process is this one: each way below runs `rounds` checks of every one of `reals`
-  distinct addresses, `--concurrency` (200) in flight, after one unmeasured round (which also
-  fills the session cache). CPU = time.process_time() of this process over the measured rounds
-  / checks (loop, sockets, TLS, HTTP, all of it; nginx runs in its own processes).
+* The checking process is this one; CPU = time.process_time() of this process over the
+  measured part / its checks (loop, sockets, TLS, HTTP, all of it; nginx runs in its own
+  processes: its CPU per check is printed beside). The ways:
 
   - `today`: `lvsmon.checks.run_check(CheckSpec(service=https))`, one task each, as the check
     runner starts a TLS check now (`stream.converse`: asyncio's SSL transport);
   - `bio`: the prober (`prober_for(loop)`, unchanged) running `tls.TlsDialogue(HttpDialogue)`
     (memory BIOs, no task), started with callbacks as the check runner starts probes, no
     session offered;
-  - `bio_resumed`: the same with the session cache (one session per real, offered each check);
+  - `bio_resumed`: the same with a session cache (one session per real, offered each check);
   - `bio_fresh_context`: `bio` with a new SSLContext per check (the context settings
-    `stream.tls_context` has), the cost of not sharing one.
+    `stream.tls_context` has), the cost of not sharing one;
+  - `ticker` (paced only): the pacing's own cost, a start that does nothing.
 
-  Each at 200 and 2,000 reals (10 and 3 measured rounds; --quick: 200 reals, 3 rounds), against
-  the TLS 1.3 and the TLS 1.2 server.
+  Two shapes, each against the TLS 1.3 and the TLS 1.2 server, at 200 and 2,000 distinct
+  addresses (127.77.x.y), after an unmeasured warm-up (which also fills the session cache):
+  `burst`, rounds of every real with `--concurrency` (200) checks in flight, the next started
+  from a result (10 rounds at 200 reals, 3 at 2,000); `paced`, every real once per interval
+  with the starts spread evenly, as the daemon checks (200 reals every 1 s, 2,000 every 2 s),
+  over `--window` seconds (5). Each way runs `--repeat` (3) times, the ways in turn, so that a
+  neighbour's load falls on all alike; the table gives the median and the range.
+  `--quick`: 200 reals only, 3 rounds, a 4 s window.
 * Micro figures: one `SSLObject.session` read and one `wrap_bio(session=...)` (CPython copies a
-  session by serialising it: ~100 µs), one SSLContext made, and the memory the cache holds per
-  real (VmRSS grown while 2,000 sessions were kept, both versions).
+  session by serialising it: ~100 µs), one SSLContext made, and the memory a kept session
+  holds (VmRSS grown over 2,000 exchanges keeping their sessions, less that of 2,000 dropping
+  them, each in a child process).
 
 Printed: a table, the load (/proc/loadavg) at start and end, and last one JSON line.
 """
@@ -38,6 +45,7 @@ import os
 import shutil
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import time
@@ -391,7 +399,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--concurrency", type=int, default=200, help="burst: checks in flight")
     ap.add_argument("--ways", default=",".join(WAYS))
-    ap.add_argument("--window", type=float, default=10.0, help="paced: measured seconds")
+    ap.add_argument("--window", type=float, default=5.0, help="paced: measured seconds")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each way, in turn (median)")
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
@@ -422,32 +431,50 @@ def main() -> int:
             label = f"every {shape[1]:g} s" if kind == "paced" else f"{shape[1]:g} rounds"
             for version in VERSIONS:
                 port = servers.port_of(version)
-                for way in ways + (["ticker"] if kind == "paced" and version == "tls13" else []):
-                    out, stats = asyncio.run(
-                        measure(way, version, port, reals, shape, args.concurrency, servers)
+                names = ways + (["ticker"] if kind == "paced" and version == "tls13" else [])
+                got: dict[str, list[tuple[float, float, float, int, int, float]]] = {
+                    w: [] for w in names
+                }
+                for rep in range(args.repeat):  # the ways in turn: a neighbour's load falls
+                    for way in names:  # on all of them alike
+                        out, stats = asyncio.run(
+                            measure(way, version, port, reals, shape, args.concurrency, servers)
+                        )
+                        checks = out.ok + out.failed
+                        us = out.cpu_s / checks * 1e6
+                        nginx_us = stats["nginx_s"] / checks * 1e6
+                        rate = checks / out.wall_s
+                        got[way].append((us, nginx_us, rate, checks, out.failed, stats["offered"]))
+                        log(
+                            f"{reals} reals {label} {version} {way} #{rep + 1}: {us:,.0f} "
+                            f"µs/check (nginx {nginx_us:,.0f}), {rate:,.0f} checks/s, "
+                            f"{out.failed} failed {out.first_failure} "
+                            f"{stats['offered']:.0f} offered"
+                        )
+                for way in names:
+                    us = statistics.median(g[0] for g in got[way])
+                    nginx_us = statistics.median(g[1] for g in got[way])
+                    rate = statistics.median(g[2] for g in got[way])
+                    checks = sum(g[3] for g in got[way])
+                    failed = sum(g[4] for g in got[way])
+                    offered = sum(g[5] for g in got[way])
+                    spread = (
+                        f"{min(g[0] for g in got[way]):,.0f}-{max(g[0] for g in got[way]):,.0f}"
                     )
-                    checks = out.ok + out.failed
-                    us = out.cpu_s / checks * 1e6
-                    nginx_us = stats["nginx_s"] / checks * 1e6
                     name = f"n{reals}_{kind}_{way}_{version}"
                     figures[f"{name}_us_per_check"] = round(us)
-                    figures[f"{name}_checks_per_s"] = round(checks / out.wall_s)
-                    figures[f"{name}_failed"] = out.failed
+                    figures[f"{name}_us_per_check_min"] = round(min(g[0] for g in got[way]))
+                    figures[f"{name}_checks_per_s"] = round(rate)
+                    figures[f"{name}_failed"] = failed
                     figures[f"{name}_nginx_us_per_check"] = round(nginx_us)
                     sessions = ""
                     if way == "bio_resumed":
-                        figures[f"{name}_offered"] = stats["offered"]
-                        sessions = f"{stats['offered']:.0f}/{checks} offered"
+                        figures[f"{name}_offered"] = offered
+                        sessions = f"{offered:.0f}/{checks} offered"
                     rows.append(
-                        (f"{reals}", label, version, way, f"{checks}", f"{us:,.0f}",
-                         f"{nginx_us:,.0f}", f"{checks / out.wall_s:,.0f}", f"{out.failed}",
-                         sessions)
+                        (f"{reals}", label, version, way, f"{checks}", f"{us:,.0f}", spread,
+                         f"{nginx_us:,.0f}", f"{rate:,.0f}", f"{failed}", sessions)
                     )  # fmt: skip
-                    log(
-                        f"{reals} reals {label} {version} {way}: {us:,.0f} µs/check "
-                        f"(nginx {nginx_us:,.0f}), {checks / out.wall_s:,.0f} checks/s, "
-                        f"{out.failed} failed {out.first_failure} {sessions}"
-                    )
         figures.update(micro(servers.port13))
         figures["session_cache_kib_per_real"] = round(
             cache_memory(servers.port12, servers.port13, 2000), 1
@@ -455,8 +482,8 @@ def main() -> int:
     finally:
         cleanup.run()
     load_end = loadavg_text()
-    head = ("reals", "shape", "server", "way", "checks", "CPU µs/check", "nginx µs/check",
-            "checks/s", "failed", "sessions")  # fmt: skip
+    head = ("reals", "shape", "server", "way", "checks", "CPU µs/check", "min-max",
+            "nginx µs/check", "checks/s", "failed", "sessions")  # fmt: skip
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     for row in (head, *rows):
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
@@ -473,6 +500,7 @@ def main() -> int:
         python=sys.version.split()[0],
         openssl=ssl.OPENSSL_VERSION,
         concurrency=args.concurrency,
+        repeat=args.repeat,
     )
     print(json.dumps(figures))
     return 0
