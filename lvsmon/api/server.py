@@ -38,6 +38,13 @@ log = logging.getLogger("lvsmon")
 
 SSE_KEEPALIVE_S = 15.0
 SSE_SNDBUF = 32768  # per /events connection (the kernel doubles it): a stuck client pins little
+# An /events stream over TCP ends after this long or this many bytes, whichever comes first:
+# a TCP client that acknowledges without reading cannot be told from one that reads (Linux grows
+# its receive buffer up to tcp_rmem's maximum while the window it advertises stays open), so the
+# write timeout would never cut it, and it would hold a listener slot for as long as it likes.
+# Browsers' EventSource reconnects by itself (the page re-reads /status and gets the replay).
+SSE_TCP_LIFETIME_S = 300.0
+SSE_TCP_BYTES = 1 << 20
 STOP_BOUND_S = 1.0  # the server's own stop: every connection is ended within it
 STOP_GRACE_S = 0.2  # of which handlers get this to end by themselves
 LISTEN_BACKLOG = 128
@@ -106,22 +113,32 @@ async def get_events(request: web.Request) -> web.StreamResponse:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SSE_SNDBUF)
     await response.prepare(request)
     conn = request.protocol if isinstance(request.protocol, Connection) else None
+    over_tcp = sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
+    loop = asyncio.get_running_loop()
+    ends_at = loop.time() + SSE_TCP_LIFETIME_S if over_tcp else float("inf")
+    room = SSE_TCP_BYTES if over_tcp else float("inf")
 
     async def write(data: bytes) -> None:
+        nonlocal room
         if conn is not None:
             conn.written += len(data)  # the guard tells a client that reads from one that does not
+        room -= len(data)
         await response.write(data)
 
     replay, queue = feed.attach()
     try:
         for item in replay:
             await write(item)
-        while True:
+        while room > 0:
+            left = ends_at - loop.time()
+            if left <= 0:
+                break
             try:
-                async with asyncio.timeout(SSE_KEEPALIVE_S):
+                async with asyncio.timeout(min(SSE_KEEPALIVE_S, left)):
                     live = await queue.get()
             except TimeoutError:
-                await write(b": keep-alive\n\n")
+                if loop.time() < ends_at:
+                    await write(b": keep-alive\n\n")
                 continue
             if live is None:  # cut off (too slow), or the daemon stops
                 break

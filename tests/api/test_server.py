@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from lvsmon.api import server
 from lvsmon.api.client import ControlUnavailable, request
 from lvsmon.api.eventfeed import EventFeed, event_json
 from lvsmon.config import load_config
@@ -170,6 +171,44 @@ async def test_events_replay_then_stream_live(running: Running, webs: list[Web])
         assert "503" in down["reason"]
         webs[1].status = 200
         await read_events(response, lambda e: e["type"] == "RealChanged" and e["up"])
+
+
+async def stream_lasts(url: str, sock: str | None, bound: float) -> float | None:
+    """Seconds until an /events stream ended by itself (None: still open after `bound`)."""
+    connector = aiohttp.UnixConnector(path=sock) if sock else None
+    began = asyncio.get_running_loop().time()
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(url) as response,
+    ):
+        assert response.status == 200
+        try:
+            async with asyncio.timeout(bound):
+                async for _ in response.content:
+                    pass
+        except TimeoutError:
+            return None
+    return asyncio.get_running_loop().time() - began
+
+
+async def test_event_streams_over_tcp_end_after_their_lifetime(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21: over TCP a client that acknowledges without reading cannot be told from one
+    that reads, so a stream ends after SSE_TCP_LIFETIME_S (the browser's EventSource reconnects);
+    on the control socket, where the write timeout sees an unread backlog, it does not."""
+    monkeypatch.setattr(server, "SSE_TCP_LIFETIME_S", 1.0)
+    took = await stream_lasts(f"http://127.0.0.1:{running.port}/events", None, 10)
+    assert took is not None and 0.9 < took < 5, took
+    assert await stream_lasts("http://lvsmon/events", running.socket, 3) is None
+
+
+async def test_event_streams_over_tcp_end_after_their_bytes(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server, "SSE_TCP_BYTES", 64)  # the replay alone is more
+    took = await stream_lasts(f"http://127.0.0.1:{running.port}/events", None, 10)
+    assert took is not None and took < 2, took
 
 
 async def test_stop_ends_open_event_streams(tmp_path: Path, webs: list[Web]) -> None:
