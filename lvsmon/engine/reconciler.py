@@ -163,6 +163,8 @@ class Reconciler:
             fresh = self.actual
             assert fresh is not None
             self._resyncs += 1
+            if cached is not None:
+                keep_services(cached, fresh, self.managed)
             # the kernel is exactly what the last successful pass left, and nothing is pending:
             # the desired table has not moved either (every change of health, maintenance or
             # config marks the reconciler dirty). Every FULL_EVERY-th pass recomputes anyway,
@@ -172,9 +174,8 @@ class Reconciler:
                 and self.retry_at is None
                 and not self._dirty.is_set()
                 and self._resyncs % FULL_EVERY
-                and all(cached.get(k) == fresh.get(k) for k in self.managed)
+                and all(cached.get(k) is fresh.get(k) for k in self.managed)  # kept: equal
             ):
-                keep_services(cached, fresh, self.managed)
                 self._settle(True)
                 return True
             desired = self.source.desired_for(fresh)
@@ -306,12 +307,13 @@ def applied(table: Table, ops: Sequence[Op]) -> Table:
 
 
 def keep_services(cached: Table, fresh: Table, keys: Collection[ServiceKey]) -> None:
-    """A resync found `fresh` (a dump) equal to `cached` for `keys`: `fresh` takes the cached
-    Service objects back for them, with the dump's counters, so that what is kept by a
-    service's identity stays valid (a dump is new objects every resync)."""
+    """Each service of `keys` that `fresh` (a dump) holds equal to `cached` (what lvsmon
+    believed) takes the cached Service object back, with the dump's counters: what is kept by a
+    service's identity (status entries and their JSON, table digests) stays valid, where a dump
+    is new objects every resync. A service that differs keeps the dump's object."""
     for key in keys:
         old, new = cached.get(key), fresh.get(key)
-        if old is not None and new is not None and old is not new:
+        if old is not None and new is not None and old is not new and old == new:
             old.stats = new.stats
             fresh[key] = old
 

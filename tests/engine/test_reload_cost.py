@@ -181,10 +181,13 @@ def test_a_resync_that_finds_the_table_as_programmed_keeps_its_objects() -> None
     keys = list(cached)
     other = ServiceKey.inet("tcp", "10.9.0.1", 80)  # not ours: left as the dump has it
     fresh[other] = Service(ServiceConf())
+    fresh[keys[2]].dests[DestKey("10.2.0.3", 80)] = DestConf(weight=5)  # drift: the dump's
+    changed = fresh[keys[2]]
     stats = fresh[keys[0]].stats
     keep_services(cached, fresh, set(keys))
-    assert all(fresh[k] is cached[k] for k in keys)
+    assert fresh[keys[0]] is cached[keys[0]] and fresh[keys[1]] is cached[keys[1]]
     assert fresh[keys[0]].stats is stats  # the dump's counters
+    assert fresh[keys[2]] is changed and cached[keys[2]] != changed
     assert other not in cached
 
 
