@@ -139,6 +139,7 @@ class Prober:
         self._loop = loop
         self._epoll = select.epoll()
         self._by_fd: dict[int, _Probe] = {}
+        self._by_fd_peak = 0  # its most entries since it was last made anew (see _compact)
         self._queues: dict[float, deque[_Probe]] = {}  # by timeout: deadlines in start order
         if max_in_flight is None:
             max_in_flight = min(MAX_IN_FLIGHT, check_budget(fd_limit()))
@@ -247,7 +248,10 @@ class Prober:
         sock = probe.sock
         assert sock is not None
         fd = sock.fileno()
-        self._by_fd[fd] = probe
+        by_fd = self._by_fd
+        by_fd[fd] = probe
+        if len(by_fd) > self._by_fd_peak:
+            self._by_fd_peak = len(by_fd)
         self._epoll.register(fd, events)
 
     def _connected(self, probe: _Probe, *, register: bool) -> None:
@@ -308,6 +312,11 @@ class Prober:
             else:
                 self._on_readable(probe)
         self._expire(self._clock())
+        if self._by_fd_peak > 1024 and len(self._by_fd) * 8 < self._by_fd_peak:
+            # a dict never gives back its table: the start-up's first round (every check in
+            # flight at once) left one of 10,000 entries for the ten or so in flight since
+            self._by_fd = dict(self._by_fd)
+            self._by_fd_peak = len(self._by_fd)
 
     def _on_connect_ready(self, probe: _Probe) -> None:
         sock = probe.sock

@@ -397,6 +397,8 @@ class CheckRunner:
         if self._first_pending and run in self._first_pending:
             self._first_pending.discard(run)
             if not self._first_pending:
+                # a fresh set: an emptied one keeps its table (some 50 bytes a job at 10,000)
+                self._first_pending = set()
                 self._first_round_over()
 
     def _first_round_over(self) -> None:
