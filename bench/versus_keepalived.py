@@ -63,6 +63,7 @@ from procs import (
 )
 from scale import (
     NGINX_CONF,
+    Baseline,
     LogTail,
     RealServers,
     periods,
@@ -361,13 +362,18 @@ class Keepalived(Daemon):
 class Lvsmon(Daemon):
     name = "lvsmon"
 
-    def __init__(self, workdir: str, work: Work, servers: Reals, cleanup: Cleanup) -> None:
+    def __init__(
+        self, workdir: str, work: Work, servers: Reals, cleanup: Cleanup, src: str | None
+    ) -> None:
         super().__init__(workdir, work, servers, cleanup)
         self.cfg = os.path.join(self.dir, "bench.cf")
         self.logfile = os.path.join(self.dir, "lvsmon.log")
         self.pidfile = os.path.join(self.dir, "l.pid")
         self.env = {**os.environ, "LVSMON_RESOLVER": "files"}
-        self.cmd = [*lvsmon_command(), "--backend", "memory", "--pid-file", self.pidfile, self.cfg]
+        if src is not None:  # --rev: lvsmon from that worktree
+            self.env["PYTHONPATH"] = src
+        self.cmd = [*lvsmon_command(src), "--backend", "memory", "--pid-file", self.pidfile]
+        self.cmd.append(self.cfg)
         self.pid: int | None = None
         self.write_config()
         self.tail = LogTail(self.logfile)
@@ -555,24 +561,31 @@ def number(x: float, digits: int) -> float | int | None:
     return round(x) if digits == 0 else round(x, digits)
 
 
-def report(done: list[tuple[Work, Result, Result]], figures: dict[str, object]) -> None:
+TABLE_WIDTH = 44
+
+
+def table_header() -> None:
+    print(f"{'work / figure':<{TABLE_WIDTH}} {'keepalived':>12} {'lvsmon':>12} {'lvsmon/ka':>10}")
+
+
+def report(work: Work, ka: Result, lv: Result, figures: dict[str, object]) -> None:
+    """One work's rows of the table, printed as soon as it is done; its figures added."""
+
     def cell(x: float | int | None, digits: int) -> str:
         return "-" if x is None else f"{x:,.{digits}f}"
 
-    width = 44
-    print(f"{'work / figure':<{width}} {'keepalived':>12} {'lvsmon':>12} {'lvsmon/ka':>10}")
-    for work, ka, lv in done:
-        print(work.label)
-        for name, label, digits, get in FIGURES:
-            k, v = number(get(ka, work), digits), number(get(lv, work), digits)
-            ratio = None
-            if name not in NO_RATIO and k and v is not None:
-                ratio = round(v / k, 3)
-                figures[f"{work.key}_{name}_ratio"] = ratio
-            figures[f"{work.key}_{name}_keepalived"] = k
-            figures[f"{work.key}_{name}_lvsmon"] = v
-            print(f"  {label:<{width - 2}} {cell(k, digits):>12} {cell(v, digits):>12}"
-                  f" {cell(ratio, 2):>10}")  # fmt: skip
+    print(work.label)
+    for name, label, digits, get in FIGURES:
+        k, v = number(get(ka, work), digits), number(get(lv, work), digits)
+        ratio = None
+        if name not in NO_RATIO and k and v is not None:
+            ratio = round(v / k, 3)
+            figures[f"{work.key}_{name}_ratio"] = ratio
+        figures[f"{work.key}_{name}_keepalived"] = k
+        figures[f"{work.key}_{name}_lvsmon"] = v
+        print(f"  {label:<{TABLE_WIDTH - 2}} {cell(k, digits):>12} {cell(v, digits):>12}"
+              f" {cell(ratio, 2):>10}")  # fmt: skip
+    sys.stdout.flush()
 
 
 def proc_loadavg() -> str:
@@ -595,16 +608,17 @@ def keepalived_version() -> str:
     return out[0] if out else "?"
 
 
-def lvsmon_rev() -> str:
-    """The checkout's commit (lvsmon runs from it), '+' when lvsmon/ has uncommitted changes."""
-    top = os.path.dirname(HERE)
+def lvsmon_rev(src: str | None) -> str:
+    """The commit lvsmon runs from: the worktree's (--rev), or the checkout's, '+' when lvsmon/
+    has uncommitted changes there."""
+    top = src or os.path.dirname(HERE)
     rev = subprocess.run(
         ["git", "-C", top, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     dirty = subprocess.run(
         ["git", "-C", top, "status", "--porcelain", "--", "lvsmon"], capture_output=True, text=True
     ).stdout.strip()
-    return (rev or "?") + ("+" if dirty else "")
+    return (rev or "?") + ("+" if dirty and src is None else "")
 
 
 def main() -> int:
@@ -614,7 +628,10 @@ def main() -> int:
         "--only", help="works to run, comma-separated: " + ",".join(w.name for w in FULL)
     )
     ap.add_argument("--window", type=float, help="steady window, s (default 30, quick 8)")
-    ap.add_argument("--startup-timeout", type=float, help="s (default 900, quick 120)")
+    ap.add_argument("--startup-timeout", type=float, help="s (default 300, quick 120)")
+    ap.add_argument(
+        "--rev", help="run lvsmon from a git worktree at REV (HEAD: away from edits in progress)"
+    )
     ap.add_argument(
         "--lvsmon-first", action="store_true", help="per work, lvsmon before keepalived"
     )
@@ -628,7 +645,7 @@ def main() -> int:
             ap.error(f"unknown work(s): {', '.join(sorted(unknown))}")
         works = [w for w in works if w.name in names]
     window = args.window or (8.0 if args.quick else 30.0)
-    timeout = args.startup_timeout or (120.0 if args.quick else 900.0)
+    timeout = args.startup_timeout or (120.0 if args.quick else 300.0)
     if os.geteuid() != 0:
         print("bench/versus_keepalived.py: run as root (nginx on many addresses, keepalived)")
         return 2
@@ -642,15 +659,16 @@ def main() -> int:
     figures: dict[str, object] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "keepalived": keepalived_version(),
-        "lvsmon_rev": lvsmon_rev(),
         "quick": args.quick,
         "window_s": window,
         "order": "lvsmon first" if args.lvsmon_first else "keepalived first",
     }
-    done: list[tuple[Work, Result, Result]] = []
+    done: list[str] = []  # the works measured
     cleanup, workdir = start_run("lvsmon-vs-keepalived-", args.keep)
     try:
         lib = build_fake(workdir)
+        src = Baseline(args.rev, workdir, cleanup).path if args.rev else None
+        figures["lvsmon_rev"] = lvsmon_rev(src)
         servers = Reals(workdir, cleanup)
         log(f"nginx: http *:{servers.port}, https *:{servers.tls_port}, tcp *:{servers.tcp_port};"
             f" work folder {workdir}")  # fmt: skip
@@ -660,22 +678,25 @@ def main() -> int:
             for name in ("lvsmon", "keepalived") if args.lvsmon_first else DAEMONS:
                 daemon = (
                     Keepalived(workdir, work, servers, cleanup, lib) if name == "keepalived"
-                    else Lvsmon(workdir, work, servers, cleanup)
+                    else Lvsmon(workdir, work, servers, cleanup, src)
                 )  # fmt: skip
                 runs[name] = measure(daemon, servers, window, timeout, settle)
-            done.append((work, runs["keepalived"], runs["lvsmon"]))
+            if not done:
+                table_header()
+            done.append(work.name)
+            report(work, runs["keepalived"], runs["lvsmon"], figures)
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
-        return 130
+        figures["interrupted"] = True  # the works done are in the figures
     finally:
         cleanup.run()
     load_end = proc_loadavg()
-    report(done, figures)
     print(f"load (/proc/loadavg) at start: {load_start}; at end: {load_end}")
     figures["load_start"] = float(load_start.split()[0])
     figures["load_end"] = float(load_end.split()[0])
+    figures["works"] = done
     print(json.dumps(figures))
-    return 0
+    return 130 if figures.get("interrupted") else 0
 
 
 if __name__ == "__main__":
