@@ -54,6 +54,11 @@ class CheckResult:
     # the peer's bytes the check received (run_check fills it from `Received`): a check that
     # was busy receiving earns no forgiveness for a late timeout. Not part of a result's value
     received: int = field(default=0, compare=False)
+    # a timeout on the prober: how long the peer had had its turn (since our last bytes went
+    # out, or since the connect began) when the deadline ended the check, every ready socket
+    # read first. A server that had its time and sent nothing that ended the check is down
+    # whatever the daemon's lag (lag.py); 0: not known (a check run as a task)
+    peer_turn_s: float = field(default=0.0, compare=False)
 
 
 class Received:

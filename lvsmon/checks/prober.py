@@ -58,6 +58,7 @@ _OUT: Final = select.EPOLLOUT
 _CONNECTING: Final = (errno.EINPROGRESS, errno.EALREADY)
 _CONNECTED: Final = (0, errno.EISCONN)
 _CONNECTED_REASON: Final = "connect: connected"
+_BATCH: Final = 1024  # events taken from the epoll per poll
 MAX_IN_FLIGHT: Final = 16384  # the budget's bound whatever RLIMIT_NOFILE allows
 
 
@@ -103,6 +104,7 @@ class _Probe:
         "room",
         "sock",
         "started",
+        "turn",
     )
 
     def __init__(
@@ -113,6 +115,10 @@ class _Probe:
         self.arg = arg  # None: done(result), else done(arg, result)
         self.started = started
         self.deadline = started + plan.timeout  # set again if it waited for a descriptor
+        # since when the peer has had its turn: the start (the kernel connects without us; a
+        # server that speaks first needs nothing of ours), then the moment our last bytes went
+        # out. At a timeout it tells whether the server had its time (lag.py)
+        self.turn = started
         self.held = False  # it holds one of the budget's descriptors
         self.sock: socket.socket | None = None  # None once finished
         self.dialogue: Dialogue | None = None  # set once connected
@@ -210,7 +216,7 @@ class Prober:
         if probe.done is _ignore:  # aborted while it waited
             return False
         probe.held = True
-        probe.started = now = self._clock()
+        probe.started = probe.turn = now = self._clock()
         probe.deadline = now + probe.plan.timeout
         self._begin(probe)
         return True
@@ -289,6 +295,8 @@ class Prober:
             self._finish(probe, CheckResult(False, _os_reason(probe.stage, exc.errno or 0)))
             return False
         probe.pending = data[sent:]
+        if not probe.pending:
+            probe.turn = self._clock()
         return True
 
     def _shut_wr(self, probe: _Probe) -> None:
@@ -300,23 +308,33 @@ class Prober:
     # ---- events -------------------------------------------------------------------------------
 
     def _on_ready(self) -> None:
-        by_fd = self._by_fd
-        for fd, events in self._epoll.poll(0, 1024):
-            probe = by_fd.get(fd)
-            if probe is None:
-                continue
-            if probe.dialogue is None:
-                self._on_connect_ready(probe)
-            elif probe.pending and events & _OUT:
-                self._on_writable(probe)
-            else:
-                self._on_readable(probe)
+        self._handle_ready()
         self._expire(self._clock())
         if self._by_fd_peak > 1024 and len(self._by_fd) * 8 < self._by_fd_peak:
             # a dict never gives back its table: the start-up's first round (every check in
             # flight at once) left one of 10,000 entries for the ten or so in flight since
             self._by_fd = dict(self._by_fd)
             self._by_fd_peak = len(self._by_fd)
+
+    def _handle_ready(self) -> None:
+        """Every socket that is ready now, before any deadline is looked at: after a stall an
+        answer waiting in a socket is taken, never timed out (a timeout then means the server
+        had its turn and sent nothing that ended the check)."""
+        by_fd = self._by_fd
+        while True:
+            ready = self._epoll.poll(0, _BATCH)
+            for fd, events in ready:
+                probe = by_fd.get(fd)
+                if probe is None:
+                    continue
+                if probe.dialogue is None:
+                    self._on_connect_ready(probe)
+                elif probe.pending and events & _OUT:
+                    self._on_writable(probe)
+                else:
+                    self._on_readable(probe)
+            if len(ready) < _BATCH:
+                return
 
     def _on_connect_ready(self, probe: _Probe) -> None:
         sock = probe.sock
@@ -339,6 +357,7 @@ class Prober:
             return
         probe.pending = probe.pending[sent:]
         if not probe.pending:
+            probe.turn = self._clock()
             if dialogue.shut_wr:
                 self._shut_wr(probe)
             self._epoll.modify(sock.fileno(), _IN)
@@ -407,7 +426,9 @@ class Prober:
             while queue and queue[0].done is _ignore:
                 queue.popleft()
         elapsed = self._clock() - probe.started
-        result = CheckResult(result.ok, result.reason, elapsed, result.timed_out, received)
+        result = CheckResult(
+            result.ok, result.reason, elapsed, result.timed_out, received, result.peer_turn_s
+        )
         if arg is None:
             done(result)
         else:
@@ -433,10 +454,9 @@ class Prober:
 
     def _time_out(self, probe: _Probe) -> None:
         step = probe.stage
-        self._finish(
-            probe,
-            CheckResult(False, f"timeout after {probe.plan.timeout:g}s during {step}", 0.0, True),
-        )
+        reason = f"timeout after {probe.plan.timeout:g}s during {step}"
+        turn = self._clock() - probe.turn
+        self._finish(probe, CheckResult(False, reason, 0.0, True, peer_turn_s=turn))
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
@@ -449,6 +469,7 @@ class Prober:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = float("inf")
+        self._handle_ready()  # what a stall left in the sockets first (asyncio runs I/O first, too)
         self._expire(self._clock())
 
     # ---- awaiting -----------------------------------------------------------------------------

@@ -11,6 +11,15 @@ life. A timeout is unknown when that loss is at least `LAG_SHARE` of the check's
 server did not get its full timeout, so "it did not answer in time" is not established. Per
 result that is two float subtractions and a comparison, and only for timeouts.
 
+Only a check whose server did not have its time is forgiven: the prober reads every ready
+socket before it looks at a deadline (as asyncio runs I/O before timers), so when a check on the
+prober times out, nothing the server sent is waiting unread, and the prober says how long the
+server had had its turn (since our last bytes went out, `CheckResult.peer_turn_s`). A server
+that had all but `LAG_SHARE` of the timeout and said nothing that ended the check is down,
+whatever the lag: a real that trickles its answer while other reals flood the loop goes out at
+its first timeout. When our request itself went out late (the loop stalled between the connect
+and the send), the server had less, and the timeout stays unknown.
+
 Only a check that was not busy is forgiven (issue 21): the lag must not be the check's own doing.
 A real that floods its check (endless short lines, say) makes the loop late with the parsing it
 causes; without this rule that lag would forgive the very timeouts the flood brought about, and
@@ -65,10 +74,17 @@ def _boottime() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def late_timeout(lost: float, timeout: float, received: int = 0) -> bool:
+def late_timeout(lost: float, timeout: float, received: int = 0, peer_turn: float = 0.0) -> bool:
     """Did the daemon lose enough of a timed-out check's life to make the timeout unknown?
-    Never when the check received more than BUSY_BYTES meanwhile: the lag may be its own doing."""
-    return lost >= LAG_SHARE * timeout and received <= BUSY_BYTES
+    Never when the check received more than BUSY_BYTES meanwhile (the lag may be its own doing),
+    nor when the server had its turn for all but LAG_SHARE of the timeout (`peer_turn`, from the
+    prober, which reads every ready socket before it looks at a deadline): the lag kept nothing
+    from it, it sent nothing that ended the check."""
+    return (
+        lost >= LAG_SHARE * timeout
+        and received <= BUSY_BYTES
+        and peer_turn < (1 - LAG_SHARE) * timeout
+    )
 
 
 def forgiven(runs: int, run_s: float) -> bool:

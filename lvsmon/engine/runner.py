@@ -362,7 +362,7 @@ class CheckRunner:
         lost = self.lag.lost_at(now) - run.lag_mark
         # the peer's bytes the check received (the prober and run_check count them)
         received = result.received
-        if not late_timeout(lost, spec.timeout, received):
+        if not late_timeout(lost, spec.timeout, received, result.peer_turn_s):
             run.unknowns = 0
             return result
         if not run.unknowns:

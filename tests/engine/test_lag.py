@@ -101,6 +101,9 @@ def test_rules() -> None:
     assert late_timeout(LAG_SHARE * 2.0, 2.0)
     assert not late_timeout(LAG_SHARE * 2.0 - 0.01, 2.0)
     assert not late_timeout(0.0, 1.0)
+    # a server that had its turn for all but LAG_SHARE of the timeout: its own silence
+    assert late_timeout(2.0, 2.0, peer_turn=(1 - LAG_SHARE) * 2.0 - 0.01)
+    assert not late_timeout(2.0, 2.0, peer_turn=(1 - LAG_SHARE) * 2.0)
     # forgiven while the run is short in count or in time; beyond both it is a failure
     assert forgiven(0, 0.0)
     assert forgiven(UNKNOWN_MIN_RUNS - 1, 1000.0)
