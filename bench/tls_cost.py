@@ -401,6 +401,7 @@ def main() -> int:
     ap.add_argument("--ways", default=",".join(WAYS))
     ap.add_argument("--window", type=float, default=5.0, help="paced: measured seconds")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each way, in turn (median)")
+    ap.add_argument("--runs", help="instead of the default: 2000:paced:5,200:burst:10")
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
@@ -418,6 +419,12 @@ def main() -> int:
     ]
     if not args.quick:
         runs += [(2000, ("burst", 3, 0)), (2000, ("paced", 2.0, window))]
+    if args.runs:  # reals:burst:rounds or reals:paced:interval, comma-separated
+        runs = []
+        for item in args.runs.split(","):
+            n, kind, arg = item.split(":")
+            shape = ("burst", float(arg), 0.0) if kind == "burst" else ("paced", float(arg), window)
+            runs.append((int(n), shape))
     ways = [w for w in args.ways.split(",") if w]
     cleanup, workdir = start_run("lvsmon-tls-cost-", args.keep)
     figures: dict[str, object] = {}
