@@ -33,9 +33,10 @@ plain dialogue (bench/tls_cost.py measures each step).
   - `shut_wr` is never set: a half-close under TLS would end the handshake (no TLS service
     asks for it).
 
-* Sessions (`SessionCache`, one per process, bounded, LRU): a check offers the session its real
-  last gave, keyed by (address, port, SNI); a resumed handshake skips the certificate, its
-  parsing and the signature check. Two facts of CPython 3.11 shape it (measured:
+* Sessions (`SessionCache`, one per process, at most MAX_SESSIONS reals, ~6 KiB each): a check
+  offers the session its real last gave, keyed by (address, port, SNI); a resumed handshake
+  skips the certificate, its parsing and the signature check (the server's too: its RSA
+  signature is most of nginx's cost per check). Two facts of CPython 3.11 shape it (measured:
   bench/README.md):
 
   - reading `SSLObject.session` and passing `session=` each cost ~100 µs: CPython copies a
@@ -56,6 +57,20 @@ plain dialogue (bench/tls_cost.py measures each step).
   never offered past their ticket's lifetime hint. A session is bound to the SSLContext that
   made it (CPython refuses another's): one context for every TLS check (`client_context`, the
   stream driver's, no certificate or host name check: docs/compatibility.md D18).
+
+Wiring it in (not done here; bench/tls_cost.py's `TlsHttpPlan` is the model):
+
+1. http.py `probe_plan`: for `target.tls` with an address literal, a plan (HttpPlan with two
+   more slots: the SNI name and the session key, made once per job) whose `make_dialogue` is
+   `TlsDialogue(HttpDialogue(spec, request), target.server_hostname, key)`, key =
+   `session_key(connect_host, connect_port, server_hostname)`; `check` (the task path) probes
+   the same plan. A URL naming a host still goes through `stream.converse` after resolving.
+2. drive.py `login_plan` and `drive(via="tls")` (pops, imaps): `plain_plan(spec, lambda:
+   TlsDialogue(make(service, login, passwd), "", session_key(spec.host, spec.port, "")))`.
+3. What changes for the rest: `received` (the lag rule's) is ciphertext; TLS checks take the
+   prober's metered descriptors instead of a task's; tests/hostile/test_driver_bounds.py's TLS
+   cases and the https/pops/imaps tests run on the prober (their reasons are unchanged:
+   tests/checks/test_tls.py). ldaps (ldap3) and the library checks keep their own sockets.
 """
 
 from __future__ import annotations
