@@ -94,7 +94,7 @@ QUIET_S: Final = 600.0
 
 MAX_SESSIONS: Final = 4096
 """Reals with an entry at most: a session holds its server's certificate, some 6 KiB
-(bench/tls_cost.py), so 24 MiB at most. Past it a new real is admitted only in place of one
+(bench/tls_cost.py), so ~25 MiB at most. Past it a new real is admitted only in place of one
 unused for STALE_S (a real that left the config): evicting the least recently used instead
 would, with more TLS reals than room checked in turn, evict each entry before its next check
 and pay a session copy per check for nothing."""
@@ -103,7 +103,7 @@ STALE_S: Final = 300.0
 """An entry not used for this long belongs to a real that is gone (a live one is put back at
 each check): it may make room for another."""
 
-_READ: Final = 65536
+_READ: Final = 16384  # a record's plaintext at most: one read each, no larger buffer made
 
 
 def client_context() -> ssl.SSLContext:
