@@ -59,6 +59,11 @@ Ready = Callable[[str | None], None]  # called once: None when programmed, else 
 STOP_BOUND_S = 30.0  # the whole stop, every component, cleanstop included
 ALERT_STOP_BOUND_S = 10.0  # of which the last alert mails may take at most this
 EXIT_CRASHED = 1
+# a reload collects garbage in full (a walk of the whole heap: 0.4 s at 37,000 reals, 1 s at
+# 100,000) at most this often; the others only freeze what they built. Measured at 37,298
+# reals, three reloads in a row without the collection left no unreachable object for it to
+# find: the old config, plan and health are freed by reference counting, not in cycles.
+RELOAD_COLLECT_EVERY_S = 600.0
 
 
 def first_pass_bound(config: Config) -> float:
@@ -126,6 +131,7 @@ class Daemon:
         self._resync_override = resync_s
         self.status_path = status_path
         self.started_at = time.time()
+        self._collected_at = time.monotonic()  # start-up leaves little garbage: as collected
         self.backend = backend
         self.events = EventBus()
         self.events.subscribe("log", log_event, kinds=LOGGED)
@@ -528,9 +534,12 @@ class Daemon:
                 self.events.publish(ConfigLoaded(new.path, new.digest, len(new.virtuals)))
                 self.reloads_ok += 1
                 self.last_good_config_at = time.time()
-                # last: the new config runs and its ops are applied; a full collection walks
-                # the whole heap (a few hundred ms at 37,000 reals)
-                settle_memory(collect=True)
+                # last: the new config runs and its ops are applied
+                now = time.monotonic()
+                collect = now - self._collected_at >= RELOAD_COLLECT_EVERY_S
+                if collect:
+                    self._collected_at = now
+                settle_memory(collect=collect)
             finally:
                 if not self._stop.is_set():
                     self._set_phase(Phase.RUNNING)
