@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hostile import host_cpu
 from procs import (
@@ -125,14 +125,15 @@ FULL = [
     Work("shape-tcp", "tcp", 2_284, 37_298, 4),
     Work("shape-http", "http", 2_284, 37_298, 4),
 ]
-QUICK = [
-    Work("http", "http", 3, 300, 1),
-    Work("tcp", "tcp", 3, 300, 1),
-    Work("http-small", "http", 1, 100, 1),
-    Work("https", "https", 1, 50, 1),
-    Work("shape-tcp", "tcp", 60, 980, 4),
-    Work("shape-http", "http", 60, 980, 4),
-]
+QUICK_SIZES = {  # --quick: (virtuals, reals) of each work, the rest as in FULL
+    "http": (3, 300),
+    "tcp": (3, 300),
+    "http-small": (1, 100),
+    "https": (1, 50),
+    "shape-tcp": (60, 980),
+    "shape-http": (60, 980),
+}
+QUICK = [replace(w, virtuals=QUICK_SIZES[w.name][0], reals=QUICK_SIZES[w.name][1]) for w in FULL]
 
 
 # ---------------------------------------------------------------- the real servers
