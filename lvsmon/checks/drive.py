@@ -1,4 +1,5 @@
-"""Where a check's dialogue runs: the prober (plain TCP), a TLS stream, or UDP datagrams.
+"""Where a check's dialogue runs: the prober (plain TCP, or TLS over it), a TLS stream, or UDP
+datagrams.
 
 Every dialogue-based service (http aside, which may resolve a name) picks one of the three per
 spec and otherwise has nothing to say about I/O; this keeps that choice in one place.
@@ -11,12 +12,13 @@ import socket
 from collections.abc import Callable
 from typing import Literal
 
-from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec
+from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, received_counter
 from lvsmon.checks.datagram import converse_datagram
 from lvsmon.checks.dialogue import Dialogue
 from lvsmon.checks.prober import DialogueFactory, ProbePlan, prober_for
 from lvsmon.checks.step import Step
 from lvsmon.checks.stream import converse
+from lvsmon.checks.tls import TlsDialogue, session_key
 
 Via = Literal["tcp", "tls", "udp"]
 
@@ -45,6 +47,29 @@ async def drive(spec: CheckSpec, step: Step, dialogue: Dialogue, via: Via = "tcp
     return await prober_for(asyncio.get_running_loop()).probe(plan, step)
 
 
+async def probe_in_task(plan: ProbePlan, step: Step) -> CheckResult:
+    """Probe `plan` from a check's own task (run_check's path). A TLS dialogue's ciphertext is
+    counted into the check's `Received` as it comes, so that when run_check's deadline cancels
+    the probe before the prober's own timeout ends it, the lag rule still sees a flood (the
+    prober's count is in its result only)."""
+    made: list[Dialogue] = []
+
+    def make() -> Dialogue:
+        dialogue = plan.make_dialogue()
+        assert dialogue is not None  # a connect check has no task path here
+        made.append(dialogue)
+        return dialogue
+
+    step.name = "connect"
+    counted = ProbePlan(plan.spec, plan.family, plan.addr, make)
+    try:
+        return await prober_for(asyncio.get_running_loop()).probe(counted, step)
+    finally:
+        if made and isinstance(made[0], TlsDialogue):
+            counter = received_counter()
+            counter.count = max(counter.count, made[0].received)
+
+
 def line_credentials(spec: CheckSpec) -> tuple[bytes, bytes]:
     """`login` and `passwd` as bytes for a line protocol; CheckFailed if a CR, LF or NUL would
     end the command early (a second command injected through the config)."""
@@ -62,18 +87,22 @@ LoginDialogue = Callable[[str, bytes, bytes], Dialogue]
 
 
 def login_plan(spec: CheckSpec, make: LoginDialogue, tls: bool) -> ProbePlan | None:
-    """The prober's plan for a login dialogue over plain TCP; None for TLS or unsendable
-    credentials (`login_check` reports those)."""
-    if tls:
-        return None
+    """The prober's plan for a login dialogue over plain TCP, or TLS over it (pops, imaps: no SNI,
+    the real's session resumed); None for unsendable credentials (`login_check` reports those)."""
     try:
-        login, passwd = line_credentials(spec)
+        return _login_plan(spec, make, tls)
     except CheckFailed:
         return None
+
+
+def _login_plan(spec: CheckSpec, make: LoginDialogue, tls: bool) -> ProbePlan:
+    login, passwd = line_credentials(spec)
     service = spec.service
+    if tls:
+        key = session_key(spec.host, spec.port, "")
+        return plain_plan(spec, lambda: TlsDialogue(make(service, login, passwd), "", key))
     return plain_plan(spec, lambda: make(service, login, passwd))
 
 
 async def login_check(spec: CheckSpec, step: Step, make: LoginDialogue, tls: bool) -> CheckResult:
-    login, passwd = line_credentials(spec)
-    return await drive(spec, step, make(spec.service, login, passwd), "tls" if tls else "tcp")
+    return await probe_in_task(_login_plan(spec, make, tls), step)

@@ -2,7 +2,8 @@
 
 One HTTP/1.1 request with `Connection: close`, the response parsed by the sans-IO
 `ResponseParser`, the verdict from `http_request.verdict`, all wrapped as a `Dialogue`. Plain HTTP
-runs on the `prober` (no task, no transport: see there for why and what it costs); HTTPS and
+and HTTPS to an address literal run on the `prober` (no task, no transport: see there for why and
+what it costs; HTTPS as a `tls.TlsDialogue` around the HTTP one, resuming the real's TLS session);
 absolute URLs naming a host go through `stream.converse`. Certificates are not verified; Debian
 12's ldirectord verifies the chain (not the host name): docs/compatibility.md D18.
 """
@@ -16,11 +17,13 @@ from typing import Final
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec
 from lvsmon.checks.budget import PEER_BYTES
 from lvsmon.checks.dialogue import Dialogue, Outcome
+from lvsmon.checks.drive import probe_in_task
 from lvsmon.checks.http_parser import DEFAULT_BODY_LIMIT, HttpProtocolError, ResponseParser
 from lvsmon.checks.http_request import Target, build_target, verdict
 from lvsmon.checks.prober import ProbePlan, prober_for
 from lvsmon.checks.step import Step
 from lvsmon.checks.stream import converse
+from lvsmon.checks.tls import TlsDialogue, session_key
 
 
 class HttpDialogue(Dialogue):
@@ -76,6 +79,30 @@ class HttpPlan(ProbePlan):
         return HttpDialogue(self.spec, self.head + self.host + self.tail)
 
 
+class TlsHttpPlan(HttpPlan):
+    """An HTTPS check's plan: the HTTP one, plus the SNI name and the real's key in the TLS
+    session cache (made once per job); its dialogue is the HTTP one wrapped in TLS."""
+
+    __slots__ = ("key", "sni")
+
+    def __init__(
+        self,
+        spec: CheckSpec,
+        family: int,
+        addr: tuple[str, int] | None,
+        request: bytes,
+        sni: str,
+        key: tuple[str, int, str],
+    ) -> None:
+        super().__init__(spec, family, addr, request)
+        self.sni = sni
+        self.key = key
+
+    def make_dialogue(self) -> Dialogue:
+        inner = HttpDialogue(self.spec, self.head + self.host + self.tail)
+        return TlsDialogue(inner, self.sni, self.key)
+
+
 _HOST: Final = b"\r\nHost: "
 _last_parts = (b"", b"", b"")  # the last plan's: the next real's of a virtual shares most
 
@@ -99,24 +126,32 @@ def _shared_parts(request: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 def probe_plan(spec: CheckSpec) -> ProbePlan | None:
-    """The prober's plan for plain HTTP to an address literal; None for the general path."""
+    """The prober's plan for HTTP or HTTPS to an address literal; None for the general path."""
     try:
         # not the cached build_target: the plan is made once per job, and keeps what it needs
         target = build_target.__wrapped__(spec)
     except CheckFailed:
         return None  # the general path reports it
-    if target.tls or target.family is None:
+    if target.family is None:
         return None
-    addr = (target.connect_host, target.connect_port)
-    return HttpPlan(
-        spec, target.family, None if addr == (spec.host, spec.port) else addr, target.request
-    )
+    return _plan(spec, target, target.family)
+
+
+def _plan(spec: CheckSpec, target: Target, family: int) -> HttpPlan:
+    host, port = target.connect_host, target.connect_port
+    addr = None if (host, port) == (spec.host, spec.port) else (host, port)
+    if not target.tls:
+        return HttpPlan(spec, family, addr, target.request)
+    sni = target.server_hostname
+    return TlsHttpPlan(spec, family, addr, target.request, sni, session_key(host, port, sni))
 
 
 async def check(spec: CheckSpec, step: Step) -> CheckResult:
     target = build_target(spec)
     loop = asyncio.get_running_loop()
     step.name = "connect"
+    if target.family is not None:  # an address literal: the prober's plan, https too
+        return await probe_in_task(_plan(spec, target, target.family), step)
     family, addr = await _address(loop, target)
     dialogue = HttpDialogue(spec, target.request)
     if not target.tls:

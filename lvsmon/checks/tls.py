@@ -329,6 +329,7 @@ class TlsDialogue(Dialogue):
         self.step = "tls"
         self.budget = inner.budget + inner.budget // 8 + HANDSHAKE_BYTES
         self.room = inner.budget  # the plaintext the inner may still be fed
+        self.received = 0  # the ciphertext fed (`drive.probe_in_task`: the lag rule's count)
         self.cache = cache if key is not None else None
         self.key = key
         self.entry = self.cache.offer(key) if self.cache is not None else None
@@ -341,6 +342,7 @@ class TlsDialogue(Dialogue):
         return self.layer.start()
 
     def feed(self, data: bytes) -> Outcome:
+        self.received += len(data)
         layer = self.layer
         was_done = layer.handshake_done
         try:
