@@ -56,8 +56,8 @@ async def prober(**kw: Any) -> AsyncIterator[Prober]:
         ({"kind": "negotiate", "service": "http"}, True),
         ({"kind": "negotiate", "service": "http", "host": "::1"}, True),
         ({"kind": "negotiate", "service": "http_proxy", "request": "http://a.test/"}, True),
-        ({"kind": "negotiate", "service": "https"}, False),  # TLS
-        ({"kind": "negotiate", "service": "http", "request": "https://10.0.0.1/"}, False),
+        ({"kind": "negotiate", "service": "https"}, True),  # TLS on the prober (issue 22)
+        ({"kind": "negotiate", "service": "http", "request": "https://10.0.0.1/"}, True),
         ({"kind": "negotiate", "service": "http", "request": "http://a.test/"}, False),  # a name
         ({"kind": "negotiate", "service": "http_proxy", "request": "/relative"}, False),
         ({"kind": "external", "checkcommand": "/bin/true"}, False),
