@@ -58,7 +58,7 @@ plain dialogue (bench/tls_cost.py measures each step).
   made it (CPython refuses another's): one context for every TLS check (`client_context`, the
   stream driver's, no certificate or host name check: docs/compatibility.md D18).
 
-Wiring it in (not done here; bench/tls_cost.py's `TlsHttpPlan` is the model):
+Wired in as follows (http.TlsHttpPlan, drive.login_plan; bench/tls_cost.py has the model):
 
 1. http.py `probe_plan`: for `target.tls` with an address literal, a plan (HttpPlan with two
    more slots: the SNI name and the session key, made once per job) whose `make_dialogue` is
