@@ -240,7 +240,8 @@ async def assert_busy_fails_and_idle_is_unknown(
 
 
 async def test_a_tls_flood_under_lag_is_a_failure_not_unknown() -> None:
-    """imaps through the stream driver: a LOGIN answered with 100 kB of untagged lines."""
+    """imaps (TLS on the prober, run through run_check): a LOGIN answered with 100 kB of untagged
+    lines."""
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     trustme.CA().issue_cert("127.0.0.1").configure_cert(tls)
 
