@@ -39,6 +39,9 @@ log = logging.getLogger("lvsmon")
 DEFAULT_RESYNC_S = 5.0
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
+# ops whose events are published between two turns of the event loop (the subscribers' queues
+# hold events.DEFAULT_QUEUE each)
+PUBLISH_BATCH = 4096
 FULL_EVERY = 12  # every this many resyncs, the desired table is recomputed even if nothing moved
 
 
@@ -243,7 +246,14 @@ class Reconciler:
             return False
         ok = len(results) == len(ops)
         fallbacks = desired.fallbacks
-        for res in results:
+        # the view is behind the kernel until the end of this loop: should the pass be cancelled
+        # at one of its yields, the next one (or the purge at stop) dumps first
+        self._stale = True
+        for i, res in enumerate(results, start=1):
+            if i % PUBLISH_BATCH == 0:
+                # two events an op: without a turn for the subscribers a start-up at 100,000
+                # reals overflowed their queues (36,000 "Added real server" lines lost)
+                await asyncio.sleep(0)
             op = res.op
             drift = op.service in drifted
             error = None if res.error is None else res.error.message

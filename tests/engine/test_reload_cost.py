@@ -9,6 +9,8 @@ import asyncio
 import dataclasses
 from collections.abc import Iterator
 
+import pytest
+
 from lvsmon.checks.base import CheckSpec
 from lvsmon.config import Config
 from lvsmon.engine.desired import adopt_health, layout_of
@@ -235,3 +237,30 @@ def test_status_of_an_unchanged_pool_looks_at_no_virtual() -> None:
             await engine.stop()
 
     asyncio.run(run())
+
+
+def test_a_big_apply_gives_the_subscribers_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22: one pass publishing more events than a subscriber's queue holds (a start-up at
+    100,000 reals: two per op) lets the subscribers run every PUBLISH_BATCH ops; before, the
+    log lost 36,000 of 100,000 "Added real server" lines."""
+    import lvsmon.engine.reconciler as reconciler_module
+    from lvsmon.engine.events import EventBus, KernelOp
+
+    monkeypatch.setattr(reconciler_module, "PUBLISH_BATCH", 50)
+
+    async def run() -> tuple[int, int]:
+        bus = EventBus()
+        seen: list[object] = []
+        sub = bus.subscribe("small", seen.append, kinds=(KernelOp,), maxlen=120)
+        config = pool(virtuals=10, reals=40)  # 10 services + 400 dests: 410 ops
+        engine = Engine(config, MemoryBackend(), events=bus)
+        for ref in engine.plan.failurecount:
+            engine.health[ref] = ADOPTED_UP
+        await bus.start()
+        engine.reconciler.actual = {}
+        await engine.reconciler.reconcile()
+        await bus.stop()
+        return len(seen), sub.dropped
+
+    seen, dropped = asyncio.run(run())
+    assert (seen, dropped) == (410, 0)
