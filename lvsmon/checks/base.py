@@ -56,8 +56,9 @@ class CheckResult:
     received: int = field(default=0, compare=False)
     # a timeout on the prober: how long the peer had had its turn (since our last bytes went
     # out, or since the connect began) when the deadline ended the check, every ready socket
-    # read first. A server that had its time and sent nothing that ended the check is down
-    # whatever the daemon's lag (lag.py); 0: not known (a check run as a task)
+    # read first, less the time the loop lost to lag meanwhile. A server that had its time and
+    # sent nothing that ended the check is down whatever the daemon's lag (lag.py); 0: not
+    # known (a check run as a task)
     peer_turn_s: float = field(default=0.0, compare=False)
 
 

@@ -87,6 +87,10 @@ class ProbePlan:
         return None if factory is None else factory()
 
 
+def _no_loss(_now: float) -> float:
+    return 0.0
+
+
 def _os_reason(step: str, err: int) -> str:
     return f"{step}: {describe_error(OSError(err, os.strerror(err)))}"
 
@@ -105,6 +109,7 @@ class _Probe:
         "sock",
         "started",
         "turn",
+        "turn_lost",
     )
 
     def __init__(
@@ -117,8 +122,10 @@ class _Probe:
         self.deadline = started + plan.timeout  # set again if it waited for a descriptor
         # since when the peer has had its turn: the start (the kernel connects without us; a
         # server that speaks first needs nothing of ours), then the moment our last bytes went
-        # out. At a timeout it tells whether the server had its time (lag.py)
+        # out; and the time the loop had lost by then (Prober.lost). At a timeout they tell
+        # whether the server had its time while the daemon was on time (lag.py)
         self.turn = started
+        self.turn_lost = 0.0
         self.held = False  # it holds one of the budget's descriptors
         self.sock: socket.socket | None = None  # None once finished
         self.dialogue: Dialogue | None = None  # set once connected
@@ -153,6 +160,9 @@ class Prober:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._clock = time.monotonic
+        # the time the loop has lost to lag up to a moment (the check runner sets its
+        # LagMonitor.lost_at): a server's turn is counted only while the daemon was on time
+        self.lost: Callable[[float], float] = _no_loss
         loop.add_reader(self._epoll.fileno(), self._on_ready)
 
     @property
@@ -190,6 +200,7 @@ class Prober:
         self, plan: ProbePlan, done: Callable[..., None], arg: object, metered: bool
     ) -> _Probe:
         probe = _Probe(plan, done, arg, self._clock())
+        probe.turn_lost = self.lost(probe.started)
         if metered:
             fds = self.fds
             if fds.queue or fds.used >= fds.total:
@@ -216,8 +227,9 @@ class Prober:
         if probe.done is _ignore:  # aborted while it waited
             return False
         probe.held = True
-        probe.started = probe.turn = now = self._clock()
+        probe.started = now = self._clock()
         probe.deadline = now + probe.plan.timeout
+        self._take_turn(probe, now)
         self._begin(probe)
         return True
 
@@ -296,7 +308,7 @@ class Prober:
             return False
         probe.pending = data[sent:]
         if not probe.pending:
-            probe.turn = self._clock()
+            self._take_turn(probe, self._clock())
         return True
 
     def _shut_wr(self, probe: _Probe) -> None:
@@ -357,7 +369,7 @@ class Prober:
             return
         probe.pending = probe.pending[sent:]
         if not probe.pending:
-            probe.turn = self._clock()
+            self._take_turn(probe, self._clock())
             if dialogue.shut_wr:
                 self._shut_wr(probe)
             self._epoll.modify(sock.fileno(), _IN)
@@ -455,8 +467,16 @@ class Prober:
     def _time_out(self, probe: _Probe) -> None:
         step = probe.stage
         reason = f"timeout after {probe.plan.timeout:g}s during {step}"
-        turn = self._clock() - probe.turn
-        self._finish(probe, CheckResult(False, reason, 0.0, True, peer_turn_s=turn))
+        now = self._clock()
+        # the server's turn, less what the loop lost meanwhile: a stall of the whole machine
+        # (a paused VM, a suspend; a test's servers in the daemon's own loop) stops the server's
+        # answer on its way in as well
+        turn = (now - probe.turn) - (self.lost(now) - probe.turn_lost)
+        self._finish(probe, CheckResult(False, reason, 0.0, True, peer_turn_s=max(0.0, turn)))
+
+    def _take_turn(self, probe: _Probe, now: float) -> None:
+        probe.turn = now
+        probe.turn_lost = self.lost(now)
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:

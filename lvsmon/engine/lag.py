@@ -14,11 +14,13 @@ result that is two float subtractions and a comparison, and only for timeouts.
 Only a check whose server did not have its time is forgiven: the prober reads every ready
 socket before it looks at a deadline (as asyncio runs I/O before timers), so when a check on the
 prober times out, nothing the server sent is waiting unread, and the prober says how long the
-server had had its turn (since our last bytes went out, `CheckResult.peer_turn_s`). A server
-that had all but `LAG_SHARE` of the timeout and said nothing that ended the check is down,
-whatever the lag: a real that trickles its answer while other reals flood the loop goes out at
-its first timeout. When our request itself went out late (the loop stalled between the connect
-and the send), the server had less, and the timeout stays unknown.
+server had had its turn while the daemon was on time (since our last bytes went out, less the
+lag meanwhile: a stall of the whole machine, a paused VM or a suspend, holds the answer up on
+its way in too; `CheckResult.peer_turn_s`). A server that had all but `LAG_SHARE` of the timeout
+and said nothing that ended the check is down, whatever the lag: a real that trickles its
+answer while other reals flood the loop goes out at its first timeout. When our request itself
+went out late (the loop stalled between the connect and the send), the server had less, and the
+timeout stays unknown.
 
 Only a check that was not busy is forgiven (issue 21): the lag must not be the check's own doing.
 A real that floods its check (endless short lines, say) makes the loop late with the parsing it

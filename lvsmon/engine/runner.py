@@ -190,6 +190,7 @@ class CheckRunner:
     def _ensure_prober(self) -> None:
         if self._probes and self._prober is None:
             self._prober = hold_prober(asyncio.get_running_loop())
+            self._prober.lost = self.lag.lost_at  # a server's turn counts while we are on time
 
     async def run_once(self, job: CheckJob, refs: tuple[RealRef, ...] = ()) -> None:
         """Run one slot of `job` now, the way the scheduler would, without the clock (for tests

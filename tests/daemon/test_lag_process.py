@@ -1,7 +1,8 @@
 """A CPU-starved daemon, as a process: `lvsmon start` on the memory backend checks 20 healthy HTTP
 servers on loopback (another process, answering in 0.2 s) with checktimeout=1, failurecount=1,
 while the test stops it 90 % of the time (SIGSTOP 1.8 s, SIGCONT 0.2 s: ten times slower).
-No real is declared down, and `lvsmon status` counts the late timeouts as unknown."""
+No real is declared down: answers that came while it was stopped are read before any deadline,
+and a late timeout is unknown, never a failure."""
 
 from __future__ import annotations
 
@@ -81,9 +82,12 @@ def test_a_daemon_ten_times_slower_takes_no_healthy_real_down(tmp_path: Path) ->
         assert " is down" not in text and "Quiescent real server" not in text, text
         status = lvsmon("status")
         assert status.returncode == 0, status.stderr
+        # the answers that came while it was stopped are read before any deadline is looked at
+        # (the prober), so most checks pass; one whose request went out late is unknown, and
+        # none counts as a failure
+        assert "counted as a failure" not in text and "cannot be trusted" not in text, text
         match = re.search(r"(\d+) unknown \(the daemon was late", status.stdout)
-        assert match and int(match.group(1)) > 0, status.stdout
-        assert "counted as unknown" in text
+        assert match is None or int(match.group(1)) > 0, status.stdout
         print(status.stdout.splitlines()[-1])
     finally:
         if pid and alive(pid):
