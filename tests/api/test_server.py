@@ -248,6 +248,40 @@ def test_a_slow_client_is_cut_off_not_waited_for() -> None:
     asyncio.run(scenario())
 
 
+def test_events_nobody_follows_are_encoded_only_when_a_client_attaches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 22: a start-up of 37,000 reals emits some 75,000 events; with no /events client
+    they are kept as they are (the last 500) and encoded when one attaches, in their order,
+    with the sequence numbers and times they had."""
+    from lvsmon.api import eventfeed
+
+    encoded: list[int] = []
+    real_json = eventfeed.event_json
+
+    def counting(event: ev.Event, seq: int, at: float) -> dict[str, typing.Any]:
+        encoded.append(seq)
+        return real_json(event, seq, at)
+
+    monkeypatch.setattr(eventfeed, "event_json", counting)
+
+    async def scenario() -> None:
+        feed = EventFeed(replay=10)
+        for i in range(1000):
+            feed.on_event(ev.ConfigRejected("lb.cf", f"file:{i}: bad"))
+        assert encoded == []
+        replay, queue = feed.attach()
+        assert encoded == list(range(991, 1001))  # the ring's last 10, once each
+        frames = [f.decode() for f in replay]
+        assert [f.split("\n", 1)[0] for f in frames] == [f"id: {n}" for n in range(991, 1001)]
+        assert '"file:999: bad"' in frames[-1]
+        feed.on_event(ev.ConfigRejected("lb.cf", "live"))  # a client follows: encoded at once, once
+        assert encoded[-1] == 1001 and queue.get_nowait() == feed.recent[-1]
+        assert len(encoded) == 11
+
+    asyncio.run(scenario())
+
+
 def sample(kind: type) -> object:
     """One instance of an event class with every field filled."""
     key = VKEY
