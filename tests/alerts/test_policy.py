@@ -449,3 +449,25 @@ def test_the_rate_limit_counts_per_relay() -> None:
     p.feed(quiesce(config, "10.0.0.8", vip="10.0.0.7"), 101.0)
     assert p.due(101.0) == []  # relay1's one mail this hour is spent
     assert p.next_due() == 3700.0
+
+
+def test_a_reload_names_the_reals_of_only_the_virtuals_it_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 22: a reload of 37,000 reals named every real for alerts (0.2 s), with e-mail
+    alerts or without; now a virtual's reals are named when a reminder there needs them."""
+    from lvsmon.alerts import policy as module
+
+    named: list[str] = []
+    real_names = module._configured_reals
+    monkeypatch.setattr(
+        module, "_configured_reals", lambda v: named.append(str(v.key)) or real_names(v)
+    )
+    p = policy()
+    p.use(CONFIG)
+    assert named == []
+    p.feed(quiesce(CONFIG, "10.0.0.2"), 0.0)  # a reminder: its virtual's reals are named
+    assert named == [str(svc())]
+    p.use(CONFIG)  # again for the kept reminder's virtual, and for no other
+    assert named == [str(svc())] * 2
+    assert p.reminders == {(svc(), "10.0.0.2:80")}
