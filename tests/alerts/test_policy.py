@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from lvsmon.alerts.changes import Change
 from lvsmon.alerts.policy import AlertPolicy, Mail
 from lvsmon.config import Config
+from lvsmon.config.model import Virtual
 
 from .helpers import add, cfg, delete, quiesce, restore, svc
 
@@ -460,9 +461,12 @@ def test_a_reload_names_the_reals_of_only_the_virtuals_it_needs(
 
     named: list[str] = []
     real_names = module._configured_reals
-    monkeypatch.setattr(
-        module, "_configured_reals", lambda v: named.append(str(v.key)) or real_names(v)
-    )
+
+    def naming(v: Virtual) -> frozenset[str]:
+        named.append(str(v.key))
+        return real_names(v)
+
+    monkeypatch.setattr(module, "_configured_reals", naming)
     p = policy()
     p.use(CONFIG)
     assert named == []
