@@ -32,11 +32,27 @@ class Forward(enum.StrEnum):
 
 def canonical_address(address: str) -> str:
     """The one spelling of an address used in keys (no brackets, compressed IPv6)."""
+    if _plain_ipv4(address):
+        return address  # the common case, already canonical: no ipaddress object (issue 22)
     return str(ipaddress.ip_address(address.strip("[]")))
 
 
+def _plain_ipv4(address: str) -> bool:
+    """A dotted quad as ipaddress spells it: four decimal numbers up to 255, no leading zero."""
+    parts = address.split(".")
+    if len(parts) != 4:
+        return False
+    for part in parts:
+        if not (0 < len(part) <= 3 and part.isascii() and part.isdigit()):
+            return False
+        if (part[0] == "0" and len(part) > 1) or int(part) > 255:
+            return False
+    return True
+
+
 def family_of(address: str) -> Family:
-    return Family.INET6 if ipaddress.ip_address(address).version == 6 else Family.INET
+    """The family of a canonical address (keys hold nothing else)."""
+    return Family.INET6 if ":" in address else Family.INET
 
 
 @dataclass(frozen=True, slots=True, order=True)
