@@ -6,6 +6,10 @@ Host only, loopback only, as root:
         [--check connect|http|on] [--interval 4] [--window 15] [--profile DIR] [--src TREE]
         [--startup-only] [--stop-command] [--keep]
 
+and on the kernel's IPVS, in the throwaway VM only (no reals are checked there):
+
+    tests/vm/run --exec ".venv/bin/python bench/many_virtuals.py --check on --backend netlink"
+
 keepalived issue #2318 reported 2,284 virtual services with 37,298 reals (16-17 per virtual);
 this builds that shape for lvsmon `--backend memory` (no kernel): virtuals 127.100.x.y:80, reals
 127.77.x.y:PORT (127.78.x.y beyond 51,200), all answered by one Debian nginx listening on the
@@ -184,6 +188,12 @@ def main() -> int:
     ap.add_argument("--stop-command", action="store_true", help="also time `lvsmon stop`")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument("--startup-only", action="store_true", help="stop once every real is up")
+    ap.add_argument(
+        "--backend",
+        choices=("memory", "netlink"),
+        default="memory",
+        help="netlink: the kernel's IPVS (only in the throwaway VM: tests/vm/run --exec)",
+    )
     args = ap.parse_args()
     cleanup, workdir = start_run("lvsmon-many-virtuals-", args.keep)
     try:
@@ -204,7 +214,12 @@ def run(args: argparse.Namespace, cleanup: Cleanup, workdir: str) -> int:
     env = {**os.environ, "LVSMON_RESOLVER": "files"}
     if args.src:  # run from the work folder: `python -m` puts the current folder first
         env["PYTHONPATH"] = os.path.abspath(args.src)
-    opts = ["--backend", "memory", "--pid-file", pidfile]
+    opts = ["--backend", args.backend, "--pid-file", pidfile]
+    if args.backend != "memory":
+        if os.environ.get("LVSMON_IN_VM") != "1":
+            raise SystemExit("--backend netlink rewrites the IPVS table: run it in the VM")
+        subprocess.run(["ipvsadm", "-C"], check=True)
+        cleanup.add("ipvs table", clear_ipvs)
     base = [*lvsmon_command(args.src), *opts]
     pid: int | None = None
     proc: subprocess.Popen[bytes] | None = None
@@ -218,6 +233,7 @@ def run(args: argparse.Namespace, cleanup: Cleanup, workdir: str) -> int:
     cleanup.add("log tail", tail.close)
     out: dict[str, object] = {
         "virtuals": args.virtuals, "reals": n, "check": args.check, "interval_s": args.interval,
+        "backend": args.backend,
     }  # fmt: skip
     log(f"start: {args.virtuals} virtuals x {n} reals, {args.check} checks")
     t0 = time.time()
@@ -321,6 +337,10 @@ def run(args: argparse.Namespace, cleanup: Cleanup, workdir: str) -> int:
         out["stop_command_s"] = round(gone - t0, 3) if gone is not None else None
     print(json.dumps(out), flush=True)
     return 0
+
+
+def clear_ipvs() -> None:
+    subprocess.run(["ipvsadm", "-C"], check=False)
 
 
 def stop(out: dict[str, object], pid: int, proc: subprocess.Popen[bytes] | None) -> None:
