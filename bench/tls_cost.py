@@ -53,7 +53,8 @@ from collections.abc import Callable
 from typing import Final
 
 from procs import Cleanup, free_port, log, memory_mib, start_run
-from scale import NGINX_CONF, RealServers, real_address
+from scale import RealServers, real_address
+from versus_keepalived import open_http_block
 
 from lvsmon.checks import CheckResult, CheckSpec, run_check
 from lvsmon.checks.dialogue import Dialogue
@@ -102,17 +103,10 @@ class TlsReals(RealServers):
         return self.port13 if version == "tls13" else self.port12
 
     def _launch(self) -> subprocess.Popen[bytes]:
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", "/CN=lvsmon-bench", "-keyout", os.path.join(self.dir, "key.pem"),
-             "-out", os.path.join(self.dir, "cert.pem")],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        http = NGINX_CONF.format(dir=self.dir, port=self.port, workers=2).rstrip()
-        assert http.endswith("}"), "the http block closes scale.py's nginx config"
+        http = open_http_block(self.dir, self.port)
         conf = os.path.join(self.dir, "nginx.conf")
         with open(conf, "w", encoding="utf-8") as f:
-            f.write(http[:-1])
+            f.write(http)
             f.write(TLS_SERVERS.format(dir=self.dir, port12=self.port12, port13=self.port13))
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         return subprocess.Popen(

@@ -163,6 +163,20 @@ stream {{
 """
 
 
+def open_http_block(folder: str, port: int) -> str:
+    """A self-signed certificate (key.pem, cert.pem in `folder`) and scale.py's nginx config
+    with its http block left open, for https servers to be added to it (and a closing brace)."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=lvsmon-bench", "-keyout", os.path.join(folder, "key.pem"),
+         "-out", os.path.join(folder, "cert.pem")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    http = NGINX_CONF.format(dir=folder, port=port, workers=2).rstrip()
+    assert http.endswith("}"), "the http block closes scale.py's nginx config"
+    return http[:-1]
+
+
 class Reals(RealServers):
     """bench/scale.py's nginx (http on `port`), with https on `tls_port` and a TCP stream server
     on `tcp_port`; all of them log to the one access log."""
@@ -175,18 +189,11 @@ class Reals(RealServers):
         return {"http": self.port, "https": self.tls_port, "tcp": self.tcp_port}[kind]
 
     def _launch(self) -> subprocess.Popen[bytes]:
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", "/CN=lvsmon-bench", "-keyout", os.path.join(self.dir, "key.pem"),
-             "-out", os.path.join(self.dir, "cert.pem")],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        http = NGINX_CONF.format(dir=self.dir, port=self.port, workers=2).rstrip()
-        assert http.endswith("}"), "the http block closes scale.py's nginx config"
+        http = open_http_block(self.dir, self.port)
         conf = os.path.join(self.dir, "nginx.conf")
         with open(conf, "w", encoding="utf-8") as f:
             f.write(f"load_module {STREAM_MODULE};\n")
-            f.write(http[:-1] + TLS_SERVER.format(dir=self.dir, port=self.tls_port))
+            f.write(http + TLS_SERVER.format(dir=self.dir, port=self.tls_port))
             f.write(STREAM.format(dir=self.dir, port=self.tcp_port))
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         return subprocess.Popen(
