@@ -25,6 +25,8 @@ the other's cores. Per daemon and work: start-up, a steady window (default 30 s;
 stime of all the daemon's processes, keepalived's parent and checker child), checks in the
 window from nginx's log, CPU per check, period p50/p99/max and p99 over the interval, reals
 checked fewer than twice, false downs, VmRSS and VmHWM summed over the processes.
+`--hog N` runs N busy-loop processes (nice 0, pinned nowhere) through each daemon's start-up and
+window, the same for both: the saturated host of a shared machine, reproducible side by side.
 Prerequisites: apt-get install -y --no-install-recommends $(sed -e 's/#.*//'
 bench/debian-packages.txt) (keepalived, nginx, libnginx-mod-stream, openssl, gcc).
 The table first, then the load; the last line is one JSON object.
@@ -453,6 +455,34 @@ class Lvsmon(Daemon):
         kill_pid(self.main_pid(), "lvsmon")
 
 
+# ---------------------------------------------------------------- the load
+
+
+class Hogs:
+    """`count` busy-loop processes (nice 0, pinned nowhere), started with `start` and ended by
+    `stop`: each daemon's start-up and window run on a host they keep saturated."""
+
+    CODE = "while True: pass"  # niced as the bench is (0)
+
+    def __init__(self, count: int, cleanup: Cleanup) -> None:
+        self.count = count
+        self.procs: list[subprocess.Popen[bytes]] = []
+        cleanup.add("hogs", self.stop)
+
+    def start(self) -> None:
+        for _ in range(self.count):
+            self.procs.append(
+                subprocess.Popen([sys.executable, "-c", self.CODE], stdin=subprocess.DEVNULL)
+            )
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+        for proc in self.procs:
+            proc.wait()
+        self.procs = []
+
+
 # ---------------------------------------------------------------- one measurement
 
 
@@ -482,9 +512,12 @@ class Result:
     host_busy_pct: float = NAN  # all CPUs of the host (100 % = every core busy)
 
 
-def measure(daemon: Daemon, servers: Reals, window: float, timeout: float, settle: float) -> Result:
+def measure(
+    daemon: Daemon, servers: Reals, window: float, timeout: float, settle: float, hogs: Hogs
+) -> Result:
     work, res = daemon.work, Result()
-    log(f"{daemon.name}: {work.label}: start")
+    log(f"{daemon.name}: {work.label}: start" + (f" ({hogs.count} hogs)" if hogs.count else ""))
+    hogs.start()
     t0 = time.time()
     daemon.start()
     done = daemon.wait_up(timeout)
@@ -504,6 +537,7 @@ def measure(daemon: Daemon, servers: Reals, window: float, timeout: float, settl
         time.sleep(min(1.0, max(0.0, end - time.time())))
         samples.append(daemon.sample())
     cpu1, nginx1, host1, w1 = daemon.cpu(), servers.cpu_seconds(), host_cpu(), time.time()
+    hogs.stop()
     res.nginx_cpu_pct = 100 * (nginx1 - nginx0) / (w1 - w0)
     res.host_busy_pct = 100 * (host1[0] - host0[0]) / max(host1[1] - host0[1], 1.0)
     samples = [x for x in samples if x]
@@ -572,7 +606,9 @@ def number(x: float, digits: int) -> float | int | None:
 TABLE_WIDTH = 44
 
 
-def table_header() -> None:
+def table_header(hog: int) -> None:
+    if hog:
+        print(f"load: {hog} busy-loop processes through each daemon's start-up and window")
     print(f"{'work / figure':<{TABLE_WIDTH}} {'keepalived':>12} {'lvsmon':>12} {'lvsmon/ka':>10}")
 
 
@@ -644,6 +680,13 @@ def main() -> int:
         "--lvsmon-first", action="store_true", help="per work, lvsmon before keepalived"
     )
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs) for study")
+    ap.add_argument(
+        "--hog",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N busy-loop processes through each daemon's start-up and window (a saturated host)",
+    )
     args = ap.parse_args()
     works = QUICK if args.quick else FULL
     if args.only:
@@ -670,6 +713,7 @@ def main() -> int:
         "quick": args.quick,
         "window_s": window,
         "order": "lvsmon first" if args.lvsmon_first else "keepalived first",
+        "hog": args.hog,
     }
     done: list[str] = []  # the works measured
     cleanup, workdir = start_run("lvsmon-vs-keepalived-", args.keep)
@@ -678,6 +722,7 @@ def main() -> int:
         src = Baseline(args.rev, workdir, cleanup).path if args.rev else None
         figures["lvsmon_rev"] = lvsmon_rev(src)
         servers = Reals(workdir, cleanup)
+        hogs = Hogs(args.hog, cleanup)
         log(f"nginx: http *:{servers.port}, https *:{servers.tls_port}, tcp *:{servers.tcp_port};"
             f" work folder {workdir}")  # fmt: skip
         for work in works:
@@ -688,9 +733,9 @@ def main() -> int:
                     Keepalived(workdir, work, servers, cleanup, lib) if name == "keepalived"
                     else Lvsmon(workdir, work, servers, cleanup, src)
                 )  # fmt: skip
-                runs[name] = measure(daemon, servers, window, timeout, settle)
+                runs[name] = measure(daemon, servers, window, timeout, settle, hogs)
             if not done:
-                table_header()
+                table_header(args.hog)
             done.append(work.name)
             report(work, runs["keepalived"], runs["lvsmon"], figures)
     except KeyboardInterrupt:

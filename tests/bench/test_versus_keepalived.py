@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,25 @@ def test_versus_keepalived_tiny() -> None:
         for figure in ("cpu_us_per_check", "p99_period_s", "rss_mib", "startup_s"):
             assert f"{key}_{figure}_ratio" in fig
     assert isinstance(fig["load_start"], float) and isinstance(fig["load_end"], float)
+
+
+def test_hogs_busy_loop_until_stopped() -> None:
+    """--hog N: N processes that burn a core each while started, gone after stop (and cleanup)."""
+    sys.path.insert(0, str(BENCH))
+    from procs import Cleanup, cpu_seconds
+    from versus_keepalived import Hogs
+
+    cleanup = Cleanup()
+    hogs = Hogs(2, cleanup)
+    hogs.start()
+    try:
+        pids = [proc.pid for proc in hogs.procs]
+        assert len(pids) == 2
+        deadline = time.monotonic() + 10
+        while min(cpu_seconds(pid)[0] for pid in pids) < 0.2:  # both busy, not asleep
+            assert time.monotonic() < deadline, [cpu_seconds(pid) for pid in pids]
+            time.sleep(0.05)
+    finally:
+        cleanup.run()
+    assert hogs.procs == []
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
