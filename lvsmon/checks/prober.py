@@ -32,6 +32,7 @@ silent reals never times out a healthy one.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
 import errno
@@ -58,6 +59,7 @@ _OUT: Final = select.EPOLLOUT
 _CONNECTING: Final = (errno.EINPROGRESS, errno.EALREADY)
 _CONNECTED: Final = (0, errno.EISCONN)
 _CONNECTED_REASON: Final = "connect: connected"
+_STREAM: Final = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 _BATCH: Final = 1024  # events taken from the epoll per poll
 MAX_IN_FLIGHT: Final = 16384  # the budget's bound whatever RLIMIT_NOFILE allows
 
@@ -127,7 +129,9 @@ class _Probe:
         self.turn = started
         self.turn_lost = 0.0
         self.held = False  # it holds one of the budget's descriptors
-        self.sock: socket.socket | None = None  # None once finished
+        # the C type under socket.socket: its constructor and close() are C calls, where the
+        # subclass adds two Python frames to each (some 1.5 µs a check of 20 in Python)
+        self.sock: _socket.socket | None = None  # None once finished
         self.dialogue: Dialogue | None = None  # set once connected
         self.pending = b""  # bytes the socket has not taken yet
         self.room = 0  # the peer's bytes the dialogue may still be fed (its budget, once connected)
@@ -244,7 +248,7 @@ class Prober:
     def _connect(self, probe: _Probe) -> None:
         plan = probe.plan
         try:
-            sock = socket.socket(plan.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            sock = _socket.socket(plan.family, _STREAM)
         except OSError as exc:
             self._finish(probe, CheckResult(False, _os_reason("connect", exc.errno or 0)))
             return
