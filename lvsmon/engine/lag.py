@@ -46,6 +46,21 @@ ends the run.
 
 Wall-clock steps (time.time() against monotonic) are counted and logged, not counted as lag:
 deadlines are on the monotonic clock, which a step does not move.
+
+Admission (`AdmissionWindow`, issue 22): forgiving late timeouts is for a stall, not a cure for
+overload. A daemon given less CPU than its checks need (a saturated host) would start every
+check on its slot all the same; the answers then wait unread ever longer, the lag grows without
+bound, the server's backlog overflows under the bursts, and once the bound above is passed
+healthy reals go down. So the runner bounds the checks in flight by a window that follows the
+lag, as TCP's congestion window follows loss: each tick whose lag exceeds `overload_lag` (a
+third of LAG_SHARE of the smallest timeout: far from making a timeout unknown) halves it, at
+most every `SHRINK_GAP_TICKS` ticks (the checks already in flight drain first) and never below
+`WINDOW_FLOOR` (checks always progress); each tick on time after the window held starts back
+grows it by a quarter. A check that is due while the window is full stays due: it starts late
+(its lateness shows in status and /metrics, the runner counts it as deferred and says so in the
+log), its job's period stretches as keepalived's does under the same load, and the checks that
+do run are read on time, so their verdicts hold. The first round (every job due at once at
+start-up) is admitted the same way: tens of thousands of connects at once flooded the loop.
 """
 
 from __future__ import annotations
@@ -70,6 +85,14 @@ CLOCK_STEP_S: Final = 1.0  # wall clock moving this much more or less than monot
 # what a health check's answer takes, a quarter of the drivers' per-check budget (256 KiB, so
 # that peers just under the budget cannot lag the loop together and be forgiven), one prober read
 BUSY_BYTES: Final = 64 * 1024
+# admission (AdmissionWindow): checks in flight at first, at least, at most
+WINDOW_START: Final = 1024
+WINDOW_FLOOR: Final = 256
+WINDOW_CEILING: Final = 1 << 16
+SHRINK_GAP_TICKS: Final = 3  # ticks between two halvings: what was in flight drains meanwhile
+OVERLOAD_SHARE: Final = 1 / 3  # of LAG_SHARE x the smallest timeout: a tick this late shrinks
+OVERLOAD_LAG_MIN_S: Final = 0.05  # ...clamped to these (a tick's own jitter; a long timeout)
+OVERLOAD_LAG_MAX_S: Final = 0.5
 
 
 def _boottime() -> float:
@@ -96,6 +119,41 @@ def forgiven(runs: int, run_s: float) -> bool:
     return runs < UNKNOWN_MIN_RUNS or run_s < UNKNOWN_MAX_S
 
 
+def overload_lag(timeout: float) -> float:
+    """The lag of one tick (s) that shrinks the admission window, for checks whose smallest
+    timeout is `timeout`: well under what makes a timeout unknown (LAG_SHARE of it)."""
+    return min(max(OVERLOAD_SHARE * LAG_SHARE * timeout, OVERLOAD_LAG_MIN_S), OVERLOAD_LAG_MAX_S)
+
+
+class AdmissionWindow:
+    """How many checks may be in flight: halved by a late tick, grown while on time and full.
+    Pure: fed each lag tick, it never reads a clock."""
+
+    __slots__ = ("ceiling", "floor", "since_shrink", "size")
+
+    def __init__(
+        self, size: int = WINDOW_START, floor: int = WINDOW_FLOOR, ceiling: int = WINDOW_CEILING
+    ) -> None:
+        self.floor, self.ceiling = floor, ceiling
+        self.size = min(max(size, floor), ceiling)
+        self.since_shrink = SHRINK_GAP_TICKS  # ticks since the last halving
+
+    def tick(self, lag: float, limited: bool, late_s: float) -> int:
+        """One lag tick: `lag` its lateness (s), `limited` whether the window held a due check
+        back since the previous tick, `late_s` the lag that means overload (overload_lag).
+        Returns the new size."""
+        self.since_shrink += 1
+        if lag > late_s:
+            if self.since_shrink >= SHRINK_GAP_TICKS:
+                self.size = max(self.floor, self.size // 2)
+                self.since_shrink = 0
+        elif limited:
+            # only while it is what holds checks back: a window never filled proves nothing,
+            # and one grown idle would let the next burst flood the loop
+            self.size = min(self.ceiling, self.size + max(1, self.size // 4))
+        return self.size
+
+
 class LagMonitor:
     """Measures how late the event loop runs; keeps the total lost time and the recent peak."""
 
@@ -117,6 +175,8 @@ class LagMonitor:
         self._logged_at = -float("inf")
         self._logged = (0, 0)
         self._prev: tuple[float, float, float] | None = None
+        # called with each tick's lag, after it is accounted (the runner's admission window)
+        self.on_tick: Callable[[float, float], None] | None = None
 
     def lost_at(self, now: float) -> float:
         """The time lost up to `now`, counting the tick that is overdue now: a check that times
@@ -155,6 +215,8 @@ class LagMonitor:
         peaks.append((now, lag))
         self._report(now)
         self.due = now + TICK_S
+        if self.on_tick is not None:
+            self.on_tick(lag, now)
         return self.due
 
     def _report(self, now: float) -> None:

@@ -3,6 +3,12 @@ TCP checks, no task each) or as a task, and hands each result to the engine.
 
 It knows nothing of health or the kernel: `on_result(refs, result)` is all it calls.
 
+Admission (lvsmon/engine/lag.py, "Admission"): at most `window.size` checks are in flight; a
+due check past it waits in the timetable and starts late (`deferred` counts those of the grid,
+not the first round's), so that an overloaded daemon stretches its periods, as keepalived does,
+instead of starting checks whose answers it cannot read in time. The window follows the lag
+monitor's ticks; while checks are deferred a log line says so at most every DEFER_LOG_EVERY_S.
+
 The checks' file descriptors are bounded by the prober's budget (lvsmon/checks/fds.py): a probe
 takes one, a check run as a task takes `task_fds(spec)` once it is through the gate, and waits
 for them, its deadline not running yet, when the budget is spent.
@@ -12,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -22,18 +30,27 @@ from lvsmon.checks.prober import ProbePlan, Prober, hold_prober, release_prober
 from lvsmon.checks.registry import plan_probe
 from lvsmon.engine.checkstats import CheckCounts
 from lvsmon.engine.jobs import CheckJob, Plan, RealRef
-from lvsmon.engine.lag import LagMonitor, forgiven, late_timeout
+from lvsmon.engine.lag import AdmissionWindow, LagMonitor, forgiven, late_timeout, overload_lag
 from lvsmon.engine.status import Stats
 from lvsmon.engine.timetable import Timetable
 from lvsmon.text import LIMIT, clean
 
 WAKE_QUANTUM_S = 0.004  # the check loop sleeps at least this long between rounds of starts
+DEFER_LOG_EVERY_S = 10.0  # the overload line, at most this often
+
+log = logging.getLogger("lvsmon")
 
 RunCheck = Callable[[CheckSpec], Awaitable[CheckResult]]
 # returns whether another good result with the same reason would change nothing (see steady)
 OnResult = Callable[[tuple[RealRef, ...], CheckResult], bool]
 # a timed-out result judged unknown (the daemon was late): the words status shows for it
 OnUnknown = Callable[[tuple[RealRef, ...], str], None]
+
+
+def _timeout(job: CheckJob) -> float:
+    """The smallest timeout of a job's checks (a combined one's connect may be shorter)."""
+    connect = job.connect
+    return job.spec.timeout if connect is None else min(job.spec.timeout, connect.timeout)
 
 
 class _Gate:
@@ -142,6 +159,16 @@ class CheckRunner:
         self.lag = LagMonitor()
         self.lag_clock = time.monotonic
         self.on_unknown: OnUnknown | None = None
+        # admission: the checks in flight, bounded by a window that follows the lag
+        self.window = AdmissionWindow()
+        self._late_s = overload_lag(math.inf)  # set from the jobs' smallest timeout
+        self._held = False  # the window held a due check back since the last lag tick
+        self.lag.on_tick = self._on_lag_tick
+        self.deferred = 0  # starts of the grid that began late because the window was full
+        self._deferred_logged = 0
+        self._deferred_logged_at = -math.inf
+        self._late_max = 0.0  # since that line: the latest deferred start (s), and its period
+        self._stretched_to = 0.0
         # what the prober calls back with the run: made once, not per job nor per check
         self._on_spec_done = self._spec_done
         self._on_connect_done = self._connect_done
@@ -179,6 +206,7 @@ class CheckRunner:
             runs[job] = run
         self._runs = runs
         self._first_pending = pending
+        self._late_s = overload_lag(min((_timeout(job) for job in runs), default=math.inf))
         if not pending:
             self._first_round_over()
         self._timetable.set_jobs({run: run.job.interval for run in runs.values()}, self._clock())
@@ -225,17 +253,23 @@ class CheckRunner:
     async def _loop(
         self, loop: asyncio.AbstractEventLoop, tt: Timetable[JobRun], lag: LagMonitor
     ) -> None:
+        window = self.window
         while True:
             now = self._clock()
             mark = -1.0  # read once per round, and only when a check starts
-            for start in tt.pop_due(now):
+            held = tt.held_at  # a start due by then had been held back by the window
+            for start in tt.pop_due(now, window.size - tt.running):
                 self.stats.checks_started += 1
                 self.stats.record_lateness(start.lateness)
                 if mark < 0:
                     mark = lag.lost_at(self.lag_clock())
                 run = start.key
                 run.lag_mark = mark
+                if start.due <= held:
+                    self._deferred(run, start.lateness)
                 self._start(run)
+            if tt.held_at == now:
+                self._held = True
             due = tt.next_due()
             self._waiter = loop.create_future()
             handle = None
@@ -248,6 +282,37 @@ class CheckRunner:
             await self._waiter
             if handle is not None:
                 handle.cancel()
+
+    def _deferred(self, run: JobRun, lateness: float) -> None:
+        """A start the window held back; the first round's pacing is by design, not counted."""
+        if self._first_pending and run in self._first_pending:
+            return
+        self.deferred += 1
+        if lateness > self._late_max:
+            self._late_max = lateness
+        period = run.job.interval + lateness
+        if period > self._stretched_to:
+            self._stretched_to = period
+
+    def _on_lag_tick(self, lag: float, now: float) -> None:
+        """The lag monitor's tick: the window follows the lag; the overload line."""
+        self.window.tick(lag, self._held, self._late_s)
+        self._held = False
+        fresh = self.deferred - self._deferred_logged
+        if not fresh or now - self._deferred_logged_at < DEFER_LOG_EVERY_S:
+            return
+        log.warning(
+            "the daemon is overloaded: %d checks started late to keep the others on time (up to"
+            " %.1f s late); period stretched to up to %.1f s (checks in flight at most %d, event"
+            " loop lag up to %.0f ms in the last minute)",
+            fresh,
+            self._late_max,
+            self._stretched_to,
+            self.window.size,
+            self.lag.peak * 1000,
+        )
+        self._deferred_logged, self._deferred_logged_at = self.deferred, now
+        self._late_max = self._stretched_to = 0.0
 
     async def stop(self) -> None:
         """Cancel every check in flight and close the prober."""

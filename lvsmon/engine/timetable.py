@@ -4,6 +4,11 @@ Every job runs at a fixed rate (its interval), with its phase spread over the in
 thousands of checks never fire in the same millisecond. The first run of a new job is immediate
 (a healthy pool is programmed within milliseconds of start); the spreading starts from the second
 run. A job whose previous run is still going is not started twice: that slot is skipped.
+
+`pop_due` may be given a limit (the check runner's admission window, lvsmon/engine/lag.py): the
+slots past it stay due, oldest first, and start on a later call, late; `held_at` says when the
+last limit held a slot back, so a start due by then was deferred. A late start rejoins its
+job's grid (`_next_slot`), so a deferral stretches one period, it does not pile up a burst.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ class Timetable(Generic[K]):
         self._seq = 0
         self._running = 0
         self.skipped = 0  # slots skipped because the previous run was still going
+        self.held_at = -math.inf  # when pop_due's limit last left a due slot behind
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -112,11 +118,18 @@ class Timetable(Generic[K]):
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
-    def pop_due(self, now: float) -> list[Start[K]]:
-        """The jobs to start now, marked running; each is rescheduled at its next slot."""
+    def pop_due(self, now: float, limit: float = math.inf) -> list[Start[K]]:
+        """The jobs to start now, at most `limit`, marked running; each is rescheduled at its
+        next slot. Due slots past the limit stay due (`held_at` = now)."""
         starts: list[Start[K]] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
+            if len(starts) >= limit:
+                if self._live(heap[0]):
+                    self.held_at = now
+                    break
+                heapq.heappop(heap)
+                continue
             slot = heapq.heappop(heap)
             if not self._live(slot):
                 continue
