@@ -117,6 +117,8 @@ def _shared_parts(request: bytes) -> tuple[bytes, bytes, bytes]:
         end = request.find(b"\r\n", start)
         parts = (request[:start], request[start:end], request[end:])
     last = _last_parts
+    if parts == last:
+        return last  # the same request as the last real's: not even a tuple of its own
     parts = _last_parts = (
         last[0] if parts[0] == last[0] else parts[0],
         last[1] if parts[1] == last[1] else parts[1],  # a virtualhost

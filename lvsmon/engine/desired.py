@@ -31,10 +31,11 @@ from fractions import Fraction
 
 from lvsmon.config.model import CheckType, Config, Virtual
 from lvsmon.engine.health import RealHealth
-from lvsmon.engine.jobs import RealRef
+from lvsmon.engine.jobs import RealRef, refs_of
 from lvsmon.ipvs.model import (
     DestConf,
     DestKey,
+    Forward,
     Service,
     ServiceConf,
     ServiceKey,
@@ -115,6 +116,8 @@ def layout_of(
     if previous is not None:
         old = {v.key: (v, lv) for v, lv in zip(previous[0].virtuals, previous[1], strict=True)}
     out: list[VirtualLayout] = []
+    # equal confs are one object: most reals of a pool share their forwarding and weight
+    confs: dict[tuple[Forward, int, int, int], DestConf] = {}
     for v in config.virtuals:
         key = v.key
         hit = old.get(key)
@@ -122,11 +125,11 @@ def layout_of(
             out.append(hit[1])
             continue
         slots = []
-        for r in v.reals:
-            ref = RealRef(key, r.address, r.port)
-            conf = DestConf(r.forward, r.weight, r.upper, r.lower)
+        for ref, r in zip(refs_of(config, v), v.reals, strict=True):
+            conf = _shared_conf(confs, r.forward, r.weight, r.upper, r.lower)
+            quiesced = _shared_conf(confs, r.forward, 0, r.upper, r.lower)
             dest = kernel_dest_port(key, r.dest, r.forward)
-            slots.append(RealSlot(ref, dest, conf, DestConf(r.forward, 0, r.upper, r.lower)))
+            slots.append(RealSlot(ref, dest, conf, quiesced))
         fdest = fallback_dest(v)
         fallback = None
         if fdest is not None and v.fallback and v.checktype is not CheckType.OFF:
@@ -142,6 +145,20 @@ def layout_of(
             )
         )
     return tuple(out)
+
+
+def _shared_conf(
+    confs: dict[tuple[Forward, int, int, int], DestConf],
+    forward: Forward,
+    weight: int,
+    upper: int,
+    lower: int,
+) -> DestConf:
+    key = (forward, weight, upper, lower)
+    conf = confs.get(key)
+    if conf is None:
+        conf = confs[key] = DestConf(forward, weight, upper, lower)
+    return conf
 
 
 def max_depooled(depool: tuple[int, int], n: int) -> int:
@@ -252,8 +269,7 @@ def adopt_health(
         key = v.key
         service = actual.get(key)
         dests = service.dests if service is not None else {}
-        for r in v.reals:
-            ref = RealRef(key, r.address, r.port)
+        for ref, r in zip(refs_of(config, v), v.reals, strict=True):
             if skip and ref in skip:
                 continue
             conf = dests.get(kernel_dest_port(key, r.dest, r.forward))

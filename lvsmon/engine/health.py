@@ -17,7 +17,9 @@ lvsmon's two extensions, both off by default (then the machine is ldirectord's, 
   for `hold` seconds; the first check after that decides. A change during the hold starts it
   again.
 
-Time is the caller's (the engine's clock, in seconds); nothing here reads a clock.
+Time is the caller's (the engine's clock, in seconds); nothing here reads a clock. States are
+immutable values, so equal ones may be one object: the settled up state is shared per reason
+(`settled_up`), as a healthy pool's reals all have it.
 """
 
 from __future__ import annotations
@@ -106,9 +108,13 @@ class RealHealth:
             up = not up
 
         if hold is None and damping is None:  # ldirectord's machine, with risecount
-            state = RealHealth(
-                up, failcount, True, reason, passcount, down_at=None if up else self.down_at
-            )
+            if up and not failcount:
+                # passcount is 0 when up: the settled state, one object per reason
+                state = settled_up(reason)
+            else:
+                state = RealHealth(
+                    up, failcount, True, reason, passcount, down_at=None if up else self.down_at
+                )
             if not changed:
                 return state, None
             return state, Transition.UP if up else Transition.DOWN
@@ -163,3 +169,18 @@ class RealHealth:
 
 DOWN = RealHealth(up=False)
 ADOPTED_UP = RealHealth(up=True)
+
+# A healthy pool's reals are all in one state, but for the last check's words, which are
+# mostly the same ("ok", "http: 200"): one object per reason, not 96 bytes a real.
+_SETTLED_UP: dict[str, RealHealth] = {}
+_SETTLED_UP_MAX = 4096  # distinct reasons remembered (reasons quoting varying server output)
+
+
+def settled_up(reason: str) -> RealHealth:
+    """RealHealth(up, checked, reason) with no failure, pass or flap counted: shared."""
+    state = _SETTLED_UP.get(reason)
+    if state is None:
+        if len(_SETTLED_UP) >= _SETTLED_UP_MAX:
+            _SETTLED_UP.clear()
+        state = _SETTLED_UP[reason] = RealHealth(True, 0, True, reason)
+    return state

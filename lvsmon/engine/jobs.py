@@ -7,6 +7,7 @@ feeds every (virtual, real) pair. Each pair keeps its own health (its virtual's 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from lvsmon.addr import host_port
@@ -60,9 +61,34 @@ class Mode:
     FROZEN = "frozen"  # checktype=off: nothing is checked, nothing changes
 
 
-# one virtual's part of a plan: the virtual it was made from, and per real its ref and its job
-# (or its Mode)
-_Part = tuple[Virtual, tuple[tuple[RealRef, "CheckJob | str"], ...]]
+# one virtual's part of a plan: the virtual it was made from, its reals' refs, and per real its
+# job (or its Mode), in the same order (two tuples: no pair object per real)
+_Part = tuple[Virtual, tuple[RealRef, ...], tuple["CheckJob | str", ...]]
+
+
+class FailureCounts(Mapping[RealRef, int]):
+    """A plan's failurecount per real, read from its rules: every real of the plan, in config
+    order, without a dict of its own (some 40 bytes a real)."""
+
+    __slots__ = ("_rules",)
+
+    def __init__(self, rules: Mapping[RealRef, HealthRules]) -> None:
+        self._rules = rules
+
+    def __getitem__(self, ref: RealRef) -> int:
+        return self._rules[ref].failurecount
+
+    def __contains__(self, ref: object) -> bool:
+        return ref in self._rules
+
+    def __iter__(self) -> Iterator[RealRef]:
+        return iter(self._rules)
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def __repr__(self) -> str:
+        return f"FailureCounts({dict(self)!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +96,7 @@ class Plan:
     jobs: dict[CheckJob, tuple[RealRef, ...]]
     job_of: dict[RealRef, CheckJob]
     mode_of: dict[RealRef, str]  # reals without a job
-    failurecount: dict[RealRef, int]
+    failurecount: Mapping[RealRef, int]  # every real of the config, in its order
     # failurecount, risecount and flap damping; one object per distinct set of values
     rules: dict[RealRef, HealthRules] = field(default_factory=dict)
     # per virtual (by key), its part: the next plan reuses it for an equal virtual
@@ -112,10 +138,12 @@ def _vip(v: Virtual) -> str:
     return str(v.fwmark) if v.protocol is VirtualProtocol.FWM else (v.address or "")
 
 
-def job_for(v: Virtual, r: Real) -> CheckJob | str:
-    """The check job for a real, or the Mode when it needs none."""
+def job_for(v: Virtual, r: Real, interval: float | None = None) -> CheckJob | str:
+    """The check job for a real, or the Mode when it needs none. `interval`: the virtual's
+    checkinterval as a float, when the caller made it once for all its reals."""
     ct = v.checktype
-    interval = float(v.checkinterval)
+    if interval is None:
+        interval = float(v.checkinterval)
     if ct is CheckType.OFF:
         return Mode.FROZEN
     if ct is CheckType.ON:
@@ -147,9 +175,9 @@ def build_plan(config: Config, previous: Plan | None = None) -> Plan:
     jobs: dict[CheckJob, list[RealRef]] = defaultdict(list)
     job_of: dict[RealRef, CheckJob] = {}
     mode_of: dict[RealRef, str] = {}
-    failurecount: dict[RealRef, int] = {}
     rules: dict[RealRef, HealthRules] = {}
     parts: dict[ServiceKey, _Part] = {}
+    refs_by_key: dict[ServiceKey, tuple[Virtual, tuple[RealRef, ...]]] = {}
     old_parts = previous.parts if previous is not None else {}
     for v in config.virtuals:
         v_rules = rules_of(v)
@@ -158,10 +186,15 @@ def build_plan(config: Config, previous: Plan | None = None) -> Plan:
         if old is not None and (old[0] is v or old[0] == v):
             part = old
         else:
-            part = (v, tuple((RealRef(key, r.address, r.port), job_for(v, r)) for r in v.reals))
+            interval = float(v.checkinterval)  # one float for all its jobs, not one each
+            part = (
+                v,
+                tuple(RealRef(key, r.address, r.port) for r in v.reals),
+                tuple(job_for(v, r, interval) for r in v.reals),
+            )
         parts[key] = part
-        for ref, job in part[1]:
-            failurecount[ref] = v.failurecount
+        refs_by_key[key] = (v, part[1])
+        for ref, job in zip(part[1], part[2], strict=True):
             rules[ref] = v_rules
             if isinstance(job, CheckJob):
                 job_of[ref] = job
@@ -170,6 +203,40 @@ def build_plan(config: Config, previous: Plan | None = None) -> Plan:
                     refs.append(ref)
             else:
                 mode_of[ref] = job
+    _remember_refs(config, refs_by_key)
     return Plan(
-        {j: tuple(refs) for j, refs in jobs.items()}, job_of, mode_of, failurecount, rules, parts
+        {j: tuple(refs) for j, refs in jobs.items()},
+        job_of,
+        mode_of,
+        FailureCounts(rules),
+        rules,
+        parts,
     )
+
+
+# The refs of the last plans' configs, per virtual: the layout and the adopted health of the
+# same config take these very objects (a RealRef is 56 bytes, and each of them made its own).
+# Two configs: the running one and a reload's or `lvsmon plan`'s (read once per call: a plan
+# may be built in a thread).
+_recent_refs: tuple[tuple[Config, dict[ServiceKey, tuple[Virtual, tuple[RealRef, ...]]]], ...] = ()
+
+
+def _remember_refs(
+    config: Config, refs: dict[ServiceKey, tuple[Virtual, tuple[RealRef, ...]]]
+) -> None:
+    global _recent_refs
+    kept = tuple(entry for entry in _recent_refs if entry[0] is not config)[:1]
+    _recent_refs = ((config, refs), *kept)
+
+
+def refs_of(config: Config, v: Virtual) -> tuple[RealRef, ...]:
+    """The refs of `v`'s reals (a virtual of `config`), in its order: the plan's own objects
+    when a plan of `config` was built, else new ones (equal either way)."""
+    for known, by_key in _recent_refs:
+        if known is config:
+            hit = by_key.get(v.key)
+            if hit is not None and hit[0] is v:
+                return hit[1]
+            break
+    key = v.key
+    return tuple(RealRef(key, r.address, r.port) for r in v.reals)
