@@ -91,6 +91,44 @@ class FailureCounts(Mapping[RealRef, int]):
         return f"FailureCounts({dict(self)!r})"
 
 
+class RulesOf(Mapping[RealRef, HealthRules]):
+    """A plan's health rules per real: its virtual's, looked up by the real's service; every real
+    of the plan (those with a job and those with a mode), in config order, without a dict of
+    its own (some 40 bytes a real)."""
+
+    __slots__ = ("_by_service", "_job_of", "_mode_of", "_parts")
+
+    def __init__(
+        self,
+        by_service: dict[ServiceKey, HealthRules],
+        parts: dict[ServiceKey, _Part],
+        job_of: Mapping[RealRef, object],
+        mode_of: Mapping[RealRef, object],
+    ) -> None:
+        self._by_service = by_service
+        self._parts = parts
+        self._job_of = job_of
+        self._mode_of = mode_of
+
+    def __getitem__(self, ref: RealRef) -> HealthRules:
+        if ref in self._job_of or ref in self._mode_of:
+            return self._by_service[ref.service]
+        raise KeyError(ref)
+
+    def __contains__(self, ref: object) -> bool:
+        return ref in self._job_of or ref in self._mode_of
+
+    def __iter__(self) -> Iterator[RealRef]:
+        for part in self._parts.values():
+            yield from part[1]
+
+    def __len__(self) -> int:
+        return len(self._job_of) + len(self._mode_of)
+
+    def __repr__(self) -> str:
+        return f"RulesOf({dict(self)!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     jobs: dict[CheckJob, tuple[RealRef, ...]]
@@ -98,7 +136,7 @@ class Plan:
     mode_of: dict[RealRef, str]  # reals without a job
     failurecount: Mapping[RealRef, int]  # every real of the config, in its order
     # failurecount, risecount and flap damping; one object per distinct set of values
-    rules: dict[RealRef, HealthRules] = field(default_factory=dict)
+    rules: Mapping[RealRef, HealthRules] = field(default_factory=dict)
     # per virtual (by key), its part: the next plan reuses it for an equal virtual
     parts: dict[ServiceKey, _Part] = field(default_factory=dict, compare=False, repr=False)
 
@@ -175,7 +213,7 @@ def build_plan(config: Config, previous: Plan | None = None) -> Plan:
     jobs: dict[CheckJob, list[RealRef]] = defaultdict(list)
     job_of: dict[RealRef, CheckJob] = {}
     mode_of: dict[RealRef, str] = {}
-    rules: dict[RealRef, HealthRules] = {}
+    rules: dict[ServiceKey, HealthRules] = {}
     parts: dict[ServiceKey, _Part] = {}
     refs_by_key: dict[ServiceKey, tuple[Virtual, tuple[RealRef, ...]]] = {}
     old_parts = previous.parts if previous is not None else {}
@@ -194,8 +232,8 @@ def build_plan(config: Config, previous: Plan | None = None) -> Plan:
             )
         parts[key] = part
         refs_by_key[key] = (v, part[1])
+        rules[key] = v_rules
         for ref, job in zip(part[1], part[2], strict=True):
-            rules[ref] = v_rules
             if isinstance(job, CheckJob):
                 job_of[ref] = job
                 refs = jobs[job]
@@ -204,12 +242,13 @@ def build_plan(config: Config, previous: Plan | None = None) -> Plan:
             else:
                 mode_of[ref] = job
     _remember_refs(config, refs_by_key)
+    rules_of_ref = RulesOf(rules, parts, job_of, mode_of)
     return Plan(
         {j: tuple(refs) for j, refs in jobs.items()},
         job_of,
         mode_of,
-        FailureCounts(rules),
-        rules,
+        FailureCounts(rules_of_ref),
+        rules_of_ref,
         parts,
     )
 

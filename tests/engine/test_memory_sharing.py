@@ -7,7 +7,7 @@ from __future__ import annotations
 from lvsmon.config import Config
 from lvsmon.engine.desired import adopt_health, layout_of
 from lvsmon.engine.health import LDIRECTORD, RealHealth
-from lvsmon.engine.jobs import CheckJob, FailureCounts, build_plan, refs_of
+from lvsmon.engine.jobs import CheckJob, FailureCounts, RealRef, RulesOf, build_plan, refs_of
 
 from .conftest import cfg
 
@@ -62,6 +62,24 @@ def test_failurecount_is_read_from_the_rules() -> None:
     assert len(plan.failurecount) == 12
 
 
+def test_rules_are_the_virtuals_looked_up_per_real() -> None:
+    config = cfg(
+        "virtual=10.1.0.1:80\n\treal=10.2.0.1:80 masq\n\treal=10.2.0.2:80 masq\n\tfailurecount=3\n"
+        "\tchecktype=connect\n"
+        "virtual=10.1.0.2:80\n\treal=10.2.0.1:80 masq\n\tchecktype=on\n"
+    )
+    plan = build_plan(config)
+    assert isinstance(plan.rules, RulesOf)
+    first, second = (v.key for v in config.virtuals)
+    refs = [RealRef(first, "10.2.0.1", 80), RealRef(first, "10.2.0.2", 80)]
+    refs.append(RealRef(second, "10.2.0.1", 80))  # a mode, no job: in the rules all the same
+    assert list(plan.rules) == refs and len(plan.rules) == 3
+    assert [plan.rules[r].failurecount for r in refs] == [3, 3, 1]
+    stranger = RealRef(first, "10.2.0.9", 80)  # its virtual is known, it is not
+    assert stranger not in plan.rules and plan.rules.get(stranger) is None
+    assert plan.rules[refs[0]] is plan.rules[refs[1]]
+
+
 def test_a_virtuals_jobs_share_one_interval() -> None:
     plan = build_plan(pool())
     for part in plan.parts.values():
@@ -79,3 +97,27 @@ def test_the_settled_up_state_is_shared_per_reason() -> None:
     # a state that counts something is its own
     d, _ = a.observe(False, "refused", 2)
     assert d.failcount == 1 and d.up and d is not a
+
+
+def test_check_counts_live_in_shared_arrays_and_give_their_place_back() -> None:
+    from lvsmon.checks.base import CheckResult
+    from lvsmon.engine import checkstats
+    from lvsmon.engine.checkstats import DURATION_BUCKETS, CheckCounts
+
+    a, b = CheckCounts(), CheckCounts()
+    assert not hasattr(a, "__dict__") and "buckets" not in CheckCounts.__slots__
+    a.record(CheckResult(True, "ok", 0.0001))
+    a.record(CheckResult(False, "connect: connection refused", 2.0))
+    b.record(CheckResult(True, "ok", 0.003))
+    assert list(a.buckets) == [1, 0, 0, 0, 0, 0, 0, 1] and a.seconds == 2.0001
+    assert list(b.buckets) == [0, 0, 1, 0, 0, 0, 0, 0] and b.seconds == 0.003
+    assert a.checks == 2 and sum(a.failures) == 1 and sum(b.failures) == 0
+    size = len(checkstats._BUCKETS)
+    del a  # its place is zeroed and taken again, the arrays do not grow
+    c = CheckCounts()
+    assert (
+        len(checkstats._BUCKETS) == size
+        and len(checkstats._BUCKETS) % (len(DURATION_BUCKETS) + 1) == 0
+    )
+    assert list(c.buckets) == [0] * 8 and c.seconds == 0.0 and c.checks == 0
+    assert list(b.buckets) == [0, 0, 1, 0, 0, 0, 0, 0]
