@@ -6,6 +6,8 @@ import dataclasses
 import ipaddress
 import os
 import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TypeVar, cast
 
 from lvsmon.config import alerting, syncconf, syntax
@@ -37,7 +39,19 @@ DEFAULT_CHECKTIMEOUT = 5
 DEFAULT_NEGOTIATETIMEOUT = 30
 
 
-class _Builder:
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What Builder.settings gave: the global settings, the errors and the warnings it added."""
+
+    settings: GlobalSettings
+    errors: tuple[Diagnostic, ...]
+    warnings: tuple[Diagnostic, ...]
+
+
+class Builder:
+    """RawConfig → Config (build); its steps are also run one block at a time by
+    lvsmon/config/incremental.py."""
+
     def __init__(self, raw: RawConfig, resolver: Resolver, hostname: str) -> None:
         self.raw = raw
         self.path = raw.path
@@ -46,6 +60,9 @@ class _Builder:
         self.errors: list[Diagnostic] = list(raw.errors)
         self.warnings: list[Diagnostic] = list(raw.warnings)
         self._told: set[tuple[int, str]] = set()  # warnings given once for every virtual
+        # a virtual's warning was worded at a global line (or would have been, had it not been
+        # given already): what it says depends on more than its block (incremental.py)
+        self.cited_global = False
 
     def error(self, line: int, message: str) -> None:
         self.errors.append(Diagnostic(self.path, line, message))
@@ -98,8 +115,12 @@ class _Builder:
             return None
         return GlobalFallback(address, port, spec.forward, self.path, setting.line)
 
-    def settings(self) -> GlobalSettings:
+    def settings(self, blocks: Iterable[Mapping[str, Setting]] | None = None) -> GlobalSettings:
+        """The global settings; `blocks`: each virtual block's settings (smtp_warnings reads
+        their relays), by default the raw config's."""
         g = self.raw.settings
+        if blocks is None:
+            blocks = (rv.settings for rv in self.raw.virtuals)
 
         def get(name: str, default: T) -> T:
             s = g.get(name)
@@ -113,7 +134,7 @@ class _Builder:
             self.check_writable(logfile, g["logfile"].line if "logfile" in g else 0, "logfile")
         for line, message in alerting.template_problems(g):
             self.error(line, message)
-        for line, message in alerting.smtp_warnings(g, (rv.settings for rv in self.raw.virtuals)):
+        for line, message in alerting.smtp_warnings(g, blocks):
             self.warn(line, message)
         smtp, smtpport = _smtp(get("smtp", cast(syntax.SmtpSpec | None, None)))
         sync, sync_errors, sync_warnings = syncconf.sync_daemons(g)
@@ -348,6 +369,8 @@ class _Builder:
         if window > flapcount * checkinterval:
             return
         own = next((s[n] for n in ("flapwindow", "flapcount", "checkinterval") if n in s), None)
+        if own is None:
+            self.cited_global = True
         where = own.line if own is not None else (g.get("flapwindow") or g["flapcount"]).line
         message = (
             f"flapwindow={window} cannot see more than flapcount={flapcount} state changes with "
@@ -459,44 +482,64 @@ class _Builder:
         seen: dict[ServiceKey, Virtual] = {}
         out: list[Virtual] = []
         for v in virtuals:
-            key = v.key
-            if key in seen:
-                self.error(
-                    v.line,
-                    f"duplicate virtual server {v.name} (first defined at line {seen[key].line})",
-                )
-            else:
-                seen[key] = v
-            dests: dict[DestKey, Real] = {}
-            kept: list[Real] = []
-            repeated: dict[int, list[tuple[Real, Real]]] = {}  # line -> (real, earlier one)
-            for r in v.reals:
-                dest = kernel_dest_port(key, r.dest, r.forward)
-                other = dests.get(dest)
-                if other is None:
-                    dests[dest] = r
-                    kept.append(r)
-                elif _settings(other) == _settings(r):
-                    repeated.setdefault(r.line, []).append((r, other))
-                else:
-                    self.error(r.line, _conflict(v, dest, other, r))
-            for line, pairs in repeated.items():
-                self.warn(line, _repeated(pairs))
-            out.append(
-                v if len(kept) == len(v.reals) else dataclasses.replace(v, reals=tuple(kept))
-            )
+            self.unique_virtual(v, seen)
+            out.append(self.dedup_reals(v))
         return out
 
-    def build(self, digest: str) -> tuple[Config | None, list[Diagnostic], list[Diagnostic]]:
-        g = self.settings()
-        virtuals = [v for rv in self.raw.virtuals if (v := self.virtual(rv, g)) is not None]
-        virtuals = self.check_duplicates(virtuals)
+    def unique_virtual(self, v: Virtual, seen: dict[ServiceKey, Virtual]) -> None:
+        """A second virtual with the key of one in `seen` is an error; else `v` joins them."""
+        key = v.key
+        if key in seen:
+            self.error(
+                v.line,
+                f"duplicate virtual server {v.name} (first defined at line {seen[key].line})",
+            )
+        else:
+            seen[key] = v
+
+    def dedup_reals(self, v: Virtual) -> Virtual:
+        """`v` with each of its reals once (check_duplicates' rule within one virtual)."""
+        key = v.key
+        dests: dict[DestKey, Real] = {}
+        kept: list[Real] = []
+        repeated: dict[int, list[tuple[Real, Real]]] = {}  # line -> (real, earlier one)
+        for r in v.reals:
+            dest = kernel_dest_port(key, r.dest, r.forward)
+            other = dests.get(dest)
+            if other is None:
+                dests[dest] = r
+                kept.append(r)
+            elif _settings(other) == _settings(r):
+                repeated.setdefault(r.line, []).append((r, other))
+            else:
+                self.error(r.line, _conflict(v, dest, other, r))
+        for line, pairs in repeated.items():
+            self.warn(line, _repeated(pairs))
+        return v if len(kept) == len(v.reals) else dataclasses.replace(v, reals=tuple(kept))
+
+    def unused_flap_settings(self, g: GlobalSettings, virtuals: list[Virtual]) -> None:
+        """Global flapwindow/flaphold where no virtual damps flaps: warned about."""
         if g.flapcount == 0 and not any(v.flapcount for v in virtuals):
             for name in ("flapwindow", "flaphold"):
                 if name in self.raw.settings:
                     self.warn(
                         self.raw.settings[name].line, f"{name} has no effect without flapcount"
                     )
+
+    def build(
+        self, digest: str, settings: Settled | None = None
+    ) -> tuple[Config | None, list[Diagnostic], list[Diagnostic]]:
+        """`settings`: the global settings and their diagnostics as settings() gave them for
+        this raw config (incremental.py found an error after building them: not twice)."""
+        if settings is None:
+            g = self.settings()
+        else:
+            g = settings.settings
+            self.errors.extend(settings.errors)
+            self.warnings.extend(settings.warnings)
+        virtuals = [v for rv in self.raw.virtuals if (v := self.virtual(rv, g)) is not None]
+        virtuals = self.check_duplicates(virtuals)
+        self.unused_flap_settings(g, virtuals)
         if self.errors:
             return None, self.errors, self.warnings
         config = Config(
@@ -570,8 +613,13 @@ def _first(*candidates: int | None) -> int:
 
 
 def build_config(
-    raw: RawConfig, digest: str, resolver: Resolver, hostname: str | None = None
+    raw: RawConfig,
+    digest: str,
+    resolver: Resolver,
+    hostname: str | None = None,
+    settings: Settled | None = None,
 ) -> tuple[Config | None, list[Diagnostic], list[Diagnostic]]:
-    """The effective Config, or None and every error; warnings either way."""
-    builder = _Builder(raw, resolver, socket.gethostname() if hostname is None else hostname)
-    return builder.build(digest)
+    """The effective Config, or None and every error; warnings either way. `settings`: see
+    Builder.build."""
+    builder = Builder(raw, resolver, socket.gethostname() if hostname is None else hostname)
+    return builder.build(digest, settings)

@@ -166,10 +166,11 @@ def _comment_warning(path: str, bad: list[tuple[int, str]]) -> Diagnostic:
 
 
 def split_lines(
-    data: bytes | str, path: str
+    data: bytes | str, path: str, first: int = 1
 ) -> tuple[list[Line], list[Diagnostic], list[Diagnostic]]:
     """The non-blank, non-comment lines of a file, the diagnostics of unreadable lines, and the
-    warnings (comments in another encoding)."""
+    warnings (comments in another encoding). `first`: the number of the first line (a part of
+    a file, lvsmon/config/incremental.py)."""
     errors: list[Diagnostic] = []
     if isinstance(data, str):
         # Text that did not come from a file can still hold lone surrogates; treat it as bytes
@@ -179,7 +180,7 @@ def split_lines(
         return [], [Diagnostic(path, None, f"file is larger than {MAX_FILE_BYTES} bytes")], []
     lines: list[Line] = []
     bad_comments: list[tuple[int, str]] = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+    for number, raw in enumerate(data.split(b"\n"), start=first):
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         decoded = _decode(raw, number, path)

@@ -6,15 +6,21 @@ import dataclasses
 import errno
 import hashlib
 import os
+import socket
 import stat
+from typing import Final
 
 from lvsmon.config.effective import build_config
 from lvsmon.config.errors import ConfigError, Diagnostic
+from lvsmon.config.incremental import BlockCache, parse_incremental
 from lvsmon.config.lexer import MAX_FILE_BYTES
 from lvsmon.config.model import Config
 from lvsmon.config.parser import parse_lines
 from lvsmon.config.resolve import Resolver, SystemResolver
 from lvsmon.config.support import service_warnings, unsupported
+
+# the virtual blocks of the last parse with the system resolver: a reload parses what changed
+BLOCKS: Final = BlockCache()
 
 
 def parse_config(
@@ -24,18 +30,29 @@ def parse_config(
     resolver: Resolver | None = None,
     hostname: str | None = None,
     check_support: bool = True,
+    cache: BlockCache | None = BLOCKS,
 ) -> Config:
     """Parse ldirectord.cf content. ``path`` is only used in diagnostics and kept in the Config.
 
     Raises ConfigError with all errors of the file. With ``check_support`` (the default) a
-    virtual whose check lvsmon does not implement is an error too.
+    virtual whose check lvsmon does not implement is an error too. With the system resolver
+    (no ``resolver``) the virtual blocks ``cache`` holds are reused where their text is the
+    same (lvsmon/config/incremental.py; None: parse everything).
     """
     data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
     digest = hashlib.sha256(data).hexdigest()
-    raw = parse_lines(data, path)
-    config, errors, _warnings = build_config(raw, digest, resolver or SystemResolver(), hostname)
-    if config is None:
-        raise ConfigError(_sorted(errors))
+    host = socket.gethostname() if hostname is None else hostname
+    found = None
+    if cache is not None and resolver is None:
+        found = parse_incremental(data, path, digest, host, cache)
+    if isinstance(found, Config):
+        config = found
+    else:  # without the cache, or a file with an error: every diagnostic, in order
+        raw = parse_lines(data, path)
+        built = build_config(raw, digest, resolver or SystemResolver(), host, found)
+        if built[0] is None:
+            raise ConfigError(_sorted(built[1]))
+        config = built[0]
     if check_support and (problems := unsupported(config)):
         raise ConfigError(_sorted(problems))
     if extra := service_warnings(config):

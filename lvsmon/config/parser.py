@@ -340,7 +340,10 @@ def _suggest(name: str) -> str:
     return f'; did you mean "{close[0]}"?' if close else ""
 
 
-class _Parser:
+class LineParser:
+    """Feeds lines in file order into one RawConfig (parse_lines; the parts of a file that
+    lvsmon/config/incremental.py parses one by one)."""
+
     def __init__(self, path: str) -> None:
         self.raw = RawConfig(path)
         self.block: RawVirtual | None = None
@@ -470,10 +473,19 @@ class _Parser:
             self.warn(f"{key} overrides the value set at line {into[key].line}")
         into[key] = Setting(value, self.line)
 
+    def feed_part(self, data: bytes, first: int) -> bool:
+        """Lex and feed a part of a file, its first line numbered `first`. False when the part
+        has a comment in another encoding: the lexer words that warning for a whole file."""
+        lines, errors, warnings = split_lines(data, self.raw.path, first)
+        self.raw.errors.extend(errors)
+        for line in lines:
+            self.feed(line)
+        return not warnings
+
 
 def parse_lines(data: bytes | str, path: str) -> RawConfig:
     lines, errors, warnings = split_lines(data, path)
-    parser = _Parser(path)
+    parser = LineParser(path)
     parser.raw.errors.extend(errors)
     parser.raw.warnings.extend(warnings)
     for line in lines:
