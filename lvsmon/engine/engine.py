@@ -45,7 +45,7 @@ from lvsmon.engine.events import (
 )
 from lvsmon.engine.health import RealHealth, Transition
 from lvsmon.engine.jobs import CheckJob, Plan, RealRef, build_plan
-from lvsmon.engine.planning import apply_modes, carried_health
+from lvsmon.engine.planning import apply_modes, carried_health, changed_services
 from lvsmon.engine.reconciler import DEFAULT_RESYNC_S, Desired, Reconciler
 from lvsmon.engine.runner import CheckRunner, RunCheck
 from lvsmon.engine.status import Stats, Status
@@ -152,13 +152,15 @@ class Engine:
     def desired(self) -> Table:
         return self.desired_for(self.actual or {}).table
 
-    def desired_for(self, actual: Table) -> Desired:
+    def desired_for(self, actual: Table, keys: Collection[ServiceKey] | None = None) -> Desired:
         """The reconciler's question (DesiredSource): the table for config, health,
-        maintenance and drains, and each virtual's fallback destination."""
+        maintenance and drains, and each virtual's fallback destination; `keys`: of those
+        services only."""
         config = self.config
-        table = desired_table(
-            config, self.health, self._maintained, actual, self._layout_now(), self._drained
-        )
+        layout = self._layout_now()
+        if keys is not None:
+            layout = tuple(v for v in layout if v.key in keys)
+        table = desired_table(config, self.health, self._maintained, actual, layout, self._drained)
         return Desired(table, fallbacks_of(config))
 
     def _layout_now(self) -> tuple[VirtualLayout, ...]:
@@ -199,9 +201,10 @@ class Engine:
             async for _ in passes:
                 self._pool_edges()
 
-    async def reconcile(self) -> bool:
-        """One reconcile now (True: every op succeeded), then the edges it may have moved."""
-        ok = await self.reconciler.reconcile()
+    async def reconcile(self, keys: Collection[ServiceKey] | None = None) -> bool:
+        """One reconcile now (True: every op succeeded), then the edges it may have moved.
+        `keys`: only these services may have changed (Reconciler.reconcile)."""
+        ok = await self.reconciler.reconcile(keys)
         self._pool_edges()
         return ok
 
@@ -248,9 +251,10 @@ class Engine:
     async def reload(self, config: Config) -> None:
         """Switch to a new, already validated config: health of reals whose check did not change
         carries over, everything else is adopted from the kernel; then one minimal reconcile
-        (retried by the reconciler until it succeeds)."""
+        (retried by the reconciler until it succeeds) of the virtual services that changed.
+        When none did (and nothing else is pending), there is nothing to do, and it says so."""
         async with self.reconciler.lock:
-            old_plan, old_health = self.plan, self.health
+            old_config, old_plan, old_health = self.config, self.plan, self.health
             actual = self.reconciler.actual
             if actual is None:
                 try:
@@ -277,8 +281,20 @@ class Engine:
             self.reconciler.own(managed_services(config))
             self.refresh_maintenance()
             self.refresh_drained()
-        await self.reconcile()
-        self.runner.schedule(self.plan)
+            # which services the reload may change (None: all of them): the desired state of
+            # any other is what the last pass wrote, the same inputs giving the same table
+            changed: set[ServiceKey] | None = changed_services(old_plan, plan)
+            if config.settings.readdquiescent != old_config.settings.readdquiescent:
+                changed = None
+        if changed is not None and not changed and not self.reconciler.pending:
+            what = (
+                "unchanged" if config.digest == old_config.digest else "virtual services unchanged"
+            )
+            log.info("Configuration %s: nothing to do", what)
+            return  # the same plan and health: the runner goes on as it was
+        await self.reconcile(changed)
+        if plan is not old_plan:
+            self.runner.schedule(self.plan)
 
     # ---- checks -----------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ Pure: no I/O, no clock. The maintenance scan of the new config's reals is the ca
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,22 +54,57 @@ def carried_health(
     old_job, new_job = old_plan.job_of, plan.job_of
     old_mode, new_mode = old_plan.mode_of, plan.mode_of
     carried: dict[RealRef, RealHealth] = {}
-    for ref in plan.failurecount:  # every real of `config`, in its order
-        kept = old_health.get(ref)
-        if (
-            kept is not None
-            and old_job.get(ref) == new_job.get(ref)
-            and old_mode.get(ref) == new_mode.get(ref)
-        ):
-            carried[ref] = kept
+    old_parts = old_plan.parts
+    moded: list[Iterable[RealRef]] = []  # the reals apply_modes' rule is applied to below
+    # every real of `config`, in its order, a virtual at a time
+    for key, refs in _refs_by_virtual(plan):
+        if key is not None and old_parts.get(key) is plan.parts[key]:
+            # the very part of the running plan (build_plan reused it for an equal virtual):
+            # every real's check is as it was, nothing to compare; apply_modes' rule here
+            for ref, job in zip(refs, plan.parts[key][2], strict=True):
+                if isinstance(job, str) and job == Mode.ALWAYS_UP:
+                    carried[ref] = ALWAYS_UP
+                elif (kept := old_health.get(ref)) is not None:
+                    carried[ref] = kept
+            continue
+        moded.append(refs)
+        for ref in refs:
+            kept = old_health.get(ref)
+            if (
+                kept is not None
+                and old_job.get(ref) == new_job.get(ref)
+                and old_mode.get(ref) == new_mode.get(ref)
+            ):
+                carried[ref] = kept
     if len(carried) == len(plan.failurecount):
         health = carried
     else:
         # only the others are adopted from the kernel (a real's kernel key is parsed)
         fresh = adopt_health(config, actual, drained, skip=carried)
         health = {ref: carried.get(ref) or fresh[ref] for ref in plan.failurecount}
-    apply_modes(plan, health)
+    for refs in moded:  # apply_modes, but not again for the reused parts
+        for ref in refs:
+            if new_mode.get(ref) == Mode.ALWAYS_UP:
+                health[ref] = ALWAYS_UP
     return health
+
+
+def _refs_by_virtual(plan: Plan) -> Iterable[tuple[ServiceKey | None, Iterable[RealRef]]]:
+    """The plan's reals per virtual, in config order (a plan made without parts: all at once,
+    under no virtual)."""
+    if plan.parts:
+        return ((key, part[1]) for key, part in plan.parts.items())
+    return [(None, plan.failurecount)]
+
+
+def changed_services(old: Plan, new: Plan) -> set[ServiceKey]:
+    """The virtual services whose desired state a reload from `old` to `new` may change: those
+    whose part of the plan is not the very one of `old` (build_plan reuses the part of an
+    equal virtual, whose reals keep their health), and the removed ones."""
+    old_parts = old.parts
+    changed = {key for key, part in new.parts.items() if old_parts.get(key) is not part}
+    changed.update(key for key in old_parts if key not in new.parts)
+    return changed
 
 
 def reload_managed(old_managed: Collection[ServiceKey], config: Config) -> set[ServiceKey]:

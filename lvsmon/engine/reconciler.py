@@ -8,6 +8,8 @@
   succeeds; the reconciler never gives up and never stops on an error.
 - A removed virtual stays owned until its delete succeeded, so a failed delete is retried too.
   Services lvsmon never owned are never touched.
+- A reload's pass looks at the services it changed only (`reconcile(keys)`: the desired state
+  of the others is what the last pass wrote); a whole pass when anything else is pending.
 
 It asks one question upward, once per pass: what is wanted for the table as it is (a
 `DesiredSource`, the engine). What it did goes out as events (`KernelOp`: the op and the facts
@@ -55,9 +57,9 @@ class Desired:
 
 
 class DesiredSource(Protocol):
-    def desired_for(self, actual: Table) -> Desired:
+    def desired_for(self, actual: Table, keys: Collection[ServiceKey] | None = None) -> Desired:
         """What is wanted, given the table as it is (`actual`: the quiesced reals an operator
-        deleted stay deleted without readdquiescent)."""
+        deleted stay deleted without readdquiescent); `keys`: of these services only."""
         ...
 
 
@@ -139,18 +141,34 @@ class Reconciler:
 
     # ---- one pass ---------------------------------------------------------------------------
 
-    async def reconcile(self) -> bool:
+    @property
+    def pending(self) -> bool:
+        """A pass is due besides any the caller asks for: a change was marked, an op failed,
+        or the table is not known."""
+        return (
+            self._dirty.is_set() or self.retry_at is not None or self._stale or self.actual is None
+        )
+
+    async def reconcile(self, keys: Collection[ServiceKey] | None = None) -> bool:
         """Bring the kernel to the desired table; True when every op succeeded. On failure a
-        retry from a fresh dump is scheduled."""
+        retry from a fresh dump is scheduled. `keys`: only these services changed (a reload
+        says which), the others are as the last pass left them; a whole pass all the same
+        when one is pending."""
         async with self.lock:
+            if keys is not None and self.pending:
+                keys = None
             cached, dumped = self.actual, False
             if self.actual is None or self._stale:
                 if not await self._refresh():
                     return False
                 dumped = True
             assert self.actual is not None
-            desired = self.source.desired_for(self.actual)
-            ops = diff(desired.table, self.actual, self.managed)
+            if keys is None:
+                desired = self.source.desired_for(self.actual)
+            else:
+                desired = self.source.desired_for(self.actual, keys)
+            managed = self.managed if keys is None else self.managed.intersection(keys)
+            ops = diff(desired.table, self.actual, managed)
             drifted = self._drifted(cached, self.actual, ops) if dumped else set()
             ok = await self._apply(ops, desired, drifted=drifted) if ops else True
             self._settle(ok)

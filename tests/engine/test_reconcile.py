@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 
 import pytest
 
@@ -195,9 +195,9 @@ async def test_a_pool_that_never_stops_flapping_does_not_starve_the_resync(
     # results land during every pass: the reconciler finds itself dirty again each time
     desired_for = engine.desired_for
 
-    def dirtying(actual: Table) -> Desired:
+    def dirtying(actual: Table, keys: Collection[ServiceKey] | None = None) -> Desired:
         engine.reconciler.mark_dirty()
-        return desired_for(actual)
+        return desired_for(actual, keys)
 
     engine.desired_for = dirtying  # type: ignore[method-assign]
     before = engine.stats.resyncs
