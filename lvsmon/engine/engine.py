@@ -287,13 +287,13 @@ class Engine:
             if config.settings.readdquiescent != old_config.settings.readdquiescent:
                 changed = None
         if changed is not None and not changed and not self.reconciler.pending:
-            what = (
-                "unchanged" if config.digest == old_config.digest else "virtual services unchanged"
-            )
-            log.info("Configuration %s: nothing to do", what)
-            return  # the same plan and health: the runner goes on as it was
-        await self.reconcile(changed)
-        if plan is not old_plan:
+            if config.digest == old_config.digest:
+                log.info("Configuration unchanged: nothing to do")
+            else:
+                log.info("Virtual services unchanged: nothing to do in the IPVS table")
+        else:
+            await self.reconcile(changed)
+        if plan is not old_plan:  # the same plan: the runner goes on as it was
             self.runner.schedule(self.plan)
 
     # ---- checks -----------------------------------------------------------------------------

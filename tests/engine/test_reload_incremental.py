@@ -135,6 +135,11 @@ async def test_an_unchanged_config_does_nothing(caplog: pytest.LogCaptureFixture
         assert engine.asked == []  # no desired table, no diff
         assert engine.plan is plan and engine.health is health
         assert "Configuration unchanged: nothing to do" in caplog.text
+        # another text (a comment), equal virtuals: the table has nothing to do either
+        with caplog.at_level(logging.INFO, logger="lvsmon"):
+            await engine.reload(cfg(text(spec) + "# a note\n"))
+        assert engine.asked == []
+        assert "Virtual services unchanged: nothing to do in the IPVS table" in caplog.text
     finally:
         await engine.stop(clean=False)
 
