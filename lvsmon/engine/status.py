@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import time
 from collections import deque
 from collections.abc import Callable, Collection
@@ -390,26 +391,44 @@ def render_status(status: Status) -> str:
 class StatusEncoder:
     """A status as compact JSON, each second: a virtual's text is kept while the engine gives
     the same entry object (Engine.status does while nothing of it changed). At 10,000 reals
-    encoding every entry anew held the event loop 10-20 ms a second."""
+    encoding every entry anew held the event loop 10-20 ms a second.
+
+    A status whose entries are all the last one's and whose other fields are equal gives the
+    last text again, the very object: the daemon tells by identity that the status file holds
+    it already (at 100,000 reals the text is 22 MB; joining it was 3 ms and writing it 30 ms a
+    second, for nothing)."""
 
     def __init__(self) -> None:
         self._texts: dict[int, tuple[object, bytes]] = {}
+        self._last: tuple[dict[str, object], list[VirtualStatus], bytes] | None = None
 
     def encode(self, status: Status) -> bytes:
         rest = {k: value for k, value in status.items() if k != "virtuals"}
+        virtuals = status["virtuals"]
+        last = self._last
+        if (
+            last is not None
+            and len(last[1]) == len(virtuals)
+            and all(map(operator.is_, last[1], virtuals))  # C speed: 2,284 pointer tests
+            and last[0] == rest
+        ):
+            return last[2]
         head = json.dumps(rest, separators=(",", ":")).encode()
         # the whole text is one join: at 100,000 reals it is 20 MB, and each concatenation
         # more was one more copy of it a second
         parts = [head[:-1], b',"virtuals":[' if rest else b'"virtuals":[']
         texts: dict[int, tuple[object, bytes]] = {}
-        for v in status["virtuals"]:
+        for v in virtuals:
             hit = self._texts.get(id(v))
             if hit is None or hit[0] is not v:
                 hit = (v, json.dumps(v, separators=(",", ":")).encode())
             texts[id(v)] = hit  # holding the entry keeps its id from being reused
             parts += (hit[1], b",")
         self._texts = texts
-        if status["virtuals"]:
+        if virtuals:
             parts.pop()  # the last comma
         parts.append(b"]}")
-        return b"".join(parts)
+        text = b"".join(parts)
+        # `rest` is the caller's to change no more: the daemon builds a new status each time
+        self._last = (rest, list(virtuals), text)
+        return text

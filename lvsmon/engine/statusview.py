@@ -43,8 +43,18 @@ class StatusView:
         self._places: list[tuple[int, ...]] = []
         self._places_for: tuple[Config, dict[RealRef, RealHealth], int] | None = None
         self._cache: dict[int, _Entry] = {}
-        # the last list and what it was built from (by identity; health with its change count)
-        self._last: tuple[tuple[object, ...], list[RealHealth], list[VirtualStatus]] | None = None
+        # the last list and what it was built from: inputs by identity, the maintained and
+        # drained sets, every real's health (by identity: a change replaces the object)
+        self._last: (
+            tuple[
+                tuple[object, ...],
+                frozenset[RealRef],
+                frozenset[RealRef],
+                list[RealHealth],
+                list[VirtualStatus],
+            ]
+            | None
+        ) = None
 
     def clear(self) -> None:
         """Forget the kept entries: the next build is from scratch."""
@@ -89,18 +99,22 @@ class StatusView:
         each second would stall the checks); `clock`: health's (holds are on it).
 
         A build from the very same inputs as the last one (by identity, every real's health
-        too: one list comparison at C speed) is the last list again, without a look at any
-        virtual (a pool without checks: 2,284 virtuals, 100,000 reals looked at each second
-        for nothing)."""
-        inputs = (config, layout, health, table, maintained, drained, rules)
+        too: one list comparison at C speed; equal maintained and drained sets) is the last
+        list again, without a look at any virtual (a pool without checks: 2,284 virtuals,
+        100,000 reals looked at each second for nothing)."""
+        inputs = (config, layout, health, table, rules)
         healths = list(health.values())
         last = self._last
         if (
             last is not None
             and all(a is b for a, b in zip(last[0], inputs, strict=True))
-            and last[1] == healths  # element by element, `is` first
+            # by value: the maintenance scan and the drain refresh may give an equal set anew
+            # each second (an empty one always compares at once)
+            and last[1] == maintained
+            and last[2] == drained
+            and last[3] == healths  # element by element, `is` first
         ):
-            return list(last[2])
+            return list(last[4])
         virtuals: list[VirtualStatus] = []
         places = self.health_places(config, health, layout)
         cache = self._cache
@@ -126,7 +140,7 @@ class StatusView:
             )
             cache[i] = (hs, service, maintained, drained, kept, entry)
             virtuals.append(entry)
-        self._last = (inputs, healths, virtuals)
+        self._last = (inputs, maintained, drained, healths, virtuals)
         return list(virtuals)
 
 
