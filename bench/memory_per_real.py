@@ -185,8 +185,8 @@ def main() -> int:
     os.rmdir(work)
     diffs = large.compare_to(small, "lineno")
     print(
-        f"tracemalloc: {per_heap:,.0f} bytes per real ({heap[0]['heap'] / reals:,.0f} at N"
-        f" counting its virtuals' share of nothing fixed but the warm-up)"
+        f"tracemalloc: {per_heap:,.0f} bytes per real (the heap's growth by the build of N"
+        f" reals, over N: {heap[0]['heap'] / reals:,.0f})"
     )
     print(
         f"VmRSS growth: {per_rss:,.0f} bytes per real (RSS at N {rss[0]['rss'] / 2**20:.1f} MiB,"

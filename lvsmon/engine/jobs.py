@@ -2,6 +2,11 @@
 
 A real that sits in several virtual services with the same check is checked once; its result
 feeds every (virtual, real) pair. Each pair keeps its own health (its virtual's failurecount).
+
+Per real, a plan holds its ref, its job and a place in two dicts (`job_of` or `mode_of`); its
+rules and failurecount are its virtual's, read through views. The refs are the very objects
+the layout (engine/desired.py) and the adopted health use for the same config (`refs_of`): at
+37,298 reals each copy of them was 2 MiB.
 """
 
 from __future__ import annotations
