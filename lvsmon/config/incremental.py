@@ -40,7 +40,7 @@ import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 from lvsmon.config.effective import Builder, Settled
 from lvsmon.config.errors import Diagnostic
@@ -48,7 +48,8 @@ from lvsmon.config.lexer import MAX_FILE_BYTES
 from lvsmon.config.model import Config, Family, GlobalSettings, Virtual
 from lvsmon.config.parser import LineParser
 from lvsmon.config.raw import RawVirtual, Setting
-from lvsmon.config.resolve import Resolver, SystemResolver
+from lvsmon.config.resolve import SystemResolver
+from lvsmon.config.syntax import FallbackSpec
 from lvsmon.ipvs.model import ServiceKey
 
 # a line at the top level (in a valid file): where a part begins
@@ -126,21 +127,26 @@ class BlockCache:
 
 
 class _Watching:
-    """The resolver, noting whether a name (neither an address literal nor a number) was
-    looked up: the builder only asks it for a host that is not a literal."""
+    """The resolver, noting whether a host name was looked up: the builder asks it for a host
+    only when that is not an address literal. (Service names: _names_a_service.)"""
 
-    def __init__(self, inner: Resolver) -> None:
+    def __init__(self, inner: SystemResolver) -> None:
         self.inner = inner
         self.named = False
+        self.port = inner.port  # every port goes through here: no frame of its own
 
     def host(self, name: str, family: Family) -> str | None:
         self.named = True
         return self.inner.host(name, family)
 
-    def port(self, name: str, protocol: str | None) -> int | None:
-        if not name.isdigit():
-            self.named = True
-        return self.inner.port(name, protocol)
+
+def _names_a_service(rv: RawVirtual) -> bool:
+    """A port of the block is a service name (looked up again at every parse)."""
+    fallback = rv.settings.get("fallback")
+    ports = [rv.spec.port, *(spec.port for spec, _ in rv.reals)]
+    if fallback is not None:
+        ports.append(cast(FallbackSpec, fallback.value).port)
+    return not all(port is None or port.isdigit() for port in ports)
 
 
 @dataclass(slots=True)
@@ -314,6 +320,7 @@ def _build(part: _Part, builder: Builder, watching: _Watching, g: GlobalSettings
     # what may differ at the next parse although the text does not is built again then
     if (
         watching.named
+        or _names_a_service(rv)
         or builder.cited_global
         or v.monitorfile is not None
         or not _within(block, part.first, part.last)
