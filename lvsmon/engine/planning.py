@@ -1,10 +1,12 @@
 """What a reload would do to the kernel (`lvsmon plan`), computed by the code the reload runs.
 
 `Engine.reload` takes its new health from `carried_health` below, and the reconciler's next pass
-is `diff(desired_table(...), actual, managed)`. `plan_reload` runs the same three steps on a
-snapshot of the running state (`Running`) without touching it, so a plan and the reload that
-follows it cannot disagree as long as nothing else moves in between (a check result, the
-maintenance directory, an operator's ipvsadm).
+is `diff(desired_table(...), actual, managed)`, over the services `changed_services` names (the
+others' desired state is what the last pass wrote). `plan_reload` runs the same steps over every
+service on a snapshot of the running state (`Running`) without touching it, so a plan and the
+reload that follows it cannot disagree as long as nothing else moves in between (a check
+result, the maintenance directory, an operator's ipvsadm): tests/engine/
+test_reload_incremental.py holds the two to the same ops on random edits.
 
 Pure: no I/O, no clock. The maintenance scan of the new config's reals is the caller's
 (`maintained`), as the daemon's is for `Engine.reload`.
