@@ -15,10 +15,11 @@ Pure: no I/O, no clock. The maintenance scan of the new config's reals is the ca
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from operator import attrgetter
 from typing import Any
 
-from lvsmon.config.model import Config
+from lvsmon.config.model import Config, Fallback, Real, Virtual
 from lvsmon.engine.desired import adopt_health, desired_table, managed_services
 from lvsmon.engine.health import RealHealth
 from lvsmon.engine.jobs import Mode, Plan, RealRef, build_plan
@@ -57,41 +58,51 @@ def carried_health(
     old_mode, new_mode = old_plan.mode_of, plan.mode_of
     carried: dict[RealRef, RealHealth] = {}
     old_parts = old_plan.parts
-    moded: list[Iterable[RealRef]] = []  # the reals apply_modes' rule is applied to below
+    moded: list[Collection[RealRef]] = []  # the reals apply_modes' rule is applied to below
+    adopting: set[ServiceKey | None] = set()  # virtuals with a real to adopt
     # every real of `config`, in its order, a virtual at a time
     for key, refs in _refs_by_virtual(plan):
-        if key is not None and old_parts.get(key) is plan.parts[key]:
-            # the very part of the running plan (build_plan reused it for an equal virtual):
-            # every real's check is as it was, nothing to compare; apply_modes' rule here
+        before = len(carried)
+        if key is not None and _unchanged(old_parts, key, plan.parts[key]):
+            # the running plan's part, or one made of a virtual that differs in its lines
+            # alone: every real's check is as it was, nothing to compare; apply_modes' rule here
             for ref, job in zip(refs, plan.parts[key][2], strict=True):
                 if isinstance(job, str) and job == Mode.ALWAYS_UP:
                     carried[ref] = ALWAYS_UP
                 elif (kept := old_health.get(ref)) is not None:
                     carried[ref] = kept
-            continue
-        moded.append(refs)
-        for ref in refs:
-            kept = old_health.get(ref)
-            if (
-                kept is not None
-                and old_job.get(ref) == new_job.get(ref)
-                and old_mode.get(ref) == new_mode.get(ref)
-            ):
-                carried[ref] = kept
-    if len(carried) == len(plan.failurecount):
+        else:
+            moded.append(refs)
+            for ref in refs:
+                kept = old_health.get(ref)
+                if (
+                    kept is not None
+                    and old_job.get(ref) == new_job.get(ref)
+                    and old_mode.get(ref) == new_mode.get(ref)
+                ):
+                    carried[ref] = kept
+        if len(carried) - before != len(refs):
+            adopting.add(key)
+    if not adopting:
         health = carried
     else:
-        # only the others are adopted from the kernel (a real's kernel key is parsed)
-        fresh = adopt_health(config, actual, drained, skip=carried)
+        # only the others are adopted from the kernel (a real's kernel key is parsed), and only
+        # their virtuals are looked at
+        adopted = config
+        if None not in adopting:
+            adopted = replace(
+                config, virtuals=tuple(v for v in config.virtuals if v.key in adopting)
+            )
+        fresh = adopt_health(adopted, actual, drained, skip=carried)
         health = {ref: carried.get(ref) or fresh[ref] for ref in plan.failurecount}
-    for refs in moded:  # apply_modes, but not again for the reused parts
+    for refs in moded:  # apply_modes, but not again for the unchanged parts
         for ref in refs:
             if new_mode.get(ref) == Mode.ALWAYS_UP:
                 health[ref] = ALWAYS_UP
     return health
 
 
-def _refs_by_virtual(plan: Plan) -> Iterable[tuple[ServiceKey | None, Iterable[RealRef]]]:
+def _refs_by_virtual(plan: Plan) -> Iterable[tuple[ServiceKey | None, Collection[RealRef]]]:
     """The plan's reals per virtual, in config order (a plan made without parts: all at once,
     under no virtual)."""
     if plan.parts:
@@ -99,12 +110,49 @@ def _refs_by_virtual(plan: Plan) -> Iterable[tuple[ServiceKey | None, Iterable[R
     return [(None, plan.failurecount)]
 
 
+# one virtual's part of a plan (jobs.py): the virtual, its reals' refs, their jobs or modes
+Part = tuple[Virtual, tuple[RealRef, ...], tuple[object, ...]]
+
+
+def _compared(cls: type, *leave_out: str) -> Callable[[Any], object]:
+    """What == compares of a `cls`, but `leave_out`, as one tuple (at C speed)."""
+    return attrgetter(*(f.name for f in fields(cls) if f.compare and f.name not in leave_out))
+
+
+_VIRTUAL_FIELDS = _compared(Virtual, "line", "reals", "fallback")
+_REAL_FIELDS = _compared(Real, "line")
+_FALLBACK_FIELDS = _compared(Fallback, "line")
+
+
+def same_but_lines(a: Virtual, b: Virtual) -> bool:
+    """`a` and `b` differ in their line numbers at most (a block moved by lines added or removed
+    above it): the same checks, the same desired state."""
+    if a is b:
+        return True
+    if len(a.reals) != len(b.reals) or _VIRTUAL_FIELDS(a) != _VIRTUAL_FIELDS(b):
+        return False
+    fa, fb = a.fallback, b.fallback
+    if fa is None or fb is None:
+        if fa is not fb:
+            return False
+    elif _FALLBACK_FIELDS(fa) != _FALLBACK_FIELDS(fb):
+        return False
+    return all(_REAL_FIELDS(x) == _REAL_FIELDS(y) for x, y in zip(a.reals, b.reals, strict=True))
+
+
+def _unchanged(old_parts: Mapping[ServiceKey, Part], key: ServiceKey, part: Part) -> bool:
+    """The virtual of this part is the one of `old_parts` (build_plan reused its part), or
+    differs from it in its lines alone."""
+    old = old_parts.get(key)
+    return old is part or (old is not None and same_but_lines(old[0], part[0]))
+
+
 def changed_services(old: Plan, new: Plan) -> set[ServiceKey]:
     """The virtual services whose desired state a reload from `old` to `new` may change: those
-    whose part of the plan is not the very one of `old` (build_plan reuses the part of an
-    equal virtual, whose reals keep their health), and the removed ones."""
+    whose virtual is neither the one of `old` nor differs from it in its lines alone (their
+    reals keep their health, and the same virtual wants the same), and the removed ones."""
     old_parts = old.parts
-    changed = {key for key, part in new.parts.items() if old_parts.get(key) is not part}
+    changed = {key for key, part in new.parts.items() if not _unchanged(old_parts, key, part)}
     changed.update(key for key in old_parts if key not in new.parts)
     return changed
 

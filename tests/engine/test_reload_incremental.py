@@ -5,6 +5,7 @@ no virtual service does nothing and says so."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Collection
 
@@ -13,11 +14,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lvsmon.checks.base import CheckResult, CheckSpec
-from lvsmon.config import Config
+from lvsmon.config import Config, Virtual
 from lvsmon.engine.engine import Engine
 from lvsmon.engine.health import RealHealth
 from lvsmon.engine.jobs import Plan, RealRef, build_plan
-from lvsmon.engine.planning import Running, carried_health, changed_services, plan_reload
+from lvsmon.engine.planning import (
+    Running,
+    carried_health,
+    changed_services,
+    plan_reload,
+    same_but_lines,
+)
 from lvsmon.engine.reconciler import Desired
 from lvsmon.ipvs.diff import diff
 from lvsmon.ipvs.ipvsadm_format import op_line
@@ -175,3 +182,46 @@ def test_carried_health_of_a_reused_part_is_the_one_compared() -> None:
     assert carried_health(old_plan, old_health, new, plan, {}) == carried_health(
         old_plan, old_health, new, without_parts, {}
     )
+
+
+def unlined(v: Virtual) -> Virtual:
+    """`v` with every line number 0: the reference for same_but_lines."""
+    reals = tuple(dataclasses.replace(r, line=0) for r in v.reals)
+    fallback = None if v.fallback is None else dataclasses.replace(v.fallback, line=0)
+    return dataclasses.replace(v, line=0, reals=reals, fallback=fallback)
+
+
+@settings(max_examples=100, deadline=None)
+@given(virtual_spec, virtual_spec, st.integers(0, 3))
+def test_same_but_lines_is_equal_but_for_the_lines(
+    a: VirtualSpec, b: VirtualSpec, above: int
+) -> None:
+    va = cfg(text({1: a})).virtuals[0]
+    vb = cfg("#\n" * above + text({1: b})).virtuals[0]
+    assert same_but_lines(va, vb) == (unlined(va) == unlined(vb))
+
+
+async def test_lines_added_above_change_no_virtual_service(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    spec: dict[int, VirtualSpec] = {
+        1: (((1, 1), (2, 2)), "connect", False, True),
+        2: (((3, 1),), "on", True, False),
+    }
+    old = cfg(text(spec))
+    new = cfg("# a note\n# another\n" + text(spec))
+    assert new.virtuals[0].line == old.virtuals[0].line + 2
+    assert changed_services(build_plan(old), build_plan(new)) == set()
+    engine = Asking(old, MemoryBackend(), run_check=never)
+    engine.asked = []
+    await engine.start()
+    try:
+        await settled(engine)
+        health = dict(engine.health)
+        with caplog.at_level(logging.INFO, logger="lvsmon"):
+            await engine.reload(new)
+        assert engine.asked == []
+        assert engine.health == health
+        assert "Virtual services unchanged: nothing to do in the IPVS table" in caplog.text
+    finally:
+        await engine.stop(clean=False)
