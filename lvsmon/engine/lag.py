@@ -53,14 +53,19 @@ check on its slot all the same; the answers then wait unread ever longer, the la
 bound, the server's backlog overflows under the bursts, and once the bound above is passed
 healthy reals go down. So the runner bounds the checks in flight by a window that follows the
 lag, as TCP's congestion window follows loss: each tick whose lag exceeds `overload_lag` (a
-third of LAG_SHARE of the smallest timeout: far from making a timeout unknown) halves it, at
-most every `SHRINK_GAP_TICKS` ticks (the checks already in flight drain first) and never below
-`WINDOW_FLOOR` (checks always progress); each tick on time after the window held starts back
-grows it by a quarter. A check that is due while the window is full stays due: it starts late
-(its lateness shows in status and /metrics, the runner counts it as deferred and says so in the
-log), its job's period stretches as keepalived's does under the same load, and the checks that
-do run are read on time, so their verdicts hold. The first round (every job due at once at
-start-up) is admitted the same way: tens of thousands of connects at once flooded the loop.
+third of LAG_SHARE of the smallest timeout: far from making a timeout unknown), or after which
+more than SLOW_RESULTS of the good results took SLOW_SHARE of their timeout or more (`slow`:
+the reals' side of a saturated host, their queues, as delay-based congestion control reads a
+growing round trip), halves it, at most every `SHRINK_GAP_TICKS` ticks (the checks already in
+flight drain first) and never below `WINDOW_FLOOR` (checks always progress); each tick on time
+after the window held starts back grows it by a quarter of the checks that finished since the
+previous tick, at most a quarter of itself: by a quarter per window of results, as TCP's window
+grows per acknowledgement, so that it never outruns what the reals have shown they can take.
+A check that is due while the window is full stays due: it starts late (its lateness shows in
+status and /metrics, the runner counts it as deferred and says so in the log), its job's period
+stretches as keepalived's does under the same load, and the checks that do run are read and
+answered in time, so their verdicts hold. The first round (every job due at once at start-up)
+is admitted the same way: tens of thousands of connects at once flooded the loop and the reals.
 """
 
 from __future__ import annotations
@@ -93,6 +98,10 @@ SHRINK_GAP_TICKS: Final = 3  # ticks between two halvings: what was in flight dr
 OVERLOAD_SHARE: Final = 1 / 3  # of LAG_SHARE x the smallest timeout: a tick this late shrinks
 OVERLOAD_LAG_MIN_S: Final = 0.05  # ...clamped to these (a tick's own jitter; a long timeout)
 OVERLOAD_LAG_MAX_S: Final = 0.5
+# good results this slow (share of their timeout), more than this share of a tick's: congestion.
+# Only good ones: a hung real's timeouts say nothing of the others' queue
+SLOW_SHARE: Final = 0.5
+SLOW_RESULTS: Final = 0.05
 
 
 def _boottime() -> float:
@@ -119,6 +128,11 @@ def forgiven(runs: int, run_s: float) -> bool:
     return runs < UNKNOWN_MIN_RUNS or run_s < UNKNOWN_MAX_S
 
 
+def slow(good: int, slow_ones: int) -> bool:
+    """Were a tick's good results slow enough to mean the reals' queues are long?"""
+    return slow_ones > SLOW_RESULTS * good
+
+
 def overload_lag(timeout: float) -> float:
     """The lag of one tick (s) that shrinks the admission window, for checks whose smallest
     timeout is `timeout`: well under what makes a timeout unknown (LAG_SHARE of it)."""
@@ -138,19 +152,22 @@ class AdmissionWindow:
         self.size = min(max(size, floor), ceiling)
         self.since_shrink = SHRINK_GAP_TICKS  # ticks since the last halving
 
-    def tick(self, lag: float, limited: bool, late_s: float) -> int:
+    def tick(
+        self, lag: float, limited: bool, late_s: float, slowed: bool = False, done: int = 0
+    ) -> int:
         """One lag tick: `lag` its lateness (s), `limited` whether the window held a due check
-        back since the previous tick, `late_s` the lag that means overload (overload_lag).
-        Returns the new size."""
+        back since the previous tick, `late_s` the lag that means overload (overload_lag),
+        `slowed` whether the answers were slow since the previous tick (`slow`), `done` the
+        checks that finished meanwhile. Returns the new size."""
         self.since_shrink += 1
-        if lag > late_s:
+        if lag > late_s or slowed:
             if self.since_shrink >= SHRINK_GAP_TICKS:
                 self.size = max(self.floor, self.size // 2)
                 self.since_shrink = 0
         elif limited:
             # only while it is what holds checks back: a window never filled proves nothing,
             # and one grown idle would let the next burst flood the loop
-            self.size = min(self.ceiling, self.size + max(1, self.size // 4))
+            self.size = min(self.ceiling, self.size + min(self.size // 4, done // 4))
         return self.size
 
 

@@ -7,7 +7,8 @@ Admission (lvsmon/engine/lag.py, "Admission"): at most `window.size` checks are 
 due check past it waits in the timetable and starts late (`deferred` counts those of the grid,
 not the first round's), so that an overloaded daemon stretches its periods, as keepalived does,
 instead of starting checks whose answers it cannot read in time. The window follows the lag
-monitor's ticks; while checks are deferred a log line says so at most every DEFER_LOG_EVERY_S.
+monitor's ticks and how slow the good results were since the last one (their share of the
+timeout); while checks are deferred a log line says so at most every DEFER_LOG_EVERY_S.
 
 The checks' file descriptors are bounded by the prober's budget (lvsmon/checks/fds.py): a probe
 takes one, a check run as a task takes `task_fds(spec)` once it is through the gate, and waits
@@ -30,7 +31,15 @@ from lvsmon.checks.prober import ProbePlan, Prober, hold_prober, release_prober
 from lvsmon.checks.registry import plan_probe
 from lvsmon.engine.checkstats import CheckCounts
 from lvsmon.engine.jobs import CheckJob, Plan, RealRef
-from lvsmon.engine.lag import AdmissionWindow, LagMonitor, forgiven, late_timeout, overload_lag
+from lvsmon.engine.lag import (
+    SLOW_SHARE,
+    AdmissionWindow,
+    LagMonitor,
+    forgiven,
+    late_timeout,
+    overload_lag,
+    slow,
+)
 from lvsmon.engine.status import Stats
 from lvsmon.engine.timetable import Timetable
 from lvsmon.text import LIMIT, clean
@@ -163,6 +172,9 @@ class CheckRunner:
         self.window = AdmissionWindow()
         self._late_s = overload_lag(math.inf)  # set from the jobs' smallest timeout
         self._held = False  # the window held a due check back since the last lag tick
+        self._good = self._slow = 0  # good results since the last lag tick, and slow ones
+        self._done_at = 0  # stats.checks_done at the last lag tick
+        self._slow_s = math.inf  # a good result this slow may be slow (SLOW_SHARE, smallest)
         self.lag.on_tick = self._on_lag_tick
         self.deferred = 0  # starts of the grid that began late because the window was full
         self._deferred_logged = 0
@@ -206,7 +218,9 @@ class CheckRunner:
             runs[job] = run
         self._runs = runs
         self._first_pending = pending
-        self._late_s = overload_lag(min((_timeout(job) for job in runs), default=math.inf))
+        smallest = min((_timeout(job) for job in runs), default=math.inf)
+        self._late_s = overload_lag(smallest)
+        self._slow_s = SLOW_SHARE * smallest
         if not pending:
             self._first_round_over()
         self._timetable.set_jobs({run: run.job.interval for run in runs.values()}, self._clock())
@@ -296,8 +310,13 @@ class CheckRunner:
 
     def _on_lag_tick(self, lag: float, now: float) -> None:
         """The lag monitor's tick: the window follows the lag; the overload line."""
-        self.window.tick(lag, self._held, self._late_s)
+        done = self.stats.checks_done
+        self.window.tick(
+            lag, self._held, self._late_s, slow(self._good, self._slow), done - self._done_at
+        )
         self._held = False
+        self._good = self._slow = 0
+        self._done_at = done
         fresh = self.deferred - self._deferred_logged
         if not fresh or now - self._deferred_logged_at < DEFER_LOG_EVERY_S:
             return
@@ -402,6 +421,11 @@ class CheckRunner:
                 result = judged
             elif run.unknowns:
                 run.unknowns = 0
+            if result.ok:
+                self._good += 1
+                latency = result.latency_s  # the smallest timeout's share first: one compare
+                if latency >= self._slow_s and latency >= SLOW_SHARE * _timeout(job):
+                    self._slow += 1
             run.record(result)  # its counts; before the steady shortcut: every check counts
             if not result.ok:
                 self.stats.checks_failed += 1

@@ -27,6 +27,7 @@ from lvsmon.engine.lag import (
     WINDOW_START,
     AdmissionWindow,
     overload_lag,
+    slow,
 )
 from lvsmon.engine.runner import CheckRunner
 from lvsmon.engine.status import Stats
@@ -60,15 +61,23 @@ def test_a_late_tick_halves_it_then_waits_for_what_was_in_flight_to_drain() -> N
     assert w.size == WINDOW_FLOOR  # checks always progress
 
 
-def test_on_time_it_grows_by_a_quarter_only_while_it_holds_checks_back() -> None:
+def test_on_time_it_grows_by_a_quarter_of_what_finished_only_while_it_holds_checks_back() -> None:
     w = AdmissionWindow()
-    assert w.tick(LATE, False, LATE) == WINDOW_START  # on time (not above), but never full
-    assert w.tick(0.0, True, LATE) == WINDOW_START + WINDOW_START // 4
+    many = 10**6
+    assert w.tick(LATE, False, LATE, done=many) == WINDOW_START  # on time, but never full
+    assert w.tick(0.0, True, LATE, done=0) == WINDOW_START  # nothing came back: no evidence
+    assert w.tick(0.0, True, LATE, done=400) == WINDOW_START + 100  # a quarter of the results
+    assert w.tick(0.0, True, LATE, done=many) == WINDOW_START + 100 + (WINDOW_START + 100) // 4
     for _ in range(200):
-        w.tick(0.0, True, LATE)
+        w.tick(0.0, True, LATE, done=many)
     assert w.size == WINDOW_CEILING
-    small = AdmissionWindow(2, floor=1, ceiling=10)
-    assert [small.tick(0.0, True, LATE) for _ in range(4)] == [3, 4, 5, 6]  # at least one
+
+
+def test_slow_good_answers_shrink_it_as_a_late_tick_does() -> None:
+    assert not slow(100, 5) and slow(100, 6)  # more than 5 % of the good results
+    assert not slow(0, 0)
+    w = AdmissionWindow()
+    assert w.tick(0.0, True, LATE, slowed=True) == WINDOW_START // 2
 
 
 def test_sizes_are_clamped_at_construction() -> None:
@@ -77,22 +86,25 @@ def test_sizes_are_clamped_at_construction() -> None:
 
 
 @given(
-    st.lists(st.tuples(st.floats(0.0, 10.0), st.booleans()), max_size=300),
+    st.lists(
+        st.tuples(st.floats(0.0, 10.0), st.booleans(), st.booleans(), st.integers(0, 10**5)),
+        max_size=300,
+    ),
     st.integers(1, 5000),
     st.integers(1, 100),
 )
 def test_any_ticks_keep_it_in_bounds_and_move_it_the_right_way(
-    ticks: list[tuple[float, bool]], start: int, floor: int
+    ticks: list[tuple[float, bool, bool, int]], start: int, floor: int
 ) -> None:
     w = AdmissionWindow(start, floor=floor, ceiling=4096)
-    for lag, limited in ticks:
+    for lag, limited, slowed, done in ticks:
         before = w.size
-        after = w.tick(lag, limited, LATE)
+        after = w.tick(lag, limited, LATE, slowed, done)
         assert floor <= after <= 4096
-        if lag > LATE:
+        if lag > LATE or slowed:
             assert after in (before, max(floor, before // 2))  # never grows when late
         elif limited:
-            assert after == min(4096, before + max(1, before // 4))
+            assert after == min(4096, before + min(before // 4, done // 4))
         else:
             assert after == before
 
@@ -242,6 +254,25 @@ async def test_the_runner_defers_what_its_window_cannot_take_and_says_so(
             await task
         held.release()
         await runner.stop()
+
+
+async def test_slow_good_results_shrink_the_window_and_timeouts_do_not() -> None:
+    runner = CheckRunner(lambda refs, result: True, Stats(), run_check=Held())
+    runner.schedule(plan_of(40))
+    runs = list(runner.runs.values())
+    hung = CheckResult(False, "timeout after 3s during connect", 3.0, timed_out=True)
+    for run in runs:  # hung reals: their timeouts say nothing of the others' queues
+        runner._done(run, False, hung)
+    for run in runs:
+        runner._done(run, False, CheckResult(True, "connect: connected", 0.01))
+    runner._on_lag_tick(0.0, 1.0)
+    assert runner.window.size == WINDOW_START
+    for run in runs[:3]:  # 3 of 40 good results took half their timeout: more than 5 %
+        runner._done(run, False, CheckResult(True, "connect: connected", 1.5))
+    for run in runs[3:]:
+        runner._done(run, False, CheckResult(True, "connect: connected", 0.01))
+    runner._on_lag_tick(0.0, 1.1)
+    assert runner.window.size == WINDOW_START // 2
 
 
 async def test_the_lag_monitor_drives_the_window() -> None:
