@@ -179,8 +179,8 @@ class CheckRunner:
         self.deferred = 0  # starts of the grid that began late because the window was full
         self._deferred_logged = 0
         self._deferred_logged_at = -math.inf
-        self._late_max = 0.0  # since that line: the latest deferred start (s), and its period
-        self._stretched_to = 0.0
+        # since that line: the deferred starts' lateness (s) in all and at most, the longest period
+        self._late_sum = self._late_max = self._stretched_to = 0.0
         # what the prober calls back with the run: made once, not per job nor per check
         self._on_spec_done = self._spec_done
         self._on_connect_done = self._connect_done
@@ -302,6 +302,7 @@ class CheckRunner:
         if self._first_pending and run in self._first_pending:
             return
         self.deferred += 1
+        self._late_sum += lateness
         if lateness > self._late_max:
             self._late_max = lateness
         period = run.job.interval + lateness
@@ -321,17 +322,18 @@ class CheckRunner:
         if not fresh or now - self._deferred_logged_at < DEFER_LOG_EVERY_S:
             return
         log.warning(
-            "the daemon is overloaded: %d checks started late to keep the others on time (up to"
-            " %.1f s late); period stretched to up to %.1f s (checks in flight at most %d, event"
-            " loop lag up to %.0f ms in the last minute)",
+            "the daemon is overloaded: %d checks started late to keep the others on time (%.2f s"
+            " late on average, up to %.1f s); period stretched to up to %.1f s (checks in flight"
+            " at most %d, event loop lag up to %.0f ms in the last minute)",
             fresh,
+            self._late_sum / fresh,
             self._late_max,
             self._stretched_to,
             self.window.size,
             self.lag.peak * 1000,
         )
         self._deferred_logged, self._deferred_logged_at = self.deferred, now
-        self._late_max = self._stretched_to = 0.0
+        self._late_sum = self._late_max = self._stretched_to = 0.0
 
     async def stop(self) -> None:
         """Cancel every check in flight and close the prober."""

@@ -245,6 +245,7 @@ async def test_the_runner_defers_what_its_window_cannot_take_and_says_so(
         assert runner.window.size == 4
         (line,) = [m for m in caplog.messages if "overloaded" in m]
         assert line.startswith("the daemon is overloaded: 6 checks started late")
+        assert re.search(r"\(\d\.\d\d s late on average, up to \d\.\d s\)", line), line
         assert re.search(r"period stretched to up to (1\.[5-9]|2\.\d) s", line), line
         assert all(results) and runner.stats.checks_done == 20  # (steady passes skip health)
         assert runner.stats.checks_unknown == runner.stats.checks_failed == 0
