@@ -369,6 +369,10 @@ class Keepalived(Daemon):
         self.proc.wait()
 
 
+# lvsmon's status file counters the window reports (slots_deferred: once status shows it)
+WINDOW_COUNTS = ("slots_skipped", "slots_deferred", "checks_unknown")
+
+
 class Lvsmon(Daemon):
     name = "lvsmon"
 
@@ -436,7 +440,7 @@ class Lvsmon(Daemon):
         late = stats.get("lateness_ms")
         out: dict[str, float] = {
             key: float(str(stats[key]))
-            for key in ("slots_skipped", "checks_unknown", "checks_failed", "loop_lag_ms")
+            for key in (*WINDOW_COUNTS, "checks_failed", "loop_lag_ms")
             if key in stats
         }
         if isinstance(late, dict) and "p99" in late:
@@ -507,6 +511,7 @@ class Result:
     late_p99_ms: float = NAN
     loop_lag_ms: float = NAN
     slots_skipped: float = NAN
+    slots_deferred: float = NAN  # started late by the runner's admission window (when shown)
     checks_unknown: float = NAN
     nginx_cpu_pct: float = NAN  # the real servers, during the window
     host_busy_pct: float = NAN  # all CPUs of the host (100 % = every core busy)
@@ -544,7 +549,7 @@ def measure(
     if samples:
         res.late_p99_ms = max(x.get("late_p99_ms", NAN) for x in samples)
         res.loop_lag_ms = max(x.get("loop_lag_ms", NAN) for x in samples)
-        for key in ("slots_skipped", "checks_unknown"):
+        for key in WINDOW_COUNTS:
             setattr(res, key, samples[-1].get(key, NAN) - samples[0].get(key, NAN))
     res.rss_mib, res.hwm_mib = daemon.memory()
     res.processes = len(cpu1)
@@ -590,11 +595,14 @@ FIGURES: list[tuple[str, str, int, Callable[[Result, Work], float]]] = [
     ("late_p99_ms", "status file: worst p99 start lateness (ms)", 0, lambda r, w: r.late_p99_ms),
     ("loop_lag_ms", "status file: worst loop lag (ms)", 0, lambda r, w: r.loop_lag_ms),
     ("slots_skipped", "status file: slots skipped in window", 0, lambda r, w: r.slots_skipped),
+    ("slots_deferred", "status file: checks deferred in window", 0,
+     lambda r, w: r.slots_deferred),
     ("checks_unknown", "status file: checks unknown in window", 0,
      lambda r, w: r.checks_unknown),
 ]  # fmt: skip
 NO_RATIO = {"unchecked_reals", "false_downs", "processes", "late_p99_ms", "loop_lag_ms",
-            "slots_skipped", "checks_unknown", "nginx_cpu_pct", "host_busy_pct"}  # fmt: skip
+            "slots_skipped", "slots_deferred", "checks_unknown", "nginx_cpu_pct",
+            "host_busy_pct"}  # fmt: skip
 
 
 def number(x: float, digits: int) -> float | int | None:
