@@ -45,7 +45,13 @@ from lvsmon.engine.events import (
 )
 from lvsmon.engine.health import RealHealth, Transition
 from lvsmon.engine.jobs import CheckJob, Plan, RealRef, build_plan
-from lvsmon.engine.planning import apply_modes, carried_health, changed_services
+from lvsmon.engine.planning import (
+    anchored,
+    anchored_config,
+    apply_modes,
+    carried_health,
+    changed_services,
+)
 from lvsmon.engine.reconciler import DEFAULT_RESYNC_S, Desired, Reconciler
 from lvsmon.engine.runner import CheckRunner, RunCheck
 from lvsmon.engine.status import Stats, Status
@@ -272,6 +278,11 @@ class Engine:
                 if self._layout_for is self.config:
                     self._layout_for = config
             else:
+                # a virtual that lines added or removed above it moved keeps its part of the
+                # plan (refs, jobs) and its layout: the running ones, taken over by its new self
+                old_plan = anchored(old_plan, config)
+                if self._layout_for is old_config:
+                    self._layout_for = anchored_config(old_config, old_plan)
                 plan = build_plan(config, old_plan)
                 # the same function as `lvsmon plan`'s (engine/planning.py): a plan cannot
                 # disagree

@@ -56,45 +56,44 @@ def carried_health(
     start (a changed check has not spoken yet)."""
     old_job, new_job = old_plan.job_of, plan.job_of
     old_mode, new_mode = old_plan.mode_of, plan.mode_of
-    carried: dict[RealRef, RealHealth] = {}
+    # in config order; a real to adopt holds its place with a stand-in until it is adopted
+    health: dict[RealRef, RealHealth] = {}
+    adopting: list[RealRef] = []
     old_parts = old_plan.parts
     moded: list[Collection[RealRef]] = []  # the reals apply_modes' rule is applied to below
-    adopting: set[ServiceKey | None] = set()  # virtuals with a real to adopt
     # every real of `config`, in its order, a virtual at a time
     for key, refs in _refs_by_virtual(plan):
-        before = len(carried)
         if key is not None and _unchanged(old_parts, key, plan.parts[key]):
             # the running plan's part, or one made of a virtual that differs in its lines
             # alone: every real's check is as it was, nothing to compare; apply_modes' rule here
             for ref, job in zip(refs, plan.parts[key][2], strict=True):
                 if isinstance(job, str) and job == Mode.ALWAYS_UP:
-                    carried[ref] = ALWAYS_UP
+                    health[ref] = ALWAYS_UP
                 elif (kept := old_health.get(ref)) is not None:
-                    carried[ref] = kept
-        else:
-            moded.append(refs)
-            for ref in refs:
-                kept = old_health.get(ref)
-                if (
-                    kept is not None
-                    and old_job.get(ref) == new_job.get(ref)
-                    and old_mode.get(ref) == new_mode.get(ref)
-                ):
-                    carried[ref] = kept
-        if len(carried) - before != len(refs):
-            adopting.add(key)
-    if not adopting:
-        health = carried
-    else:
-        # only the others are adopted from the kernel (a real's kernel key is parsed), and only
-        # their virtuals are looked at
-        adopted = config
-        if None not in adopting:
-            adopted = replace(
-                config, virtuals=tuple(v for v in config.virtuals if v.key in adopting)
-            )
-        fresh = adopt_health(adopted, actual, drained, skip=carried)
-        health = {ref: carried.get(ref) or fresh[ref] for ref in plan.failurecount}
+                    health[ref] = kept
+                else:
+                    health[ref] = ALWAYS_UP  # a stand-in
+                    adopting.append(ref)
+            continue
+        moded.append(refs)
+        for ref in refs:
+            kept = old_health.get(ref)
+            if (
+                kept is not None
+                and old_job.get(ref) == new_job.get(ref)
+                and old_mode.get(ref) == new_mode.get(ref)
+            ):
+                health[ref] = kept
+            else:
+                health[ref] = ALWAYS_UP  # a stand-in
+                adopting.append(ref)
+    if adopting:
+        # adopted from the kernel (a real's kernel key is parsed): their virtuals alone
+        keys = {ref.service for ref in adopting}
+        virtuals = tuple(v for v in config.virtuals if v.key in keys)
+        fresh = adopt_health(replace(config, virtuals=virtuals), actual, drained)
+        for ref in adopting:
+            health[ref] = fresh[ref]
     for refs in moded:  # apply_modes, but not again for the unchanged parts
         for ref in refs:
             if new_mode.get(ref) == Mode.ALWAYS_UP:
@@ -145,6 +144,30 @@ def _unchanged(old_parts: Mapping[ServiceKey, Part], key: ServiceKey, part: Part
     differs from it in its lines alone."""
     old = old_parts.get(key)
     return old is part or (old is not None and same_but_lines(old[0], part[0]))
+
+
+def anchored(old: Plan, config: Config) -> Plan:
+    """`old` (the running plan) with the part of each virtual that `config` holds again, moved by
+    lines added or removed above it, made of `config`'s virtual: build_plan then reuses its refs
+    and jobs (the very objects, as for an unchanged virtual), and carried_health and
+    changed_services find it unchanged at once."""
+    parts = old.parts
+    moved: dict[ServiceKey, Part] | None = None
+    for v in config.virtuals:
+        part = parts.get(v.key)
+        if part is not None and part[0] is not v and same_but_lines(part[0], v):
+            if moved is None:
+                moved = dict(parts)
+            moved[v.key] = (v, part[1], part[2])
+    return old if moved is None else replace(old, parts=moved)  # type: ignore[arg-type]
+
+
+def anchored_config(old: Config, plan: Plan) -> Config:
+    """`old` with each virtual that anchored() took over by its new self replaced by it: the
+    layout of `old` (engine/desired.py's layout_of, by identity) serves it then."""
+    parts = plan.parts
+    virtuals = tuple(parts[v.key][0] if v.key in parts else v for v in old.virtuals)
+    return replace(old, virtuals=virtuals)
 
 
 def changed_services(old: Plan, new: Plan) -> set[ServiceKey]:
@@ -204,9 +227,10 @@ def plan_reload(
     """The ops the reconcile of a reload to `config` applies, in its order. `maintained`,
     `drained`: the daemon's maintenance scan and drain state, asked for the new config's plan
     as Engine.reload asks them (no `drained`: nothing is drained)."""
-    plan = build_plan(config, running.plan)
+    previous = anchored(running.plan, config)
+    plan = build_plan(config, previous)
     drained_now = frozenset(drained(config, plan)) if drained is not None else frozenset()
-    health = carried_health(running.plan, running.health, config, plan, running.actual, drained_now)
+    health = carried_health(previous, running.health, config, plan, running.actual, drained_now)
     forced_down = maintained(config, plan)
     managed = reload_managed(running.managed, config)
     desired = desired_table(config, health, forced_down, running.actual, drained=drained_now)

@@ -218,10 +218,16 @@ async def test_lines_added_above_change_no_virtual_service(
     try:
         await settled(engine)
         health = dict(engine.health)
+        parts, layout = dict(engine.plan.parts), engine.layout()
         with caplog.at_level(logging.INFO, logger="lvsmon"):
             await engine.reload(new)
         assert engine.asked == []
         assert engine.health == health
         assert "Virtual services unchanged: nothing to do in the IPVS table" in caplog.text
+        # the moved virtuals took the running refs, jobs and layout over: nothing rebuilt
+        for key, part in engine.plan.parts.items():
+            assert part[0] in new.virtuals
+            assert part[1] is parts[key][1] and part[2] is parts[key][2]
+        assert all(a is b for a, b in zip(engine.layout(), layout, strict=True))
     finally:
         await engine.stop(clean=False)
