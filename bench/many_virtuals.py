@@ -30,6 +30,10 @@ One daemon, one after the other:
   file's ops_applied difference, reload_1pct_downs = reals the log said were down or deleted
   meanwhile (a reload must not flap anything);
 * reload_noop_s, reload_noop_ops: SIGHUP with the file unchanged, until the log's load line;
+* reload_moved_s, reload_moved_ops, reload_moved_downs: one real added at the top of the first
+  virtual (every block below it moves down a line: their line numbers change, nothing else),
+  SIGHUP, until the load line; its ops 2.5 s later (1: the new real, once its first check
+  passed);
   reload_*_cpu_s: the daemon's CPU from the SIGHUP to the end of each (the checks' included:
   the figure to read on a busy host, where the wall times stretch);
 * stop_s: SIGTERM until the process is gone (stop_command_s: `lvsmon stop`'s wall time, its
@@ -84,10 +88,11 @@ def virtual_address(v: int) -> str:
 
 def write_config(
     path: str, virtuals: int, reals: int, port: int, check: str, interval: int, logfile: str,
-    heavier: frozenset[int] = frozenset(),
+    heavier: frozenset[int] = frozenset(), added: int = 0,
 ) -> list[str]:  # fmt: skip
     """The config; returns every real as "address:port". Reals are spread as evenly as they go
-    (R // V each, one more for the first R % V); those in `heavier` get weight 2."""
+    (R // V each, one more for the first R % V); those in `heavier` get weight 2. `added`: so
+    many more reals at the top of the first virtual (every block below moves down)."""
     lines = [
         "checktimeout=3",
         f"checkinterval={interval}",
@@ -105,6 +110,8 @@ def write_config(
     base, extra = divmod(reals, virtuals)
     for v in range(virtuals):
         lines.append(f"virtual={virtual_address(v)}:80")
+        if v == 0:
+            lines += [f"\treal={real_address(reals + k)}:{port} masq 1" for k in range(added)]
         for _ in range(base + (1 if v < extra else 0)):
             where = f"{real_address(i)}:{port}"
             names.append(where)
@@ -326,6 +333,24 @@ def run(args: argparse.Namespace, cleanup: Cleanup, workdir: str) -> int:
     time.sleep(2.5)
     out["reload_noop_ops"] = ops_after(status_path, time.time()) - ops0
     log(f"no-op reload: {out['reload_noop_s']} s, {out['reload_noop_ops']} ops")
+
+    # a real added at the top of the first virtual: every other block moves down a line
+    write_config(
+        cfg, args.virtuals, args.reals, port, args.check, args.interval, logfile, heavier, 1
+    )  # fmt: skip
+    ops0 = ops_after(status_path, time.time())
+    mark = len(tail.lines)
+    t0, c0 = time.time(), cpu_seconds(pid)[0]
+    os.kill(pid, signal.SIGHUP)
+    t_done = tail.wait_for(lambda line: LOADED.search(line) is not None, mark, 120)
+    if t_done is None:
+        raise RuntimeError("reload adding a real not seen within 120 s")
+    out["reload_moved_s"] = round(t_done - t0, 3)
+    out["reload_moved_cpu_s"] = round(cpu_seconds(pid)[0] - c0, 2)
+    time.sleep(2.5)  # the new real is added once its first check passed
+    out["reload_moved_ops"] = ops_after(status_path, time.time()) - ops0
+    out["reload_moved_downs"] = sum(1 for _, line in tail.lines[mark:] if DOWNS.search(line))
+    log(f"reload adding a real: {out['reload_moved_s']} s, {out['reload_moved_ops']} ops")
 
     stop(out, pid, proc)
     if args.stop_command and not args.profile:
