@@ -33,7 +33,7 @@ from lvsmon.atomicfile import read_regular, write_atomic
 from lvsmon.config.model import Config
 from lvsmon.config.resolve import SystemResolver
 from lvsmon.engine.jobs import RealRef
-from lvsmon.engine.maintenance import candidate_names, dir_names
+from lvsmon.engine.maintenance import HostIndex, RealNames, dir_names
 from lvsmon.ipvs.model import Family, ServiceKey
 from lvsmon.text import clean
 
@@ -270,29 +270,41 @@ class DrainIndex:
     """The names one config's reals answer to: built once per config, so that resolving the
     entries each second costs a lookup per entry, not a pass over 10,000 reals."""
 
-    def __init__(self, names: Mapping[RealRef, Sequence[str]]) -> None:
-        self.refs = frozenset(names)
+    def __init__(self, names: Mapping[RealRef, Sequence[str]] | HostIndex) -> None:
+        """`names`: an index by host, maintenancedir's names (RealNames: its index by host is
+        this one's too), or any names per real."""
+        self._hosts: HostIndex | None = None
+        self._by_name: dict[str, RealRef | tuple[RealRef, ...]] = {}
+        if isinstance(names, HostIndex):
+            self._hosts = names
+            return
+        if isinstance(names, RealNames):
+            self._hosts = names.index
+            return
         # a name most often names one real: that ref itself, a tuple only for several (a list
         # per name was some 200 bytes a real at 10,000); the lists are only built here
         lists: dict[str, list[RealRef]] = {}
         for ref, ref_names in names.items():
             for name in ref_names:
                 lists.setdefault(name, []).append(ref)
-        by_name: dict[str, RealRef | tuple[RealRef, ...]] = {
+        self._by_name = {
             name: refs[0] if len(refs) == 1 else tuple(refs) for name, refs in lists.items()
         }
-        self._by_name = by_name
 
     @classmethod
     def plain(cls, refs: Iterable[RealRef]) -> DrainIndex:
-        """Names without reverse lookups (`ip:port`, `ip`): what lvsmon itself writes."""
-        return cls({ref: candidate_names(ref, None) for ref in refs})
+        """Names without reverse lookups (`ip:port`, `ip`): what lvsmon itself writes; indexed
+        by host, no name kept per real."""
+        return cls(HostIndex(refs, {}))
 
     def refs_of(self, entry: DrainEntry) -> list[RealRef]:
-        found = self._by_name.get(entry.real)
-        if found is None:
-            return []
-        refs = list(found) if isinstance(found, tuple) else [found]
+        if self._hosts is not None:
+            refs = self._hosts.refs_named(entry.real)
+        else:
+            found = self._by_name.get(entry.real)
+            if found is None:
+                return []
+            refs = list(found) if isinstance(found, tuple) else [found]
         if entry.virtual is None:
             return refs
         return [r for r in refs if virtual_label(r.service) == entry.virtual]
