@@ -1,14 +1,15 @@
 """Bytes per real of lvsmon's state, built in-process the way the daemon builds it (issue 22).
 
     .venv/bin/python bench/memory_per_real.py [--shape 2318|10000] [--check connect|http]
-        [--top 25] [--reals N --virtuals V]
+        [--top 25] [--reals N --virtuals V] [--scrape]
 
 No daemon, no sockets, no checks run: in one child process per size, the config (a generated
 ldirectord.cf, bench/many_virtuals.py's write_config) is parsed, lvsmon.daemon.Daemon is built
 on the memory backend, the engine is started as Engine.start does (adopt, plan, first reconcile,
 the jobs scheduled with their probe plans) without its loops, every job's first result is handed
 to the runner as if every real answered (CheckRunner._spec_done: counts, health, events), the
-table is reconciled, and the status is built once (its view keeps per-virtual entries).
+table is reconciled, and the status is built once (its view keeps per-virtual entries);
+with `--scrape`, /metrics is served once too (the exporter keeps its layout and last body).
 
 Sizes: N reals and 2N reals in twice the virtuals (the same reals per virtual): the slope
 (2N - N) / N is the cost of one more real with its share of a virtual, the fixed base (the
@@ -58,7 +59,7 @@ def load() -> str:
         return " ".join(f.read().split()[:3])
 
 
-async def build(path: str) -> Any:
+async def build(path: str, scrape: bool = False) -> Any:
     """The daemon's state for the config at `path`, every real up; returns what keeps it."""
     from lvsmon.checks.base import CheckResult
     from lvsmon.config.load import load_config
@@ -90,6 +91,12 @@ async def build(path: str) -> Any:
         await asyncio.sleep(0)
     await asyncio.sleep(0.05)
     daemon.status_json(0.0)
+    if scrape:  # what a Prometheus scrape leaves behind (the exporter's layout, its last body)
+        from lvsmon.api.metrics import Exporter
+
+        exporter = Exporter(daemon)
+        await exporter.scrape()
+        return daemon, exporter
     return daemon
 
 
@@ -108,14 +115,16 @@ def child(args: argparse.Namespace) -> None:
     write_config(cf, args.virtuals, args.reals, 8080, args.check, 4, os.path.join(work, "log"))
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    keep = [loop.run_until_complete(build(warm))]  # imports, caches, first-use allocations
+    keep = [
+        loop.run_until_complete(build(warm, args.scrape))
+    ]  # imports, caches, first-use allocations
     gc.collect()
     if args.snapshot:
         tracemalloc.start(1)
     before_heap = tracemalloc.get_traced_memory()[0] if args.snapshot else 0
     before_rss = rss_bytes()
     t0 = time.process_time()
-    keep.append(loop.run_until_complete(build(cf)))
+    keep.append(loop.run_until_complete(build(cf, args.scrape)))
     cpu = time.process_time() - t0
     gc.collect()
     out: dict[str, Any] = {"reals": args.reals, "virtuals": args.virtuals, "cpu_s": round(cpu, 2)}
@@ -128,7 +137,7 @@ def child(args: argparse.Namespace) -> None:
         )
         with open(args.snapshot, "wb") as f:
             pickle.dump(snap, f)
-    engine = keep[-1].engine
+    engine = (keep[-1][0] if args.scrape else keep[-1]).engine
     up = sum(1 for h in engine.health.values() if h.up)
     out["up"] = up
     print(json.dumps(out), flush=True)
@@ -142,8 +151,10 @@ def short(filename: str) -> str:
     return filename if rel.startswith("..") else rel
 
 
-def run_child(check: str, virtuals: int, reals: int, snapshot: str | None) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", "--check", check]
+def run_child(
+    check: str, virtuals: int, reals: int, snapshot: str | None, scrape: bool
+) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", "--check", check, *(["--scrape"] if scrape else [])]
     cmd += ["--virtuals", str(virtuals), "--reals", str(reals)]
     if snapshot:
         cmd += ["--snapshot", snapshot]
@@ -159,6 +170,7 @@ def main() -> int:
     ap.add_argument("--virtuals", type=int, help="overrides the shape's")
     ap.add_argument("--reals", type=int, help="overrides the shape's")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--scrape", action="store_true", help="also serve /metrics once")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--snapshot", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -171,9 +183,10 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="lvsmon-mem-snap-")
     snaps = [os.path.join(work, "n.pickle"), os.path.join(work, "2n.pickle")]
     heap = [
-        run_child(args.check, k * virtuals, k * reals, s) for k, s in ((1, snaps[0]), (2, snaps[1]))
+        run_child(args.check, k * virtuals, k * reals, s, args.scrape)
+        for k, s in ((1, snaps[0]), (2, snaps[1]))
     ]
-    rss = [run_child(args.check, k * virtuals, k * reals, None) for k in (1, 2)]
+    rss = [run_child(args.check, k * virtuals, k * reals, None, args.scrape) for k in (1, 2)]
     for h in heap:
         assert h["up"] == h["reals"], f"not every real is up: {h}"
     per_heap = (heap[1]["heap"] - heap[0]["heap"]) / reals
