@@ -99,9 +99,11 @@ OVERLOAD_SHARE: Final = 1 / 3  # of LAG_SHARE x the smallest timeout: a tick thi
 OVERLOAD_LAG_MIN_S: Final = 0.05  # ...clamped to these (a tick's own jitter; a long timeout)
 OVERLOAD_LAG_MAX_S: Final = 0.5
 # good results this slow (share of their timeout), more than this share of a tick's: congestion.
-# Only good ones: a hung real's timeouts say nothing of the others' queue
+# Only good ones: a hung real's timeouts say nothing of the others' queue; and most of them: a
+# queue at the reals slows every answer, a few slow backends are not congestion (pinned at its
+# floor, the window would leave the healthy checks behind those waiting on hung reals)
 SLOW_SHARE: Final = 0.5
-SLOW_RESULTS: Final = 0.05
+SLOW_RESULTS: Final = 0.5
 
 
 def _boottime() -> float:
