@@ -5,7 +5,8 @@ exactly its top-level lines (every other line of a block is indented, blank or a
 part that begins with "virtual" is one virtual block; the others hold global lines. The parser
 reads a block the same wherever it stands (its state ends at every top-level line), so what the
 builder makes of a block depends only on its text, the number of its first line, and what the
-builder reads besides: the global settings, the file's path, the host name and the resolver.
+builder reads besides: the global settings, the file's path, the host name and the resolver
+(the system's: parse_config gives a parse with any other resolver to the full parser).
 BlockCache keeps, per block text (its blake2b), the Virtual built from it and the warnings it
 gave. A block found again at the line it stood at is that very Virtual (so a reload of an
 unchanged file makes a Config whose virtuals are the running config's objects, and the engine
@@ -17,8 +18,8 @@ Built anew at every parse, never cached, as ldirectord reads everything at every
 - a block that names a host or a service (resolved again: DNS or /etc/services may have changed);
 - a block with a monitorfile (whether it can be written is checked at every load);
 - a block whose warnings cite a global line (the global flap settings': said once for all);
-- everything when the global settings, the path, the host name or the resolver differ from the
-  last parse's (the cache then holds the blocks of this parse only);
+- everything when the global settings, the path or the host name differ from the last parse's
+  (the cache then holds the blocks of this parse only);
 - the global lines and settings (the log file, the maintenance and template directories are
   checked at every parse), the checks across virtuals (duplicates, unused flap settings).
 A file with an error anywhere is parsed again in full by parse_lines and build_config, whose
