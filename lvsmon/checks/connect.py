@@ -20,7 +20,7 @@ def connect_plan(spec: CheckSpec) -> ProbePlan | None:
     if spec.protocol == "udp":
         return None
     family = socket.AF_INET6 if spec.is_ipv6 else socket.AF_INET
-    return ProbePlan(spec, family, (spec.host, spec.port))
+    return ProbePlan(spec, family, None)  # None: the spec's host and port (no tuple per real)
 
 
 async def check_connect(spec: CheckSpec, step: Step) -> CheckResult:

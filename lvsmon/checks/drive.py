@@ -32,7 +32,7 @@ def family_of(spec: CheckSpec) -> int:
 
 def plain_plan(spec: CheckSpec, dialogue: DialogueFactory) -> ProbePlan:
     """The prober's plan for a dialogue over plain TCP to the real's check port."""
-    return ProbePlan(spec, family_of(spec), (spec.host, spec.port), dialogue)
+    return ProbePlan(spec, family_of(spec), None, dialogue)  # None: the spec's host and port
 
 
 async def drive(spec: CheckSpec, step: Step, dialogue: Dialogue, via: Via = "tcp") -> CheckResult:

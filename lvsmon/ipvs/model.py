@@ -153,6 +153,10 @@ class DestStats:
     inactive_conns: int = 0
 
 
+# a destination's counters before any dump: one object for every destination added (frozen)
+NO_STATS = DestStats()
+
+
 @dataclass(slots=True)
 class Service:
     conf: ServiceConf
