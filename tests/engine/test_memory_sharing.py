@@ -121,3 +121,38 @@ def test_check_counts_live_in_shared_arrays_and_give_their_place_back() -> None:
     )
     assert list(c.buckets) == [0] * 8 and c.seconds == 0.0 and c.checks == 0
     assert list(b.buckets) == [0, 0, 1, 0, 0, 0, 0, 0]
+
+
+def test_the_memory_backends_new_destinations_share_one_zero_stats() -> None:
+    from lvsmon.ipvs.apply import apply_ops
+    from lvsmon.ipvs.model import (
+        NO_STATS,
+        DestConf,
+        DestKey,
+        DestStats,
+        Proto,
+        ServiceConf,
+        ServiceKey,
+    )
+    from lvsmon.ipvs.ops import AddDest, AddService
+
+    vip = ServiceKey.inet(Proto.TCP, "10.0.0.1", 80)
+    ops = [AddService(vip, ServiceConf("rr"))] + [
+        AddDest(vip, DestKey.of(f"10.0.1.{i}", 80), DestConf()) for i in range(1, 4)
+    ]
+    table, results = apply_ops({}, ops)
+    assert all(r.error is None for r in results)
+    stats = list(table[vip].stats.values())
+    assert stats == [DestStats()] * 3
+    assert all(s is NO_STATS for s in stats)
+
+
+def test_tcp_probe_plans_keep_no_address_of_their_own() -> None:
+    from lvsmon.checks.base import CheckSpec
+    from lvsmon.checks.connect import connect_plan
+    from lvsmon.checks.drive import plain_plan
+
+    spec = CheckSpec(kind="connect", host="127.0.0.1", port=80, timeout=1)
+    plan = connect_plan(spec)
+    assert plan is not None and plan.addr is None
+    assert plain_plan(spec, lambda: None).addr is None  # type: ignore[arg-type,return-value]
