@@ -145,6 +145,9 @@ class Guard:
         self._cut_logged: list[float] = []  # when the last cut-off lines were logged
         self._cut_unlogged = 0
         self._sweeper: asyncio.Task[None] | None = None
+        # set when there is something to sweep: the sweeper sleeps on it while nothing is
+        # (no connection, no report due), so an idle control server costs no wake-up at all
+        self._work = asyncio.Event()
 
     # ---- admission --------------------------------------------------------------------------
 
@@ -164,6 +167,7 @@ class Guard:
         if len(self.connections) >= share or self._open_fds() >= self.fd_limit - share:
             return self._refuse("fds")
         self.connections.add(conn)
+        self._work.set()
         if conn.tcp:
             self.tcp += 1
         at, count = self._fds
@@ -181,6 +185,7 @@ class Guard:
         now = time.monotonic()
         if now >= self._report_at:
             self._report_at = now + REPORT_EVERY_S
+            self._work.set()
             self._report()
         return False
 
@@ -229,6 +234,9 @@ class Guard:
 
     async def _sweep_forever(self) -> None:
         while True:
+            if not self.connections and not self._report_at and not self._cut_unlogged:
+                self._work.clear()
+                await self._work.wait()
             await asyncio.sleep(SWEEP_S)
             self.sweep(time.monotonic())
             if self._report_at and time.monotonic() >= self._report_at:
