@@ -9,6 +9,14 @@ run. A job whose previous run is still going is not started twice: that slot is 
 slots past it stay due, oldest first, and start on a later call, late; `held_at` says when the
 last limit held a slot back, so a start due by then was deferred. A late start rejoins its
 job's grid (`_next_slot`), so a deferral stretches one period, it does not pile up a burst.
+
+Layout (issue 22: some 37,000 jobs, 10,000 starts a second): the jobs of one interval form a
+ring sorted by phase, whose slots come round in the same order every interval, so a cursor
+over it gives the next one without a heap entry per job (an array of phases and a list: 16
+bytes a job, where a heap slot cost some 140). A job is on its ring while its next slot is its
+turn there (on time, always); the first runs (a FIFO of batches, one per reload) and the slots
+a late start or a stall moved further (a small heap) wait beside it. Slots come out in the
+order of a heap of every slot: by due time, the earlier pushed first on a tie.
 """
 
 from __future__ import annotations
@@ -16,11 +24,19 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
+from array import array
+from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+
+# a job's `slot` when its next slot is its turn on its ring
+_RING: Any = object()
+_REBUILD_AT = 32  # more jobs than this added to a ring at once: sorted in, not inserted one by one
+_COMPACT_AT = 64  # a ring with more dead places than this and than live ones is rebuilt
 
 
 def spread_phase(key: Hashable, interval: float) -> float:
@@ -31,24 +47,102 @@ def spread_phase(key: Hashable, interval: float) -> float:
 
 
 class _Job(Generic[K]):
-    """One job's place in the timetable. Slots point at it, so the hot path (pop, reschedule,
-    skip) does no hashing: the keys are the engine's check jobs, whose hash is recomputed from
-    every field on each lookup, and 10,000 checks a second made that a measurable cost."""
+    """One job's place in the timetable. Rings and slots point at it, so the hot path (pop,
+    reschedule, skip) does no hashing: the keys are the engine's check jobs, whose hash is
+    recomputed from every field on each lookup."""
 
-    __slots__ = ("generation", "interval", "key", "live", "phase", "running")
+    __slots__ = ("interval", "key", "phase", "running", "slot")
 
     def __init__(self, key: K) -> None:
         self.key = key
         self.interval = 0.0
         self.phase = 0.0
-        self.generation = 0  # bumped when the job changes or leaves: its old slots die
-        self.live = True
         self.running = False
+        # where its one live slot is: _RING, the sequence number of its side heap entry, the
+        # batch list of its first run, or None (left the timetable): the others are dead
+        self.slot: object = None
 
 
-# (due, sequence number, job, the job's generation when pushed): plain tuples compare in C, and
-# the unique sequence number means the job itself is never compared
-_Slot = tuple[float, int, _Job[K], int]
+_DEAD: _Job[Any] = _Job(None)  # a ring place whose job left
+
+
+class _Ring:
+    """The jobs of one interval, sorted by phase. The members (slot _RING) at or after the
+    cursor are due at phase + cycle * interval, those before it one interval later."""
+
+    __slots__ = ("at", "cycle", "dead", "interval", "jobs", "members", "phases")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.phases = array("d")
+        self.jobs: list[_Job[Any]] = []
+        self.at = 0
+        self.cycle = 0
+        self.members = 0
+        self.dead = 0
+
+    def head(self) -> float:
+        """The due time of the next member (math.inf: none); moves the cursor onto it."""
+        if not self.members:
+            return math.inf
+        jobs, at = self.jobs, self.at
+        while jobs[at].slot is not _RING:
+            at += 1
+            if at == len(jobs):
+                at = 0
+                self.cycle += 1
+        self.at = at
+        return self.phases[at] + self.cycle * self.interval
+
+    def index(self, job: _Job[Any]) -> int:
+        i = bisect_left(self.phases, job.phase)
+        jobs = self.jobs
+        while jobs[i] is not job:
+            i += 1
+        return i
+
+    def add(self, new: list[_Job[Any]]) -> None:
+        """Give the new jobs their places; none is a member yet (their first run waits)."""
+        if len(new) > _REBUILD_AT:
+            self.rebuild(new)
+            return
+        for job in new:
+            i = bisect_right(self.phases, job.phase)
+            self.phases.insert(i, job.phase)
+            self.jobs.insert(i, job)
+            if i < self.at:
+                self.at += 1
+
+    def drop(self, job: _Job[Any]) -> None:
+        self.jobs[self.index(job)] = _DEAD
+        self.dead += 1
+        if job.slot is _RING:
+            self.members -= 1
+
+    def rebuild(self, new: list[_Job[Any]]) -> None:
+        """The places sorted anew without the dead, `new` merged in; members keep their side
+        of the cursor."""
+        at = self.at
+        places = [
+            (phase, i >= at, job)
+            for i, (phase, job) in enumerate(zip(self.phases, self.jobs, strict=True))
+            if job is not _DEAD
+        ]
+        places += [(job.phase, False, job) for job in new]
+        places.sort(key=lambda place: place[0])  # stable: old ties keep their order
+        self.phases = array("d", [place[0] for place in places])
+        self.jobs = [place[2] for place in places]
+        self.dead = 0
+        after = next((i for i, place in enumerate(places) if place[1]), None)
+        if after is None:  # every member is in the next cycle
+            self.at = 0
+            self.cycle += 1
+        else:
+            self.at = after
+
+
+# side heap entries: (due, sequence number, job); the number is the job's `slot` while live
+_Slot = tuple[float, int, _Job[K]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +154,15 @@ class Start(Generic[K]):
 
 class Timetable(Generic[K]):
     def __init__(self) -> None:
-        self._heap: list[_Slot[K]] = []
         self._jobs: dict[K, _Job[K]] = {}
         # removed while running: kept until finished, so a job that comes back at once is still
         # not started twice
         self._draining: dict[K, _Job[K]] = {}
+        self._rings: dict[float, _Ring] = {}
+        self._ring_list: list[_Ring] = []
+        self._heap: list[_Slot[K]] = []  # slots off their ring's turn (late, stalled)
+        self._firsts: deque[tuple[float, list[_Job[K]]]] = deque()  # (due, jobs) per reload
+        self._first_at = 0  # the next place in the oldest batch
         self._seq = 0
         self._running = 0
         self.skipped = 0  # slots skipped because the previous run was still going
@@ -76,19 +174,17 @@ class Timetable(Generic[K]):
     def __contains__(self, key: object) -> bool:
         return key in self._jobs
 
-    def _push(self, job: _Job[K], due: float) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (due, self._seq, job, job.generation))
-
     def set_jobs(self, jobs: dict[K, float], now: float) -> None:
         """Replace the job set. Jobs that stay keep their place in the timetable (a reload does not
-        reset them); new jobs run at once; removed jobs never start again."""
+        reset them); new jobs run at once; removed jobs never start again. `now` never goes back
+        (the first runs wait in the order they came)."""
         for key in [k for k in self._jobs if k not in jobs]:
             job = self._jobs.pop(key)
-            job.live = False
-            job.generation += 1
+            self._leave(job)
             if job.running:
                 self._draining[key] = job
+        batch: list[_Job[K]] = []
+        added: dict[float, list[_Job[Any]]] = {}
         for key, interval in jobs.items():
             if interval <= 0:
                 raise ValueError(f"interval must be positive: {interval}")
@@ -97,60 +193,126 @@ class Timetable(Generic[K]):
                 continue
             if found is None:
                 found = self._draining.pop(key, None) or _Job(key)
-                found.live = True
                 self._jobs[key] = found
+            else:
+                self._leave(found)
             found.interval = interval
             found.phase = spread_phase(key, interval)
-            found.generation += 1
-            self._push(found, now)
+            found.slot = batch
+            batch.append(found)
+            added.setdefault(interval, []).append(found)
+        if batch:
+            self._firsts.append((now, batch))
+        for interval, new in added.items():
+            ring = self._rings.get(interval)
+            if ring is None:
+                ring = self._rings[interval] = _Ring(interval)
+            ring.add(new)
+        for interval, ring in list(self._rings.items()):
+            if ring.dead == len(ring.jobs):
+                del self._rings[interval]
+            elif ring.dead > _COMPACT_AT and 2 * ring.dead > len(ring.jobs):
+                ring.rebuild([])
+        self._ring_list = list(self._rings.values())
         if len(self._heap) > 4 * len(self._jobs) + 64:  # drop dead slots left by reloads
-            self._heap = [s for s in self._heap if self._live(s)]
+            self._heap = [s for s in self._heap if s[2].slot is s[1]]
             heapq.heapify(self._heap)
 
-    @staticmethod
-    def _live(slot: _Slot[K]) -> bool:
-        job = slot[2]
-        return job.live and job.generation == slot[3]
+    def _leave(self, job: _Job[K]) -> None:
+        """Its place and its slot die."""
+        self._rings[job.interval].drop(job)
+        job.slot = None
+
+    def _earliest(self) -> tuple[float, object]:
+        """The due time of the earliest live slot and where it is (a ring, the heap, the first
+        runs; None: no slot). On a tie the one pushed first: a ring's slot was pushed before
+        the side heap's, which was before a later reload's first runs."""
+        best: float = math.inf
+        where: object = None
+        firsts = self._firsts
+        while firsts:
+            due, batch = firsts[0]
+            at = self._first_at
+            while at < len(batch) and batch[at].slot is not batch:
+                at += 1
+            self._first_at = at
+            if at < len(batch):
+                best, where = due, firsts
+                break
+            firsts.popleft()
+            self._first_at = 0
+        heap = self._heap
+        while heap and heap[0][2].slot is not heap[0][1]:
+            heapq.heappop(heap)
+        if heap and heap[0][0] <= best:
+            best, where = heap[0][0], heap
+        for ring in self._ring_list:
+            due = ring.head()
+            if due <= best:
+                best, where = due, ring
+        return best, where
 
     def next_due(self) -> float | None:
-        heap = self._heap
-        while heap and not self._live(heap[0]):
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        due, where = self._earliest()
+        return None if where is None else due
 
     def pop_due(self, now: float, limit: float = math.inf) -> list[Start[K]]:
         """The jobs to start now, at most `limit`, marked running; each is rescheduled at its
         next slot. Due slots past the limit stay due (`held_at` = now)."""
         starts: list[Start[K]] = []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
+        while True:
+            due, where = self._earliest()
+            if due > now:
+                break
             if len(starts) >= limit:
-                if self._live(heap[0]):
-                    self.held_at = now
-                    break
-                heapq.heappop(heap)
-                continue
-            slot = heapq.heappop(heap)
-            if not self._live(slot):
-                continue
-            due, job = slot[0], slot[2]
+                self.held_at = now
+                break
+            if type(where) is _Ring:
+                job = where.jobs[where.at]
+                cycle: int | None = where.cycle
+                where.at += 1
+                if where.at == len(where.jobs):
+                    where.at = 0
+                    where.cycle += 1
+            elif where is self._heap:
+                job = heapq.heappop(self._heap)[2]
+                cycle = None
+            else:
+                job = self._firsts[0][1][self._first_at]
+                self._first_at += 1
+                cycle = None
             if job.running:
                 self.skipped += 1
             else:
                 job.running = True
                 self._running += 1
                 starts.append(Start(job.key, due, now - due))
-            self._push(job, self._next_slot(job, due, now))
+            self._reschedule(job, cycle, due, now)
         return starts
 
-    @staticmethod
-    def _next_slot(job: _Job[K], due: float, now: float) -> float:
-        """The next point of this job's own grid (phase + k * interval) at least half an interval
-        after `due` and after `now`: on time that is due + interval; after the immediate first run
-        it joins the grid; after a stall the missed slots are skipped instead of run in a burst."""
+    def _reschedule(self, job: _Job[K], cycle: int | None, due: float, now: float) -> None:
+        """Its next slot (`_next_slot`): on its ring when that is its turn there; `cycle` is the
+        ring's cycle it was popped from (None: it was not on its ring)."""
         interval, phase = job.interval, job.phase
-        lower = max(due + interval / 2, now)
-        return phase + (math.floor((lower - phase) / interval) + 1) * interval
+        m = _next_slot(interval, phase, due, now)
+        ring = self._rings[interval]
+        if cycle is not None:
+            if m == cycle + 1:  # on time: its next turn, nothing moves
+                return
+            ring.members -= 1
+        elif not ring.members:
+            ring.at, ring.cycle = ring.index(job), m
+            ring.members = 1
+            job.slot = _RING
+            return
+        elif m == (ring.cycle if ring.index(job) >= ring.at else ring.cycle + 1):
+            ring.members += 1
+            job.slot = _RING
+            return
+        self._seq += 1
+        seq = self._seq
+        job.slot = seq
+        heapq.heappush(self._heap, (phase + m * interval, seq, job))
 
     def finished(self, key: K) -> None:
         job = self._jobs.get(key)
@@ -163,3 +325,12 @@ class Timetable(Generic[K]):
     @property
     def running(self) -> int:
         return self._running
+
+
+def _next_slot(interval: float, phase: float, due: float, now: float) -> int:
+    """The next point of a job's own grid (phase + k * interval, given as k) at least half an
+    interval after `due` and after `now`: on time that is due + interval; after the immediate
+    first run it joins the grid; after a stall the missed slots are skipped instead of run in a
+    burst."""
+    lower = max(due + interval / 2, now)
+    return math.floor((lower - phase) / interval) + 1
