@@ -197,14 +197,19 @@ class TableDigests:
             if (
                 key in old
                 and old_table is not None
-                and (old_table is table or old_table.get(key) == service)
+                and (
+                    old_table is table
+                    or (kept := old_table.get(key)) is service  # a resync keeps equal ones
+                    or kept == service
+                )
             ):
                 new[key] = old[key]
             else:
                 new[key] = ABSENT if service is None else service_digest(key, service)
+        if new != old:  # the names only when a digest changed: str(ServiceKey) is Python
+            self._named = {str(k): d for k, d in new.items()}
         self._table, self._digests = table, new
         self._keys = frozenset(keys)
-        self._named = {str(k): d for k, d in new.items()}
         return dict(self._named)
 
 

@@ -189,3 +189,33 @@ def test_the_encoder_gives_the_last_text_itself_when_nothing_changed() -> None:
     assert again is not changed and json.loads(again) == json.loads(
         json.dumps({**engine.status(), "pid": 2})
     )
+
+
+def test_a_new_table_with_the_same_services_looks_at_no_virtual(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A resync gives a new table object that keeps each equal service's object: the last list
+    again, without a look at any virtual; a service changed in it is seen."""
+    engine = make_engine()
+    layout = engine.layout()
+    engine.reconciler.actual = {v.key: Service(ServiceConf(), {}) for v in layout}
+    first = engine.status()["virtuals"]
+    looked: list[int] = []
+    view = engine.status_view
+    original = view.health_places
+
+    def counted(*args: Any) -> list[tuple[int, ...]]:
+        looked.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(view, "health_places", counted)
+    engine.reconciler.actual = dict(engine.reconciler.actual)  # a resync: new table, same services
+    again = engine.status()["virtuals"]
+    assert all(x is y for x, y in zip(first, again, strict=True)) and looked == []
+    slot = layout[1].reals[0]
+    actual = dict(engine.reconciler.actual)
+    actual[layout[1].key] = Service(ServiceConf(), {slot.dest: DestConf(weight=5)})
+    engine.reconciler.actual = actual
+    changed = engine.status()["virtuals"]
+    assert looked == [1] and changed[1]["reals"][0]["kernel_weight"] == 5
+    assert changed[0] is first[0] and changed[2] is first[2]

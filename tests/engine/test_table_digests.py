@@ -65,3 +65,27 @@ def test_unchanged_services_are_not_hashed_again(monkeypatch: pytest.MonkeyPatch
     changed = digests.of({VIP: svc(weight=0), OTHER: svc()}, [VIP, OTHER])
     assert hashed == [VIP] and changed is not None and out is not None
     assert changed[str(VIP)] != out[str(VIP)] and changed[str(OTHER)] == out[str(OTHER)]
+
+
+def test_a_new_table_of_the_same_services_names_no_service_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A resync gives a new table that keeps each equal service's object: the digests and
+    their names (str of a ServiceKey is Python, 2,284 of them after each resync at #2318's
+    shape) are the last ones."""
+    digests = TableDigests()
+    services = {VIP: svc(), OTHER: svc()}
+    out = digests.of(dict(services), [VIP, OTHER])
+    named: list[ServiceKey] = []
+    real = ServiceKey.__str__
+
+    def counting(key: ServiceKey) -> str:
+        named.append(key)
+        return real(key)
+
+    monkeypatch.setattr(ServiceKey, "__str__", counting)
+    assert digests.of(dict(services), [VIP, OTHER]) == out
+    assert named == []
+    changed = digests.of({**services, VIP: svc(weight=3)}, [VIP, OTHER])
+    assert changed is not None and out is not None and changed[str(VIP)] != out[str(VIP)]
+    assert named  # a digest changed: named anew
