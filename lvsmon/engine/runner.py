@@ -41,7 +41,7 @@ from lvsmon.engine.lag import (
     slow,
 )
 from lvsmon.engine.status import Stats
-from lvsmon.engine.timetable import Timetable
+from lvsmon.engine.timetable import Entry, Timetable
 from lvsmon.text import LIMIT, clean
 
 WAKE_QUANTUM_S = 0.004  # the check loop sleeps at least this long between rounds of starts
@@ -93,18 +93,22 @@ class _Gate:
         self._free += 1
 
 
-class JobRun(CheckCounts):
+class JobRun(CheckCounts, Entry):
     """A check job's running state. It is the timetable's key: hashed by identity, where the
     CheckJob itself hashes every field of its spec on each lookup. Its /metrics figures are its
-    own slots (CheckCounts): one object per job, not two; no callback of its own (the prober
-    gives it to the runner's)."""
+    own slots (CheckCounts), and so is its place in the timetable (Entry): one object per job,
+    not three; no callback of its own (the prober gives it to the runner's)."""
 
     __slots__ = (
         "connect_plan",
         "connects_left",
+        "interval",  # Entry's four
         "job",
         "lag_mark",
+        "phase",
         "refs",
+        "running",
+        "slot",
         "spec_plan",
         "steady",
         "unknown_since",
@@ -113,6 +117,7 @@ class JobRun(CheckCounts):
 
     def __init__(self, job: CheckJob, refs: tuple[RealRef, ...], probes: bool) -> None:
         super().__init__()
+        Entry.__init__(self)
         self.job = job
         self.refs = refs
         # how each of its checks runs on the prober; None: as a task through run_check

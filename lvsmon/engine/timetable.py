@@ -16,7 +16,8 @@ over it gives the next one without a heap entry per job (an array of phases and 
 bytes a job, where a heap slot cost some 140). A job is on its ring while its next slot is its
 turn there (on time, always); the first runs (a FIFO of batches, one per reload) and the slots
 a late start or a stall moved further (a small heap) wait beside it. Slots come out in the
-order of a heap of every slot: by due time, the earlier pushed first on a tie.
+order of a heap of every slot: by due time, the earlier pushed first on a tie. A key that is an
+`Entry` (the runner's JobRun) is its own record: no record object nor dict entry beside it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
@@ -46,24 +47,44 @@ def spread_phase(key: Hashable, interval: float) -> float:
     return interval * (int.from_bytes(digest, "big") / 2**64)
 
 
-class _Job(Generic[K]):
-    """One job's place in the timetable. Rings and slots point at it, so the hot path (pop,
-    reschedule, skip) does no hashing: the keys are the engine's check jobs, whose hash is
-    recomputed from every field on each lookup."""
+class Entry:
+    """A key that is its own record in the timetable (the runner's JobRun, one a check job):
+    no record beside it, nor a dict entry. Its class names these four in its own __slots__ (this
+    base has none, so that it mixes with another slotted base) and calls Entry.__init__."""
 
-    __slots__ = ("interval", "key", "phase", "running", "slot")
+    if not TYPE_CHECKING:  # its subclass gives the slots (mypy would see disjoint bases)
+        __slots__ = ()
+    interval: float
+    phase: float
+    running: bool
+    # where its one live slot is: _RING, the sequence number of its side heap entry, the batch
+    # list of its first run, or None (not in the timetable): the others are dead
+    slot: object
 
-    def __init__(self, key: K) -> None:
-        self.key = key
+    def __init__(self) -> None:
         self.interval = 0.0
         self.phase = 0.0
         self.running = False
-        # where its one live slot is: _RING, the sequence number of its side heap entry, the
-        # batch list of its first run, or None (left the timetable): the others are dead
-        self.slot: object = None
+        self.slot = None
+
+    @property
+    def key(self) -> Any:
+        return self
 
 
-_DEAD: _Job[Any] = _Job(None)  # a ring place whose job left
+class _Job(Entry, Generic[K]):
+    """The record of a key that is not an Entry. Rings and slots point at records, so the hot
+    path (pop, reschedule, skip) does no hashing."""
+
+    __slots__ = ("interval", "key", "phase", "running", "slot")
+    key: K
+
+    def __init__(self, key: K) -> None:
+        super().__init__()
+        self.key = key
+
+
+_DEAD: Entry = _Job(None)  # a ring place whose job left
 
 
 class _Ring:
@@ -75,7 +96,7 @@ class _Ring:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.phases = array("d")
-        self.jobs: list[_Job[Any]] = []
+        self.jobs: list[Entry] = []
         self.at = 0
         self.cycle = 0
         self.members = 0
@@ -94,14 +115,14 @@ class _Ring:
         self.at = at
         return self.phases[at] + self.cycle * self.interval
 
-    def index(self, job: _Job[Any]) -> int:
+    def index(self, job: Entry) -> int:
         i = bisect_left(self.phases, job.phase)
         jobs = self.jobs
         while jobs[i] is not job:
             i += 1
         return i
 
-    def add(self, new: list[_Job[Any]]) -> None:
+    def add(self, new: list[Entry]) -> None:
         """Give the new jobs their places; none is a member yet (their first run waits)."""
         if len(new) > _REBUILD_AT:
             self.rebuild(new)
@@ -113,13 +134,13 @@ class _Ring:
             if i < self.at:
                 self.at += 1
 
-    def drop(self, job: _Job[Any]) -> None:
+    def drop(self, job: Entry) -> None:
         self.jobs[self.index(job)] = _DEAD
         self.dead += 1
         if job.slot is _RING:
             self.members -= 1
 
-    def rebuild(self, new: list[_Job[Any]]) -> None:
+    def rebuild(self, new: list[Entry]) -> None:
         """The places sorted anew without the dead, `new` merged in; members keep their side
         of the cursor."""
         at = self.at
@@ -142,7 +163,7 @@ class _Ring:
 
 
 # side heap entries: (due, sequence number, job); the number is the job's `slot` while live
-_Slot = tuple[float, int, _Job[K]]
+_Slot = tuple[float, int, Entry]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +179,11 @@ class Timetable(Generic[K]):
         # removed while running: kept until finished, so a job that comes back at once is still
         # not started twice
         self._draining: dict[K, _Job[K]] = {}
+        self._own = 0  # Entry keys in it (not in _jobs)
         self._rings: dict[float, _Ring] = {}
         self._ring_list: list[_Ring] = []
-        self._heap: list[_Slot[K]] = []  # slots off their ring's turn (late, stalled)
-        self._firsts: deque[tuple[float, list[_Job[K]]]] = deque()  # (due, jobs) per reload
+        self._heap: list[_Slot] = []  # slots off their ring's turn (late, stalled)
+        self._firsts: deque[tuple[float, list[Entry]]] = deque()  # (due, jobs) per reload
         self._first_at = 0  # the next place in the oldest batch
         self._seq = 0
         self._running = 0
@@ -169,9 +191,11 @@ class Timetable(Generic[K]):
         self.held_at = -math.inf  # when pop_due's limit last left a due slot behind
 
     def __len__(self) -> int:
-        return len(self._jobs)
+        return len(self._jobs) + self._own
 
     def __contains__(self, key: object) -> bool:
+        if isinstance(key, Entry):
+            return key.slot is not None
         return key in self._jobs
 
     def set_jobs(self, jobs: dict[K, float], now: float) -> None:
@@ -183,19 +207,31 @@ class Timetable(Generic[K]):
             self._leave(job)
             if job.running:
                 self._draining[key] = job
-        batch: list[_Job[K]] = []
-        added: dict[float, list[_Job[Any]]] = {}
+        if self._own:  # an Entry keeps its running flag: no draining entry for it
+            for entry in [
+                job
+                for ring in self._ring_list
+                for job in ring.jobs
+                if job is not _DEAD and job.key is job and job not in jobs
+            ]:
+                self._leave(entry)
+                self._own -= 1
+        batch: list[Entry] = []
+        added: dict[float, list[Entry]] = {}
         for key, interval in jobs.items():
             if interval <= 0:
                 raise ValueError(f"interval must be positive: {interval}")
-            found = self._jobs.get(key)
+            found = self._find(key)
             if found is not None and found.interval == interval:
                 continue
-            if found is None:
+            if found is not None:
+                self._leave(found)
+            elif isinstance(key, Entry):
+                found = key
+                self._own += 1
+            else:
                 found = self._draining.pop(key, None) or _Job(key)
                 self._jobs[key] = found
-            else:
-                self._leave(found)
             found.interval = interval
             found.phase = spread_phase(key, interval)
             found.slot = batch
@@ -214,11 +250,17 @@ class Timetable(Generic[K]):
             elif ring.dead > _COMPACT_AT and 2 * ring.dead > len(ring.jobs):
                 ring.rebuild([])
         self._ring_list = list(self._rings.values())
-        if len(self._heap) > 4 * len(self._jobs) + 64:  # drop dead slots left by reloads
+        if len(self._heap) > 4 * len(self) + 64:  # drop dead slots left by reloads
             self._heap = [s for s in self._heap if s[2].slot is s[1]]
             heapq.heapify(self._heap)
 
-    def _leave(self, job: _Job[K]) -> None:
+    def _find(self, key: K) -> Entry | None:
+        """Its record while it is in the timetable."""
+        if isinstance(key, Entry):
+            return key if key.slot is not None else None
+        return self._jobs.get(key)
+
+    def _leave(self, job: Entry) -> None:
         """Its place and its slot die."""
         self._rings[job.interval].drop(job)
         job.slot = None
@@ -290,7 +332,7 @@ class Timetable(Generic[K]):
             self._reschedule(job, cycle, due, now)
         return starts
 
-    def _reschedule(self, job: _Job[K], cycle: int | None, due: float, now: float) -> None:
+    def _reschedule(self, job: Entry, cycle: int | None, due: float, now: float) -> None:
         """Its next slot (`_next_slot`): on its ring when that is its turn there; `cycle` is the
         ring's cycle it was popped from (None: it was not on its ring)."""
         interval, phase = job.interval, job.phase
@@ -315,9 +357,13 @@ class Timetable(Generic[K]):
         heapq.heappush(self._heap, (phase + m * interval, seq, job))
 
     def finished(self, key: K) -> None:
-        job = self._jobs.get(key)
-        if job is None or not job.running:
-            job = self._draining.pop(key, None)
+        job: Entry | None
+        if isinstance(key, Entry):
+            job = key
+        else:
+            job = self._jobs.get(key)
+            if job is None or not job.running:
+                job = self._draining.pop(key, None)
         if job is not None and job.running:
             job.running = False
             self._running -= 1

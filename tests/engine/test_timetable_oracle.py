@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lvsmon.engine import timetable
-from lvsmon.engine.timetable import Start, Timetable, spread_phase
+from lvsmon.engine.timetable import Entry, Start, Timetable, spread_phase
 
 K = TypeVar("K", bound=Hashable)
 
@@ -147,6 +147,21 @@ class OldTimetable(Generic[K]):
 
 
 KEYS = [f"j{i}" for i in range(12)]
+
+
+class Named(Entry):
+    """A key that is its own record, as the runner's JobRun is."""
+
+    __slots__ = ("interval", "name", "phase", "running", "slot")
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def __repr__(self) -> str:  # its phase as the str key's
+        return repr(self.name)
+
+
 INTERVALS = [0.5, 1.0, 1.0, 1.0, 2.5, 3.0]
 
 
@@ -165,7 +180,24 @@ def test_the_ring_timetable_starts_what_the_heap_one_started(data: st.DataObject
 
 def compare(data: st.DataObject) -> None:
     old: OldTimetable[str] = OldTimetable()
-    new: Timetable[str] = Timetable()
+    new: Timetable[Hashable] = Timetable()
+    own = {key: Named(key) for key in KEYS}
+    if data.draw(st.booleans()):  # the new one keyed by Entry objects
+
+        def of(key: str) -> Hashable:
+            return own[key]
+
+        def name(key: Hashable) -> str:
+            return key.name if isinstance(key, Named) else str(key)
+
+    else:
+
+        def of(key: str) -> Hashable:
+            return key
+
+        def name(key: Hashable) -> str:
+            return str(key)
+
     now = 0.0
     for _ in range(data.draw(st.integers(1, 60))):
         op = data.draw(st.sampled_from(["set", "pop", "pop", "pop", "finish", "step", "due"]))
@@ -173,16 +205,16 @@ def compare(data: st.DataObject) -> None:
             keys = data.draw(st.lists(st.sampled_from(KEYS), unique=True))
             jobs = {k: data.draw(st.sampled_from(INTERVALS)) for k in keys}
             old.set_jobs(jobs, now)
-            new.set_jobs(jobs, now)
+            new.set_jobs({of(k): v for k, v in jobs.items()}, now)
         elif op == "pop":
             limit = data.draw(st.one_of(st.just(math.inf), st.integers(-1, 5)))
             want = [(s.key, s.due, s.lateness) for s in old.pop_due(now, limit)]
-            got = [(s.key, s.due, s.lateness) for s in new.pop_due(now, limit)]
+            got = [(name(s.key), s.due, s.lateness) for s in new.pop_due(now, limit)]
             assert got == want
         elif op == "finish":
             for key in data.draw(st.lists(st.sampled_from(KEYS), unique=True)):
                 old.finished(key)
-                new.finished(key)
+                new.finished(of(key))
         elif op == "step":
             now += data.draw(st.sampled_from([0.001, 0.05, 0.3, 0.7, 1.0, 2.6, 40.0]))
         else:  # exactly onto the next slot: ties between a slot and a reload's first runs
@@ -190,6 +222,7 @@ def compare(data: st.DataObject) -> None:
             if due is not None and due > now:
                 now = due
         assert new.next_due() == old.next_due()
+        assert all((of(key) in new) == (key in old) for key in KEYS)
         assert (new.skipped, new.running, new.held_at, len(new)) == (
             old.skipped,
             old.running,
