@@ -93,6 +93,18 @@ class _Gate:
         self._free += 1
 
 
+class _Rare:
+    """A JobRun's state that few jobs ever need, made on first use: three slots fewer make a
+    JobRun 144 bytes instead of 160 (pymalloc rounds to 16), at 37,000 jobs."""
+
+    __slots__ = ("connects_left", "unknown_since", "unknowns")
+
+    def __init__(self) -> None:
+        self.connects_left = 0  # combined checks: connects still due before the next negotiate
+        self.unknowns = 0  # late timeouts in a row (lvsmon/engine/lag.py), and since when
+        self.unknown_since = 0.0
+
+
 class JobRun(CheckCounts, Entry):
     """A check job's running state. It is the timetable's key: hashed by identity, where the
     CheckJob itself hashes every field of its spec on each lookup. Its /metrics figures are its
@@ -101,18 +113,16 @@ class JobRun(CheckCounts, Entry):
 
     __slots__ = (
         "connect_plan",
-        "connects_left",
         "interval",  # Entry's four
         "job",
         "lag_mark",
         "phase",
+        "rare",
         "refs",
         "running",
         "slot",
         "spec_plan",
         "steady",
-        "unknown_since",
-        "unknowns",
     )
 
     def __init__(self, job: CheckJob, refs: tuple[RealRef, ...], probes: bool) -> None:
@@ -125,13 +135,11 @@ class JobRun(CheckCounts, Entry):
         self.connect_plan: ProbePlan | None = (
             plan_probe(job.connect) if probes and job.connect is not None else None
         )
-        self.connects_left = 0  # combined checks: connects still due before the next negotiate
         # the reason of the last good result when every ref's health is exactly what another good
         # result with that reason would make it: that result then changes nothing
         self.steady: str | None = None
         self.lag_mark = 0.0  # the lag monitor's lost time when its check in flight started
-        self.unknowns = 0  # late timeouts in a row (lvsmon/engine/lag.py), and since when
-        self.unknown_since = 0.0
+        self.rare: _Rare | None = None  # a combined check's connects, late timeouts
 
     @property
     def counts(self) -> CheckCounts:
@@ -354,7 +362,8 @@ class CheckRunner:
     def _route(run: JobRun) -> tuple[bool, ProbePlan | None]:
         """Which of the job's checks is due (the connect of a combined check?), and its probe
         plan when it runs on the prober."""
-        connect = run.job.connect is not None and run.connects_left > 0
+        rare = run.rare
+        connect = rare is not None and rare.connects_left > 0 and run.job.connect is not None
         return connect, run.connect_plan if connect else run.spec_plan
 
     def _start(self, run: JobRun) -> None:
@@ -414,20 +423,23 @@ class CheckRunner:
                 # reach the health of reals a new job checks now (whose steady shortcut would
                 # then hide their good results: down for good)
                 return
+            rare = run.rare
             if job.connect is not None:  # combined: N connects after each good negotiate
+                if rare is None:
+                    rare = run.rare = _Rare()
                 if not connect:
-                    run.connects_left = job.num_connects if result.ok else 0
+                    rare.connects_left = job.num_connects if result.ok else 0
                 elif result.ok:
-                    run.connects_left -= 1
+                    rare.connects_left -= 1
                 else:
-                    run.connects_left = 0
+                    rare.connects_left = 0
             if result.timed_out:
                 judged = self._judge_timeout(run, connect, result)
                 if judged is None:
                     return
                 result = judged
-            elif run.unknowns:
-                run.unknowns = 0
+            elif rare is not None and rare.unknowns:
+                rare.unknowns = 0
             if result.ok:
                 self._good += 1
                 latency = result.latency_s  # the smallest timeout's share first: one compare
@@ -460,12 +472,16 @@ class CheckRunner:
         # the peer's bytes the check received (the prober and run_check count them)
         received = result.received
         if not late_timeout(lost, spec.timeout, received, result.peer_turn_s):
-            run.unknowns = 0
+            if run.rare is not None:
+                run.rare.unknowns = 0
             return result
-        if not run.unknowns:
-            run.unknown_since = now
-        if forgiven(run.unknowns, now - run.unknown_since):
-            run.unknowns += 1
+        rare = run.rare
+        if rare is None:
+            rare = run.rare = _Rare()
+        if not rare.unknowns:
+            rare.unknown_since = now
+        if forgiven(rare.unknowns, now - rare.unknown_since):
+            rare.unknowns += 1
             self.stats.checks_unknown += 1
             self.lag.unknown += 1
             run.steady = None  # the next pass must reach health: its reason is stale now

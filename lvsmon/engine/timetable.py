@@ -143,18 +143,16 @@ class _Ring:
     def rebuild(self, new: list[Entry]) -> None:
         """The places sorted anew without the dead, `new` merged in; members keep their side
         of the cursor."""
-        at = self.at
-        places = [
-            (phase, i >= at, job)
-            for i, (phase, job) in enumerate(zip(self.phases, self.jobs, strict=True))
-            if job is not _DEAD
-        ]
-        places += [(job.phase, False, job) for job in new]
-        places.sort(key=lambda place: place[0])  # stable: old ties keep their order
-        self.phases = array("d", [place[0] for place in places])
-        self.jobs = [place[2] for place in places]
+        live = [i for i, job in enumerate(self.jobs) if job is not _DEAD]
+        jobs = [self.jobs[i] for i in live] + new
+        phases = [self.phases[i] for i in live] + [job.phase for job in new]
+        # the live places at or after the cursor are jobs[first:last]
+        first, last = bisect_left(live, self.at), len(live)
+        order = sorted(range(len(jobs)), key=phases.__getitem__)  # stable: ties keep their order
+        self.phases = array("d", [phases[i] for i in order])
+        self.jobs = [jobs[i] for i in order]
         self.dead = 0
-        after = next((i for i, place in enumerate(places) if place[1]), None)
+        after = next((k for k, i in enumerate(order) if first <= i < last), None)
         if after is None:  # every member is in the next cycle
             self.at = 0
             self.cycle += 1
