@@ -210,7 +210,7 @@ class Timetable(Generic[K]):
                 job
                 for ring in self._ring_list
                 for job in ring.jobs
-                if job is not _DEAD and job.key is job and job not in jobs
+                if job not in jobs and job is not _DEAD and job.key is job
             ]:
                 self._leave(entry)
                 self._own -= 1
@@ -219,7 +219,11 @@ class Timetable(Generic[K]):
         for key, interval in jobs.items():
             if interval <= 0:
                 raise ValueError(f"interval must be positive: {interval}")
-            found = self._find(key)
+            found: Entry | None
+            if isinstance(key, Entry):  # inline: once a job a reload, 37,000 jobs
+                found = key if key.slot is not None else None
+            else:
+                found = self._jobs.get(key)
             if found is not None and found.interval == interval:
                 continue
             if found is not None:
@@ -251,12 +255,6 @@ class Timetable(Generic[K]):
         if len(self._heap) > 4 * len(self) + 64:  # drop dead slots left by reloads
             self._heap = [s for s in self._heap if s[2].slot is s[1]]
             heapq.heapify(self._heap)
-
-    def _find(self, key: K) -> Entry | None:
-        """Its record while it is in the timetable."""
-        if isinstance(key, Entry):
-            return key if key.slot is not None else None
-        return self._jobs.get(key)
 
     def _leave(self, job: Entry) -> None:
         """Its place and its slot die."""
