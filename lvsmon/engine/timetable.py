@@ -15,7 +15,8 @@ ring sorted by phase, whose slots come round in the same order every interval, s
 over it gives the next one without a heap entry per job (an array of phases and a list: 16
 bytes a job, where a heap slot cost some 140). A job is on its ring while its next slot is its
 turn there (on time, always); the first runs (a FIFO of batches, one per reload) and the slots
-a late start or a stall moved further (a small heap) wait beside it. Slots come out in the
+a late start or a stall moved further (a small heap) wait beside it; each ring's next due time
+is kept in a list, the earliest of a few dozen intervals one min() away. Slots come out in the
 order of a heap of every slot: by due time, the earlier pushed first on a tie. A key that is an
 `Entry` (the runner's JobRun) is its own record: no record object nor dict entry beside it.
 """
@@ -91,7 +92,7 @@ class _Ring:
     """The jobs of one interval, sorted by phase. The members (slot _RING) at or after the
     cursor are due at phase + cycle * interval, those before it one interval later."""
 
-    __slots__ = ("at", "cycle", "dead", "interval", "jobs", "members", "phases")
+    __slots__ = ("at", "cycle", "dead", "interval", "jobs", "members", "phases", "pos")
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
@@ -101,6 +102,7 @@ class _Ring:
         self.cycle = 0
         self.members = 0
         self.dead = 0
+        self.pos = 0  # its place in the timetable's ring list and heads
 
     def head(self) -> float:
         """The due time of the next member (math.inf: none); moves the cursor onto it."""
@@ -180,6 +182,9 @@ class Timetable(Generic[K]):
         self._own = 0  # Entry keys in it (not in _jobs)
         self._rings: dict[float, _Ring] = {}
         self._ring_list: list[_Ring] = []
+        # each ring's head() (math.inf: none), kept as it changes: the earliest of many rings is
+        # then one min() in C, not a call per ring per start
+        self._heads: list[float] = []
         self._heap: list[_Slot] = []  # slots off their ring's turn (late, stalled)
         self._firsts: deque[tuple[float, list[Entry]]] = deque()  # (due, jobs) per reload
         self._first_at = 0  # the next place in the oldest batch
@@ -252,6 +257,9 @@ class Timetable(Generic[K]):
             elif ring.dead > _COMPACT_AT and 2 * ring.dead > len(ring.jobs):
                 ring.rebuild([])
         self._ring_list = list(self._rings.values())
+        for pos, ring in enumerate(self._ring_list):
+            ring.pos = pos
+        self._heads = [ring.head() for ring in self._ring_list]
         if len(self._heap) > 4 * len(self) + 64:  # drop dead slots left by reloads
             self._heap = [s for s in self._heap if s[2].slot is s[1]]
             heapq.heapify(self._heap)
@@ -284,10 +292,11 @@ class Timetable(Generic[K]):
             heapq.heappop(heap)
         if heap and heap[0][0] <= best:
             best, where = heap[0][0], heap
-        for ring in self._ring_list:
-            due = ring.head()
+        heads = self._heads
+        if heads:
+            due = min(heads)
             if due <= best:
-                best, where = due, ring
+                best, where = due, self._ring_list[heads.index(due)]
         return best, where
 
     def next_due(self) -> float | None:
@@ -305,13 +314,15 @@ class Timetable(Generic[K]):
             if len(starts) >= limit:
                 self.held_at = now
                 break
+            ring: _Ring | None = None
             if type(where) is _Ring:
-                job = where.jobs[where.at]
-                cycle: int | None = where.cycle
-                where.at += 1
-                if where.at == len(where.jobs):
-                    where.at = 0
-                    where.cycle += 1
+                ring = where
+                job = ring.jobs[ring.at]
+                cycle: int | None = ring.cycle
+                ring.at += 1
+                if ring.at == len(ring.jobs):
+                    ring.at = 0
+                    ring.cycle += 1
             elif where is self._heap:
                 job = heapq.heappop(self._heap)[2]
                 cycle = None
@@ -326,6 +337,8 @@ class Timetable(Generic[K]):
                 self._running += 1
                 starts.append(Start(job.key, due, now - due))
             self._reschedule(job, cycle, due, now)
+            if ring is not None:
+                self._heads[ring.pos] = ring.head()
         return starts
 
     def _reschedule(self, job: Entry, cycle: int | None, due: float, now: float) -> None:
@@ -342,8 +355,11 @@ class Timetable(Generic[K]):
             ring.at, ring.cycle = ring.index(job), m
             ring.members = 1
             job.slot = _RING
+            self._heads[ring.pos] = ring.head()
             return
         elif m == (ring.cycle if ring.index(job) >= ring.at else ring.cycle + 1):
+            # its head stays: the cursor is on the head member, and a place after it this cycle
+            # or before it next cycle comes later
             ring.members += 1
             job.slot = _RING
             return
