@@ -153,6 +153,13 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return own, children
 
 
+def system_seconds(pid: int) -> float:
+    """stime of a process (s): its CPU time in the kernel."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[12]) / CLK_TCK
+
+
 def memory_mib(pid: int) -> dict[str, float]:
     out: dict[str, float] = {}
     with open(f"/proc/{pid}/status", encoding="ascii") as f:

@@ -24,7 +24,11 @@ One daemon at a time (keepalived first, then lvsmon) on the same nginx, so that 
 the other's cores. Per daemon and work: start-up, a steady window (default 30 s; CPU = utime +
 stime of all the daemon's processes, keepalived's parent and checker child), checks in the
 window from nginx's log, CPU per check, period p50/p99/max and p99 over the interval, reals
-checked fewer than twice, false downs, VmRSS and VmHWM summed over the processes.
+checked fewer than twice, false downs, VmRSS and VmHWM summed over the processes. CPU per check
+is also split into the process's own (user) and the kernel's (system: on loopback the TCP work of
+both ends of each connection). Each daemon starts once the host's TIME_WAIT sockets (60 s each,
+the other daemon's checks') are below 2,000, or after `--time-wait-max` s (default 65): a full
+TIME_WAIT table made the second daemon's connects cost more kernel time.
 `--hog N` runs N busy-loop processes (nice 0, pinned nowhere) through each daemon's start-up and
 window, the same for both: the saturated host of a shared machine, reproducible side by side.
 Prerequisites: apt-get install -y --no-install-recommends $(sed -e 's/#.*//'
@@ -61,6 +65,7 @@ from procs import (
     quantile,
     read_pid,
     start_run,
+    system_seconds,
     wait_gone,
 )
 from scale import (
@@ -256,6 +261,15 @@ class Daemon:
         for pid in self.pids():
             with contextlib.suppress(OSError):  # gone meanwhile
                 out[pid] = cpu_seconds(pid)[0]
+        return out
+
+    def system_cpu(self) -> dict[int, float]:
+        """stime alone per process (s): the kernel's share of `cpu`, most of it the TCP work
+        of the checks' connections (on loopback, the server side's too)."""
+        out: dict[int, float] = {}
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                out[pid] = system_seconds(pid)
         return out
 
     def memory(self) -> tuple[float, float]:
@@ -498,6 +512,8 @@ class Result:
     checks: int = 0
     checks_per_s: float = NAN
     cpu_s: float = NAN
+    sys_s: float = NAN  # of cpu_s, in the kernel
+    time_wait: int = -1  # TCP sockets in TIME_WAIT on the host when the daemon started
     p50_period_s: float = NAN
     p99_period_s: float = NAN
     max_period_s: float = NAN
@@ -517,10 +533,48 @@ class Result:
     host_busy_pct: float = NAN  # all CPUs of the host (100 % = every core busy)
 
 
+# Each check leaves a connection in TIME_WAIT for 60 s (at the side that closed first), up to the
+# kernel's tcp_max_tw_buckets (131,072 here). A daemon started right after the other's 10,000
+# checks a second met a full table, and its connects cost more kernel time (the port search of
+# __inet_hash_connect): 40 -> 47 µs of system time per HTTP check, measured. So each daemon
+# starts once the other's are gone, or after TIME_WAIT_MAX_S.
+TIME_WAIT_QUIET = 2_000
+TIME_WAIT_MAX_S = 65.0
+
+
+def time_wait() -> int:
+    """TCP sockets in TIME_WAIT on the host (/proc/net/sockstat's `tw`)."""
+    with open("/proc/net/sockstat", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                words = line.split()
+                return int(words[words.index("tw") + 1])
+    return 0
+
+
+def drain_time_wait(name: str, most_s: float) -> int:
+    """Wait until the host's TIME_WAIT sockets are few (at most `most_s`); their count."""
+    deadline = time.monotonic() + most_s
+    count = time_wait()
+    if count > TIME_WAIT_QUIET and most_s > 0:
+        log(f"{name}: waiting for {count:,} TIME_WAIT sockets to expire")
+    while count > TIME_WAIT_QUIET and time.monotonic() < deadline:
+        time.sleep(1.0)
+        count = time_wait()
+    return count
+
+
 def measure(
-    daemon: Daemon, servers: Reals, window: float, timeout: float, settle: float, hogs: Hogs
+    daemon: Daemon,
+    servers: Reals,
+    window: float,
+    timeout: float,
+    settle: float,
+    hogs: Hogs,
+    time_wait_s: float = TIME_WAIT_MAX_S,
 ) -> Result:
     work, res = daemon.work, Result()
+    res.time_wait = drain_time_wait(daemon.name, time_wait_s)
     log(f"{daemon.name}: {work.label}: start" + (f" ({hogs.count} hogs)" if hogs.count else ""))
     hogs.start()
     t0 = time.time()
@@ -533,6 +587,7 @@ def measure(
     time.sleep(settle)
     servers.requests(0, 0, set())  # skip what was logged before the window
     mark = daemon.mark()
+    sys0 = daemon.system_cpu()
     cpu0, nginx0, host0, w0 = daemon.cpu(), servers.cpu_seconds(), host_cpu(), time.time()
     samples = [daemon.sample()]
     end = w0 + window
@@ -542,6 +597,7 @@ def measure(
         time.sleep(min(1.0, max(0.0, end - time.time())))
         samples.append(daemon.sample())
     cpu1, nginx1, host1, w1 = daemon.cpu(), servers.cpu_seconds(), host_cpu(), time.time()
+    sys1 = daemon.system_cpu()
     hogs.stop()
     res.nginx_cpu_pct = 100 * (nginx1 - nginx0) / (w1 - w0)
     res.host_busy_pct = 100 * (host1[0] - host0[0]) / max(host1[1] - host0[1], 1.0)
@@ -558,6 +614,7 @@ def measure(
     daemon.stop()
     res.window_s = w1 - w0
     res.cpu_s = sum(cpu1[pid] - cpu0[pid] for pid in cpu1 if pid in cpu0)
+    res.sys_s = sum(sys1[pid] - sys0[pid] for pid in sys1 if pid in sys0)
     time.sleep(max(0.0, w1 + 2.5 - time.time()))  # nginx flushes its log every second
     wanted = {addr for _, reals in work.layout() for addr in reals}
     times = servers.requests(w0, w1, wanted)
@@ -580,6 +637,10 @@ FIGURES: list[tuple[str, str, int, Callable[[Result, Work], float]]] = [
     ("cpu_pct", "CPU (% of one core)", 1, lambda r, w: 100 * r.cpu_s / r.window_s),
     ("cpu_us_per_check", "CPU per check (µs)", 1,
      lambda r, w: r.cpu_s / r.checks * 1e6 if r.checks else NAN),
+    ("user_us_per_check", "  of it in the process (user, µs)", 1,
+     lambda r, w: (r.cpu_s - r.sys_s) / r.checks * 1e6 if r.checks else NAN),
+    ("sys_us_per_check", "  of it in the kernel (system, µs)", 1,
+     lambda r, w: r.sys_s / r.checks * 1e6 if r.checks else NAN),
     ("p50_period_s", "period p50 (s)", 3, lambda r, w: r.p50_period_s),
     ("p99_period_s", "period p99 (s)", 3, lambda r, w: r.p99_period_s),
     ("p99_period_over_interval", "period p99 / interval", 3,
@@ -592,6 +653,7 @@ FIGURES: list[tuple[str, str, int, Callable[[Result, Work], float]]] = [
     ("processes", "processes", 0, lambda r, w: r.processes),
     ("nginx_cpu_pct", "nginx CPU in the window (% of one core)", 1, lambda r, w: r.nginx_cpu_pct),
     ("host_busy_pct", "host CPU busy in the window (% of all)", 1, lambda r, w: r.host_busy_pct),
+    ("time_wait_at_start", "TCP sockets in TIME_WAIT at its start", 0, lambda r, w: r.time_wait),
     ("late_p99_ms", "status file: worst p99 start lateness (ms)", 0, lambda r, w: r.late_p99_ms),
     ("loop_lag_ms", "status file: worst loop lag (ms)", 0, lambda r, w: r.loop_lag_ms),
     ("slots_skipped", "status file: slots skipped in window", 0, lambda r, w: r.slots_skipped),
@@ -602,7 +664,7 @@ FIGURES: list[tuple[str, str, int, Callable[[Result, Work], float]]] = [
 ]  # fmt: skip
 NO_RATIO = {"unchecked_reals", "false_downs", "processes", "late_p99_ms", "loop_lag_ms",
             "slots_skipped", "slots_deferred", "checks_unknown", "nginx_cpu_pct",
-            "host_busy_pct"}  # fmt: skip
+            "host_busy_pct", "time_wait_at_start"}  # fmt: skip
 
 
 def number(x: float, digits: int) -> float | int | None:
@@ -695,6 +757,14 @@ def main() -> int:
         metavar="N",
         help="N busy-loop processes through each daemon's start-up and window (a saturated host)",
     )
+    ap.add_argument(
+        "--time-wait-max",
+        type=float,
+        default=TIME_WAIT_MAX_S,
+        metavar="S",
+        help="before each daemon, wait at most S s for the host's TIME_WAIT sockets to expire"
+        f" (default {TIME_WAIT_MAX_S:g}; 0: do not wait)",
+    )
     args = ap.parse_args()
     works = QUICK if args.quick else FULL
     if args.only:
@@ -741,7 +811,9 @@ def main() -> int:
                     Keepalived(workdir, work, servers, cleanup, lib) if name == "keepalived"
                     else Lvsmon(workdir, work, servers, cleanup, src)
                 )  # fmt: skip
-                runs[name] = measure(daemon, servers, window, timeout, settle, hogs)
+                runs[name] = measure(
+                    daemon, servers, window, timeout, settle, hogs, args.time_wait_max
+                )
             if not done:
                 table_header(args.hog)
             done.append(work.name)

@@ -24,7 +24,8 @@ DAEMONS = ("keepalived", "lvsmon")
 def test_versus_keepalived_tiny() -> None:
     proc = subprocess.run(
         [sys.executable, str(BENCH / "versus_keepalived.py"), "--quick",
-         "--only", ",".join(WORKS), "--window", "3", "--startup-timeout", "60"],
+         "--only", ",".join(WORKS), "--window", "3", "--startup-timeout", "60",
+         "--time-wait-max", "5"],
         capture_output=True, text=True, timeout=240, check=False,
         env={**os.environ, "PYTHONPATH": str(BENCH.parent)},
     )  # fmt: skip
@@ -39,6 +40,11 @@ def test_versus_keepalived_tiny() -> None:
             assert fig[f"{key}_checks_per_s_{daemon}"] > 0.5 * reals, (key, daemon)
             assert fig[f"{key}_startup_s_{daemon}"] is not None, (key, daemon)
             assert fig[f"{key}_cpu_us_per_check_{daemon}"] is not None, (key, daemon)
+            # the kernel's share and the process's, and the TIME_WAIT sockets it started with
+            user, system = (fig[f"{key}_{x}_us_per_check_{daemon}"] for x in ("user", "sys"))
+            assert user is not None and system is not None, (key, daemon)
+            assert user + system == pytest.approx(fig[f"{key}_cpu_us_per_check_{daemon}"], abs=1)
+            assert fig[f"{key}_time_wait_at_start_{daemon}"] >= 0, (key, daemon)
             assert fig[f"{key}_p99_period_s_{daemon}"] < 3, (key, daemon)
             assert fig[f"{key}_rss_mib_{daemon}"] > 1, (key, daemon)
             assert fig[f"{key}_false_downs_{daemon}"] == 0, (key, daemon)
