@@ -88,6 +88,15 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "counter",
         "Check slots skipped because the job's previous check was still running.",
     ),
+    "lvsmon_check_slots_deferred_total": (
+        "counter",
+        "Check starts the admission window held back: the daemon was overloaded, and they "
+        "started late instead of into a loop that could not read their answers in time.",
+    ),
+    "lvsmon_check_admission_window": (
+        "gauge",
+        "Checks the runner lets be in flight now; it shrinks when the event loop runs late.",
+    ),
     "lvsmon_check_start_lateness_seconds": (
         "summary",
         "How late checks started against their slot; quantiles over the last 20,000 starts.",

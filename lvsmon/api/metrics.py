@@ -622,6 +622,8 @@ class Exporter:
         one("lvsmon_checks_per_second", round(self._checks_per_second(stats.checks_done), 3))
         one("lvsmon_checks_running", runner.running)
         one("lvsmon_check_slots_skipped_total", runner.skipped)
+        one("lvsmon_check_slots_deferred_total", runner.deferred)
+        one("lvsmon_check_admission_window", runner.window.size)
         family(out, "lvsmon_check_start_lateness_seconds")
         recent = sorted(stats.lateness)
         if recent:

@@ -58,6 +58,8 @@ class StatsStatus(TypedDict):
     loop_lag_ms: float  # the event loop's largest lag within the last minute
     checks_running: int
     slots_skipped: int
+    slots_deferred: int  # starts the admission window held back: they began late (overload)
+    admission_window: int  # the checks the runner lets be in flight now
     lateness_ms: dict[str, float]
     reconciles: int
     resyncs: int

@@ -246,6 +246,8 @@ def stats_status(
         "loop_lag_ms": round(runner.lag.peak * 1000, 1),
         "checks_running": runner.running,
         "slots_skipped": runner.skipped,
+        "slots_deferred": runner.deferred,
+        "admission_window": runner.window.size,
         "lateness_ms": s.lateness_ms(),
         "reconciles": s.reconciles,
         "resyncs": s.resyncs,

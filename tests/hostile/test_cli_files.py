@@ -87,6 +87,8 @@ BASE: dict[str, Any] = {
         "loop_lag_ms": 1.5,
         "checks_running": 1,
         "slots_skipped": 0,
+        "slots_deferred": 0,
+        "admission_window": 1024,
         "lateness_ms": {"p50": 0.1, "p99": 2.0, "max": 3.0},
         "reconciles": 1,
         "resyncs": 4,
