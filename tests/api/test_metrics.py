@@ -309,6 +309,9 @@ async def test_metrics_follow_a_real_down_and_back(running: Running, webs: list[
     assert (one(s, "lvsmon_checks_total") or 0) >= 4
     assert (one(s, "lvsmon_check_failures_total") or 0) >= 2
     assert one(s, "lvsmon_check_start_lateness_seconds", quantile="0.99") is not None
+    # the admission window: nothing held back on a daemon that is on time
+    assert one(s, "lvsmon_check_slots_deferred_total") == 0
+    assert (one(s, "lvsmon_check_admission_window") or 0) >= 256
     assert (one(s, "lvsmon_reconcile_ops_total", result="applied") or 0) >= 1
     assert one(s, "lvsmon_reconcile_ops_total", result="failed") == 0
     assert one(s, "lvsmon_alert_mails_total", result="dropped") == 0

@@ -116,6 +116,8 @@ async def test_a_starved_daemon_takes_no_healthy_real_down(
     status = json.loads(r.daemon.status_json(max_age=0.0))
     assert status["stats"]["checks_unknown"] == stats.checks_unknown
     assert status["stats"]["loop_lag_ms"] >= 1500
+    assert status["stats"]["admission_window"] >= 256  # the status shows the window
+    assert status["stats"]["slots_deferred"] >= 0
     assert "unknown (the daemon was late" in render_status(status)
     body = b"".join(await Exporter(r.daemon).scrape()).decode()
     assert f"lvsmon_checks_unknown_total {stats.checks_unknown}\n" in body
