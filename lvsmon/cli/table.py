@@ -40,7 +40,9 @@ from lvsmon.text import LIMIT, clean
 if TYPE_CHECKING:
     from lvsmon.cli.control import Control
 
-STALE_S = 15.0  # the status file is rewritten every second: this much silence is a hung daemon
+# the daemon rewrites the status file on change and touches it every second (its mtime is the
+# heartbeat): this much silence is a hung daemon
+STALE_S = 15.0
 SLACK_S = 3.0  # beyond the resync interval: the status write, the dump, the repair
 DEFAULT_WAIT_S = 20.0
 LIVE_PHASES = ("running", "reloading")
@@ -113,7 +115,7 @@ def _compare(control: Control, pid: int) -> tuple[list[str], str]:
     except MalformedStatus as exc:
         return [f"status file {path} is malformed: {exc}"], ""
     if status is None:
-        return [f"no readable status file {path} (the daemon writes it every second)"], ""
+        return [f"no readable status file {path} (the daemon writes it while it runs)"], ""
     with contextlib.suppress(OSError):
         age = time.time() - os.stat(path).st_mtime
         if age > STALE_S:

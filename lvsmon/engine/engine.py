@@ -382,11 +382,11 @@ class Engine:
         if self._maintained_fn is None:
             return False
         new = frozenset(self._maintained_fn(self.config, self.plan))
-        changed = new != self._maintained
+        if new == self._maintained:
+            return False  # the same object stays: the status's shortcut compares by identity
         self._maintained = new
-        if changed:
-            self.reconciler.mark_dirty()
-        return changed
+        self.reconciler.mark_dirty()
+        return True
 
     def _drained_of(self, config: Config, plan: Plan) -> frozenset[RealRef]:
         if self._drained_fn is None:

@@ -156,3 +156,22 @@ def test_tcp_probe_plans_keep_no_address_of_their_own() -> None:
     plan = connect_plan(spec)
     assert plan is not None and plan.addr is None
     assert plain_plan(spec, lambda: None).addr is None  # type: ignore[arg-type,return-value]
+
+
+def test_an_unchanged_maintenance_set_stays_the_same_object() -> None:
+    """The maintenance scan runs every second; an equal set must not replace the running one
+    (the status's whole-list shortcut compares it by identity first)."""
+    from lvsmon.engine.engine import Engine
+    from lvsmon.ipvs.memory import MemoryBackend
+
+    config = pool()
+    down: set[RealRef] = set()
+    engine = Engine(config, MemoryBackend(), maintained=lambda c, p: set(down))
+    assert engine.refresh_maintenance() is False
+    first = engine.maintained
+    down.add(next(iter(build_plan(config).job_of)))
+    assert engine.refresh_maintenance() is True
+    changed = engine.maintained
+    assert changed is not first and set(changed) == down
+    assert engine.refresh_maintenance() is False
+    assert engine.maintained is changed
