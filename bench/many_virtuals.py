@@ -313,7 +313,7 @@ def run(args: argparse.Namespace, cleanup: Cleanup, workdir: str) -> int:
     out["reload_1pct_ops_applied_s"] = round(t_ops - t0, 3)
     out["reload_1pct_s"] = round(t_done - t0, 3)
     out["reload_1pct_cpu_s"] = round(cpu_seconds(pid)[0] - c0, 2)
-    time.sleep(2.5)  # the status file is rewritten every second; late downs would show
+    time.sleep(2.5)  # the status file shows new figures within a second; late downs would show
     late = sum(1 for t, line in tail.lines[mark:] if t > t_done and DOWNS.search(line))
     out["reload_1pct_ops"] = ops_after(status_path, time.time()) - ops0
     out["reload_1pct_changed"] = len(wanted)
@@ -321,34 +321,14 @@ def run(args: argparse.Namespace, cleanup: Cleanup, workdir: str) -> int:
     log(f"1 % reload: {out['reload_1pct_s']} s, {out['reload_1pct_ops']} ops")
 
     # a reload that changes nothing
-    ops0 = ops_after(status_path, time.time())
-    mark = len(tail.lines)
-    t0, c0 = time.time(), cpu_seconds(pid)[0]
-    os.kill(pid, signal.SIGHUP)
-    t_done = tail.wait_for(lambda line: LOADED.search(line) is not None, mark, 120)
-    if t_done is None:
-        raise RuntimeError("no-op reload not seen within 120 s")
-    out["reload_noop_s"] = round(t_done - t0, 3)
-    out["reload_noop_cpu_s"] = round(cpu_seconds(pid)[0] - c0, 2)
-    time.sleep(2.5)
-    out["reload_noop_ops"] = ops_after(status_path, time.time()) - ops0
+    timed_reload(out, "noop", "no-op reload", pid, tail, status_path)
     log(f"no-op reload: {out['reload_noop_s']} s, {out['reload_noop_ops']} ops")
 
     # a real added at the top of the first virtual: every other block moves down a line
     write_config(
         cfg, args.virtuals, args.reals, port, args.check, args.interval, logfile, heavier, 1
     )  # fmt: skip
-    ops0 = ops_after(status_path, time.time())
-    mark = len(tail.lines)
-    t0, c0 = time.time(), cpu_seconds(pid)[0]
-    os.kill(pid, signal.SIGHUP)
-    t_done = tail.wait_for(lambda line: LOADED.search(line) is not None, mark, 120)
-    if t_done is None:
-        raise RuntimeError("reload adding a real not seen within 120 s")
-    out["reload_moved_s"] = round(t_done - t0, 3)
-    out["reload_moved_cpu_s"] = round(cpu_seconds(pid)[0] - c0, 2)
-    time.sleep(2.5)  # the new real is added once its first check passed
-    out["reload_moved_ops"] = ops_after(status_path, time.time()) - ops0
+    mark = timed_reload(out, "moved", "reload adding a real", pid, tail, status_path)
     out["reload_moved_downs"] = sum(1 for _, line in tail.lines[mark:] if DOWNS.search(line))
     log(f"reload adding a real: {out['reload_moved_s']} s, {out['reload_moved_ops']} ops")
 
@@ -362,6 +342,26 @@ def run(args: argparse.Namespace, cleanup: Cleanup, workdir: str) -> int:
         out["stop_command_s"] = round(gone - t0, 3) if gone is not None else None
     print(json.dumps(out), flush=True)
     return 0
+
+
+def timed_reload(
+    out: dict[str, object], name: str, what: str, pid: int, tail: LogTail, status_path: str
+) -> int:
+    """SIGHUP until the log's load line: reload_<name>_s, _cpu_s, and _ops (the status file's
+    ops_applied difference 2.5 s later: a new real is added once its first check passed).
+    Returns the log mark before the SIGHUP."""
+    ops0 = ops_after(status_path, time.time())
+    mark = len(tail.lines)
+    t0, c0 = time.time(), cpu_seconds(pid)[0]
+    os.kill(pid, signal.SIGHUP)
+    t_done = tail.wait_for(lambda line: LOADED.search(line) is not None, mark, 120)
+    if t_done is None:
+        raise RuntimeError(f"{what} not seen within 120 s")
+    out[f"reload_{name}_s"] = round(t_done - t0, 3)
+    out[f"reload_{name}_cpu_s"] = round(cpu_seconds(pid)[0] - c0, 2)
+    time.sleep(2.5)
+    out[f"reload_{name}_ops"] = ops_after(status_path, time.time()) - ops0
+    return mark
 
 
 def clear_ipvs() -> None:
