@@ -215,6 +215,10 @@ class Virtual:
     # lvsmon's own, off (None) by default: the largest share of the reals that failing checks
     # may take out of service; the latest failures beyond it stay in (engine/desired.py)
     depoolthreshold: float | None = None
+    # lvsmon's own, off by default: ask ARP who has the VIP every arpguardinterval s toward the
+    # gate reals; an answer from a MAC not the director's is a conflict (engine/arpguard.py)
+    arpguard: bool = False
+    arpguardinterval: int = 10
     # what happens when reals fail
     quiescent: bool = False
     fallback: Fallback | None = None
@@ -303,6 +307,8 @@ class GlobalSettings:
     flapwindow: int = 300  # seconds
     flaphold: int = 120  # seconds without a state change that end a hold
     depoolthreshold: float | None = None  # share of a virtual's reals checks may take out
+    arpguard: bool = False  # ARP who-has for the VIPs toward gate reals (engine/arpguard.py)
+    arpguardinterval: int = 10  # seconds between two rounds of the ARP guard
     emailalertwindow: int = 5  # seconds changes are gathered into one mail; 0 = one per change
     emailalertrate: int = 60  # mails per recipient set per sliding hour; 0 = unlimited
     emailalerttemplates: str | None = None  # directory replacing the shipped templates

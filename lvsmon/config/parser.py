@@ -253,6 +253,9 @@ _SHARED: dict[str, Parse] = {
     "flaphold": _int("flap hold time", maximum=MAX_SECONDS),
     # lvsmon's own: the most of a virtual's reals failing checks may take out (engine/desired.py)
     "depoolthreshold": lambda v, c: values.share(v, "depool threshold"),
+    # lvsmon's own: ARP who-has for the VIPs toward gate reals (engine/arpguard.py)
+    "arpguard": _yes_no,
+    "arpguardinterval": _int("arp guard interval", maximum=MAX_SECONDS),
 }
 
 GLOBAL: dict[str, Parse] = {

@@ -1,0 +1,100 @@
+"""lvsmon's arpguard and arpguardinterval directives: off by default, global with per-virtual
+overrides, FILE:LINE errors (check-config exit 2), and the JSON view."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from lvsmon.config import ConfigError, parse_config
+from lvsmon.config.checkconf import check_config
+from lvsmon.config.model import Config
+
+VIRTUAL = "virtual=192.0.2.1:80\n\treal=192.0.2.2:80 gate\n"
+
+
+def _parse(text: str) -> Config:
+    return parse_config(text, "a.cf", check_support=False)
+
+
+def _errors(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        _parse(text)
+    return [str(d) for d in info.value.diagnostics]
+
+
+def test_off_by_default() -> None:
+    config = _parse(VIRTUAL)
+    assert (config.settings.arpguard, config.settings.arpguardinterval) == (False, 10)
+    assert (config.virtuals[0].arpguard, config.virtuals[0].arpguardinterval) == (False, 10)
+    assert config.warnings == ()
+
+
+def test_global_value_and_per_virtual_overrides() -> None:
+    config = _parse(
+        "arpguard=yes\narpguardinterval=30\n"
+        + VIRTUAL
+        + VIRTUAL.replace(":80", ":81")
+        + "\tarpguard=no\n"
+        + VIRTUAL.replace(":80", ":82")
+        + "\tarpguardinterval=5\n"
+    )
+    assert (config.settings.arpguard, config.settings.arpguardinterval) == (True, 30)
+    assert [(v.arpguard, v.arpguardinterval) for v in config.virtuals] == [
+        (True, 30),
+        (False, 30),
+        (True, 5),
+    ]
+
+
+def test_per_virtual_only() -> None:
+    config = _parse(VIRTUAL + "\tarpguard=yes\n" + VIRTUAL.replace(":80", ":81"))
+    assert config.settings.arpguard is False
+    assert [v.arpguard for v in config.virtuals] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("arpguard=maybe", "arpguard must be"),
+        ("arpguard=", "arpguard must be"),
+        ("arpguardinterval=0", "invalid arp guard interval"),
+        ("arpguardinterval=-3", "invalid arp guard interval"),
+        ("arpguardinterval=ten", "invalid arp guard interval"),
+        ("arpguardinterval=" + "9" * 40, "invalid arp guard interval"),
+    ],
+)
+def test_bad_values_are_errors_at_their_line(line: str, message: str) -> None:
+    (error,) = _errors(f"\n{line}\n" + VIRTUAL)
+    assert error.startswith(f"a.cf:2: {message}"), error
+    (error,) = _errors(VIRTUAL + f"\t{line}\n")
+    assert error.startswith(f"a.cf:3: {message}"), error
+
+
+def test_check_config_reports_file_line_and_exits_2(tmp_path: Path) -> None:
+    cf = tmp_path / "lb.cf"
+    cf.write_text("arpguard=ja\n" + VIRTUAL + "\tarpguardinterval=0\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert check_config(str(cf), as_json=False, out=out, err=err) == 2
+    lines = err.getvalue().splitlines()
+    assert [line.split(": ", 1)[0] for line in lines] == [f"{cf}:1", f"{cf}:4"], lines
+    assert all(len(line.split("\n")) == 1 for line in lines)
+
+
+def test_misspelt_directive_gets_a_suggestion() -> None:
+    assert _errors("arpgaurd=yes\n" + VIRTUAL) == [
+        'a.cf:1: unknown directive "arpgaurd"; did you mean "arpguard"?'
+    ]
+
+
+def test_json_shows_it(tmp_path: Path) -> None:
+    cf = tmp_path / "lb.cf"
+    cf.write_text("arpguard=yes\n" + VIRTUAL + "\tarpguardinterval=3\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert check_config(str(cf), as_json=True, out=out, err=err) == 0, err.getvalue()
+    data = json.loads(out.getvalue())
+    assert data["global"]["arpguard"] is True
+    assert [(v["arpguard"], v["arpguardinterval"]) for v in data["virtuals"]] == [(True, 3)]
