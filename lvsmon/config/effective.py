@@ -10,11 +10,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
-from lvsmon.config import alerting, syncconf, syntax
+from lvsmon.config import alerting, checkpathconf, syncconf, syntax
 from lvsmon.config.errors import Diagnostic
 from lvsmon.config.model import (
     DAEMON_STATES,
+    DEFAULT_CHECKMARKBASE,
     DEFAULT_SMTP_PORT,
+    CheckPath,
     CheckType,
     Config,
     Fallback,
@@ -175,6 +177,8 @@ class Builder:
             depoolthreshold=get("depoolthreshold", cast(float | None, None)),
             arpguard=get("arpguard", False),
             arpguardinterval=get("arpguardinterval", 10),
+            checkpath=get("checkpath", CheckPath.REAL),
+            checkmarkbase=get("checkmarkbase", DEFAULT_CHECKMARKBASE),
             emailalertwindow=get("emailalertwindow", 5),
             emailalertrate=get("emailalertrate", 60),
             emailalerttemplates=get("emailalerttemplates", cast(str | None, None)),
@@ -344,6 +348,7 @@ class Builder:
             depoolthreshold=get("depoolthreshold", g.depoolthreshold),
             arpguard=get("arpguard", g.arpguard),
             arpguardinterval=get("arpguardinterval", g.arpguardinterval),
+            checkpath=get("checkpath", g.checkpath),
             quiescent=get("quiescent", g.quiescent),
             fallback=fallback,
             fallbackcommand=get("fallbackcommand", g.fallbackcommand),
@@ -530,6 +535,11 @@ class Builder:
                         self.raw.settings[name].line, f"{name} has no effect without flapcount"
                     )
 
+    def check_paths(self, g: GlobalSettings, virtuals: list[Virtual]) -> None:
+        """checkpath across the virtuals (config/checkpathconf.py)."""
+        for line, message in checkpathconf.problems(g, virtuals):
+            self.error(line, message)
+
     def build(
         self, digest: str, settings: Settled | None = None
     ) -> tuple[Config | None, list[Diagnostic], list[Diagnostic]]:
@@ -544,6 +554,7 @@ class Builder:
         virtuals = [v for rv in self.raw.virtuals if (v := self.virtual(rv, g)) is not None]
         virtuals = self.check_duplicates(virtuals)
         self.unused_flap_settings(g, virtuals)
+        self.check_paths(g, virtuals)
         if self.errors:
             return None, self.errors, self.warnings
         config = Config(

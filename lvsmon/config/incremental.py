@@ -233,6 +233,7 @@ def _parse(data: bytes, path: str, digest: str, hostname: str, cache: BlockCache
         builder.unique_virtual(v, seen)
     builder.warnings = []
     builder.unused_flap_settings(g, virtuals)
+    builder.check_paths(g, virtuals)
     if builder.errors:
         raise _Invalid(settled)
     warnings = [*top.raw.warnings]

@@ -18,7 +18,9 @@ from lvsmon.ipvs.sync import SyncDaemon
 
 __all__ = [
     "DAEMON_STATES",
+    "DEFAULT_CHECKMARKBASE",
     "DEFAULT_SMTP_PORT",
+    "CheckPath",
     "CheckType",
     "Config",
     "Fallback",
@@ -106,6 +108,18 @@ PORT_SERVICES: dict[int, Service] = {port: svc for svc, port in SERVICE_PORTS.it
 
 def service_for_port(port: int) -> Service:
     return PORT_SERVICES.get(port, Service.NONE)
+
+
+class CheckPath(enum.StrEnum):
+    """Where a gate/ipip real is checked (lvsmon's `checkpath`, config/checkpathconf.py)."""
+
+    REAL = "real"  # its own address, as ldirectord does
+    VIP = "vip"  # VIP:checkport, steered to it by its probe service (engine/probepath.py)
+    BOTH = "both"  # both, and the reason says which one answers
+
+
+# the first firewall mark of the block lvsmon's probe services take ("LV" << 16)
+DEFAULT_CHECKMARKBASE = 0x4C560000
 
 
 class HttpMethod(enum.StrEnum):
@@ -219,6 +233,8 @@ class Virtual:
     # gate reals; an answer from a MAC not the director's is a conflict (engine/arpguard.py)
     arpguard: bool = False
     arpguardinterval: int = 10
+    # lvsmon's own: check gate/ipip reals through the VIP (config/checkpathconf.py)
+    checkpath: CheckPath = CheckPath.REAL
     # what happens when reals fail
     quiescent: bool = False
     fallback: Fallback | None = None
@@ -309,6 +325,8 @@ class GlobalSettings:
     depoolthreshold: float | None = None  # share of a virtual's reals checks may take out
     arpguard: bool = False  # ARP who-has for the VIPs toward gate reals (engine/arpguard.py)
     arpguardinterval: int = 10  # seconds between two rounds of the ARP guard
+    checkpath: CheckPath = CheckPath.REAL  # where gate/ipip reals are checked (checkpathconf.py)
+    checkmarkbase: int = DEFAULT_CHECKMARKBASE  # first fwmark of the probe services' block
     emailalertwindow: int = 5  # seconds changes are gathered into one mail; 0 = one per change
     emailalertrate: int = 60  # mails per recipient set per sliding hour; 0 = unlimited
     emailalerttemplates: str | None = None  # directory replacing the shipped templates

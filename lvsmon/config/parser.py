@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lvsmon.config import syncconf, syntax, values
+from lvsmon.config import checkpathconf, syncconf, syntax, values
 from lvsmon.config.errors import Diagnostic
 from lvsmon.config.lexer import TAB_WIDTH, Line, OddBlank, split_lines
 from lvsmon.config.model import CheckType, HttpMethod, Service
@@ -256,6 +256,8 @@ _SHARED: dict[str, Parse] = {
     # lvsmon's own: ARP who-has for the VIPs toward gate reals (engine/arpguard.py)
     "arpguard": _yes_no,
     "arpguardinterval": _int("arp guard interval", maximum=MAX_SECONDS),
+    # lvsmon's own: check gate/ipip reals through the VIP (checkpathconf.py)
+    "checkpath": lambda v, c: checkpathconf.parse_checkpath(v, c.warn),
 }
 
 GLOBAL: dict[str, Parse] = {
@@ -285,6 +287,8 @@ GLOBAL: dict[str, Parse] = {
     "syncgroup": lambda v, c: syncconf.parse_group(v, c.warn),
     "syncport": lambda v, c: syncconf.parse_port(v, c.warn),
     "syncttl": lambda v, c: syncconf.parse_ttl(v, c.warn),
+    # the firewall marks of the probe services of checkpath (checkpathconf.py)
+    "checkmarkbase": lambda v, c: checkpathconf.parse_markbase(v, c.warn),
 }
 
 BLOCK: dict[str, Parse] = {
