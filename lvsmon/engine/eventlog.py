@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 
 from lvsmon.engine.events import (
+    ArpConflict,
+    ArpConflictCleared,
     ConfigLoaded,
     ConfigRejected,
     DepoolLimited,
@@ -33,6 +35,8 @@ LOGGED = (
     SyncDaemonOp,
     DrainChanged,
     DepoolLimited,
+    ArpConflict,
+    ArpConflictCleared,
 )
 
 
@@ -90,3 +94,20 @@ def log_event(event: Event) -> None:
         else:
             # connections will not survive a failover: say so loudly
             log.error("connection sync: cannot %s %s: %s", event.action, event.daemon, event.error)
+    elif isinstance(event, ArpConflict):
+        # loud: clients of the VIP reach that host instead of the director
+        log.error(
+            "ARP conflict: %s answers ARP for VIP %s on %s (a real server without"
+            " arp_ignore=1/arp_announce=2 takes the VIP's traffic)",
+            event.mac,
+            event.vip,
+            event.interface,
+        )
+    elif isinstance(event, ArpConflictCleared):
+        log.warning(
+            "ARP conflict over: %s for VIP %s on %s (%s)",
+            event.mac,
+            event.vip,
+            event.interface,
+            event.reason,
+        )

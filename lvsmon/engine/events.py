@@ -177,6 +177,32 @@ class SyncDaemonOp:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ArpConflict:
+    """The ARP guard (engine/arpguard.py) saw a MAC that is not the director's answer ARP for a
+    VIP on `interface`: a real without arp_ignore/arp_announce takes the VIP's traffic.
+    `services`: the guarded virtuals on that VIP. `mac` is formatted by lvsmon from the bytes."""
+
+    vip: str
+    mac: str
+    interface: str
+    services: tuple[ServiceKey, ...]
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class ArpConflictCleared:
+    """A conflict the guard reported is over: a round on `interface` heard no answer from `mac`
+    for the VIP, or the VIP is no longer guarded (`reason` says which)."""
+
+    vip: str
+    mac: str
+    interface: str
+    services: tuple[ServiceKey, ...]
+    reason: str
+    at: float = field(default_factory=time.time)
+
+
 Event = (
     RealChanged
     | FirstCheckDown
@@ -193,6 +219,8 @@ Event = (
     | ConfigRejected
     | PhaseChanged
     | SyncDaemonOp
+    | ArpConflict
+    | ArpConflictCleared
 )
 Handler = Callable[[Event], Awaitable[None] | None]
 

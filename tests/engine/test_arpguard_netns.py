@@ -1,0 +1,177 @@
+"""The ARP guard on a real kernel, on this host: two network namespaces the test creates and
+removes (a director and a direct-routing real joined by a veth pair; 10.77.x addresses exist only
+inside them). The real holds the VIP on lo. With arp_ignore=1/arp_announce=2 it keeps quiet and
+the guard reports nothing; switched to arp_ignore=0 it answers ARP for the VIP and the guard,
+running in the director's namespace (a child process under `ip netns exec`, with the daemon's
+ArpGuard task), reports the real's MAC within one interval; switched back, the conflict clears.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None,
+    reason="needs root and ip to create network namespaces",
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+VIP = "10.77.0.100"
+DIRECTOR = "10.77.0.1"
+REAL = "10.77.0.2"
+INTERVAL = 2
+
+CHILD = r"""
+import asyncio, json, subprocess, sys, time
+from lvsmon.config import parse_config
+from lvsmon.engine.arpguard import ArpGuard
+from lvsmon.engine.events import ArpConflict, ArpConflictCleared, EventBus
+
+real_ns, vip, real, interval = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+CONFIG = (
+    f"arpguard = yes\narpguardinterval = {interval}\n"
+    f"virtual = {vip}:80\n\treal = {real}:80 gate\n"
+    f"virtual = {vip}:443\n\treal = {real}:443 gate\n\tarpguard = no\n"
+)
+
+def arp_ignore(value):
+    subprocess.run(
+        ["ip", "netns", "exec", real_ns, "sysctl", "-qw", f"net.ipv4.conf.all.arp_ignore={value}"],
+        check=True,
+    )
+
+async def main():
+    seen = []
+    t0 = time.monotonic()
+    bus = EventBus()
+    bus.subscribe("test", lambda e: seen.append((time.monotonic() - t0, e)),
+                  kinds=(ArpConflict, ArpConflictCleared))
+    await bus.start()
+    guard = ArpGuard(bus)
+    guard.use(parse_config(CONFIG, "a.cf", check_support=False))
+    await guard.start()
+    out = {}
+    await asyncio.sleep(2.5 * interval)  # quiet real: rounds at 0, interval, 2*interval
+    out["quiet_rounds"] = guard.rounds
+    out["quiet_events"] = len(seen)
+    arp_ignore(0)
+    flipped = time.monotonic() - t0
+    for _ in range(int(interval * 30)):
+        if seen:
+            break
+        await asyncio.sleep(0.1)
+    out["detected_after"] = seen[0][0] - flipped if seen else None
+    arp_ignore(1)
+    quiet_again = time.monotonic() - t0
+    for _ in range(int(interval * 30)):
+        if len(seen) > 1:
+            break
+        await asyncio.sleep(0.1)
+    out["cleared_after"] = seen[1][0] - quiet_again if len(seen) > 1 else None
+    out["events"] = [
+        {"kind": type(e).__name__, "vip": e.vip, "mac": e.mac, "interface": e.interface,
+         "services": [str(s) for s in e.services]}
+        for _, e in seen
+    ]
+    out["conflicts_now"] = len(guard.conflicts)
+    out["detected"] = guard.detected
+    out["failures"] = guard.failures
+    await guard.stop()
+    await bus.stop()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise AssertionError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
+@pytest.fixture
+def lab() -> Iterator[dict[str, str]]:
+    tag = uuid.uuid4().hex[:8]
+    director, real = f"lvag-d-{tag}", f"lvag-r-{tag}"
+    made: list[str] = []
+    try:
+        for ns in (director, real):
+            _ip("netns", "add", ns)
+            made.append(ns)
+        # link names live inside the namespaces: short and unique all the same
+        _ip("link", "add", f"agd{tag}", "netns", director, "type", "veth",
+            "peer", "name", f"agr{tag}", "netns", real)  # fmt: skip
+        for ns, dev, addr in ((director, f"agd{tag}", DIRECTOR), (real, f"agr{tag}", REAL)):
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            _ip("-n", ns, "link", "set", dev, "up")
+        # the director holds the VIP on its interface toward the real, as IPaddr2 puts it
+        _ip("-n", director, "addr", "add", f"{VIP}/32", "dev", f"agd{tag}")
+        # the real: VIP on lo, ARP for it switched off (the DR recipe)
+        _ip("-n", real, "addr", "add", f"{VIP}/32", "dev", "lo")
+        for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
+            subprocess.run(
+                ["ip", "netns", "exec", real, "sysctl", "-qw", f"net.ipv4.conf.all.{key}={value}"],
+                check=True,
+                timeout=30,
+            )
+        mac = json.loads(
+            subprocess.run(
+                ["ip", "-j", "-n", real, "link", "show", f"agr{tag}"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=30,
+            ).stdout
+        )[0]["address"]
+        yield {"director": director, "real": real, "real_mac": mac, "dev": f"agd{tag}"}
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30, check=False)
+
+
+def test_guard_reports_a_real_answering_arp_and_nothing_for_a_quiet_one(
+    lab: dict[str, str],
+) -> None:
+    done = subprocess.run(
+        ["ip", "netns", "exec", lab["director"], sys.executable, "-c", CHILD,
+         lab["real"], VIP, REAL, str(INTERVAL)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    # arp_ignore=1, arp_announce=2, VIP on lo: rounds, nothing reported
+    assert out["quiet_rounds"] >= 2, out
+    assert out["quiet_events"] == 0
+    # arp_ignore=0: reported within one interval (the answer is published as it arrives)
+    assert out["detected_after"] is not None
+    assert out["detected_after"] <= INTERVAL + 0.2, out
+    # quiet again: cleared by the next round, once it has listened to its end (1 s)
+    assert out["cleared_after"] is not None
+    assert out["cleared_after"] <= INTERVAL + 1.2, out
+    conflict = {
+        "vip": VIP,
+        "mac": lab["real_mac"],
+        "interface": lab["dev"],
+        "services": [f"tcp:{VIP}:80"],  # the :443 virtual has the guard off
+    }
+    assert out["events"] == [
+        {"kind": "ArpConflict", **conflict},
+        {"kind": "ArpConflictCleared", **conflict},
+    ]
+    assert out["conflicts_now"] == 0
+    assert out["detected"] == 1
+    assert out["failures"] == 0
+    for ns in (lab["director"], lab["real"]):
+        assert subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
+                              check=False).stdout.strip() == ""  # fmt: skip
