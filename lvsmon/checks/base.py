@@ -104,8 +104,14 @@ class CheckSettings:
     vport: int = 0
     rport: int = 0
     checkcount: int = 1
+    # checks through the VIP (checks/viapath.py): "real", "vip" or "both"; with vip/both the
+    # virtual's address and the real's forwarding (gate, ipip), which pick its probe service
+    checkpath: str = "real"
+    pathvip: str = ""
+    pathforward: str = ""
 
 
+CHECK_PATHS: Final = frozenset({"real", "vip", "both"})
 _DEFAULT_SETTINGS: Final = CheckSettings()
 _settings: dict[CheckSettings, CheckSettings] = {_DEFAULT_SETTINGS: _DEFAULT_SETTINGS}
 _SETTINGS_MAX: Final = 4096  # distinct settings remembered (per virtual; per real for external)
@@ -167,11 +173,15 @@ class CheckSpec:
         rport: int = 0,
         checkcount: int = 1,
         settings: CheckSettings | None = None,
+        checkpath: str = "real",
+        pathvip: str = "",
+        pathforward: str = "",
     ) -> None:
         if settings is None:
             settings = CheckSettings(
                 service, protocol, request, receive, virtualhost, httpmethod, login, passwd,
                 database, secret, checkcommand, vip, vport, rport, checkcount,
+                checkpath, pathvip, pathforward,
             )  # fmt: skip
         setattr_ = object.__setattr__
         # one object per distinct kind and timeout: a builder's str(enum member) or float(int)
@@ -194,6 +204,8 @@ class CheckSpec:
             raise CheckSpecError(f"check port {self.port} out of range 0..65535")
         if not self.timeout > 0:
             raise CheckSpecError(f"timeout must be > 0, not {self.timeout!r}")
+        if self.checkpath != "real":
+            self._validate_path()
         if self.checkcount < 1:
             raise CheckSpecError(f"checkcount must be >= 1, not {self.checkcount}")
         try:
@@ -203,6 +215,18 @@ class CheckSpec:
         if self.kind in ("external", "external-perl") and not self.checkcommand:
             raise CheckSpecError(f"checktype={self.kind} needs a checkcommand")
         compile_receive(self.receive)
+
+    def _validate_path(self) -> None:
+        if self.checkpath not in CHECK_PATHS:
+            raise CheckSpecError(f"checkpath must be real, vip or both, not {self.checkpath!r}")
+        if self.pathforward not in ("gate", "ipip"):
+            raise CheckSpecError(f"checkpath={self.checkpath} needs gate or ipip forwarding")
+        try:
+            vip = ipaddress.ip_address(self.pathvip)
+        except ValueError:
+            raise CheckSpecError(f"VIP {self.pathvip!r} is not an IP literal") from None
+        if (vip.version == 6) != self.is_ipv6:
+            raise CheckSpecError(f"VIP {self.pathvip} and real {self.host} differ in family")
 
     def __repr__(self) -> str:
         settings = repr(self.settings).removeprefix("CheckSettings(")
@@ -275,6 +299,18 @@ class CheckSpec:
     @property
     def checkcount(self) -> int:
         return self.settings.checkcount
+
+    @property
+    def checkpath(self) -> str:
+        return self.settings.checkpath
+
+    @property
+    def pathvip(self) -> str:
+        return self.settings.pathvip
+
+    @property
+    def pathforward(self) -> str:
+        return self.settings.pathforward
 
 
 _shared: dict[object, object] = {}

@@ -45,10 +45,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final, TypeVar
 
-from lvsmon.checks.base import CheckResult, CheckSpec, describe_error
+from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, describe_error
 from lvsmon.checks.dialogue import Dialogue
 from lvsmon.checks.fds import HELD, FdBudget, check_budget, fd_limit
 from lvsmon.checks.step import Step
+from lvsmon.checks.viapath import steer
 
 ProbeDone = Callable[[CheckResult], None]
 DialogueFactory = Callable[[], Dialogue]
@@ -67,7 +68,7 @@ MAX_IN_FLIGHT: Final = 16384  # the budget's bound whatever RLIMIT_NOFILE allows
 class ProbePlan:
     """What one check needs at run time, computed once per check job."""
 
-    __slots__ = ("addr", "dialogue", "family", "spec", "timeout")
+    __slots__ = ("addr", "dialogue", "family", "spec", "timeout", "via")
 
     def __init__(
         self,
@@ -81,6 +82,8 @@ class ProbePlan:
         self.addr = addr  # None: the spec's host and port (one tuple less per real)
         self.dialogue = dialogue  # None: a connect check
         self.timeout = spec.timeout
+        # checkpath=vip: the connect is steered through the real's probe service (viapath.py)
+        self.via = spec.checkpath == "vip"
 
     def make_dialogue(self) -> Dialogue | None:
         """The dialogue of one check, once connected; None: a connect check, done then. A
@@ -254,6 +257,12 @@ class Prober:
             return
         probe.sock = sock
         addr = plan.addr or (plan.spec.host, plan.spec.port)
+        if plan.via:
+            try:
+                addr = steer(sock, plan.spec)
+            except CheckFailed as exc:
+                self._finish(probe, CheckResult(False, exc.reason))
+                return
         err = sock.connect_ex(addr)
         if err in _CONNECTING:
             # on loopback and a LAN the handshake is usually done by now: asking again saves an

@@ -41,6 +41,7 @@ from lvsmon.checks.connect import check_connect, connect_plan
 from lvsmon.checks.external import check_external, check_external_perl
 from lvsmon.checks.ping import check_ping
 from lvsmon.checks.step import Step
+from lvsmon.checks.viapath import check_both
 
 if TYPE_CHECKING:
     from lvsmon.checks.prober import ProbePlan
@@ -153,6 +154,8 @@ def is_implemented(kind: str, service: str) -> bool:
 
 def plan_probe(spec: CheckSpec) -> ProbePlan | None:
     """The prober's plan for `spec`, or None when it runs as a task of its own (run_check)."""
+    if spec.checkpath == "both":
+        return None  # two checks (viapath.check_both)
     if spec.kind == "connect":
         return connect_plan(spec)
     if spec.kind == "negotiate":
@@ -171,6 +174,14 @@ def probe_plan(spec: CheckSpec) -> ProbePlan | None:
 
 async def run_check(spec: CheckSpec) -> CheckResult:
     """Run the check `spec` describes under its one deadline; never raises but CancelledError."""
+    path = spec.checkpath
+    if path == "both":
+        return await check_both(spec, run_check)
+    if path == "vip" and plan_probe(spec) is None:
+        # only the prober's connect is steered through the probe service (check-config refuses
+        # the others): anything else would reach some real of the production service
+        reason = f"checkpath=vip: this {spec.service} check cannot be sent through the VIP"
+        return CheckResult(False, reason, 0.0)
     started = time.monotonic()
     entry = SERVICES.get(spec.service) if spec.kind == "negotiate" else None
     if entry is not None and (missing := entry.missing(spec)):

@@ -1,0 +1,110 @@
+"""Checks through the VIP (checkpath=vip|both, issue 23): the socket side.
+
+A check of a gate/ipip real with `checkpath=vip` connects to VIP:checkport instead of the
+real's own address, from a socket that carries the real's probe mark (SO_MARK) and is bound to
+the director's own address toward the real. The mark makes IPVS forward it through the real's
+probe service (engine/probepath.py) to exactly that real, the clients' way; the bind makes the
+real answer to the director rather than to the VIP, which the real holds itself. Everything
+after the connect (every negotiate dialogue, TLS, Host and SNI from virtualhost) is unchanged:
+the prober calls `steer` on the new socket in its one connect (prober.py `_connect`), and the
+checks that cannot run there are refused by check-config (config/checkpathconf.py).
+
+`both` runs the check both ways at once and gives the VIP path's verdict (the path clients
+take), with a reason that says what the difference means (`combined`).
+
+The marks are the engine's: it publishes them (`use_marks`) whenever it plans the probe
+services, before any check runs; a check of a real without one fails and says so.
+"""
+
+from __future__ import annotations
+
+import _socket
+import asyncio
+import dataclasses
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
+
+from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, describe_error
+
+SO_MARK: Final = getattr(socket, "SO_MARK", 36)
+SOURCE_TTL_S: Final = 10.0  # how long the director's source address toward a real is reused
+
+RIP_ONLY: Final = (
+    "answers on its own address but not through the VIP: VIP missing on its loopback, "
+    "tunnel down, or rp_filter"
+)
+VIP_ONLY: Final = "answers only through the VIP (service bound to the VIP)"
+
+_marks: dict[tuple[str, str], int] = {}
+_sources: dict[str, tuple[str, float]] = {}
+
+
+def use_marks(marks: Mapping[tuple[str, str], int]) -> None:
+    """The probe marks by (real address, forwarding) from now on (the engine's plan)."""
+    global _marks
+    _marks = dict(marks)
+
+
+def mark_for(spec: CheckSpec) -> int | None:
+    return _marks.get((spec.host, spec.pathforward))
+
+
+def source_toward(address: str, family: int) -> str:
+    """The director's own address the kernel would send from toward `address` (`ip route get`):
+    a datagram socket's connect picks the route and sends nothing."""
+    now = time.monotonic()
+    hit = _sources.get(address)
+    if hit is not None and now - hit[1] < SOURCE_TTL_S:
+        return hit[0]
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((address, 9))
+        source = str(probe.getsockname()[0])
+    _sources[address] = (source, now)
+    return source
+
+
+def steer(sock: _socket.socket, spec: CheckSpec) -> tuple[str, int]:
+    """Mark and bind a new socket so that its connect goes through the probe service of the
+    spec's real; the address to connect to. CheckFailed when it cannot."""
+    mark = mark_for(spec)
+    if mark is None:
+        raise CheckFailed(f"connect: no probe service for {spec.host} ({spec.pathforward}) yet")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+        sock.bind((source_toward(spec.host, sock.family), 0))
+    except OSError as exc:
+        _sources.pop(spec.host, None)  # a stale source: look it up again next time
+        raise CheckFailed(f"connect through the VIP: {describe_error(exc)}") from None
+    return spec.pathvip, spec.port
+
+
+def on_path(spec: CheckSpec, path: str) -> CheckSpec:
+    """`spec` checked one way only ("real" or "vip")."""
+    return CheckSpec(
+        spec.kind, spec.host, spec.port, spec.timeout,
+        settings=dataclasses.replace(spec.settings, checkpath=path),
+    )  # fmt: skip
+
+
+def combined(rip: CheckResult, vip: CheckResult) -> CheckResult:
+    """`both`: the VIP path's verdict, the reason saying which way answers."""
+    received = max(rip.received, vip.received)
+    latency = max(rip.latency_s, vip.latency_s)
+    if rip.ok == vip.ok:
+        reason = vip.reason if vip.ok else f"{rip.reason}; through the VIP: {vip.reason}"
+        return CheckResult(vip.ok, reason, latency, vip.timed_out, received)
+    if rip.ok:
+        return CheckResult(False, f"{RIP_ONLY} ({vip.reason})", latency, vip.timed_out, received)
+    return CheckResult(
+        True, f"{VIP_ONLY}; on its own address: {rip.reason}", latency, False, received
+    )
+
+
+async def check_both(
+    spec: CheckSpec, run: Callable[[CheckSpec], Awaitable[CheckResult]]
+) -> CheckResult:
+    """Run `spec` on its real's address and through the VIP at once (`run`: run_check)."""
+    rip, vip = await asyncio.gather(run(on_path(spec, "real")), run(on_path(spec, "vip")))
+    return combined(rip, vip)
