@@ -16,7 +16,7 @@ from lvsmon.engine.wording import kernel_op_text, virtual_label
 from lvsmon.ipvs.model import ServiceKey
 from lvsmon.ipvs.ops import AddDest, DeleteDest, EditDest
 
-Kind = Literal["down", "up", "fallback", "depool"]
+Kind = Literal["down", "up", "fallback", "depool", "arp"]  # arp: alerts/arpalert.py
 
 REMINDER = "Inaccessible real server: "
 """ldirectord's subject prefix for the reminder of a real that stays down."""
@@ -25,7 +25,8 @@ REMINDER = "Inaccessible real server: "
 @dataclass(frozen=True, slots=True)
 class Change:
     """`kind` "down" starts reminders for `real` ("rip:port", "" for fallback changes), "up"
-    clears them, "fallback" and "depool" (lvsmon's depool threshold) do neither. `subject` is
+    clears them, "fallback", "depool" (lvsmon's depool threshold) and "arp" (its ARP guard) do
+    neither. `subject` is
     ldirectord's mail subject."""
 
     kind: Kind

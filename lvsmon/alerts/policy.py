@@ -87,6 +87,7 @@ def summary_subject(changes: tuple[Change, ...] | list[Change], hostname: str) -
     up = sum(1 for c in changes if c.kind == "up")
     fallback = sum(1 for c in changes if c.kind == "fallback")
     depool = sum(1 for c in changes if c.kind == "depool")
+    arp = sum(1 for c in changes if c.kind == "arp")
     parts = [
         f"{n} {word}" for n, word in ((down, "down"), (up, "restored"), (still, "still down")) if n
     ]
@@ -97,6 +98,8 @@ def summary_subject(changes: tuple[Change, ...] | list[Change], hostname: str) -
         parts.append(f"{fallback} fallback change{'s' if fallback != 1 else ''}")
     if depool:
         parts.append(f"{depool} depool threshold change{'s' if depool != 1 else ''}")
+    if arp:
+        parts.append(f"{arp} ARP guard change{'s' if arp != 1 else ''}")
     return f"[lvsmon] {', '.join(parts)} on {hostname}"
 
 

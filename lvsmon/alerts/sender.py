@@ -18,12 +18,20 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from lvsmon.alerts.arpalert import arp_changes
 from lvsmon.alerts.changes import change_of, depool_change
 from lvsmon.alerts.delivery import Outbox, SmtpSettings, default_sender
 from lvsmon.alerts.policy import AlertPolicy, Mail, Relay
 from lvsmon.alerts.render import render
 from lvsmon.config.model import Config
-from lvsmon.engine.events import DepoolLimited, Event, KernelOp, PhaseChanged
+from lvsmon.engine.events import (
+    ArpConflict,
+    ArpConflictCleared,
+    DepoolLimited,
+    Event,
+    KernelOp,
+    PhaseChanged,
+)
 from lvsmon.ipvs.model import ServiceKey
 
 log = logging.getLogger("lvsmon")
@@ -51,7 +59,7 @@ def smtp_settings(config: Config, relay: Relay | None = None) -> SmtpSettings:
     )
 
 
-KINDS = (KernelOp, PhaseChanged, DepoolLimited)
+KINDS = (KernelOp, PhaseChanged, DepoolLimited, ArpConflict, ArpConflictCleared)
 """The event kinds `Alerts` handles: its subscription's filter."""
 
 
@@ -124,6 +132,9 @@ class Alerts:
             self.policy.feed(change, time.time())
         elif isinstance(event, DepoolLimited):
             self.policy.feed(depool_change(event, time.time()), time.time())
+        elif isinstance(event, ArpConflict | ArpConflictCleared):
+            for change in arp_changes(event, time.time()):
+                self.policy.feed(change, time.time())
         else:
             return
         self._wake.set()
