@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent / "lvsmon"
 # Floor first. A module belongs to the first prefix that matches it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("lvsmon", "lvsmon.atomicfile", "lvsmon.text"),  # the package marker and leaf helpers
-    ("lvsmon.ipvs", "lvsmon.checks"),  # the kernel table and the checks know nothing above
+    ("lvsmon.ipvs", "lvsmon.checks", "lvsmon.routes"),  # kernel tables, checks: know nothing above
     ("lvsmon.config",),
     ("lvsmon.engine",),
     ("lvsmon.alerts",),

@@ -6,7 +6,7 @@ Global only (one routing daemon per director):
     bgptable      = 1..4294967295           kernel table of the routes BIRD learns (default 200;
                                             not 253, 254, 255: default, main, local)
     bgpprotocol   = 5..255                  the routes' protocol number (default 201)
-    bgpdrain      = 0..3600                 seconds of GRACEFUL_SHUTDOWN before the withdrawal
+    bgpdrain      = 0..20                   seconds of GRACEFUL_SHUTDOWN before the withdrawal
                                             at a graceful stop (default 5)
     bgprequire    = all | any               a VIP shared by several virtuals is announced when
                                             all of them (default) or any of them may announce
@@ -32,9 +32,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
+from lvsmon.config.bgpsettings import (
+    DEFAULT_DRAIN,
+    DEFAULT_PROTOCOL,
+    DEFAULT_TABLE,
+    MAX_U32,
+    WORST_MED,
+    BgpGlobal,
+    BgpVirtual,
+    MinUp,
+)
 from lvsmon.config.values import Invalid, Warn, integer, share, shorten, word
 
 if TYPE_CHECKING:
@@ -42,62 +51,10 @@ if TYPE_CHECKING:
 
 MODES = ("no", "bird", "exabgp")
 REQUIRE = ("all", "any")
-MAX_U32 = 2**32 - 1
-WORST_MED = MAX_U32  # the graceful stop's MED; no configured MED may equal it
 RESERVED_TABLES = (0, 253, 254, 255)
-DEFAULT_TABLE = 200
-DEFAULT_PROTOCOL = 201
-DEFAULT_MED = 100
-DEFAULT_HOLDDOWN = 10
-DEFAULT_DRAIN = 5
 MAX_HOLDDOWN = 86_400
-MAX_DRAIN = 3_600
-GLOBAL_ONLY = ("bgptable", "bgpprotocol", "bgpdrain", "bgprequire", "bgpexabgpconf")
+MAX_DRAIN = 20  # inside the daemon's 30 s stop bound, with the IPVS purge after it
 _COMMUNITY = re.compile(r"(\d{1,5}):(\d{1,5})\Z")
-
-
-@dataclass(frozen=True, slots=True)
-class MinUp:
-    """A virtual's bar: `count` healthy reals, or `share` of its reals (rounded up, at least 1)."""
-
-    count: int = 1
-    share: float | None = None
-
-    def needed(self, reals: int) -> int:
-        if self.share is None:
-            return self.count
-        # exact for the 1/10000 steps values.share allows
-        return max(1, -(-round(self.share * 10_000) * reals // 10_000))
-
-    def __str__(self) -> str:
-        if self.share is None:
-            return str(self.count)
-        return f"{self.share * 100:g}%"
-
-
-@dataclass(frozen=True, slots=True)
-class BgpVirtual:
-    """One virtual's announcement settings (None on a virtual that is not announced)."""
-
-    med: int = DEFAULT_MED
-    minup: MinUp = MinUp()
-    holddown: int = DEFAULT_HOLDDOWN
-    communities: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class BgpGlobal:
-    mode: str = "no"
-    table: int = DEFAULT_TABLE
-    protocol: int = DEFAULT_PROTOCOL
-    drain: int = DEFAULT_DRAIN
-    require: str = "all"
-    exabgpconf: str | None = None
-    defaults: BgpVirtual = BgpVirtual()  # the global bgpmed, bgpminup, bgpholddown, bgpcommunity
-
-    @property
-    def enabled(self) -> bool:
-        return self.mode != "no"
 
 
 # -- value parsers (parser.py) ----------------------------------------------------------------
@@ -236,9 +193,6 @@ def bgp_virtual(
     """A virtual's settings (None: not announced), the errors and the warnings."""
     errors: Problems = []
     warnings: Problems = []
-    for name in GLOBAL_ONLY:
-        if name in s:
-            errors.append((s[name].line, f"{name} is a global directive (one speaker a director)"))
     own = s.get("bgp")
     if own is not None and own.value != "no" and own.value != glob.mode:
         errors.append(

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
-from lvsmon.config import alerting, checkpathconf, syncconf, syntax
+from lvsmon.config import alerting, bgpconf, checkpathconf, syncconf, syntax
+from lvsmon.config.bgpsettings import BgpVirtual
 from lvsmon.config.errors import Diagnostic
 from lvsmon.config.model import (
     DAEMON_STATES,
@@ -144,6 +145,11 @@ class Builder:
             self.error(line, message)
         for line, message in sync_warnings:
             self.warn(line, message)
+        bgp, bgp_errors, bgp_warnings = bgpconf.bgp_global(g)
+        for line, message in bgp_errors:
+            self.error(line, message)
+        for line, message in bgp_warnings:
+            self.warn(line, message)
         return GlobalSettings(
             checktimeout=get("checktimeout", cast(int | None, None)),
             negotiatetimeout=get("negotiatetimeout", cast(int | None, None)),
@@ -179,6 +185,7 @@ class Builder:
             arpguardinterval=get("arpguardinterval", 10),
             checkpath=get("checkpath", CheckPath.REAL),
             checkmarkbase=get("checkmarkbase", DEFAULT_CHECKMARKBASE),
+            bgp=bgp,
             emailalertwindow=get("emailalertwindow", 5),
             emailalertrate=get("emailalertrate", 60),
             emailalerttemplates=get("emailalerttemplates", cast(str | None, None)),
@@ -349,6 +356,7 @@ class Builder:
             arpguard=get("arpguard", g.arpguard),
             arpguardinterval=get("arpguardinterval", g.arpguardinterval),
             checkpath=get("checkpath", g.checkpath),
+            bgp=self.bgp(s, g, protocol),
             quiescent=get("quiescent", g.quiescent),
             fallback=fallback,
             fallbackcommand=get("fallbackcommand", g.fallbackcommand),
@@ -362,6 +370,17 @@ class Builder:
             servicename=get("servicename", cast(str | None, None)),
             comment=get("comment", cast(str | None, None)),
         )
+
+    def bgp(
+        self, s: Mapping[str, Setting], g: GlobalSettings, protocol: VirtualProtocol
+    ) -> BgpVirtual | None:
+        """The virtual's part in its VIP's announcement (config/bgpconf.py)."""
+        v, errors, warnings = bgpconf.bgp_virtual(s, g.bgp, protocol is VirtualProtocol.FWM)
+        for line, message in errors:
+            self.error(line, message)
+        for line, message in warnings:
+            self.warn(line, message)
+        return v
 
     def damping_warnings(
         self, s: dict[str, Setting], checkinterval: int, flapcount: int, window: int

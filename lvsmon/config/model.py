@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from lvsmon.addr import host_port
+from lvsmon.config.bgpsettings import NO_BGP, BgpGlobal, BgpVirtual
 from lvsmon.config.errors import Diagnostic
 from lvsmon.ipvs.model import DestKey, Family, Forward, ServiceConf, ServiceKey
 from lvsmon.ipvs.sync import SyncDaemon
@@ -235,6 +236,9 @@ class Virtual:
     arpguardinterval: int = 10
     # lvsmon's own: check gate/ipip reals through the VIP (config/checkpathconf.py)
     checkpath: CheckPath = CheckPath.REAL
+    # lvsmon's own: this virtual's part in its VIP's BGP announcement; None: not announced
+    # (config/bgpconf.py, engine/announce.py)
+    bgp: BgpVirtual | None = None
     # what happens when reals fail
     quiescent: bool = False
     fallback: Fallback | None = None
@@ -327,6 +331,7 @@ class GlobalSettings:
     arpguardinterval: int = 10  # seconds between two rounds of the ARP guard
     checkpath: CheckPath = CheckPath.REAL  # where gate/ipip reals are checked (checkpathconf.py)
     checkmarkbase: int = DEFAULT_CHECKMARKBASE  # first fwmark of the probe services' block
+    bgp: BgpGlobal = NO_BGP  # the BGP speaker and its defaults (config/bgpconf.py)
     emailalertwindow: int = 5  # seconds changes are gathered into one mail; 0 = one per change
     emailalertrate: int = 60  # mails per recipient set per sliding hour; 0 = unlimited
     emailalerttemplates: str | None = None  # directory replacing the shipped templates

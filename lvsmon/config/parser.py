@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lvsmon.config import checkpathconf, syncconf, syntax, values
+from lvsmon.config import bgpconf, checkpathconf, syncconf, syntax, values
 from lvsmon.config.errors import Diagnostic
 from lvsmon.config.lexer import TAB_WIDTH, Line, OddBlank, split_lines
 from lvsmon.config.model import CheckType, HttpMethod, Service
@@ -258,6 +258,12 @@ _SHARED: dict[str, Parse] = {
     "arpguardinterval": _int("arp guard interval", maximum=MAX_SECONDS),
     # lvsmon's own: check gate/ipip reals through the VIP (checkpathconf.py)
     "checkpath": lambda v, c: checkpathconf.parse_checkpath(v, c.warn),
+    # lvsmon's own: announce the VIPs over BGP while their pools are healthy (bgpconf.py)
+    "bgp": lambda v, c: bgpconf.parse_mode(v, c.warn),
+    "bgpmed": lambda v, c: bgpconf.parse_med(v, c.warn),
+    "bgpminup": lambda v, c: bgpconf.parse_minup(v, c.warn),
+    "bgpholddown": lambda v, c: bgpconf.parse_holddown(v, c.warn),
+    "bgpcommunity": lambda v, c: bgpconf.parse_communities(v, c.warn),
 }
 
 GLOBAL: dict[str, Parse] = {
@@ -289,6 +295,12 @@ GLOBAL: dict[str, Parse] = {
     "syncttl": lambda v, c: syncconf.parse_ttl(v, c.warn),
     # the firewall marks of the probe services of checkpath (checkpathconf.py)
     "checkmarkbase": lambda v, c: checkpathconf.parse_markbase(v, c.warn),
+    # BGP announcements: one speaker a director (bgpconf.py)
+    "bgptable": lambda v, c: bgpconf.parse_table(v, c.warn),
+    "bgpprotocol": lambda v, c: bgpconf.parse_protocol(v, c.warn),
+    "bgpdrain": lambda v, c: bgpconf.parse_drain(v, c.warn),
+    "bgprequire": lambda v, c: bgpconf.parse_require(v, c.warn),
+    "bgpexabgpconf": lambda v, c: bgpconf.parse_path(v, c.warn),
 }
 
 BLOCK: dict[str, Parse] = {

@@ -29,7 +29,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from lvsmon.config.bgpconf import WORST_MED, BgpVirtual
+from lvsmon.config.bgpsettings import WORST_MED, BgpVirtual
 
 GRACEFUL_SHUTDOWN = "65535:0"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lvsmon.config.bgpconf import WORST_MED, BgpVirtual, MinUp
+from lvsmon.config.bgpsettings import WORST_MED, BgpVirtual, MinUp
 from lvsmon.engine.announce import (
     FIRST_ROUND,
     GRACEFUL_SHUTDOWN,
