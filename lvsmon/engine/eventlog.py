@@ -16,6 +16,7 @@ from lvsmon.engine.events import (
     FirstCheckDown,
     KernelOp,
     RealChanged,
+    RouteChanged,
     SoftFailure,
     SoftReset,
     SyncDaemonOp,
@@ -37,11 +38,14 @@ LOGGED = (
     DepoolLimited,
     ArpConflict,
     ArpConflictCleared,
+    RouteChanged,
 )
 
 
 def log_event(event: Event) -> None:
-    if isinstance(event, KernelOp):
+    if isinstance(event, RouteChanged):
+        _log_route(event)
+    elif isinstance(event, KernelOp):
         text = kernel_op_text(event)
         if event.error is None:
             log.info("Repaired drift: %s" if event.drift else "%s", text)
@@ -111,3 +115,14 @@ def log_event(event: Event) -> None:
             event.interface,
             event.reason,
         )
+
+
+def _log_route(event: RouteChanged) -> None:
+    if event.error is not None:
+        what = "announce" if event.announced else "withdraw"
+        log.error("BGP: cannot %s %s (%s): %s", what, event.vip, event.speaker, event.error)
+    elif event.announced:
+        extra = " with GRACEFUL_SHUTDOWN" if event.graceful else ""
+        log.info("BGP: announcing %s (MED %s)%s: %s", event.vip, event.med, extra, event.reason)
+    else:
+        log.warning("BGP: withdrawing %s: %s", event.vip, event.reason)

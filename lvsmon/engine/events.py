@@ -203,6 +203,23 @@ class ArpConflictCleared:
     at: float = field(default_factory=time.time)
 
 
+@dataclass(frozen=True, slots=True)
+class RouteChanged:
+    """A VIP's BGP announcement changed (engine/bgp.py): announced (or announced again with
+    other attributes: `med`, `communities`; `graceful` at a graceful stop) or withdrawn, and
+    why. `speaker`: "bird" or "exabgp"; `error`: the speaker refused it (retried)."""
+
+    vip: str
+    announced: bool
+    reason: str
+    speaker: str
+    med: int | None = None
+    communities: tuple[str, ...] = ()
+    graceful: bool = False
+    error: str | None = None
+    at: float = field(default_factory=time.time)
+
+
 Event = (
     RealChanged
     | FirstCheckDown
@@ -221,6 +238,7 @@ Event = (
     | SyncDaemonOp
     | ArpConflict
     | ArpConflictCleared
+    | RouteChanged
 )
 Handler = Callable[[Event], Awaitable[None] | None]
 
