@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lvsmon.cli.paths import DaemonFiles, load_or_report
-from lvsmon.config import Config
+from lvsmon.config import Config, probehost
 from lvsmon.daemon import pidfile
 from lvsmon.daemon.runner import Launch, LockError, daemonize, serve
 from lvsmon.text import LIMIT, clean
@@ -172,6 +172,10 @@ class Control:
         if isinstance(loaded, int):
             return loaded
         config = loaded
+        if self.backend != "memory" and (unready := probehost.diagnostics(config)):
+            # checks through the VIP whose answers the kernel would drop: every one down
+            print("\n".join(unready), file=sys.stderr)
+            return 2
         if self.debug or self.foreground or config.settings.supervised:
             try:
                 return serve(config, self._launch(), lambda err: None)

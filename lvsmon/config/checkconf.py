@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
+from lvsmon.config import probehost
 from lvsmon.config.dump import config_to_dict
 from lvsmon.config.errors import ConfigError
 from lvsmon.config.load import load_config
@@ -20,6 +21,10 @@ def check_config(path: str, *, as_json: bool, out: TextIO, err: TextIO) -> int:
         config = load_config(path)
     except ConfigError as exc:
         _write(err, "".join(f"{d}\n" for d in exc.diagnostics))
+        return EXIT_CONFIG_ERROR
+    # the director's sysctls, for checks through the VIP
+    if unready := probehost.diagnostics(config):
+        _write(err, "".join(f"{d}\n" for d in unready))
         return EXIT_CONFIG_ERROR
     _write(err, "".join(f"{w.file}:{w.line}: warning: {w.message}\n" for w in config.warnings))
     if as_json:

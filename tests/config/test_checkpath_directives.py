@@ -166,9 +166,12 @@ def test_check_config_exit_2_one_line_per_error(tmp_path: Path) -> None:
     ]
 
 
-def test_json_view(tmp_path: Path) -> None:
+def test_json_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
+    from lvsmon.config import probehost
+
+    monkeypatch.setattr(probehost, "route_dev", lambda address: None)  # not this host's sysctls
     path = tmp_path / "l.cf"
     path.write_text("checkmarkbase=4096\n" + VIRTUAL + "\tcheckpath=both\n")
     out, err = io.StringIO(), io.StringIO()
