@@ -209,7 +209,7 @@ def test_allocate(
     for need, mark in marks.items():
         was = previous.get(need)
         usable = was is not None and BASE <= was < BASE + PROBE_MARKS and was not in taken
-        if usable and list(previous.values()).count(was) == 1:
+        if usable and was is not None and list(previous.values()).count(was) == 1:
             assert mark == was
     # new ones take the lowest marks nobody holds
     fresh = sorted(m for n, m in marks.items() if previous.get(n) != m)
