@@ -33,7 +33,7 @@ import socket
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
 ETH_P_ARP = 0x0806
 ETH_P_IP = 0x0800
@@ -189,11 +189,25 @@ def host_view(reals: Iterable[IPv4Address]) -> HostView:
                 and mac != b"\0" * 6
             )
             links[int(msg["index"])] = Link(int(msg["index"]), name, mac, arp)
+        connected: list[tuple[IPv4Network, int, IPv4Address]] = []
         for msg in ipr.get_addr(family=socket.AF_INET):
             local = msg.get("local") or msg.get("address")
             if isinstance(local, str):
-                addresses.setdefault(int(msg["index"]), []).append(IPv4Address(local))
+                index = int(msg["index"])
+                addresses.setdefault(index, []).append(IPv4Address(local))
+                net = IPv4Network(f"{local}/{msg['prefixlen']}", strict=False)
+                connected.append((net, index, IPv4Address(local)))
+        # the longest prefix first; a /32 (a VIP) never contains a real
+        connected.sort(key=lambda c: -c[0].prefixlen)
         for real in reals:
+            # a real on a connected prefix is reached on that link, from the address there: the
+            # direct-routing case, and no netlink round trip (0.3 ms of CPU each through pyroute2)
+            on_link = next(
+                ((i, a) for n, i, a in connected if real in n and n.prefixlen < 32), None
+            )
+            if on_link is not None:
+                routes[real] = Route(*on_link)
+                continue
             try:
                 (msg, *_) = ipr.route("get", dst=str(real))
             except (NetlinkError, ValueError) as exc:

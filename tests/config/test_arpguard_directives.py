@@ -98,3 +98,11 @@ def test_json_shows_it(tmp_path: Path) -> None:
     data = json.loads(out.getvalue())
     assert data["global"]["arpguard"] is True
     assert [(v["arpguard"], v["arpguardinterval"]) for v in data["virtuals"]] == [(True, 3)]
+
+
+def test_a_global_line_appended_after_the_virtuals_counts() -> None:
+    # compatibility.md: lvsmon's copy of a file shared with ldirectord, lines appended at the end
+    config = _parse(
+        VIRTUAL + VIRTUAL.replace(":80", ":81") + "arpguard = yes\narpguardinterval = 4\n"
+    )
+    assert [(v.arpguard, v.arpguardinterval) for v in config.virtuals] == [(True, 4), (True, 4)]

@@ -175,3 +175,41 @@ def test_guard_reports_a_real_answering_arp_and_nothing_for_a_quiet_one(
     for ns in (lab["director"], lab["real"]):
         assert subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
                               check=False).stdout.strip() == ""  # fmt: skip
+
+
+HOST_VIEW = r"""
+import json
+from ipaddress import IPv4Address
+from lvsmon.checks.arp import host_view
+view = host_view([IPv4Address(a) for a in ("10.78.0.9", "10.79.1.1", "10.80.0.1")])
+names = {i: l.name for i, l in view.links.items()}
+print(json.dumps({
+    "routes": {str(r): [names[x.link], str(x.source)] for r, x in view.routes.items()},
+    "failed": list(view.failed),
+    "arp": {l.name: l.arp for l in view.links.values()},
+    "own": len(view.own_macs),
+}))
+"""
+
+HOST_SETUP = (
+    "ip link set lo up && ip link add hv0 type veth peer name hv1 && ip link set hv0 up && "
+    "ip link set hv1 up && ip addr add 10.78.0.1/24 dev hv0 && ip addr add 10.78.0.100/32 dev hv0"
+    " && ip route add 10.79.0.0/16 via 10.78.0.254 src 10.78.0.1 && "
+    'exec "$0" -c "$1"'
+)
+
+
+def test_host_view_finds_the_interface_and_source_toward_each_real() -> None:
+    done = subprocess.run(
+        ["unshare", "-n", "sh", "-c", HOST_SETUP, sys.executable, HOST_VIEW],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["routes"] == {
+        "10.78.0.9": ["hv0", "10.78.0.1"],  # on the connected /24 (not the /32 VIP)
+        "10.79.1.1": ["hv0", "10.78.0.1"],  # through a gateway: the kernel's route lookup
+    }
+    assert len(out["failed"]) == 1 and out["failed"][0].startswith("10.80.0.1: ")  # no route
+    assert out["arp"] == {"lo": False, "hv0": True, "hv1": True}
+    assert out["own"] == 3  # lo's zero MAC and both veth ends
