@@ -27,7 +27,9 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from lvsmon.config.model import DEFAULT_CHECKMARKBASE, Config
 from lvsmon.daemon import pidfile
+from lvsmon.engine.probepath import in_block, probe_keys_in
 from lvsmon.engine.status import ABSENT, MalformedStatus, Status, load_status, table_digests
 from lvsmon.ipvs.backend import IpvsBackend
 from lvsmon.ipvs.diff import service_order
@@ -155,8 +157,38 @@ def _compare_table(status: Status, backend: str, control: Control) -> tuple[list
             problems.append(f"{name}: deleted by lvsmon, present in the kernel")
         else:
             problems.append(f"{name}: the kernel's rules differ from what lvsmon programmed")
-    present = sum(1 for d in programmed.values() if d != ABSENT)
-    return problems, f"kernel table matches: {present} virtual services as lvsmon programmed them"
+    present = [name for name, d in programmed.items() if d != ABSENT]
+    base = _markbase(control)
+    probes = sum(1 for name in present if _is_probe_name(name, base))
+    shown = f"{len(present) - probes} virtual services"
+    if probes:
+        shown += f" and {probes} probe services (checks through the VIP)"
+    return problems, f"kernel table matches: {shown} as lvsmon programmed them"
+
+
+def _config(control: Control) -> Config | None:
+    """The config, quietly; None when it cannot be found or loaded (the caller says so)."""
+    from lvsmon.cli.paths import find_config
+    from lvsmon.config import ConfigError, load_config
+
+    path = find_config(control.config_arg)
+    if path is None:
+        return None
+    try:
+        return load_config(path)
+    except ConfigError:
+        return None
+
+
+def _markbase(control: Control) -> int:
+    config = _config(control)
+    return DEFAULT_CHECKMARKBASE if config is None else config.settings.checkmarkbase
+
+
+def _is_probe_name(name: str, base: int) -> bool:
+    """A service name of the status file (str(ServiceKey)) that is a probe service's."""
+    mark = name.removeprefix("fwm:").removesuffix("/inet6")
+    return name.startswith("fwm:") and mark.isdigit() and in_block(int(mark), base)
 
 
 # ---- purge ------------------------------------------------------------------------------------
@@ -171,7 +203,7 @@ def purge(control: Control) -> int:
         return 0  # its table went with the daemon
     wanted = _purge_names(control)
     try:
-        return asyncio.run(_purge(control, wanted))
+        return asyncio.run(_purge(control, wanted, _config(control)))
     except BackendError as exc:
         if exc.error.kind is ErrorKind.NO_IPVS:
             return 0  # no IPVS, no services
@@ -204,11 +236,16 @@ def _purge_names(control: Control) -> set[str]:
     return names
 
 
-async def _purge(control: Control, names: set[str]) -> int:
+async def _purge(control: Control, names: set[str], config: Config | None = None) -> int:
+    """Delete the services `names` names, and the probe services of `config`'s reals (checks
+    through the VIP) whoever programmed them."""
     backend = _backend(control.backend, control)
     try:
         kernel = await backend.dump()
-        keys: list[ServiceKey] = sorted((k for k in kernel if str(k) in names), key=service_order)
+        probes = probe_keys_in(kernel, config) if config is not None else set()
+        keys: list[ServiceKey] = sorted(
+            (k for k in kernel if str(k) in names or k in probes), key=service_order
+        )
         ops: list[Op] = [DeleteService(k) for k in keys]
         results = await backend.apply(ops) if ops else []
     finally:

@@ -163,3 +163,17 @@ def with_probes(table: Table, probes: Probes) -> Table:
     """`table` (the virtual services' desired table) with the probe services added, in place."""
     table.update(probes.table)
     return table
+
+
+def probe_keys_in(actual: Table, config: Config) -> set[ServiceKey]:
+    """The probe services of `config`'s reals that `actual` holds, whoever programmed them (a
+    daemon that was killed): what a purge deletes besides the virtual services."""
+    base = config.settings.checkmarkbase
+    needs = probe_needs(config.virtuals)
+    found: set[ServiceKey] = set()
+    for key, service in actual.items():
+        if is_probe(key, base) and len(service.dests) == 1:
+            ((dest, conf),) = service.dests.items()
+            if dest.port == 0 and (dest.address, conf.forward) in needs:
+                found.add(key)
+    return found
