@@ -1,0 +1,287 @@
+"""The announcer: one supervised task that keeps the speaker's routes equal to what
+engine/announce.py decides from the engine's health (issue 24).
+
+Edge and level, as the reconciler: a health event (a real up or down, a depool threshold, a
+drain, a reload, the first round's end) wakes it within `batch_s`; a hold-down's end wakes it at
+that time; and every `resync_s` it compares the speaker's routes with its own view and repairs
+any difference (an operator's `ip route flush table 200`, a restarted ExaBGP). A failed
+announce or withdrawal is published (RouteChanged with its error) and retried at the next
+resync, which comes sooner after a failure.
+
+The graceful stop (`stop(graceful=True)`: `lvsmon stop`, and the director's drain) re-announces
+every announced VIP with GRACEFUL_SHUTDOWN and the worst MED, waits `bgpdrain` seconds (the
+routers move the traffic to the other directors while this one still serves), then withdraws
+everything; the engine stops after it, so IPVS keeps serving until the routes are gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypedDict
+
+from lvsmon.config.bgpsettings import BgpGlobal
+from lvsmon.engine.announce import (
+    Route,
+    VipState,
+    VirtualInput,
+    graceful,
+    step,
+    withdraw_all,
+)
+from lvsmon.engine.desired import is_up
+from lvsmon.engine.events import (
+    ConfigLoaded,
+    DepoolLimited,
+    DrainChanged,
+    EventBus,
+    FallbackChanged,
+    RealChanged,
+    RouteChanged,
+)
+from lvsmon.routes.speaker import Speaker
+
+if TYPE_CHECKING:
+    from lvsmon.engine.engine import Engine
+
+log = logging.getLogger("lvsmon")
+
+WAKING = (RealChanged, DepoolLimited, FallbackChanged, DrainChanged, ConfigLoaded)
+RETRY_S = 1.0
+FIRST_ROUND_POLL_S = 0.25  # the first round's end has no event of its own
+
+
+class VipStatus(TypedDict):
+    vip: str
+    announced: bool
+    reason: str
+    since: float  # wall clock
+    med: int | None
+    communities: list[str]
+    speaker: str
+
+
+def make_speaker(bgp: BgpGlobal, run_dir: str) -> Speaker:
+    """The speaker of `bgp.mode`; `run_dir`: where a speaker keeps its files."""
+    if bgp.mode == "bird":
+        from lvsmon.routes.kernel import KernelRoutes
+
+        return KernelRoutes(bgp.table, bgp.protocol)
+    raise ValueError(f"no speaker for bgp = {bgp.mode}")
+
+
+def inputs_of(engine: Engine) -> list[VirtualInput]:
+    """Each announced virtual's part, as the engine sees it now."""
+    config = engine.config
+    health, maintained, drained = engine.health, engine.maintained, engine.drained
+    tripped = engine.depool_limited
+    out: list[VirtualInput] = []
+    for v, lay in zip(config.virtuals, engine.layout(), strict=True):
+        if v.bgp is None or v.address is None:
+            continue
+        healthy = sum(
+            1 for s in lay.reals if is_up(s.ref, health, maintained) and s.ref not in drained
+        )
+        out.append(
+            VirtualInput(v.name, v.address, healthy, len(lay.reals), v.key in tripped, v.bgp)
+        )
+    return out
+
+
+class Announcer:
+    def __init__(
+        self,
+        engine: Engine,
+        speaker: Speaker,
+        events: EventBus,
+        *,
+        batch_s: float = 0.02,
+        resync_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.speaker = speaker
+        self.events = events
+        self.batch_s = batch_s
+        self.resync_s = resync_s
+        self.clock = clock
+        self.states: dict[str, VipState] = {}
+        self.failed = 0  # speaker operations that failed, in all (metrics)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._next_resync = 0.0
+        self._settings = engine.config.settings.bgp
+        self.on_crash: Callable[[str, BaseException], None] | None = None
+
+    # ---- life ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        stale = await self.speaker.start()
+        if stale:
+            log.warning(
+                "BGP: removed %d route%s a previous run left (%s): %s",
+                len(stale),
+                "" if len(stale) == 1 else "s",
+                self.speaker.name,
+                ", ".join(stale),
+            )
+        self.events.subscribe("bgp", lambda _e: self._wake.set(), kinds=WAKING, maxlen=1024)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="lvsmon-bgp")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception() or RuntimeError("lvsmon-bgp returned")
+        log.critical(
+            "lvsmon-bgp crashed; lvsmon stops so that it is restarted",
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        if self.on_crash is not None:
+            self.on_crash("lvsmon-bgp", exc)
+
+    async def stop(self, left: float = 30.0, *, graceful_stop: bool = True) -> None:
+        """Graceful: announce with GRACEFUL_SHUTDOWN, wait bgpdrain s (within `left`), then
+        withdraw all; else withdraw all at once."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.remove_done_callback(self._ended)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        drain = min(float(self._settings.drain), max(0.0, left - 3.0))
+        announced = [s.route for s in self.states.values() if s.announced and s.route]
+        if graceful_stop and drain > 0 and announced:
+            for route in announced:
+                await self._send(route, "graceful stop: draining", grace=True)
+            await asyncio.sleep(drain)
+        decision = withdraw_all(self.states, "lvsmon stopped", self.clock())
+        self.states = decision.states
+        for vip in decision.withdraw:
+            await self._withdraw(vip, "lvsmon stopped")
+        try:
+            await self.speaker.stop()
+        except Exception as exc:  # the speaker's own clean-up: logged, the stop goes on
+            log.error("BGP: stopping %s: %s", self.speaker.name, exc)
+
+    # ---- the loop -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            wake_at = await self.pass_once()
+            now = self.clock()
+            until = self._next_resync
+            if wake_at is not None:
+                until = min(until, wake_at)
+            if not self.engine.first_round_done:
+                until = min(until, now + FIRST_ROUND_POLL_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, until - now)):
+                    await self._wake.wait()
+            if self._wake.is_set():
+                await asyncio.sleep(self.batch_s)  # what arrives together is one pass
+            self._wake.clear()
+
+    async def pass_once(self) -> float | None:
+        """One decision and what it changes; the resync when due. When to look again."""
+        settings = self.engine.config.settings.bgp
+        if settings != self._settings and (settings.mode, settings.table, settings.protocol) != (
+            self._settings.mode,
+            self._settings.table,
+            self._settings.protocol,
+        ):
+            log.warning("BGP: bgp, bgptable and bgpprotocol changes take effect at the next start")
+        self._settings = settings
+        now = self.clock()
+        decision = step(
+            self.states,
+            inputs_of(self.engine),
+            require=settings.require,
+            first_round_done=self.engine.first_round_done,
+            now=now,
+        )
+        self.states = decision.states
+        for route in decision.announce:
+            await self._send(route, self.states[route.vip].reason)
+        for vip in decision.withdraw:
+            state = self.states.get(vip)
+            await self._withdraw(vip, state.reason if state else "no virtual has it any more")
+        if now >= self._next_resync:
+            await self._resync()
+        return decision.wake_at
+
+    async def _resync(self) -> None:
+        self._next_resync = self.clock() + self.resync_s
+        try:
+            present = await self.speaker.present()
+        except Exception as exc:
+            self._failed(exc)
+            return
+        if present is None:
+            return
+        for vip, state in self.states.items():
+            route = state.route
+            if state.announced and route is not None and present.get(vip) != route.med:
+                log.warning("BGP: %s was not announced as lvsmon wants it: repairing", vip)
+                await self._send(route, state.reason)
+        for vip in present:
+            s = self.states.get(vip)
+            if s is None or not s.announced:
+                log.warning("BGP: %s was announced behind lvsmon's back: withdrawing", vip)
+                await self._withdraw(vip, s.reason if s else "not lvsmon's", quiet=True)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failed += 1
+        # sooner than the next resync: a speaker that failed once is looked at again soon
+        self._next_resync = min(self._next_resync, self.clock() + RETRY_S)
+
+    async def _send(self, route: Route, reason: str, *, grace: bool = False) -> None:
+        sent = graceful(route) if grace else route
+        error = None
+        try:
+            await self.speaker.announce(sent.vip, sent.med, sent.communities)
+        except Exception as exc:
+            error = str(exc) or type(exc).__name__
+            self._failed(exc)
+        self.events.publish(
+            RouteChanged(
+                sent.vip,
+                True,
+                reason,
+                self.speaker.name,
+                sent.med,
+                sent.communities,
+                grace,
+                error,
+            )
+        )
+
+    async def _withdraw(self, vip: str, reason: str, *, quiet: bool = False) -> None:
+        error = None
+        try:
+            await self.speaker.withdraw(vip)
+        except Exception as exc:
+            error = str(exc) or type(exc).__name__
+            self._failed(exc)
+        if not quiet or error is not None:
+            self.events.publish(RouteChanged(vip, False, reason, self.speaker.name, error=error))
+
+    # ---- views --------------------------------------------------------------------------------
+
+    def status(self) -> list[VipStatus]:
+        """Per VIP: announced or not, why, since when (wall clock), with what."""
+        offset = time.time() - self.clock()
+        return [
+            {
+                "vip": vip,
+                "announced": s.announced,
+                "reason": s.reason,
+                "since": round(s.since + offset, 3),
+                "med": s.route.med if s.route else None,
+                "communities": list(s.route.communities) if s.route else [],
+                "speaker": self.speaker.name,
+            }
+            for vip, s in self.states.items()
+        ]
