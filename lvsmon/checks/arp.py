@@ -222,6 +222,17 @@ def host_view(reals: Iterable[IPv4Address]) -> HostView:
     return HostView(links, routes, own, {k: tuple(v) for k, v in addresses.items()}, tuple(failed))
 
 
+def local_addresses() -> frozenset[IPv4Address]:
+    """The director's IPv4 addresses now (blocking: run in a thread)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        found = (
+            msg.get("local") or msg.get("address") for msg in ipr.get_addr(family=socket.AF_INET)
+        )
+        return frozenset(IPv4Address(a) for a in found if isinstance(a, str))
+
+
 # -- one round -------------------------------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ from lvsmon.checks.arp import (
     RoundResult,
     host_view,
     ipv4,
+    local_addresses,
     mac_text,
     probe_round,
     source_for,
@@ -136,6 +137,7 @@ class ArpGuard:
         spawn: Spawn | None = None,
         probe: ProbeRound = probe_round,
         lookup: HostLookup = host_view,
+        local: Callable[[], frozenset[IPv4Address]] = local_addresses,
         clock: Callable[[], float] = time.monotonic,
         wait_max_s: float = WAIT_MAX_S,
         refresh_s: float = HOST_REFRESH_S,
@@ -144,6 +146,8 @@ class ArpGuard:
         self._spawn = spawn or _create_task
         self._probe = probe
         self._lookup = lookup
+        self._local = local
+        self._idle: set[IPv4Address] = set()  # guarded VIPs this director does not hold now
         self._clock = clock
         self.wait_max_s = wait_max_s
         self.refresh_s = refresh_s
@@ -210,6 +214,15 @@ class ArpGuard:
         if view is None:
             self.failures += 1
             return None
+        try:
+            held = await asyncio.to_thread(self._local)
+        except OSError as exc:
+            self._report([f"cannot read the director's addresses: {clean(str(exc))}"])
+            self.failures += 1
+            return None
+        due = self._held(due, held)
+        if not due:
+            return RoundResult()
         probes, interfaces, problems = plan_probes(due, view, frozenset(self._guarded))
         problems.extend(f"route lookup: {clean(f)}" for f in view.failed)
         if not probes:
@@ -235,6 +248,22 @@ class ArpGuard:
         self._report(problems)
         self._settle(due, interfaces, result)
         return result
+
+    def _held(self, due: Sequence[Guarded], held: frozenset[IPv4Address]) -> list[Guarded]:
+        """The due VIPs this director holds. Another host answering for a VIP this one does not
+        hold is expected (the active director, seen from the standby): not asked, and what was
+        seen while it was held is over."""
+        asked = [g for g in due if g.vip in held]
+        due_vips = {g.vip for g in due}
+        idle = due_vips - held
+        for vip in sorted(idle - self._idle):
+            log.info("ARP guard: VIP %s is not on this director: not asked until it is", vip)
+        for vip in sorted((self._idle & due_vips) - idle):
+            log.info("ARP guard: VIP %s is on this director again: asked", vip)
+        self._idle = (self._idle - due_vips) | idle
+        for key in [k for k in self.conflicts if k[0] in idle]:
+            self._clear(key, self._guarded[key[0]].services, "the director no longer holds the VIP")
+        return asked
 
     async def _host(self) -> HostView | None:
         now = self._clock()

@@ -94,6 +94,10 @@ class FakeNet:
         self.lookups = 0
         self.lookup_error: OSError | None = None
         self.routes = {R1: Route(3, IPv4Address("192.0.2.1")), R2: Route(3, None)}
+        self.held = frozenset({IPv4Address("192.0.2.1"), VIP})  # the director's addresses
+
+    def local(self) -> frozenset[IPv4Address]:
+        return self.held
 
     async def probe(
         self,
@@ -135,7 +139,7 @@ async def _guard(
     seen: list[Event] = []
     bus.subscribe("test", seen.append, kinds=(ArpConflict, ArpConflictCleared))
     await bus.start()
-    guard = ArpGuard(bus, probe=net.probe, lookup=net.lookup, clock=clock)
+    guard = ArpGuard(bus, probe=net.probe, lookup=net.lookup, local=net.local, clock=clock)
     guard.use(config)
     return guard, seen
 
@@ -201,6 +205,29 @@ async def test_a_reload_without_the_guard_clears_its_conflicts() -> None:
     assert guard.vips == ()
 
 
+async def test_a_vip_the_director_does_not_hold_is_not_asked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # the standby director: the active one answers for the VIP, and that is no conflict
+    net, clock = FakeNet(), Clock()
+    guard, seen = await _guard(net, clock)
+    net.answers = [Answer("eth1", VIP, PEER)]
+    with caplog.at_level(logging.INFO, logger="lvsmon"):
+        await _round(guard)  # held: the conflict
+        net.held = frozenset({IPv4Address("192.0.2.1")})
+        await _round(guard)  # failed over: over, and not asked
+        await _round(guard)
+        net.held = frozenset({IPv4Address("192.0.2.1"), VIP})
+        await _round(guard)  # back: asked, and it still answers
+    assert [type(e) for e in seen] == [ArpConflict, ArpConflictCleared, ArpConflict]
+    assert seen[1].reason == "the director no longer holds the VIP"  # type: ignore[union-attr]
+    assert len(net.rounds) == 2
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == [
+        "ARP guard: VIP 192.0.2.100 is not on this director: not asked until it is",
+        "ARP guard: VIP 192.0.2.100 is on this director again: asked",
+    ]
+
+
 async def test_routes_are_looked_up_again_after_a_reload_and_after_a_while() -> None:
     net, clock = FakeNet(), Clock()
     guard, _seen = await _guard(net, clock)
@@ -238,7 +265,7 @@ async def test_a_failing_lookup_is_logged_once_and_counted(
 async def test_the_task_asks_again_each_interval() -> None:
     net = FakeNet()
     bus = EventBus()
-    guard = ArpGuard(bus, probe=net.probe, lookup=net.lookup, wait_max_s=0.01)
+    guard = ArpGuard(bus, probe=net.probe, lookup=net.lookup, local=net.local, wait_max_s=0.01)
     guard.use(_config(GUARDED_TEXT.replace("arpguardinterval = 5", "arpguardinterval = 1")))
     await guard.start()
     await asyncio.sleep(1.5)
