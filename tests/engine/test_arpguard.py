@@ -299,3 +299,21 @@ def test_the_log_says_what_and_where(caplog: pytest.LogCaptureFixture) -> None:
             " last round)",
         ),
     ]
+
+
+def test_events_json_of_a_conflict() -> None:
+    from lvsmon.api.eventfeed import event_json
+
+    service = ServiceKey.inet("tcp", "192.0.2.100", 80)
+    body = event_json(ArpConflict("192.0.2.100", "0a:1b:2c:3d:4e:5f", "eth1", (service,)), 7, 1.5)
+    assert body == {
+        "type": "ArpConflict",
+        "seq": 7,
+        "at": 1.5,
+        "vip": "192.0.2.100",
+        "mac": "0a:1b:2c:3d:4e:5f",
+        "interface": "eth1",
+        "services": ["tcp:192.0.2.100:80"],
+    }
+    cleared = ArpConflictCleared("192.0.2.100", "0a:1b:2c:3d:4e:5f", "eth1", (service,), "why")
+    assert event_json(cleared, 8, 2.0)["reason"] == "why"
