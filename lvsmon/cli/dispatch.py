@@ -65,6 +65,9 @@ other forms:
                                       (--backend); exit 0 no change, 1 changes, 2 trouble
   lvsmon demo                         a live demonstration on loopback, no root needed
   lvsmon test-alert [--to ADDR] FILE  send one test alert mail through the configured path
+  lvsmon bgp-flush [--table N] [FILE] withdraw what a dead lvsmon announced (bgp = bird: delete
+                                      every route of its bgptable); for ExecStopPost and the
+                                      OCF agent
 
 The configuration is looked up as /etc/ha.d/NAME, /etc/ha.d/conf/NAME, then NAME as given
 (default NAME: ldirectord.cf). Backend: --backend or $LVSMON_BACKEND (netlink, ipvsadm, memory).
@@ -131,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         at = args.index("plan")
         return plan_main(args[:at] + args[at + 1 :])
+    if args and args[0] == "bgp-flush":
+        from lvsmon.cli.bgpflush import main as bgp_flush_main
+
+        return bgp_flush_main(args[1:])
     if args and args[0] == "test-alert":
         from lvsmon.cli.testalert import main as test_alert_main
 

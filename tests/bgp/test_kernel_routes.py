@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,3 +82,44 @@ def test_the_table_is_lvsmons_and_only_it() -> None:
     assert out["after_withdraw"] == {"2001:db8::10": 100}
     assert out["after_stop"] == {}
     assert "192.0.2.98" in out["other_table"]
+
+
+FLUSH = """
+set -e
+ip route add blackhole 192.0.2.10/32 table 200 proto 201 metric 100
+ip route add blackhole 192.0.2.11/32 table 200 proto 201 metric 100
+ip route add blackhole 192.0.2.12/32 table 300
+"$0" -m lvsmon bgp-flush "$1"
+echo "left: $(ip route show table 200 | wc -l) $(ip route show table 300 | wc -l)"
+"$0" -m lvsmon bgp-flush --table 300
+echo "left: $(ip route show table 300 | wc -l)"
+"""
+
+
+def test_bgp_flush_empties_the_configured_table(tmp_path: Path) -> None:
+    cf = tmp_path / "bgp.cf"
+    cf.write_text("bgp=bird\nvirtual=192.0.2.10:80\n\treal=192.0.2.2:80 gate\n")
+    proc = subprocess.run(
+        ["unshare", "-n", "sh", "-c", FLUSH, sys.executable, str(cf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "lvsmon bgp-flush: table 200: 2 route(s) removed: 192.0.2.10/32, 192.0.2.11/32",
+        "left: 0 1",
+        "lvsmon bgp-flush: table 300: 1 route(s) removed: 192.0.2.12/32",
+        "left: 0",
+    ]
+
+
+def test_bgp_flush_without_bgp_and_with_a_bad_table(tmp_path: Path) -> None:
+    cf = tmp_path / "plain.cf"
+    cf.write_text("virtual=192.0.2.10:80\n\treal=192.0.2.2:80 gate\n")
+    run = [sys.executable, "-m", "lvsmon", "bgp-flush"]
+    proc = subprocess.run([*run, str(cf)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "bgp = no" in proc.stdout
+    proc = subprocess.run([*run, "--table", "254"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "not one lvsmon may own" in proc.stderr
