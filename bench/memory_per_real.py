@@ -8,7 +8,7 @@ ldirectord.cf, bench/many_virtuals.py's write_config) is parsed, lvsmon.daemon.D
 on the memory backend, the engine is started as Engine.start does (adopt, plan, first reconcile,
 the jobs scheduled with their probe plans) without its loops, every job's first result is handed
 to the runner as if every real answered (CheckRunner._spec_done: counts, health, events), the
-table is reconciled, and the status is built once (its view keeps per-virtual entries);
+table is reconciled, and the status is built once (its view keeps per-virtual texts);
 with `--scrape`, /metrics is served once too (the exporter keeps its layout and last body).
 
 Sizes: N reals and 2N reals in twice the virtuals (the same reals per virtual): the slope
@@ -91,6 +91,9 @@ async def build(path: str, scrape: bool = False) -> Any:
         await asyncio.sleep(0)
     await asyncio.sleep(0.05)
     daemon.status_json(0.0)
+    # what the daemon keeps from one second to the next: each virtual's text, not the whole
+    # one (its housekeeping drops a client's copy after 0.5 s)
+    daemon._status_cache = None
     if scrape:  # what a Prometheus scrape leaves behind (the exporter's layout, its last body)
         from lvsmon.api.metrics import Exporter
 

@@ -125,18 +125,20 @@ class StatusFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._text: bytes | None = None  # what the file holds, as written
+        self._version: int | None = None  # the status version the file holds, as written
         self._stamp: tuple[int, int, int] | None = None  # its inode, size and mtime (ns)
 
-    def update(self, text: bytes) -> None:
-        unchanged = text is self._text or text == self._text
-        if unchanged and self._stamp is not None and self._touch():
+    def update(self, version: int, text: Callable[[], bytes]) -> None:
+        """`version`: the status's (StatusEncoder.update); `text`: gives it whole, called only
+        when the file must be written."""
+        if version == self._version and self._stamp is not None and self._touch():
             return
-        self._text = self._stamp = None
-        if write_status(self.path, text):
+        self._version = self._stamp = None
+        data = text()
+        if write_status(self.path, data):
             with contextlib.suppress(OSError):
                 st = os.stat(self.path, follow_symlinks=False)
-                self._text, self._stamp = text, (st.st_ino, st.st_size, st.st_mtime_ns)
+                self._version, self._stamp = version, (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def _touch(self) -> bool:
         """The file's time set to now, if it is still as written; False if it is not."""
@@ -476,7 +478,14 @@ class Daemon:
         self._spawn(self.reload(), "reload")
 
     def status(self) -> Status:
-        status = self.engine.status()
+        """The whole status, built now (tests and tools; the status file and the control server
+        read status_json())."""
+        status = self.status_head()
+        status["virtuals"] = self.engine.status()["virtuals"]
+        return status
+
+    def status_head(self) -> Status:
+        status = self.engine.status_head()
         status["pid"] = os.getpid()
         status["started_at"] = self.started_at
         status["phase"] = str(self.phase)
@@ -488,19 +497,28 @@ class Daemon:
         status["resync_s"] = reconciler.resync_s
         return status
 
+    def _status_version(self) -> int:
+        return self._encoder.update(self.status_head(), self.engine.status_texts())
+
     def status_json(self, max_age: float = 0.5) -> bytes:
-        """The status as compact JSON, built at most every `max_age` s: the status file and
-        every client of the control server share one build (10,000 reals cost some ms each)."""
+        """The status as compact JSON, built at most every `max_age` s: every client of the
+        control server shares one build (10,000 reals cost some ms each)."""
         now = time.monotonic()
         cached = self._status_cache
         if cached is None or now - cached[0] > max_age:
-            cached = self._status_cache = (now, self._encoder.encode(self.status()))
+            self._status_version()
+            cached = self._status_cache = (now, self._encoder.text())
         return cached[1]
 
     def _write_status(self) -> None:
-        """The status file as of now: rewritten if the status changed, else only touched."""
+        """The status file as of now: rewritten if the status changed, else only touched. The
+        whole text is joined only to be written, and a client's copy is not kept for long (at
+        37,298 reals it is 8 MB)."""
+        cached = self._status_cache
+        if cached is not None and time.monotonic() - cached[0] > 0.5:
+            self._status_cache = None
         if self.status_file is not None:
-            self.status_file.update(self.status_json(max_age=0.0))
+            self.status_file.update(self._status_version(), self._encoder.text)
 
     async def _housekeeping(self) -> None:
         """Once a second, each step on its own: one that fails (logged once per distinct

@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any
 
 from lvsmon.checks.base import CheckResult
@@ -43,7 +43,7 @@ from lvsmon.engine.events import (
     SoftFailure,
     SoftReset,
 )
-from lvsmon.engine.health import RealHealth, Transition
+from lvsmon.engine.health import HealthRules, RealHealth, Transition
 from lvsmon.engine.jobs import CheckJob, Plan, RealRef, build_plan
 from lvsmon.engine.planning import (
     anchored,
@@ -469,9 +469,38 @@ class Engine:
     # ---- status -----------------------------------------------------------------------------
 
     def status(self) -> Status:
-        """The state an operator wants to see: every virtual, every real, why, and the figures
-        (lvsmon/engine/statusview.py: a virtual's entry is kept while nothing of it changed)."""
-        virtuals = self.status_view.virtuals(
+        """The state an operator wants to see: every virtual, every real, why, and the figures,
+        built now (the daemon encodes status_head() and status_texts() instead)."""
+        virtuals = self.status_view.virtuals(*self._status_inputs())
+        status = self.status_head()
+        status["virtuals"] = virtuals
+        return status
+
+    def status_head(self) -> Status:
+        """The status without its virtuals: the figures (the daemon adds its own)."""
+        stats = stats_status(
+            self.stats, len(self.plan.jobs), self.runner, self.reconciler, self.events
+        )
+        return {"config": self.config.path, "backend": self.backend.name, "stats": stats}
+
+    def status_texts(self) -> list[bytes]:
+        """Each virtual's status entry as compact JSON (lvsmon/engine/statusview.py: a
+        virtual's text is kept while nothing of it changed)."""
+        return self.status_view.texts(*self._status_inputs())
+
+    def _status_inputs(
+        self,
+    ) -> tuple[
+        Config,
+        tuple[VirtualLayout, ...],
+        dict[RealRef, RealHealth],
+        Table,
+        frozenset[RealRef],
+        frozenset[RealRef],
+        Mapping[RealRef, HealthRules],
+        Callable[[], float],
+    ]:
+        return (
             self.config,
             self._layout_now(),
             self.health,
@@ -481,15 +510,6 @@ class Engine:
             self.plan.rules,
             self.clock,
         )
-        stats = stats_status(
-            self.stats, len(self.plan.jobs), self.runner, self.reconciler, self.events
-        )
-        return {
-            "config": self.config.path,
-            "backend": self.backend.name,
-            "virtuals": virtuals,
-            "stats": stats,
-        }
 
     def health_places(self) -> list[tuple[int, ...]]:
         """Per virtual, its reals' places in the order of self.health (-1: none): /metrics reads

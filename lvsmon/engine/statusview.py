@@ -2,13 +2,15 @@
 `lvsmon status`), every virtual, every real, why, and the figures (the types: engine/status.py).
 
 Built each second: at 10,000 reals building every real's entry anew held the event loop some
-20 ms. A virtual whose reals' health (by identity: a change replaces the object), kernel entry,
-maintenance, drains and kept reals are as last time gives its last entry again, the very object
-(the daemon's JSON encoder keeps its text by it).
+20 ms. The daemon reads each virtual's entry as JSON text (StatusView.texts): a virtual whose
+reals' health (by identity: a change replaces the object), kernel entry, maintenance, drains and
+kept reals are as last time gives its last text again, the very object. Only texts are kept:
+the entries (a dict per real) are built for a changed virtual and dropped once encoded.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from lvsmon.engine.runner import CheckRunner
 from lvsmon.engine.status import RealStatus, Stats, StatsStatus, VirtualStatus
 from lvsmon.ipvs.model import Service, Table
 
-# a virtual's entry and what it was made of (health by place, kernel entry, the maintained,
+# a virtual's text and what it was made of (health by place, kernel entry, the maintained,
 # drained and kept sets)
 _Entry = tuple[
     tuple[RealHealth | None, ...],
@@ -32,7 +34,7 @@ _Entry = tuple[
     frozenset[RealRef],
     frozenset[RealRef],
     frozenset[RealRef],
-    VirtualStatus,
+    bytes,
 ]
 
 
@@ -44,7 +46,7 @@ def _services(table: Table, layout: Sequence[VirtualLayout]) -> list[Service | N
 @dataclass(slots=True)
 class _Built:
     """The last list and what it was built from: inputs (config, layout, health, rules) by
-    identity, the table and each virtual's entry in it, the maintained and drained sets, every
+    identity, the table and each virtual's service in it, the maintained and drained sets, every
     real's health (by identity: a change replaces the object)."""
 
     inputs: tuple[object, ...]
@@ -53,12 +55,12 @@ class _Built:
     maintained: frozenset[RealRef]
     drained: frozenset[RealRef]
     healths: list[RealHealth]
-    virtuals: list[VirtualStatus]
+    texts: list[bytes]
 
 
 class StatusView:
-    """The virtuals' entries, kept while nothing of them changes, and the reals' places in
-    health. One per engine."""
+    """The virtuals' entries as texts, kept while nothing of them changes, and the reals'
+    places in health. One per engine."""
 
     def __init__(self) -> None:
         self._places: list[tuple[int, ...]] = []
@@ -67,7 +69,7 @@ class StatusView:
         self._last: _Built | None = None
 
     def clear(self) -> None:
-        """Forget the kept entries: the next build is from scratch."""
+        """Forget the kept texts: the next build is from scratch."""
         self._cache.clear()
         self._last = None
 
@@ -104,9 +106,43 @@ class StatusView:
         rules: Mapping[RealRef, HealthRules],
         clock: Callable[[], float],
     ) -> list[VirtualStatus]:
-        """Every virtual's entry, in config order. `layout`: layout_of(config), kept by the
-        caller (it holds each virtual's key and each real's kernel key: parsing the addresses
-        each second would stall the checks); `clock`: health's (holds are on it).
+        """Every virtual's entry, in config order, built now (tests and tools; the daemon
+        reads texts()). `layout`: layout_of(config), kept by the caller (it holds each
+        virtual's key and each real's kernel key); `clock`: health's (holds are on it)."""
+        places = self.health_places(config, health, layout)
+        healths = list(health.values())
+        return [
+            _virtual_status(
+                v,
+                v_layout,
+                service,
+                tuple([healths[p] if p >= 0 else None for p in places[i]]),
+                _kept(v_layout, health, maintained, drained),
+                maintained,
+                drained,
+                rules,
+                clock,
+            )
+            for i, (v, v_layout, service) in enumerate(
+                zip(config.virtuals, layout, _services(table, layout), strict=True)
+            )
+        ]
+
+    def texts(
+        self,
+        config: Config,
+        layout: Sequence[VirtualLayout],
+        health: dict[RealRef, RealHealth],
+        table: Table,
+        maintained: frozenset[RealRef],
+        drained: frozenset[RealRef],
+        rules: Mapping[RealRef, HealthRules],
+        clock: Callable[[], float],
+    ) -> list[bytes]:
+        """Every virtual's entry as compact JSON, in config order: what virtuals() gives,
+        encoded. Only the text is kept, not the entry (a dict per real was 200 bytes a real
+        for nothing but the next encoding), and a virtual's text is kept while nothing of it
+        changes, the very object.
 
         A build from the very same inputs as the last one (by identity, every real's health
         too: one list comparison at C speed; equal maintained and drained sets) is the last
@@ -128,17 +164,15 @@ class StatusView:
             and (last.table is table or last.services == _services(table, layout))
         ):
             last.table = table
-            return list(last.virtuals)
-        virtuals: list[VirtualStatus] = []
+            return list(last.texts)
+        texts: list[bytes] = []
         services: list[Service | None] = []
         places = self.health_places(config, health, layout)
         cache = self._cache
         for i, (v, v_layout) in enumerate(zip(config.virtuals, layout, strict=True)):
             service = table.get(v_layout.key)
             services.append(service)
-            kept: frozenset[RealRef] = frozenset()
-            if v_layout.depool is not None:
-                kept = frozenset(kept_by_threshold(v_layout, health, maintained, drained))
+            kept = _kept(v_layout, health, maintained, drained)
             hs = tuple([healths[p] if p >= 0 else None for p in places[i]])
             hit = cache.get(i)
             if (
@@ -149,15 +183,27 @@ class StatusView:
                 and hit[3] == drained
                 and hit[4] == kept
             ):
-                virtuals.append(hit[5])
+                texts.append(hit[5])
                 continue
             entry = _virtual_status(
                 v, v_layout, service, hs, kept, maintained, drained, rules, clock
             )
-            cache[i] = (hs, service, maintained, drained, kept, entry)
-            virtuals.append(entry)
-        self._last = _Built(inputs, table, services, maintained, drained, healths, virtuals)
-        return list(virtuals)
+            text = json.dumps(entry, separators=(",", ":")).encode()
+            cache[i] = (hs, service, maintained, drained, kept, text)
+            texts.append(text)
+        self._last = _Built(inputs, table, services, maintained, drained, healths, texts)
+        return list(texts)
+
+
+def _kept(
+    layout: VirtualLayout,
+    health: dict[RealRef, RealHealth],
+    maintained: frozenset[RealRef],
+    drained: frozenset[RealRef],
+) -> frozenset[RealRef]:
+    if layout.depool is None:
+        return frozenset()
+    return frozenset(kept_by_threshold(layout, health, maintained, drained))
 
 
 class _RealEntry:

@@ -33,10 +33,10 @@ def make_old(path: Path) -> None:
 def test_an_unchanged_status_is_touched_not_written(tmp_path: Path) -> None:
     path = tmp_path / "lb.status.json"
     status = StatusFile(str(path))
-    status.update(b'{"a":1}')
+    status.update(1, lambda: b'{"a":1}')
     before = path.stat()
     time.sleep(0.02)
-    status.update(b'{"a":1}')  # an equal text: no new file, a new time
+    status.update(1, lambda: b'{"a":1}')  # the same version: no new file, a new time
     after = path.stat()
     assert after.st_ino == before.st_ino
     assert after.st_mtime_ns > before.st_mtime_ns
@@ -46,9 +46,9 @@ def test_an_unchanged_status_is_touched_not_written(tmp_path: Path) -> None:
 def test_a_changed_status_is_written(tmp_path: Path) -> None:
     path = tmp_path / "lb.status.json"
     status = StatusFile(str(path))
-    status.update(b'{"a":1}')
+    status.update(1, lambda: b'{"a":1}')
     inode = path.stat().st_ino
-    status.update(b'{"a":2}')
+    status.update(2, lambda: b'{"a":2}')
     assert path.read_bytes() == b'{"a":2}'
     assert path.stat().st_ino != inode  # a new file renamed over the old one, as always
 
@@ -57,7 +57,7 @@ def test_a_changed_status_is_written(tmp_path: Path) -> None:
 def test_a_file_that_is_not_as_written_is_written_again(tmp_path: Path, how: str) -> None:
     path = tmp_path / "lb.status.json"
     status = StatusFile(str(path))
-    status.update(b'{"a":1}')
+    status.update(1, lambda: b'{"a":1}')
     if how == "replaced":
         (tmp_path / "other").write_bytes(b'{"a":1}')
         os.replace(tmp_path / "other", path)
@@ -67,7 +67,7 @@ def test_a_file_that_is_not_as_written_is_written_again(tmp_path: Path, how: str
             f.write(b'{"b":1}')
     else:
         path.unlink()
-    status.update(b'{"a":1}')
+    status.update(1, lambda: b'{"a":1}')
     assert path.read_bytes() == b'{"a":1}'
     assert age(path) < 5
 
@@ -79,21 +79,21 @@ def test_after_a_failed_write_the_file_is_not_touched(
     verify-table sees a daemon that cannot keep it; the next write that works ends that."""
     path = tmp_path / "lb.status.json"
     status = StatusFile(str(path))
-    status.update(b'{"a":1}')
+    status.update(1, lambda: b'{"a":1}')
     make_old(path)
 
     def failing(*_args: object, **_kwargs: object) -> None:
         raise OSError(24, "Too many open files")
 
     monkeypatch.setattr(daemon_module, "write_atomic", failing)
-    status.update(b'{"a":2}')
-    status.update(b'{"a":2}')
+    status.update(2, lambda: b'{"a":2}')
+    status.update(2, lambda: b'{"a":2}')
     assert path.stat().st_mtime == OLD
     # the text on disk again: still not touched, the daemon could not vouch for it meanwhile
-    status.update(b'{"a":1}')
+    status.update(1, lambda: b'{"a":1}')
     assert path.stat().st_mtime == OLD
     monkeypatch.undo()
-    status.update(b'{"a":1}')
+    status.update(1, lambda: b'{"a":1}')
     assert age(path) < 5
 
 

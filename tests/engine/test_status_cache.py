@@ -1,7 +1,7 @@
-"""Engine.status() (its builder: lvsmon/engine/statusview.py) reuses a virtual's entry while
-nothing of it changed, and the daemon's StatusEncoder reuses its text: both must give exactly
-what a build from scratch gives, after any sequence of health, kernel, maintenance and drain
-changes."""
+"""Engine.status_texts() (its builder: lvsmon/engine/statusview.py) reuses a virtual's text
+while nothing of it changed, and the daemon's StatusEncoder tells a changed status by them: both
+must give exactly what a build from scratch gives (Engine.status()), after any sequence of
+health, kernel, maintenance and drain changes."""
 
 from __future__ import annotations
 
@@ -40,15 +40,26 @@ def make_engine() -> Engine:
     return engine
 
 
-def fresh(engine: Engine) -> Status:
-    """A build from scratch: no entry kept."""
+def fresh(engine: Engine) -> list[bytes]:
+    """A build from scratch: no text kept."""
     engine.status_view.clear()
-    return engine.status()
+    return engine.status_texts()
 
 
-def without_clock(status: Status) -> Status:
+def decoded(texts: list[bytes]) -> list[Any]:
+    return [json.loads(t) for t in texts]
+
+
+def without_clock(entries: Any) -> Any:
     # held_until is wall time (now - monotonic + wall): equal only to the ms
-    return json.loads(json.dumps(status, sort_keys=True))  # type: ignore[no-any-return]
+    def rounded(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: (None if k == "held_until" else rounded(v)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [rounded(v) for v in value]
+        return value
+
+    return rounded(json.loads(json.dumps(entries, sort_keys=True)))
 
 
 healths = st.builds(
@@ -77,7 +88,7 @@ def test_a_kept_entry_is_what_a_fresh_build_gives(steps: list[tuple[str, object,
     refs: list[RealRef] = list(engine.health)
     layouts = engine.layout()
     encoder = StatusEncoder()
-    engine.status()
+    engine.status_texts()
     for kind, a, b in steps:
         if kind == "health":
             assert isinstance(a, int) and isinstance(b, RealHealth)
@@ -99,25 +110,27 @@ def test_a_kept_entry_is_what_a_fresh_build_gives(steps: list[tuple[str, object,
                 engine._maintained = chosen
             else:
                 engine._drained = chosen
-        kept = engine.status()
-        text = encoder.encode(kept)
-        # a second call with nothing changed gives the very same entries
-        again = engine.status()
-        assert all(x is y for x, y in zip(kept["virtuals"], again["virtuals"], strict=True))
-        built = fresh(engine)
-        assert without_clock(kept) == without_clock(built)
-        assert json.loads(text) == json.loads(json.dumps(kept))
-        assert json.loads(encoder.encode(built)) == json.loads(json.dumps(built))
+        kept = engine.status_texts()
+        version = encoder.update(engine.status_head(), kept)
+        # a second call with nothing changed gives the very same texts, and the same version
+        again = engine.status_texts()
+        assert all(x is y for x, y in zip(kept, again, strict=True))
+        assert encoder.update(engine.status_head(), again) == version
+        built = engine.status()  # entries built now, none kept
+        assert without_clock(decoded(kept)) == without_clock(built["virtuals"])
+        assert without_clock(decoded(fresh(engine))) == without_clock(built["virtuals"])
+        whole = json.loads(encoder.text())
+        assert without_clock(whole) == without_clock(built)
 
 
 def test_only_the_virtual_that_changed_is_built_again() -> None:
     engine = make_engine()
-    first = engine.status()["virtuals"]
+    first = engine.status_texts()
     ref = next(r for r in engine.health if r.address == "10.1.2.3")
     engine.health[ref] = RealHealth(up=False, checked=True, reason="connect: connection refused")
-    second = engine.status()["virtuals"]
+    second = engine.status_texts()
     assert [x is y for x, y in zip(first, second, strict=True)] == [True, False, True]
-    (real,) = [r for r in second[1]["reals"] if r["address"] == "10.1.2.3"]
+    (real,) = [r for r in json.loads(second[1])["reals"] if r["address"] == "10.1.2.3"]
     assert (real["state"], real["reason"]) == ("down", "connect: connection refused")
 
 
@@ -143,7 +156,9 @@ def test_the_encoder_gives_compact_json_of_the_whole_status() -> None:
     text = encoder.encode(status)
     assert b" " not in text.replace(b"connect: ", b"")  # compact
     assert json.loads(text) == json.loads(json.dumps(status))
-    assert encoder.encode(engine.status()) == text  # kept texts: the same bytes
+    assert encoder.encode(engine.status()) == text  # the same bytes
+    encoder.update(engine.status_head(), engine.status_texts())
+    assert encoder.text() == text  # from the kept texts: the same bytes
 
 
 def test_equal_maintained_and_drained_sets_anew_look_at_no_virtual(
@@ -157,7 +172,7 @@ def test_equal_maintained_and_drained_sets_anew_look_at_no_virtual(
     engine.reconciler.actual = {engine.layout()[0].key: Service(ServiceConf(), {})}
     ref = next(iter(engine.health))
     engine._maintained, engine._drained = frozenset({ref}), frozenset()
-    first = engine.status()["virtuals"]
+    first = engine.status_texts()
     looked: list[int] = []
     view = engine.status_view
     original = view.health_places
@@ -168,27 +183,35 @@ def test_equal_maintained_and_drained_sets_anew_look_at_no_virtual(
 
     monkeypatch.setattr(view, "health_places", counted)
     engine._maintained, engine._drained = frozenset({ref}), frozenset()  # equal, new objects
-    again = engine.status()["virtuals"]
+    again = engine.status_texts()
     assert all(x is y for x, y in zip(first, again, strict=True))
     assert looked == []
     engine._maintained = frozenset()  # a change is seen
-    assert engine.status()["virtuals"][0]["reals"][0]["state"] == "up"
+    assert json.loads(engine.status_texts()[0])["reals"][0]["state"] == "up"
     assert looked == [1]
 
 
-def test_the_encoder_gives_the_last_text_itself_when_nothing_changed() -> None:
+def test_the_encoder_keeps_its_version_while_nothing_changed() -> None:
+    """The daemon's status file is only touched while the version stays: the whole text is
+    not kept to compare (8 MB at 37,298 reals)."""
     engine = make_engine()
     encoder = StatusEncoder()
-    text = encoder.encode({**engine.status(), "pid": 1})
-    assert encoder.encode({**engine.status(), "pid": 1}) is text  # the daemon's test: `is`
-    changed = encoder.encode({**engine.status(), "pid": 2})  # another field
-    assert changed is not text and json.loads(changed)["pid"] == 2
+
+    def head(pid: int) -> Status:
+        return {**engine.status_head(), "pid": pid}
+
+    version = encoder.update(head(1), engine.status_texts())
+    assert encoder.update(head(1), engine.status_texts()) == version
+    changed = encoder.update(head(2), engine.status_texts())  # another field
+    assert changed != version and json.loads(encoder.text())["pid"] == 2
     ref = next(iter(engine.health))
     engine.health[ref] = RealHealth(up=False, checked=True, reason="down")  # an entry
-    again = encoder.encode({**engine.status(), "pid": 2})
-    assert again is not changed and json.loads(again) == json.loads(
-        json.dumps({**engine.status(), "pid": 2})
-    )
+    again = encoder.update(head(2), engine.status_texts())
+    assert again != changed
+    assert json.loads(encoder.text()) == json.loads(json.dumps({**engine.status(), "pid": 2}))
+    assert "_last" not in vars(encoder) and not any(
+        isinstance(v, bytes) and len(v) > 100 for v in vars(encoder).values()
+    )  # no whole text kept
 
 
 def test_a_new_table_with_the_same_services_looks_at_no_virtual(
@@ -199,7 +222,7 @@ def test_a_new_table_with_the_same_services_looks_at_no_virtual(
     engine = make_engine()
     layout = engine.layout()
     engine.reconciler.actual = {v.key: Service(ServiceConf(), {}) for v in layout}
-    first = engine.status()["virtuals"]
+    first = engine.status_texts()
     looked: list[int] = []
     view = engine.status_view
     original = view.health_places
@@ -210,12 +233,12 @@ def test_a_new_table_with_the_same_services_looks_at_no_virtual(
 
     monkeypatch.setattr(view, "health_places", counted)
     engine.reconciler.actual = dict(engine.reconciler.actual)  # a resync: new table, same services
-    again = engine.status()["virtuals"]
+    again = engine.status_texts()
     assert all(x is y for x, y in zip(first, again, strict=True)) and looked == []
     slot = layout[1].reals[0]
     actual = dict(engine.reconciler.actual)
     actual[layout[1].key] = Service(ServiceConf(), {slot.dest: DestConf(weight=5)})
     engine.reconciler.actual = actual
-    changed = engine.status()["virtuals"]
-    assert looked == [1] and changed[1]["reals"][0]["kernel_weight"] == 5
+    changed = engine.status_texts()
+    assert looked == [1] and json.loads(changed[1])["reals"][0]["kernel_weight"] == 5
     assert changed[0] is first[0] and changed[2] is first[2]
