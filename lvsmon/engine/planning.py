@@ -23,6 +23,7 @@ from lvsmon.config.model import Config, Fallback, Real, Virtual
 from lvsmon.engine.desired import adopt_health, desired_table, managed_services
 from lvsmon.engine.health import RealHealth
 from lvsmon.engine.jobs import Mode, Plan, RealRef, build_plan
+from lvsmon.engine.probepath import plan_probes, with_probes
 from lvsmon.engine.wording import describe
 from lvsmon.ipvs.diff import diff
 from lvsmon.ipvs.ipvsadm_format import op_line
@@ -205,7 +206,8 @@ def running_from_kernel(
     plan = build_plan(config)
     health = adopt_health(config, actual, drained)
     apply_modes(plan, health)
-    return Running(config, plan, health, managed_services(config), actual)
+    managed = managed_services(config) | plan_probes(config, None, actual).keys
+    return Running(config, plan, health, managed, actual)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,9 +234,12 @@ def plan_reload(
     drained_now = frozenset(drained(config, plan)) if drained is not None else frozenset()
     health = carried_health(previous, running.health, config, plan, running.actual, drained_now)
     forced_down = maintained(config, plan)
-    managed = reload_managed(running.managed, config)
+    # the probe services of checks through the VIP, marks as the kernel holds them (the
+    # running daemon's): Engine.reload keeps the same ones
+    probes = plan_probes(config, None, running.actual)
+    managed = reload_managed(running.managed, config) | probes.keys
     desired = desired_table(config, health, forced_down, running.actual, drained=drained_now)
-    ops = diff(desired, running.actual, managed)
+    ops = diff(with_probes(desired, probes), running.actual, managed)
     return ReloadPlan(config, plan, health, managed, desired, ops)
 
 

@@ -11,7 +11,7 @@ from lvsmon.config.checkpathconf import PROBE_MARKS
 from lvsmon.config.model import Config
 from lvsmon.engine.desired import desired_table, managed_services
 from lvsmon.engine.health import RealHealth
-from lvsmon.engine.jobs import refs_of
+from lvsmon.engine.jobs import Plan, RealRef, refs_of
 from lvsmon.engine.probepath import (
     PROBE_CONF,
     Probes,
@@ -233,3 +233,22 @@ def test_a_restart_on_its_own_table_changes_nothing(
 
 def test_probes_compare_by_marks() -> None:
     assert Probes(BASE) == Probes(BASE, {})
+
+
+def test_lvsmon_plan_of_a_reload_changing_checkpath() -> None:
+    """`lvsmon plan` (engine/planning.py) sees the running probe services in the kernel: a reload
+    that keeps checkpath plans nothing for them, one to `real` deletes them only."""
+    from lvsmon.engine.planning import plan_reload, running_from_kernel
+    from lvsmon.ipvs.ops import DeleteService
+
+    vip = config_of([("vip", [(1, "gate"), (2, "ipip")])])
+    kernel = with_probes(production(vip), plan_probes(vip))
+    running = running_from_kernel(vip, kernel)
+    assert plan_probes(vip).keys <= set(running.managed)
+
+    def nothing(config: Config, plan: Plan) -> frozenset[RealRef]:
+        return frozenset()
+
+    assert plan_reload(running, config_of([("vip", [(1, "gate"), (2, "ipip")])]), nothing).ops == []
+    ops = plan_reload(running, config_of([("real", [(1, "gate"), (2, "ipip")])]), nothing).ops
+    assert ops == [DeleteService(ServiceKey.fwm(BASE)), DeleteService(ServiceKey.fwm(BASE + 1))]
