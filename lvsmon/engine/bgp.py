@@ -64,12 +64,17 @@ class VipStatus(TypedDict):
     speaker: str
 
 
-def make_speaker(bgp: BgpGlobal, run_dir: str) -> Speaker:
-    """The speaker of `bgp.mode`; `run_dir`: where a speaker keeps its files."""
+def make_speaker(bgp: BgpGlobal, base: str) -> Speaker:
+    """The speaker of `bgp.mode`; `base`: the prefix of its run-time files (the pid file's
+    path without .pid)."""
     if bgp.mode == "bird":
         from lvsmon.routes.kernel import KernelRoutes
 
         return KernelRoutes(bgp.table, bgp.protocol)
+    if bgp.mode == "exabgp" and bgp.exabgpconf is not None:
+        from lvsmon.routes.exabgp import ExaBgp
+
+        return ExaBgp(bgp.exabgpconf, base)
     raise ValueError(f"no speaker for bgp = {bgp.mode}")
 
 
