@@ -11,7 +11,7 @@ import copy
 from collections.abc import Sequence
 
 from lvsmon.ipvs.errors import ErrorKind, OpError, OpResult
-from lvsmon.ipvs.model import NO_STATS, Service, Table, kernel_dest_port
+from lvsmon.ipvs.model import Service, Table, kernel_dest_port
 from lvsmon.ipvs.ops import (
     AddDest,
     AddService,
@@ -55,7 +55,6 @@ def apply_op(table: Table, op: Op) -> OpError | None:
         if dest in svc.dests:
             return OpError(ErrorKind.EXISTS, f"destination {dest} already exists in {op.service}")
         svc.dests[dest] = op.conf
-        svc.stats[dest] = NO_STATS  # shared: 96 bytes a real less at 37,298 reals
     elif isinstance(op, EditDest):
         dest = kernel_dest_port(op.service, op.dest, op.conf.forward)
         if dest not in svc.dests:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from lvsmon.addr import host_port
 from lvsmon.ipvs.errors import ErrorKind, OpError, OpResult
 from lvsmon.ipvs.model import (
+    NO_STATS,
     DestConf,
     DestKey,
     DestStats,
@@ -438,7 +439,7 @@ def render_list(table: Table) -> str:
         lines.append(f"{_render_address(key)} {service_summary(svc.conf)}")
         for dest in sorted(svc.dests, key=lambda d: (int(ipaddress.ip_address(d.address)), d.port)):
             conf = svc.dests[dest]
-            stats = svc.stats.get(dest, DestStats())
+            stats = svc.stats.get(dest, NO_STATS)
             line = (
                 f"  -> {host_port(dest.address, dest.port):<28} {_LIST_FORWARD[conf.forward]:<7} "
                 f"{conf.weight:<6} {stats.active_conns:<10} {stats.inactive_conns:<10}"

@@ -153,7 +153,7 @@ class DestStats:
     inactive_conns: int = 0
 
 
-# a destination's counters before any dump: one object for every destination added (frozen)
+# a destination's counters before any dump, or without any in it
 NO_STATS = DestStats()
 
 
@@ -161,6 +161,8 @@ NO_STATS = DestStats()
 class Service:
     conf: ServiceConf
     dests: dict[DestKey, DestConf] = field(default_factory=dict)
+    # the counters a dump gave, per destination; one missing has none (NO_STATS): the memory
+    # backend keeps no entry for the destinations it adds (some 90 bytes a real at 37,298)
     stats: dict[DestKey, DestStats] = field(default_factory=dict, compare=False)
 
 

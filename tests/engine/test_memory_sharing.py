@@ -123,7 +123,7 @@ def test_check_counts_live_in_shared_arrays_and_give_their_place_back() -> None:
     assert list(b.buckets) == [0, 0, 1, 0, 0, 0, 0, 0]
 
 
-def test_the_memory_backends_new_destinations_share_one_zero_stats() -> None:
+def test_the_memory_backends_new_destinations_keep_no_stats_entry() -> None:
     from lvsmon.ipvs.apply import apply_ops
     from lvsmon.ipvs.model import (
         NO_STATS,
@@ -142,9 +142,8 @@ def test_the_memory_backends_new_destinations_share_one_zero_stats() -> None:
     ]
     table, results = apply_ops({}, ops)
     assert all(r.error is None for r in results)
-    stats = list(table[vip].stats.values())
-    assert stats == [DestStats()] * 3
-    assert all(s is NO_STATS for s in stats)
+    assert table[vip].stats == {}  # none: read as NO_STATS
+    assert table[vip].stats.get(DestKey.of("10.0.1.1", 80), NO_STATS) == DestStats()
 
 
 def test_tcp_probe_plans_keep_no_address_of_their_own() -> None:
