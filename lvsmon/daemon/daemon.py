@@ -16,6 +16,7 @@ import gc
 import logging
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -34,6 +35,7 @@ from lvsmon.daemon.lifecycle import Lifecycle, Part
 from lvsmon.daemon.sdnotify import Notifier
 from lvsmon.daemon.syncdaemons import SyncDaemons
 from lvsmon.daemon.systemd import SystemdLink
+from lvsmon.engine.bgp import Announcer, make_speaker
 from lvsmon.engine.drain import Outcome, drain, listing, select, undrain
 from lvsmon.engine.engine import Engine
 from lvsmon.engine.eventlog import LOGGED, log_event
@@ -195,6 +197,14 @@ class Daemon:
         self.systemd = SystemdLink(notifier or Notifier(None), self.engine)
         self.commands = Commands()
         self.sync = SyncDaemons(backend, self.events)  # connection sync (syncdaemon)
+        # BGP announcements (bgp = bird|exabgp, engine/bgp.py): a part after the engine, so
+        # that its graceful stop ends before IPVS is purged
+        self.bgp: Announcer | None = None
+        if config.settings.bgp.enabled:
+            files = status_path or f"{tempfile.gettempdir()}/lvsmon-{os.getpid()}.status.json"
+            speaker = make_speaker(config.settings.bgp, files.removesuffix(".status.json"))
+            self.bgp = Announcer(self.engine, speaker, self.events)
+            self.bgp.on_crash = self._crashed
 
         fallbacks = FallbackCommands(lambda: self.config, self.commands)
         self.events.subscribe("fallbackcommand", fallbacks, kinds=(FallbackChanged,))
@@ -358,6 +368,7 @@ class Daemon:
                 Part("e-mail alerts", self.alerts.start, self._stop_alerts),
                 Part("fallbackcommand and callback", stop=lambda _left: self.commands.drain()),
                 Part("the engine", self._start_engine, self._stop_engine),
+                *([Part("BGP announcements", self.bgp.start, self.bgp.stop)] if self.bgp else []),
                 Part("connection sync daemons", self._start_sync, lambda _left: self.sync.stop()),
                 Part("housekeeping", self._start_housekeeping, self._stop_housekeeping),
                 *(
