@@ -35,6 +35,7 @@ from lvsmon.daemon.lifecycle import Lifecycle, Part
 from lvsmon.daemon.sdnotify import Notifier
 from lvsmon.daemon.syncdaemons import SyncDaemons
 from lvsmon.daemon.systemd import SystemdLink
+from lvsmon.engine.arpguard import ArpGuard
 from lvsmon.engine.bgp import Announcer, make_speaker
 from lvsmon.engine.drain import Outcome, drain, listing, select, undrain
 from lvsmon.engine.engine import Engine
@@ -197,6 +198,8 @@ class Daemon:
         self.systemd = SystemdLink(notifier or Notifier(None), self.engine)
         self.commands = Commands()
         self.sync = SyncDaemons(backend, self.events)  # connection sync (syncdaemon)
+        self.arpguard = ArpGuard(self.events, spawn=self._supervised)  # arpguard (idle when off)
+        self.arpguard.use(config)
         # BGP announcements (bgp = bird|exabgp, engine/bgp.py): a part after the engine, so
         # that its graceful stop ends before IPVS is purged
         self.bgp: Announcer | None = None
@@ -370,6 +373,7 @@ class Daemon:
                 Part("the engine", self._start_engine, self._stop_engine),
                 *([Part("BGP announcements", self.bgp.start, self.bgp.stop)] if self.bgp else []),
                 Part("connection sync daemons", self._start_sync, lambda _left: self.sync.stop()),
+                Part("the ARP guard", self.arpguard.start, self.arpguard.stop),
                 Part("housekeeping", self._start_housekeeping, self._stop_housekeeping),
                 *(
                     [Part("the control server", self.control.start, self.control.stop)]
@@ -601,6 +605,7 @@ class Daemon:
                 self._use_monitorfiles(new)
                 self.alerts.use(new)
                 await self.sync.use(new.settings.syncdaemon)
+                self.arpguard.use(new)
                 self.engine.reconciler.resync_s = (
                     self._resync_override or new.settings.resyncinterval
                 )

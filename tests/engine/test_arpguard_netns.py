@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,3 +215,55 @@ def test_host_view_finds_the_interface_and_source_toward_each_real() -> None:
     assert len(out["failed"]) == 1 and out["failed"][0].startswith("10.80.0.1: ")  # no route
     assert out["arp"] == {"lo": False, "hv0": True, "hv1": True}
     assert out["own"] == 3  # lo's zero MAC and both veth ends
+
+
+def _wait_for_line(log: Path, text: str, within: float) -> float:
+    """Seconds until `text` appears in the log (AssertionError after `within`)."""
+    t0 = time.monotonic()
+    while text not in (log.read_text(errors="replace") if log.exists() else ""):
+        assert time.monotonic() - t0 < within, f"not logged within {within} s: {text}"
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+def _sysctl(ns: str, setting: str) -> None:
+    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", setting], check=True, timeout=30)
+
+
+def test_the_daemon_in_the_directors_namespace_logs_the_conflict(
+    lab: dict[str, str], tmp_path: Path
+) -> None:
+    """The whole daemon (memory backend), started as an operator starts it in the director's
+    namespace: the guard is one of its parts, runs as root with CAP_NET_RAW, and logs."""
+    cf, log = tmp_path / "lb.cf", tmp_path / "lvsmon.log"
+    cf.write_text(
+        f"supervised = yes\narpguard = yes\narpguardinterval = {INTERVAL}\n"
+        f"virtual = {VIP}:80\n\treal = {REAL}:80 gate\n\tchecktype = on\n"
+    )
+    env = {**os.environ, "LVSMON_BACKEND": "memory", "LVSMON_PIDFILE": str(tmp_path / "lb.pid")}
+    with log.open("w") as out:  # supervised: in the foreground, the log on stdout
+        daemon = subprocess.Popen(
+            ["ip", "netns", "exec", lab["director"], sys.executable, "-m", "lvsmon", str(cf),
+             "start"],
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+    try:
+        _wait_for_line(log, "Starting Linux Director Daemon", 30)
+        time.sleep(INTERVAL + 1.5)  # a quiet real: rounds pass, nothing logged
+        assert "ARP conflict" not in log.read_text()
+        _sysctl(lab["real"], "net.ipv4.conf.all.arp_ignore=0")
+        took = _wait_for_line(
+            log,
+            f"ARP conflict: {lab['real_mac']} answers ARP for VIP {VIP} on {lab['dev']}",
+            INTERVAL + 5,
+        )
+        assert took <= INTERVAL + 0.5, took
+        _sysctl(lab["real"], "net.ipv4.conf.all.arp_ignore=1")
+        _wait_for_line(log, f"ARP conflict over: {lab['real_mac']} for VIP {VIP}", INTERVAL + 5)
+        assert "ARP guard:" not in log.read_text()  # no round failed
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
