@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
-from lvsmon.config import alerting, bgpconf, checkpathconf, syncconf, syntax
+from lvsmon.config import alerting, arpguardconf, bgpconf, checkpathconf, syncconf, syntax
 from lvsmon.config.bgpsettings import BgpVirtual
 from lvsmon.config.errors import Diagnostic
 from lvsmon.config.model import (
@@ -314,7 +314,7 @@ class Builder:
         reals = self.reals(rv, port, family, protocol, g, request, receive)
         fallback = self.fallback(rv, g, family, protocol, port)
 
-        return Virtual(
+        v = Virtual(
             family=family,
             protocol=protocol,
             address=address,
@@ -370,6 +370,9 @@ class Builder:
             servicename=get("servicename", cast(str | None, None)),
             comment=get("comment", cast(str | None, None)),
         )
+        for at, message in arpguardconf.block_warnings(s, v):
+            self.warn(at, message)
+        return v
 
     def bgp(
         self, s: Mapping[str, Setting], g: GlobalSettings, protocol: VirtualProtocol
@@ -559,6 +562,10 @@ class Builder:
         for line, message in checkpathconf.problems(g, virtuals):
             self.error(line, message)
 
+    def arpguard_warnings(self, virtuals: list[Virtual]) -> None:
+        for line, message in arpguardconf.global_warnings(self.raw.settings, virtuals):
+            self.warn(line, message)
+
     def build(
         self, digest: str, settings: Settled | None = None
     ) -> tuple[Config | None, list[Diagnostic], list[Diagnostic]]:
@@ -574,6 +581,7 @@ class Builder:
         virtuals = self.check_duplicates(virtuals)
         self.unused_flap_settings(g, virtuals)
         self.check_paths(g, virtuals)
+        self.arpguard_warnings(virtuals)
         if self.errors:
             return None, self.errors, self.warnings
         config = Config(

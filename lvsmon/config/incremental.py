@@ -234,6 +234,7 @@ def _parse(data: bytes, path: str, digest: str, hostname: str, cache: BlockCache
     builder.warnings = []
     builder.unused_flap_settings(g, virtuals)
     builder.check_paths(g, virtuals)
+    builder.arpguard_warnings(virtuals)
     if builder.errors:
         raise _Invalid(settled)
     warnings = [*top.raw.warnings]

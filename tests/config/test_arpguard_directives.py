@@ -106,3 +106,43 @@ def test_a_global_line_appended_after_the_virtuals_counts() -> None:
         VIRTUAL + VIRTUAL.replace(":80", ":81") + "arpguard = yes\narpguardinterval = 4\n"
     )
     assert [(v.arpguard, v.arpguardinterval) for v in config.virtuals] == [(True, 4), (True, 4)]
+
+
+@pytest.mark.parametrize(
+    ("block", "why"),
+    [
+        (
+            "virtual=192.0.2.9:80\n\treal=192.0.2.2:80 masq\n",
+            "it has no gate (direct routing) real",
+        ),
+        ("virtual=7\n\treal=192.0.2.2 gate\n", "a firewall-mark virtual has no VIP to ask ARP for"),
+        (
+            "virtual6=[2001:db8::1]:80\n\treal6=[2001:db8::2]:80 gate\n",
+            "IPv6 neighbour discovery is not probed",
+        ),
+    ],
+)
+def test_arpguard_that_cannot_act_is_a_warning(block: str, why: str) -> None:
+    config = _parse(block + "\tarpguard=yes\n")
+    assert [str(w) for w in config.warnings] == [f"a.cf:3: arpguard has no effect here: {why}"]
+    config = _parse("arpguard=yes\n" + block)
+    assert [str(w) for w in config.warnings] == [
+        "a.cf:1: arpguard has no effect: no IPv4 virtual with a gate real has it on"
+    ]
+    # one virtual it can guard is enough for the global line; no warning for the others
+    assert _parse("arpguard=yes\n" + block + VIRTUAL).warnings == ()
+
+
+def test_incremental_parse_gives_the_same_warnings() -> None:
+    from lvsmon.config.incremental import BlockCache
+
+    text = (
+        "arpguard=yes\nvirtual=192.0.2.1:80\n\treal=192.0.2.2:80 masq\n\tarpguard=yes\n"
+        "virtual=7\n\treal=192.0.2.2 gate\n"
+    )
+    full = _parse(text)
+    cache = BlockCache()
+    for _ in range(2):  # cold, then warm
+        again = parse_config(text, "a.cf", check_support=False, cache=cache)
+        assert again == full and again.warnings == full.warnings
+    assert len(full.warnings) == 2

@@ -80,6 +80,8 @@ PIECES = [
     "virtualhost=x",
     "real=10.7.7.7:80",
     "\u00a0virtual=10.6.6.6:80",
+    "\tarpguard=yes",
+    "arpguard=yes",
 ]
 
 edit = st.one_of(
