@@ -267,3 +267,80 @@ def test_the_daemon_in_the_directors_namespace_logs_the_conflict(
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
+
+
+SPRAYER = r"""
+import socket, struct, sys, time
+dev, director_mac, vip = sys.argv[1], bytes.fromhex(sys.argv[2].replace(":", "")), sys.argv[3]
+def arp(sha, spa, htype=1, ptype=0x0800, hlen=6, plen=4, oper=2):
+    return struct.pack("!HHBBH6s4s6s4s", htype, ptype, hlen, plen, oper, sha,
+                       socket.inet_aton(spa), director_mac, socket.inet_aton("10.77.0.1"))
+evil = lambda n: bytes([0x0a, 0, 0, 0, 0, n])
+frames = [
+    arp(evil(1), vip)[:12],  # short (Ethernet pads it with zeros)
+    arp(evil(2), vip, oper=1),  # a request claiming the VIP, not an answer
+    arp(evil(3), vip, oper=3),  # RARP
+    arp(evil(4), vip, ptype=0x86DD),  # another protocol
+    arp(evil(5), vip, htype=6),  # other hardware
+    arp(evil(6), "10.77.0.55"),  # an answer for another address
+    arp(director_mac, vip),  # the director's own MAC
+    arp(evil(7), vip) + b"\x1b[2J\r\n" * 3,  # the one conflict, with junk after it
+]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+end = time.monotonic() + float(sys.argv[4])
+while time.monotonic() < end:
+    for frame in frames:
+        s.sendto(frame, (dev, 0x0806, 0, 1, director_mac))
+    time.sleep(0.01)
+"""
+
+COLLECTOR = r"""
+import asyncio, json, sys
+from ipaddress import IPv4Address
+from lvsmon.checks.arp import Probe, host_view, mac_text, probe_round
+dev, vip, real = sys.argv[1], IPv4Address(sys.argv[2]), IPv4Address(sys.argv[3])
+view = host_view([real])
+link = next(l for l in view.links.values() if l.name == dev)
+async def main():
+    out = []
+    for max_bytes in (65536, 200):
+        r = await probe_round([Probe(link, IPv4Address("10.77.0.1"), (vip,))], view.own_macs,
+                              wait_s=1.0, max_bytes=max_bytes)
+        answers = sorted([a.interface, str(a.vip), mac_text(a.mac)] for a in r.answers)
+        out.append({"answers": answers, "errors": r.errors, "read": r.read,
+                    "cut_short": r.cut_short})
+    print(json.dumps(out))
+asyncio.run(main())
+"""
+
+
+def test_hostile_replies_on_the_wire(lab: dict[str, str]) -> None:
+    """A peer sprays malformed and misleading ARP at the director while it listens: only the
+    well-formed reply for the VIP from a foreign MAC counts, and the byte bound holds."""
+    director_mac = json.loads(
+        subprocess.run(
+            ["ip", "-j", "-n", lab["director"], "link", "show", lab["dev"]],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout
+    )[0]["address"]  # fmt: skip
+    real_dev = lab["dev"].replace("agd", "agr")
+    sprayer = subprocess.Popen(
+        ["ip", "netns", "exec", lab["real"], sys.executable, "-c", SPRAYER, real_dev,
+         director_mac, VIP, "6"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        done = subprocess.run(
+            ["ip", "netns", "exec", lab["director"], sys.executable, "-c", COLLECTOR,
+             lab["dev"], VIP, REAL],
+            capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    finally:
+        sprayer.kill()
+        sprayer.wait()
+    full, bounded = json.loads(done.stdout.splitlines()[-1])
+    assert full["answers"] == [[lab["dev"], VIP, "0a:00:00:00:00:07"]]
+    assert full["errors"] == {} and not full["cut_short"]
+    assert full["read"] > 0
+    assert bounded["cut_short"] and bounded["read"] <= 200 + 64
