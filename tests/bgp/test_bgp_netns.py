@@ -1,0 +1,147 @@
+"""Two directors announce one VIP to a BIRD 2 router by ECMP (issue 24), in network namespaces
+on this host (tests/bgp/netlab.py): each director runs lvsmon (memory backend) with its BIRD
+(bgp = bird) or its ExaBGP child (bgp = exabgp). Measured on the router's kernel table and
+`birdc show route all`, and printed (run with -s to see them):
+
+- both next hops after start;
+- every real failing from d1 only: d1's next hop gone within failurecount x checkinterval + 1 s,
+  d2's never;
+- recovery: d1 back no sooner than bgpholddown, no later than the hold-down plus two checks;
+- a reload that moves the VIP's reals changes nothing on the router;
+- graceful stop: d1's route with (65535,0) and the worst MED on the router, then withdrawn
+  after bgpdrain;
+- kill -9 of d1's lvsmon: with bird, the route stays until the supervisor's `lvsmon bgp-flush`
+  (timed); with exabgp, the child dies with lvsmon and the session with it (timed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.bgp.netlab import REALS, VIP, Lab, lab, wait
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("bird") is None,
+    reason="needs root, ip and BIRD 2 (tests/debian-packages.txt: bird2)",
+)
+
+CHECKINTERVAL = 1
+FAILURECOUNT = 2
+HOLDDOWN = 3
+DRAIN = 3
+D1, D2 = "10.77.1.2", "10.77.2.2"
+
+
+def both(the_lab: Lab) -> bool:
+    the_lab.check_alive()
+    return the_lab.nexthops() == {D1, D2}
+
+
+def d1_route_in_bird(the_lab: Lab) -> bool:
+    return "via 10.77.1.2" in the_lab.bird_routes()
+
+
+@pytest.mark.parametrize("mode", ["bird", "exabgp"])
+def test_active_active_directors(mode: str, record_property: Callable[[str, object], None]) -> None:
+    if mode == "exabgp" and shutil.which("exabgp") is None:
+        pytest.skip("needs ExaBGP (tests/debian-packages.txt: exabgp)")
+    times: dict[str, float] = {}
+
+    def note(name: str, seconds: float) -> None:
+        times[name] = round(seconds, 2)
+        print(f"[{mode}] {name}: {seconds:.2f} s")
+        record_property(f"{mode}_{name}", round(seconds, 3))
+
+    with lab(mode) as the_lab:
+        d1, d2 = the_lab.directors
+        for d in (d1, d2):
+            the_lab.write_cf(d, REALS[:2], holddown=HOLDDOWN, drain=DRAIN)
+            the_lab.start_lvsmon(d)
+        note("both next hops after start", wait(lambda: both(the_lab), 60, "both next hops"))
+
+        # every real fails from d1 only
+        the_lab.block_reals(d1)
+        t0 = time.monotonic()
+        seen_d2 = True
+
+        def d1_gone() -> bool:
+            nonlocal seen_d2
+            hops = the_lab.nexthops()
+            seen_d2 = seen_d2 and D2 in hops
+            return hops == {D2}
+
+        took = wait(d1_gone, 30, "d1's next hop gone")
+        note("d1 withdrawn after its reals failed", took)
+        assert took <= FAILURECOUNT * CHECKINTERVAL + 1, times
+        assert seen_d2
+
+        # recovery honours the hold-down
+        the_lab.unblock_reals(d1)
+        t0 = time.monotonic()
+        took = wait(lambda: both(the_lab), 30, "d1's next hop back")
+        note("d1 announced again after its reals recovered", took)
+        assert HOLDDOWN <= took <= HOLDDOWN + 2 * CHECKINTERVAL + 1, times
+
+        # a reload that moves the VIP's reals changes nothing on the router
+        the_lab.write_cf(d1, (REALS[0], REALS[2]), holddown=HOLDDOWN, drain=DRAIN)
+        assert d1.lvsmon is not None
+        d1.lvsmon.send_signal(signal.SIGHUP)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3 * CHECKINTERVAL or "10.77.50.3:8080" not in (
+            d1.log.read_text()
+        ):
+            assert both(the_lab), "the router's next hops changed during a reload"
+            assert time.monotonic() - t0 < 15, "the reload added no real"
+            time.sleep(0.05)
+        assert "Added real server: 10.77.50.3:8080" in d1.log.read_text()
+
+        # graceful stop: GRACEFUL_SHUTDOWN and the worst MED, then withdrawn after bgpdrain
+        d1.lvsmon.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        wait(lambda: "(65535,0)" in the_lab.bird_routes(), 10, "GRACEFUL_SHUTDOWN on the router")
+        note("GRACEFUL_SHUTDOWN visible on the router", time.monotonic() - t0)
+        shown = the_lab.bird_routes()
+        assert "BGP.med: 4294967295" in shown, shown
+        assert the_lab.nexthops() == {D2}  # the worst MED loses: traffic moves to d2 now
+        wait(lambda: not d1_route_in_bird(the_lab), DRAIN + 10, "d1's route withdrawn")
+        took = time.monotonic() - t0
+        note("withdrawn after the graceful stop began", took)
+        assert took >= DRAIN - 0.5, times
+        d1.lvsmon.wait(timeout=30)
+        assert d1.lvsmon.returncode == 0
+        the_lab.ended.append(d1.lvsmon)
+
+        # kill -9, then what the supervisor runs
+        the_lab.start_lvsmon(d1)
+        wait(lambda: both(the_lab), 60, "d1 back after a restart")
+        assert d1.lvsmon is not None
+        d1.lvsmon.send_signal(signal.SIGKILL)
+        t0 = time.monotonic()
+        d1.lvsmon.wait(timeout=10)
+        the_lab.ended.append(d1.lvsmon)
+        if mode == "bird":
+            time.sleep(1.0)
+            # the gap this mode leaves: BIRD goes on announcing what the dead lvsmon left
+            assert both(the_lab), "the route went without the flush?"
+            t0 = time.monotonic()
+            out = the_lab.flush(d1)
+            assert f"{VIP}/32" in out, out
+            wait(lambda: the_lab.nexthops() == {D2}, 10, "flushed route withdrawn")
+            took = time.monotonic() - t0
+            note("withdrawn after kill -9, from the start of lvsmon bgp-flush", took)
+            assert took <= 2.0, times
+        else:
+            wait(lambda: the_lab.nexthops() == {D2}, 10, "session closed with ExaBGP")
+            took = time.monotonic() - t0
+            note("withdrawn after kill -9 (ExaBGP died with lvsmon)", took)
+            assert took <= 2.0, times
+            wait(lambda: not the_lab.exabgp_pids(d1), 5, "ExaBGP ended with its parent")
+            assert "nothing to flush" in the_lab.flush(d1)
+        assert d2.lvsmon is not None and d2.lvsmon.poll() is None
+        print(f"[{mode}] measured: {times}")
