@@ -23,7 +23,7 @@ from lvsmon.engine.health import HealthRules, RealHealth
 from lvsmon.engine.jobs import RealRef
 from lvsmon.engine.reconciler import Reconciler
 from lvsmon.engine.runner import CheckRunner
-from lvsmon.engine.status import RealStatus, Stats, StatsStatus, VirtualStatus
+from lvsmon.engine.status import RealStatus, Stats, StatsStatus, VirtualStatus, pack
 from lvsmon.ipvs.model import Service, Table
 
 # a virtual's text and what it was made of (health by place, kernel entry, the maintained,
@@ -139,10 +139,10 @@ class StatusView:
         rules: Mapping[RealRef, HealthRules],
         clock: Callable[[], float],
     ) -> list[bytes]:
-        """Every virtual's entry as compact JSON, in config order: what virtuals() gives,
-        encoded. Only the text is kept, not the entry (a dict per real was 200 bytes a real
-        for nothing but the next encoding), and a virtual's text is kept while nothing of it
-        changes, the very object.
+        """Every virtual's entry as compact JSON, packed (status.pack), in config order: what
+        virtuals() gives, encoded. Only the packed text is kept, not the entry (a dict per real
+        was 200 bytes a real for nothing but the next encoding, its text 212), and a virtual's
+        text is kept while nothing of it changes, the very object.
 
         A build from the very same inputs as the last one (by identity, every real's health
         too: one list comparison at C speed; equal maintained and drained sets) is the last
@@ -188,7 +188,7 @@ class StatusView:
             entry = _virtual_status(
                 v, v_layout, service, hs, kept, maintained, drained, rules, clock
             )
-            text = json.dumps(entry, separators=(",", ":")).encode()
+            text = pack(json.dumps(entry, separators=(",", ":")).encode())
             cache[i] = (hs, service, maintained, drained, kept, text)
             texts.append(text)
         self._last = _Built(inputs, table, services, maintained, drained, healths, texts)

@@ -21,6 +21,7 @@ from lvsmon.engine.health import ADOPTED_UP, RealHealth
 from lvsmon.engine.jobs import CheckJob, RealRef, build_plan
 from lvsmon.engine.planning import apply_modes, carried_health
 from lvsmon.engine.reconciler import applied, keep_services
+from lvsmon.engine.status import unpack
 from lvsmon.ipvs.apply import apply_ops
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import DestConf, DestKey, Forward, Service, ServiceConf, ServiceKey, Table
@@ -234,7 +235,7 @@ def test_status_of_an_unchanged_pool_looks_at_no_virtual() -> None:
             engine.health[next(iter(engine.health))] = RealHealth(up=False, reason="gone")
             third = engine.status_texts()
             assert third[0] is not first[0]
-            assert json.loads(third[0])["reals"][0]["state"] == "down"
+            assert json.loads(unpack(third[0]))["reals"][0]["state"] == "down"
         finally:
             await engine.stop()
 
