@@ -154,7 +154,7 @@ class HostView:
     routes: dict[IPv4Address, Route]  # per real address; absent: no route (logged by the guard)
     own_macs: frozenset[bytes]  # every interface's MAC: none of them is a conflict
     addresses: dict[int, tuple[IPv4Address, ...]]  # each link's IPv4 addresses, primary first
-    failed: tuple[str, ...] = ()  # the reals whose route lookup failed, with why
+    failed: dict[IPv4Address, str] = field(default_factory=dict)  # no route: why, per real
 
 
 def _mac(value: object) -> bytes | None:
@@ -175,7 +175,7 @@ def host_view(reals: Iterable[IPv4Address]) -> HostView:
     links: dict[int, Link] = {}
     routes: dict[IPv4Address, Route] = {}
     addresses: dict[int, list[IPv4Address]] = {}
-    failed: list[str] = []
+    failed: dict[IPv4Address, str] = {}
     with IPRoute() as ipr:
         for msg in ipr.get_links():
             mac = _mac(msg.get("address"))
@@ -211,7 +211,7 @@ def host_view(reals: Iterable[IPv4Address]) -> HostView:
             try:
                 (msg, *_) = ipr.route("get", dst=str(real))
             except (NetlinkError, ValueError) as exc:
-                failed.append(f"{real}: {exc}")
+                failed[real] = str(exc)
                 continue
             oif = msg.get("oif")
             if not isinstance(oif, int):
@@ -219,7 +219,7 @@ def host_view(reals: Iterable[IPv4Address]) -> HostView:
             src = msg.get("prefsrc")
             routes[real] = Route(oif, IPv4Address(src) if isinstance(src, str) else None)
     own = frozenset(link.mac for link in links.values())
-    return HostView(links, routes, own, {k: tuple(v) for k, v in addresses.items()}, tuple(failed))
+    return HostView(links, routes, own, {k: tuple(v) for k, v in addresses.items()}, failed)
 
 
 def local_addresses() -> frozenset[IPv4Address]:

@@ -107,7 +107,10 @@ def plan_probes(
         for real in g.reals:
             route = view.routes.get(real)
             if route is None:
-                problems.append(f"no route to the real server {real}")
+                why = view.failed.get(real)
+                problems.append(
+                    f"no route to the real server {real}" + (f": {clean(why)}" if why else "")
+                )
                 continue
             link = view.links.get(route.link)
             if link is None or not link.arp:
@@ -224,7 +227,6 @@ class ArpGuard:
         if not due:
             return RoundResult()
         probes, interfaces, problems = plan_probes(due, view, frozenset(self._guarded))
-        problems.extend(f"route lookup: {clean(f)}" for f in view.failed)
         if not probes:
             vips = ", ".join(str(g.vip) for g in due)
             problems.append(f"no interface with ARP toward the gate reals of {vips}")

@@ -64,13 +64,15 @@ def test_which_vips_are_guarded() -> None:
     assert guarded(_config("virtual = 192.0.2.100:80\n\treal = 192.0.2.11:80 gate\n")) == {}
 
 
-def _view(routes: dict[IPv4Address, Route], failed: tuple[str, ...] = ()) -> HostView:
+def _view(
+    routes: dict[IPv4Address, Route], failed: dict[IPv4Address, str] | None = None
+) -> HostView:
     return HostView(
         links={3: ETH1, 4: TUN},
         routes=routes,
         own_macs=frozenset({MAC}),
         addresses={3: (IPv4Address("192.0.2.1"),)},
-        failed=failed,
+        failed=failed or {},
     )
 
 
@@ -81,6 +83,11 @@ def test_plan_asks_on_the_interfaces_toward_the_gate_reals() -> None:
     assert probes == [Probe(ETH1, IPv4Address("192.0.2.1"), (VIP,))]
     assert interfaces == {VIP: frozenset({"eth1"})}  # not the tunnel: it has no ARP
     assert problems == [f"no route to the real server {R3}"]
+    view = _view({R1: Route(3, None)}, failed={R3: "network is unreachable"})
+    assert plan_probes([g], view, frozenset({VIP}))[2] == [
+        f"no route to the real server {R2}",
+        f"no route to the real server {R3}: network is unreachable",
+    ]
 
 
 class FakeNet:
