@@ -1,7 +1,8 @@
 """keepalived 2.2.7 (Debian) and lvsmon in one run against the same nginx reals (issue 22).
 
 Host only, loopback only, as root:   .venv/bin/python bench/versus_keepalived.py [--quick]
-                                      [--only http,tcp,http-small,https,https-2000,shape-tcp,shape-http]
+                                      [--only WORK,...: http,tcp,http-small,https,https-2000,
+                                       shape-tcp,shape-http]
 
 * Real servers: bench/scale.py's nginx (one Debian nginx, private prefix, wildcard address, every
   127.77.x.y answered, `$msec $server_addr $status` logged per request), plus on ports of their
