@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import os
 import resource
@@ -89,6 +90,7 @@ def serve(config: Config, launch: Launch, ready: Ready) -> int:
         check_logfile(settings.logfile, debug=launch.debug, supervised=settings.supervised)
         raise_fd_limit()
         tune_gc()
+        cap_malloc_arenas()
         setup_logging(
             settings.logfile, launch.cfgname, debug=launch.debug, supervised=settings.supervised
         )
@@ -181,6 +183,26 @@ def tune_gc() -> None:
     collect and freeze their own garbage, lvsmon/daemon/daemon.py settle_memory)."""
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
+# glibc's mallopt parameter: how many malloc arenas the process may have
+_M_ARENA_MAX = -8
+
+
+def cap_malloc_arenas() -> None:
+    """One malloc arena for the whole process. glibc gives each new thread an arena of its own,
+    and memory freed in one stays there for its next allocations: the threads that parse a
+    reloaded config (to_thread) each kept the peak of the parses it had run, and the soak's
+    RSS rose some 0.25 MiB a minute. The threads here hold the GIL while they allocate, so one
+    arena costs no contention (MALLOC_ARENA_MAX in the environment is the same setting). Not
+    glibc: nothing to do."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    mallopt(_M_ARENA_MAX, 1)
 
 
 def raise_fd_limit() -> None:

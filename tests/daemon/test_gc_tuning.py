@@ -1,6 +1,7 @@
 """The daemon process raises the cyclic collector's first threshold before its loop runs
 (lvsmon/daemon/runner.py tune_gc): the checks' short-lived objects must not set off young
-collections every few milliseconds."""
+collections every few milliseconds. And it keeps one malloc arena (cap_malloc_arenas): the
+threads that parse a reloaded config must not each keep an arena's worth of freed memory."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ def test_serve_tunes_the_collector_before_the_daemon_runs(
     monkeypatch.setattr(daemon_module, "run_daemon", fake_run_daemon)
     monkeypatch.setattr(logsetup, "setup_logging", lambda *a, **k: None)
     monkeypatch.setattr(runner, "raise_fd_limit", lambda: None)
+    monkeypatch.setattr(runner, "cap_malloc_arenas", lambda: None)  # not in pytest's process
     config = parse_config(
         "virtual=127.0.0.1:80\n\treal=127.0.0.2:80 masq\n", str(tmp_path / "ld.cf")
     )
@@ -61,3 +63,35 @@ def test_serve_tunes_the_collector_before_the_daemon_runs(
     )
     assert serve(config, launch, lambda _error: None) == 0
     assert seen == [(GC_YOUNG_THRESHOLD, 10, 10)]
+
+
+ARENAS = """
+import ctypes, sys, threading
+from lvsmon.daemon.runner import cap_malloc_arenas
+if sys.argv[1] == "capped":
+    cap_malloc_arenas()
+held = []
+def parse_like() -> None:  # big objects come from malloc, in the thread's arena
+    held.append([bytearray(200_000) for _ in range(20)])
+threads = [threading.Thread(target=parse_like) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" paragraph per arena, on stderr
+"""
+
+
+def arenas_after_four_threads(how: str) -> int:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", ARENAS, how], capture_output=True, text=True, check=True
+    )
+    return done.stderr.count("Arena ")
+
+
+def test_the_daemon_keeps_one_malloc_arena() -> None:
+    assert arenas_after_four_threads("default") >= 2  # each thread its own: what the cap prevents
+    assert arenas_after_four_threads("capped") == 1
