@@ -47,8 +47,9 @@ def use_marks(marks: Mapping[tuple[str, str], int]) -> None:
     _marks = dict(marks)
 
 
-def mark_for(spec: CheckSpec) -> int | None:
-    return _marks.get((spec.host, spec.pathforward))
+def mark_of(address: str, forward: str) -> int | None:
+    """The probe mark of the real at `address` with `forward` ("gate", "ipip"), if it has one."""
+    return _marks.get((address, forward))
 
 
 def source_toward(address: str, family: int) -> str:
@@ -68,7 +69,7 @@ def source_toward(address: str, family: int) -> str:
 def steer(sock: _socket.socket, spec: CheckSpec) -> tuple[str, int]:
     """Mark and bind a new socket so that its connect goes through the probe service of the
     spec's real; the address to connect to. CheckFailed when it cannot."""
-    mark = mark_for(spec)
+    mark = mark_of(spec.host, spec.pathforward)
     if mark is None:
         raise CheckFailed(f"connect: no probe service for {spec.host} ({spec.pathforward}) yet")
     try:

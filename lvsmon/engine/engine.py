@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any
 
+from lvsmon.checks import viapath
 from lvsmon.checks.base import CheckResult
 from lvsmon.config.model import Config
 from lvsmon.engine.checkstats import Transitions
@@ -52,6 +53,7 @@ from lvsmon.engine.planning import (
     carried_health,
     changed_services,
 )
+from lvsmon.engine.probepath import NO_PROBES, Probes, changed_probes, plan_probes, with_probes
 from lvsmon.engine.reconciler import DEFAULT_RESYNC_S, Desired, Reconciler
 from lvsmon.engine.runner import CheckRunner, RunCheck
 from lvsmon.engine.status import Stats, Status
@@ -122,6 +124,8 @@ class Engine:
         self._layout: tuple[VirtualLayout, ...] = ()
         self._layout_for: Config | None = None
         self._loops: list[asyncio.Task[None]] = []
+        # the probe services of checks through the VIP (engine/probepath.py), planned at start
+        self.probes: Probes = NO_PROBES
         self.on_crash: OnCrash | None = None
         self.crashed: BaseException | None = None
 
@@ -167,6 +171,7 @@ class Engine:
         if keys is not None:
             layout = tuple(v for v in layout if v.key in keys)
         table = desired_table(config, self.health, self._maintained, actual, layout, self._drained)
+        with_probes(table, self.probes)
         return Desired(table, fallbacks_of(config))
 
     def _layout_now(self) -> tuple[VirtualLayout, ...]:
@@ -192,6 +197,9 @@ class Engine:
         self.refresh_drained()
         # a drained real at weight 0 in the kernel is adopted as up: a restart changes nothing
         self.health = adopt_health(self.config, self.reconciler.actual, self._drained)
+        # probe services before the first check: a marked check without its service would reach
+        # any real of the production service; marks as the kernel holds them (a restart)
+        self._use_probes(plan_probes(self.config, None, self.reconciler.actual))
         self._apply_modes()
         self.refresh_maintenance()
         await self.reconcile()
@@ -250,7 +258,8 @@ class Engine:
         self._loops = []
         await self.runner.stop()
         if clean:
-            await self.reconciler.purge([v.key for v in self.config.virtuals if v.cleanstop])
+            keys = [v.key for v in self.config.virtuals if v.cleanstop]
+            await self.reconciler.purge([*keys, *self.probes.keys])
         if self._owns_events:
             await self.events.stop()
 
@@ -289,7 +298,11 @@ class Engine:
                 drained = self._drained_of(config, plan)
                 health = carried_health(old_plan, old_health, config, plan, actual, drained)
             self.config, self.plan, self.health = config, plan, health
-            self.reconciler.own(managed_services(config))
+            # each real keeps its probe mark: only the probe services of reals that gained or
+            # lost a check through the VIP change
+            probes = plan_probes(config, self.probes.marks, actual)
+            moved = changed_probes(self.probes, probes)
+            self._use_probes(probes)
             self.refresh_maintenance()
             self.refresh_drained()
             # which services the reload may change (None: all of them): the desired state of
@@ -297,6 +310,8 @@ class Engine:
             changed: set[ServiceKey] | None = changed_services(old_plan, plan)
             if config.settings.readdquiescent != old_config.settings.readdquiescent:
                 changed = None
+            elif changed is not None:
+                changed |= moved
         if changed is not None and not changed and not self.reconciler.pending:
             if config.digest == old_config.digest:
                 log.info("Configuration unchanged: nothing to do")
@@ -306,6 +321,12 @@ class Engine:
             await self.reconcile(changed)
         if plan is not old_plan:  # the same plan: the runner goes on as it was
             self.runner.schedule(self.plan)
+
+    def _use_probes(self, probes: Probes) -> None:
+        """Own the config's services and these probe services; the checks take their marks."""
+        self.probes = probes
+        self.reconciler.own(managed_services(self.config) | probes.keys)
+        viapath.use_marks({(a, f.value): mark for (a, f), mark in probes.marks.items()})
 
     # ---- checks -----------------------------------------------------------------------------
 
