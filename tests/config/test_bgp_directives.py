@@ -114,3 +114,10 @@ def test_check_config_exits_2(tmp_path: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
     assert check_config(str(path), as_json=False, out=out, err=err) == 2
     assert err.getvalue().startswith(f"{path}:2: invalid bgpminup")
+
+
+def test_global_lines_appended_after_the_virtuals_count() -> None:
+    # compatibility.md: lvsmon's copy of a file shared with ldirectord, lines appended at the end
+    config = _parse(VIRTUAL + VIRTUAL.replace(":80", ":81") + "bgp = bird\nbgpminup = 2\n")
+    assert config.settings.bgp.mode == "bird"
+    assert [v.bgp for v in config.virtuals] == [BgpVirtual(minup=MinUp(2))] * 2
