@@ -188,9 +188,10 @@ def bgp_global(g: Mapping[str, Setting]) -> tuple[BgpGlobal, Problems, Problems]
 
 
 def bgp_virtual(
-    s: Mapping[str, Setting], glob: BgpGlobal, fwmark: bool
+    s: Mapping[str, Setting], glob: BgpGlobal, fwmark: bool, scheduler: str = "mh", line: int = 0
 ) -> tuple[BgpVirtual | None, Problems, Problems]:
-    """A virtual's settings (None: not announced), the errors and the warnings."""
+    """A virtual's settings (None: not announced), the errors and the warnings (`scheduler`:
+    the virtual's, for the ECMP warning; `line`: its `virtual =` line)."""
     errors: Problems = []
     warnings: Problems = []
     own = s.get("bgp")
@@ -213,6 +214,18 @@ def bgp_virtual(
             (
                 s["bgpcommunity"].line,
                 "bgpcommunity has no effect with bgp = bird: BIRD's export filter sets communities",
+            )
+        )
+    if scheduler != "mh":
+        # ECMP may move a flow to another director in mid-connection: only Maglev hashing
+        # sends it to the same real there (with the same reals and weights everywhere)
+        where = s["scheduler"].line if "scheduler" in s else line
+        warnings.append(
+            (
+                where,
+                f"scheduler {scheduler} with bgp: directors behind ECMP pick different reals for"
+                " the same flow; use scheduler = mh with the same reals and weights on every"
+                " director (operations.md, 'ECMP prerequisites')",
             )
         )
     return _virtual_values(s, glob.defaults), errors, warnings

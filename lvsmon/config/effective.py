@@ -356,7 +356,7 @@ class Builder:
             arpguard=get("arpguard", g.arpguard),
             arpguardinterval=get("arpguardinterval", g.arpguardinterval),
             checkpath=get("checkpath", g.checkpath),
-            bgp=self.bgp(s, g, protocol),
+            bgp=self.bgp(s, g, protocol, get("scheduler", "wrr"), line),
             quiescent=get("quiescent", g.quiescent),
             fallback=fallback,
             fallbackcommand=get("fallbackcommand", g.fallbackcommand),
@@ -375,10 +375,16 @@ class Builder:
         return v
 
     def bgp(
-        self, s: Mapping[str, Setting], g: GlobalSettings, protocol: VirtualProtocol
+        self,
+        s: Mapping[str, Setting],
+        g: GlobalSettings,
+        protocol: VirtualProtocol,
+        scheduler: str,
+        line: int,
     ) -> BgpVirtual | None:
         """The virtual's part in its VIP's announcement (config/bgpconf.py)."""
-        v, errors, warnings = bgpconf.bgp_virtual(s, g.bgp, protocol is VirtualProtocol.FWM)
+        fwmark = protocol is VirtualProtocol.FWM
+        v, errors, warnings = bgpconf.bgp_virtual(s, g.bgp, fwmark, scheduler, line)
         for line, message in errors:
             self.error(line, message)
         for line, message in warnings:

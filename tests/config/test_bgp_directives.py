@@ -13,7 +13,7 @@ from lvsmon.config.bgpsettings import NO_BGP, BgpVirtual, MinUp
 from lvsmon.config.checkconf import check_config
 from lvsmon.config.model import Config
 
-VIRTUAL = "virtual=192.0.2.1:80\n\treal=192.0.2.2:80 gate\n"
+VIRTUAL = "virtual=192.0.2.1:80\n\treal=192.0.2.2:80 gate\n\tscheduler=mh\n"
 
 
 def _parse(text: str) -> Config:
@@ -68,6 +68,19 @@ def test_exabgp_with_communities() -> None:
     assert config.warnings == ()
 
 
+def test_a_scheduler_other_than_mh_is_warned_about() -> None:
+    config = _parse("bgp=bird\n" + VIRTUAL.replace("mh", "wlc") + "virtual=192.0.2.1:81\n")
+    assert _warnings(config) == [
+        "4: scheduler wlc with bgp: directors behind ECMP pick different reals for the same flow;"
+        " use scheduler = mh with the same reals and weights on every director (operations.md,"
+        " 'ECMP prerequisites')",
+        "5: scheduler wrr with bgp: directors behind ECMP pick different reals for the same flow;"
+        " use scheduler = mh with the same reals and weights on every director (operations.md,"
+        " 'ECMP prerequisites')",
+    ]
+    assert _warnings(_parse(VIRTUAL.replace("mh", "wlc"))) == []  # without bgp: no matter
+
+
 def test_warnings_for_settings_without_effect() -> None:
     config = _parse("bgpmed=5\n" + VIRTUAL)
     assert _warnings(config) == ["1: bgpmed has no effect without bgp = bird|exabgp"]
@@ -96,10 +109,10 @@ def test_warnings_for_settings_without_effect() -> None:
         ("bgp=exabgp\nbgpexabgpconf=x.conf\n", "a.cf:2: bgpexabgpconf must be an absolute path"),
         (
             "bgp=bird\n" + VIRTUAL + "\tbgp=exabgp\n",
-            "a.cf:4: bgp = exabgp in a virtual: the global bgp (bird) chooses the speaker",
+            "a.cf:5: bgp = exabgp in a virtual: the global bgp (bird) chooses the speaker",
         ),
-        (VIRTUAL + "\tbgp=bird\n", "a.cf:3: bgp = bird in a virtual: the global bgp (no)"),
-        (VIRTUAL + "\tbgptable=300\n", "a.cf:3:"),  # global only
+        (VIRTUAL + "\tbgp=bird\n", "a.cf:4: bgp = bird in a virtual: the global bgp (no)"),
+        (VIRTUAL + "\tbgptable=300\n", "a.cf:4: bgptable is a global directive"),  # global only
     ],
 )
 def test_errors_are_one_line_each(text: str, message: str) -> None:
