@@ -120,6 +120,9 @@ class Announcer:
         self._next_resync = 0.0
         self._settings = engine.config.settings.bgp
         self.on_crash: Callable[[str, BaseException], None] | None = None
+        # `lvsmon drain --director`: nothing announced until undrain (not kept across restarts)
+        self.director_drained = False
+        self._lock = asyncio.Lock()  # one pass, drain or stop talks to the speaker at a time
 
     # ---- life ---------------------------------------------------------------------------------
 
@@ -133,7 +136,7 @@ class Announcer:
                 self.speaker.name,
                 ", ".join(stale),
             )
-        self.events.subscribe("bgp", lambda _e: self._wake.set(), kinds=WAKING, maxlen=1024)
+        self.events.subscribe("bgp", lambda _e: self._wake.set(), kinds=WAKING)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="lvsmon-bgp")
         self._task.add_done_callback(self._ended)
 
@@ -157,19 +160,42 @@ class Announcer:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         drain = min(float(self._settings.drain), max(0.0, left - 3.0))
-        announced = [s.route for s in self.states.values() if s.announced and s.route]
-        if graceful_stop and drain > 0 and announced:
-            for route in announced:
-                await self._send(route, "graceful stop: draining", grace=True)
-            await asyncio.sleep(drain)
-        decision = withdraw_all(self.states, "lvsmon stopped", self.clock())
-        self.states = decision.states
-        for vip in decision.withdraw:
-            await self._withdraw(vip, "lvsmon stopped")
+        await self._drain_all(drain if graceful_stop else 0.0, "graceful stop", "lvsmon stopped")
         try:
             await self.speaker.stop()
         except Exception as exc:  # the speaker's own clean-up: logged, the stop goes on
             log.error("BGP: stopping %s: %s", self.speaker.name, exc)
+
+    async def _drain_all(self, drain: float, why: str, reason: str) -> None:
+        """GRACEFUL_SHUTDOWN for `drain` s (if anything is announced), then everything out."""
+        async with self._lock:
+            announced = [s.route for s in self.states.values() if s.announced and s.route]
+            if drain > 0 and announced:
+                for route in announced:
+                    await self._send(route, f"{why}: draining", grace=True)
+        if drain > 0 and announced:
+            await asyncio.sleep(drain)
+        async with self._lock:
+            decision = withdraw_all(self.states, reason, self.clock())
+            self.states = decision.states
+            for vip in decision.withdraw:
+                await self._withdraw(vip, reason)
+
+    async def drain_director(self, on: bool) -> list[VipStatus]:
+        """`lvsmon drain --director`: the graceful stop's drain without stopping (answers once
+        everything is withdrawn, bgpdrain s); `undrain --director`: the VIPs decided afresh,
+        announced at once where their pools are healthy (no hold-down: nothing flapped)."""
+        if on and not self.director_drained:
+            self.director_drained = True
+            reason = "director drained (lvsmon drain --director)"
+            await self._drain_all(float(self.engine.config.settings.bgp.drain), "drain", reason)
+        elif not on and self.director_drained:
+            async with self._lock:
+                self.director_drained = False
+                self.states = {}
+            self._wake.set()
+            await self.pass_once()
+        return self.status()
 
     # ---- the loop -----------------------------------------------------------------------------
 
@@ -191,6 +217,10 @@ class Announcer:
 
     async def pass_once(self) -> float | None:
         """One decision and what it changes; the resync when due. When to look again."""
+        async with self._lock:
+            return await self._pass()
+
+    async def _pass(self) -> float | None:
         settings = self.engine.config.settings.bgp
         if settings != self._settings and (settings.mode, settings.table, settings.protocol) != (
             self._settings.mode,
@@ -200,6 +230,11 @@ class Announcer:
             log.warning("BGP: bgp, bgptable and bgpprotocol changes take effect at the next start")
         self._settings = settings
         now = self.clock()
+        if self.director_drained:
+            if now >= self._next_resync:
+                # while draining, the announced routes carry the graceful attributes: not drift
+                await self._resync(repair=False)
+            return None
         decision = step(
             self.states,
             inputs_of(self.engine),
@@ -217,7 +252,7 @@ class Announcer:
             await self._resync()
         return decision.wake_at
 
-    async def _resync(self) -> None:
+    async def _resync(self, *, repair: bool = True) -> None:
         self._next_resync = self.clock() + self.resync_s
         try:
             present = await self.speaker.present()
@@ -228,7 +263,7 @@ class Announcer:
             return
         for vip, state in self.states.items():
             route = state.route
-            if state.announced and route is not None and present.get(vip) != route.med:
+            if repair and state.announced and route is not None and present.get(vip) != route.med:
                 log.warning("BGP: %s was not announced as lvsmon wants it: repairing", vip)
                 await self._send(route, state.reason)
         for vip in present:

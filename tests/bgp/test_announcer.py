@@ -178,3 +178,30 @@ async def test_a_tripped_depool_threshold_withdraws() -> None:
     await announcer.stop(30.0)
     await engine.stop(clean=False)
     await engine.events.stop()
+
+
+async def test_drain_and_undrain_the_director() -> None:
+    engine, announcer, speaker, _pool, _events = await running()
+    await engine.start()
+    await announcer.start()
+    await wait_for(lambda: speaker.routes == {"127.0.0.100": 100}, 5)
+    speaker.log.clear()
+    t0 = asyncio.get_running_loop().time()
+    status = await announcer.drain_director(True)
+    assert asyncio.get_running_loop().time() - t0 >= 0.9  # bgpdrain=1
+    assert speaker.log == [
+        ("announce", "127.0.0.100", 4294967295, ("65535:0",)),
+        ("withdraw", "127.0.0.100", None, ()),
+    ]
+    assert [(s["announced"], s["reason"]) for s in status] == [
+        (False, "director drained (lvsmon drain --director)")
+    ]
+    await asyncio.sleep(0.5)  # healthy pool, resyncs: it stays withdrawn
+    assert speaker.routes == {}
+    assert await announcer.drain_director(True) == status  # again: nothing more
+    status = await announcer.drain_director(False)
+    assert speaker.routes == {"127.0.0.100": 100}  # at once: no hold-down
+    assert status[0]["announced"]
+    await announcer.stop(30.0, graceful_stop=False)
+    await engine.stop(clean=False)
+    await engine.events.stop()
