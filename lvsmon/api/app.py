@@ -21,6 +21,7 @@ from lvsmon.api.guard import Connection
 
 if TYPE_CHECKING:
     from lvsmon.config.model import Config
+    from lvsmon.engine.bgp import Announcer
     from lvsmon.engine.drain import Outcome
     from lvsmon.engine.engine import Engine
     from lvsmon.engine.planning import Forced
@@ -60,6 +61,10 @@ class DaemonView(Protocol):
     @property
     def alert_mails_queued(self) -> int:
         """Alert mails waiting to be sent."""
+
+    @property
+    def bgp(self) -> Announcer | None:
+        """The BGP announcer (GET /bgp, POST /bgp/drain; None: bgp is off)."""
 
     @property
     def drain_where(self) -> str:

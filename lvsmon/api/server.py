@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from lvsmon.api import drainapi, metrics, page, planapi
+from lvsmon.api import bgpapi, drainapi, metrics, page, planapi
 from lvsmon.api.app import ALLOWED_HOSTS, DAEMON, FEED, DaemonView, known_host, local_only
 from lvsmon.api.eventfeed import EventFeed
 from lvsmon.api.guard import (
@@ -171,6 +171,7 @@ def make_app(
     app.router.add_get("/metrics", metrics.handler)
     planapi.add_routes(app)
     drainapi.add_routes(app)
+    bgpapi.add_routes(app)
     page.add_routes(app)
     return app
 

@@ -55,6 +55,10 @@ lvsmon extensions (steering a running pool):
                 REAL: list the drained reals
   undrain REAL [--virtual V]
                 give REAL its weight back
+  drain --director, undrain --director
+                with bgp: announce this director's VIPs with GRACEFUL_SHUTDOWN for bgpdrain s,
+                then withdraw them until undrain (the daemon keeps running; not kept across a
+                restart)
 
 other forms:
   lvsmon check-config [--json] FILE   validate a configuration (also: lvsmon -t FILE)
@@ -200,6 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--virtual", metavar="V", help="drain, undrain: only in this virtual service"
     )
+    parser.add_argument(
+        "--director",
+        action="store_true",
+        help="drain, undrain: this director's BGP announcements (bgp), not a real",
+    )
     parser.add_argument("words", nargs="+", metavar="[configfile] command")
     try:
         # intermixed: `drain --virtual V REAL` as well as `drain REAL --virtual V`
@@ -211,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"expected [configfile] {{{'|'.join(COMMANDS)}}}, got {' '.join(words)!r}")
         if ns.virtual is not None and drain_form is None:
             parser.error("--virtual goes with drain and undrain")
+        if ns.director and (drain_form is None or drain_form[2] is not None or ns.virtual):
+            parser.error("--director goes with drain and undrain, without a real or --virtual")
     except SystemExit as exc:  # usage errors and --help: ldirectord's exit codes, no traceback
         return exc.code if isinstance(exc.code, int) else USAGE_EXIT
     config_arg = words[0] if len(words) == 2 else None
@@ -245,6 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop_timeout=ns.stop_timeout,
         listen=ns.listen,
     )
+    if drain_form is not None and ns.director:
+        from lvsmon.cli.bgpdrain import run_director_drain
+
+        return run_director_drain(drain_form[1], control)
     if drain_form is not None:
         from lvsmon.cli.drain import run_drain_command
 

@@ -371,6 +371,21 @@ class Lab:
         err.close()
         self.procs.append(d.lvsmon)
 
+    def cli(self, d: Director, *words: str) -> str:
+        """`lvsmon --pid-file P CONFIG WORDS...` in the director's namespace (its stdout)."""
+        return d.exec(
+            "env",
+            f"PYTHONPATH={ROOT}",
+            "LVSMON_BACKEND=memory",
+            sys.executable,
+            "-m",
+            "lvsmon",
+            "--pid-file",
+            str(d.pid_file),
+            str(d.cf),
+            *words,
+        )
+
     def flush(self, d: Director) -> str:
         return d.exec(
             "env", f"PYTHONPATH={ROOT}", sys.executable, "-m", "lvsmon", "bgp-flush", str(d.cf)

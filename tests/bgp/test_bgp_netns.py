@@ -101,6 +101,19 @@ def test_active_active_directors(mode: str, record_property: Callable[[str, obje
             time.sleep(0.05)
         assert "Added real server: 10.77.50.3:8080" in d1.log.read_text()
 
+        # lvsmon drain --director: the graceful stop's drain, the daemon still running
+        t0 = time.monotonic()
+        out = the_lab.cli(d1, "drain", "--director")
+        took = time.monotonic() - t0
+        note("lvsmon drain --director returned (d1 withdrawn)", took)
+        assert out.splitlines()[0] == f"director drained ({mode})", out
+        assert f"{VIP}: withdrawn: director drained" in out, out
+        assert took >= DRAIN and the_lab.nexthops() == {D2}
+        t0 = time.monotonic()
+        the_lab.cli(d1, "undrain", "--director")
+        wait(lambda: both(the_lab), 10, "undrained")
+        note("d1 back after undrain --director (from the command)", time.monotonic() - t0)
+
         # graceful stop: GRACEFUL_SHUTDOWN and the worst MED, then withdrawn after bgpdrain
         d1.lvsmon.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
