@@ -151,6 +151,7 @@ class ArpGuard:
         self._lookup = lookup
         self._local = local
         self._idle: set[IPv4Address] = set()  # guarded VIPs this director does not hold now
+        self._asked: dict[IPv4Address, frozenset[str]] = {}  # where each VIP was asked last
         self._clock = clock
         self.wait_max_s = wait_max_s
         self.refresh_s = refresh_s
@@ -230,6 +231,16 @@ class ArpGuard:
         if not probes:
             vips = ", ".join(str(g.vip) for g in due)
             problems.append(f"no interface with ARP toward the gate reals of {vips}")
+        for g in due:
+            where = interfaces.get(g.vip, frozenset())
+            if where and self._asked.get(g.vip) != where:
+                log.info(
+                    "ARP guard: asking who has %s on %s every %g s",
+                    g.vip,
+                    ", ".join(sorted(clean(i) for i in where)),
+                    g.interval,
+                )
+            self._asked[g.vip] = where
         wait = min(self.wait_max_s, min(g.interval for g in due) / 2)
         by_vip = {g.vip: g for g in due}
         result = await self._probe(

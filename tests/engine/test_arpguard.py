@@ -230,6 +230,7 @@ async def test_a_vip_the_director_does_not_hold_is_not_asked(
     assert seen[1].reason == "the director no longer holds the VIP"  # type: ignore[union-attr]
     assert len(net.rounds) == 2
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == [
+        "ARP guard: asking who has 192.0.2.100 on eth1 every 5 s",  # once: where did not change
         "ARP guard: VIP 192.0.2.100 is not on this director: not asked until it is",
         "ARP guard: VIP 192.0.2.100 is on this director again: asked",
     ]
@@ -263,6 +264,7 @@ async def test_a_failing_lookup_is_logged_once_and_counted(
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
         "ARP guard: cannot read the routes toward the reals: [Errno 1] Operation not permitted",
+        "ARP guard: asking who has 192.0.2.100 on eth1 every 5 s",
         "ARP guard: resolved: cannot read the routes toward the reals: [Errno 1] Operation not"
         " permitted",
     ]

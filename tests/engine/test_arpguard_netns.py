@@ -62,7 +62,11 @@ async def main():
     guard.use(parse_config(CONFIG, "a.cf", check_support=False))
     await guard.start()
     out = {}
-    await asyncio.sleep(2.5 * interval)  # quiet real: rounds at 0, interval, 2*interval
+    for _ in range(1200):  # the first round imports pyroute2: seconds in a VM without KVM
+        if guard.rounds:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(2.2 * interval)  # quiet real: two more rounds
     out["quiet_rounds"] = guard.rounds
     out["quiet_events"] = len(seen)
     arp_ignore(0)
@@ -153,12 +157,12 @@ def test_guard_reports_a_real_answering_arp_and_nothing_for_a_quiet_one(
     done = subprocess.run(
         ["ip", "netns", "exec", lab["director"], sys.executable, "-c", CHILD,
          lab["real"], VIP, REAL, str(INTERVAL)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+        capture_output=True, text=True, timeout=300, cwd=ROOT, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.splitlines()[-1])
     # arp_ignore=1, arp_announce=2, VIP on lo: rounds, nothing reported
-    assert out["quiet_rounds"] >= 2, out
+    assert out["quiet_rounds"] >= 3, out
     assert out["quiet_events"] == 0
     # arp_ignore=0: reported within one interval (the answer is published as it arrives)
     assert out["detected_after"] is not None
@@ -253,7 +257,8 @@ def test_the_daemon_in_the_directors_namespace_logs_the_conflict(
             env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
     try:
-        _wait_for_line(log, "Starting Linux Director Daemon", 30)
+        _wait_for_line(log, "Starting Linux Director Daemon", 60)
+        _wait_for_line(log, f"ARP guard: asking who has {VIP} on {lab['dev']} every 2 s", 60)
         time.sleep(INTERVAL + 1.5)  # a quiet real: rounds pass, nothing logged
         assert "ARP conflict" not in log.read_text()
         _sysctl(lab["real"], "net.ipv4.conf.all.arp_ignore=0")
@@ -265,7 +270,9 @@ def test_the_daemon_in_the_directors_namespace_logs_the_conflict(
         assert took <= INTERVAL + 0.5, took
         _sysctl(lab["real"], "net.ipv4.conf.all.arp_ignore=1")
         _wait_for_line(log, f"ARP conflict over: {lab['real_mac']} for VIP {VIP}", INTERVAL + 5)
-        assert "ARP guard:" not in log.read_text()  # no round failed
+        assert [line for line in log.read_text().splitlines() if "ARP guard:" in line] == [
+            line for line in log.read_text().splitlines() if "ARP guard: asking" in line
+        ]  # no round failed
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0, log.read_text()
     finally:
@@ -331,7 +338,7 @@ def test_hostile_replies_on_the_wire(lab: dict[str, str]) -> None:
     real_dev = lab["dev"].replace("agd", "agr")
     sprayer = subprocess.Popen(
         ["ip", "netns", "exec", lab["real"], sys.executable, "-c", SPRAYER, real_dev,
-         director_mac, VIP, "6"],
+         director_mac, VIP, "600"],  # until killed
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
