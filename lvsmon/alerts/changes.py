@@ -16,7 +16,7 @@ from lvsmon.engine.wording import kernel_op_text, virtual_label
 from lvsmon.ipvs.model import ServiceKey
 from lvsmon.ipvs.ops import AddDest, DeleteDest, EditDest
 
-Kind = Literal["down", "up", "fallback", "depool", "arp"]  # arp: alerts/arpalert.py
+Kind = Literal["down", "up", "fallback", "depool", "arp", "bgp"]  # arp, bgp: *alert.py
 
 REMINDER = "Inaccessible real server: "
 """ldirectord's subject prefix for the reminder of a real that stays down."""

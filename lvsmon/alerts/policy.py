@@ -88,6 +88,7 @@ def summary_subject(changes: tuple[Change, ...] | list[Change], hostname: str) -
     fallback = sum(1 for c in changes if c.kind == "fallback")
     depool = sum(1 for c in changes if c.kind == "depool")
     arp = sum(1 for c in changes if c.kind == "arp")
+    bgp = sum(1 for c in changes if c.kind == "bgp")
     parts = [
         f"{n} {word}" for n, word in ((down, "down"), (up, "restored"), (still, "still down")) if n
     ]
@@ -100,6 +101,8 @@ def summary_subject(changes: tuple[Change, ...] | list[Change], hostname: str) -
         parts.append(f"{depool} depool threshold change{'s' if depool != 1 else ''}")
     if arp:
         parts.append(f"{arp} ARP guard change{'s' if arp != 1 else ''}")
+    if bgp:
+        parts.append(f"{bgp} BGP change{'s' if bgp != 1 else ''}")
     return f"[lvsmon] {', '.join(parts)} on {hostname}"
 
 

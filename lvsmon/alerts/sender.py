@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from lvsmon.alerts.arpalert import arp_changes
+from lvsmon.alerts.bgpalert import RouteAlerts
 from lvsmon.alerts.changes import change_of, depool_change
 from lvsmon.alerts.delivery import Outbox, SmtpSettings, default_sender
 from lvsmon.alerts.policy import AlertPolicy, Mail, Relay
@@ -31,6 +32,7 @@ from lvsmon.engine.events import (
     Event,
     KernelOp,
     PhaseChanged,
+    RouteChanged,
 )
 from lvsmon.ipvs.model import ServiceKey
 
@@ -59,7 +61,7 @@ def smtp_settings(config: Config, relay: Relay | None = None) -> SmtpSettings:
     )
 
 
-KINDS = (KernelOp, PhaseChanged, DepoolLimited, ArpConflict, ArpConflictCleared)
+KINDS = (KernelOp, PhaseChanged, DepoolLimited, ArpConflict, ArpConflictCleared, RouteChanged)
 """The event kinds `Alerts` handles: its subscription's filter."""
 
 
@@ -72,6 +74,7 @@ class Alerts:
         self._spawn = spawn or _create_task
         self.hostname = hostname or socket.gethostname()
         self._config = config
+        self.routes = RouteAlerts()  # which BGP changes are mailed
         self.policy = AlertPolicy(
             config,
             window_s=float(config.settings.emailalertwindow),
@@ -134,6 +137,9 @@ class Alerts:
             self.policy.feed(depool_change(event, time.time()), time.time())
         elif isinstance(event, ArpConflict | ArpConflictCleared):
             for change in arp_changes(event, time.time()):
+                self.policy.feed(change, time.time())
+        elif isinstance(event, RouteChanged):
+            for change in self.routes.changes(event, self._config, time.time()):
                 self.policy.feed(change, time.time())
         else:
             return
