@@ -72,6 +72,9 @@ other forms:
   lvsmon bgp-flush [--table N] [FILE] withdraw what a dead lvsmon announced (bgp = bird: delete
                                       every route of its bgptable); for ExecStopPost and the
                                       OCF agent
+  lvsmon compare-tables A B           two directors' `ipvsadm -Sn` outputs compared as ECMP
+                                      needs them (mh, the same reals and weights); exit 0
+                                      alike, 1 differences
 
 The configuration is looked up as /etc/ha.d/NAME, /etc/ha.d/conf/NAME, then NAME as given
 (default NAME: ldirectord.cf). Backend: --backend or $LVSMON_BACKEND (netlink, ipvsadm, memory).
@@ -138,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         at = args.index("plan")
         return plan_main(args[:at] + args[at + 1 :])
+    if args and args[0] == "compare-tables":
+        from lvsmon.cli.comparetables import main as compare_main
+
+        return compare_main(args[1:])
     if args and args[0] == "bgp-flush":
         from lvsmon.cli.bgpflush import main as bgp_flush_main
 
