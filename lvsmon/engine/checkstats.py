@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -192,7 +193,7 @@ class Transitions:
         pair = self.counts.get(ref)
         return (pair[0], pair[1]) if pair is not None else (0, 0)
 
-    def keep_only(self, refs: set[RealRef]) -> None:
+    def keep_only(self, refs: Container[RealRef]) -> None:
         """A reload removed reals: forget theirs."""
         for ref in [r for r in self.counts if r not in refs]:
             del self.counts[ref]

@@ -321,6 +321,11 @@ class Engine:
             await self.reconcile(changed)
         if plan is not old_plan:  # the same plan: the runner goes on as it was
             self.runner.schedule(self.plan)
+            if len(self.transitions.counts) > len(plan.rules):
+                # reals removed with their counts: forget them (the soak's edits grew the
+                # dict without end where /metrics was never scraped); at most as many stale
+                # as live ones wait for a later reload
+                self.transitions.keep_only(plan.rules)
 
     def _use_probes(self, probes: Probes) -> None:
         """Own the config's services and these probe services; the checks take their marks."""

@@ -267,3 +267,28 @@ def test_a_big_apply_gives_the_subscribers_turns(monkeypatch: pytest.MonkeyPatch
 
     seen, dropped = asyncio.run(run())
     assert (seen, dropped) == (410, 0)
+
+
+def test_reloads_forget_the_transitions_of_removed_reals() -> None:
+    """Issue 22's soak: reals added and removed by reloads left their transition counts behind
+    where /metrics was never scraped (its layout pruned them): the dict grew without end."""
+
+    async def run() -> int:
+        engine = Engine(pool(virtuals=2, reals=3), MemoryBackend())
+        await engine.start()
+        try:
+            for round_ in range(20):
+                lines = ["checkinterval=5"]
+                for v in range(2):
+                    lines.append(f"virtual=10.1.0.{v + 1}:80")
+                    for r in range(3):  # every round, new reals
+                        lines.append(f"\treal=10.3.{round_}.{v * 3 + r + 1}:80 masq")
+                    lines.append("\tchecktype=connect")
+                await engine.reload(cfg("\n".join(lines) + "\n"))
+                for ref in engine.plan.failurecount:
+                    engine.transitions.record(ref, True)
+            return len(engine.transitions.counts)
+        finally:
+            await engine.stop()
+
+    assert asyncio.run(run()) <= 2 * 6
