@@ -101,7 +101,7 @@ and pay a session copy per check for nothing."""
 
 STALE_S: Final = 300.0
 """An entry not used for this long belongs to a real that is gone (a live one is put back at
-each check): it may make room for another."""
+each check): the next put drops it."""
 
 _READ: Final = 16384  # a record's plaintext at most: one read each, no larger buffer made
 
@@ -301,8 +301,19 @@ class SessionCache:
     def _put(self, key: Hashable, entry: SessionEntry) -> None:
         entries = self._entries
         entries.pop(key, None)
-        entry.used = self._clock()
+        now = entry.used = self._clock()
         entries[key] = entry  # the most recently used last
+        # the least recently used first: a real a reload removed leaves its entry (and its
+        # session, ~6 KiB) there; it goes once stale, not only when the cache is full (the
+        # soak's edits grew it by every TLS real they ever added)
+        stale = []
+        for old_key, old in entries.items():
+            if now - old.used <= STALE_S:
+                break  # and so are the ones put after it
+            if old.session is not None or now >= old.until:  # not one still quiet
+                stale.append(old_key)
+        for old_key in stale:
+            del entries[old_key]
 
 
 SESSIONS: Final = SessionCache()

@@ -373,6 +373,21 @@ def test_cache_is_bounded_and_admits_in_place_of_stale_entries() -> None:
     assert cache.offer("e") is not None and cache.offer("f") is None
 
 
+def test_stale_entries_go_without_a_full_cache() -> None:
+    """Issue 22's soak: the TLS reals a reload removed kept their sessions (~6 KiB each) until
+    the cache was full; a put now drops the stale ones at its front (a quiet one waits out its
+    quiet time)."""
+    now = [0.0, 1000.0]
+    cache = SessionCache(max_entries=100, clock=lambda: now[0], wall=lambda: now[1])
+    keep(cache, "quiet", FakeLayer(None, False, FakeSession(has_ticket=False)), None)
+    for key in "abc":
+        keep(cache, key, FakeLayer(None, False, FakeSession()), None)
+    now[0] += STALE_S + 1  # a, b and c's reals left the config: never checked again
+    keep(cache, "d", FakeLayer(None, False, FakeSession()), None)
+    assert len(cache) == 2  # the quiet entry (600 s) and d
+    assert cache.offer("a") is None and cache.offer("d") is not None
+
+
 def test_offer_takes_the_entry_and_a_resumed_check_puts_it_back() -> None:
     cache, _ = cache_with_clocks()
     keep(cache, "a", FakeLayer(None, False, FakeSession()), None)
