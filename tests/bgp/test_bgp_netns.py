@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import pytest
 
+from lvsmon.api.client import request
 from tests.bgp.netlab import REALS, VIP, Lab, lab, wait
 
 pytestmark = pytest.mark.skipif(
@@ -64,6 +65,13 @@ def test_active_active_directors(mode: str, record_property: Callable[[str, obje
             the_lab.write_cf(d, REALS[:2], holddown=HOLDDOWN, drain=DRAIN)
             the_lab.start_lvsmon(d)
         note("both next hops after start", wait(lambda: both(the_lab), 60, "both next hops"))
+        # GET /bgp on d1's control socket
+        sock = str(d1.pid_file).removesuffix(".pid") + ".sock"
+        status, body = request(sock, "GET", "/bgp")
+        assert status == 200 and body["speaker"] == mode and not body["drained"], body
+        (vip,) = body["vips"]
+        assert (vip["vip"], vip["announced"], vip["med"]) == (VIP, True, 100), vip
+        assert vip["reason"] == f"tcp:{VIP}:80: 2 of 2 reals healthy"
 
         # every real fails from d1 only
         the_lab.block_reals(d1)
