@@ -30,7 +30,9 @@ engine/announce.py's.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 
@@ -171,6 +173,12 @@ def bgp_global(g: Mapping[str, Setting]) -> tuple[BgpGlobal, Problems, Problems]
     )
     if mode == "exabgp" and result.exabgpconf is None:
         errors.append((g["bgp"].line, "bgp = exabgp needs bgpexabgpconf (its neighbour blocks)"))
+    elif mode == "exabgp" and result.exabgpconf is not None:
+        line = g["bgpexabgpconf"].line
+        if not os.path.isfile(result.exabgpconf) or not os.access(result.exabgpconf, os.R_OK):
+            errors.append((line, f"bgpexabgpconf {result.exabgpconf}: no such readable file"))
+        if shutil.which("exabgp") is None:
+            warnings.append((line, "bgp = exabgp, but no exabgp command in PATH (Debian: exabgp)"))
     if mode == "bird" and "bgpexabgpconf" in g:
         warnings.append((g["bgpexabgpconf"].line, "bgpexabgpconf has no effect with bgp = bird"))
     if mode == "bird" and "bgpcommunity" in g:

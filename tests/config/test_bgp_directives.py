@@ -58,27 +58,17 @@ def test_global_speaker_defaults_and_per_virtual_overrides() -> None:
     ]
 
 
-def test_exabgp_with_communities() -> None:
+def test_exabgp_with_communities(tmp_path: Path) -> None:
+    neighbours = tmp_path / "exabgp.conf"
+    neighbours.write_text("neighbor 10.0.0.1 { }\n")
     config = _parse(
-        "bgp=exabgp\nbgpexabgpconf=/etc/lvsmon/exabgp.conf\nbgpcommunity=65000:1 65000:2 65000:1\n"
-        + VIRTUAL
+        f"bgp=exabgp\nbgpexabgpconf={neighbours}\nbgpcommunity=65000:1 65000:2 65000:1\n" + VIRTUAL
     )
-    assert config.settings.bgp.exabgpconf == "/etc/lvsmon/exabgp.conf"
+    assert config.settings.bgp.exabgpconf == str(neighbours)
     assert config.virtuals[0].bgp == BgpVirtual(communities=("65000:1", "65000:2"))
-    assert config.warnings == ()
-
-
-def test_a_scheduler_other_than_mh_is_warned_about() -> None:
-    config = _parse("bgp=bird\n" + VIRTUAL.replace("mh", "wlc") + "virtual=192.0.2.1:81\n")
-    assert _warnings(config) == [
-        "4: scheduler wlc with bgp: directors behind ECMP pick different reals for the same flow;"
-        " use scheduler = mh with the same reals and weights on every director (operations.md,"
-        " 'ECMP prerequisites')",
-        "5: scheduler wrr with bgp: directors behind ECMP pick different reals for the same flow;"
-        " use scheduler = mh with the same reals and weights on every director (operations.md,"
-        " 'ECMP prerequisites')",
-    ]
-    assert _warnings(_parse(VIRTUAL.replace("mh", "wlc"))) == []  # without bgp: no matter
+    assert config.warnings == ()  # exabgp is installed (tests/debian-packages.txt)
+    errors = _errors(f"bgp=exabgp\nbgpexabgpconf={tmp_path}/missing.conf\n" + VIRTUAL)
+    assert errors == [f"a.cf:2: bgpexabgpconf {tmp_path}/missing.conf: no such readable file"]
 
 
 def test_warnings_for_settings_without_effect() -> None:
