@@ -161,7 +161,9 @@ class ArpGuard:
         self._view_at = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._told: dict[str, str] = {}  # what is wrong now, by where: logged once per streak
+        # what is wrong now, and which scopes (the routes, the addresses, a round's VIPs) say so:
+        # logged when the first starts to, and as resolved when the last stops
+        self._told: dict[str, set[str]] = {}
         self.conflicts: dict[Key, float] = {}  # each conflict seen now, and since when (Unix time)
         self.detected = 0  # ArpConflict events, in all
         self.rounds = 0
@@ -221,9 +223,10 @@ class ArpGuard:
         try:
             held = await asyncio.to_thread(self._local)
         except OSError as exc:
-            self._report([f"cannot read the director's addresses: {clean(str(exc))}"])
+            self._report([f"cannot read the director's addresses: {clean(str(exc))}"], "addresses")
             self.failures += 1
             return None
+        self._report([], "addresses")
         due = self._held(due, held)
         if not due:
             return RoundResult()
@@ -258,7 +261,7 @@ class ArpGuard:
         problems.extend(f"{clean(i)}: {clean(e)}" for i, e in sorted(result.errors.items()))
         if result.errors or problems:
             self.failures += 1
-        self._report(problems)
+        self._report(problems, ",".join(sorted(str(g.vip) for g in due)))
         self._settle(due, interfaces, result)
         return result
 
@@ -286,8 +289,9 @@ class ArpGuard:
         try:
             view = await asyncio.to_thread(self._lookup, reals)
         except OSError as exc:  # NetlinkError is one
-            self._report([f"cannot read the routes toward the reals: {clean(str(exc))}"])
+            self._report([f"cannot read the routes toward the reals: {clean(str(exc))}"], "routes")
             return None
+        self._report([], "routes")
         self._view, self._view_at = view, now
         return view
 
@@ -332,14 +336,19 @@ class ArpGuard:
             ArpConflictCleared(str(vip), mac_text(mac), clean(interface), services, reason)
         )
 
-    def _report(self, problems: list[str]) -> None:
-        """Each problem logged when it starts, and once more when it is over."""
-        now = dict.fromkeys(problems, "")
-        for text in now.keys() - self._told.keys():
-            log.warning("ARP guard: %s", text)
-        for text in self._told.keys() - now.keys():
-            log.info("ARP guard: resolved: %s", text)
-        self._told = now
+    def _report(self, problems: list[str], scope: str) -> None:
+        """What `scope` finds wrong now: each problem logged when it starts, and once more when
+        it is over (rounds of VIPs with other intervals neither repeat nor end it)."""
+        for text in problems:
+            if text not in self._told:
+                log.warning("ARP guard: %s", text)
+            self._told.setdefault(text, set()).add(scope)
+        for text, scopes in list(self._told.items()):
+            if scope in scopes and text not in problems:
+                scopes.discard(scope)
+                if not scopes:
+                    del self._told[text]
+                    log.info("ARP guard: resolved: %s", text)
 
 
 def _create_task(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:

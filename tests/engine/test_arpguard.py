@@ -264,9 +264,9 @@ async def test_a_failing_lookup_is_logged_once_and_counted(
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
         "ARP guard: cannot read the routes toward the reals: [Errno 1] Operation not permitted",
-        "ARP guard: asking who has 192.0.2.100 on eth1 every 5 s",
         "ARP guard: resolved: cannot read the routes toward the reals: [Errno 1] Operation not"
         " permitted",
+        "ARP guard: asking who has 192.0.2.100 on eth1 every 5 s",
     ]
     assert guard.failures == 2 and net.rounds  # the third round asked
 
@@ -326,3 +326,32 @@ def test_events_json_of_a_conflict() -> None:
     }
     cleared = ArpConflictCleared("192.0.2.100", "0a:1b:2c:3d:4e:5f", "eth1", (service,), "why")
     assert event_json(cleared, 8, 2.0)["reason"] == "why"
+
+
+async def test_a_problem_ends_only_when_the_rounds_that_saw_it_stop_seeing_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # two VIPs asked at different intervals: B's clean rounds do not end A's problem
+    config = _config(
+        "arpguard = yes\n"
+        "virtual = 192.0.2.100:80\n\treal = 192.0.2.11:80 gate\n\tarpguardinterval = 5\n"
+        "virtual = 192.0.2.101:80\n\treal = 192.0.2.12:80 gate\n\tarpguardinterval = 7\n"
+    )
+    net, clock = FakeNet(), Clock()
+    net.held = frozenset({VIP, IPv4Address("192.0.2.101")})
+    guard, _seen = await _guard(net, clock, config)
+    a, b = guarded(config).values()
+    with caplog.at_level(logging.WARNING, logger="lvsmon"):
+        net.errors = {"eth1": "send: no buffer space available"}
+        await guard.round([a])
+        net.errors = {}
+        await guard.round([b])
+        await guard.round([b])
+        assert [r.getMessage() for r in caplog.records] == [
+            "ARP guard: eth1: send: no buffer space available"
+        ]
+    with caplog.at_level(logging.INFO, logger="lvsmon"):
+        await guard.round([a])
+    assert caplog.records[-1].getMessage() == (
+        "ARP guard: resolved: eth1: send: no buffer space available"
+    )
