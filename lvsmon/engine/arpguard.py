@@ -32,6 +32,7 @@ from lvsmon.checks.arp import (
     HostView,
     Probe,
     RoundResult,
+    Route,
     host_view,
     ipv4,
     local_addresses,
@@ -102,22 +103,26 @@ def plan_probes(
     sources: dict[int, IPv4Address] = {}
     interfaces: dict[IPv4Address, set[str]] = {}
     problems: list[str] = []
+    routes, links = view.routes, view.links
     for g in targets:
-        interfaces[g.vip] = set()
+        on: dict[int, Route] = {}  # this VIP's links, each with the first route through it
         for real in g.reals:
-            route = view.routes.get(real)
+            route = routes.get(real)
             if route is None:
                 why = view.failed.get(real)
                 problems.append(
                     f"no route to the real server {real}" + (f": {clean(why)}" if why else "")
                 )
-                continue
-            link = view.links.get(route.link)
+            elif route.link not in on:
+                on[route.link] = route
+        interfaces[g.vip] = set()
+        for index, route in on.items():
+            link = links.get(index)
             if link is None or not link.arp:
                 continue  # a real on this host, behind a tunnel or a link without ARP
-            if g.vip not in vips_on.setdefault(link.index, []):
-                vips_on[link.index].append(g.vip)
-            sources.setdefault(link.index, source_for(view, route, all_vips))
+            vips_on.setdefault(index, []).append(g.vip)
+            if index not in sources:
+                sources[index] = source_for(view, route, all_vips)
             interfaces[g.vip].add(link.name)
     probes = [
         Probe(view.links[index], sources[index], tuple(vips)) for index, vips in vips_on.items()
