@@ -207,7 +207,9 @@ def lvsmon_command(src: str | None = None) -> list[str]:
     script = os.path.join(os.path.dirname(sys.executable), "lvsmon")
     if src is None and os.path.exists(script):
         return [script]
-    return [sys.executable, "-m", "lvsmon"]
+    # -P: `-m` would put the working directory first on sys.path, ahead of PYTHONPATH, and a
+    # bench run from the checkout ran the checkout's lvsmon instead of `src`'s
+    return [sys.executable, "-P", "-m", "lvsmon"]
 
 
 def free_port() -> int:
