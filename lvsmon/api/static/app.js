@@ -17,7 +17,8 @@
   const EVENT_TYPES = [
     "RealChanged", "FirstCheckDown", "SoftFailure", "SoftReset", "KernelOp", "WeightChanged",
     "FallbackChanged", "ConfigLoaded", "ConfigFileChanged", "ConfigRejected", "PhaseChanged",
-    "SyncDaemonOp", "DrainChanged", "DepoolLimited",
+    "SyncDaemonOp", "DrainChanged", "DepoolLimited", "ArpConflict", "ArpConflictCleared",
+    "RouteChanged",
   ];
   const COLUMNS = ["real", "state", "kernel weight", "weight", "latency", "fails", "last check"];
 
@@ -346,6 +347,7 @@
       (st.drift_repairs ? `, ${num(st.drift_repairs)} drift repairs` : "") +
       (st.retry_pending ? ", retrying" : "");
     ops.className = st.ops_failed || st.retry_pending ? "bad" : "";
+    paintBgp(s.bgp);
   }
 
   // ---- /status ----------------------------------------------------------------------------
@@ -399,6 +401,24 @@
       notice.hidden = false;
     }
     refreshTimer = setTimeout(refresh, REFRESH_MS);
+  }
+
+  // the BGP announcements (the status's bgp, as GET /bgp has it): one header fact, the VIPs
+  // in its tooltip; hidden without bgp
+  function paintBgp(b) {
+    const fact = $("bgp-fact");
+    if (!b || !b.speaker) {
+      fact.hidden = true;
+      return;
+    }
+    const vips = b.vips || [];
+    const up = vips.filter((v) => v.announced).length;
+    const dd = $("bgp");
+    dd.textContent = b.drained ? `drained (${b.speaker})` : `${up}/${vips.length} announced (${b.speaker})`;
+    dd.className = b.drained || up < vips.length ? "warn" : "";
+    dd.title = vips.map((v) => `${v.vip}: ${v.announced ? "announced" : "withdrawn"} since ` +
+      `${clock(v.since)}: ${v.reason}`).join("\n");
+    fact.hidden = false;
   }
 
   const refreshSoon = () => {
@@ -502,6 +522,9 @@
       case "DepoolLimited":
         refreshSoon(); // which reals the threshold keeps in: /status says
         break;
+      case "RouteChanged":
+        refreshSoon(); // the BGP fact: /bgp says
+        break;
       default:
         break;
     }
@@ -552,6 +575,14 @@
         return [e.active
           ? `${e.service}: depool threshold reached, ${kept.length} kept in although their checks fail: ${kept.join(", ")}`
           : `${e.service}: depool threshold no longer reached`, e.active ? "bad" : "up"];
+      }
+      case "RouteChanged": {
+        const what = e.error
+          ? `cannot ${e.announced ? "announce" : "withdraw"} VIP ${e.vip} (${e.speaker}): ${e.error}`
+          : e.announced
+            ? `VIP ${e.vip} announced (MED ${e.med}${e.graceful ? ", GRACEFUL_SHUTDOWN" : ""}): ${e.reason}`
+            : `VIP ${e.vip} withdrawn: ${e.reason}`;
+        return [`BGP: ${what}`, e.error ? "bad" : e.announced && !e.graceful ? "up" : "down"];
       }
       default: {
         const { type, seq, at: _at, ...rest } = e;
