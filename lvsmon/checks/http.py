@@ -19,7 +19,7 @@ from lvsmon.checks.budget import PEER_BYTES
 from lvsmon.checks.dialogue import Dialogue, Outcome
 from lvsmon.checks.drive import probe_in_task
 from lvsmon.checks.http_parser import DEFAULT_BODY_LIMIT, HttpProtocolError, ResponseParser
-from lvsmon.checks.http_request import Target, build_target, verdict
+from lvsmon.checks.http_request import Target, authority, build_target, verdict
 from lvsmon.checks.prober import ProbePlan, prober_for
 from lvsmon.checks.step import Step
 from lvsmon.checks.stream import converse
@@ -61,22 +61,33 @@ class HttpPlan(ProbePlan):
     closure per real: some 250 bytes each at 10,000 reals). The request is kept in three parts,
     up to the Host header's value, the value, the rest: the first and the last are the same
     bytes for every real of a virtual (one object), the value most often the real's own
-    address; they are joined for each check (some 100 ns) to keep 90 bytes less per real."""
+    address; they are joined for each check (some 100 ns) to keep 90 bytes less per real. A
+    Host value that is the real's own authority (no virtualhost) is not kept but made again
+    for each check from the spec (some 200 ns, 51 bytes a real less)."""
 
     __slots__ = ("head", "host", "tail")
+    SCHEME = "http"
 
     def __init__(
         self, spec: CheckSpec, family: int, addr: tuple[str, int] | None, request: bytes
     ) -> None:
         super().__init__(spec, family, addr)
-        self.head, self.host, self.tail = _shared_parts(request)
+        head, host, tail = _shared_parts(request)
+        own = self._own_host()
+        self.head, self.tail = head, tail
+        self.host: bytes | None = None if host == own else host
+
+    def _own_host(self) -> bytes:
+        spec = self.spec
+        return authority(spec.host, spec.port, self.SCHEME).encode("utf-8", "surrogateescape")
 
     @property
     def request(self) -> bytes:
-        return self.head + self.host + self.tail
+        host = self.host
+        return self.head + (self._own_host() if host is None else host) + self.tail
 
     def make_dialogue(self) -> Dialogue:
-        return HttpDialogue(self.spec, self.head + self.host + self.tail)
+        return HttpDialogue(self.spec, self.request)
 
 
 class TlsHttpPlan(HttpPlan):
@@ -84,6 +95,7 @@ class TlsHttpPlan(HttpPlan):
     session cache (made once per job); its dialogue is the HTTP one wrapped in TLS."""
 
     __slots__ = ("key", "sni")
+    SCHEME = "https"
 
     def __init__(
         self,
@@ -99,8 +111,7 @@ class TlsHttpPlan(HttpPlan):
         self.key = key
 
     def make_dialogue(self) -> Dialogue:
-        inner = HttpDialogue(self.spec, self.head + self.host + self.tail)
-        return TlsDialogue(inner, self.sni, self.key)
+        return TlsDialogue(HttpDialogue(self.spec, self.request), self.sni, self.key)
 
 
 _HOST: Final = b"\r\nHost: "

@@ -33,7 +33,8 @@ USER_AGENT: Final = "lvsmon"
 _DEFAULT_PORT: Final = {"http": 80, "https": 443}
 
 
-def _authority(host: str, port: int, scheme: str) -> str:
+def authority(host: str, port: int, scheme: str) -> str:
+    """A Host header's value for `host`:`port`, the port left out when it is the scheme's."""
     literal = bracketed(host)
     return literal if _DEFAULT_PORT.get(scheme) == port else f"{literal}:{port}"
 
@@ -143,7 +144,7 @@ def build_target(spec: CheckSpec) -> Target:
         return Target(url.hostname, port, tls, sni, request_bytes)
     scheme = "https" if spec.service == "https" else "http"
     path = request if request.startswith("/") else "/" + request
-    host_header = spec.virtualhost or _authority(spec.host, spec.port, scheme)
+    host_header = spec.virtualhost or authority(spec.host, spec.port, scheme)
     tls = scheme == "https"
     sni = _sni_for(spec.virtualhost) if tls else ""
     request_bytes = _request_bytes(spec.httpmethod, path, host_header)

@@ -4,6 +4,8 @@ Each test checks identity (one object where each real had its own) next to the v
 
 from __future__ import annotations
 
+import pytest
+
 from lvsmon.config import Config
 from lvsmon.engine.desired import adopt_health, layout_of
 from lvsmon.engine.health import LDIRECTORD, RealHealth
@@ -155,6 +157,33 @@ def test_tcp_probe_plans_keep_no_address_of_their_own() -> None:
     plan = connect_plan(spec)
     assert plan is not None and plan.addr is None
     assert plain_plan(spec, lambda: None).addr is None  # type: ignore[arg-type,return-value]
+
+
+@pytest.mark.parametrize(
+    ("service", "port", "virtualhost", "host"),
+    [
+        ("http", 80, "", "127.0.0.1"),
+        ("http", 8080, "", "127.0.0.1:8080"),
+        ("https", 443, "", "127.0.0.1"),
+        ("http", 80, "www.example.test", "www.example.test"),
+    ],
+)
+def test_http_plans_keep_no_host_value_of_their_own(
+    service: str, port: int, virtualhost: str, host: str
+) -> None:
+    """The Host value that is the real's own authority is made for each check (51 bytes a
+    real); a virtualhost is kept."""
+    from lvsmon.checks.base import CheckSpec
+    from lvsmon.checks.http import probe_plan
+
+    spec = CheckSpec(
+        kind="negotiate", host="127.0.0.1", port=port, timeout=1, service=service,
+        virtualhost=virtualhost,
+    )  # fmt: skip
+    plan = probe_plan(spec)
+    assert plan is not None
+    assert (plan.host is None) == (not virtualhost)  # type: ignore[attr-defined]
+    assert f"\r\nHost: {host}\r\n".encode() in plan.request  # type: ignore[attr-defined]
 
 
 def test_an_unchanged_maintenance_set_stays_the_same_object() -> None:
