@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import signal
 import tempfile
@@ -91,6 +92,12 @@ def settle_memory(*, collect: bool) -> None:
 
 _status_failing: set[str] = set()  # status files whose last write failed
 
+# from this many reals on, a status whose only change is in its counters (`stats`) is written at
+# most every COUNTERS_ONLY_EVERY_S: a change of any virtual, real, table digest or phase is
+# written within the second as always
+BIG_STATUS_REALS = 10_000
+COUNTERS_ONLY_EVERY_S = 10.0
+
 
 def write_status(path: str, data: bytes) -> bool:
     """The status as Daemon.status_json encoded it, atomically (`lvsmon status` never reads half
@@ -128,20 +135,22 @@ class StatusFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._version: int | None = None  # the status version the file holds, as written
+        self.version: int | None = None  # the status version the file holds, as written
+        self.written_at = -math.inf  # when (monotonic)
         self._stamp: tuple[int, int, int] | None = None  # its inode, size and mtime (ns)
 
     def update(self, version: int, text: Callable[[], bytes]) -> None:
         """`version`: the status's (StatusEncoder.update); `text`: gives it whole, called only
         when the file must be written."""
-        if version == self._version and self._stamp is not None and self._touch():
+        if version == self.version and self._stamp is not None and self._touch():
             return
-        self._version = self._stamp = None
+        self.version = self._stamp = None
         data = text()
         if write_status(self.path, data):
             with contextlib.suppress(OSError):
                 st = os.stat(self.path, follow_symlinks=False)
-                self._version, self._stamp = version, (st.st_ino, st.st_size, st.st_mtime_ns)
+                self.version, self._stamp = version, (st.st_ino, st.st_size, st.st_mtime_ns)
+                self.written_at = time.monotonic()
 
     def _touch(self) -> bool:
         """The file's time set to now, if it is still as written; False if it is not."""
@@ -532,8 +541,20 @@ class Daemon:
         cached = self._status_cache
         if cached is not None and time.monotonic() - cached[0] > 0.5:
             self._status_cache = None
-        if self.status_file is not None:
-            self.status_file.update(self._status_version(), self._encoder.text)
+        status_file, encoder = self.status_file, self._encoder
+        if status_file is None:
+            return
+        version = self._status_version()
+        if (
+            status_file.version is not None
+            and status_file.version >= encoder.body_version  # only the counters changed since
+            and len(self.engine.health) >= BIG_STATUS_REALS
+            and time.monotonic() - status_file.written_at < COUNTERS_ONLY_EVERY_S
+        ):
+            # a pool this big writes megabytes per status (22 MB at 100,000 reals): new
+            # counters alone (a resync, a few checks) wait; the file is touched meanwhile
+            version = status_file.version
+        status_file.update(version, encoder.text)
 
     async def _housekeeping(self) -> None:
         """Once a second, each step on its own: one that fails (logged once per distinct

@@ -434,6 +434,10 @@ def pack(text: bytes) -> bytes:
 unpack = zlib.decompress
 
 
+def _without_stats(head: Status) -> dict[str, object]:
+    return {k: v for k, v in head.items() if k != "stats"}
+
+
 class StatusEncoder:
     """A status as compact JSON: the daemon's figures (a small dict) and each virtual's text,
     packed (Engine.status_texts: kept while nothing of that virtual changed, the very object).
@@ -446,17 +450,22 @@ class StatusEncoder:
 
     def __init__(self) -> None:
         self.version = 0
+        # the last version in which more than the counters changed (`stats`: checks done,
+        # resyncs...): a virtual, the table digests, the phase
+        self.body_version = 0
         self._head: Status = {}
         self._texts: list[bytes] = []
 
     def update(self, head: Status, texts: list[bytes]) -> int:
         """The version of this status: the last one's when nothing changed."""
-        if not (
-            len(self._texts) == len(texts)
-            and all(map(operator.is_, self._texts, texts))  # C speed: 2,284 pointer tests
-            and self._head == head
-        ):
+        old_head, old_texts = self._head, self._texts
+        same_texts = len(old_texts) == len(texts) and all(
+            map(operator.is_, old_texts, texts)  # C speed: 2,284 pointer tests
+        )
+        if not (same_texts and old_head == head):
             self.version += 1
+            if not same_texts or _without_stats(old_head) != _without_stats(head):
+                self.body_version = self.version
             # `head` is the caller's to change no more: the daemon builds a new one each time
             self._head, self._texts = head, texts
         return self.version

@@ -17,6 +17,7 @@ import pytest
 from lvsmon.config import load_config
 from lvsmon.daemon import daemon as daemon_module
 from lvsmon.daemon.daemon import Daemon, StatusFile
+from lvsmon.engine.status import StatusEncoder, pack
 from lvsmon.ipvs.memory import MemoryBackend
 
 OLD = 1_000_000_000  # a modification time long past (2001), in seconds
@@ -153,6 +154,53 @@ async def test_an_idle_daemon_touches_its_status_file_and_writes_it_on_a_change(
         await wait_for(lambda: path.stat().st_ino != first.st_ino, within=5)
         assert time.monotonic() - changed < 1.5 or os.getloadavg()[0] > 2
         assert states(path) == {"127.0.0.2": "up", "127.0.0.3": "maintenance"}
+    finally:
+        daemon.request_stop()
+        await task
+
+
+def test_the_encoder_tells_a_change_of_the_counters_alone() -> None:
+    encoder = StatusEncoder()
+    texts = [pack(b'{"name":"a"}')]
+    first = encoder.update({"phase": "running", "stats": {"checks_done": 1}}, texts)
+    assert encoder.body_version == first
+    counters = encoder.update({"phase": "running", "stats": {"checks_done": 2}}, texts)
+    assert counters > first and encoder.body_version == first  # the counters alone
+    virtual = encoder.update({"phase": "running", "stats": {"checks_done": 2}}, list(texts))
+    assert virtual == counters  # the very same texts: nothing changed
+    changed = encoder.update(
+        {"phase": "running", "stats": {"checks_done": 2}}, [pack(b'{"name":"b"}')]
+    )
+    assert changed > counters and encoder.body_version == changed
+    phase = encoder.update({"phase": "stopping", "stats": {"checks_done": 2}}, [texts[0]])
+    assert encoder.body_version == phase
+
+
+async def test_a_big_pool_writes_new_counters_alone_at_most_every_10_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 100,000 reals a status is 22 MB: a resync's counter (every resyncinterval) rewrote it
+    each time. From BIG_STATUS_REALS on, the counters alone wait COUNTERS_ONLY_EVERY_S; a
+    change of a real is written within the second."""
+    monkeypatch.setattr(daemon_module, "BIG_STATUS_REALS", 2)
+    (tmp_path / "lb.cf").write_text(CONFIG + f"maintenancedir={tmp_path}/maint\n")
+    (tmp_path / "maint").mkdir()
+    path = tmp_path / "lb.status.json"
+    daemon = Daemon(load_config(str(tmp_path / "lb.cf")), MemoryBackend(), str(path))
+    ready: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(daemon.run(ready.set_result))
+    try:
+        assert await ready is None
+        await asyncio.sleep(1.2)  # the start-up's writes
+        first = path.stat()
+        daemon.engine.stats.resyncs += 1  # a counter moves
+        await asyncio.sleep(2.5)
+        assert path.stat().st_ino == first.st_ino  # touched, not written
+        assert path.stat().st_mtime_ns > first.st_mtime_ns
+        (tmp_path / "maint" / "127.0.0.3").touch()  # a real changes
+        await wait_for(lambda: path.stat().st_ino != first.st_ino, within=5)
+        assert states(path) == {"127.0.0.2": "up", "127.0.0.3": "maintenance"}
+        assert json.loads(path.read_bytes())["stats"]["resyncs"] >= 1  # the counters with it
     finally:
         daemon.request_stop()
         await task
