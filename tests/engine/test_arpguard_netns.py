@@ -356,3 +356,44 @@ def test_hostile_replies_on_the_wire(lab: dict[str, str]) -> None:
     assert full["errors"] == {} and not full["cut_short"]
     assert full["read"] > 0
     assert bounded["cut_short"] and bounded["read"] <= 200 + 64
+
+
+ROUND_ERRORS = r"""
+import asyncio, json, sys
+from ipaddress import IPv4Address
+from lvsmon.checks.arp import Probe, host_view, probe_round
+view = host_view([IPv4Address("10.78.0.9")])
+link = next(l for l in view.links.values() if l.name == "hv0")
+r = asyncio.run(probe_round([Probe(link, IPv4Address("10.78.0.1"), (IPv4Address("10.78.0.100"),))],
+                            view.own_macs, wait_s=0.2))
+print(json.dumps({"errors": r.errors, "answers": len(r.answers)}))
+"""
+
+DOWN_SETUP = (
+    "ip link set lo up && ip link add hv0 type veth peer name hv1 && "
+    "ip addr add 10.78.0.1/24 dev hv0 && ip link set hv0 down && "
+    'exec "$0" "$@"'
+)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "error"),
+    [
+        ([], "send: network is down"),
+        # without CAP_NET_RAW (a daemon that dropped it): no packet socket
+        (["setpriv", "--inh-caps=-net_raw", "--bounding-set=-net_raw"], "packet socket: "),
+    ],
+    ids=["interface down", "no CAP_NET_RAW"],
+)
+def test_a_round_that_cannot_ask_says_why(prefix: list[str], error: str) -> None:
+    if prefix and shutil.which(prefix[0]) is None:
+        pytest.skip(f"needs {prefix[0]}")
+    done = subprocess.run(
+        ["unshare", "-n", "sh", "-c", DOWN_SETUP, *prefix, sys.executable, "-c", ROUND_ERRORS],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["answers"] == 0
+    assert list(out["errors"]) == ["hv0"]
+    assert out["errors"]["hv0"].startswith(error), out
