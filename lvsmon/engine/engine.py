@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Collection, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 from lvsmon.checks import viapath
@@ -44,7 +44,7 @@ from lvsmon.engine.events import (
     SoftFailure,
     SoftReset,
 )
-from lvsmon.engine.health import HealthRules, RealHealth, Transition
+from lvsmon.engine.health import RealHealth, Transition
 from lvsmon.engine.jobs import CheckJob, Plan, RealRef, build_plan
 from lvsmon.engine.planning import (
     anchored,
@@ -57,7 +57,7 @@ from lvsmon.engine.probepath import NO_PROBES, Probes, changed_probes, plan_prob
 from lvsmon.engine.reconciler import DEFAULT_RESYNC_S, Desired, Reconciler
 from lvsmon.engine.runner import CheckRunner, RunCheck
 from lvsmon.engine.status import Stats, Status
-from lvsmon.engine.statusview import StatusView, stats_status
+from lvsmon.engine.statusview import StatusInputs, StatusView, stats_status
 from lvsmon.ipvs.backend import IpvsBackend
 from lvsmon.ipvs.model import ServiceKey, Table
 
@@ -497,7 +497,7 @@ class Engine:
     def status(self) -> Status:
         """The state an operator wants to see: every virtual, every real, why, and the figures,
         built now (the daemon encodes status_head() and status_texts() instead)."""
-        virtuals = self.status_view.virtuals(*self._status_inputs())
+        virtuals = self.status_view.virtuals(self._status_inputs())
         status = self.status_head()
         status["virtuals"] = virtuals
         return status
@@ -512,21 +512,10 @@ class Engine:
     def status_texts(self) -> list[bytes]:
         """Each virtual's status entry as compact JSON (lvsmon/engine/statusview.py: a
         virtual's text is kept while nothing of it changed)."""
-        return self.status_view.texts(*self._status_inputs())
+        return self.status_view.texts(self._status_inputs())
 
-    def _status_inputs(
-        self,
-    ) -> tuple[
-        Config,
-        tuple[VirtualLayout, ...],
-        dict[RealRef, RealHealth],
-        Table,
-        frozenset[RealRef],
-        frozenset[RealRef],
-        Mapping[RealRef, HealthRules],
-        Callable[[], float],
-    ]:
-        return (
+    def _status_inputs(self) -> StatusInputs:
+        return StatusInputs(
             self.config,
             self._layout_now(),
             self.health,

@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
 from lvsmon.config.model import Config, Virtual
 from lvsmon.engine.desired import VirtualLayout, kept_by_threshold
@@ -58,6 +58,21 @@ class _Built:
     texts: list[bytes]
 
 
+class StatusInputs(NamedTuple):
+    """What a status is built from. `layout`: layout_of(config), kept by the engine (it holds
+    each virtual's key and each real's kernel key: parsing the addresses each second would
+    stall the checks); `clock`: health's (holds are on it)."""
+
+    config: Config
+    layout: Sequence[VirtualLayout]
+    health: dict[RealRef, RealHealth]
+    table: Table
+    maintained: frozenset[RealRef]
+    drained: frozenset[RealRef]
+    rules: Mapping[RealRef, HealthRules]
+    clock: Callable[[], float]
+
+
 class StatusView:
     """The virtuals' entries as texts, kept while nothing of them changes, and the reals'
     places in health. One per engine."""
@@ -95,20 +110,10 @@ class StatusView:
             self._cache.clear()
         return self._places
 
-    def virtuals(
-        self,
-        config: Config,
-        layout: Sequence[VirtualLayout],
-        health: dict[RealRef, RealHealth],
-        table: Table,
-        maintained: frozenset[RealRef],
-        drained: frozenset[RealRef],
-        rules: Mapping[RealRef, HealthRules],
-        clock: Callable[[], float],
-    ) -> list[VirtualStatus]:
+    def virtuals(self, inputs: StatusInputs) -> list[VirtualStatus]:
         """Every virtual's entry, in config order, built now (tests and tools; the daemon
-        reads texts()). `layout`: layout_of(config), kept by the caller (it holds each
-        virtual's key and each real's kernel key); `clock`: health's (holds are on it)."""
+        reads texts())."""
+        config, layout, health, table, maintained, drained, rules, clock = inputs
         places = self.health_places(config, health, layout)
         healths = list(health.values())
         return [
@@ -128,17 +133,7 @@ class StatusView:
             )
         ]
 
-    def texts(
-        self,
-        config: Config,
-        layout: Sequence[VirtualLayout],
-        health: dict[RealRef, RealHealth],
-        table: Table,
-        maintained: frozenset[RealRef],
-        drained: frozenset[RealRef],
-        rules: Mapping[RealRef, HealthRules],
-        clock: Callable[[], float],
-    ) -> list[bytes]:
+    def texts(self, inputs: StatusInputs) -> list[bytes]:
         """Every virtual's entry as compact JSON, packed (status.pack), in config order: what
         virtuals() gives, encoded. Only the packed text is kept, not the entry (a dict per real
         was 200 bytes a real for nothing but the next encoding, its text 212), and a virtual's
@@ -148,12 +143,13 @@ class StatusView:
         too: one list comparison at C speed; equal maintained and drained sets) is the last
         list again, without a look at any virtual (a pool without checks: 2,284 virtuals,
         100,000 reals looked at each second for nothing)."""
-        inputs = (config, layout, health, rules)
+        config, layout, health, table, maintained, drained, rules, clock = inputs
+        identity = (config, layout, health, rules)
         healths = list(health.values())
         last = self._last
         if (
             last is not None
-            and all(a is b for a, b in zip(last.inputs, inputs, strict=True))
+            and all(a is b for a, b in zip(last.inputs, identity, strict=True))
             # by value: the maintenance scan and the drain refresh may give an equal set anew
             # each second (an empty one always compares at once)
             and last.maintained == maintained
@@ -191,7 +187,7 @@ class StatusView:
             text = pack(json.dumps(entry, separators=(",", ":")).encode())
             cache[i] = (hs, service, maintained, drained, kept, text)
             texts.append(text)
-        self._last = _Built(inputs, table, services, maintained, drained, healths, texts)
+        self._last = _Built(identity, table, services, maintained, drained, healths, texts)
         return list(texts)
 
 
