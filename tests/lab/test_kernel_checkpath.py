@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -269,8 +270,15 @@ def test_prerequisites_are_checked(cp: CheckpathLab) -> None:
     assert f"net.ipv4.conf.{BRIDGE}.accept_local=1" in done.stderr
     assert f"sysctl -w net.ipv4.conf.{BRIDGE}.accept_local=1" in done.stderr
     assert not cp.daemon.running()
+    checked = run(
+        sys.executable, "-m", "lvsmon", "check-config", str(cp.daemon.config), check=False
+    )
+    assert checked.returncode == 2 and "accept_local=1" in checked.stderr, checked.stderr
     sysctl(f"net.ipv4.conf.{BRIDGE}.accept_local", 1)
-    assert cp.daemon.command("check-config").returncode == 0
+    checked = run(
+        sys.executable, "-m", "lvsmon", "check-config", str(cp.daemon.config), check=False
+    )
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_a_real_path_keeps_a_real_without_the_vip(cp: CheckpathLab) -> None:
