@@ -1,0 +1,167 @@
+"""CPU per check through the VIP against the real's own address (issue 23 point 6), in the VM.
+
+    tests/vm/run --exec ".venv/bin/python bench/checkpath_cost.py [--reals 1000]"
+
+One DR segment (bridge cb-br): the director 10.32.0.1/16 with the VIP; one network namespace
+holding every real's address (10.32.1.1 ...) and the VIP on `lo` (arp_ignore=1, arp_announce=2),
+a Python server there accepting and closing on *:80. lvsmon (netlink backend) checks every real
+with `checktype=connect` (the cheapest check, so the extra cost of the VIP path weighs most)
+every --interval s. Three windows of --window s each, in one daemon: checkpath=real, vip, real
+(a reload between them); per window the daemon's CPU (utime+stime of /proc/PID/stat) over the
+checks it finished (its status file's checks_done). Prints one JSON line; nothing outside the VM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NS = "cb-rs"
+BRIDGE = "cb-br"
+VIP = "10.32.255.100"
+SERVER = (
+    "import socket,selectors\n"
+    "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('0.0.0.0', 80)); s.listen(4096)\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.close()\n"
+)
+
+
+def sh(*args: str, check: bool = True, stdin: str | None = None) -> str:
+    done = subprocess.run(args, input=stdin, capture_output=True, text=True, check=False)
+    if check and done.returncode:
+        raise SystemExit(f"{' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def rip(i: int) -> str:
+    return f"10.32.{1 + i // 250}.{1 + i % 250}"
+
+
+def config(logfile: Path, n: int, interval: int, path: str) -> str:
+    reals = "".join(f"\treal={rip(i)}:80 gate\n" for i in range(n))
+    return (
+        f"checkinterval={interval}\nquiescent=yes\n"
+        f'logfile="{logfile}"\n'
+        f"virtual={VIP}:80\n{reals}\tchecktype=connect\n\tchecktimeout=2\n\tcheckpath={path}\n"
+    )
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def checks_done(status: Path) -> int:
+    try:
+        return int(json.loads(status.read_text())["stats"]["checks_done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def up_count() -> int:
+    return len(re.findall(r"^-a -t \S+ -r \S+ -g -w 1$", sh("ipvsadm", "-Sn"), re.M))
+
+
+def probe_count() -> int:
+    return len(re.findall(r"^-A -f ", sh("ipvsadm", "-Sn"), re.M))
+
+
+def wait(pred: object, within: float, what: str) -> None:
+    assert callable(pred)
+    end = time.monotonic() + within
+    while not pred():
+        if time.monotonic() > end:
+            raise SystemExit(f"{what}: not within {within} s")
+        time.sleep(0.5)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--reals", type=int, default=1000)
+    ap.add_argument("--interval", type=int, default=5)
+    ap.add_argument("--window", type=float, default=30.0)
+    args = ap.parse_args()
+    if not os.environ.get("LVSMON_IN_VM"):
+        raise SystemExit("builds namespaces and programs IPVS: run it in the VM (tests/vm/run)")
+    work = Path(tempfile.mkdtemp(prefix="cb-"))
+    sh("ip", "netns", "del", NS, check=False)
+    sh("ip", "link", "del", BRIDGE, check=False)
+    sh("ipvsadm", "-C")
+    sh("ip", "netns", "add", NS)
+    batch = [
+        f"link add {BRIDGE} type bridge", f"addr add 10.32.0.1/16 dev {BRIDGE}",
+        f"addr add {VIP}/32 dev {BRIDGE}", f"link set {BRIDGE} up",
+        f"link add {NS} type veth peer name eth0 netns {NS}", f"link set {NS} master {BRIDGE} up",
+    ]  # fmt: skip
+    sh("ip", "-batch", "-", stdin="\n".join(batch) + "\n")
+    inner = ["link set lo up", f"addr add {VIP}/32 dev lo", "link set eth0 up"]
+    inner += [f"addr add {rip(i)}/16 dev eth0" for i in range(args.reals)]
+    sh("ip", "-n", NS, "-batch", "-", stdin="\n".join(inner) + "\n")
+    for name, value in (("arp_ignore", 1), ("arp_announce", 2)):
+        sh("ip", "netns", "exec", NS, "sysctl", "-qw", f"net.ipv4.conf.all.{name}={value}")
+    for name, value in (
+        (f"net.ipv4.conf.{BRIDGE}.accept_local", 1),
+        ("net.ipv4.conf.all.rp_filter", 0),
+        (f"net.ipv4.conf.{BRIDGE}.rp_filter", 0),
+    ):
+        sh("sysctl", "-qw", f"{name}={value}")
+    server = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", SERVER])
+    cf, log = work / "cb.cf", work / "lvsmon.log"
+    pidfile, status = work / "lvsmon.pid", work / "lvsmon.status.json"
+    lvsmon = [sys.executable, "-m", "lvsmon", "--backend", "netlink", "--pid-file", str(pidfile)]
+    result: dict[str, object] = {"reals": args.reals, "interval_s": args.interval}
+    windows: list[dict[str, object]] = []
+    try:
+        cf.write_text(config(log, args.reals, args.interval, "real"))
+        sh(*lvsmon, str(cf), "start")
+        pid = int(pidfile.read_text())
+        for path in ("real", "vip", "real"):
+            if path != "real" or windows:
+                cf.write_text(config(log, args.reals, args.interval, path))
+                os.kill(pid, signal.SIGHUP)
+                want = args.reals if path == "vip" else 0
+                wait(lambda w=want: probe_count() == w, 120, f"{want} probe services")
+            wait(lambda: up_count() == args.reals, 300, f"every real up ({path})")
+            time.sleep(2 * args.interval)  # a whole round on the new path
+            c0, n0, t0 = cpu_s(pid), checks_done(status), time.monotonic()
+            time.sleep(args.window)
+            c1, n1, t1 = cpu_s(pid), checks_done(status), time.monotonic()
+            checks = max(n1 - n0, 1)
+            windows.append(
+                {
+                    "checkpath": path,
+                    "checks": n1 - n0,
+                    "checks_per_s": round((n1 - n0) / (t1 - t0), 1),
+                    "cpu_share": round((c1 - c0) / (t1 - t0), 4),
+                    "us_per_check": round((c1 - c0) / checks * 1e6, 1),
+                    "up": up_count(),
+                }
+            )
+            print(json.dumps(windows[-1]), file=sys.stderr, flush=True)
+        real = [float(w["us_per_check"]) for w in windows if w["checkpath"] == "real"]  # type: ignore[arg-type]
+        vip = float(windows[1]["us_per_check"])  # type: ignore[arg-type]
+        result["windows"] = windows
+        result["vip_over_real"] = round(vip / (sum(real) / len(real)), 3)
+        print(json.dumps(result))
+        return 0
+    finally:
+        subprocess.run([*lvsmon, str(cf), "stop"], capture_output=True, check=False)
+        server.kill()
+        server.wait()
+        sh("ip", "netns", "del", NS, check=False)
+        sh("ip", "link", "del", BRIDGE, check=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
