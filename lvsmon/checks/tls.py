@@ -40,10 +40,12 @@ plain dialogue (bench/tls_cost.py measures each step).
   bench/README.md):
 
   - reading `SSLObject.session` and passing `session=` each cost ~100 µs: CPython copies a
-    session by serialising and parsing it again (`_ssl_session_dup`, certificate included).
-    So the session is read only after a full handshake; a resumed check puts the session it
-    offered back (a ticket serves many handshakes until its lifetime: nginx's 300 s), and the
-    offer's cost stays ~100 µs a check.
+    session by serialising and parsing it again (`_ssl_session_dup`, certificate included),
+    and on 3.11 the getter leaks that copy (python/cpython#116810). lvsmon/checks/tlssession.py
+    takes and offers sessions through libssl instead (a reference each way, ~1 µs, nothing
+    leaked) where the interpreter's layout checks out, else through CPython's API. Either way
+    the session is read only after a full handshake; a resumed check puts the session it
+    offered back (a ticket serves many handshakes until its lifetime: nginx's 300 s).
   - TLS 1.3 gives a resumable session only after the handshake, in NewSessionTicket messages
     the client reads with the first application data: `session` is read at the verdict, and
     kept only if it holds a ticket (TLS 1.2: a ticket or a session id).
@@ -84,6 +86,7 @@ from typing import Final
 from lvsmon.checks.base import CheckResult, describe_error
 from lvsmon.checks.dialogue import Dialogue, Outcome
 from lvsmon.checks.stream import tls_context
+from lvsmon.checks.tlssession import Session, session_of, wrap
 
 HANDSHAKE_BYTES: Final = 64 * 1024
 """The server's bytes a handshake may take on top of the inner dialogue's budget (a certificate
@@ -119,21 +122,15 @@ class TlsLayer:
     def __init__(
         self,
         server_hostname: str = "",
-        session: ssl.SSLSession | None = None,
+        session: Session | None = None,
         context: ssl.SSLContext | None = None,
     ) -> None:
-        """`server_hostname`: the SNI name ("" sends none); `session`: one to offer."""
+        """`server_hostname`: the SNI name ("" sends none); `session`: one to offer (not
+        offered if it is another context's)."""
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         ctx = context or client_context()
-        try:
-            self._obj = ctx.wrap_bio(
-                self._in, self._out, server_hostname=server_hostname or None, session=session
-            )
-        except ValueError:  # a session of another context
-            session = None
-            self._obj = ctx.wrap_bio(self._in, self._out, server_hostname=server_hostname or None)
-        self.offered = session
+        self._obj, self.offered = wrap(ctx, self._in, self._out, server_hostname or None, session)
         self.handshake_done = False
         self.eof = False  # the peer ended its side (close_notify or the TCP end)
 
@@ -190,10 +187,11 @@ class TlsLayer:
         return self._out.read()
 
     @property
-    def session(self) -> ssl.SSLSession | None:
-        """The connection's session (a copy: ~100 µs); TLS 1.3's is resumable only once its
-        ticket was read, after some application data."""
-        return self._obj.session
+    def session(self) -> Session | None:
+        """The connection's session (lvsmon/checks/tlssession.py: a reference, or CPython's
+        copy, ~100 µs); TLS 1.3's is resumable only once its ticket was read, after some
+        application data."""
+        return session_of(self._obj)
 
     @property
     def session_reused(self) -> bool:
@@ -209,7 +207,7 @@ class SessionEntry:
 
     __slots__ = ("session", "strikes", "until", "used")
 
-    def __init__(self, session: ssl.SSLSession | None, strikes: int = 0, until: float = 0.0):
+    def __init__(self, session: Session | None, strikes: int = 0, until: float = 0.0):
         self.session = session
         self.strikes = strikes
         self.until = until
@@ -267,7 +265,7 @@ class SessionCache:
             if strikes >= 2:
                 self.quiet(key)  # it does not resume what it is offered
                 return
-        session = layer.session  # a full handshake: a copy, ~100 µs
+        session = layer.session  # a full handshake: a reference (CPython's API: a copy)
         if session is None or not (
             session.has_ticket or (session.id and layer.version() != "TLSv1.3")
         ):
