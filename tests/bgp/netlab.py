@@ -329,10 +329,12 @@ class Lab:
         self.procs.append(proc)
         return proc
 
-    def write_cf(self, d: Director, reals: tuple[str, ...], *, holddown: int, drain: int) -> None:
-        extra = ""
+    def write_cf(
+        self, d: Director, reals: tuple[str, ...], *, holddown: int, drain: int, med: int = 100
+    ) -> None:
+        extra = f"bgpmed={med}\n"
         if self.mode == "exabgp":
-            extra = f"bgpexabgpconf={self.files / f'{d.name}.exabgp.conf'}"
+            extra += f"bgpexabgpconf={self.files / f'{d.name}.exabgp.conf'}"
         d.cf.write_text(
             DIRECTOR_CF.format(
                 mode=self.mode,

@@ -122,6 +122,19 @@ def test_active_active_directors(mode: str, record_property: Callable[[str, obje
         wait(lambda: both(the_lab), 10, "undrained")
         note("d1 back after undrain --director (from the command)", time.monotonic() - t0)
 
+        # a per-VIP MED (PyBal's primary/backup): d2 at MED 200 by a reload is the backup, the
+        # router sends everything to d1; back at 100, ECMP again
+        assert d2.lvsmon is not None
+        the_lab.write_cf(d2, REALS[:2], holddown=HOLDDOWN, drain=DRAIN, med=200)
+        d2.lvsmon.send_signal(signal.SIGHUP)
+        t0 = time.monotonic()
+        wait(lambda: the_lab.nexthops() == {D1}, 15, "d2 the backup")
+        note("d2 made the backup by a reload (MED 200)", time.monotonic() - t0)
+        assert "BGP.med: 200" in the_lab.bird_routes()
+        the_lab.write_cf(d2, REALS[:2], holddown=HOLDDOWN, drain=DRAIN)
+        d2.lvsmon.send_signal(signal.SIGHUP)
+        wait(lambda: both(the_lab), 15, "ECMP again")
+
         # graceful stop: GRACEFUL_SHUTDOWN and the worst MED, then withdrawn after bgpdrain
         d1.lvsmon.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
