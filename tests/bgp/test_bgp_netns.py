@@ -25,7 +25,7 @@ from collections.abc import Callable
 import pytest
 
 from lvsmon.api.client import request
-from tests.bgp.netlab import REALS, VIP, Lab, lab, wait
+from tests.bgp.netlab import REALS, VIP, Lab, lab, run, wait
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("bird") is None,
@@ -179,3 +179,31 @@ def test_active_active_directors(mode: str, record_property: Callable[[str, obje
             assert "nothing to flush" in the_lab.flush(d1)
         assert d2.lvsmon is not None and d2.lvsmon.poll() is None
         print(f"[{mode}] measured: {times}")
+
+
+@pytest.mark.parametrize("bfd", [True, False])
+def test_link_loss_is_seen_by_bfd_within_a_second(
+    bfd: bool, record_property: Callable[[str, object], None]
+) -> None:
+    """The gap no health check closes: d1's link to the router stops carrying packets (the
+    carrier stays up). With BIRD's BFD (100 ms x 3, configured on both ends) the router takes
+    d1's session and route down within a second; without it (the control), only when the BGP
+    hold timer (9 s here, 90 s by default) runs out."""
+    with lab("bird", bfd=bfd) as the_lab:
+        d1, d2 = the_lab.directors
+        for d in (d1, d2):
+            the_lab.write_cf(d, REALS[:2], holddown=HOLDDOWN, drain=DRAIN)
+            the_lab.start_lvsmon(d)
+        wait(lambda: both(the_lab), 60, "both next hops")
+        time.sleep(1)  # the BFD sessions are up by now (they come up with BGP)
+        # d1's address leaves its uplink: what the router sends it is dropped there, d1 sends
+        # nothing (the carrier stays up, the router's ARP entry too: no interface event)
+        run("ip", "-n", d1.ns, "addr", "flush", "dev", "eth0")
+        took = wait(lambda: the_lab.nexthops() == {D2}, 20, "d1's route gone")
+        name = "with BFD" if bfd else "hold timer only"
+        print(f"[bird, {name}] d1 withdrawn {took:.2f} s after its link stopped carrying packets")
+        record_property(f"bird_link_loss_{'bfd' if bfd else 'hold'}", round(took, 3))
+        if bfd:
+            assert took < 1.0
+        else:
+            assert took > 3.0  # the hold timer: BFD is what makes the difference
