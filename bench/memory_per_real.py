@@ -94,6 +94,9 @@ async def build(path: str, scrape: bool = False) -> Any:
     # what the daemon keeps from one second to the next: each virtual's text, not the whole
     # one (its housekeeping drops a client's copy after 0.5 s)
     daemon._status_cache = None
+    from lvsmon.daemon.daemon import settle_memory
+
+    settle_memory(collect=False)  # as the daemon does once its first round is done
     if scrape:  # what a Prometheus scrape leaves behind (the exporter's layout, its last body)
         from lvsmon.api.metrics import Exporter
 

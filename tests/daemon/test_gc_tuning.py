@@ -95,3 +95,38 @@ def arenas_after_four_threads(how: str) -> int:
 def test_the_daemon_keeps_one_malloc_arena() -> None:
     assert arenas_after_four_threads("default") >= 2  # each thread its own: what the cap prevents
     assert arenas_after_four_threads("capped") == 1
+
+
+TRIM = """
+import sys
+from lvsmon.daemon.daemon import release_free_memory
+
+def rss() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+# a peak of C-heap blocks (bytes over 512 come from malloc), then all but every 64th freed:
+# what stays pins the heap's top, so glibc cannot give the free pages back by itself
+held = [bytes(2000) for _ in range(40_000)]
+kept = held[::64]
+del held
+before = rss()
+if sys.argv[1] == "trim":
+    release_free_memory()
+print(before - rss())
+"""
+
+
+def test_settling_gives_the_c_heaps_free_pages_back() -> None:
+    """After a start-up or a reload (settle_memory): the peak's pages go back to the kernel."""
+    import subprocess
+    import sys
+
+    def freed(how: str) -> int:
+        done = subprocess.run(
+            [sys.executable, "-c", TRIM, how], capture_output=True, text=True, check=True
+        )
+        return int(done.stdout)
+
+    assert freed("none") < 10_000  # KiB: glibc keeps them
+    assert freed("trim") > 40_000  # most of the 80 MB peak
