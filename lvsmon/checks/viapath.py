@@ -29,6 +29,10 @@ from typing import Final
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, describe_error
 
 SO_MARK: Final = getattr(socket, "SO_MARK", 36)
+# bind without taking a port yet (Linux >= 4.2): connect picks it by the whole 4-tuple. A bind to
+# (address, 0) searches a free port at once, past every TIME_WAIT socket of earlier checks: in the
+# VM at 200 checks a second that made a check through the VIP cost 1.75 x one to the real
+IP_BIND_ADDRESS_NO_PORT: Final = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 SOURCE_TTL_S: Final = 10.0  # how long the director's source address toward a real is reused
 
 RIP_ONLY: Final = (
@@ -74,6 +78,7 @@ def steer(sock: _socket.socket, spec: CheckSpec) -> tuple[str, int]:
         raise CheckFailed(f"connect: no probe service for {spec.host} ({spec.pathforward}) yet")
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+        sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
         sock.bind((source_toward(spec.host, sock.family), 0))
     except OSError as exc:
         _sources.pop(spec.host, None)  # a stale source: look it up again next time

@@ -77,6 +77,8 @@ def test_steer_marks_binds_and_aims_at_the_vip() -> None:
         addr = viapath.steer(sock, spec(8080, "vip"))
         assert addr == (VIP, 8080)
         assert sock.getsockopt(socket.SOL_SOCKET, viapath.SO_MARK) == MARK
+        assert sock.getsockopt(socket.IPPROTO_IP, viapath.IP_BIND_ADDRESS_NO_PORT) == 1
+        assert sock.getsockname()[1] == 0  # the port is connect's to pick
         # the source the kernel picks toward the real (on loopback: 127.0.0.1)
         assert sock.getsockname()[0] == viapath.source_toward(RIP, socket.AF_INET)
 
