@@ -14,10 +14,20 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from lvsmon.addr import host_port
 from lvsmon.checks.base import CheckSpec
-from lvsmon.config.model import CheckType, Config, Real, Service, Virtual, VirtualProtocol
+from lvsmon.config.checkpathconf import path_of
+from lvsmon.config.model import (
+    CheckPath,
+    CheckType,
+    Config,
+    Real,
+    Service,
+    Virtual,
+    VirtualProtocol,
+)
 from lvsmon.engine.health import LDIRECTORD, Damping, HealthRules
 from lvsmon.ipvs.model import DestKey, ServiceKey
 
@@ -152,6 +162,7 @@ def _spec(v: Virtual, r: Real, kind: str) -> CheckSpec:
     timeout = v.negotiatetimeout if negotiate else v.checktimeout
     if kind == "ping":
         timeout = v.checktimeout * v.checkcount  # ldirectord waited checktimeout per attempt
+    checkpath, pathvip, pathforward = _path(v, r, kind)
     return CheckSpec(
         kind=kind,  # type: ignore[arg-type]
         host=r.address,
@@ -174,7 +185,24 @@ def _spec(v: Virtual, r: Real, kind: str) -> CheckSpec:
         vport=v.port if external else 0,
         rport=r.port if external else 0,
         checkcount=v.checkcount if kind == "ping" else 1,
+        checkpath=checkpath,
+        pathvip=pathvip,
+        pathforward=pathforward,
     )
+
+
+_RIP: Final = ("real", "", "")
+
+
+def _path(v: Virtual, r: Real, kind: str) -> tuple[str, str, str]:
+    """Checks through the VIP (config/checkpathconf.py path_of: gate/ipip reals only): the
+    path, the VIP and the real's forwarding, which pick its probe service."""
+    if v.checkpath is CheckPath.REAL or kind not in ("connect", "negotiate"):
+        return _RIP
+    path = path_of(v, r)
+    if path is CheckPath.REAL:
+        return _RIP
+    return str(path), v.address or "", str(r.forward)
 
 
 def _vip(v: Virtual) -> str:
