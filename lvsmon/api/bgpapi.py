@@ -17,11 +17,7 @@ def _body(request: web.Request) -> dict[str, object]:
     announcer = request.app[DAEMON].bgp
     if announcer is None:
         return {"speaker": None, "drained": False, "vips": []}
-    return {
-        "speaker": announcer.speaker.name,
-        "drained": announcer.director_drained,
-        "vips": announcer.status(),
-    }
+    return dict(announcer.summary())
 
 
 async def get_bgp(request: web.Request) -> web.Response:

@@ -150,4 +150,18 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "gauge",
         "When this /metrics body's build began, Unix time: its values are at least this recent.",
     ),
+    # BGP announcements (bgp = bird|exabgp); no sample without bgp
+    "lvsmon_bgp_announced": (
+        "gauge",
+        "1 while the VIP (label vip) is announced over BGP, 0 while withdrawn.",
+    ),
+    "lvsmon_bgp_director_drained": (
+        "gauge",
+        "1 while the director is drained (lvsmon drain --director): nothing announced.",
+    ),
+    "lvsmon_bgp_speaker_failures_total": (
+        "counter",
+        "Announcements, withdrawals and reads the routing daemon (BIRD's kernel table, ExaBGP) "
+        "refused; each is retried.",
+    ),
 }

@@ -653,3 +653,16 @@ class Exporter:
         labelled("lvsmon_control_refused_total", "reason", {k: refused.get(k, 0) for k in REASONS})
         one("lvsmon_metrics_build_seconds", self.last_build_s)
         one("lvsmon_metrics_built_timestamp_seconds", round(began_wall, 3))
+        bgp = daemon.bgp
+        family(out, "lvsmon_bgp_announced")
+        if bgp is not None:
+            out.extend(
+                f'lvsmon_bgp_announced{{vip="{escape_label(vip)}"}} {int(state.announced)}\n'
+                for vip, state in bgp.states.items()
+            )
+        family(out, "lvsmon_bgp_director_drained")
+        if bgp is not None:
+            out.append(f"lvsmon_bgp_director_drained {int(bgp.director_drained)}\n")
+        family(out, "lvsmon_bgp_speaker_failures_total")
+        if bgp is not None:
+            out.append(f"lvsmon_bgp_speaker_failures_total {bgp.failed}\n")

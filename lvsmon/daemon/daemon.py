@@ -542,6 +542,7 @@ class Daemon:
         reconciler = self.engine.reconciler
         status["table"] = self._digests.of(reconciler.actual, reconciler.managed)
         status["resync_s"] = reconciler.resync_s
+        status["bgp"] = self.bgp.summary() if self.bgp is not None else None
         return status
 
     def _status_version(self) -> int:

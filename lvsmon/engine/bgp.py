@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING
 
 from lvsmon.config.bgpsettings import BgpGlobal
 from lvsmon.engine.announce import (
@@ -42,6 +42,7 @@ from lvsmon.engine.events import (
     RealChanged,
     RouteChanged,
 )
+from lvsmon.engine.status import BgpStatus, BgpVipStatus
 from lvsmon.routes.speaker import Speaker
 
 if TYPE_CHECKING:
@@ -52,16 +53,6 @@ log = logging.getLogger("lvsmon")
 WAKING = (RealChanged, DepoolLimited, FallbackChanged, DrainChanged, ConfigLoaded)
 RETRY_S = 1.0
 FIRST_ROUND_POLL_S = 0.25  # the first round's end has no event of its own
-
-
-class VipStatus(TypedDict):
-    vip: str
-    announced: bool
-    reason: str
-    since: float  # wall clock
-    med: int | None
-    communities: list[str]
-    speaker: str
 
 
 def make_speaker(bgp: BgpGlobal, base: str) -> Speaker:
@@ -181,7 +172,7 @@ class Announcer:
             for vip in decision.withdraw:
                 await self._withdraw(vip, reason)
 
-    async def drain_director(self, on: bool) -> list[VipStatus]:
+    async def drain_director(self, on: bool) -> list[BgpVipStatus]:
         """`lvsmon drain --director`: the graceful stop's drain without stopping (answers once
         everything is withdrawn, bgpdrain s); `undrain --director`: the VIPs decided afresh,
         announced at once where their pools are healthy (no hold-down: nothing flapped)."""
@@ -310,7 +301,15 @@ class Announcer:
 
     # ---- views --------------------------------------------------------------------------------
 
-    def status(self) -> list[VipStatus]:
+    def summary(self) -> BgpStatus:
+        """The status's `bgp` and GET /bgp."""
+        return {
+            "speaker": self.speaker.name,
+            "drained": self.director_drained,
+            "vips": self.status(),
+        }
+
+    def status(self) -> list[BgpVipStatus]:
         """Per VIP: announced or not, why, since when (wall clock), with what."""
         offset = time.time() - self.clock()
         return [

@@ -81,6 +81,24 @@ class SyncStatus(TypedDict):
     error: str | None  # the last attempt's failure
 
 
+class BgpVipStatus(TypedDict):
+    """One VIP's BGP announcement (engine/bgp.py)."""
+
+    vip: str
+    announced: bool
+    reason: str
+    since: float  # Unix time `announced` last changed
+    med: int | None
+    communities: list[str]
+    speaker: str
+
+
+class BgpStatus(TypedDict):
+    speaker: str  # bird or exabgp
+    drained: bool  # lvsmon drain --director
+    vips: list[BgpVipStatus]
+
+
 class Status(TypedDict, total=False):
     pid: int
     started_at: float
@@ -94,6 +112,7 @@ class Status(TypedDict, total=False):
     table: dict[str, str] | None
     resync_s: float  # the resync interval in force: verify-table waits that long for a repair
     sync: list[SyncStatus]  # connection sync daemons (syncdaemon); empty when none configured
+    bgp: BgpStatus | None  # BGP announcements (bgp = bird|exabgp); None without
 
 
 LATENESS_WINDOW = 20000  # starts whose lateness the status's percentiles are of
@@ -330,6 +349,23 @@ def check_status(data: object) -> Status:
             _check(d, key, at, "a string", required=True)
         for key in ("running", "error"):
             _check(d, key, at, "a string", required=True, null=True)
+    bgp = _check(top, "bgp", "", "an object", required=False, null=True)
+    if isinstance(bgp, dict):
+        _check(bgp, "speaker", "bgp", "a string", required=True)
+        _check(bgp, "drained", "bgp", "true or false", required=True)
+        vips = _check(bgp, "vips", "bgp", "a list", required=True)
+        for i, d in enumerate(_entries(vips, "bgp.vips")):
+            at = f"bgp.vips[{i}]"
+            for key in ("vip", "reason"):
+                _check(d, key, at, "a string", required=True)
+            _check(d, "announced", at, "true or false", required=True)
+            _check(d, "med", at, "an integer", required=False, null=True)
+            since = _check(d, "since", at, "a number", required=True)
+            if isinstance(since, int | float):
+                try:
+                    time.localtime(since)
+                except (OverflowError, OSError, ValueError):
+                    raise MalformedStatus(f"{at}.since: out of range") from None
     stats = _check(top, "stats", "", "an object", required=False)
     if isinstance(stats, dict):
         for key in (
@@ -403,6 +439,17 @@ def render_status(status: Status) -> str:
             lines.append(f"sync {sync['state']}: running: {sync['running']}")
         else:
             lines.append(f"sync {sync['state']}: not running (wanted: {sync['wanted']})")
+    bgp = status.get("bgp")
+    if bgp is not None:
+        drained = " (director drained: lvsmon undrain --director)" if bgp["drained"] else ""
+        lines.append(f"bgp ({bgp['speaker']}){drained}:")
+        for d in bgp["vips"]:
+            since = time.strftime("%H:%M:%S", time.localtime(d["since"]))
+            if d["announced"]:
+                state = f"announced (MED {d.get('med')}) since {since}"
+            else:
+                state = f"withdrawn since {since}"
+            lines.append(f"  {bracketed(d['vip'])} {state}: {d['reason']}")
     stats = status.get("stats")
     if stats is not None:
         late = stats.get("lateness_ms", {})

@@ -72,6 +72,12 @@ def test_active_active_directors(mode: str, record_property: Callable[[str, obje
         (vip,) = body["vips"]
         assert (vip["vip"], vip["announced"], vip["med"]) == (VIP, True, 100), vip
         assert vip["reason"] == f"tcp:{VIP}:80: 2 of 2 reals healthy"
+        # the same in /metrics and `lvsmon status`
+        status, text = request(sock, "GET", "/metrics")
+        assert status == 200 and f'lvsmon_bgp_announced{{vip="{VIP}"}} 1' in text
+        assert "lvsmon_bgp_director_drained 0" in text
+        out = the_lab.cli(d1, "status")
+        assert f"bgp ({mode}):" in out and f"  {VIP} announced (MED 100) since " in out, out
 
         # every real fails from d1 only
         the_lab.block_reals(d1)
