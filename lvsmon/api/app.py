@@ -21,6 +21,7 @@ from lvsmon.api.guard import Connection
 
 if TYPE_CHECKING:
     from lvsmon.config.model import Config
+    from lvsmon.engine.arpguard import ArpGuard
     from lvsmon.engine.bgp import Announcer
     from lvsmon.engine.drain import Outcome
     from lvsmon.engine.engine import Engine
@@ -65,6 +66,10 @@ class DaemonView(Protocol):
     @property
     def bgp(self) -> Announcer | None:
         """The BGP announcer (GET /bgp, POST /bgp/drain; None: bgp is off)."""
+
+    @property
+    def arpguard(self) -> ArpGuard:
+        """The ARP guard: its conflicts and counters (/metrics)."""
 
     @property
     def drain_where(self) -> str:

@@ -145,6 +145,18 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "descriptors), host (a Host not served: 421), timeout (request headers not complete in "
         "time, or idle too long), stalled (an answer left unread too long).",
     ),
+    "lvsmon_arp_conflicts_active": (
+        "gauge",
+        "ARP conflicts the ARP guard sees now: a MAC not the director's answering ARP for a "
+        "guarded VIP, per VIP, interface and MAC.",
+    ),
+    "lvsmon_arp_conflicts_total": ("counter", "ARP conflicts the ARP guard found, in all."),
+    "lvsmon_arp_guard_rounds_total": ("counter", "Rounds of ARP requests the ARP guard sent."),
+    "lvsmon_arp_guard_failures_total": (
+        "counter",
+        "ARP guard rounds that could not ask everywhere (no route to a real, an interface down, "
+        "no CAP_NET_RAW, ARP replies beyond the round's byte bound).",
+    ),
     "lvsmon_metrics_build_seconds": ("gauge", "How long the previous /metrics body took to build."),
     "lvsmon_metrics_built_timestamp_seconds": (
         "gauge",

@@ -651,6 +651,11 @@ class Exporter:
         one("lvsmon_control_sse_cut_off_total", feed.cut_off)
         refused = self.guard.refused if self.guard is not None else {}
         labelled("lvsmon_control_refused_total", "reason", {k: refused.get(k, 0) for k in REASONS})
+        arp = daemon.arpguard
+        one("lvsmon_arp_conflicts_active", len(arp.conflicts))
+        one("lvsmon_arp_conflicts_total", arp.detected)
+        one("lvsmon_arp_guard_rounds_total", arp.rounds)
+        one("lvsmon_arp_guard_failures_total", arp.failures)
         one("lvsmon_metrics_build_seconds", self.last_build_s)
         one("lvsmon_metrics_built_timestamp_seconds", round(began_wall, 3))
         bgp = daemon.bgp

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from lvsmon.api.metrics import Exporter
 from lvsmon.checks.arp import Answer, HostView, Link, Probe, RoundResult, Route
 from lvsmon.config import load_config
 from lvsmon.daemon.daemon import Daemon
@@ -84,6 +85,15 @@ async def _start(path: Path, net: FakeNet) -> tuple[Running, list[Event]]:
     return Running(daemon, task), seen
 
 
+async def _metrics(r: Running) -> dict[str, float]:
+    body = b"".join(await Exporter(r.daemon).scrape()).decode()
+    return {
+        name: float(value)
+        for name, _, value in (line.partition(" ") for line in body.splitlines())
+        if name.startswith("lvsmon_arp_")
+    }
+
+
 async def test_the_guard_runs_with_the_daemon_and_a_reload_turns_it_off(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -97,11 +107,20 @@ async def test_the_guard_runs_with_the_daemon_and_a_reload_turns_it_off(
             assert isinstance(seen[0], ArpConflict)
             assert seen[0].mac == "0a:1b:2c:3d:4e:5f"
             assert any(b"event: ArpConflict\n" in frame for frame in r.daemon.feed.recent)
+            scraped = await _metrics(r)
+            assert scraped.pop("lvsmon_arp_guard_rounds_total") >= 1
+            assert scraped == {
+                "lvsmon_arp_conflicts_active": 1.0,
+                "lvsmon_arp_conflicts_total": 1.0,
+                "lvsmon_arp_guard_failures_total": 0.0,
+            }
             _write(cf, "no")
             assert await r.daemon.reload()
             await wait_for(lambda: len(seen) == 2, within=5)
             assert isinstance(seen[1], ArpConflictCleared)
             assert seen[1].reason == "no longer guarded"
+            assert (await _metrics(r))["lvsmon_arp_conflicts_active"] == 0
+            assert (await _metrics(r))["lvsmon_arp_conflicts_total"] == 1
             rounds = net.rounds
             await asyncio.sleep(1.5)
             assert net.rounds == rounds  # nothing guarded: no round
