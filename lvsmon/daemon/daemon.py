@@ -120,6 +120,7 @@ _status_failing: set[str] = set()  # status files whose last write failed
 # written within the second as always
 BIG_STATUS_REALS = 10_000
 COUNTERS_ONLY_EVERY_S = 10.0
+TRIM_EVERY_TICKS = 60  # housekeeping seconds between two release_free_memory
 
 
 def write_status(path: str, data: bytes) -> bool:
@@ -273,6 +274,7 @@ class Daemon:
         self._started = False
         self._start_failed = False
         self._step_failed: dict[str, str] = {}  # housekeeping step -> the error last logged
+        self._ticks = 1  # housekeeping rounds (the first trim a minute in: start-up settles)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.scheduler = AsyncIOScheduler()
         self._digests = TableDigests()
@@ -592,6 +594,11 @@ class Daemon:
         # every 30 s: read back, restart a vanished sync daemon
         await self._step("sync daemons", self.sync.maintain)
         await self._step("status file", self._write_status)
+        if self._ticks % TRIM_EVERY_TICKS == 0:
+            # what small blocks freed in the middle of the C heap hold: the soak's RSS rose
+            # with them (lvsmon/daemon/runner.py cap_malloc_arenas has the rest)
+            await self._step("memory", release_free_memory)
+        self._ticks += 1
 
     def _scan_maintenance(self) -> None:
         if self.engine.refresh_maintenance():

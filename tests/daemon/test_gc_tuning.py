@@ -130,3 +130,72 @@ def test_settling_gives_the_c_heaps_free_pages_back() -> None:
 
     assert freed("none") < 10_000  # KiB: glibc keeps them
     assert freed("trim") > 40_000  # most of the 80 MB peak
+
+
+THRESHOLD = """
+import sys
+from lvsmon.daemon.runner import cap_malloc_arenas
+if sys.argv[1] == "capped":
+    cap_malloc_arenas()
+
+def heap_kib() -> int:
+    size, seen = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if "[heap]" in line:
+                seen = True
+            elif seen and line.startswith("Size:"):
+                size += int(line.split()[1])
+                seen = False
+    return size
+
+big = bytes(4_000_000)
+del big  # glibc would now raise its mmap threshold to 4 MB
+before = heap_kib()
+held = [bytes(200_000) for _ in range(100)]  # the status text, zlib states...
+print(heap_kib() - before)
+"""
+
+
+def test_large_blocks_keep_mappings_of_their_own() -> None:
+    """cap_malloc_arenas fixes glibc's mmap threshold: after a large block is freed, blocks of
+    200 KB no longer come from (and fragment) the heap."""
+    import subprocess
+    import sys
+
+    def heap_growth(how: str) -> int:
+        done = subprocess.run(
+            [sys.executable, "-c", THRESHOLD, how], capture_output=True, text=True, check=True
+        )
+        return int(done.stdout)
+
+    assert heap_growth("default") > 15_000  # KiB: 20 MB of them in the heap
+    assert heap_growth("capped") < 2_000
+
+
+async def test_housekeeping_gives_free_memory_back_now_and_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import lvsmon.daemon.daemon as daemon_module
+    from lvsmon.config import load_config
+    from lvsmon.daemon.daemon import Daemon
+    from lvsmon.ipvs.memory import MemoryBackend
+
+    trims: list[int] = []
+    monkeypatch.setattr(daemon_module, "TRIM_EVERY_TICKS", 2)
+    monkeypatch.setattr(daemon_module, "release_free_memory", lambda: trims.append(1))
+    (tmp_path / "lb.cf").write_text(
+        "virtual=127.0.0.100:80\n\treal=127.0.0.2:80 masq\n\tchecktype=on\n"
+    )
+    daemon = Daemon(load_config(str(tmp_path / "lb.cf")), MemoryBackend())
+    ready: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(daemon.run(ready.set_result))
+    try:
+        assert await ready is None
+        await asyncio.sleep(4.5)  # housekeeping: once a second
+        assert len(trims) >= 2  # 1 at start-up's settling, then every second tick
+    finally:
+        daemon.request_stop()
+        await task
