@@ -42,6 +42,7 @@ from lvsmon.checks.arp import (
 )
 from lvsmon.config.model import Config
 from lvsmon.engine.events import ArpConflict, ArpConflictCleared, EventBus
+from lvsmon.engine.status import ArpConflictStatus
 from lvsmon.ipvs.model import Family, Forward, ServiceKey
 from lvsmon.text import clean
 
@@ -177,6 +178,13 @@ class ArpGuard:
     @property
     def vips(self) -> tuple[IPv4Address, ...]:
         return tuple(self._guarded)
+
+    def status(self) -> list[ArpConflictStatus]:
+        """The conflicts now, for the status file and `lvsmon status`."""
+        return [
+            {"vip": str(vip), "mac": mac_text(mac), "interface": clean(name), "since": since}
+            for (vip, name, mac), since in sorted(self.conflicts.items())
+        ]
 
     def use(self, config: Config) -> None:
         """Guard the VIPs of `config` (start, reload): a VIP new to the guard is asked at once,

@@ -99,6 +99,15 @@ class BgpStatus(TypedDict):
     vips: list[BgpVipStatus]
 
 
+class ArpConflictStatus(TypedDict):
+    """A conflict the ARP guard sees now (engine/arpguard.py)."""
+
+    vip: str
+    mac: str  # formatted by lvsmon from the reply's bytes
+    interface: str
+    since: float  # Unix time it was first heard
+
+
 class Status(TypedDict, total=False):
     pid: int
     started_at: float
@@ -113,6 +122,7 @@ class Status(TypedDict, total=False):
     resync_s: float  # the resync interval in force: verify-table waits that long for a repair
     sync: list[SyncStatus]  # connection sync daemons (syncdaemon); empty when none configured
     bgp: BgpStatus | None  # BGP announcements (bgp = bird|exabgp); None without
+    arp_conflicts: list[ArpConflictStatus]  # the ARP guard's conflicts now (arpguard)
 
 
 LATENESS_WINDOW = 20000  # starts whose lateness the status's percentiles are of
@@ -366,6 +376,17 @@ def check_status(data: object) -> Status:
                     time.localtime(since)
                 except (OverflowError, OSError, ValueError):
                     raise MalformedStatus(f"{at}.since: out of range") from None
+    arp = _check(top, "arp_conflicts", "", "a list", required=False)
+    for i, c in enumerate(_entries(arp, "arp_conflicts")):
+        at = f"arp_conflicts[{i}]"
+        for key in ("vip", "mac", "interface"):
+            _check(c, key, at, "a string", required=True)
+        since = _check(c, "since", at, "a number", required=True)
+        if isinstance(since, int | float):
+            try:
+                time.localtime(since)
+            except (OverflowError, OSError, ValueError):
+                raise MalformedStatus(f"{at}.since: out of range") from None
     stats = _check(top, "stats", "", "an object", required=False)
     if isinstance(stats, dict):
         for key in (
@@ -450,6 +471,12 @@ def render_status(status: Status) -> str:
             else:
                 state = f"withdrawn since {since}"
             lines.append(f"  {bracketed(d['vip'])} {state}: {d['reason']}")
+    for c in status.get("arp_conflicts", []):
+        since = time.strftime("%H:%M:%S", time.localtime(c["since"]))
+        lines.append(
+            f"ARP conflict: {c['mac']} answers ARP for VIP {c['vip']} on {c['interface']}"
+            f" since {since}"
+        )
     stats = status.get("stats")
     if stats is not None:
         late = stats.get("lateness_ms", {})

@@ -355,3 +355,32 @@ async def test_a_problem_ends_only_when_the_rounds_that_saw_it_stop_seeing_it(
     assert caplog.records[-1].getMessage() == (
         "ARP guard: resolved: eth1: send: no buffer space available"
     )
+
+
+async def test_status_lists_the_conflicts_and_lvsmon_status_shows_them() -> None:
+    from lvsmon.engine.status import MalformedStatus, Status, check_status, render_status
+
+    net, clock = FakeNet(), Clock()
+    guard, _seen = await _guard(net, clock)
+    net.answers = [Answer("eth1", VIP, PEER)]
+    await _round(guard)
+    (entry,) = guard.status()
+    assert {k: v for k, v in entry.items() if k != "since"} == {
+        "vip": "192.0.2.100",
+        "mac": "0a:1b:2c:3d:4e:5f",
+        "interface": "eth1",
+    }
+    status: Status = {"arp_conflicts": guard.status()}
+    (line,) = render_status(status).splitlines()
+    assert line.startswith(
+        "ARP conflict: 0a:1b:2c:3d:4e:5f answers ARP for VIP 192.0.2.100 on eth1"
+    )
+    # an edited status file: checked, and nothing raw reaches the terminal
+    hostile: dict[str, object] = {
+        "arp_conflicts": [{"vip": "x", "mac": "\x1b[2J", "interface": "e", "since": 0}]
+    }
+    assert "\x1b" not in render_status(check_status(hostile))
+    for bad in ({"since": "now"}, {"since": 1e300}, {"mac": None}):
+        broken = {**dict(entry), **bad}
+        with pytest.raises(MalformedStatus):
+            check_status({"arp_conflicts": [broken]})
