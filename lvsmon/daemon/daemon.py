@@ -545,6 +545,7 @@ class Daemon:
         status["table"] = self._digests.of(reconciler.actual, reconciler.managed)
         status["resync_s"] = reconciler.resync_s
         status["bgp"] = self.bgp.summary() if self.bgp is not None else None
+        status["arp_conflicts"] = self.arpguard.status()
         return status
 
     def _status_version(self) -> int:

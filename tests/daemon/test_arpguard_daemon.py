@@ -6,6 +6,7 @@ fake here (tests/engine/test_arpguard_netns.py is the real kernel)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from ipaddress import IPv4Address
@@ -107,6 +108,10 @@ async def test_the_guard_runs_with_the_daemon_and_a_reload_turns_it_off(
             assert isinstance(seen[0], ArpConflict)
             assert seen[0].mac == "0a:1b:2c:3d:4e:5f"
             assert any(b"event: ArpConflict\n" in frame for frame in r.daemon.feed.recent)
+            status = json.loads(r.daemon.status_json(max_age=0.0))
+            assert [(c["vip"], c["mac"]) for c in status["arp_conflicts"]] == [
+                ("127.0.0.100", "0a:1b:2c:3d:4e:5f")
+            ]
             scraped = await _metrics(r)
             assert scraped.pop("lvsmon_arp_guard_rounds_total") >= 1
             assert scraped == {
