@@ -11,13 +11,14 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from lvsmon.config import load_config
 from lvsmon.daemon import daemon as daemon_module
 from lvsmon.daemon.daemon import Daemon, StatusFile
-from lvsmon.engine.status import StatusEncoder, pack
+from lvsmon.engine.status import Status, StatusEncoder, pack
 from lvsmon.ipvs.memory import MemoryBackend
 
 OLD = 1_000_000_000  # a modification time long past (2001), in seconds
@@ -160,19 +161,20 @@ async def test_an_idle_daemon_touches_its_status_file_and_writes_it_on_a_change(
 
 
 def test_the_encoder_tells_a_change_of_the_counters_alone() -> None:
+    def head(phase: str, checks: int) -> Status:
+        return cast(Status, {"phase": phase, "stats": {"checks_done": checks}})
+
     encoder = StatusEncoder()
     texts = [pack(b'{"name":"a"}')]
-    first = encoder.update({"phase": "running", "stats": {"checks_done": 1}}, texts)
+    first = encoder.update(head("running", 1), texts)
     assert encoder.body_version == first
-    counters = encoder.update({"phase": "running", "stats": {"checks_done": 2}}, texts)
+    counters = encoder.update(head("running", 2), texts)
     assert counters > first and encoder.body_version == first  # the counters alone
-    virtual = encoder.update({"phase": "running", "stats": {"checks_done": 2}}, list(texts))
+    virtual = encoder.update(head("running", 2), list(texts))
     assert virtual == counters  # the very same texts: nothing changed
-    changed = encoder.update(
-        {"phase": "running", "stats": {"checks_done": 2}}, [pack(b'{"name":"b"}')]
-    )
+    changed = encoder.update(head("running", 2), [pack(b'{"name":"b"}')])
     assert changed > counters and encoder.body_version == changed
-    phase = encoder.update({"phase": "stopping", "stats": {"checks_done": 2}}, [texts[0]])
+    phase = encoder.update(head("stopping", 2), [texts[0]])
     assert encoder.body_version == phase
 
 
