@@ -56,7 +56,7 @@ from lvsmon.engine.planning import (
 from lvsmon.engine.probepath import NO_PROBES, Probes, changed_probes, plan_probes, with_probes
 from lvsmon.engine.reconciler import DEFAULT_RESYNC_S, Desired, Reconciler
 from lvsmon.engine.runner import CheckRunner, RunCheck
-from lvsmon.engine.status import Stats, Status
+from lvsmon.engine.status import ProbesStatus, Stats, Status
 from lvsmon.engine.statusview import StatusInputs, StatusView, stats_status
 from lvsmon.ipvs.backend import IpvsBackend
 from lvsmon.ipvs.model import ServiceKey, Table
@@ -126,6 +126,7 @@ class Engine:
         self._loops: list[asyncio.Task[None]] = []
         # the probe services of checks through the VIP (engine/probepath.py), planned at start
         self.probes: Probes = NO_PROBES
+        self._probes_counted: tuple[Probes, Table | None, int] | None = None
         self.on_crash: OnCrash | None = None
         self.crashed: BaseException | None = None
 
@@ -507,7 +508,25 @@ class Engine:
         stats = stats_status(
             self.stats, len(self.plan.jobs), self.runner, self.reconciler, self.events
         )
-        return {"config": self.config.path, "backend": self.backend.name, "stats": stats}
+        return {
+            "config": self.config.path,
+            "backend": self.backend.name,
+            "stats": stats,
+            "probes": self._probes_status(),
+        }
+
+    def _probes_status(self) -> ProbesStatus | None:
+        """Counted again only when the probes or the table are new objects (an apply, a
+        resync): a ServiceKey hashes in Python, and the status is built each second."""
+        probes, actual = self.probes, self.actual
+        if not probes.table:
+            return None
+        cached = self._probes_counted
+        if cached is None or cached[0] is not probes or cached[1] is not actual:
+            table = actual or {}
+            present = sum(1 for k, svc in probes.table.items() if table.get(k) == svc)
+            cached = self._probes_counted = (probes, actual, present)
+        return {"markbase": probes.base, "services": len(probes.table), "in_kernel": cached[2]}
 
     def status_texts(self) -> list[bytes]:
         """Each virtual's status entry as compact JSON (lvsmon/engine/statusview.py: a

@@ -108,6 +108,14 @@ class ArpConflictStatus(TypedDict):
     since: float  # Unix time it was first heard
 
 
+class ProbesStatus(TypedDict):
+    """The probe services of checks through the VIP (checkpath, engine/probepath.py)."""
+
+    markbase: int  # checkmarkbase: the first mark of the reserved block
+    services: int  # probe services the config wants
+    in_kernel: int  # of them, as wanted in the table lvsmon last read or programmed
+
+
 class Status(TypedDict, total=False):
     pid: int
     started_at: float
@@ -123,6 +131,7 @@ class Status(TypedDict, total=False):
     sync: list[SyncStatus]  # connection sync daemons (syncdaemon); empty when none configured
     bgp: BgpStatus | None  # BGP announcements (bgp = bird|exabgp); None without
     arp_conflicts: list[ArpConflictStatus]  # the ARP guard's conflicts now (arpguard)
+    probes: ProbesStatus | None  # checkpath's probe services; None when there are none
 
 
 LATENESS_WINDOW = 20000  # starts whose lateness the status's percentiles are of
@@ -471,6 +480,12 @@ def render_status(status: Status) -> str:
             else:
                 state = f"withdrawn since {since}"
             lines.append(f"  {bracketed(d['vip'])} {state}: {d['reason']}")
+    probes = status.get("probes")
+    if probes:
+        lines.append(
+            f"probe services (checkpath): {probes['services']}, {probes['in_kernel']} of them"
+            f" in the kernel (firewall marks from {probes['markbase']})"
+        )
     for c in status.get("arp_conflicts", []):
         since = time.strftime("%H:%M:%S", time.localtime(c["since"]))
         lines.append(

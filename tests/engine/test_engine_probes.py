@@ -80,3 +80,34 @@ async def test_probe_services_through_the_life_of_an_engine(tmp_path: Path) -> N
     assert set(backend.table) == {FOREIGN}, backend.table.keys()
     assert before[FOREIGN] == backend.table[FOREIGN]
     viapath.use_marks({})
+
+
+async def test_the_status_counts_the_probe_services(tmp_path: Path) -> None:
+    """Shown apart from the virtuals: how many the config wants, how many the kernel holds."""
+    from lvsmon.engine.status import render_status
+
+    cf = tmp_path / "lb.cf"
+    write_cf(cf, "vip")
+    backend = MemoryBackend()
+    engine = Engine(load_config(str(cf)), backend)
+    await engine.start()
+    try:
+        assert engine.status_head()["probes"] == {
+            "markbase": BASE, "services": 2, "in_kernel": 2,
+        }  # fmt: skip
+        del backend.table[ServiceKey.fwm(BASE)]
+        await engine.reconciler.resync()  # read back (and repaired)
+        assert engine.status_head()["probes"] == {"markbase": BASE, "services": 2, "in_kernel": 2}
+        engine.reconciler.actual = {
+            k: v for k, v in (engine.reconciler.actual or {}).items() if k != ServiceKey.fwm(BASE)
+        }  # a table read without it
+        assert engine.status_head()["probes"] == {"markbase": BASE, "services": 2, "in_kernel": 1}
+        assert (
+            f"probe services (checkpath): 2, 1 of them in the kernel (firewall marks from {BASE})"
+            in render_status(engine.status())
+        )
+        write_cf(cf, "real")
+        await engine.reload(load_config(str(cf)))
+        assert engine.status_head()["probes"] is None
+    finally:
+        await engine.stop()
