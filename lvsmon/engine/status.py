@@ -294,6 +294,18 @@ _KINDS: dict[str, Callable[[object], bool]] = {
 }
 
 
+def _check_time(
+    obj: dict[str, object], key: str, where: str, *, required: bool, null: bool = False
+) -> None:
+    """obj[key] as _check's "a number", and a Unix time that local time can show."""
+    value = _check(obj, key, where, "a number", required=required, null=null)
+    if isinstance(value, int | float):
+        try:
+            time.localtime(value)
+        except (OverflowError, OSError, ValueError):
+            raise MalformedStatus(f"{where}.{key}: out of range") from None
+
+
 def _check(
     obj: dict[str, object], key: str, where: str, kind: str, *, required: bool, null: bool = False
 ) -> object:
@@ -355,12 +367,7 @@ def check_status(data: object) -> Status:
             for key in ("drained", "kept_by_threshold"):
                 _check(r, key, rat, "true or false", required=False)
             _check(r, "rising", rat, "a string", required=False, null=True)
-            held = _check(r, "held_until", rat, "a number", required=False, null=True)
-            if isinstance(held, int | float):
-                try:
-                    time.localtime(held)
-                except (OverflowError, OSError, ValueError):
-                    raise MalformedStatus(f"{rat}.held_until: out of range") from None
+            _check_time(r, "held_until", rat, required=False, null=True)
     sync = _check(top, "sync", "", "a list", required=False)
     for i, d in enumerate(_entries(sync, "sync")):
         at = f"sync[{i}]"
@@ -379,23 +386,13 @@ def check_status(data: object) -> Status:
                 _check(d, key, at, "a string", required=True)
             _check(d, "announced", at, "true or false", required=True)
             _check(d, "med", at, "an integer", required=False, null=True)
-            since = _check(d, "since", at, "a number", required=True)
-            if isinstance(since, int | float):
-                try:
-                    time.localtime(since)
-                except (OverflowError, OSError, ValueError):
-                    raise MalformedStatus(f"{at}.since: out of range") from None
+            _check_time(d, "since", at, required=True)
     arp = _check(top, "arp_conflicts", "", "a list", required=False)
     for i, c in enumerate(_entries(arp, "arp_conflicts")):
         at = f"arp_conflicts[{i}]"
         for key in ("vip", "mac", "interface"):
             _check(c, key, at, "a string", required=True)
-        since = _check(c, "since", at, "a number", required=True)
-        if isinstance(since, int | float):
-            try:
-                time.localtime(since)
-            except (OverflowError, OSError, ValueError):
-                raise MalformedStatus(f"{at}.since: out of range") from None
+        _check_time(c, "since", at, required=True)
     stats = _check(top, "stats", "", "an object", required=False)
     if isinstance(stats, dict):
         for key in (
