@@ -393,6 +393,10 @@ def check_status(data: object) -> Status:
         for key in ("vip", "mac", "interface"):
             _check(c, key, at, "a string", required=True)
         _check_time(c, "since", at, required=True)
+    probes = _check(top, "probes", "", "an object", required=False, null=True)
+    if isinstance(probes, dict):
+        for key in ("markbase", "services", "in_kernel"):
+            _check(probes, key, "probes", "an integer", required=True)
     stats = _check(top, "stats", "", "an object", required=False)
     if isinstance(stats, dict):
         for key in (

@@ -280,7 +280,10 @@ def test_verify_table_and_purge_of_a_hostile_status_file(running: Running, edits
 @given(status=st.dictionaries(st.text(max_size=10), json_values, max_size=6) | json_values)
 def test_render_status_is_total(status: Any) -> None:
     """Anything JSON at all: rendered, or MalformedStatus; no KeyError, TypeError, ..."""
-    candidates: list[Any] = [status, {**BASE, "virtuals": status}, {**BASE, "stats": status}]
+    candidates: list[Any] = [
+        status,
+        *({**BASE, key: status} for key in ("virtuals", "stats", "bgp", "arp_conflicts", "probes")),
+    ]
     for candidate in candidates:
         try:
             text = render_status(candidate)
