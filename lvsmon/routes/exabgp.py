@@ -28,7 +28,11 @@ import re
 import shutil
 import signal
 
+from lvsmon.atomicfile import NotReadable, read_regular
+
 log = logging.getLogger("lvsmon")
+
+MAX_NEIGHBOURS_BYTES = 1 << 20  # bgpexabgpconf: a few neighbour blocks
 
 PR_SET_PDEATHSIG = 1
 PROCESS = "lvsmon"
@@ -94,8 +98,11 @@ class ExaBgp:
 
     def _prepare(self) -> None:
         """The FIFO and the generated config (blocking)."""
-        with open(self.neighbours, encoding="utf-8") as f:
-            neighbours = f.read()
+        try:
+            # the operator's file, read as the config is: bounded, a regular file only
+            neighbours = read_regular(self.neighbours, MAX_NEIGHBOURS_BYTES).decode("utf-8")
+        except (NotReadable, UnicodeDecodeError) as exc:
+            raise OSError(f"{self.neighbours}: {exc}") from None
         if not _NEIGHBOR.search(neighbours):
             raise OSError(f"{self.neighbours}: no `neighbor ADDRESS {{` block")
         with contextlib.suppress(FileNotFoundError):

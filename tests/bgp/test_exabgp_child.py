@@ -79,3 +79,23 @@ async def test_lines_restart_and_stop(tmp_path: Path, fake: Path) -> None:
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
     assert not exists(speaker.fifo) and not exists(speaker.conf)
+
+
+@pytest.mark.parametrize("what", ["fifo", "huge", "not utf-8"])
+def test_a_neighbours_file_is_read_as_the_config_is(tmp_path: Path, what: str) -> None:
+    """bgpexabgpconf is bounded and a regular file only: a FIFO never holds the start, a huge
+    file never fills memory, and each is one OSError naming the file (the announcer's error)."""
+    import os
+
+    from lvsmon.routes import exabgp
+
+    path = tmp_path / "neighbours.conf"
+    if what == "fifo":
+        os.mkfifo(path)
+    elif what == "huge":
+        path.write_bytes(b"neighbor 10.0.0.1 {\n}\n" + b"#" * (exabgp.MAX_NEIGHBOURS_BYTES + 1))
+    else:
+        path.write_bytes(b"neighbor 10.0.0.1 {\n}\n# \xff\n")
+    speaker = ExaBgp(str(path), str(tmp_path / "lvsmon.x"), exabgp="/bin/false")
+    with pytest.raises(OSError, match=r"neighbours\.conf"):
+        speaker._prepare()
