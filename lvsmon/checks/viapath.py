@@ -33,7 +33,10 @@ SO_MARK: Final = getattr(socket, "SO_MARK", 36)
 # (address, 0) searches a free port at once, past every TIME_WAIT socket of earlier checks: in the
 # VM at 200 checks a second that made a check through the VIP cost 1.75 x one to the real
 IP_BIND_ADDRESS_NO_PORT: Final = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
-SOURCE_TTL_S: Final = 10.0  # how long the director's source address toward a real is reused
+# how long the director's source address toward a real is reused: a route rarely changes, and a
+# bind to a source that went away fails and drops it at once; at 10 s every other check at a 5 s
+# interval paid a datagram socket's four system calls for the lookup
+SOURCE_TTL_S: Final = 300.0
 
 RIP_ONLY: Final = (
     "answers on its own address but not through the VIP: VIP missing on its loopback, "
