@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Final
 
 from lvsmon.config.checkpathconf import path_of
+from lvsmon.config.errors import ConfigError, Diagnostic
 from lvsmon.config.model import CheckPath, Config
 
 DevToward = Callable[[str], str | None]
@@ -84,6 +85,26 @@ def problems(
 def diagnostics(config: Config) -> list[str]:
     """problems() as check-config and start print them: FILE:LINE: message."""
     return [f"{config.path}:{line}: {message}" for line, message in problems(config)]
+
+
+def parse_ready(
+    parse: Callable[[bytes, str], Config],
+    *,
+    proc: str | None = None,
+    dev_toward: DevToward | None = None,
+) -> Callable[[bytes, str], Config]:
+    """`parse` that also refuses a config whose checks through the VIP the kernel would drop
+    (ConfigError, file:line each): what start refuses, a reload refuses too, and the running
+    config stays. The sysctls are the machine's, not the file's: once fixed, a reload (or a
+    change of the file) applies it."""
+
+    def parse_checked(data: bytes, path: str) -> Config:
+        config = parse(data, path)
+        if found := problems(config, proc=proc, dev_toward=dev_toward):
+            raise ConfigError(Diagnostic(config.path, line, message) for line, message in found)
+        return config
+
+    return parse_checked
 
 
 def _dev_problems(proc: str, dev: str, real: str) -> list[tuple[tuple[str, str], str]]:

@@ -32,7 +32,8 @@ from lvsmon.alerts.sender import Alerts
 from lvsmon.api.eventfeed import EventFeed
 from lvsmon.api.server import BindError, ControlServer
 from lvsmon.atomicfile import write_atomic
-from lvsmon.config import Config, ConfigError
+from lvsmon.config import Config, ConfigError, probehost
+from lvsmon.config.load import parse_config
 from lvsmon.config.watch import ConfigWatcher
 from lvsmon.daemon.lifecycle import Lifecycle, Part
 from lvsmon.daemon.sdnotify import Notifier
@@ -251,7 +252,10 @@ class Daemon:
         self.alerts = Alerts(config, spawn=self._supervised)
         self._alert_events = self.events.subscribe("e-mail alerts", self.alerts, kinds=ALERT_KINDS)
         self._use_monitorfiles(config)
-        self.watcher = ConfigWatcher(config.path, config.digest)
+        # checks through the VIP need sysctls start checked: a reload checks them too (the
+        # memory backend programs no kernel, so nothing there would drop an answer)
+        parse = parse_config if backend.name == "memory" else probehost.parse_ready(parse_config)
+        self.watcher = ConfigWatcher(config.path, config.digest, parse=parse)
         # config reloads by result (SIGHUP, autoreload), for /metrics; rejected autoreloads are
         # the watcher's count. Start-up loaded a good config: the last good load is now.
         self.reloads_ok = 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsmon.config import parse_config, probehost
+from lvsmon.config import ConfigError, parse_config, probehost
 from lvsmon.config.checkconf import check_config
 from lvsmon.config.model import Config
 
@@ -143,3 +143,39 @@ def test_start_refuses_an_unready_director(
     )
     assert dry.start() == 0
     assert len(launched) == 1
+
+
+async def test_a_reload_checks_them_as_start_does(tmp_path: Path) -> None:
+    """The watcher of a daemon on a kernel backend parses through parse_ready: a reload whose
+    checks through the VIP the kernel would drop is refused with the same FILE:LINE lines (the
+    running config stays), and once the sysctl is fixed the same file applies."""
+    from lvsmon.config.watch import ConfigWatcher
+
+    cf = tmp_path / "l.cf"
+    cf.write_text(CONFIG)
+    values = {**GOOD, "eth1": {"accept_local": 0, "rp_filter": 0}}
+    proc = _proc(tmp_path / "proc", values)
+    parse = probehost.parse_ready(parse_config, proc=proc, dev_toward=DEVS.get)
+    watcher = ConfigWatcher(str(cf), "running", parse=parse)
+    refused = await watcher.load_now()
+    assert isinstance(refused, ConfigError)
+    assert [str(d) for d in refused.diagnostics] == [
+        f"{cf}:1: checkpath=vip needs net.ipv4.conf.eth1.accept_local=1 (it is 0): the answer "
+        "through the VIP comes from the VIP, a local address, and is dropped as a martian on "
+        "eth1 toward 10.30.0.11; fix: sysctl -w net.ipv4.conf.eth1.accept_local=1"
+    ]
+    _proc(tmp_path / "proc", GOOD)
+    loaded = await watcher.load_now()
+    assert isinstance(loaded, Config) and len(loaded.virtuals) == 2
+
+
+def test_the_daemon_checks_them_on_reload_only_on_a_kernel_backend() -> None:
+    from lvsmon.daemon.daemon import Daemon
+    from lvsmon.ipvs.memory import MemoryBackend
+
+    class KernelLike(MemoryBackend):
+        name = "netlink"
+
+    config = parse_config(CONFIG, "l.cf")
+    assert Daemon(config, MemoryBackend()).watcher._parse is parse_config
+    assert Daemon(config, KernelLike()).watcher._parse.__qualname__.startswith("parse_ready")
