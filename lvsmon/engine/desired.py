@@ -21,6 +21,11 @@ Rules (ldirectord's, with its start-up bug fixed):
   (ties: the first in the config). Only a real checks took down (`RealHealth.down_at`) can be
   kept: one down since start or adoption was never seen up, and never gets its weight before a
   check passed; it counts among the down ones all the same.
+- weight caps (`caps`, engine/steering.py: the agent check, slow start): a real that is up, not
+  drained and not in maintenance, whose cap is below its configured weight, gets the cap as its
+  kernel weight (never more than the configured weight). A cap of 0 keeps it in at weight 0, as
+  a drain does, and it does not count as up for the fallback. The down, maintenance, drain and
+  depool rules win: a real the threshold keeps in (down) has its configured weight.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from types import MappingProxyType
 
 from lvsmon.config.model import CheckType, Config, Virtual
 from lvsmon.engine.health import RealHealth
@@ -200,6 +206,23 @@ def kept_by_threshold(
     return tuple(c[2] for c in chosen)
 
 
+def capped_out(slot: RealSlot, caps: Mapping[RealRef, int]) -> bool:
+    """A cap of 0 holds this real (configured above 0) at weight 0: not up for the fallback."""
+    return bool(caps) and caps.get(slot.ref, 1) <= 0 < slot.conf.weight
+
+
+def steered(slot: RealSlot, caps: Mapping[RealRef, int]) -> DestConf:
+    """An up real's conf under the caps: its configured one, or the same at the cap's weight
+    when the cap is lower."""
+    conf = slot.conf
+    cap = caps.get(slot.ref) if caps else None
+    if cap is None or cap >= conf.weight:
+        return conf
+    if cap <= 0:
+        return slot.quiesced
+    return DestConf(conf.forward, cap, conf.upper, conf.lower)
+
+
 def desired_service(
     v: VirtualLayout,
     health: Mapping[RealRef, RealHealth],
@@ -207,6 +230,7 @@ def desired_service(
     present: Collection[DestKey],
     readdquiescent: bool,
     drained: Collection[RealRef] = (),
+    caps: Mapping[RealRef, int] = MappingProxyType({}),
 ) -> Service:
     dests: dict[DestKey, DestConf] = {}
     any_up = False
@@ -215,11 +239,20 @@ def desired_service(
         kept = frozenset(kept_by_threshold(v, health, maintained, drained))
     for slot in v.reals:
         dest = slot.dest
-        if is_up(slot.ref, health, maintained) or (kept and slot.ref in kept):
+        up = is_up(slot.ref, health, maintained)
+        if up or (kept and slot.ref in kept):
             if drained and slot.ref in drained:
                 # kept (not deleted, even with quiescent=no): its connections go on
                 if dest not in dests:
                     dests[dest] = slot.quiesced
+                continue
+            if up and caps and slot.ref in caps:
+                if capped_out(slot, caps):
+                    if dest not in dests:
+                        dests[dest] = slot.quiesced
+                    continue
+                any_up = True
+                dests[dest] = steered(slot, caps)
                 continue
             any_up = True
             dests[dest] = slot.conf
@@ -237,13 +270,17 @@ def desired_table(
     actual: Table,
     layout: tuple[VirtualLayout, ...] | None = None,
     drained: Collection[RealRef] = (),
+    caps: Mapping[RealRef, int] = MappingProxyType({}),
 ) -> Table:
-    """`layout`: layout_of(config), when the caller keeps it across calls."""
+    """`layout`: layout_of(config), when the caller keeps it across calls; `caps`: weight
+    caps per pair (engine/steering.py)."""
     table: Table = {}
     readdquiescent = config.settings.readdquiescent
     for v in layout if layout is not None else layout_of(config):
         present = actual[v.key].dests.keys() if v.key in actual else ()
-        table[v.key] = desired_service(v, health, maintained, present, readdquiescent, drained)
+        table[v.key] = desired_service(
+            v, health, maintained, present, readdquiescent, drained, caps
+        )
     return table
 
 

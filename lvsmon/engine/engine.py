@@ -25,6 +25,7 @@ from lvsmon.engine.checkstats import Transitions
 from lvsmon.engine.desired import (
     VirtualLayout,
     adopt_health,
+    capped_out,
     desired_table,
     fallbacks_of,
     is_up,
@@ -58,6 +59,7 @@ from lvsmon.engine.reconciler import DEFAULT_RESYNC_S, Desired, Reconciler
 from lvsmon.engine.runner import CheckRunner, RunCheck
 from lvsmon.engine.status import ProbesStatus, Stats, Status
 from lvsmon.engine.statusview import StatusInputs, StatusView, stats_status
+from lvsmon.engine.steering import Steering
 from lvsmon.ipvs.backend import IpvsBackend
 from lvsmon.ipvs.model import ServiceKey, Table
 
@@ -114,6 +116,8 @@ class Engine:
             clock=clock,
         )
         self.reconciler.own(managed_services(config))
+        # weight caps (agent check, slow start): a change is a dirty reconciler, as a drain is
+        self.steering = Steering(on_change=self.reconciler.mark_dirty)
         self._maintained_fn = maintained
         self._maintained: frozenset[RealRef] = frozenset()
         self._drained_fn = drained
@@ -171,7 +175,15 @@ class Engine:
         layout = self._layout_now()
         if keys is not None:
             layout = tuple(v for v in layout if v.key in keys)
-        table = desired_table(config, self.health, self._maintained, actual, layout, self._drained)
+        table = desired_table(
+            config,
+            self.health,
+            self._maintained,
+            actual,
+            layout,
+            self._drained,
+            self.steering.caps(),
+        )
         with_probes(table, self.probes)
         return Desired(table, fallbacks_of(config))
 
@@ -327,6 +339,8 @@ class Engine:
                 # dict without end where /metrics was never scraped); at most as many stale
                 # as live ones wait for a later reload
                 self.transitions.keep_only(plan.rules)
+            # caps of pairs the reload removed go with them
+            self.steering.keep_only(plan.rules)
 
     def _use_probes(self, probes: Probes) -> None:
         """Own the config's services and these probe services; the checks take their marks."""
@@ -438,11 +452,16 @@ class Engine:
         return True
 
     def up_of(self) -> dict[ServiceKey, bool]:
-        """Per virtual: is any of its reals up (and neither in maintenance nor drained)?"""
+        """Per virtual: is any of its reals up (and neither in maintenance nor drained nor
+        capped to weight 0)?"""
         health, maintained, drained = self.health, self._maintained, self._drained
+        caps = self.steering.caps()
         return {
             v.key: any(
-                is_up(slot.ref, health, maintained) and slot.ref not in drained for slot in v.reals
+                is_up(slot.ref, health, maintained)
+                and slot.ref not in drained
+                and not capped_out(slot, caps)
+                for slot in v.reals
             )
             # reals the depool threshold keeps in serve as well
             or bool(v.depool is not None and kept_by_threshold(v, health, maintained, drained))
