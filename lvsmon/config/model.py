@@ -24,6 +24,7 @@ __all__ = [
     "CheckPath",
     "CheckType",
     "Config",
+    "DeadConns",
     "Fallback",
     "Family",
     "Forward",
@@ -117,6 +118,14 @@ class CheckPath(enum.StrEnum):
     REAL = "real"  # its own address, as ldirectord does
     VIP = "vip"  # VIP:checkport, steered to it by its probe service (engine/probepath.py)
     BOTH = "both"  # both, and the reason says which one answers
+
+
+class DeadConns(enum.StrEnum):
+    """What happens to the connections of a real that is down (lvsmon's `deadconns`,
+    config/removalconf.py)."""
+
+    KEEP = "keep"  # they stay on it (quiesced at weight 0, or deleted), as ldirectord does
+    EXPIRE = "expire"  # it is deleted, quiescent or not: the kernel expires them
 
 
 # the first firewall mark of the block lvsmon's probe services take ("LV" << 16)
@@ -236,6 +245,10 @@ class Virtual:
     arpguardinterval: int = 10
     # lvsmon's own: check gate/ipip reals through the VIP (config/checkpathconf.py)
     checkpath: CheckPath = CheckPath.REAL
+    # lvsmon's own: seconds a real a reload removes keeps its connections at weight 0 (0: none);
+    # and whether a dead real's connections are expired (config/removalconf.py)
+    removedrain: int = 0
+    deadconns: DeadConns = DeadConns.KEEP
     # lvsmon's own: this virtual's part in its VIP's BGP announcement; None: not announced
     # (config/bgpconf.py, engine/announce.py)
     bgp: BgpVirtual | None = None
@@ -331,6 +344,8 @@ class GlobalSettings:
     arpguardinterval: int = 10  # seconds between two rounds of the ARP guard
     checkpath: CheckPath = CheckPath.REAL  # where gate/ipip reals are checked (checkpathconf.py)
     checkmarkbase: int = DEFAULT_CHECKMARKBASE  # first fwmark of the probe services' block
+    removedrain: int = 0  # seconds a removed real drains at weight 0 (removalconf.py)
+    deadconns: DeadConns = DeadConns.KEEP  # a dead real's connections: kept or expired
     bgp: BgpGlobal = NO_BGP  # the BGP speaker and its defaults (config/bgpconf.py)
     emailalertwindow: int = 5  # seconds changes are gathered into one mail; 0 = one per change
     emailalertrate: int = 60  # mails per recipient set per sliding hour; 0 = unlimited

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lvsmon.config import bgpconf, checkpathconf, syncconf, syntax, values
+from lvsmon.config import bgpconf, checkpathconf, removalconf, syncconf, syntax, values
 from lvsmon.config.errors import Diagnostic
 from lvsmon.config.lexer import TAB_WIDTH, Line, OddBlank, split_lines
 from lvsmon.config.model import CheckType, HttpMethod, Service
@@ -264,6 +264,9 @@ _SHARED: dict[str, Parse] = {
     "bgpminup": lambda v, c: bgpconf.parse_minup(v, c.warn),
     "bgpholddown": lambda v, c: bgpconf.parse_holddown(v, c.warn),
     "bgpcommunity": lambda v, c: bgpconf.parse_communities(v, c.warn),
+    # lvsmon's own: how reals leave (removalconf.py)
+    "removedrain": lambda v, c: removalconf.parse_removedrain(v, c.warn),
+    "deadconns": lambda v, c: removalconf.parse_deadconns(v, c.warn),
 }
 
 GLOBAL: dict[str, Parse] = {
