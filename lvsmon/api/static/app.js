@@ -348,6 +348,8 @@
       (st.retry_pending ? ", retrying" : "");
     ops.className = st.ops_failed || st.retry_pending ? "bad" : "";
     paintBgp(s.bgp);
+    paintProbes(s.probes);
+    paintArp(s.arp_conflicts);
   }
 
   // ---- /status ----------------------------------------------------------------------------
@@ -418,6 +420,37 @@
     dd.className = b.drained || up < vips.length ? "warn" : "";
     dd.title = vips.map((v) => `${v.vip}: ${v.announced ? "announced" : "withdrawn"} since ` +
       `${clock(v.since)}: ${v.reason}`).join("\n");
+    fact.hidden = false;
+  }
+
+  // checkpath's probe services (the status's probes): how many the config wants and how many
+  // the kernel has as wanted; hidden when no real is checked through the VIP
+  function paintProbes(p) {
+    const fact = $("probes-fact");
+    if (!p || !p.services) {
+      fact.hidden = true;
+      return;
+    }
+    const dd = $("probes");
+    dd.textContent = p.in_kernel === p.services ? `${num(p.services)} in the kernel`
+      : `${num(p.in_kernel)} of ${num(p.services)} in the kernel`;
+    dd.className = p.in_kernel < p.services ? "warn" : "";
+    dd.title = `checks through the VIP (checkpath): firewall marks from ${p.markbase}`;
+    fact.hidden = false;
+  }
+
+  // the ARP guard's conflicts now (another MAC answering for a VIP); hidden when there are none
+  function paintArp(conflicts) {
+    const fact = $("arp-fact");
+    if (!conflicts || !conflicts.length) {
+      fact.hidden = true;
+      return;
+    }
+    const dd = $("arp");
+    dd.textContent = `${conflicts.length} conflict${conflicts.length === 1 ? "" : "s"}`;
+    dd.className = "bad";
+    dd.title = conflicts.map((c) => `${c.vip} answered by ${c.mac} on ${c.interface} since ` +
+      `${clock(c.since)}`).join("\n");
     fact.hidden = false;
   }
 
@@ -524,6 +557,10 @@
         break;
       case "RouteChanged":
         refreshSoon(); // the BGP fact: /bgp says
+        break;
+      case "ArpConflict":
+      case "ArpConflictCleared":
+        refreshSoon(); // the ARP guard's fact: /status says
         break;
       default:
         break;
