@@ -15,6 +15,7 @@ from lvsmon.engine.events import (
     Event,
     FirstCheckDown,
     KernelOp,
+    RampChanged,
     RealChanged,
     RouteChanged,
     SoftFailure,
@@ -35,6 +36,7 @@ LOGGED = (
     ConfigRejected,
     SyncDaemonOp,
     DrainChanged,
+    RampChanged,
     DepoolLimited,
     ArpConflict,
     ArpConflictCleared,
@@ -75,6 +77,19 @@ def log_event(event: Event) -> None:
         )
     elif isinstance(event, DrainChanged):
         log.info("%s real server: %s", "Drained" if event.drained else "Undrained", event.ref)
+    elif isinstance(event, RampChanged):
+        if event.started:
+            log.info(
+                "Slow start of real server %s: ramping to weight %d over %g s in %d steps",
+                event.ref,
+                event.weight,
+                event.seconds,
+                event.steps,
+            )
+        elif event.reason == "done":
+            log.info("Slow start of real server %s done: weight %d", event.ref, event.weight)
+        else:
+            log.info("Slow start of real server %s ended: %s", event.ref, event.reason)
     elif isinstance(event, DepoolLimited):
         # loud: checks say more reals are down than the pool may lose
         if event.active:

@@ -129,6 +129,20 @@ class DrainChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class RampChanged:
+    """Slow start (engine/slowstart.py): a real's ramp to its configured `weight` began
+    (`started`; over `seconds` in `steps` steps) or ended (`reason`: "done" at its weight, or
+    "down", "removed", "off" when it was cut short)."""
+
+    ref: RealRef
+    started: bool
+    weight: int
+    seconds: float
+    steps: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class DepoolLimited:
     """A virtual's depool threshold started keeping reals in although their checks took them
     down (`active`, `kept`: those reals, in config order), or stopped (`active` False, `kept`
@@ -230,6 +244,7 @@ Event = (
     | WeightChanged
     | FallbackChanged
     | DrainChanged
+    | RampChanged
     | DepoolLimited
     | ConfigLoaded
     | ConfigFileChanged

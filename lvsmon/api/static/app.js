@@ -17,8 +17,8 @@
   const EVENT_TYPES = [
     "RealChanged", "FirstCheckDown", "SoftFailure", "SoftReset", "KernelOp", "WeightChanged",
     "FallbackChanged", "ConfigLoaded", "ConfigFileChanged", "ConfigRejected", "PhaseChanged",
-    "SyncDaemonOp", "DrainChanged", "DepoolLimited", "ArpConflict", "ArpConflictCleared",
-    "RouteChanged",
+    "SyncDaemonOp", "DrainChanged", "RampChanged", "DepoolLimited", "ArpConflict",
+    "ArpConflictCleared", "RouteChanged",
   ];
   const COLUMNS = ["real", "state", "kernel weight", "weight", "latency", "fails", "last check"];
 
