@@ -10,7 +10,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
-from lvsmon.config import alerting, arpguardconf, bgpconf, checkpathconf, syncconf, syntax
+from lvsmon.config import (
+    agentconf,
+    alerting,
+    arpguardconf,
+    bgpconf,
+    checkpathconf,
+    syncconf,
+    syntax,
+)
 from lvsmon.config.bgpsettings import BgpVirtual
 from lvsmon.config.errors import Diagnostic
 from lvsmon.config.model import (
@@ -196,6 +204,7 @@ class Builder:
             smtppassword=get("smtppassword", ""),
             smtptls=get("smtptls", "starttls"),
             syncdaemon=sync,
+            agent=agentconf.agent_global(g),
         )
 
     def check_writable(self, path: str, line: int, what: str) -> None:
@@ -374,9 +383,13 @@ class Builder:
             monitorfile=monitorfile,
             servicename=get("servicename", cast(str | None, None)),
             comment=get("comment", cast(str | None, None)),
+            agent=agentconf.agent_of(s, g.agent, checkinterval, checktimeout),
         )
         for at, message in arpguardconf.block_warnings(s, v):
             self.warn(at, message)
+        if v.agent is None:
+            for at, message in agentconf.unused(s):
+                self.warn(at, message)
         return v
 
     def bgp(

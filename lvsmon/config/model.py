@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from lvsmon.addr import host_port
+from lvsmon.config.agentsettings import NO_AGENT, AgentConf, AgentGlobal
 from lvsmon.config.bgpsettings import NO_BGP, BgpGlobal, BgpVirtual
 from lvsmon.config.errors import Diagnostic
 from lvsmon.ipvs.model import DestKey, Family, Forward, ServiceConf, ServiceKey
@@ -266,6 +267,8 @@ class Virtual:
     monitorfile: str | None = None
     servicename: str | None = None
     comment: str | None = None
+    # lvsmon's own: the agent check (config/agentconf.py, engine/agentcheck.py); None: off
+    agent: AgentConf | None = None
     # the IPVS identity of this virtual service: derived, built once here (parsing the address
     # on every use made per-event lookups at 2,284 virtuals cost seconds); not compared, not
     # shown, not dumped (config/dump.py leaves out fields that are not init arguments)
@@ -355,6 +358,8 @@ class GlobalSettings:
     smtptls: SmtpTls = "starttls"
     # connection sync daemons to run (syncdaemon and the sync* settings): master, backup or both
     syncdaemon: tuple[SyncDaemon, ...] = ()
+    # the global agent check lines, each a virtual's default (config/agentconf.py)
+    agent: AgentGlobal = NO_AGENT
 
 
 @dataclass(frozen=True, slots=True)

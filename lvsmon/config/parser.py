@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lvsmon.config import bgpconf, checkpathconf, removalconf, syncconf, syntax, values
+from lvsmon.config import agentconf, bgpconf, checkpathconf, removalconf, syncconf, syntax, values
 from lvsmon.config.errors import Diagnostic
 from lvsmon.config.lexer import TAB_WIDTH, Line, OddBlank, split_lines
 from lvsmon.config.model import CheckType, HttpMethod, Service
@@ -267,6 +267,12 @@ _SHARED: dict[str, Parse] = {
     # lvsmon's own: how reals leave (removalconf.py)
     "removedrain": lambda v, c: removalconf.parse_removedrain(v, c.warn),
     "deadconns": lambda v, c: removalconf.parse_deadconns(v, c.warn),
+    # lvsmon's own: the agent check, HAProxy's agent-check protocol (agentconf.py)
+    "agentport": lambda v, c: agentconf.parse_port(v, c.warn),
+    "agentinterval": lambda v, c: agentconf.parse_seconds("agentinterval")(v, c.warn),
+    "agenttimeout": lambda v, c: agentconf.parse_seconds("agenttimeout")(v, c.warn),
+    "agentsend": lambda v, c: agentconf.parse_send(v, c.warn),
+    "agentfail": lambda v, c: agentconf.parse_fail(v, c.warn),
 }
 
 GLOBAL: dict[str, Parse] = {
