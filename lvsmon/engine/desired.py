@@ -3,9 +3,10 @@ rule that depends on it) the table as it is.
 
 Rules (ldirectord's, with its start-up bug fixed):
 - a real that is up and not in maintenance has its configured weight, thresholds and forwarding;
-- a real that is down is deleted, or with `quiescent` kept at weight 0. A quiesced real that is
-  missing from the kernel (an operator deleted it to end persistent sessions) is re-added at weight
-  0 only with `readdquiescent`;
+- a real that is down is deleted, or with `quiescent` kept at weight 0 (not with
+  `deadconns = expire`: deleted, so that the kernel expires its connections). A quiesced real
+  that is missing from the kernel (an operator deleted it to end persistent sessions) is
+  re-added at weight 0 only with `readdquiescent`;
 - a real that was never seen up is absent: it never gets its full weight before a check passed;
 - the fallback is present exactly while no real of the virtual is up (checktype=off excepted:
   nothing is activated there);
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from types import MappingProxyType
 
-from lvsmon.config.model import CheckType, Config, Virtual
+from lvsmon.config.model import CheckType, Config, DeadConns, Virtual
 from lvsmon.engine.health import RealHealth
 from lvsmon.engine.jobs import RealRef, refs_of
 from lvsmon.ipvs.model import (
@@ -144,7 +145,9 @@ def layout_of(
             VirtualLayout(
                 key,
                 v.service_conf,
-                v.quiescent,
+                # deadconns=expire: a down real is deleted, quiescent or not, so that the
+                # kernel's expire_nodest_conn moves its connections (config/removalconf.py)
+                v.quiescent and v.deadconns is DeadConns.KEEP,
                 tuple(slots),
                 fallback,
                 depool_ratio(v.depoolthreshold),
