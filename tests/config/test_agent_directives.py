@@ -41,7 +41,7 @@ def test_defaults_follow_the_virtuals_check_settings() -> None:
 
 def test_global_values_and_per_virtual_overrides() -> None:
     config = _parse(
-        "agentport = 7000\nagentinterval = 4\nagentsend = \"load\\n\"\nagentfail = ignore\n"
+        'agentport = 7000\nagentinterval = 4\nagentsend = "load\\n"\nagentfail = ignore\n'
         + VIRTUAL
         + VIRTUAL.replace(":80", ":81")
         + "\tagentport = 7001\n\tagenttimeout = 9\n\tagentfail = keep 7\n"
