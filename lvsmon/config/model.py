@@ -246,6 +246,8 @@ class Virtual:
     arpguardinterval: int = 10
     # lvsmon's own: check gate/ipip reals through the VIP (config/checkpathconf.py)
     checkpath: CheckPath = CheckPath.REAL
+    # lvsmon's own: seconds over which a real that comes up ramps its weight (engine/slowstart.py)
+    slowstart: int = 0
     # lvsmon's own: seconds a real a reload removes keeps its connections at weight 0 (0: none);
     # and whether a dead real's connections are expired (config/removalconf.py)
     removedrain: int = 0
@@ -347,6 +349,7 @@ class GlobalSettings:
     arpguardinterval: int = 10  # seconds between two rounds of the ARP guard
     checkpath: CheckPath = CheckPath.REAL  # where gate/ipip reals are checked (checkpathconf.py)
     checkmarkbase: int = DEFAULT_CHECKMARKBASE  # first fwmark of the probe services' block
+    slowstart: int = 0  # seconds a real that comes up ramps its weight (engine/slowstart.py)
     removedrain: int = 0  # seconds a removed real drains at weight 0 (removalconf.py)
     deadconns: DeadConns = DeadConns.KEEP  # a dead real's connections: kept or expired
     bgp: BgpGlobal = NO_BGP  # the BGP speaker and its defaults (config/bgpconf.py)

@@ -264,6 +264,8 @@ _SHARED: dict[str, Parse] = {
     "bgpminup": lambda v, c: bgpconf.parse_minup(v, c.warn),
     "bgpholddown": lambda v, c: bgpconf.parse_holddown(v, c.warn),
     "bgpcommunity": lambda v, c: bgpconf.parse_communities(v, c.warn),
+    # lvsmon's own: a real that comes up ramps its weight over this many s (engine/slowstart.py)
+    "slowstart": _int("slow start", minimum=0, maximum=86400),
     # lvsmon's own: how reals leave (removalconf.py)
     "removedrain": lambda v, c: removalconf.parse_removedrain(v, c.warn),
     "deadconns": lambda v, c: removalconf.parse_deadconns(v, c.warn),
