@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Mapping
 from types import MappingProxyType
 
 from lvsmon.engine.jobs import RealRef
+from lvsmon.ipvs.model import ServiceKey
 
 
 class Steering:
@@ -29,6 +30,9 @@ class Steering:
         self._caps: dict[RealRef, int] = {}
         self._view: Mapping[RealRef, int] = MappingProxyType(self._caps)
         self.version = 0
+        # per virtual, bumped on any change of a source's cap there (the status keeps a
+        # virtual's text while its number stays)
+        self._service_versions: dict[ServiceKey, int] = {}
 
     def set(self, source: str, ref: RealRef, cap: int | None) -> bool:
         """Set (None: remove) `source`'s cap on `ref`; True when the stored caps changed."""
@@ -47,8 +51,17 @@ class Steering:
             elif sources.get(source) == cap:
                 return False
             sources[source] = cap
+        self._touch(ref)
         self._merge(ref)
         return True
+
+    def _touch(self, ref: RealRef) -> None:
+        key = ref.service
+        self._service_versions[key] = self._service_versions.get(key, 0) + 1
+
+    def version_of(self, service: ServiceKey) -> int:
+        """A number that changes whenever a cap of a real of `service` does (0: never had one)."""
+        return self._service_versions.get(service, 0) if self._service_versions else 0
 
     def _merge(self, ref: RealRef) -> None:
         sources = self._by_ref.get(ref)
@@ -89,5 +102,6 @@ class Steering:
         gone = [r for r in self._by_ref if r not in refs]
         for ref in gone:
             del self._by_ref[ref]
+            self._touch(ref)
             self._merge(ref)
         return len(gone)

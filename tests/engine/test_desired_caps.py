@@ -224,3 +224,19 @@ def test_caps_are_the_minimum_of_what_each_source_said_last(
         assert dict(s.caps()) == want
         assert (s.version != version) is (want != merged)
         version, merged = s.version, want
+
+
+def test_each_virtual_has_its_own_version() -> None:
+    other = RealRef(ServiceKey.inet("tcp", "192.168.6.241", 80), "192.168.6.2", 80)
+    s = Steering()
+    assert s.version_of(VKEY) == 0
+    s.set("ramp", REFS[0], 2)
+    v = s.version_of(VKEY)
+    assert v > 0 and s.version_of(other.service) == 0
+    s.set("agent", REFS[0], 5)  # under the ramp's 2: the caps stay, its sources changed
+    assert s.version_of(VKEY) > v and dict(s.caps()) == {REFS[0]: 2}
+    v = s.version_of(VKEY)
+    s.set("ramp", other, 1)
+    assert s.version_of(VKEY) == v
+    s.keep_only({other})
+    assert s.version_of(VKEY) > v
