@@ -21,6 +21,8 @@ from typing import Final, Literal, Protocol, TypeVar, cast, get_args
 
 import regex  # type: ignore[import-untyped]
 
+from lvsmon.checks.tlsverify import verify_reason
+
 CheckKind = Literal["connect", "negotiate", "external", "external-perl", "ping", "on", "off"]
 CheckProtocol = Literal["tcp", "udp", "fwm"]
 HttpMethod = Literal["GET", "HEAD"]
@@ -60,6 +62,9 @@ class CheckResult:
     # sent nothing that ended the check is down whatever the daemon's lag (lag.py); 0: not
     # known (a check run as a task)
     peer_turn_s: float = field(default=0.0, compare=False)
+    # a TLS check's server certificate: its notAfter (seconds since the epoch), when its virtual
+    # asked for it (sslexpirywarn, checks/tlsverify.py); None: not read
+    cert_not_after: float | None = field(default=None, compare=False)
 
 
 class Received:
@@ -109,6 +114,13 @@ class CheckSettings:
     checkpath: str = "real"
     pathvip: str = ""
     pathforward: str = ""
+    # TLS checks (checks/tlsverify.py): "no", "chain" or "name"; the CA file ("": the system
+    # store); the name verified ("": virtualhost, else the address connected to); whether the
+    # certificate's notAfter is read into the result (sslexpirywarn)
+    sslverify: str = "no"
+    sslcafile: str = ""
+    sslname: str = ""
+    sslexpiry: bool = False
 
 
 CHECK_PATHS: Final = frozenset({"real", "vip", "both"})
@@ -176,12 +188,16 @@ class CheckSpec:
         checkpath: str = "real",
         pathvip: str = "",
         pathforward: str = "",
+        sslverify: str = "no",
+        sslcafile: str = "",
+        sslname: str = "",
+        sslexpiry: bool = False,
     ) -> None:
         if settings is None:
             settings = CheckSettings(
                 service, protocol, request, receive, virtualhost, httpmethod, login, passwd,
                 database, secret, checkcommand, vip, vport, rport, checkcount,
-                checkpath, pathvip, pathforward,
+                checkpath, pathvip, pathforward, sslverify, sslcafile, sslname, sslexpiry,
             )  # fmt: skip
         setattr_ = object.__setattr__
         # one object per distinct kind and timeout: a builder's str(enum member) or float(int)
@@ -206,6 +222,8 @@ class CheckSpec:
             raise CheckSpecError(f"timeout must be > 0, not {self.timeout!r}")
         if self.checkpath != "real":
             self._validate_path()
+        if self.sslverify not in ("no", "chain", "name"):
+            raise CheckSpecError(f"sslverify must be no, chain or name, not {self.sslverify!r}")
         if self.checkcount < 1:
             raise CheckSpecError(f"checkcount must be >= 1, not {self.checkcount}")
         try:
@@ -311,6 +329,22 @@ class CheckSpec:
     @property
     def pathforward(self) -> str:
         return self.settings.pathforward
+
+    @property
+    def sslverify(self) -> str:
+        return self.settings.sslverify
+
+    @property
+    def sslcafile(self) -> str:
+        return self.settings.sslcafile
+
+    @property
+    def sslname(self) -> str:
+        return self.settings.sslname
+
+    @property
+    def sslexpiry(self) -> bool:
+        return self.settings.sslexpiry
 
 
 _shared: dict[object, object] = {}
@@ -464,6 +498,8 @@ def compile_receive(pattern: str) -> ReceiveRegex | None:
 
 def describe_error(exc: BaseException) -> str:
     """A short, lower-case description of an I/O error for a reason string."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return verify_reason(exc)  # no chain here: a reason without dates or names
     if isinstance(exc, ssl.SSLError):
         return f"{exc.reason or exc}".lower().replace("_", " ")
     if isinstance(exc, socket.gaierror):

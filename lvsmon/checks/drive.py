@@ -18,7 +18,7 @@ from lvsmon.checks.dialogue import Dialogue
 from lvsmon.checks.prober import DialogueFactory, ProbePlan, prober_for
 from lvsmon.checks.step import Step
 from lvsmon.checks.stream import converse
-from lvsmon.checks.tls import TlsDialogue, session_key
+from lvsmon.checks.tls import TlsDialogue, TlsSetting
 
 Via = Literal["tcp", "tls", "udp"]
 
@@ -99,8 +99,8 @@ def _login_plan(spec: CheckSpec, make: LoginDialogue, tls: bool) -> ProbePlan:
     login, passwd = line_credentials(spec)
     service = spec.service
     if tls:
-        key = session_key(spec.host, spec.port, "")
-        return plain_plan(spec, lambda: TlsDialogue(make(service, login, passwd), "", key))
+        setting = TlsSetting(spec, spec.host, spec.port, "")  # no SNI unless a name is verified
+        return plain_plan(spec, lambda: TlsDialogue(make(service, login, passwd), *setting.args()))
     return plain_plan(spec, lambda: make(service, login, passwd))
 
 

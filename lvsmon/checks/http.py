@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Hashable
 from typing import Final
 
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec
@@ -23,7 +24,7 @@ from lvsmon.checks.http_request import Target, authority, build_target, verdict
 from lvsmon.checks.prober import ProbePlan, prober_for
 from lvsmon.checks.step import Step
 from lvsmon.checks.stream import converse
-from lvsmon.checks.tls import TlsDialogue, session_key
+from lvsmon.checks.tls import TlsDialogue, TlsSetting
 
 
 class HttpDialogue(Dialogue):
@@ -94,7 +95,7 @@ class TlsHttpPlan(HttpPlan):
     """An HTTPS check's plan: the HTTP one, plus the SNI name and the real's key in the TLS
     session cache (made once per job); its dialogue is the HTTP one wrapped in TLS."""
 
-    __slots__ = ("key", "sni")
+    __slots__ = ("tls",)
     SCHEME = "https"
 
     def __init__(
@@ -103,15 +104,21 @@ class TlsHttpPlan(HttpPlan):
         family: int,
         addr: tuple[str, int] | None,
         request: bytes,
-        sni: str,
-        key: tuple[str, int, str],
+        tls: TlsSetting,
     ) -> None:
         super().__init__(spec, family, addr, request)
-        self.sni = sni
-        self.key = key
+        self.tls = tls
+
+    @property
+    def sni(self) -> str:
+        return self.tls.sni
+
+    @property
+    def key(self) -> Hashable:
+        return self.tls.key
 
     def make_dialogue(self) -> Dialogue:
-        return TlsDialogue(HttpDialogue(self.spec, self.request), self.sni, self.key)
+        return TlsDialogue(HttpDialogue(self.spec, self.request), *self.tls.args())
 
 
 _HOST: Final = b"\r\nHost: "
@@ -155,8 +162,8 @@ def _plan(spec: CheckSpec, target: Target, family: int) -> HttpPlan:
     addr = None if (host, port) == (spec.host, spec.port) else (host, port)
     if not target.tls:
         return HttpPlan(spec, family, addr, target.request)
-    sni = target.server_hostname
-    return TlsHttpPlan(spec, family, addr, target.request, sni, session_key(host, port, sni))
+    tls = TlsSetting(spec, host, port, target.server_hostname)
+    return TlsHttpPlan(spec, family, addr, target.request, tls)
 
 
 async def check(spec: CheckSpec, step: Step) -> CheckResult:
@@ -170,8 +177,9 @@ async def check(spec: CheckSpec, step: Step) -> CheckResult:
     if not target.tls:
         plan = ProbePlan(spec, family, addr, lambda: dialogue)
         return await prober_for(loop).probe(plan, step)
+    tls = TlsSetting(spec, target.connect_host, target.connect_port, target.server_hostname)
     return await converse(
-        dialogue, family, addr, step, tls=True, server_hostname=target.server_hostname
+        dialogue, family, addr, step, tls=True, server_hostname=tls.sni, context=tls.context()
     )
 
 

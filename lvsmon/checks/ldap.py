@@ -3,8 +3,8 @@
 As ldirectord's check_ldap: a simple bind with `login` (a DN) and `passwd` when both are set,
 else an anonymous bind; then a base-scope search of `request` without its leading "/" with
 filter (objectClass=*). Up iff exactly one entry comes back and, when `receive` is set, its DN
-matches it. ldaps is TLS from the first byte, without certificate verification (ldirectord's
-Net::LDAP did not verify either).
+matches it. ldaps is TLS from the first byte, without certificate verification by default
+(ldirectord's Net::LDAP did not verify either); `sslverify` (checks/tlsverify.py) turns it on.
 
 ldap3 is blocking, so the exchange runs in a thread of a pool of its own (`_pool`): the loop's
 default executor has only min(32, cpus + 4) workers, and a few frozen LDAP servers would hold
@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import math
 import re
 import socket
@@ -44,6 +45,8 @@ from lvsmon.checks.budget import Budget, RecvCounter
 from lvsmon.checks.dialogue import shown
 from lvsmon.checks.step import Step
 from lvsmon.checks.stream import tls_context
+from lvsmon.checks.tls import TlsSetting
+from lvsmon.checks.tlsverify import not_after, verify_reason
 
 with warnings.catch_warnings():
     # ldap3 2.9.1 uses pyasn1 attributes that pyasn1 >= 0.6.1 deprecates, at import
@@ -80,19 +83,33 @@ def busy_threads() -> int:
 
 class _Tls(ldap3.Tls):  # type: ignore[misc]  # ldap3 has no type hints
     """ldap3's TLS settings, telling the check when the handshake starts (ldap3 connects and
-    wraps the socket in one call), with lvsmon's one client context: ldap3 builds a default
-    context per connection, loading the system's CA store each time (50 ms of CPU here, for
-    certificates nobody verifies; bench/protocols.py's ldaps ran at 42 ms of CPU per check)."""
+    wraps the socket in one call), with lvsmon's shared client contexts (checks/tlsverify.py):
+    ldap3 builds a default context per connection, loading the system's CA store each time
+    (50 ms of CPU here; bench/protocols.py's ldaps ran at 42 ms of CPU per check). A failed
+    verification is kept as its reason: ldap3 turns the error into text without its details."""
 
-    def __init__(self, step: Step) -> None:
+    def __init__(self, step: Step, spec: CheckSpec) -> None:
         super().__init__(validate=ssl.CERT_NONE)
         self.step = step
+        self.setting = TlsSetting(spec, spec.host, spec.port, "")
+        self.failure = ""
 
     def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
         self.step.name = "tls"
-        connection.socket = tls_context().wrap_socket(
-            connection.socket, server_side=False, do_handshake_on_connect=do_handshake
+        setting = self.setting
+        wrapped = (setting.context() or tls_context()).wrap_socket(
+            connection.socket,
+            server_side=False,
+            do_handshake_on_connect=False,
+            server_hostname=setting.wanted or setting.sni or None,
         )
+        connection.socket = wrapped
+        if do_handshake:
+            try:
+                wrapped.do_handshake()
+            except ssl.SSLCertVerificationError as exc:
+                self.failure = verify_reason(exc, wrapped, setting.wanted)
+                raise
 
 
 _ERRNO = re.compile(r"\[Errno (\d+)\] ([^'\"]+)")
@@ -123,6 +140,7 @@ class _Job:
         self.conn: Any = None
         self.aborted = False
         self.budget = Budget(spec.service)
+        self.not_after: float | None = None  # the server certificate's (sslexpirywarn)
 
     def run(self) -> CheckResult:
         global _busy
@@ -158,11 +176,12 @@ class _Job:
         spec = self.spec
         name = spec.service
         timeout = spec.timeout
+        tls = _Tls(self.step, spec) if self.tls else None
         server = ldap3.Server(
             spec.host,
             port=spec.port,
             use_ssl=self.tls,
-            tls=_Tls(self.step) if self.tls else None,
+            tls=tls,
             connect_timeout=timeout,
             get_info=ldap3.NONE,
         )
@@ -183,6 +202,9 @@ class _Job:
             conn.open()
             if self.aborted:
                 raise CheckFailed(f"{name}: aborted")
+            if spec.sslexpiry and isinstance(conn.socket, ssl.SSLSocket):
+                der = conn.socket.getpeercert(binary_form=True)
+                self.not_after = not_after(der) if der else None
             if isinstance(conn.socket, socket.socket):  # nothing was received yet
                 conn.socket = RecvCounter(conn.socket, self.budget)
             self.step.name = f"{name} bind"
@@ -192,9 +214,14 @@ class _Job:
             self.step.name = f"{name} search"
             conn.search(base, FILTER, search_scope=ldap3.BASE, attributes=[])
         except LDAPException as exc:
+            if tls is not None and tls.failure:
+                raise CheckFailed(f"tls: {tls.failure}") from None
             self.budget.check()
             raise CheckFailed(f"{self.step.name}: {describe_ldap_error(exc)}") from None
-        return judge(spec, base, conn.result, conn.response)
+        result = judge(spec, base, conn.result, conn.response)
+        if self.not_after is not None:
+            return dataclasses.replace(result, cert_not_after=self.not_after)
+        return result
 
 
 def _raw(sock: object) -> object:

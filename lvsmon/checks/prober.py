@@ -452,7 +452,13 @@ class Prober:
                 queue.popleft()
         elapsed = self._clock() - probe.started
         result = CheckResult(
-            result.ok, result.reason, elapsed, result.timed_out, received, result.peer_turn_s
+            result.ok,
+            result.reason,
+            elapsed,
+            result.timed_out,
+            received,
+            result.peer_turn_s,
+            result.cert_not_after,
         )
         if arg is None:
             done(result)

@@ -201,7 +201,14 @@ async def run_check(spec: CheckSpec) -> CheckResult:
         RECEIVED.reset(token)
     # a dialogue run on the prober reports its own count
     got = max(received.count, result.received)
-    return CheckResult(result.ok, result.reason, time.monotonic() - started, result.timed_out, got)
+    return CheckResult(
+        result.ok,
+        result.reason,
+        time.monotonic() - started,
+        result.timed_out,
+        got,
+        cert_not_after=result.cert_not_after,
+    )
 
 
 async def _run(fn: CheckFn, spec: CheckSpec, step: Step) -> CheckResult:

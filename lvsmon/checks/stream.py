@@ -16,20 +16,14 @@ import ssl
 from lvsmon.checks.base import CheckResult, describe_error, received_counter
 from lvsmon.checks.dialogue import Dialogue
 from lvsmon.checks.step import Step
-
-_tls_context: ssl.SSLContext | None = None
+from lvsmon.checks.tlsverify import context_for
 
 
 def tls_context() -> ssl.SSLContext:
-    """The one client TLS context: no certificate or host name checks (ldirectord checks no
-    host name, but Debian 12's verifies the chain: docs/compatibility.md D18)."""
-    global _tls_context
-    if _tls_context is None:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        _tls_context = ctx
-    return _tls_context
+    """The client TLS context of `sslverify = no` (the default): no certificate or host name
+    checks (ldirectord checks no host name, but Debian 12's verifies the chain:
+    docs/compatibility.md D18); the verifying ones are checks/tlsverify.py's."""
+    return context_for("no", "")
 
 
 class _Driver(asyncio.Protocol):
@@ -104,9 +98,11 @@ async def converse(
     *,
     tls: bool = False,
     server_hostname: str = "",
+    context: ssl.SSLContext | None = None,
 ) -> CheckResult:
     """Connect to `addr`, run `dialogue` to its verdict (over TLS if asked); the caller's deadline
-    bounds it all. `server_hostname` is the SNI name ("" sends none)."""
+    bounds it all. `server_hostname` is the SNI name ("" sends none), and the name verified by
+    a `context` that checks names."""
     loop = asyncio.get_running_loop()
     step.name = "connect"
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -124,7 +120,7 @@ async def converse(
         transport, _ = await loop.create_connection(
             lambda: _Driver(dialogue, done, step),
             sock=sock,
-            ssl=tls_context() if tls else None,
+            ssl=(context or tls_context()) if tls else None,
             server_hostname=server_hostname if tls else None,  # "": no SNI
         )
         result = await done

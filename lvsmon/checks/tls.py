@@ -78,15 +78,26 @@ Wired in as follows (http.TlsHttpPlan, drive.login_plan; bench/tls_cost.py has t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ssl
 import time
 from collections.abc import Callable, Hashable
 from typing import Final
 
-from lvsmon.checks.base import CheckResult, describe_error
+from lvsmon.checks.base import CheckResult, CheckSpec, describe_error
 from lvsmon.checks.dialogue import Dialogue, Outcome
 from lvsmon.checks.stream import tls_context
 from lvsmon.checks.tlssession import Session, session_of, wrap
+from lvsmon.checks.tlsverify import (
+    NO_VERIFY,
+    ContextKey,
+    context_for,
+    context_key,
+    is_ip,
+    not_after,
+    verify_reason,
+    wanted_name,
+)
 
 HANDSHAKE_BYTES: Final = 64 * 1024
 """The server's bytes a handshake may take on top of the inner dialogue's budget (a certificate
@@ -199,6 +210,15 @@ class TlsLayer:
 
     def version(self) -> str | None:
         return self._obj.version()
+
+    @property
+    def ssl_object(self) -> ssl.SSLObject:
+        return self._obj
+
+    def not_after(self) -> float | None:
+        """The server certificate's notAfter (None: none, or one that does not parse)."""
+        der = self._obj.getpeercert(binary_form=True)
+        return not_after(der) if der else None
 
 
 class SessionEntry:
@@ -318,8 +338,51 @@ SESSIONS: Final = SessionCache()
 """The process's sessions, one per real (keyed by `session_key`)."""
 
 
-def session_key(host: str, port: int, server_hostname: str) -> tuple[str, int, str]:
-    return (host, port, server_hostname)
+def session_key(
+    host: str, port: int, server_hostname: str, setting: ContextKey = NO_VERIFY
+) -> Hashable:
+    """A real's key in the session cache. A session is kept per verification setting
+    (`setting`, tlsverify.context_key): one made without verification is never offered to a
+    check that verifies (the handshake it would skip is the verification)."""
+    if setting == NO_VERIFY:
+        return (host, port, server_hostname)
+    return (host, port, server_hostname, *setting)
+
+
+class TlsSetting:
+    """What a TLS check's dialogues share, made once per job from its spec (sslverify and its
+    friends, checks/tlsverify.py): the SNI name, the name verified, the session key, and the
+    context setting (looked up for each dialogue: a changed CA file is noticed)."""
+
+    __slots__ = ("key", "read_cert", "setting", "sni", "wanted")
+
+    def __init__(self, spec: CheckSpec, host: str, port: int, sni: str) -> None:
+        """`host`, `port`: where the check connects; `sni`: what it sends unverified."""
+        verify = spec.sslverify
+        self.setting = context_key(verify, spec.sslcafile)
+        self.wanted = ""
+        if verify == "name":
+            # CPython checks the name it sends: an address literal is checked, not sent
+            self.wanted = sni = wanted_name(spec.sslname, spec.virtualhost, host)
+        self.sni = "" if is_ip(sni) else sni
+        self.key = session_key(host, port, self.wanted or self.sni, self.setting)
+        self.read_cert = spec.sslexpiry
+
+    def context(self) -> ssl.SSLContext | None:
+        setting = self.setting
+        return None if setting == NO_VERIFY else context_for(*setting)
+
+    def args(self) -> tuple[str, Hashable, SessionCache, ssl.SSLContext | None, str, bool]:
+        """TlsDialogue's arguments after `inner`, for one check (the server_hostname: the name
+        verified, which CPython also sends unless it is an address)."""
+        return (
+            self.wanted or self.sni,
+            self.key,
+            SESSIONS,
+            self.context(),
+            self.wanted,
+            self.read_cert,
+        )
 
 
 class TlsDialogue(Dialogue):
@@ -332,9 +395,17 @@ class TlsDialogue(Dialogue):
         key: Hashable | None = None,
         cache: SessionCache | None = SESSIONS,
         context: ssl.SSLContext | None = None,
+        wanted: str = "",
+        read_cert: bool = False,
     ) -> None:
-        """`key`: the real's in `cache` (None: no session is offered or kept)."""
+        """`key`: the real's in `cache` (None: no session is offered or kept); `context`: a
+        verifying one (checks/tlsverify.py) or None (no verification); `wanted`: the name it
+        verifies, for the reason; `read_cert`: read the certificate's notAfter into the result
+        (sslexpirywarn)."""
         self.inner = inner
+        self.wanted = wanted
+        self.read_cert = read_cert
+        self.not_after: float | None = None
         self.step = "tls"
         self.budget = inner.budget + inner.budget // 8 + HANDSHAKE_BYTES
         self.room = inner.budget  # the plaintext the inner may still be fed
@@ -361,6 +432,8 @@ class TlsDialogue(Dialogue):
             inner = self.inner
             if not was_done:
                 self.step = inner.step
+                if self.read_cert:  # a resumed session still has the server's certificate
+                    self.not_after = layer.not_after()
                 opening = inner.opening()
                 if opening:
                     out += layer.send(opening)
@@ -380,6 +453,8 @@ class TlsDialogue(Dialogue):
             return out
         except ssl.SSLEOFError:  # the TCP end during the handshake
             return self._failed("connection closed by the server")
+        except ssl.SSLCertVerificationError as exc:  # sslverify: what failed, with its dates
+            return self._failed(verify_reason(exc, layer.ssl_object, self.wanted))
         except ssl.SSLError as exc:
             return self._failed(describe_error(exc))
 
@@ -397,6 +472,8 @@ class TlsDialogue(Dialogue):
         self.farewell = out + layer.close_notify()
         if self.cache is not None:
             self.cache.keep(self.key, layer, self.entry)
+        if self.not_after is not None:
+            return dataclasses.replace(result, cert_not_after=self.not_after)
         return result
 
     def _failed(self, reason: str) -> CheckResult:
