@@ -21,6 +21,11 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "gauge",
         "1 while the real is drained (lvsmon drain): weight 0, its connections go on.",
     ),
+    "lvsmon_real_agent_weight": (
+        "gauge",
+        "The weight the real's agent asks for (agent check): its share of the configured weight,"
+        " 0 with drain, maint or down; only reals with an agent check have a sample.",
+    ),
     "lvsmon_real_transitions_total": (
         "counter",
         "Times the real's checks took it down (direction=down) or brought it back (up).",

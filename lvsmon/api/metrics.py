@@ -128,6 +128,20 @@ def family(out: list[str], name: str) -> None:
     out.append(family_header(name).decode())
 
 
+def agent_family(out: list[str], engine: Engine, layout: Layout) -> None:
+    """lvsmon_real_agent_weight: a sample per real with an agent check (engine/agentcheck.py),
+    read from the runner's views (a few reals, not a pass over all of them)."""
+    family(out, "lvsmon_real_agent_weight")
+    agents = getattr(engine, "agents", None)
+    if agents is None:
+        return
+    index_of, reals = layout.index_of, layout.reals
+    for ref, view in agents.views.items():
+        i = index_of.get(ref)
+        if i is not None:
+            out.append(f"lvsmon_real_agent_weight{{{reals[i].labels}}} {view.weight}\n")
+
+
 def number(value: float) -> str:
     """Integers as integers, other floats in Python's shortest round-trip form."""
     if isinstance(value, int):
@@ -483,6 +497,7 @@ class Exporter:
         await self._pause()
         text: list[str] = []
         self._virtual_families(text, scrape)
+        agent_family(text, self.daemon.engine, scrape.layout)
         await self._pause()
         self._daemon_families(text, began_wall)
         out.append("".join(text).encode())
