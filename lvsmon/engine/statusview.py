@@ -23,11 +23,13 @@ from lvsmon.engine.health import HealthRules, RealHealth
 from lvsmon.engine.jobs import RealRef
 from lvsmon.engine.reconciler import Reconciler
 from lvsmon.engine.runner import CheckRunner
+from lvsmon.engine.slowstart import Step
 from lvsmon.engine.status import RealStatus, Stats, StatsStatus, VirtualStatus, pack
+from lvsmon.engine.steering import Steering
 from lvsmon.ipvs.model import Service, Table
 
 # a virtual's text and what it was made of (health by place, kernel entry, the maintained,
-# drained and kept sets)
+# drained and kept sets, the version of its weight caps)
 _Entry = tuple[
     tuple[RealHealth | None, ...],
     Service | None,
@@ -35,6 +37,7 @@ _Entry = tuple[
     frozenset[RealRef],
     frozenset[RealRef],
     bytes,
+    int,
 ]
 
 
@@ -56,6 +59,7 @@ class _Built:
     drained: frozenset[RealRef]
     healths: list[RealHealth]
     texts: list[bytes]
+    steered: int = 0  # Steering.changes
 
 
 class StatusInputs(NamedTuple):
@@ -71,6 +75,9 @@ class StatusInputs(NamedTuple):
     drained: frozenset[RealRef]
     rules: Mapping[RealRef, HealthRules]
     clock: Callable[[], float]
+    # weight caps (agent check, slow start) and where a real's slow start is
+    steering: Steering | None = None
+    ramp_of: Callable[[RealRef], Step | None] | None = None
 
 
 class StatusView:
@@ -113,9 +120,10 @@ class StatusView:
     def virtuals(self, inputs: StatusInputs) -> list[VirtualStatus]:
         """Every virtual's entry, in config order, built now (tests and tools; the daemon
         reads texts())."""
-        config, layout, health, table, maintained, drained, rules, clock = inputs
+        config, layout, health, table, maintained, drained, rules, clock, steering, ramp_of = inputs
         places = self.health_places(config, health, layout)
         healths = list(health.values())
+        steer = _Steer(steering, ramp_of)
         return [
             _virtual_status(
                 v,
@@ -127,6 +135,7 @@ class StatusView:
                 drained,
                 rules,
                 clock,
+                steer,
             )
             for i, (v, v_layout, service) in enumerate(
                 zip(config.virtuals, layout, _services(table, layout), strict=True)
@@ -143,9 +152,11 @@ class StatusView:
         too: one list comparison at C speed; equal maintained and drained sets) is the last
         list again, without a look at any virtual (a pool without checks: 2,284 virtuals,
         100,000 reals looked at each second for nothing)."""
-        config, layout, health, table, maintained, drained, rules, clock = inputs
+        config, layout, health, table, maintained, drained, rules, clock, steering, ramp_of = inputs
         identity = (config, layout, health, rules)
         healths = list(health.values())
+        steered = 0 if steering is None else steering.changes
+        steer = _Steer(steering, ramp_of)
         last = self._last
         if (
             last is not None
@@ -155,6 +166,7 @@ class StatusView:
             and last.maintained == maintained
             and last.drained == drained
             and last.healths == healths  # element by element, `is` first
+            and last.steered == steered
             # a resync gives a new table, keeping each service's object while it is equal (and
             # an equal one gives equal entries): 2,284 lookups, not 2,284 virtuals looked at
             and (last.table is table or last.services == _services(table, layout))
@@ -170,6 +182,7 @@ class StatusView:
             services.append(service)
             kept = _kept(v_layout, health, maintained, drained)
             hs = tuple([healths[p] if p >= 0 else None for p in places[i]])
+            version = 0 if steering is None else steering.version_of(v_layout.key)
             hit = cache.get(i)
             if (
                 hit is not None
@@ -178,16 +191,17 @@ class StatusView:
                 and hit[2] == maintained
                 and hit[3] == drained
                 and hit[4] == kept
+                and hit[6] == version
             ):
                 texts.append(hit[5])
                 continue
             entry = _virtual_status(
-                v, v_layout, service, hs, kept, maintained, drained, rules, clock
+                v, v_layout, service, hs, kept, maintained, drained, rules, clock, steer
             )
             text = pack(json.dumps(entry, separators=(",", ":")).encode())
-            cache[i] = (hs, service, maintained, drained, kept, text)
+            cache[i] = (hs, service, maintained, drained, kept, text, version)
             texts.append(text)
-        self._last = _Built(identity, table, services, maintained, drained, healths, texts)
+        self._last = _Built(identity, table, services, maintained, drained, healths, texts, steered)
         return list(texts)
 
 
@@ -220,6 +234,15 @@ class _RealEntry:
     held_until: float | None
     kernel_weight: int | None
     weight: int
+    steering: dict[str, object] | None
+
+
+class _Steer(NamedTuple):
+    steering: Steering | None
+    ramp_of: Callable[[RealRef], Step | None] | None
+
+
+_NO_STEER = _Steer(None, None)
 
 
 def _virtual_status(
@@ -232,9 +255,12 @@ def _virtual_status(
     drained: frozenset[RealRef],
     rules: Mapping[RealRef, HealthRules],
     clock: Callable[[], float],
+    steer: _Steer = _NO_STEER,
 ) -> VirtualStatus:
     # holds are on the engine's clock; the status shows wall-clock time
     now, wall = clock(), time.time()
+    steering, ramp_of = steer
+    capped = steering.caps() if steering is not None else {}
     reals: list[RealStatus] = []
     for slot, h in zip(layout.reals, hs, strict=True):
         ref = slot.ref
@@ -263,6 +289,15 @@ def _virtual_status(
         e.held_until = held_until
         e.kernel_weight = None if dest is None else dest.weight
         e.weight = slot.conf.weight
+        e.steering = None
+        if capped and ref in capped:  # only while some source caps a weight
+            assert steering is not None
+            step = ramp_of(ref) if ramp_of is not None else None
+            e.steering = {
+                "caps": steering.of(ref),
+                "ramp": None if step is None else f"{step.k}/{step.n}",
+                "ramp_until": None if step is None else round(step.ends_at - now + wall, 3),
+            }
         reals.append(cast(RealStatus, e.__dict__))
     return {
         "name": v.name,

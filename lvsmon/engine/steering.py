@@ -33,6 +33,7 @@ class Steering:
         # per virtual, bumped on any change of a source's cap there (the status keeps a
         # virtual's text while its number stays)
         self._service_versions: dict[ServiceKey, int] = {}
+        self.changes = 0  # any source's cap on any real: their sum
 
     def set(self, source: str, ref: RealRef, cap: int | None) -> bool:
         """Set (None: remove) `source`'s cap on `ref`; True when the stored caps changed."""
@@ -56,6 +57,7 @@ class Steering:
         return True
 
     def _touch(self, ref: RealRef) -> None:
+        self.changes += 1
         key = ref.service
         self._service_versions[key] = self._service_versions.get(key, 0) + 1
 
