@@ -42,11 +42,13 @@ from lvsmon.engine.events import (
     FallbackChanged,
     FirstCheckDown,
     RealChanged,
+    RealLeaving,
     SoftFailure,
     SoftReset,
 )
-from lvsmon.engine.health import RealHealth, Transition
+from lvsmon.engine.health import ADOPTED_UP, RealHealth, Transition
 from lvsmon.engine.jobs import CheckJob, Plan, RealRef, build_plan
+from lvsmon.engine.leaving import Change, LeavingState, merged, returning, status_of
 from lvsmon.engine.planning import (
     anchored,
     anchored_config,
@@ -118,6 +120,8 @@ class Engine:
         self.reconciler.own(managed_services(config))
         # weight caps (agent check, slow start): a change is a dirty reconciler, as a drain is
         self.steering = Steering(on_change=self.reconciler.mark_dirty)
+        # reals a reload removed, at weight 0 until they have no connection (removedrain)
+        self.leaving = LeavingState(clock)
         self._maintained_fn = maintained
         self._maintained: frozenset[RealRef] = frozenset()
         self._drained_fn = drained
@@ -184,6 +188,8 @@ class Engine:
             self._drained,
             self.steering.caps(),
         )
+        if self.leaving:
+            merged(table, self.leaving.leaving, keys)
         with_probes(table, self.probes)
         return Desired(table, fallbacks_of(config))
 
@@ -220,6 +226,7 @@ class Engine:
         self._loops = [
             self._supervised(self.runner.run(), "lvsmon-checks"),
             self._supervised(self._reconcile_loop(), "lvsmon-reconcile"),
+            self._supervised(self.leaving.run(self._read_counters, self._left), "lvsmon-leaving"),
         ]
 
     async def _reconcile_loop(self) -> None:
@@ -300,6 +307,7 @@ class Engine:
                 if self._layout_for is self.config:
                     self._layout_for = config
             else:
+                old_layout = self._layout if self._layout_for is old_config else None
                 # a virtual that lines added or removed above it moved keeps its part of the
                 # plan (refs, jobs) and its layout: the running ones, taken over by its new self
                 old_plan = anchored(old_plan, config)
@@ -311,6 +319,14 @@ class Engine:
                 drained = self._drained_of(config, plan)
                 health = carried_health(old_plan, old_health, config, plan, actual, drained)
             self.config, self.plan, self.health = config, plan, health
+            if plan is not old_plan:
+                # removedrain: removed reals leave at weight 0, re-added ones stop leaving
+                left = self.leaving.reload(
+                    old_config, old_layout, config, self._layout_now(), actual
+                )
+                self._publish_leaving(left)
+                for ref in returning(left, self._layout_now()):
+                    self.health[ref] = ADOPTED_UP  # it had its weight: checks decide from here
             # each real keeps its probe mark: only the probe services of reals that gained or
             # lost a check through the VIP change
             probes = plan_probes(config, self.probes.marks, actual)
@@ -512,6 +528,27 @@ class Engine:
             if key not in now:  # also a virtual a reload removed, or whose threshold it did
                 self.events.publish(DepoolLimited(key, (), False))
 
+    # ---- leaving reals (removedrain) ---------------------------------------------------------
+
+    async def _read_counters(self) -> Table | None:
+        """The kernel's connection counters for the leaving reals: a dump, under the
+        reconciler's lock (one backend call at a time); None when it failed."""
+        async with self.reconciler.lock:
+            try:
+                return await self.backend.dump()
+            except Exception as exc:  # BackendError, or a broken backend: the deadlines still run
+                log.error("cannot read the connection counters: %s", exc)
+                return None
+
+    def _left(self, changes: list[Change]) -> None:
+        """Reals done leaving: deleted by the next pass."""
+        self._publish_leaving(changes)
+        self.reconciler.mark_dirty()
+
+    def _publish_leaving(self, changes: list[Change]) -> None:
+        for c in changes:
+            self.events.publish(RealLeaving(c.service, c.dest, c.started, c.reason, c.seconds))
+
     # ---- status -----------------------------------------------------------------------------
 
     def status(self) -> Status:
@@ -532,6 +569,7 @@ class Engine:
             "backend": self.backend.name,
             "stats": stats,
             "probes": self._probes_status(),
+            "leaving": status_of(self.leaving.leaving, self.clock(), time.time(), str),
         }
 
     def _probes_status(self) -> ProbesStatus | None:

@@ -17,6 +17,7 @@ from lvsmon.engine.events import (
     KernelOp,
     RampChanged,
     RealChanged,
+    RealLeaving,
     RouteChanged,
     SoftFailure,
     SoftReset,
@@ -37,6 +38,7 @@ LOGGED = (
     SyncDaemonOp,
     DrainChanged,
     RampChanged,
+    RealLeaving,
     DepoolLimited,
     ArpConflict,
     ArpConflictCleared,
@@ -77,6 +79,8 @@ def log_event(event: Event) -> None:
         )
     elif isinstance(event, DrainChanged):
         log.info("%s real server: %s", "Drained" if event.drained else "Undrained", event.ref)
+    elif isinstance(event, RealLeaving):
+        _log_leaving(event)
     elif isinstance(event, RampChanged):
         if event.started:
             log.info(
@@ -141,3 +145,18 @@ def _log_route(event: RouteChanged) -> None:
         log.info("BGP: announcing %s (MED %s)%s: %s", event.vip, event.med, extra, event.reason)
     else:
         log.warning("BGP: withdrawing %s: %s", event.vip, event.reason)
+
+
+def _log_leaving(event: RealLeaving) -> None:
+    where = f"{event.dest} ({event.service})"
+    if event.started:
+        log.info(
+            "Leaving real server: %s, %s: weight 0 until no active connection, %g s at most",
+            where,
+            event.reason,
+            event.seconds,
+        )
+    else:
+        log.info(
+            "Real server %s stopped leaving after %.1f s: %s", where, event.seconds, event.reason
+        )

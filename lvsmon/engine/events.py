@@ -143,6 +143,20 @@ class RampChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class RealLeaving:
+    """Graceful removal (engine/leaving.py, `removedrain`): a real a reload removed started
+    leaving (`started`, `reason` "removed" or "virtual removed": at weight 0 for at most
+    `seconds`), or stopped (`reason`: "no active connections", "time up", "added again", "gone
+    from the kernel"; `seconds`: how long it was leaving). The delete is a KernelOp of its own."""
+
+    service: ServiceKey
+    dest: DestKey
+    started: bool
+    reason: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class DepoolLimited:
     """A virtual's depool threshold started keeping reals in although their checks took them
     down (`active`, `kept`: those reals, in config order), or stopped (`active` False, `kept`
@@ -245,6 +259,7 @@ Event = (
     | FallbackChanged
     | DrainChanged
     | RampChanged
+    | RealLeaving
     | DepoolLimited
     | ConfigLoaded
     | ConfigFileChanged

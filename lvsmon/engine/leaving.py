@@ -27,10 +27,12 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, TypedDict
+from typing import Final
 
 from lvsmon.config.model import Config
 from lvsmon.engine.desired import VirtualLayout, layout_of
+from lvsmon.engine.jobs import RealRef
+from lvsmon.engine.status import LeavingStatus
 from lvsmon.ipvs.model import (
     NO_STATS,
     DestConf,
@@ -59,6 +61,7 @@ class Leaver:
     since: float  # on the engine's clock
     deadline: float  # deleted then at the latest
     connections: int | None = None  # at the last reading since it started; None: none yet
+    serving: bool = True  # it had a weight above 0 when it started leaving
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,7 @@ class Change:
     started: bool
     reason: str  # started: "removed" or "virtual removed"; ended: NO_CONNECTIONS, TIME_UP, ...
     seconds: float  # started: the removedrain; ended: how long it took
+    serving: bool = False  # ADDED_AGAIN: it had a weight when it started leaving
 
 
 def _dests(v: VirtualLayout) -> set[DestKey]:
@@ -94,14 +98,18 @@ def started(
     leaving: Leaving,
     old: Config,
     old_layout: Iterable[VirtualLayout],
+    new: Config,
     new_layout: Iterable[VirtualLayout],
     actual: Table,
     now: float,
 ) -> tuple[dict[ServiceKey, LeavingService], list[Change]]:
-    """A reload from `old` (with its layout) to the config of `new_layout`: the destinations of
-    `old` the new config no longer has, in the kernel now, of virtuals with removedrain > 0,
-    start leaving; leaving ones the new config has again stop. The others go on as they were."""
+    """A reload from `old` to `new` (each with its layout): the destinations of `old` that
+    `new` no longer has and the kernel has now start leaving, for removedrain seconds (the new
+    config's value where the virtual is still in it, so that one edit can set it and remove a
+    real; a removed virtual's own); leaving ones the new config has again stop. The others go on
+    as they were."""
     new_dests = {v.key: _dests(v) for v in new_layout}
+    new_drain = {v.key: v.removedrain for v in new.virtuals}
     out: dict[ServiceKey, LeavingService] = {}
     changes: list[Change] = []
     for key, service in leaving.items():
@@ -109,29 +117,48 @@ def started(
         dests = dict(service.dests)
         if wanted is not None:
             for dest in sorted(dests.keys() & wanted):
-                changes.append(Change(key, dest, False, ADDED_AGAIN, now - dests.pop(dest).since))
+                back = dests.pop(dest)
+                changes.append(
+                    Change(key, dest, False, ADDED_AGAIN, now - back.since, back.serving)
+                )
         if dests:
             out[key] = LeavingService(service.conf if wanted is None else None, dests)
     for v, lv in zip(old.virtuals, old_layout, strict=True):
-        if v.removedrain <= 0 or v.key not in actual:
+        drain = new_drain.get(v.key, v.removedrain)
+        if drain <= 0 or v.key not in actual:
             continue
         key = lv.key
         in_kernel = actual[key].dests
         wanted = new_dests.get(key)
         gone = _dests(lv) - (wanted or set())
         fresh = {
-            dest: Leaver(dataclasses.replace(in_kernel[dest], weight=0), now, now + v.removedrain)
+            dest: Leaver(
+                dataclasses.replace(in_kernel[dest], weight=0),
+                now,
+                now + drain,
+                serving=in_kernel[dest].weight > 0,
+            )
             for dest in sorted(gone)
             if dest in in_kernel and dest not in (out[key].dests if key in out else ())
         }
         if not fresh:
             continue
         why = "removed" if wanted is not None else "virtual removed"
-        changes.extend(Change(key, dest, True, why, float(v.removedrain)) for dest in fresh)
+        changes.extend(Change(key, dest, True, why, float(drain)) for dest in fresh)
         before = out.get(key)
         dests = {**(before.dests if before is not None else {}), **fresh}
         out[key] = LeavingService(None if wanted is not None else lv.conf, dests)
     return out, changes
+
+
+def returning(changes: Iterable[Change], layout: Iterable[VirtualLayout]) -> list[RealRef]:
+    """The reals a reload added back while they were leaving with a weight: the engine takes
+    them as up (as start adopts a real the kernel shows with its weight), so that they get their
+    weight back at once instead of being deleted until a check passes; the next check decides."""
+    back = {(c.service, c.dest) for c in changes if c.reason == ADDED_AGAIN and c.serving}
+    if not back:
+        return []
+    return [slot.ref for v in layout for slot in v.reals if (v.key, slot.dest) in back]
 
 
 def connections(key: ServiceKey, service: Service, dest: DestKey) -> int:
@@ -200,21 +227,11 @@ def next_deadline(leaving: Leaving) -> float | None:
     return min(deadlines) if deadlines else None
 
 
-class LeavingEntry(TypedDict):
-    """One leaving real in the status (`leaving` of /status, `lvsmon status`)."""
-
-    virtual: str  # as ldirectord names it: tcp:192.0.2.1:80, fwm:7
-    real: str  # the kernel's destination, ip:port
-    since: float  # wall-clock seconds since the epoch
-    deadline: float  # wall-clock: deleted then at the latest
-    connections: int | None  # at the last reading; None: not read yet
-
-
 def status_of(
     leaving: Leaving, clock_now: float, wall_now: float, label: Callable[[ServiceKey], str]
-) -> list[LeavingEntry]:
+) -> list[LeavingStatus]:
     """The leaving reals for the status, by virtual then real; times as wall-clock seconds."""
-    out: list[LeavingEntry] = []
+    out: list[LeavingStatus] = []
     for key in sorted(leaving):
         for dest, lv in sorted(leaving[key].dests.items()):
             out.append(
@@ -244,13 +261,14 @@ class LeavingState:
         self,
         old: Config,
         old_layout: tuple[VirtualLayout, ...] | None,
+        new: Config,
         new_layout: Iterable[VirtualLayout],
         actual: Table,
     ) -> list[Change]:
         if old_layout is None:
             old_layout = layout_of(old)
         self.leaving, changes = started(
-            self.leaving, old, old_layout, new_layout, actual, self.clock()
+            self.leaving, old, old_layout, new, new_layout, actual, self.clock()
         )
         self._wake()
         return changes

@@ -116,6 +116,17 @@ class ProbesStatus(TypedDict):
     in_kernel: int  # of them, as wanted in the table lvsmon last read or programmed
 
 
+class LeavingStatus(TypedDict):
+    """A real a reload removed, at weight 0 until it has no connection (removedrain,
+    engine/leaving.py)."""
+
+    virtual: str  # str(ServiceKey): tcp:192.0.2.1:80, fwm:7
+    real: str  # the kernel's destination, ip:port
+    since: float  # Unix time it started leaving
+    deadline: float  # Unix time it is deleted at the latest
+    connections: int | None  # at the last reading of the counters; None: not read yet
+
+
 class Status(TypedDict, total=False):
     pid: int
     started_at: float
@@ -132,6 +143,7 @@ class Status(TypedDict, total=False):
     bgp: BgpStatus | None  # BGP announcements (bgp = bird|exabgp); None without
     arp_conflicts: list[ArpConflictStatus]  # the ARP guard's conflicts now (arpguard)
     probes: ProbesStatus | None  # checkpath's probe services; None when there are none
+    leaving: list[LeavingStatus]  # reals a reload removed that still drain (removedrain)
 
 
 LATENESS_WINDOW = 20000  # starts whose lateness the status's percentiles are of
@@ -397,6 +409,14 @@ def check_status(data: object) -> Status:
     if isinstance(probes, dict):
         for key in ("markbase", "services", "in_kernel"):
             _check(probes, key, "probes", "an integer", required=True)
+    leaving = _check(top, "leaving", "", "a list", required=False)
+    for i, e in enumerate(_entries(leaving, "leaving")):
+        at = f"leaving[{i}]"
+        for key in ("virtual", "real"):
+            _check(e, key, at, "a string", required=True)
+        for key in ("since", "deadline"):
+            _check_time(e, key, at, required=True)
+        _check(e, "connections", at, "an integer", required=True, null=True)
     stats = _check(top, "stats", "", "an object", required=False)
     if isinstance(stats, dict):
         for key in (
@@ -486,6 +506,13 @@ def render_status(status: Status) -> str:
         lines.append(
             f"probe services (checkpath): {probes['services']}, {probes['in_kernel']} of them"
             f" in the kernel (firewall marks from {probes['markbase']})"
+        )
+    for e in status.get("leaving", []):
+        conns = e["connections"]
+        counted = "connections not read yet" if conns is None else f"{conns} connections"
+        lines.append(
+            f"leaving: {e['real']} of {e['virtual']}: weight 0, {counted}, deleted at"
+            f" {time.strftime('%H:%M:%S', time.localtime(e['deadline']))} at the latest"
         )
     for c in status.get("arp_conflicts", []):
         since = time.strftime("%H:%M:%S", time.localtime(c["since"]))

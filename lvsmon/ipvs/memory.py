@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from lvsmon.ipvs.apply import apply_ops, copy_table
 from lvsmon.ipvs.errors import BackendError, ErrorKind, OpError, OpResult
 from lvsmon.ipvs.ipvsadm_format import op_line, render_list
-from lvsmon.ipvs.model import Table
+from lvsmon.ipvs.model import DestKey, DestStats, ServiceKey, Table
 from lvsmon.ipvs.ops import Op
 from lvsmon.ipvs.sync import (
     SyncDaemon,
@@ -72,6 +72,13 @@ class MemoryBackend:
         if len(self.log) > 2 * LOG_KEEP:
             del self.log[:-LOG_KEEP]
         return results
+
+    def set_connections(
+        self, service: ServiceKey, dest: DestKey, active: int, inactive: int = 0
+    ) -> None:
+        """A destination's connection counters, as traffic would set them in the kernel (tests,
+        the demo): the next dump shows them. KeyError when the service is not there."""
+        self.table[service].stats[dest] = DestStats(active, inactive)
 
     def render(self) -> str:
         """The table the way `ipvsadm -Ln` shows it."""

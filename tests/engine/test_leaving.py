@@ -49,7 +49,7 @@ def reload(
     old_text: str, new_text: str, actual: Table, leaving: Leaving | None = None, now: float = 100.0
 ) -> tuple[dict[ServiceKey, LeavingService], list[Change]]:
     old, new = cfg(old_text), cfg(new_text)
-    return started(leaving or {}, old, layout_of(old), layout_of(new), actual, now)
+    return started(leaving or {}, old, layout_of(old), new, layout_of(new), actual, now)
 
 
 def with_conns(
@@ -82,6 +82,16 @@ def test_off_by_default_and_per_virtual() -> None:
         config("192.0.2.11 192.0.2.12", extra=""), config("192.0.2.11", extra=""), actual
     )
     assert leaving == {} and changes == []
+
+
+def test_the_new_configs_value_counts_where_the_virtual_stays() -> None:
+    # one edit sets removedrain and removes a real: it drains
+    actual = kernel(config("192.0.2.11 192.0.2.12", extra=""))
+    leaving, _ = reload(config("192.0.2.11 192.0.2.12", extra=""), config("192.0.2.11"), actual)
+    assert leaving[VKEY].dests[B].deadline == 130.0
+    # and one that sets it to 0 removes it at once
+    leaving, _ = reload(config("192.0.2.11 192.0.2.12"), config("192.0.2.11", extra=""), actual)
+    assert leaving == {}
 
 
 def test_a_real_not_in_the_kernel_does_not_leave() -> None:
