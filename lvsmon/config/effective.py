@@ -18,6 +18,7 @@ from lvsmon.config import (
     checkpathconf,
     syncconf,
     syntax,
+    tlsconf,
 )
 from lvsmon.config.bgpsettings import BgpVirtual
 from lvsmon.config.errors import Diagnostic
@@ -206,6 +207,7 @@ class Builder:
             smtptls=get("smtptls", "starttls"),
             syncdaemon=sync,
             agent=agentconf.agent_global(g),
+            tls=tlsconf.tls_global(g),
         )
 
     def check_writable(self, path: str, line: int, what: str) -> None:
@@ -386,7 +388,10 @@ class Builder:
             servicename=get("servicename", cast(str | None, None)),
             comment=get("comment", cast(str | None, None)),
             agent=agentconf.agent_of(s, g.agent, checkinterval, checktimeout),
+            tls=tlsconf.tls_of(s, g.tls),
         )
+        for at, message in tlsconf.warnings(s, v.tls):
+            self.warn(at, message)
         for at, message in arpguardconf.block_warnings(s, v):
             self.warn(at, message)
         if v.agent is None:

@@ -15,6 +15,7 @@ from lvsmon.addr import host_port
 from lvsmon.config.agentsettings import NO_AGENT, AgentConf, AgentGlobal
 from lvsmon.config.bgpsettings import NO_BGP, BgpGlobal, BgpVirtual
 from lvsmon.config.errors import Diagnostic
+from lvsmon.config.tlssettings import NO_TLS, TlsCheck
 from lvsmon.ipvs.model import DestKey, Family, Forward, ServiceConf, ServiceKey
 from lvsmon.ipvs.sync import SyncDaemon
 
@@ -271,6 +272,8 @@ class Virtual:
     comment: str | None = None
     # lvsmon's own: the agent check (config/agentconf.py, engine/agentcheck.py); None: off
     agent: AgentConf | None = None
+    # lvsmon's own: TLS verification of its checks (config/tlsconf.py, checks/tlsverify.py)
+    tls: TlsCheck = NO_TLS
     # the IPVS identity of this virtual service: derived, built once here (parsing the address
     # on every use made per-event lookups at 2,284 virtuals cost seconds); not compared, not
     # shown, not dumped (config/dump.py leaves out fields that are not init arguments)
@@ -363,6 +366,8 @@ class GlobalSettings:
     syncdaemon: tuple[SyncDaemon, ...] = ()
     # the global agent check lines, each a virtual's default (config/agentconf.py)
     agent: AgentGlobal = NO_AGENT
+    # the global TLS verification lines, each a virtual's default (config/tlsconf.py)
+    tls: TlsCheck = NO_TLS
 
 
 @dataclass(frozen=True, slots=True)

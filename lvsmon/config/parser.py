@@ -11,7 +11,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lvsmon.config import agentconf, bgpconf, checkpathconf, removalconf, syncconf, syntax, values
+from lvsmon.config import (
+    agentconf,
+    bgpconf,
+    checkpathconf,
+    removalconf,
+    syncconf,
+    syntax,
+    tlsconf,
+    values,
+)
 from lvsmon.config.errors import Diagnostic
 from lvsmon.config.lexer import TAB_WIDTH, Line, OddBlank, split_lines
 from lvsmon.config.model import CheckType, HttpMethod, Service
@@ -275,6 +284,11 @@ _SHARED: dict[str, Parse] = {
     "agenttimeout": lambda v, c: agentconf.parse_seconds("agenttimeout")(v, c.warn),
     "agentsend": lambda v, c: agentconf.parse_send(v, c.warn),
     "agentfail": lambda v, c: agentconf.parse_fail(v, c.warn),
+    # lvsmon's own: TLS verification of the checks (tlsconf.py)
+    "sslverify": lambda v, c: tlsconf.parse_verify(v, c.warn),
+    "sslcafile": lambda v, c: tlsconf.parse_cafile(v, c.warn),
+    "sslname": lambda v, c: tlsconf.parse_name(v, c.warn),
+    "sslexpirywarn": lambda v, c: tlsconf.parse_expirywarn(v, c.warn),
 }
 
 GLOBAL: dict[str, Parse] = {

@@ -188,6 +188,11 @@ def _spec(v: Virtual, r: Real, kind: str) -> CheckSpec:
         checkpath=checkpath,
         pathvip=pathvip,
         pathforward=pathforward,
+        # TLS verification (config/tlsconf.py): the TLS services read them, the others not
+        sslverify=v.tls.verify if negotiate else "no",
+        sslcafile=v.tls.cafile if negotiate else "",
+        sslname=v.tls.name if negotiate else "",
+        sslexpiry=negotiate and v.tls.expirywarn > 0,
     )
 
 
