@@ -248,6 +248,18 @@ class RouteChanged:
     at: float = field(default_factory=time.time)
 
 
+@dataclass(frozen=True, slots=True)
+class CertificateExpiring:
+    """A real's TLS certificate expires within its virtual's sslexpirywarn days, or has
+    expired (`not_after` in the past): published when first seen so, then at most once a day
+    per real (engine/certexpiry.py), also while sslverify is no."""
+
+    ref: RealRef
+    not_after: float  # seconds since the epoch
+    days: int  # the virtual's sslexpirywarn
+    at: float = field(default_factory=time.time)
+
+
 Event = (
     RealChanged
     | FirstCheckDown
@@ -269,6 +281,7 @@ Event = (
     | ArpConflict
     | ArpConflictCleared
     | RouteChanged
+    | CertificateExpiring
 )
 Handler = Callable[[Event], Awaitable[None] | None]
 
