@@ -60,6 +60,7 @@ RunCheck = Callable[[CheckSpec], Awaitable[CheckResult]]
 OnResult = Callable[[tuple[RealRef, ...], CheckResult], bool]
 # a timed-out result judged unknown (the daemon was late): the words status shows for it
 OnUnknown = Callable[[tuple[RealRef, ...], str], None]
+OnCert = Callable[[tuple[RealRef, ...], float], None]
 
 
 def _timeout(job: CheckJob) -> float:
@@ -187,6 +188,8 @@ class CheckRunner:
         self.lag = LagMonitor()
         self.lag_clock = time.monotonic
         self.on_unknown: OnUnknown | None = None
+        # a TLS check read its certificate's notAfter (sslexpirywarn: engine/certexpiry.py)
+        self.on_cert: OnCert | None = None
         # admission: the checks in flight, bounded by a window that follows the lag
         self.window = AdmissionWindow()
         self._late_s = overload_lag(math.inf)  # set from the jobs' smallest timeout
@@ -452,6 +455,8 @@ class CheckRunner:
                 if latency >= self._slow_s and latency >= SLOW_SHARE * _timeout(job):
                     self._slow += 1
             run.record(result)  # its counts; before the steady shortcut: every check counts
+            if result.cert_not_after is not None and self.on_cert is not None:
+                self.on_cert(run.refs, result.cert_not_after)  # steady or not
             if not result.ok:
                 self.stats.checks_failed += 1
             # the steady state of a healthy pool: another good result changes nothing
