@@ -57,6 +57,7 @@ from lvsmon.engine.planning import (
     changed_services,
 )
 from lvsmon.engine.probepath import NO_PROBES, Probes, changed_probes, plan_probes, with_probes
+from lvsmon.engine.ramping import SlowStart
 from lvsmon.engine.reconciler import DEFAULT_RESYNC_S, Desired, Reconciler
 from lvsmon.engine.runner import CheckRunner, RunCheck
 from lvsmon.engine.status import ProbesStatus, Stats, Status
@@ -120,6 +121,9 @@ class Engine:
         self.reconciler.own(managed_services(config))
         # weight caps (agent check, slow start): a change is a dirty reconciler, as a drain is
         self.steering = Steering(on_change=self.reconciler.mark_dirty)
+        # slow start: a real that comes up ramps its weight, as a "ramp" cap (one timer)
+        self.slowstart = SlowStart(self.steering, self.events.publish, clock)
+        self.slowstart.configure(config)
         # reals a reload removed, at weight 0 until they have no connection (removedrain)
         self.leaving = LeavingState(clock)
         self._maintained_fn = maintained
@@ -226,6 +230,7 @@ class Engine:
         self._loops = [
             self._supervised(self.runner.run(), "lvsmon-checks"),
             self._supervised(self._reconcile_loop(), "lvsmon-reconcile"),
+            self._supervised(self.slowstart.run(), "lvsmon-slowstart"),
             self._supervised(self.leaving.run(self._read_counters, self._left), "lvsmon-leaving"),
         ]
 
@@ -319,6 +324,8 @@ class Engine:
                 drained = self._drained_of(config, plan)
                 health = carried_health(old_plan, old_health, config, plan, actual, drained)
             self.config, self.plan, self.health = config, plan, health
+            # ramps keep their start; those of removed reals end
+            self.slowstart.configure(config)
             if plan is not old_plan:
                 # removedrain: removed reals leave at weight 0, re-added ones stop leaving
                 left = self.leaving.reload(
@@ -410,6 +417,10 @@ class Engine:
                 # the state's reason: a real that flap damping holds down says so
                 publish(RealChanged(ref, transition is Transition.UP, new.reason))
                 self.reconciler.mark_dirty()
+                if transition is Transition.UP:
+                    self.slowstart.came_up(ref)
+                else:
+                    self.slowstart.went_down(ref)
             elif not result.ok and new.up:
                 publish(SoftFailure(ref, new.failcount, failurecount, result.reason))
             elif not old.checked and not result.ok:
@@ -600,6 +611,8 @@ class Engine:
             self._drained,
             self.plan.rules,
             self.clock,
+            self.steering,
+            self.slowstart.step_of,
         )
 
     def health_places(self) -> list[tuple[int, ...]]:
