@@ -48,7 +48,14 @@ from lvsmon.engine.events import (
 )
 from lvsmon.engine.health import ADOPTED_UP, RealHealth, Transition
 from lvsmon.engine.jobs import CheckJob, Plan, RealRef, build_plan
-from lvsmon.engine.leaving import Change, LeavingState, merged, returning, status_of
+from lvsmon.engine.leaving import (
+    Change,
+    LeavingState,
+    deadconns_warning,
+    merged,
+    returning,
+    status_of,
+)
 from lvsmon.engine.planning import (
     anchored,
     anchored_config,
@@ -225,6 +232,7 @@ class Engine:
         self._use_probes(plan_probes(self.config, None, self.reconciler.actual))
         self._apply_modes()
         self.refresh_maintenance()
+        self._warn_deadconns()
         await self.reconcile()
         self.runner.schedule(self.plan)
         self._loops = [
@@ -341,6 +349,7 @@ class Engine:
             self._use_probes(probes)
             self.refresh_maintenance()
             self.refresh_drained()
+            self._warn_deadconns()
             # which services the reload may change (None: all of them): the desired state of
             # any other is what the last pass wrote, the same inputs giving the same table
             changed: set[ServiceKey] | None = changed_services(old_plan, plan)
@@ -550,6 +559,12 @@ class Engine:
             except Exception as exc:  # BackendError, or a broken backend: the deadlines still run
                 log.error("cannot read the connection counters: %s", exc)
                 return None
+
+    def _warn_deadconns(self) -> None:
+        """deadconns=expire without the kernel's expire_nodest_conn: said at start and reload."""
+        warning = deadconns_warning(self.config, self.backend.name)
+        if warning is not None:
+            log.warning("%s", warning)
 
     def _left(self, changes: list[Change]) -> None:
         """Reals done leaving: deleted by the next pass."""

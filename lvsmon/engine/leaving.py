@@ -29,7 +29,8 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from lvsmon.config.model import Config
+from lvsmon.config.model import Config, DeadConns
+from lvsmon.config.removalconf import expire_nodest_conn_warning, read_expire_nodest_conn
 from lvsmon.engine.desired import VirtualLayout, layout_of
 from lvsmon.engine.jobs import RealRef
 from lvsmon.engine.status import LeavingStatus
@@ -244,6 +245,18 @@ def status_of(
                 }
             )
     return out
+
+
+def deadconns_warning(config: Config, backend: str) -> str | None:
+    """The warning for a config with deadconns=expire on a kernel whose expire_nodest_conn is
+    not 1 (the engine logs it at start and at each reload); None without one, and for the
+    memory backend (no kernel)."""
+    if backend == "memory":
+        return None
+    expiring = [v.name for v in config.virtuals if v.deadconns is DeadConns.EXPIRE]
+    if not expiring:
+        return None
+    return expire_nodest_conn_warning(expiring, read_expire_nodest_conn())
 
 
 class LeavingState:

@@ -4,6 +4,8 @@ removed virtual, the merge into the desired table, and deadconns=expire deleting
 
 from __future__ import annotations
 
+import pytest
+
 from lvsmon.engine.desired import desired_table, layout_of
 from lvsmon.engine.health import ADOPTED_UP, DOWN
 from lvsmon.engine.jobs import RealRef
@@ -255,3 +257,19 @@ def test_deadconns_expire_deletes_a_down_real_even_with_quiescent() -> None:
         assert set(t[VKEY].dests) == want, extra
         if B in want:
             assert t[VKEY].dests[B].weight == 0  # keep: quiesced, as ldirectord does
+
+
+def test_the_expire_nodest_conn_warning_at_start_and_reload(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lvsmon.engine import leaving
+
+    expire = cfg("deadconns=expire\n" + config("192.0.2.11", extra=""))
+    keep = cfg(config("192.0.2.11", extra=""))
+    monkeypatch.setattr(leaving, "read_expire_nodest_conn", lambda: 0)
+    assert leaving.deadconns_warning(keep, "netlink") is None
+    assert leaving.deadconns_warning(expire, "memory") is None  # no kernel
+    text = leaving.deadconns_warning(expire, "netlink")
+    assert text is not None and "(tcp:192.0.2.1:80) needs net.ipv4.vs.expire_nodest_conn=1" in text
+    monkeypatch.setattr(leaving, "read_expire_nodest_conn", lambda: 1)
+    assert leaving.deadconns_warning(expire, "ipvsadm") is None
