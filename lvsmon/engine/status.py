@@ -25,6 +25,12 @@ from lvsmon.ipvs.ops import AddDest, AddService
 from lvsmon.text import LIMIT, clean
 
 
+class SteeringStatus(TypedDict):
+    caps: dict[str, int]  # each source's cap ("ramp": slow start; "agent")
+    ramp: str | None  # slow start's step: "3/10"
+    ramp_until: float | None  # when the ramp ends (unix time)
+
+
 class RealStatus(TypedDict):
     address: str
     port: int
@@ -38,6 +44,9 @@ class RealStatus(TypedDict):
     held_until: float | None  # held down by flap damping until (unix time); else None
     kernel_weight: int | None  # None: not in the kernel
     weight: int
+    # while a source caps its weight (engine/steering.py): {"caps": {source: cap}, "ramp": "3/10"
+    # or None, "ramp_until": unix time or None}; None otherwise
+    steering: SteeringStatus | None
 
 
 class VirtualStatus(TypedDict):
@@ -380,6 +389,17 @@ def check_status(data: object) -> Status:
                 _check(r, key, rat, "true or false", required=False)
             _check(r, "rising", rat, "a string", required=False, null=True)
             _check_time(r, "held_until", rat, required=False, null=True)
+            steer = _check(r, "steering", rat, "an object", required=False, null=True)
+            if isinstance(steer, dict):
+                sat = f"{rat}.steering"
+                caps = _check(steer, "caps", sat, "an object", required=True)
+                for name, cap in caps.items() if isinstance(caps, dict) else ():
+                    if type(cap) is not int:
+                        raise MalformedStatus(
+                            f"{sat}.caps[{json.dumps(str(name)[:64])}]: not an integer"
+                        )
+                _check(steer, "ramp", sat, "a string", required=False, null=True)
+                _check_time(steer, "ramp_until", sat, required=False, null=True)
     sync = _check(top, "sync", "", "a list", required=False)
     for i, d in enumerate(_entries(sync, "sync")):
         at = f"sync[{i}]"
@@ -481,6 +501,7 @@ def render_status(status: Status) -> str:
                 state += f" rising {r['rising']}"
             if r.get("held_until") is not None:
                 state += " held until " + time.strftime("%H:%M:%S", time.localtime(r["held_until"]))
+            state += _steering_words(r.get("steering"), r.get("weight"))
             where = f"{bracketed(r['address'])}:{r['port']:<6}"
             lines.append(f"  {where} {state:<11} {weight:<10} {r['reason']}")
     for sync in status.get("sync", []):
@@ -538,6 +559,22 @@ def render_status(status: Status) -> str:
             + ("; a failed op is being retried" if stats.get("retry_pending") else "")
         )
     return "\n".join(clean(line, 2 * LIMIT) for line in lines)
+
+
+def _steering_words(steer: SteeringStatus | None, weight: object) -> str:
+    """ " ramping 3/10 (slow start, 12 s left)" and " weight 3/10 by agent" for each other
+    source whose cap is below the weight; "" without any."""
+    if not steer:
+        return ""
+    out = ""
+    if steer.get("ramp"):
+        until = steer.get("ramp_until")
+        left = "" if until is None else f", {max(0, round(until - time.time()))} s left"
+        out += f" ramping {steer['ramp']} (slow start{left})"
+    for source, cap in sorted(steer["caps"].items()):
+        if source != "ramp" and (not isinstance(weight, int) or cap < weight):
+            out += f" weight {cap}/{weight} by {source}"
+    return out
 
 
 def pack(text: bytes) -> bytes:

@@ -5,6 +5,8 @@ every kernel weight the backend was told recorded step by step. Plus the driver
 from __future__ import annotations
 
 import logging
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from lvsmon.engine.engine import Engine
 from lvsmon.engine.events import Event, RampChanged
 from lvsmon.engine.jobs import RealRef
 from lvsmon.engine.ramping import SlowStart
+from lvsmon.engine.status import MalformedStatus, check_status, render_status
 from lvsmon.engine.steering import Steering
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.model import DestKey, ServiceKey
@@ -258,3 +261,49 @@ def test_the_driver_follows_reloads() -> None:
     assert isinstance(events[-1], RampChanged) and events[-1].reason == "removed"
     s.went_down(R1)  # nothing left to end
     assert len(events) == 2
+
+
+async def test_status_shows_the_ramp_and_other_caps(webs: list[Web], tmp_path: Path) -> None:
+    cf = tmp_path / "lb.cf"
+    write_cf(cf, webs[:1], slowstart=60)
+    backend = MemoryBackend()
+    engine, _ = await started(cf, backend)
+    port = webs[0].port
+    ref = RealRef(VKEY, "127.0.0.1", port)
+    await wait_for(lambda: kernel_weight(engine, port) == 1)
+    (real,) = engine.status()["virtuals"][0]["reals"]
+    steering = real["steering"]
+    assert steering is not None
+    assert steering["caps"] == {"ramp": 1} and steering["ramp"] == "1/10"
+    assert steering["ramp_until"] == pytest.approx(time.time() + 60, abs=3)
+    engine.steering.set("agent", ref, 0)
+    text = render_status(engine.status())
+    assert re.search(r"up ramping 1/10 \(slow start, (59|60) s left\) weight 0/10 by agent", text)
+    # the daemon's kept texts follow the caps, not only health and the kernel
+    first = b"".join(engine.status_texts())
+    engine.steering.set("agent", ref, 4)
+    assert b"".join(engine.status_texts()) != first
+    await engine.stop()
+    assert "ramping" not in render_status(
+        check_status({"virtuals": [{"name": "x", "reals": [dict(real, steering=None)]}]})
+    )
+
+
+@pytest.mark.parametrize(
+    ("steering", "message"),
+    [
+        ([], "virtuals[0].reals[0].steering: not an object or null"),
+        ({}, "virtuals[0].reals[0].steering.caps: missing"),
+        ({"caps": {"ramp": "3"}}, 'virtuals[0].reals[0].steering.caps["ramp"]: not an integer'),
+        ({"caps": {}, "ramp": 3}, "virtuals[0].reals[0].steering.ramp: not a string or null"),
+        (
+            {"caps": {}, "ramp_until": 1e300},
+            "virtuals[0].reals[0].steering.ramp_until: not a number or null",
+        ),
+    ],
+)
+def test_a_malformed_steering_entry_is_named(steering: object, message: str) -> None:
+    real = {"address": "a", "port": 1, "state": "up", "reason": "", "kernel_weight": 1}
+    with pytest.raises(MalformedStatus) as info:
+        check_status({"virtuals": [{"name": "x", "reals": [dict(real, steering=steering)]}]})
+    assert str(info.value) == message

@@ -59,6 +59,11 @@ BASE: dict[str, Any] = {
                     "held_until": None,
                     "kernel_weight": 1,
                     "weight": 1,
+                    "steering": {
+                        "caps": {"ramp": 3, "agent": 5},
+                        "ramp": "3/10",
+                        "ramp_until": 1_700_000_200.0,
+                    },
                 },
                 {
                     "address": "2001:db8::5",
@@ -73,6 +78,7 @@ BASE: dict[str, Any] = {
                     "held_until": 1_700_000_100.0,
                     "kernel_weight": None,
                     "weight": 1,
+                    "steering": None,
                 },
             ],
         }
