@@ -16,7 +16,8 @@ from lvsmon.engine.wording import kernel_op_text, virtual_label
 from lvsmon.ipvs.model import ServiceKey
 from lvsmon.ipvs.ops import AddDest, DeleteDest, EditDest
 
-Kind = Literal["down", "up", "fallback", "depool", "arp", "bgp"]  # arp, bgp: *alert.py
+# arp, bgp, cert: alerts/*alert.py
+Kind = Literal["down", "up", "fallback", "depool", "arp", "bgp", "cert"]
 
 REMINDER = "Inaccessible real server: "
 """ldirectord's subject prefix for the reminder of a real that stays down."""

@@ -89,6 +89,7 @@ def summary_subject(changes: tuple[Change, ...] | list[Change], hostname: str) -
     depool = sum(1 for c in changes if c.kind == "depool")
     arp = sum(1 for c in changes if c.kind == "arp")
     bgp = sum(1 for c in changes if c.kind == "bgp")
+    cert = sum(1 for c in changes if c.kind == "cert")
     parts = [
         f"{n} {word}" for n, word in ((down, "down"), (up, "restored"), (still, "still down")) if n
     ]
@@ -103,6 +104,8 @@ def summary_subject(changes: tuple[Change, ...] | list[Change], hostname: str) -
         parts.append(f"{arp} ARP guard change{'s' if arp != 1 else ''}")
     if bgp:
         parts.append(f"{bgp} BGP change{'s' if bgp != 1 else ''}")
+    if cert:
+        parts.append(f"{cert} certificate{'s' if cert != 1 else ''} expiring")
     return f"[lvsmon] {', '.join(parts)} on {hostname}"
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from lvsmon.alerts.arpalert import arp_changes
 from lvsmon.alerts.bgpalert import RouteAlerts
+from lvsmon.alerts.certalert import cert_change
 from lvsmon.alerts.changes import change_of, depool_change
 from lvsmon.alerts.delivery import Outbox, SmtpSettings, default_sender
 from lvsmon.alerts.policy import AlertPolicy, Mail, Relay
@@ -28,6 +29,7 @@ from lvsmon.config.model import Config
 from lvsmon.engine.events import (
     ArpConflict,
     ArpConflictCleared,
+    CertificateExpiring,
     DepoolLimited,
     Event,
     KernelOp,
@@ -61,7 +63,15 @@ def smtp_settings(config: Config, relay: Relay | None = None) -> SmtpSettings:
     )
 
 
-KINDS = (KernelOp, PhaseChanged, DepoolLimited, ArpConflict, ArpConflictCleared, RouteChanged)
+KINDS = (
+    KernelOp,
+    PhaseChanged,
+    DepoolLimited,
+    ArpConflict,
+    ArpConflictCleared,
+    RouteChanged,
+    CertificateExpiring,
+)
 """The event kinds `Alerts` handles: its subscription's filter."""
 
 
@@ -141,6 +151,8 @@ class Alerts:
         elif isinstance(event, RouteChanged):
             for change in self.routes.changes(event, self._config, time.time()):
                 self.policy.feed(change, time.time())
+        elif isinstance(event, CertificateExpiring):
+            self.policy.feed(cert_change(event, time.time()), time.time())
         else:
             return
         self._wake.set()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 
+from lvsmon.engine.certexpiry import expiry_text
 from lvsmon.engine.events import (
     ArpConflict,
     ArpConflictCleared,
+    CertificateExpiring,
     ConfigLoaded,
     ConfigRejected,
     DepoolLimited,
@@ -43,6 +45,7 @@ LOGGED = (
     ArpConflict,
     ArpConflictCleared,
     RouteChanged,
+    CertificateExpiring,
 )
 
 
@@ -126,6 +129,8 @@ def log_event(event: Event) -> None:
             event.vip,
             event.interface,
         )
+    elif isinstance(event, CertificateExpiring):
+        log.warning("%s", expiry_text(event))  # at most once a day per real (certexpiry.py)
     elif isinstance(event, ArpConflictCleared):
         log.warning(
             "ARP conflict over: %s for VIP %s on %s (%s)",
