@@ -501,7 +501,7 @@ def render_status(status: Status) -> str:
                 state += f" rising {r['rising']}"
             if r.get("held_until") is not None:
                 state += " held until " + time.strftime("%H:%M:%S", time.localtime(r["held_until"]))
-            state += _steering_words(r.get("steering"), r.get("weight"))
+            state += _steering_words(r.get("steering"))
             where = f"{bracketed(r['address'])}:{r['port']:<6}"
             lines.append(f"  {where} {state:<11} {weight:<10} {r['reason']}")
     for sync in status.get("sync", []):
@@ -561,20 +561,14 @@ def render_status(status: Status) -> str:
     return "\n".join(clean(line, 2 * LIMIT) for line in lines)
 
 
-def _steering_words(steer: SteeringStatus | None, weight: object) -> str:
-    """ " ramping 3/10 (slow start, 12 s left)" and " weight 3/10 by agent" for each other
-    source whose cap is below the weight; "" without any."""
-    if not steer:
+def _steering_words(steer: SteeringStatus | None) -> str:
+    """ " ramping 3/10 (slow start, 12 s left)" while slow start ramps the real, else "". The
+    other sources say their own words (the agent check: its `agent` entry)."""
+    if not steer or not steer.get("ramp"):
         return ""
-    out = ""
-    if steer.get("ramp"):
-        until = steer.get("ramp_until")
-        left = "" if until is None else f", {max(0, round(until - time.time()))} s left"
-        out += f" ramping {steer['ramp']} (slow start{left})"
-    for source, cap in sorted(steer["caps"].items()):
-        if source != "ramp" and (not isinstance(weight, int) or cap < weight):
-            out += f" weight {cap}/{weight} by {source}"
-    return out
+    until = steer.get("ramp_until")
+    left = "" if until is None else f", {max(0, round(until - time.time()))} s left"
+    return f" ramping {steer['ramp']} (slow start{left})"
 
 
 def pack(text: bytes) -> bytes:
