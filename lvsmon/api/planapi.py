@@ -51,7 +51,12 @@ async def post_plan(request: web.Request) -> web.Response:
             return json_response({"errors": [f"cannot read the IPVS table: {exc}"]}, 503)
     # taken in one go in the loop, where health and the table change: a consistent snapshot
     running = Running(
-        engine.config, engine.plan, dict(engine.health), frozenset(engine.managed), actual
+        engine.config,
+        engine.plan,
+        dict(engine.health),
+        frozenset(engine.managed),
+        actual,
+        engine.leaving.leaving,  # replaced, never changed in place: a snapshot as it is
     )
     maintained, drained = daemon.reload_preview()
     answer = await asyncio.to_thread(plan_json, running, new, maintained, drained)

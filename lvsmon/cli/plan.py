@@ -66,14 +66,17 @@ def main(argv: Sequence[str]) -> int:
         for line in exc.lines:
             print(line, file=sys.stderr)
         return TROUBLE
-    print(json.dumps(answer, indent=2) if ns.json else render(answer["ops"]))
+    print(json.dumps(answer, indent=2) if ns.json else render(answer["ops"], answer.get("later")))
     return CHANGES if answer["ops"] else NO_CHANGE
 
 
-def render(ops: Sequence[dict[str, Any]]) -> str:
-    """One line per op, as ipvsadm would be told it, with the words the reload will log."""
-    width = max((len(op["ipvsadm"]) for op in ops), default=0)
+def render(ops: Sequence[dict[str, Any]], later: Sequence[dict[str, Any]] | None = None) -> str:
+    """One line per op, as ipvsadm would be told it, with the words the reload will log; then
+    the ones removedrain leaves for later, with when (a daemon from before them sends none)."""
+    later = later or []
+    width = max((len(op["ipvsadm"]) for op in [*ops, *later]), default=0)
     lines = [f"{op['ipvsadm']:<{width}}   # {op['text']}" for op in ops]
+    lines += [f"{op['ipvsadm']:<{width}}   # later, {op['when']}: {op['text']}" for op in later]
     n = len(ops)
     lines.append("no change" if n == 0 else f"{n} change{'' if n == 1 else 's'}")
     return "\n".join(lines)

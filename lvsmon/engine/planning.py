@@ -15,20 +15,21 @@ Pure: no I/O, no clock. The maintenance scan of the new config's reals is the ca
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
 from typing import Any
 
 from lvsmon.config.model import Config, Fallback, Real, Virtual
-from lvsmon.engine.desired import adopt_health, desired_table, managed_services
-from lvsmon.engine.health import RealHealth
+from lvsmon.engine.desired import adopt_health, desired_table, layout_of, managed_services
+from lvsmon.engine.health import ADOPTED_UP, RealHealth
 from lvsmon.engine.jobs import Mode, Plan, RealRef, build_plan
+from lvsmon.engine.leaving import Change, Leaving, merged, returning, started
 from lvsmon.engine.probepath import plan_probes, with_probes
 from lvsmon.engine.wording import describe
 from lvsmon.ipvs.diff import diff
 from lvsmon.ipvs.ipvsadm_format import op_line
 from lvsmon.ipvs.model import ServiceKey, Table
-from lvsmon.ipvs.ops import Op
+from lvsmon.ipvs.ops import DeleteDest, DeleteService, EditDest, Op
 
 ALWAYS_UP = RealHealth(up=True, checked=True, reason="not checked: always up")
 
@@ -196,6 +197,7 @@ class Running:
     health: Mapping[RealRef, RealHealth]
     managed: Collection[ServiceKey]  # owned and retiring services (Reconciler.managed)
     actual: Table  # what the reconciler believes the kernel holds
+    leaving: Leaving = field(default_factory=dict)  # reals leaving now (removedrain)
 
 
 def running_from_kernel(
@@ -218,6 +220,10 @@ class ReloadPlan:
     managed: set[ServiceKey]
     desired: Table
     ops: list[Op]
+    # removedrain: the reals this reload starts leaving (their weight 0 is among `ops`), and
+    # the reals and removed virtuals still leaving after it, with their removedrain
+    leaving: Leaving = field(default_factory=dict)
+    started: list[Change] = field(default_factory=list)
 
 
 def plan_reload(
@@ -233,14 +239,28 @@ def plan_reload(
     plan = build_plan(config, previous)
     drained_now = frozenset(drained(config, plan)) if drained is not None else frozenset()
     health = carried_health(previous, running.health, config, plan, running.actual, drained_now)
+    leaving: Leaving = running.leaving
+    changes: list[Change] = []
+    if running.leaving or any(v.removedrain for v in (*running.config.virtuals, *config.virtuals)):
+        # as Engine.reload: removed reals start leaving, reals added back stop (and are up)
+        layout = layout_of(config)
+        leaving, changes = started(
+            running.leaving, running.config, layout_of(running.config), config, layout,
+            running.actual, 0.0,
+        )  # fmt: skip
+        for ref in returning(changes, layout):
+            health[ref] = ADOPTED_UP
     forced_down = maintained(config, plan)
     # the probe services of checks through the VIP, marks as the kernel holds them (the
     # running daemon's): Engine.reload keeps the same ones
     probes = plan_probes(config, None, running.actual)
     managed = reload_managed(running.managed, config) | probes.keys
     desired = desired_table(config, health, forced_down, running.actual, drained=drained_now)
+    if leaving:
+        merged(desired, leaving)
     ops = diff(with_probes(desired, probes), running.actual, managed)
-    return ReloadPlan(config, plan, health, managed, desired, ops)
+    starting = [c for c in changes if c.started]
+    return ReloadPlan(config, plan, health, managed, desired, ops, leaving, starting)
 
 
 def op_fields(op: Op) -> dict[str, Any]:
@@ -267,4 +287,31 @@ def plan_json(
     """A reload's plan as `lvsmon plan --json` and POST /plan answer it."""
     reload = plan_reload(running, new, maintained, drained)
     ops = [op_json(op, new) for op in reload.ops]
-    return {"config": new.path, "ops": ops, "changes": len(ops)}
+    drain = {(c.service, c.dest): c.seconds for c in reload.started}
+    for op, shown in zip(reload.ops, ops, strict=True):
+        if isinstance(op, EditDest) and (op.service, op.dest) in drain:
+            shown["when"] = "now"
+            shown["text"] += (
+                f"; leaving: weight 0 now, deleted when it has 0 active connections or at"
+                f" +{drain[op.service, op.dest]:g} s"
+            )
+    answer: dict[str, Any] = {"config": new.path, "ops": ops, "changes": len(ops)}
+    if reload.started:
+        answer["later"] = later_json(reload)  # only then: the answer is as it was without
+    return answer
+
+
+def later_json(reload: ReloadPlan) -> list[dict[str, Any]]:
+    """The deletes a reload with removedrain leaves for later, each with when it happens: a
+    leaving real's when it has no active connection or its time is up, a removed virtual's
+    when its last real has left."""
+    later: list[dict[str, Any]] = []
+    for c in sorted(reload.started, key=lambda c: (str(c.service), str(c.dest))):
+        op = DeleteDest(c.service, c.dest)
+        when = f"when it has 0 active connections, at +{c.seconds:g} s at the latest"
+        later.append({**op_json(op, reload.config), "when": when})
+    gone = {c.service for c in reload.started if reload.leaving[c.service].conf is not None}
+    for key in sorted(gone, key=str):
+        when = "when its last leaving real has left"
+        later.append({**op_json(DeleteService(key), reload.config), "when": when})
+    return later
