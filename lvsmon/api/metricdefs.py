@@ -26,6 +26,11 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "The weight the real's agent asks for (agent check): its share of the configured weight,"
         " 0 with drain, maint or down; only reals with an agent check have a sample.",
     ),
+    "lvsmon_real_certificate_expiry_seconds": (
+        "gauge",
+        "Seconds until the real's TLS certificate expires (negative: expired), as its last"
+        " check read it; only reals of virtuals with sslexpirywarn have a sample.",
+    ),
     "lvsmon_real_transitions_total": (
         "counter",
         "Times the real's checks took it down (direction=down) or brought it back (up).",

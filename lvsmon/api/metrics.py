@@ -142,6 +142,21 @@ def agent_family(out: list[str], engine: Engine, layout: Layout) -> None:
             out.append(f"lvsmon_real_agent_weight{{{reals[i].labels}}} {view.weight}\n")
 
 
+def cert_family(out: list[str], engine: Engine, layout: Layout, now: float) -> None:
+    """lvsmon_real_certificate_expiry_seconds: a sample per real whose certificate a check read
+    (sslexpirywarn, engine/certexpiry.py): the watched few, not a pass over all reals."""
+    family(out, "lvsmon_real_certificate_expiry_seconds")
+    certs = getattr(engine, "certs", None)
+    if certs is None:
+        return
+    index_of, reals = layout.index_of, layout.reals
+    for ref, not_after in certs.expiry.items():
+        i = index_of.get(ref)
+        if i is not None:
+            value = number(round(not_after - now, 3))
+            out.append(f"lvsmon_real_certificate_expiry_seconds{{{reals[i].labels}}} {value}\n")
+
+
 def number(value: float) -> str:
     """Integers as integers, other floats in Python's shortest round-trip form."""
     if isinstance(value, int):
@@ -498,6 +513,7 @@ class Exporter:
         text: list[str] = []
         self._virtual_families(text, scrape)
         agent_family(text, self.daemon.engine, scrape.layout)
+        cert_family(text, self.daemon.engine, scrape.layout, time.time())
         await self._pause()
         self._daemon_families(text, began_wall)
         out.append("".join(text).encode())

@@ -127,3 +127,12 @@ def test_settings_that_do_nothing_warn(ca: str) -> None:
         "a.cf:4: sslcafile has no effect with sslverify = no",
         "a.cf:5: sslname has no effect with sslverify = no",
     ]
+
+
+def test_appended_global_line_serves_a_copy_of_a_shared_file() -> None:
+    """compatibility.md: lvsmon's copy of a file shared with ldirectord, the line appended at
+    the end (a global directive counts wherever it stands)."""
+    shared = "checktimeout = 5\n" + VIRTUAL
+    config = _parse(shared + "sslverify = chain\n")
+    assert config.settings.tls.verify == "chain"
+    assert config.virtuals[0].tls.verify == "chain"
