@@ -146,6 +146,15 @@ def synthetic_status(virtuals: int, per_virtual: int) -> dict[str, Any]:
                 )
             elif v == 9 and r == 3:
                 reals[-1] |= {"state": "down", "rising": "1/3", "kernel_weight": None}
+            elif v == 9 and r == 5:  # slow start
+                reals[-1] |= {
+                    "kernel_weight": 3,
+                    "steering": {
+                        "caps": {"ramp": 3},
+                        "ramp": "3/10",
+                        "ramp_until": time.time() + 9,
+                    },
+                }
         key = f"tcp:192.0.2.{v % 250}:{8000 + v}"
         groups.append({"name": key, "key": key, "file": "/etc/big.cf", "line": 1, "reals": reals})
     return {
@@ -529,6 +538,7 @@ def test_the_page_at_10000_reals(browser: Any, loop: Loop, tmp_path: Path) -> No
         assert row_cells(driver, "10.0.9.50:80")[1] == "downkept by threshold"  # type: ignore[index]
         assert (row_cells(driver, "10.0.9.4:80") or ["", ""])[1] == "downrising 1/3"
         assert (row_cells(driver, "10.0.9.100:80") or ["", ""])[1].startswith("downheld until ")
+        assert (row_cells(driver, "10.0.9.6:80") or ["", ""])[1].startswith("upramping 3/10 until ")
         driver.find_element("css selector", f"{held} .vhead").click()
         wait(
             driver,

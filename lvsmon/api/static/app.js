@@ -62,7 +62,8 @@
       const d = r.d;
       r.hay = (`${r.g.name} ${r.g.key} ${r.id} ${d.state} ${d.reason}` +
         (d.drained ? " drained" : "") + (d.kept_by_threshold ? " kept threshold" : "") +
-        (d.rising ? " rising" : "") + (d.held_until ? " held" : "")).toLowerCase();
+        (d.rising ? " rising" : "") + (d.held_until ? " held" : "") +
+        (d.steering && d.steering.ramp ? " ramping slow start" : "")).toLowerCase();
     }
     return r.hay;
   }
@@ -204,6 +205,7 @@
     r.keptMark = el("span", "badge kept", "kept by threshold");
     r.keptMark.title = "its checks fail, but the depool threshold keeps it in service";
     r.dampMark = el("span", "badge damp");
+    r.rampMark = el("span", "badge damp ramp");
     r.cells[1].append(r.stateText);
     r.row = tr;
     r.p = {};
@@ -246,6 +248,17 @@
       r.dampMark.textContent = damp;
       if (damp) r.cells[1].append(r.dampMark);
       else r.dampMark.remove();
+    }
+    // slow start: the step of the ramp and when it ends
+    const st = d.steering;
+    const ramp = st && st.ramp
+      ? `ramping ${st.ramp}` + (st.ramp_until ? ` until ${clock(st.ramp_until)}` : "") : "";
+    if (r.p.ramp !== ramp) {
+      r.p.ramp = ramp;
+      r.rampMark.textContent = ramp;
+      r.rampMark.title = ramp ? "slow start: its weight grows to the configured one" : "";
+      if (ramp) r.cells[1].append(r.rampMark);
+      else r.rampMark.remove();
     }
     const kw = d.kernel_weight;
     set(r, "kw", r.cells[2], kw === null || kw === undefined ? "absent" : String(kw));
