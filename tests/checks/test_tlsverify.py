@@ -257,3 +257,51 @@ def test_cafile_problems(tmp_path: Path, certs: tuple[Path, Certs]) -> None:
     bad.write_text("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n")
     problem = tv.cafile_problem(str(bad))
     assert problem is not None and problem.startswith(f"sslcafile {bad}: not a usable PEM")
+
+
+# ---- ldaps: slapd (realservers/slapd.py: a self-signed certificate for ldap.lvsmon.test) ----
+
+
+@pytest.fixture(scope="module")
+def slapd() -> Iterator[Server]:
+    from realservers.slapd import running_slapd
+
+    with running_slapd(("127.0.0.1",)) as server:
+        yield server
+
+
+def ldaps(slapd: Server, **kw: Any) -> CheckSpec:
+    from realservers.slapd import SUFFIX
+
+    return CheckSpec(
+        kind="negotiate",
+        service="ldaps",
+        host="127.0.0.1",
+        port=slapd.ports["ldaps"],
+        timeout=5,
+        request=f"/{SUFFIX}",
+        **kw,
+    )
+
+
+async def test_ldaps_each_setting(slapd: Server) -> None:
+    from realservers.slapd import SUFFIX
+
+    own = str(slapd.dir / "tls" / "cert.pem")  # its own certificate as the CA file: trusted
+    up = (True, f"ldaps: found {SUFFIX}")
+    cases = [
+        ({}, up),
+        ({"sslverify": "chain"}, (False, "tls: self-signed certificate")),
+        ({"sslverify": "chain", "sslcafile": own}, up),
+        ({"sslverify": "name", "sslcafile": own, "sslname": "ldap.lvsmon.test"}, up),
+        (
+            {"sslverify": "name", "sslcafile": own, "sslname": NAME},
+            (False, f"tls: certificate name mismatch: got ldap.lvsmon.test (wanted {NAME})"),
+        ),
+    ]
+    for kw, expected in cases:
+        result = await run_check(ldaps(slapd, **kw))
+        assert (result.ok, result.reason) == expected, kw
+    read = await run_check(ldaps(slapd, sslexpiry=True))
+    assert read.ok and read.cert_not_after is not None
+    assert 0 < read.cert_not_after - time.time() <= 2 * 86400  # self_signed: -days 2
