@@ -31,6 +31,10 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "Seconds until the real's TLS certificate expires (negative: expired), as its last"
         " check read it; only reals of virtuals with sslexpirywarn have a sample.",
     ),
+    "lvsmon_real_ramping": (
+        "gauge",
+        "1 while slow start ramps the real's weight (slowstart); only ramping reals have a sample.",
+    ),
     "lvsmon_real_transitions_total": (
         "counter",
         "Times the real's checks took it down (direction=down) or brought it back (up).",

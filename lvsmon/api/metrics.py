@@ -157,6 +157,20 @@ def cert_family(out: list[str], engine: Engine, layout: Layout, now: float) -> N
             out.append(f"lvsmon_real_certificate_expiry_seconds{{{reals[i].labels}}} {value}\n")
 
 
+def ramp_family(out: list[str], engine: Engine, layout: Layout) -> None:
+    """lvsmon_real_ramping: a sample per real slow start ramps now (engine/ramping.py), read
+    from its ramps (a few reals, not a pass over all of them)."""
+    family(out, "lvsmon_real_ramping")
+    slowstart = getattr(engine, "slowstart", None)
+    if slowstart is None:
+        return
+    index_of, reals = layout.index_of, layout.reals
+    for ref in slowstart.ramps:
+        i = index_of.get(ref)
+        if i is not None:
+            out.append(f"lvsmon_real_ramping{{{reals[i].labels}}} 1\n")
+
+
 def number(value: float) -> str:
     """Integers as integers, other floats in Python's shortest round-trip form."""
     if isinstance(value, int):
@@ -513,6 +527,7 @@ class Exporter:
         text: list[str] = []
         self._virtual_families(text, scrape)
         agent_family(text, self.daemon.engine, scrape.layout)
+        ramp_family(text, self.daemon.engine, scrape.layout)
         cert_family(text, self.daemon.engine, scrape.layout, time.time())
         await self._pause()
         self._daemon_families(text, began_wall)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from lvsmon.api.metrics import Layout, ramp_family
 from lvsmon.config import load_config, parse_config
 from lvsmon.engine.engine import Engine
 from lvsmon.engine.events import Event, RampChanged
@@ -307,3 +308,27 @@ def test_a_malformed_steering_entry_is_named(steering: object, message: str) -> 
     with pytest.raises(MalformedStatus) as info:
         check_status({"virtuals": [{"name": "x", "reals": [dict(real, steering=steering)]}]})
     assert str(info.value) == message
+
+
+async def test_the_ramping_gauge_has_a_sample_per_ramping_real(
+    webs: list[Web], tmp_path: Path
+) -> None:
+    cf = tmp_path / "lb.cf"
+    write_cf(cf, webs[:2], slowstart=60)
+    webs[1].status = 503  # never up: no ramp
+    engine, _ = await started(cf, MemoryBackend())
+    port = webs[0].port
+    await wait_for(lambda: kernel_weight(engine, port) == 1)
+
+    async def no_pause() -> None:
+        return None
+
+    layout = Layout(engine)
+    await layout.build(engine, no_pause)
+    out: list[str] = []
+    ramp_family(out, engine, layout)
+    samples = [line for line in "".join(out).splitlines() if not line.startswith("#")]
+    assert samples == [
+        f'lvsmon_real_ramping{{virtual="tcp:127.0.0.100:80",real="127.0.0.1:{port}"}} 1'
+    ]
+    await engine.stop()
