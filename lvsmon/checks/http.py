@@ -179,7 +179,13 @@ async def check(spec: CheckSpec, step: Step) -> CheckResult:
         return await prober_for(loop).probe(plan, step)
     tls = TlsSetting(spec, target.connect_host, target.connect_port, target.server_hostname)
     return await converse(
-        dialogue, family, addr, step, tls=True, server_hostname=tls.sni, context=tls.context()
+        dialogue,
+        family,
+        addr,
+        step,
+        tls=True,
+        server_hostname=tls.wanted or tls.sni,  # the name verified is the name sent
+        context=tls.context(),
     )
 
 

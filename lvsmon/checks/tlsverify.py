@@ -223,8 +223,9 @@ def verify_reason(exc: ssl.SSLCertVerificationError, obj: object = None, wanted:
         reason = "unknown CA"
     elif code in _NAME_MISMATCH:
         names = cert_names(chain[0]) if chain else []
-        got = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "") if names else "?"
-        reason = f"certificate name mismatch: got {got}"
+        reason = "certificate name mismatch"
+        if names:
+            reason += ": got " + ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
         if wanted:
             reason += f" (wanted {wanted})"
     else:

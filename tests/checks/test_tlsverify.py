@@ -305,3 +305,25 @@ async def test_ldaps_each_setting(slapd: Server) -> None:
     read = await run_check(ldaps(slapd, sslexpiry=True))
     assert read.ok and read.cert_not_after is not None
     assert 0 < read.cert_not_after - time.time() <= 2 * 86400  # self_signed: -days 2
+
+
+async def test_https_url_naming_a_host_verifies_too(
+    nginx: Server, certs: tuple[Path, Certs]
+) -> None:
+    """An absolute request URL with a host name goes through stream.converse (resolved at
+    check time): verified alike; its reasons come without the chain's dates and names."""
+    ca = ca_of(certs, "name")
+
+    def url_spec(kind: str, **kw: Any) -> CheckSpec:
+        url = f"https://localhost:{nginx.ports[kind]}/"
+        return CheckSpec(
+            kind="negotiate", service="http", host="127.0.0.1", port=1, timeout=5,
+            request=url, **kw,
+        )  # fmt: skip
+
+    good = await run_check(url_spec("good", sslverify="name", sslname=NAME, **ca))
+    assert (good.ok, good.reason) == (True, "http: status 200")
+    expired = await run_check(url_spec("expired", sslverify="chain", **ca))
+    assert (expired.ok, expired.reason) == (False, "tls: certificate expired")
+    wrong = await run_check(url_spec("wrongname", sslverify="name", **ca))  # wanted: localhost
+    assert (wrong.ok, wrong.reason) == (False, "tls: certificate name mismatch")
