@@ -327,3 +327,24 @@ async def test_https_url_naming_a_host_verifies_too(
     assert (expired.ok, expired.reason) == (False, "tls: certificate expired")
     wrong = await run_check(url_spec("wrongname", sslverify="name", **ca))  # wanted: localhost
     assert (wrong.ok, wrong.reason) == (False, "tls: certificate name mismatch")
+
+
+def test_a_changed_cafile_is_read_again_a_bad_one_keeps_the_last(
+    tmp_path: Path, certs: tuple[Path, Certs]
+) -> None:
+    now = [0.0]
+    contexts = tv.Contexts(clock=lambda: now[0])
+    path = tmp_path / "ca.pem"
+    ca_text = (certs[0].parent / "certs" / "ca.pem").read_text()
+    path.write_text(ca_text)
+    first = contexts.get("chain", str(path))
+    assert contexts.get("chain", str(path)) is first
+    path.write_text(ca_text + (certs[1]["selfsigned"][0]).read_text())  # one more CA
+    now[0] = tv.CAFILE_RECHECK_S - 1
+    assert contexts.get("chain", str(path)) is first  # not looked at yet
+    now[0] = tv.CAFILE_RECHECK_S + 1
+    second = contexts.get("chain", str(path))
+    assert second is not first and len(second.get_ca_certs()) == 2
+    path.write_text("garbage, then a long line to change the size\n")
+    now[0] = 3 * tv.CAFILE_RECHECK_S
+    assert contexts.get("chain", str(path)) is second  # the last good one
