@@ -4,7 +4,8 @@ engine's Steering, advanced by one timer.
 The engine says when a real came up (`came_up`: a DOWN -> UP transition of its checks) or went
 down (`went_down`), and hands each new config over (`configure`). One supervised task sleeps
 until the earliest due step of any ramp (a heap, engine/slowstart.Ramps) or until a new ramp
-wakes it: a few wake-ups per ramp, none between, whatever the number of reals.
+wakes it: steps due within COALESCE_S of each other are one wake-up and one change of the table,
+whatever the number of reals.
 
 A reload keeps each ramp's start: a real whose weight or slowstart changed is set to the step
 its start gives under the new values (or its ramp ends: "off"); a real the reload removed
@@ -21,6 +22,11 @@ from lvsmon.engine.events import Event, RampChanged
 from lvsmon.engine.jobs import RealRef, refs_of
 from lvsmon.engine.slowstart import SOURCE, Ramps, Step, ramps, steps_of
 from lvsmon.engine.steering import Steering
+
+# steps due within this long after the earliest are taken with it: at 10,000 reals whose ramps
+# began over a check interval, each step its own wake-up would be a recompute of the whole
+# table every few ms; so at most 1 / COALESCE_S of them a second, each step at most this early
+COALESCE_S = 0.25
 
 
 def ramp_settings(config: Config) -> dict[RealRef, tuple[int, int]]:
@@ -100,10 +106,10 @@ class SlowStart:
         """Where the ramp of `ref` is now (status); None: not ramping."""
         return self.ramps.step_of(ref, self.clock()) if len(self.ramps) else None
 
-    def advance(self, now: float) -> None:
-        """Set the caps of every ramp whose next step is due at `now`; end those that are
-        over."""
-        for ref, step in self.ramps.due(now):
+    def advance(self, now: float, ahead: float = 0.0) -> None:
+        """Set the caps of every ramp whose next step is due at `now` (or `ahead` s later);
+        end those that are over."""
+        for ref, step in self.ramps.due(now, ahead):
             if step is not None:
                 self.steering.set(SOURCE, ref, step.weight)
                 continue
@@ -127,7 +133,9 @@ class SlowStart:
                         await self._wake.wait()
                 except TimeoutError:
                     pass
-            self.advance(self.clock())
+            else:
+                await asyncio.sleep(0)  # late: the others run first all the same
+            self.advance(self.clock(), COALESCE_S)
 
 
 def _any_slowstart(config: Config) -> bool:

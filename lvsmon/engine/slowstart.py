@@ -154,23 +154,30 @@ class Ramps:
         ramp = self._ramps.get(entry[2])
         return ramp is not None and ramp.generation == entry[1]
 
-    def due(self, now: float) -> list[tuple[RealRef, Step | None]]:
-        """Advance every ramp whose next step is due at `now`: per ramp, its step now, or None
-        when it is over (it is dropped then)."""
+    def due(self, now: float, ahead: float = 0.0) -> list[tuple[RealRef, Step | None]]:
+        """Advance every ramp whose next step is due at `now` (or within `ahead` s after it:
+        steps of many ramps close in time become one change of the table, not one each): per
+        ramp, its step, or None when it is over (it is dropped then). A ramp moves one step
+        per call at most (to the step of `now` when it is late), so `ahead` never skips one."""
         out: list[tuple[RealRef, Step | None]] = []
         heap = self._heap
-        while heap and heap[0][0] <= now:
+        later: list[tuple[float, int, RealRef]] = []
+        limit = now + ahead
+        while heap and heap[0][0] <= limit:
             entry = heapq.heappop(heap)
             if not self._live(entry):
                 continue
             ref = entry[2]
             ramp = self._ramps[ref]
-            step = ramp_at(ramp.start, now, ramp.weight, ramp.slowstart)
+            # at the step's own time when early: exactly that step
+            step = ramp_at(ramp.start, max(now, entry[0]), ramp.weight, ramp.slowstart)
             if step is None:
                 del self._ramps[ref]
             else:
-                heapq.heappush(heap, (step.next_at, ramp.generation, ref))
+                later.append((step.next_at, ramp.generation, ref))
             out.append((ref, step))
+        for entry in later:
+            heapq.heappush(heap, entry)
         if len(heap) > 2 * len(self._ramps) + 64:
             # many stopped ramps: their entries would wait for their times to surface
             self._heap = [e for e in heap if self._live(e)]

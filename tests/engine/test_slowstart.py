@@ -99,6 +99,19 @@ def test_a_late_wake_jumps_to_the_step_of_now() -> None:
     assert r.due(100) == [(REFS[0], None)]
 
 
+def test_steps_close_in_time_are_taken_together_but_never_skipped() -> None:
+    r = Ramps()
+    r.start(REFS[0], 0.0, 10, 9)  # steps at 1, 2, ...
+    r.start(REFS[1], 0.1, 10, 9)  # at 1.1, 2.1, ...
+    r.start(REFS[2], 0.95, 10, 0.9)  # at 1.05, 1.15, ...: faster than the window
+    got = dict(r.due(1.0, ahead=0.25))
+    assert {ref: s.weight for ref, s in got.items() if s} == {REFS[0]: 2, REFS[1]: 2, REFS[2]: 2}
+    # each moved one step only, at its own step's time (REFS[1] 0.1 s early)
+    assert r.next_at() == pytest.approx(1.15)  # REFS[2]'s next step, not skipped
+    got = dict(r.due(1.15, ahead=0.25))
+    assert set(got) == {REFS[2]} and got[REFS[2]] is not None and got[REFS[2]].weight == 3
+
+
 def test_a_restart_with_an_earlier_start_keeps_its_place() -> None:
     r = Ramps()
     r.start(REFS[0], 0.0, 10, 9)
