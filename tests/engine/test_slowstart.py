@@ -108,8 +108,8 @@ def test_steps_close_in_time_are_taken_together_but_never_skipped() -> None:
     assert {ref: s.weight for ref, s in got.items() if s} == {REFS[0]: 2, REFS[1]: 2, REFS[2]: 2}
     # each moved one step only, at its own step's time (REFS[1] 0.1 s early)
     assert r.next_at() == pytest.approx(1.15)  # REFS[2]'s next step, not skipped
-    got = dict(r.due(1.15, ahead=0.25))
-    assert set(got) == {REFS[2]} and got[REFS[2]] is not None and got[REFS[2]].weight == 3
+    ((ref, step),) = r.due(1.15, ahead=0.25)
+    assert ref == REFS[2] and step is not None and step.weight == 3
 
 
 def test_a_restart_with_an_earlier_start_keeps_its_place() -> None:
