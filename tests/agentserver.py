@@ -14,14 +14,22 @@ Mode = Literal["answer", "hang", "flood", "close"]
 
 
 class Agent:
-    def __init__(self, answer: bytes = b"100%\n", *, expect: bytes = b"") -> None:
+    def __init__(
+        self,
+        answer: bytes = b"100%\n",
+        *,
+        expect: bytes = b"",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.host = host
         self.answer = answer
         self.mode: Mode = "answer"
         self.expect = expect  # read this many bytes' worth (a request line) before answering
         self.requests: list[bytes] = []
         self.connections = 0
         self.changed_at = time.monotonic()
-        self.port = 0
+        self.port = port
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -31,7 +39,7 @@ class Agent:
         self.changed_at = time.monotonic()
 
     async def start(self) -> Agent:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -21,6 +21,7 @@ from typing import Any
 from lvsmon.checks import viapath
 from lvsmon.checks.base import CheckResult
 from lvsmon.config.model import Config
+from lvsmon.engine.agentcheck import AgentRunner
 from lvsmon.engine.checkstats import Transitions
 from lvsmon.engine.desired import (
     VirtualLayout,
@@ -131,6 +132,11 @@ class Engine:
         # slow start: a real that comes up ramps its weight, as a "ramp" cap (one timer)
         self.slowstart = SlowStart(self.steering, self.events.publish, clock)
         self.slowstart.configure(config)
+        # the agent check: each real's agent lowers its weight (an "agent" cap) or takes it out
+        # (counted as maintained); its exchanges a supervised loop of their own
+        self.agents = AgentRunner(
+            self.steering, self.events.publish, on_out_change=self.refresh_maintenance, clock=clock
+        )
         # reals a reload removed, at weight 0 until they have no connection (removedrain)
         self.leaving = LeavingState(clock)
         self._maintained_fn = maintained
@@ -235,10 +241,12 @@ class Engine:
         self._warn_deadconns()
         await self.reconcile()
         self.runner.schedule(self.plan)
+        self.agents.schedule(self.config)
         self._loops = [
             self._supervised(self.runner.run(), "lvsmon-checks"),
             self._supervised(self._reconcile_loop(), "lvsmon-reconcile"),
             self._supervised(self.slowstart.run(), "lvsmon-slowstart"),
+            self._supervised(self.agents.run(), "lvsmon-agents"),
             self._supervised(self.leaving.run(self._read_counters, self._left), "lvsmon-leaving"),
         ]
 
@@ -334,6 +342,7 @@ class Engine:
             self.config, self.plan, self.health = config, plan, health
             # ramps keep their start; those of removed reals end
             self.slowstart.configure(config)
+            self.agents.schedule(config)
             if plan is not old_plan:
                 # removedrain: removed reals leave at weight 0, re-added ones stop leaving
                 left = self.leaving.reload(
@@ -455,10 +464,11 @@ class Engine:
     # ---- the table --------------------------------------------------------------------------
 
     def refresh_maintenance(self) -> bool:
-        """Re-read forced-down reals; True when that set changed."""
-        if self._maintained_fn is None:
-            return False
-        new = frozenset(self._maintained_fn(self.config, self.plan))
+        """Re-read forced-down reals (maintenance, and the reals agents take out); True when
+        that set changed."""
+        new = self.agents.out
+        if self._maintained_fn is not None:
+            new = frozenset(self._maintained_fn(self.config, self.plan)) | new
         if new == self._maintained:
             return False  # the same object stays: the status's shortcut compares by identity
         self._maintained = new

@@ -129,6 +129,20 @@ class DrainChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentChanged:
+    """What a real's agent says changed (the agent check, engine/agentcheck.py): `text` in its
+    words ("weight 3/10", "drain", "maint: upgrade", "down: disk full", "no answer: ..."),
+    `weight` the weight it asks for of the configured `configured` (0 with drain, maint or
+    down), `out` "maint" or "down" while it takes the real out."""
+
+    ref: RealRef
+    text: str
+    weight: int
+    configured: int
+    out: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RampChanged:
     """Slow start (engine/slowstart.py): a real's ramp to its configured `weight` began
     (`started`; over `seconds` in `steps` steps) or ended (`reason`: "done" at its weight, or
@@ -271,6 +285,7 @@ Event = (
     | FallbackChanged
     | DrainChanged
     | RampChanged
+    | AgentChanged
     | RealLeaving
     | DepoolLimited
     | ConfigLoaded

@@ -1,0 +1,198 @@
+"""The agent check in the running engine (engine/agentcheck.py): the kernel weight (in-memory
+backend) follows what each real's agent says, over time; drain, maint, down, up and ready;
+hostile agents never raise a weight nor take a real out; the health check still decides up and
+down. Agents and web servers listen on their own loopback addresses (127.0.0.21, .22)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from lvsmon.config import load_config
+from lvsmon.engine.engine import Engine
+from lvsmon.engine.events import AgentChanged, Event, EventBus
+from lvsmon.ipvs.memory import MemoryBackend
+from lvsmon.ipvs.model import ServiceKey
+from tests.agentserver import Agent
+from tests.helpers import Web, wait_for
+
+VKEY = ServiceKey.inet("tcp", "127.0.0.100", 80)
+HOSTS = ("127.0.0.21", "127.0.0.22")
+
+
+def _free_port() -> int:
+    """A port free on both agents' addresses."""
+    for _ in range(20):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind((HOSTS[0], 0))
+            port: int = a.getsockname()[1]
+            try:
+                b.bind((HOSTS[1], port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no common free port")
+
+
+class Pool:
+    def __init__(self, webs: list[Web], agents: list[Agent], engine: Engine) -> None:
+        self.webs, self.agents, self.engine = webs, agents, engine
+        self.events: list[AgentChanged] = []
+
+    def taken(self, event: Event) -> None:
+        assert isinstance(event, AgentChanged)
+        self.events.append(event)
+
+    def weight(self, i: int) -> int | None:
+        table = self.engine.actual or {}
+        service = table.get(VKEY)
+        if service is None:
+            return None
+        for dest, conf in service.dests.items():
+            if dest.address == HOSTS[i]:
+                return conf.weight
+        return None
+
+
+@pytest.fixture
+async def pool(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Pool]:
+    extra = getattr(request, "param", "")
+    port = _free_port()
+    webs = [Web(0, host=h) for h in HOSTS]
+    agents = [Agent(b"100%\n", host=h, port=port) for h in HOSTS]
+    for w in webs:
+        await w.start()
+    for a in agents:
+        await a.start()
+    cf = tmp_path / "lb.cf"
+    reals = "".join(f"\treal={w.host}:{w.port} masq 10\n" for w in webs)
+    cf.write_text(
+        "checktimeout=1\ncheckinterval=1\n"
+        f'virtual=127.0.0.100:80\n{reals}\tservice=http\n\treceive="alive"\n'
+        f"\tagentport={port}\n\tagentinterval=1\n\tagenttimeout=1\n{extra}"
+    )
+    bus = EventBus()
+    engine = Engine(load_config(str(cf)), MemoryBackend(), events=bus)
+    p = Pool(webs, agents, engine)
+    bus.subscribe("test", p.taken, kinds=(AgentChanged,))
+    await bus.start()
+    await engine.start()
+    await engine.wait_programmed()
+    try:
+        yield p
+    finally:
+        await engine.stop()
+        await bus.stop()
+        for a in agents:
+            await a.stop()
+        for w in webs:
+            await w.stop()
+
+
+async def _follows(p: Pool, i: int, answer: bytes, weight: int | None) -> float:
+    """Say `answer` on agent i; seconds until its kernel weight is `weight`."""
+    p.agents[i].say(answer)
+    started = time.monotonic()
+    await wait_for(lambda: p.weight(i) == weight, within=10)
+    return time.monotonic() - started
+
+
+async def test_the_kernel_weight_follows_the_agent(pool: Pool) -> None:
+    assert (pool.weight(0), pool.weight(1)) == (10, 10)
+    delays = []
+    for answer, weight in [
+        (b"30%\n", 3),
+        (b"75%\n", 8),
+        (b"0%\n", 0),
+        (b"100%\n", 10),
+        (b"drain\n", 0),
+        (b"ready 50%\n", 5),
+        (b"500%\n", 10),  # a lying agent: never above the configured weight
+    ]:
+        delays.append(await _follows(pool, 0, answer, weight))
+        assert pool.weight(1) == 10  # the other real's agent said nothing new
+    print(
+        f"\nkernel weight after the agent's answer changed (agentinterval=1): "
+        f"{', '.join(f'{d:.2f}' for d in delays)} s; max {max(delays):.2f} s"
+    )
+    assert max(delays) < 3.0  # one agent interval and a reconcile, with room for a slow host
+    status = pool.engine.agents.views
+    assert status[next(r for r in status if r.address == HOSTS[0])].text == "weight 10/10"
+    texts = [e.text for e in pool.events if e.ref.address == HOSTS[0]]
+    assert "weight 3/10" in texts and "drain" in texts
+
+
+async def test_maint_down_up_ready(pool: Pool) -> None:
+    await _follows(pool, 0, b"maint # upgrade\n", None)  # out (quiescent=no: deleted)
+    ref = next(r for r in pool.engine.agents.views if r.address == HOSTS[0])
+    assert pool.engine.agents.views[ref].text == "maint: upgrade"
+    assert ref in pool.engine.maintained
+    await _follows(pool, 0, b"ready\n", 10)
+    await _follows(pool, 0, b"down # disk full\n", None)
+    seen = pool.agents[0].connections
+    await _follows(pool, 0, b"75%\n", None)  # down holds until up
+    await wait_for(lambda: pool.agents[0].connections >= seen + 2)
+    assert pool.weight(0) is None
+    await _follows(pool, 0, b"up\n", 8)  # and the share said meanwhile applies
+    assert ref not in pool.engine.maintained
+
+
+async def test_all_reals_out_by_agent_brings_no_weight_back(pool: Pool) -> None:
+    await _follows(pool, 0, b"drain\n", 0)
+    await _follows(pool, 1, b"drain\n", 0)
+    # drained by their agents: in the kernel at weight 0, none of them counted up
+    assert pool.engine.up_of()[VKEY] is False
+
+
+async def test_a_failing_health_check_wins(pool: Pool) -> None:
+    await _follows(pool, 0, b"50%\n", 5)
+    await pool.webs[0].stop()  # health check fails: out whatever the agent says
+    await wait_for(lambda: pool.weight(0) is None)
+    pool.agents[0].say(b"up 100%\n")  # the agent cannot bring it back
+    await wait_for(lambda: pool.agents[0].connections >= 3)
+    assert pool.weight(0) is None
+    await pool.webs[0].start()
+    await wait_for(lambda: pool.weight(0) == 10)
+
+
+@pytest.mark.parametrize("mode", ["hang", "flood", "close", "garbage", "refused"])
+async def test_a_broken_agent_keeps_the_last_state_then_drops_it(pool: Pool, mode: str) -> None:
+    await _follows(pool, 0, b"30%\n", 3)
+    agent = pool.agents[0]
+    seen = agent.connections
+    if mode == "garbage":
+        agent.say(b"\x00hello there\n")
+    elif mode == "refused":
+        await agent.stop()
+    else:
+        agent.mode = mode  # type: ignore[assignment]
+    ref = next(r for r in pool.engine.agents.views if r.address == HOSTS[0])
+    # kept through 3 failures in a row (agentfail's default), then no cap: never out
+    await wait_for(lambda: pool.engine.agents.views[ref].failures >= 2, within=15)
+    assert pool.weight(0) == 3
+    await wait_for(lambda: pool.weight(0) == 10, within=15)
+    assert pool.engine.agents.views[ref].text.startswith("no answer: ")
+    assert ref not in pool.engine.maintained
+    if mode != "refused":
+        assert agent.connections > seen
+
+
+@pytest.mark.parametrize("pool", ["\tagentfail=ignore\n"], indirect=True)
+async def test_agentfail_ignore_drops_at_once(pool: Pool) -> None:
+    await _follows(pool, 0, b"maint\n", None)
+    pool.agents[0].mode = "close"
+    await wait_for(lambda: pool.weight(0) == 10, within=5)
+
+
+async def test_a_reload_without_the_agent_drops_its_caps(pool: Pool, tmp_path: Path) -> None:
+    await _follows(pool, 0, b"drain\n", 0)
+    cf = tmp_path / "lb.cf"
+    text = "".join(line for line in cf.read_text().splitlines(True) if "agent" not in line)
+    cf.write_text(text)
+    await pool.engine.reload(load_config(str(cf)))
+    await wait_for(lambda: pool.weight(0) == 10)
+    assert pool.engine.steering.caps() == {}
