@@ -7,6 +7,7 @@ import logging
 
 from lvsmon.engine.certexpiry import expiry_text
 from lvsmon.engine.events import (
+    AgentChanged,
     ArpConflict,
     ArpConflictCleared,
     CertificateExpiring,
@@ -40,6 +41,7 @@ LOGGED = (
     SyncDaemonOp,
     DrainChanged,
     RampChanged,
+    AgentChanged,
     RealLeaving,
     DepoolLimited,
     ArpConflict,
@@ -80,6 +82,9 @@ def log_event(event: Event) -> None:
             event.path,
             event.message,
         )
+    elif isinstance(event, AgentChanged):
+        # the agent's words passed text.clean where they came in (engine/agentcheck.py)
+        log.info("Agent of real server %s: %s", event.ref, event.text)
     elif isinstance(event, DrainChanged):
         log.info("%s real server: %s", "Drained" if event.drained else "Undrained", event.ref)
     elif isinstance(event, RealLeaving):

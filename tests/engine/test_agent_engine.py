@@ -196,3 +196,18 @@ async def test_a_reload_without_the_agent_drops_its_caps(pool: Pool, tmp_path: P
     await pool.engine.reload(load_config(str(cf)))
     await wait_for(lambda: pool.weight(0) == 10)
     assert pool.engine.steering.caps() == {}
+
+
+def test_the_log_words_an_agent_change(caplog: pytest.LogCaptureFixture) -> None:
+    from lvsmon.engine.eventlog import LOGGED, log_event
+    from lvsmon.engine.jobs import RealRef
+
+    assert AgentChanged in LOGGED
+    ref = RealRef(VKEY, "10.0.0.5", 80)
+    with caplog.at_level("INFO", logger="lvsmon"):
+        log_event(AgentChanged(ref, "weight 3/10", 3, 10))
+        log_event(AgentChanged(ref, "down: disk full", 0, 10, "down"))
+    assert caplog.messages == [
+        "Agent of real server 10.0.0.5:80 (tcp:127.0.0.100:80): weight 3/10",
+        "Agent of real server 10.0.0.5:80 (tcp:127.0.0.100:80): down: disk full",
+    ]
