@@ -57,6 +57,7 @@ async def post_plan(request: web.Request) -> web.Response:
         frozenset(engine.managed),
         actual,
         engine.leaving.leaving,  # replaced, never changed in place: a snapshot as it is
+        dict(engine.steering.caps()),
     )
     maintained, drained = daemon.reload_preview()
     answer = await asyncio.to_thread(plan_json, running, new, maintained, drained)

@@ -198,6 +198,9 @@ class Running:
     managed: Collection[ServiceKey]  # owned and retiring services (Reconciler.managed)
     actual: Table  # what the reconciler believes the kernel holds
     leaving: Leaving = field(default_factory=dict)  # reals leaving now (removedrain)
+    # weight caps now (engine/steering.py: slow start, agent check): a reload keeps them for
+    # the reals it keeps, so the plan does not show a ramping real at its full weight
+    caps: Mapping[RealRef, int] = field(default_factory=dict)
 
 
 def running_from_kernel(
@@ -255,7 +258,9 @@ def plan_reload(
     # running daemon's): Engine.reload keeps the same ones
     probes = plan_probes(config, None, running.actual)
     managed = reload_managed(running.managed, config) | probes.keys
-    desired = desired_table(config, health, forced_down, running.actual, drained=drained_now)
+    desired = desired_table(
+        config, health, forced_down, running.actual, drained=drained_now, caps=running.caps
+    )
     if leaving:
         merged(desired, leaving)
     ops = diff(with_probes(desired, probes), running.actual, managed)

@@ -4,6 +4,7 @@ every kernel weight the backend was told recorded step by step. Plus the driver
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -13,9 +14,12 @@ import pytest
 
 from lvsmon.api.metrics import Layout, ramp_family
 from lvsmon.config import load_config, parse_config
+from lvsmon.engine.desired import desired_table
 from lvsmon.engine.engine import Engine
 from lvsmon.engine.events import Event, RampChanged
+from lvsmon.engine.health import RealHealth
 from lvsmon.engine.jobs import RealRef
+from lvsmon.engine.planning import plan_reload, running_from_kernel
 from lvsmon.engine.ramping import SlowStart
 from lvsmon.engine.status import MalformedStatus, check_status, render_status
 from lvsmon.engine.steering import Steering
@@ -332,3 +336,20 @@ async def test_the_ramping_gauge_has_a_sample_per_ramping_real(
         f'lvsmon_real_ramping{{virtual="tcp:127.0.0.100:80",real="127.0.0.1:{port}"}} 1'
     ]
     await engine.stop()
+
+
+def test_lvsmon_plan_keeps_a_ramping_reals_cap() -> None:
+    """The plan of a reload (engine/planning.py, `lvsmon plan`) computes the table with the
+    running daemon's caps: a real ramping at 3 of 10 is no EditDest to 10 in it."""
+    config = parse_config(CF, "t.cf")
+    full = desired_table(config, {R1: RealHealth(up=True)}, (), {})
+    actual = desired_table(config, {R1: RealHealth(up=True)}, (), {}, caps={R1: 3})
+    running = running_from_kernel(config, actual)
+    assert running.health[R1].up  # adopted up at weight 3
+    bigger = parse_config(CF + "\treal=192.168.6.4:80 masq 5\n", "t.cf")
+    without = plan_reload(running, bigger, lambda c, p: ())
+    assert any(isinstance(op, EditDest) and op.conf.weight == 10 for op in without.ops)
+    with_caps = plan_reload(dataclasses.replace(running, caps={R1: 3}), bigger, lambda c, p: ())
+    assert not any(isinstance(op, EditDest) for op in with_caps.ops)
+    assert with_caps.desired[V2].dests[R1.dest].weight == 3
+    assert full[V2].dests[R1.dest].weight == 10
