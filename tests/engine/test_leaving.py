@@ -273,3 +273,32 @@ def test_the_expire_nodest_conn_warning_at_start_and_reload(
     assert text is not None and "(tcp:192.0.2.1:80) needs net.ipv4.vs.expire_nodest_conn=1" in text
     monkeypatch.setattr(leaving, "read_expire_nodest_conn", lambda: 1)
     assert leaving.deadconns_warning(expire, "ipvsadm") is None
+
+
+@pytest.mark.parametrize(
+    ("leaving", "message"),
+    [
+        ("x", "leaving: not a list"),
+        (["x"], "leaving[0]: not an object"),
+        (
+            [{"real": "a", "since": 1, "deadline": 2, "connections": 0}],
+            "leaving[0].virtual: missing",
+        ),
+        (
+            [{"virtual": "v", "real": "a", "since": 1, "deadline": "soon", "connections": 0}],
+            "leaving[0].deadline: not a number",
+        ),
+        (
+            [{"virtual": "v", "real": "a", "since": 1, "deadline": 2, "connections": "3"}],
+            "leaving[0].connections: not an integer or null",
+        ),
+    ],
+)
+def test_a_malformed_leaving_entry_in_a_status_file(leaving: object, message: str) -> None:
+    from lvsmon.engine.status import MalformedStatus, check_status, render_status
+
+    with pytest.raises(MalformedStatus, match=message.replace("[", r"\[").replace("]", r"\]")):
+        check_status({"leaving": leaving})
+    good = {"virtual": "tcp:192.0.2.1:80", "real": "192.0.2.12:80", "since": 1.0}
+    text = render_status({"leaving": [{**good, "deadline": 2.0, "connections": None}]})  # type: ignore[typeddict-item]
+    assert text.startswith("leaving: 192.0.2.12:80 of tcp:192.0.2.1:80: weight 0, connections")
