@@ -638,6 +638,7 @@ class Engine:
             self.clock,
             self.steering,
             self.slowstart.step_of,
+            self.agents,
         )
 
     def health_places(self) -> list[tuple[int, ...]]:

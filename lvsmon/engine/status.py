@@ -47,6 +47,9 @@ class RealStatus(TypedDict):
     # while a source caps its weight (engine/steering.py): {"caps": {source: cap}, "ramp": "3/10"
     # or None, "ramp_until": unix time or None}; None otherwise
     steering: SteeringStatus | None
+    # the agent check's words for the real ("weight 3/10", "drain", "maint: upgrade", "down: disk
+    # full", "no answer: ..."); None without an agent check (engine/agentcheck.py)
+    agent: str | None
 
 
 class VirtualStatus(TypedDict):
@@ -400,6 +403,7 @@ def check_status(data: object) -> Status:
                         )
                 _check(steer, "ramp", sat, "a string", required=False, null=True)
                 _check_time(steer, "ramp_until", sat, required=False, null=True)
+            _check(r, "agent", rat, "a string", required=False, null=True)
     sync = _check(top, "sync", "", "a list", required=False)
     for i, d in enumerate(_entries(sync, "sync")):
         at = f"sync[{i}]"
@@ -502,6 +506,7 @@ def render_status(status: Status) -> str:
             if r.get("held_until") is not None:
                 state += " held until " + time.strftime("%H:%M:%S", time.localtime(r["held_until"]))
             state += _steering_words(r.get("steering"))
+            state += _agent_words(r.get("agent"))
             where = f"{bracketed(r['address'])}:{r['port']:<6}"
             lines.append(f"  {where} {state:<11} {weight:<10} {r['reason']}")
     for sync in status.get("sync", []):
@@ -559,6 +564,17 @@ def render_status(status: Status) -> str:
             + ("; a failed op is being retried" if stats.get("retry_pending") else "")
         )
     return "\n".join(clean(line, 2 * LIMIT) for line in lines)
+
+
+def _agent_words(agent: object) -> str:
+    """ " weight 3/10 by agent" below the configured weight, " agent: drain" (maint, down, no
+    answer, a state kept through failures); "" without an agent or at the full weight."""
+    if not isinstance(agent, str) or not agent:
+        return ""
+    if agent.startswith("weight ") and "(" not in agent:
+        got, _, of = agent.removeprefix("weight ").partition("/")
+        return "" if got == of else f" {agent} by agent"
+    return f" agent: {agent}"
 
 
 def _steering_words(steer: SteeringStatus | None) -> str:

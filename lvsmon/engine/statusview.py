@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, cast
 
 from lvsmon.config.model import Config, Virtual
+from lvsmon.engine.agentcheck import AgentRunner
 from lvsmon.engine.desired import VirtualLayout, kept_by_threshold
 from lvsmon.engine.events import EventBus
 from lvsmon.engine.health import HealthRules, RealHealth
@@ -29,7 +30,7 @@ from lvsmon.engine.steering import Steering
 from lvsmon.ipvs.model import Service, Table
 
 # a virtual's text and what it was made of (health by place, kernel entry, the maintained,
-# drained and kept sets, the version of its weight caps)
+# drained and kept sets, the versions of its weight caps and of its agents' words)
 _Entry = tuple[
     tuple[RealHealth | None, ...],
     Service | None,
@@ -37,7 +38,7 @@ _Entry = tuple[
     frozenset[RealRef],
     frozenset[RealRef],
     bytes,
-    int,
+    tuple[int, int],
 ]
 
 
@@ -59,7 +60,7 @@ class _Built:
     drained: frozenset[RealRef]
     healths: list[RealHealth]
     texts: list[bytes]
-    steered: int = 0  # Steering.changes
+    steered: tuple[int, int] = (0, 0)  # Steering.changes, AgentRunner.changes
 
 
 class StatusInputs(NamedTuple):
@@ -78,6 +79,8 @@ class StatusInputs(NamedTuple):
     # weight caps (agent check, slow start) and where a real's slow start is
     steering: Steering | None = None
     ramp_of: Callable[[RealRef], Step | None] | None = None
+    # the agent check's words per real (engine/agentcheck.py)
+    agents: AgentRunner | None = None
 
 
 class StatusView:
@@ -120,10 +123,11 @@ class StatusView:
     def virtuals(self, inputs: StatusInputs) -> list[VirtualStatus]:
         """Every virtual's entry, in config order, built now (tests and tools; the daemon
         reads texts())."""
-        config, layout, health, table, maintained, drained, rules, clock, steering, ramp_of = inputs
+        (config, layout, health, table, maintained, drained, rules, clock, steering, ramp_of,
+         agents) = inputs  # fmt: skip
         places = self.health_places(config, health, layout)
         healths = list(health.values())
-        steer = _Steer(steering, ramp_of)
+        steer = _Steer(steering, ramp_of, agents)
         return [
             _virtual_status(
                 v,
@@ -152,11 +156,15 @@ class StatusView:
         too: one list comparison at C speed; equal maintained and drained sets) is the last
         list again, without a look at any virtual (a pool without checks: 2,284 virtuals,
         100,000 reals looked at each second for nothing)."""
-        config, layout, health, table, maintained, drained, rules, clock, steering, ramp_of = inputs
+        (config, layout, health, table, maintained, drained, rules, clock, steering, ramp_of,
+         agents) = inputs  # fmt: skip
         identity = (config, layout, health, rules)
         healths = list(health.values())
-        steered = 0 if steering is None else steering.changes
-        steer = _Steer(steering, ramp_of)
+        steered = (
+            0 if steering is None else steering.changes,
+            0 if agents is None else agents.changes,
+        )
+        steer = _Steer(steering, ramp_of, agents)
         last = self._last
         if (
             last is not None
@@ -182,7 +190,10 @@ class StatusView:
             services.append(service)
             kept = _kept(v_layout, health, maintained, drained)
             hs = tuple([healths[p] if p >= 0 else None for p in places[i]])
-            version = 0 if steering is None else steering.version_of(v_layout.key)
+            version = (
+                0 if steering is None else steering.version_of(v_layout.key),
+                0 if agents is None else agents.version_of(v_layout.key),
+            )
             hit = cache.get(i)
             if (
                 hit is not None
@@ -235,11 +246,13 @@ class _RealEntry:
     kernel_weight: int | None
     weight: int
     steering: dict[str, object] | None
+    agent: str | None
 
 
 class _Steer(NamedTuple):
     steering: Steering | None
     ramp_of: Callable[[RealRef], Step | None] | None
+    agents: AgentRunner | None = None
 
 
 _NO_STEER = _Steer(None, None)
@@ -259,7 +272,8 @@ def _virtual_status(
 ) -> VirtualStatus:
     # holds are on the engine's clock; the status shows wall-clock time
     now, wall = clock(), time.time()
-    steering, ramp_of = steer
+    steering, ramp_of, agents = steer
+    agent_of = agents.text_of if agents is not None and agents.jobs else None
     capped = steering.caps() if steering is not None else {}
     reals: list[RealStatus] = []
     for slot, h in zip(layout.reals, hs, strict=True):
@@ -298,6 +312,7 @@ def _virtual_status(
                 "ramp": None if step is None else f"{step.k}/{step.n}",
                 "ramp_until": None if step is None else round(step.ends_at - now + wall, 3),
             }
+        e.agent = None if agent_of is None else agent_of(ref)
         reals.append(cast(RealStatus, e.__dict__))
     return {
         "name": v.name,

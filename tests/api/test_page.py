@@ -35,7 +35,7 @@ from lvsmon.api.app import FEED
 from lvsmon.api.eventfeed import EventFeed
 from lvsmon.daemon import pidfile
 from lvsmon.engine import events
-from lvsmon.engine.events import DrainChanged, RealChanged
+from lvsmon.engine.events import AgentChanged, DrainChanged, RealChanged
 from lvsmon.engine.jobs import RealRef
 from lvsmon.ipvs.model import ServiceKey
 from realservers.base import free_port
@@ -155,6 +155,10 @@ def synthetic_status(virtuals: int, per_virtual: int) -> dict[str, Any]:
                         "ramp_until": time.time() + 9,
                     },
                 }
+            elif v == 9 and r == 10:  # the agent check: a share, then a word
+                reals[-1] |= {"kernel_weight": 3, "agent": "weight 3/10"}
+            elif v == 9 and r == 11:
+                reals[-1] |= {"kernel_weight": 0, "agent": "drain"}
         key = f"tcp:192.0.2.{v % 250}:{8000 + v}"
         groups.append({"name": key, "key": key, "file": "/etc/big.cf", "line": 1, "reals": reals})
     return {
@@ -539,6 +543,15 @@ def test_the_page_at_10000_reals(browser: Any, loop: Loop, tmp_path: Path) -> No
         assert (row_cells(driver, "10.0.9.4:80") or ["", ""])[1] == "downrising 1/3"
         assert (row_cells(driver, "10.0.9.100:80") or ["", ""])[1].startswith("downheld until ")
         assert (row_cells(driver, "10.0.9.6:80") or ["", ""])[1].startswith("upramping 3/10 until ")
+        assert (row_cells(driver, "10.0.9.11:80") or ["", ""])[1] == "upweight 3/10 by agent"
+        assert (row_cells(driver, "10.0.9.12:80") or ["", ""])[1] == "upagent: drain"
+        agent_ref = RealRef(ServiceKey.inet("tcp", "192.0.2.9", 8009), "10.0.9.12", 80)
+        loop.call(lambda: app.feed.on_event(AgentChanged(agent_ref, "weight 5/10", 5, 10)))
+        wait(
+            driver,
+            lambda d: (row_cells(d, "10.0.9.12:80") or ["", ""])[1] == "upweight 5/10 by agent",
+            "an agent's event applied",
+        )
         driver.find_element("css selector", f"{held} .vhead").click()
         wait(
             driver,

@@ -5,6 +5,7 @@ down. Agents and web servers listen on their own loopback addresses (127.0.0.21,
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -211,3 +212,32 @@ def test_the_log_words_an_agent_change(caplog: pytest.LogCaptureFixture) -> None
         "Agent of real server 10.0.0.5:80 (tcp:127.0.0.100:80): weight 3/10",
         "Agent of real server 10.0.0.5:80 (tcp:127.0.0.100:80): down: disk full",
     ]
+
+
+async def test_status_shows_what_the_agent_says(pool: Pool) -> None:
+    from lvsmon.engine.status import MalformedStatus, check_status, render_status, unpack
+
+    def entry(i: int) -> dict[str, object]:
+        status = pool.engine.status()
+        reals = status["virtuals"][0]["reals"]
+        return next(dict(r) for r in reals if r["address"] == HOSTS[i])
+
+    def texts() -> str:
+        return b"".join(unpack(t) for t in pool.engine.status_texts()).decode()
+
+    assert entry(0)["agent"] == "weight 10/10"
+    await _follows(pool, 0, b"30%\n", 3)
+    await wait_for(lambda: '"agent":"weight 3/10"' in texts())  # the kept texts follow
+    assert entry(0)["agent"] == "weight 3/10"
+    await _follows(pool, 1, b"maint # kernel upgrade\n", None)
+    assert entry(1)["agent"] == "maint: kernel upgrade" and entry(1)["state"] == "maintenance"
+    await wait_for(lambda: '"agent":"maint: kernel upgrade"' in texts())
+    status = pool.engine.status()
+    status["pid"] = 1
+    text = render_status(check_status(json.loads(json.dumps(status))))
+    assert "weight 3/10 by agent" in text
+    assert "maintenance agent: maint: kernel upgrade" in text
+    broken = json.loads(json.dumps(status))
+    broken["virtuals"][0]["reals"][0]["agent"] = 7
+    with pytest.raises(MalformedStatus, match="agent"):
+        check_status(broken)

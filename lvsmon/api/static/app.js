@@ -18,7 +18,7 @@
     "RealChanged", "FirstCheckDown", "SoftFailure", "SoftReset", "KernelOp", "WeightChanged",
     "FallbackChanged", "ConfigLoaded", "ConfigFileChanged", "ConfigRejected", "PhaseChanged",
     "SyncDaemonOp", "DrainChanged", "RampChanged", "DepoolLimited", "ArpConflict",
-    "ArpConflictCleared", "RouteChanged",
+    "ArpConflictCleared", "RouteChanged", "AgentChanged",
   ];
   const COLUMNS = ["real", "state", "kernel weight", "weight", "latency", "fails", "last check"];
 
@@ -206,6 +206,8 @@
     r.keptMark.title = "its checks fail, but the depool threshold keeps it in service";
     r.dampMark = el("span", "badge damp");
     r.rampMark = el("span", "badge damp ramp");
+    r.agentMark = el("span", "badge damp agent");
+    r.agentMark.title = "what the real's agent says (agent check)";
     r.cells[1].append(r.stateText);
     r.row = tr;
     r.p = {};
@@ -260,6 +262,14 @@
       if (ramp) r.cells[1].append(r.rampMark);
       else r.rampMark.remove();
     }
+    // the agent check: "weight 3/10 by agent" below the weight, else its word (drain, maint...)
+    const agent = agentWords(d.agent);
+    if (r.p.agent !== agent) {
+      r.p.agent = agent;
+      r.agentMark.textContent = agent;
+      if (agent) r.cells[1].append(r.agentMark);
+      else r.agentMark.remove();
+    }
     const kw = d.kernel_weight;
     set(r, "kw", r.cells[2], kw === null || kw === undefined ? "absent" : String(kw));
     const kwCls = `c2${kw === null || kw === undefined ? " absent" : kw === 0 ? " zero" : ""}`;
@@ -269,6 +279,13 @@
     set(r, "lat", r.cells[4], typeof lat === "number" ? `${lat.toFixed(lat < 10 ? 1 : 0)} ms` : "—");
     set(r, "fc", r.cells[5], d.failcount ? String(d.failcount) : "");
     set(r, "reason", r.cells[6], d.checked === false && !d.reason ? "not checked yet" : d.reason);
+  }
+
+  function agentWords(text) {
+    if (typeof text !== "string" || !text) return "";
+    const w = /^weight (\d+)\/(\d+)$/.exec(text);
+    if (w) return w[1] === w[2] ? "" : `${text} by agent`;
+    return `agent: ${text}`;
   }
 
   function sameRows(a, b) {
@@ -543,6 +560,14 @@
         }
         break;
       }
+      case "AgentChanged": {
+        const r = findReal(ref.virtual, ref.real);
+        if (r && r.d.agent !== e.text) {
+          r.d.agent = e.text;
+          touch(r);
+        }
+        break;
+      }
       case "DrainChanged": {
         const virtual = ref.virtual || e.virtual;
         const real = ref.real || e.real;
@@ -615,6 +640,8 @@
         return [`phase ${e.phase}`, ""];
       case "SyncDaemonOp":
         return [`${e.action} ${e.daemon}${e.error ? `: ${e.error}` : ""}`, e.error ? "bad" : ""];
+      case "AgentChanged":
+        return [`${at(ref)} agent: ${e.text}`, e.out ? "down" : e.weight === 0 ? "drained" : ""];
       case "DrainChanged": {
         const real = ref.real || e.real;
         const virtual = ref.virtual || e.virtual || "every virtual";
