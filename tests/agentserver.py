@@ -27,6 +27,7 @@ class Agent:
         self.mode: Mode = "answer"
         self.expect = expect  # read this many bytes' worth (a request line) before answering
         self.requests: list[bytes] = []
+        self.served: list[tuple[float, bytes]] = []  # (monotonic time, answer) per answer sent
         self.connections = 0
         self.changed_at = time.monotonic()
         self.port = port
@@ -66,6 +67,7 @@ class Agent:
                     await writer.drain()
             elif self.mode == "answer":
                 writer.write(self.answer)
+                self.served.append((time.monotonic(), self.answer))
                 with contextlib.suppress(ConnectionError):
                     await writer.drain()
         except asyncio.CancelledError:

@@ -102,9 +102,16 @@ async def _follows(p: Pool, i: int, answer: bytes, weight: int | None) -> float:
     return time.monotonic() - started
 
 
+def _after_answer(p: Pool, i: int, answer: bytes) -> float:
+    """Seconds from the first time agent i sent `answer` (since it was told to) to now."""
+    agent = p.agents[i]
+    sent = [t for t, a in agent.served if a == answer and t >= agent.changed_at]
+    return time.monotonic() - sent[0]
+
+
 async def test_the_kernel_weight_follows_the_agent(pool: Pool) -> None:
     assert (pool.weight(0), pool.weight(1)) == (10, 10)
-    delays = []
+    delays, lags = [], []
     for answer, weight in [
         (b"30%\n", 3),
         (b"75%\n", 8),
@@ -115,10 +122,12 @@ async def test_the_kernel_weight_follows_the_agent(pool: Pool) -> None:
         (b"500%\n", 10),  # a lying agent: never above the configured weight
     ]:
         delays.append(await _follows(pool, 0, answer, weight))
+        lags.append(_after_answer(pool, 0, answer))
         assert pool.weight(1) == 10  # the other real's agent said nothing new
     print(
         f"\nkernel weight after the agent's answer changed (agentinterval=1): "
-        f"{', '.join(f'{d:.2f}' for d in delays)} s; max {max(delays):.2f} s"
+        f"{', '.join(f'{d:.2f}' for d in delays)} s; max {max(delays):.2f} s; after the agent"
+        f" sent it: {', '.join(f'{x * 1000:.0f}' for x in lags)} ms (poll step 20 ms)"
     )
     assert max(delays) < 3.0  # one agent interval and a reconcile, with room for a slow host
     status = pool.engine.agents.views
