@@ -53,6 +53,8 @@ class CertWatch:
         """The days of each virtual (a reload); what is kept of reals no longer watched goes.
         `refs`: the config's reals (those of a virtual without sslexpirywarn go anyway)."""
         self._days = {v.key: v.tls.expirywarn for v in config.virtuals if v.tls.expirywarn > 0}
+        if not self.expiry and not self._warned:
+            return  # nothing kept: no pass over the config's reals
         days = self._days
         present = set(refs)
         for kept in (self.expiry, self._warned):

@@ -22,6 +22,7 @@ from lvsmon.checks import viapath
 from lvsmon.checks.base import CheckResult
 from lvsmon.config.model import Config
 from lvsmon.engine.agentcheck import AgentRunner
+from lvsmon.engine.certexpiry import CertWatch
 from lvsmon.engine.checkstats import Transitions
 from lvsmon.engine.desired import (
     VirtualLayout,
@@ -139,6 +140,10 @@ class Engine:
         )
         # reals a reload removed, at weight 0 until they have no connection (removedrain)
         self.leaving = LeavingState(clock)
+        # sslexpirywarn: each watched real's certificate end, and when to warn of it
+        self.certs = CertWatch(self.events.publish)
+        self.certs.configure(config, self.plan.rules)
+        self.runner.on_cert = self.certs.observe
         self._maintained_fn = maintained
         self._maintained: frozenset[RealRef] = frozenset()
         self._drained_fn = drained
@@ -342,6 +347,7 @@ class Engine:
             self.config, self.plan, self.health = config, plan, health
             # ramps keep their start; those of removed reals end
             self.slowstart.configure(config)
+            self.certs.configure(config, plan.rules)
             self.agents.schedule(config)
             if plan is not old_plan:
                 # removedrain: removed reals leave at weight 0, re-added ones stop leaving
