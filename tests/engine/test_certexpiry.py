@@ -45,10 +45,15 @@ class Clock:
         return self.now
 
 
-def watch() -> tuple[CertWatch, list[Event], Clock]:
-    events: list[Event] = []
+def watch() -> tuple[CertWatch, list[CertificateExpiring], Clock]:
+    events: list[CertificateExpiring] = []
     clock = Clock()
-    w = CertWatch(events.append, clock)
+
+    def publish(event: Event) -> None:
+        assert isinstance(event, CertificateExpiring)
+        events.append(event)
+
+    w = CertWatch(publish, clock)
     w.configure(CONFIG, PLAN.rules)
     return w, events, clock
 
@@ -88,7 +93,6 @@ def test_an_expired_certificate_is_warned_of_too() -> None:
     w, events, _ = watch()
     w.observe((A,), T0 - DAY)
     (event,) = events
-    assert isinstance(event, CertificateExpiring)
     assert expiry_text(event) == (
         "TLS certificate of real server 10.0.0.2:443 (tcp:10.0.0.1:443) expired on "
         "2027-01-14 08:00:00 UTC"
