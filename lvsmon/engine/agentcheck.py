@@ -134,7 +134,9 @@ class AgentRunner:
         self._timetable: Timetable[AgentJob] = Timetable()
         self._verdicts: dict[RealRef, Verdict] = {}
         self._views: dict[RealRef, AgentView] = {}
-        self.views: Mapping[RealRef, AgentView] = MappingProxyType({})  # replaced on change
+        # read-only and live: a copy per change would cost a pass over every agent's real per
+        # answer that moved (10,000 reals whose agents report their load each interval)
+        self.views: Mapping[RealRef, AgentView] = MappingProxyType(self._views)
         self.out: frozenset[RealRef] = frozenset()
         # the status view's cache keys: views changed in all, and per virtual
         self.changes = 0
@@ -190,7 +192,6 @@ class AgentRunner:
                     self.on_out_change()
         for track in tracks.values():
             self._apply(track)  # a weight a reload changed gives another cap
-        self._publish_views()
         self._timetable.set_jobs({job: job.interval for job in tracks}, self._clock())
         self._wake()
 
@@ -268,8 +269,7 @@ class AgentRunner:
                 )  # fmt: skip
                 track.state = NEUTRAL
                 track.answered = False
-        if self._apply(track):
-            self._publish_views()
+        self._apply(track)
 
     def _apply(self, track: _Track) -> bool:
         """Each pair's verdict and view from its track; True when a view changed."""
@@ -310,10 +310,6 @@ class AgentRunner:
             text = f"{text} (kept: {track.failures} failed: {track.answer})"
         asked = 0 if v.out is not None else (weight if v.cap is None else v.cap)
         return AgentView(text, asked, v.out, track.answer, track.failures)
-
-    def _publish_views(self) -> None:
-        # a new object: the status view compares it by identity
-        self.views = MappingProxyType(dict(self._views))
 
 
 def _moved(old: AgentView, new: AgentView) -> bool:
