@@ -250,3 +250,26 @@ async def test_status_shows_what_the_agent_says(pool: Pool) -> None:
     broken["virtuals"][0]["reals"][0]["agent"] = 7
     with pytest.raises(MalformedStatus, match="agent"):
         check_status(broken)
+
+
+async def test_the_metric_is_the_weight_the_agent_asks_for(pool: Pool) -> None:
+    import asyncio
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from lvsmon.api.metrics import Layout, agent_family
+
+    await _follows(pool, 0, b"30%\n", 3)
+    await _follows(pool, 1, b"drain\n", 0)
+
+    async def pause() -> None:
+        await asyncio.sleep(0)
+
+    layout = Layout(pool.engine)
+    await layout.build(pool.engine, pause)
+    out: list[str] = []
+    agent_family(out, pool.engine, layout)
+    (fam,) = text_string_to_metric_families("".join(out))
+    assert fam.name == "lvsmon_real_agent_weight" and fam.type == "gauge"
+    got = {s.labels["real"].split(":")[0]: s.value for s in fam.samples}
+    assert got == {HOSTS[0]: 3.0, HOSTS[1]: 0.0}
