@@ -18,7 +18,7 @@
     "RealChanged", "FirstCheckDown", "SoftFailure", "SoftReset", "KernelOp", "WeightChanged",
     "FallbackChanged", "ConfigLoaded", "ConfigFileChanged", "ConfigRejected", "PhaseChanged",
     "SyncDaemonOp", "DrainChanged", "RampChanged", "DepoolLimited", "ArpConflict",
-    "ArpConflictCleared", "RouteChanged", "AgentChanged",
+    "ArpConflictCleared", "RouteChanged", "AgentChanged", "RealLeaving",
   ];
   const COLUMNS = ["real", "state", "kernel weight", "weight", "latency", "fails", "last check"];
 
@@ -380,6 +380,7 @@
     paintBgp(s.bgp);
     paintProbes(s.probes);
     paintArp(s.arp_conflicts);
+    paintLeaving(s.leaving);
   }
 
   // ---- /status ----------------------------------------------------------------------------
@@ -481,6 +482,22 @@
     dd.className = "bad";
     dd.title = conflicts.map((c) => `${c.vip} answered by ${c.mac} on ${c.interface} since ` +
       `${clock(c.since)}`).join("\n");
+    fact.hidden = false;
+  }
+
+  // reals a reload removed that drain at weight 0 (removedrain); hidden when none leaves
+  function paintLeaving(leaving) {
+    const fact = $("leaving-fact");
+    if (!leaving || !leaving.length) {
+      fact.hidden = true;
+      return;
+    }
+    const dd = $("leaving");
+    dd.textContent = `${leaving.length} real${leaving.length === 1 ? "" : "s"} leaving`;
+    dd.className = "warn";
+    dd.title = leaving.map((l) => `${l.real} of ${l.virtual}: weight 0, ` +
+      (l.connections === null ? "connections not read yet" : `${l.connections} connections`) +
+      `, deleted at ${clock(l.deadline)} at the latest`).join("\n");
     fact.hidden = false;
   }
 
@@ -600,6 +617,9 @@
       case "ArpConflictCleared":
         refreshSoon(); // the ARP guard's fact: /status says
         break;
+      case "RealLeaving":
+        refreshSoon(); // the leaving fact: /status says
+        break;
       default:
         break;
     }
@@ -640,6 +660,11 @@
         return [`phase ${e.phase}`, ""];
       case "SyncDaemonOp":
         return [`${e.action} ${e.daemon}${e.error ? `: ${e.error}` : ""}`, e.error ? "bad" : ""];
+      case "RealLeaving":
+        return [e.started
+          ? `${e.dest} (${e.service}) leaving (${e.reason}): weight 0, ${e.seconds} s at most`
+          : `${e.dest} (${e.service}) left after ${Number(e.seconds).toFixed(1)} s: ${e.reason}`,
+        "drained"];
       case "AgentChanged":
         return [`${at(ref)} agent: ${e.text}`, e.out ? "down" : e.weight === 0 ? "drained" : ""];
       case "DrainChanged": {
