@@ -64,6 +64,7 @@ BASE: dict[str, Any] = {
                         "ramp": "3/10",
                         "ramp_until": 1_700_000_200.0,
                     },
+                    "agent": "weight 5/10",
                 },
                 {
                     "address": "2001:db8::5",
@@ -79,6 +80,7 @@ BASE: dict[str, Any] = {
                     "kernel_weight": None,
                     "weight": 1,
                     "steering": None,
+                    "agent": "down: disk full",
                 },
             ],
         }
