@@ -241,6 +241,7 @@ def test_der_walk_reads_validity_and_names(certs: tuple[Path, Certs]) -> None:
     der = ssl.PEM_cert_to_DER_cert(certs[1]["expired"][0].read_text())
     assert tv.not_after(der) == 1609459200.0  # 2021-01-01T00:00:00Z
     assert tv.not_before(der) == 1577836800.0
+    assert tv._ends[der] == 1609459200.0  # remembered: the next check's is a lookup
     assert tv.not_after(b"\x30\x03garbage") is None
     assert tv.cert_names(b"") == []
 
