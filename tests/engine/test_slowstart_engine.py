@@ -353,3 +353,24 @@ def test_lvsmon_plan_keeps_a_ramping_reals_cap() -> None:
     assert not any(isinstance(op, EditDest) for op in with_caps.ops)
     assert with_caps.desired[V2].dests[R1.dest].weight == 3
     assert full[V2].dests[R1.dest].weight == 10
+
+
+async def test_a_resync_repairs_a_ramping_weight_changed_behind_its_back(
+    webs: list[Web], tmp_path: Path
+) -> None:
+    cf = tmp_path / "lb.cf"
+    write_cf(cf, webs[:1], slowstart=60)
+    backend = MemoryBackend()
+    engine, _ = await started(cf, backend)
+    port = webs[0].port
+    await wait_for(lambda: kernel_weight(engine, port) == 1)
+    dest = DestKey("127.0.0.1", port)
+    table = await backend.dump()
+    conf = table[VKEY].dests[dest]
+    # an operator's ipvsadm -e ... -w 10
+    await backend.apply([EditDest(VKEY, dest, dataclasses.replace(conf, weight=10))])
+    assert (await backend.dump())[VKEY].dests[dest].weight == 10
+    await engine.reconciler.resync()
+    assert (await backend.dump())[VKEY].dests[dest].weight == 1
+    assert engine.stats.drift_repairs >= 1
+    await engine.stop()
