@@ -4,8 +4,9 @@ One HTTP/1.1 request with `Connection: close`, the response parsed by the sans-I
 `ResponseParser`, the verdict from `http_request.verdict`, all wrapped as a `Dialogue`. Plain HTTP
 and HTTPS to an address literal run on the `prober` (no task, no transport: see there for why and
 what it costs; HTTPS as a `tls.TlsDialogue` around the HTTP one, resuming the real's TLS session);
-absolute URLs naming a host go through `stream.converse`. Certificates are not verified; Debian
-12's ldirectord verifies the chain (not the host name): docs/compatibility.md D18.
+absolute URLs naming a host go through `stream.converse`. Certificates are verified as the
+virtual's `sslverify` says (checks/tlsverify.py; by default not at all; Debian 12's ldirectord
+verifies the chain, not the host name: docs/compatibility.md D18).
 """
 
 from __future__ import annotations

@@ -57,8 +57,10 @@ plain dialogue (bench/tls_cost.py measures each step).
   quiet for QUIET_S (no offer): a server whose resumption fails cannot make its real flap, and
   one that never resumes (no tickets, no session cache) costs no offer per check. Sessions are
   never offered past their ticket's lifetime hint. A session is bound to the SSLContext that
-  made it (CPython refuses another's): one context for every TLS check (`client_context`, the
-  stream driver's, no certificate or host name check: docs/compatibility.md D18).
+  made it (CPython refuses another's): one context per verification setting, shared by every
+  check with that setting (checks/tlsverify.py; `client_context` is sslverify = no's, no
+  certificate or host name check: docs/compatibility.md D18), and the cache's key names the
+  setting (`session_key`), so a session made unverified is never offered to a verifying check.
 
 Wired in as follows (http.TlsHttpPlan, drive.login_plan; bench/tls_cost.py has the model):
 
