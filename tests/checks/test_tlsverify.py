@@ -53,7 +53,8 @@ EXPECTED: dict[str, dict[str, str | None]] = {
 @pytest.fixture(scope="module")
 def certs() -> Iterator[tuple[Path, Certs]]:
     with server_dir("tls-certs") as d:
-        yield d / "ca.pem", make_certs(d / "certs")
+        made = make_certs(d / "certs")
+        yield d / "certs" / "ca.pem", made
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def verdict(result: Any, up_reason: str) -> str | None:
 
 
 def ca_of(certs: tuple[Path, Certs], verify: str) -> dict[str, str]:
-    return {} if verify == "no" else {"sslcafile": str(certs[0].parent / "certs" / "ca.pem")}
+    return {} if verify == "no" else {"sslcafile": str(certs[0])}
 
 
 # ---- https: nginx -------------------------------------------------------------------------------
@@ -336,7 +337,7 @@ def test_a_changed_cafile_is_read_again_a_bad_one_keeps_the_last(
     now = [0.0]
     contexts = tv.Contexts(clock=lambda: now[0])
     path = tmp_path / "ca.pem"
-    ca_text = (certs[0].parent / "certs" / "ca.pem").read_text()
+    ca_text = certs[0].read_text()
     path.write_text(ca_text)
     first = contexts.get("chain", str(path))
     assert contexts.get("chain", str(path)) is first
