@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
+from lvsmon.addr import host_port
 from lvsmon.checks.agent import (
     NEUTRAL,
     NO_EFFECT,
@@ -264,8 +265,8 @@ class AgentRunner:
             track.answer = why if reply is None else f"{why}: {clean(result.reason, 60)}"
             if track.answered and track.failures > job.failkeep:
                 log.info(
-                    "agent %s:%d: %d failed exchanges in a row (%s): its last state is dropped",
-                    job.host, job.port, track.failures, track.answer,
+                    "agent %s: %d failed exchanges in a row (%s): its last state is dropped",
+                    host_port(job.host, job.port), track.failures, track.answer,
                 )  # fmt: skip
                 track.state = NEUTRAL
                 track.answered = False

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsmon.config import load_config
+from lvsmon.config import load_config, parse_config
 from lvsmon.engine.engine import Engine
 from lvsmon.engine.events import AgentChanged, Event, EventBus
 from lvsmon.ipvs.memory import MemoryBackend
@@ -273,3 +273,44 @@ async def test_the_metric_is_the_weight_the_agent_asks_for(pool: Pool) -> None:
     assert fam.name == "lvsmon_real_agent_weight" and fam.type == "gauge"
     got = {s.labels["real"].split(":")[0]: s.value for s in fam.samples}
     assert got == {HOSTS[0]: 3.0, HOSTS[1]: 0.0}
+
+
+def test_a_dropped_state_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Pure: the runner without its loop, fed results by hand (an IPv6 agent in brackets)."""
+    from lvsmon.checks.base import CheckResult
+    from lvsmon.engine.agentcheck import AgentRunner, plan_agents
+    from lvsmon.engine.steering import Steering
+
+    config = parse_config(
+        "virtual6=[2001:db8::1]:80\n\treal6=[2001:db8::5]:80 gate 10\n\tagentport=7000\n"
+        "\tagentfail=keep 2\n",
+        "a.cf",
+        check_support=False,
+    )
+    published: list[AgentChanged] = []
+    steering = Steering()
+    runner = AgentRunner(steering, published.append)
+    runner.schedule(config)
+    (job,) = plan_agents(config)
+    (ref,) = runner.views
+    runner.take(job, CheckResult(True, "maint # upgrade"))
+    assert runner.out == {ref} and [e.text for e in published] == ["maint: upgrade"]
+    refused = CheckResult(False, "connect: connection refused")
+    with caplog.at_level("INFO", logger="lvsmon"):
+        for _ in range(2):
+            runner.take(job, refused)
+        assert runner.out == {ref} and not caplog.messages  # kept through 2 failures
+        runner.take(job, refused)
+        runner.take(job, refused)
+    assert runner.out == frozenset() and steering.caps() == {}
+    assert caplog.messages == [
+        "agent [2001:db8::5]:7000: 3 failed exchanges in a row (connect: connection refused):"
+        " its last state is dropped"
+    ]
+    assert [e.text for e in published] == [
+        "maint: upgrade",
+        "no answer: connect: connection refused",
+    ]
+    runner.take(job, CheckResult(True, "\x1b[31m 40% \r"))  # back, its words cleaned
+    assert runner.views[ref].text == "weight 4/10" and steering.caps() == {ref: 4}
+    assert runner.views[ref].answer.isprintable()
