@@ -104,3 +104,13 @@ async def test_garbage_and_lies() -> None:
         assert verdict(fold(NEUTRAL, parse_reply(result.reason)), 10) == Verdict(None)
     finally:
         await agent.stop()
+
+
+async def test_ipv6() -> None:
+    agent = await Agent(b"up 20%\n", host="::1").start()
+    try:
+        plan = agent_plan(agent_spec("::1", agent.port, 1.0), b"")
+        result = await prober_for(asyncio.get_running_loop()).probe(plan)
+        assert result.ok and result.reason == "up 20%"
+    finally:
+        await agent.stop()
