@@ -14,7 +14,9 @@ consecutive marks make chains of 39-40. Measured here:
   to its own address with IP_BIND_ADDRESS_NO_PORT (lvsmon/checks/viapath.py `steer`). That
   service was programmed first, so the extra services sit before it in its bucket's chain
   (hlist_add_head): the lookup walks the whole chain, the worst case;
-* the idle director (IPVS keeps a rate estimator per service and per destination);
+* the idle director (IPVS keeps a rate estimator per service and per destination; before 6.2 one
+  timer walks them all every 2 s), with the estimators on and, at 10,000, off
+  (net.ipv4.vs.run_estimation=0);
 * the kernel memory of the extra services (/proc/meminfo Slab + Percpu) and how long `ipvsadm
   -R` takes to program and to delete them.
 
@@ -336,6 +338,12 @@ def main() -> int:
             if event["fwmark_services"] != want:
                 raise SystemExit(f"{event['fwmark_services']} firewall-mark services, not {want}")
             event["idle_sys_ms_per_s"] = idle_window(args.idle)
+            if state == "10k":  # the same without the rate estimators (ipvsadm --rate shows 0)
+                sh("sysctl", "-qw", "net.ipv4.vs.run_estimation=0")
+                try:
+                    event["idle_sys_ms_per_s_noest"] = idle_window(args.idle)
+                finally:
+                    sh("sysctl", "-qw", "net.ipv4.vs.run_estimation=1")
             rounds.append(event)
             log(json.dumps(event))
             for path in ("prod", "probe"):
@@ -368,6 +376,7 @@ def main() -> int:
         for state, tag in (("0", "0"), ("10k", "10k")):
             result[f"idle_sys_ms_per_s_{tag}"] = mean(rounds, state, "idle_sys_ms_per_s")
         loaded = [r for r in rounds if r["state"] == "10k"]
+        result["idle_sys_ms_per_s_10k_noest"] = mean(loaded, "10k", "idle_sys_ms_per_s_noest")
         result["program_10k_s"] = [r["program_s"] for r in loaded]
         result["remove_10k_s"] = [r["remove_s"] for r in rounds if "remove_s" in r]
         result["kernel_kib_10k"] = [r["kernel_kib"] for r in loaded]
