@@ -167,10 +167,16 @@ class AgentRunner:
         the caps and outs of pairs no longer under an agent are dropped."""
         planned = plan_agents(config)
         tracks: dict[AgentJob, _Track] = {}
+        # the same agent asked at another interval or timeout: what it said carries over
+        same_agent = {(j.host, j.port, j.send): t for j, t in self._tracks.items()}
         for job, refs in planned.items():
             track = self._tracks.get(job)
             if track is None:
                 track = _Track(refs)
+                old = same_agent.get((job.host, job.port, job.send))
+                if old is not None:
+                    track.state, track.answered = old.state, old.answered
+                    track.failures, track.answer = old.failures, old.answer
                 self._plans[job] = agent_plan(agent_spec(job.host, job.port, job.timeout), job.send)
             track.refs = refs
             tracks[job] = track

@@ -314,3 +314,49 @@ def test_a_dropped_state_is_logged_once(caplog: pytest.LogCaptureFixture) -> Non
     runner.take(job, CheckResult(True, "\x1b[31m 40% \r"))  # back, its words cleaned
     assert runner.views[ref].text == "weight 4/10" and steering.caps() == {ref: 4}
     assert runner.views[ref].answer.isprintable()
+
+
+def test_the_event_as_events_shows_it() -> None:
+    from lvsmon.api.eventfeed import event_json
+    from lvsmon.engine.jobs import RealRef
+
+    ref = RealRef(VKEY, "10.0.0.5", 80)
+    assert event_json(AgentChanged(ref, "maint: upgrade", 0, 10, "maint"), 7, 1.5) == {
+        "type": "AgentChanged",
+        "seq": 7,
+        "at": 1.5,
+        "ref": {"virtual": "tcp:127.0.0.100:80", "real": "10.0.0.5:80"},
+        "text": "maint: upgrade",
+        "weight": 0,
+        "configured": 10,
+        "out": "maint",
+    }
+
+
+def test_a_reload_that_changes_the_weight_moves_the_cap_without_asking_again() -> None:
+    from lvsmon.checks.base import CheckResult
+    from lvsmon.engine.agentcheck import AgentRunner, plan_agents
+    from lvsmon.engine.steering import Steering
+
+    def cfg(weight: int, interval: int = 5) -> str:
+        return (
+            f"virtual=127.0.0.100:80\n\treal=127.0.0.21:80 masq {weight}\n\tagentport=7000\n"
+            f"\tagentinterval={interval}\n"
+        )
+
+    steering = Steering()
+    runner = AgentRunner(steering)
+    config = parse_config(cfg(10), "a.cf", check_support=False)
+    runner.schedule(config)
+    (job,) = plan_agents(config)
+    runner.take(job, CheckResult(True, "30%"))
+    (ref,) = runner.views
+    assert steering.caps() == {ref: 3}
+    runner.schedule(parse_config(cfg(20), "a.cf", check_support=False))
+    assert steering.caps() == {ref: 6} and runner.views[ref].text == "weight 6/20"
+    # the same agent at another interval: what it said carries over
+    runner.schedule(parse_config(cfg(20, 9), "a.cf", check_support=False))
+    assert steering.caps() == {ref: 6} and runner.views[ref].text == "weight 6/20"
+    # another agent port: another agent, no cap until it answers
+    runner.schedule(parse_config(cfg(20, 9).replace("7000", "7001"), "a.cf", check_support=False))
+    assert steering.caps() == {} and runner.views[ref].text == "no answer yet"
