@@ -101,13 +101,21 @@ def combined(rip: CheckResult, vip: CheckResult) -> CheckResult:
     """`both`: the VIP path's verdict, the reason saying which way answers."""
     received = max(rip.received, vip.received)
     latency = max(rip.latency_s, vip.latency_s)
+    # the same real's certificate either way (sslexpirywarn): whichever path read it
+    cert = vip.cert_not_after if vip.cert_not_after is not None else rip.cert_not_after
     if rip.ok == vip.ok:
         reason = vip.reason if vip.ok else f"{rip.reason}; through the VIP: {vip.reason}"
-        return CheckResult(vip.ok, reason, latency, vip.timed_out, received)
+        return CheckResult(vip.ok, reason, latency, vip.timed_out, received, cert_not_after=cert)
     if rip.ok:
-        return CheckResult(False, f"{RIP_ONLY} ({vip.reason})", latency, vip.timed_out, received)
+        reason = f"{RIP_ONLY} ({vip.reason})"
+        return CheckResult(False, reason, latency, vip.timed_out, received, cert_not_after=cert)
     return CheckResult(
-        True, f"{VIP_ONLY}; on its own address: {rip.reason}", latency, False, received
+        True,
+        f"{VIP_ONLY}; on its own address: {rip.reason}",
+        latency,
+        False,
+        received,
+        cert_not_after=cert,
     )
 
 

@@ -189,3 +189,14 @@ async def test_vip_only_through_the_prober() -> None:
         result = await run_check(s)
         assert not result.ok
         assert "cannot be sent through the VIP" in result.reason
+
+
+def test_combined_keeps_the_certificate_end() -> None:
+    """sslexpirywarn: the real's certificate end, read on either path, reaches the engine."""
+    rip = CheckResult(True, "http: status 200", cert_not_after=100.0)
+    vip = CheckResult(False, "timeout after 1s during tls")
+    assert viapath.combined(rip, vip).cert_not_after == 100.0
+    assert viapath.combined(rip, CheckResult(True, "ok", cert_not_after=200.0)).cert_not_after == (
+        200.0
+    )
+    assert viapath.combined(vip, vip).cert_not_after is None
