@@ -3,8 +3,9 @@
 As ldirectord's check_ldap: a simple bind with `login` (a DN) and `passwd` when both are set,
 else an anonymous bind; then a base-scope search of `request` without its leading "/" with
 filter (objectClass=*). Up iff exactly one entry comes back and, when `receive` is set, its DN
-matches it. ldaps is TLS from the first byte, without certificate verification by default
-(ldirectord's Net::LDAP did not verify either); `sslverify` (checks/tlsverify.py) turns it on.
+matches it. ldaps is TLS from the first byte, without certificate verification by default;
+`sslverify` (checks/tlsverify.py) turns it on (`chain`: as Debian 12's ldirectord, whose
+IO::Socket::SSL under Net::LDAP verified the chain).
 
 ldap3 is blocking, so the exchange runs in a thread of a pool of its own (`_pool`): the loop's
 default executor has only min(32, cpus + 4) workers, and a few frozen LDAP servers would hold
