@@ -4,15 +4,18 @@ own routes with a synthetic status (tests/api/test_page.py's harness)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from lvsmon.engine.events import ArpConflict, ArpConflictCleared
+from lvsmon.engine.events import ArpConflict, ArpConflictCleared, CertificateExpiring
+from lvsmon.engine.jobs import RealRef
 from lvsmon.ipvs.model import ServiceKey
 from tests.api.test_page import (  # noqa: F401  (browser and loop are fixtures)
     Loop,
     Synthetic,
     assert_no_browser_errors,
     browser,
+    events_text,
     js,
     loop,
     synthetic_status,
@@ -65,6 +68,28 @@ def test_probe_services_and_arp_conflicts(browser: Any, loop: Loop) -> None:  # 
         loop.call(lambda: app.feed.on_event(cleared))
         wait(driver, lambda d: hidden(d, "arp-fact"), "the ARP fact gone")
         assert hidden(driver, "probes-fact")
+        assert_no_browser_errors(driver)
+    finally:
+        loop.run(app.stop())
+
+
+def test_a_certificate_expiring_event_line(browser: Any, loop: Loop) -> None:  # noqa: F811
+    """The TLS helper's CertificateExpiring reaches the page's recent events, in words."""
+    driver = browser
+    app = Synthetic(synthetic_status(1, 2))
+    loop.run(app.start())
+    try:
+        driver.get(app.url)
+        wait(driver, lambda d: text_of(d, "#stream") == "live", "event stream connected")
+        ref = RealRef(VIRTUAL[0], "192.0.2.21", 443)
+        soon = time.time() + 3.5 * 86400
+        loop.call(lambda: app.feed.on_event(CertificateExpiring(ref, soon, 14)))
+        day = time.strftime("%Y-%m-%d", time.gmtime(soon))
+        line = f"192.0.2.21:443 (tcp:192.0.2.10:80) TLS certificate expires on {day} (in 3 days)"
+        wait(driver, lambda d: any(line in t for t in events_text(d)), "the event line")
+        loop.call(lambda: app.feed.on_event(CertificateExpiring(ref, 1609459200.0, 14)))
+        gone = "192.0.2.21:443 (tcp:192.0.2.10:80) TLS certificate expired on 2021-01-01"
+        wait(driver, lambda d: any(gone in t for t in events_text(d)), "the expired line")
         assert_no_browser_errors(driver)
     finally:
         loop.run(app.stop())

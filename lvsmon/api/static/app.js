@@ -18,7 +18,7 @@
     "RealChanged", "FirstCheckDown", "SoftFailure", "SoftReset", "KernelOp", "WeightChanged",
     "FallbackChanged", "ConfigLoaded", "ConfigFileChanged", "ConfigRejected", "PhaseChanged",
     "SyncDaemonOp", "DrainChanged", "RampChanged", "DepoolLimited", "ArpConflict",
-    "ArpConflictCleared", "RouteChanged", "AgentChanged", "RealLeaving",
+    "ArpConflictCleared", "RouteChanged", "AgentChanged", "RealLeaving", "CertificateExpiring",
   ];
   const COLUMNS = ["real", "state", "kernel weight", "weight", "latency", "fails", "last check"];
 
@@ -665,6 +665,12 @@
           ? `${e.dest} (${e.service}) leaving (${e.reason}): weight 0, ${e.seconds} s at most`
           : `${e.dest} (${e.service}) left after ${Number(e.seconds).toFixed(1)} s: ${e.reason}`,
         "drained"];
+      case "CertificateExpiring": {
+        const left = (Number(e.not_after) - Date.now() / 1000) / 86400;
+        const day = new Date(Number(e.not_after) * 1000).toISOString().slice(0, 10);
+        return [left < 0 ? `${at(ref)} TLS certificate expired on ${day}`
+          : `${at(ref)} TLS certificate expires on ${day} (in ${Math.floor(left)} days)`, "bad"];
+      }
       case "AgentChanged":
         return [`${at(ref)} agent: ${e.text}`, e.out ? "down" : e.weight === 0 ? "drained" : ""];
       case "DrainChanged": {
