@@ -37,6 +37,20 @@ SERVER = (
     "while True:\n"
     "    c, _ = s.accept(); c.close()\n"
 )
+# --check http: one request read, a fixed answer, closed (a negotiate check's whole exchange)
+HTTP_SERVER = (
+    "import socket\n"
+    "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('0.0.0.0', 80)); s.listen(4096)\n"
+    "answer = b'HTTP/1.0 200 OK\\r\\nContent-Length: 12\\r\\n\\r\\nstill alive\\n'\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.settimeout(2)\n"
+    "    try:\n"
+    "        c.recv(4096); c.sendall(answer)\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "    c.close()\n"
+)
 
 
 def sh(*args: str, check: bool = True, stdin: str | None = None) -> str:
@@ -50,12 +64,18 @@ def rip(i: int) -> str:
     return f"10.32.{1 + i // 250}.{1 + i % 250}"
 
 
-def config(logfile: Path, n: int, interval: int, path: str) -> str:
+def config(logfile: Path, n: int, interval: int, path: str, check: str = "connect") -> str:
     reals = "".join(f"\treal={rip(i)}:80 gate\n" for i in range(n))
+    how = (
+        "\tchecktype=connect\n"
+        if check == "connect"
+        else '\tchecktype=negotiate\n\tservice=http\n\trequest="/"\n\treceive="still alive"\n'
+    )
     return (
         f"checkinterval={interval}\nquiescent=yes\n"
         f'logfile="{logfile}"\n'
-        f"virtual={VIP}:80\n{reals}\tchecktype=connect\n\tchecktimeout=2\n\tcheckpath={path}\n"
+        f"virtual={VIP}:80\n{reals}{how}\tchecktimeout=2\n\tnegotiatetimeout=2\n"
+        f"\tcheckpath={path}\n"
     )
 
 
@@ -80,6 +100,43 @@ def probe_count() -> int:
     return len(re.findall(r"^-A -f ", sh("ipvsadm", "-Sn"), re.M))
 
 
+def syscalls_per_check(pid: int, status: Path, seconds: float) -> dict[str, float]:
+    """System calls the daemon makes per check (strace -c over `seconds`): where a path's
+    extra cost goes (a wake-up more, a read more)."""
+    out = Path(tempfile.mkdtemp(prefix="cb-strace-")) / "summary"
+    n0 = checks_done(status)
+    subprocess.run(
+        ["timeout", "-s", "INT", str(seconds), "strace", "-c", "-f", "-o", str(out), "-p",
+         str(pid)],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    checks = max(checks_done(status) - n0, 1)
+    counts: dict[str, float] = {}
+    for line in out.read_text().splitlines():
+        f = line.split()
+        # "% time seconds usecs/call calls [errors] syscall"
+        if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+            counts[f[-1]] = round(int(f[3]) / checks, 2)
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:12])
+
+
+def top_symbols(pid: int, seconds: float) -> list[str]:
+    """The daemon's hottest symbols, kernel and user (perf, cpu-clock: TCG has no PMU), as
+    "share% symbol" lines: where a path's extra system time goes."""
+    data = Path(tempfile.mkdtemp(prefix="cb-perf-")) / "perf.data"
+    subprocess.run(
+        ["perf", "record", "-q", "-e", "cpu-clock", "-F", "499", "-o", str(data), "-p", str(pid),
+         "--", "sleep", str(seconds)],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    report = subprocess.run(
+        ["perf", "report", "-q", "--stdio", "-i", str(data), "--sort", "sym"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    lines = [" ".join(line.split()) for line in report.stdout.splitlines() if "%" in line]
+    return lines[:25]
+
+
 def wait(pred: object, within: float, what: str) -> None:
     assert callable(pred)
     end = time.monotonic() + within
@@ -94,6 +151,11 @@ def main() -> int:
     ap.add_argument("--reals", type=int, default=1000)
     ap.add_argument("--interval", type=int, default=5)
     ap.add_argument("--window", type=float, default=30.0)
+    ap.add_argument("--check", choices=("connect", "http"), default="connect")
+    ap.add_argument("--perf", type=float, default=0.0, help="after each window, perf this long")
+    ap.add_argument(
+        "--syscalls", type=float, default=0.0, help="after each window, strace -c this long"
+    )
     # the kernel's state of the check traffic must be steady before a window: TIME_WAIT sockets
     # (60 s) and IPVS connection entries; a window right after start met fewer and looked cheaper
     ap.add_argument("--settle", type=float, default=75.0)
@@ -122,19 +184,22 @@ def main() -> int:
         (f"net.ipv4.conf.{BRIDGE}.rp_filter", 0),
     ):
         sh("sysctl", "-qw", f"{name}={value}")
-    server = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", SERVER])
+    code = SERVER if args.check == "connect" else HTTP_SERVER
+    server = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", code])
     cf, log = work / "cb.cf", work / "lvsmon.log"
     pidfile, status = work / "lvsmon.pid", work / "lvsmon.status.json"
     lvsmon = [sys.executable, "-m", "lvsmon", "--backend", "netlink", "--pid-file", str(pidfile)]
-    result: dict[str, object] = {"reals": args.reals, "interval_s": args.interval}
+    result: dict[str, object] = {
+        "reals": args.reals, "interval_s": args.interval, "check": args.check
+    }  # fmt: skip
     windows: list[dict[str, object]] = []
     try:
-        cf.write_text(config(log, args.reals, args.interval, "real"))
+        cf.write_text(config(log, args.reals, args.interval, "real", args.check))
         sh(*lvsmon, str(cf), "start")
         pid = int(pidfile.read_text())
         for path in ("real", "vip", "real", "vip"):
             if path != "real" or windows:
-                cf.write_text(config(log, args.reals, args.interval, path))
+                cf.write_text(config(log, args.reals, args.interval, path, args.check))
                 os.kill(pid, signal.SIGHUP)
                 want = args.reals if path == "vip" else 0
                 wait(lambda w=want: probe_count() == w, 120, f"{want} probe services")
@@ -156,6 +221,10 @@ def main() -> int:
                     "up": up_count(),
                 }
             )
+            if args.syscalls:
+                windows[-1]["syscalls_per_check"] = syscalls_per_check(pid, status, args.syscalls)
+            if args.perf:
+                windows[-1]["top_symbols"] = top_symbols(pid, args.perf)
             print(json.dumps(windows[-1]), file=sys.stderr, flush=True)
 
         def mean(path: str) -> float:
