@@ -55,6 +55,7 @@ USER_HZ = os.sysconf("SC_CLK_TCK")
 SO_MARK = getattr(socket, "SO_MARK", 36)
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 LINGER_RST = struct.pack("ii", 1, 0)
+STATS_LAG_S = 3.0
 SERVER = (
     "import socket\n"
     "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
@@ -212,14 +213,22 @@ def window(path: str, count: int) -> dict[str, object]:
     """One window on one path, checked against the IPVS counters of both services."""
     prod = ("-t", f"{VIP}:80")
     probe = ("-f", str(BASE))
+    # the counters userspace reads are summed from the per-CPU ones by the rate estimator's
+    # timer, every 2 s (6.1): read them once it has run past the last window's connections
+    time.sleep(STATS_LAG_S)
     p0, q0 = conns_of(*prod), conns_of(*probe)
     got = run_worker(path, count)
-    dp, dq = conns_of(*prod) - p0, conns_of(*probe) - q0
-    got["ipvs_conns_prod"], got["ipvs_conns_probe"] = dp, dq
     errors = got["errors"]
     assert isinstance(errors, dict)
     ok = count - sum(errors.values())
     want = (ok, 0) if path == "prod" else (0, ok)
+    end = time.monotonic() + 4 * STATS_LAG_S
+    while True:
+        dp, dq = conns_of(*prod) - p0, conns_of(*probe) - q0
+        if (dp, dq) == want or time.monotonic() > end:
+            break
+        time.sleep(0.5)
+    got["ipvs_conns_prod"], got["ipvs_conns_probe"] = dp, dq
     if (dp, dq) != want or ok != count:
         raise SystemExit(f"{path}: {ok}/{count} connected, IPVS counted {dp} prod, {dq} probe")
     return got
