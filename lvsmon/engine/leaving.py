@@ -123,7 +123,12 @@ def started(
                     Change(key, dest, False, ADDED_AGAIN, now - back.since, back.serving)
                 )
         if dests:
-            out[key] = LeavingService(service.conf if wanted is None else None, dests)
+            conf = None
+            if wanted is None:
+                # its virtual is gone (now, or before): the service stays as the kernel has it
+                there = actual.get(key)
+                conf = service.conf or (there.conf if there is not None else None)
+            out[key] = LeavingService(conf, dests)
     for v, lv in zip(old.virtuals, old_layout, strict=True):
         drain = new_drain.get(v.key, v.removedrain)
         if drain <= 0 or v.key not in actual:

@@ -302,3 +302,20 @@ def test_a_malformed_leaving_entry_in_a_status_file(leaving: object, message: st
     good = {"virtual": "tcp:192.0.2.1:80", "real": "192.0.2.12:80", "since": 1.0}
     text = render_status({"leaving": [{**good, "deadline": 2.0, "connections": None}]})  # type: ignore[typeddict-item]
     assert text.startswith("leaving: 192.0.2.12:80 of tcp:192.0.2.1:80: weight 0, connections")
+
+
+def test_a_virtual_removed_while_one_of_its_reals_leaves_keeps_the_service() -> None:
+    two, one = config("192.0.2.11 192.0.2.12"), config("192.0.2.11")
+    actual = with_conns(kernel(two), VKEY, B, 4)
+    leaving, _ = reload(two, one, actual)
+    assert leaving[VKEY].conf is None
+    # .11 is down and deleted, .12 still leaving; then the virtual goes
+    del actual[VKEY].dests[A]
+    other = "removedrain=30\nvirtual=192.0.2.9:80\n\treal=192.0.2.11:80 masq\n\tchecktype=on\n"
+    leaving, changes = reload(one, other, actual, leaving, now=105.0)
+    assert changes == []  # nothing new leaves: .12 goes on as it was
+    assert leaving[VKEY].conf == actual[VKEY].conf
+    assert leaving[VKEY].dests[B].deadline == 130.0
+    want = kernel(other)
+    merged(want, leaving)
+    assert set(want[VKEY].dests) == {B}  # the service is not deleted under it
