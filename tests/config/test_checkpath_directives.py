@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from lvsmon.config import ConfigError, parse_config
 from lvsmon.config.checkconf import check_config
 from lvsmon.config.checkpathconf import PROBE_MARKS, path_of, probe_needs
-from lvsmon.config.model import DEFAULT_CHECKMARKBASE, CheckPath, Config
+from lvsmon.config.model import DEFAULT_CHECKMARKBASE, CheckPath
 from lvsmon.ipvs.model import Forward
+from tests.config.directives import errors as _errors
+from tests.config.directives import parse as _parse
 
 VIRTUAL = (
     "virtual=192.0.2.1:80\n"
@@ -22,16 +23,6 @@ VIRTUAL = (
     "\treal=192.0.2.4:80 masq\n"
     "\tservice=http\n"
 )
-
-
-def _parse(text: str) -> Config:
-    return parse_config(text, "a.cf", check_support=False)
-
-
-def _errors(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        _parse(text)
-    return [str(d) for d in info.value.diagnostics]
 
 
 def test_real_by_default() -> None:

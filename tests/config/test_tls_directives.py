@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from lvsmon.config import ConfigError, parse_config
 from lvsmon.config.checkconf import check_config
-from lvsmon.config.model import Config
 from lvsmon.config.tlssettings import NO_TLS, TlsCheck
 from lvsmon.engine.jobs import build_plan
+from tests.config.directives import errors as _errors
+from tests.config.directives import parse as _parse
 
 VIRTUAL = "virtual=192.0.2.1:443\n\treal=192.0.2.2:443 gate\n\tservice=https\n"
 
@@ -29,16 +29,6 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> str:
         check=True, capture_output=True,
     )  # fmt: skip
     return str(d / "ca.pem")
-
-
-def _parse(text: str) -> Config:
-    return parse_config(text, "a.cf", check_support=False)
-
-
-def _errors(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        _parse(text)
-    return [str(d) for d in info.value.diagnostics]
 
 
 def test_off_by_default() -> None:
