@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.daemonctl import Lvsmon
-from tests.lab.netlab import LabError, ip_batch, poll, run
+from tests.lab.netlab import LabError, ip_batch, poll, remove_namespaces, run
 
 pytestmark = pytest.mark.kernel
 
@@ -179,11 +179,7 @@ def build_network() -> None:
 
 
 def teardown_network() -> None:
-    for ns, _ in NAMESPACES:
-        for pid in run("ip", "netns", "pids", ns, check=False).stdout.split():
-            run("kill", "-9", pid, check=False)
-        run("ip", "netns", "del", ns, check=False)
-    run("ip", "link", "del", BRIDGE, check=False)
+    remove_namespaces([ns for ns, _ in NAMESPACES], (BRIDGE,))
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.daemonctl import Lvsmon
-from tests.lab.netlab import LabError, ip_batch, poll, run
+from tests.lab.netlab import LabError, ip_batch, poll, remove_namespaces, run
 
 pytestmark = pytest.mark.kernel
 
@@ -165,12 +165,7 @@ def build_network() -> None:
 
 
 def teardown_network() -> None:
-    for ns, _ in (CLIENT, DIR_A, DIR_B, REAL):
-        pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
-        for pid in pids:
-            run("kill", "-9", pid, check=False)
-        run("ip", "netns", "del", ns, check=False)
-    run("ip", "link", "del", BRIDGE, check=False)
+    remove_namespaces([ns for ns, _ in (CLIENT, DIR_A, DIR_B, REAL)], (BRIDGE,))
 
 
 @pytest.fixture

@@ -86,6 +86,20 @@ def run(
 T = TypeVar("T")
 
 
+def remove_namespaces(names: Iterable[str], links: Iterable[str] = ()) -> None:
+    """Tear a lab down (also one a crashed run left): every process in each namespace killed,
+    the namespaces and then the links (bridges) deleted; what is not there is skipped."""
+    have = run("ip", "netns", "list", check=False).stdout.split()
+    for name in names:
+        if name in have:
+            for pid in run("ip", "netns", "pids", name, check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            run("ip", "netns", "delete", name, check=False)
+    for link in links:
+        run("ip", "link", "delete", link, check=False)
+
+
 def poll(
     probe: Callable[[], T | None], within: float, what: str, every: float = 0.02
 ) -> tuple[T, float]:
@@ -365,15 +379,8 @@ class Lab:
         self.release_held()
         for s in [*self.reals.values(), *([self.sorry] if self.sorry else [])]:
             s.kill()
-        names = run("ip", "netns", "list", check=False).stdout.split()
-        for ns in [CLIENT_NS, *(rs_ns(n) for n in range(1, self.nreals + 1))]:
-            if ns in names:
-                for pid in run("ip", "netns", "pids", ns, check=False).stdout.split():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), signal.SIGKILL)
-                run("ip", "netns", "delete", ns, check=False)
-        for link in ("lab-c", BRIDGE):
-            run("ip", "link", "delete", link, check=False)
+        names = [CLIENT_NS, *(rs_ns(n) for n in range(1, self.nreals + 1))]
+        remove_namespaces(names, ("lab-c", BRIDGE))
 
     # ---- servers --------------------------------------------------------------------------------
 

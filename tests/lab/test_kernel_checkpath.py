@@ -30,7 +30,7 @@ import pytest
 
 from tests.lab.daemonctl import Lvsmon
 from tests.lab.labrun import MEASURED
-from tests.lab.netlab import WebServer, ip_batch, poll, run
+from tests.lab.netlab import WebServer, ip_batch, poll, remove_namespaces, run
 
 pytestmark = pytest.mark.kernel
 
@@ -182,13 +182,7 @@ class CheckpathLab:
 
 
 def _down(names: list[str]) -> None:
-    have = run("ip", "netns", "list", check=False).stdout.split()
-    for name in names:
-        if name in have:
-            for pid in run("ip", "netns", "pids", name, check=False).stdout.split():
-                run("kill", "-9", pid, check=False)
-            run("ip", "netns", "delete", name, check=False)
-    run("ip", "link", "delete", BRIDGE, check=False)
+    remove_namespaces(names, (BRIDGE,))
 
 
 def _purge_kernel() -> None:
