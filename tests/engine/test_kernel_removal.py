@@ -10,9 +10,10 @@ removal; issue 25 point 3).
 The director runs the real lvsmon daemon (netlink backend).
 
 (a) HTTP, VIP:8080 -> three reals, removedrain=30: a client in rm-client sends 200 requests a
-second (one connection each, closed by the client after the answer) while a reload removes
-rs3. No request fails; rs3 goes to weight 0 at the reload and is deleted once the kernel counts
-no active connection on it, long before the 30 s.
+second (4 on each keep-alive connection, 50 ms apart, closed by the client after the last) while
+a reload removes rs3. No request fails; rs3 goes to weight 0 at the reload and is deleted once
+the kernel counts no active connection on it, long before the 30 s. The control, removedrain=0
+(ldirectord's immediate delete), prints how many requests the delete broke.
 
 (b) UDP, VIP:5060 -> two reals (a SIP OPTIONS check answered by the same tiny server that
 echoes the client), quiescent=yes. A client sends a datagram every 50 ms from one fixed source
@@ -76,51 +77,61 @@ async def main():
 asyncio.run(main())
 """
 
-# RATE requests a second for SECONDS s, each on a connection of its own; prints one JSON line:
-# counts per real, failures with their reasons, and per second which reals answered
+# RATE requests a second for SECONDS s, PER of them on each connection (keep-alive, GAP s apart,
+# as a browser or an API client does; the client closes it after the last); prints one JSON
+# line: counts per real, failures with their reasons and client seconds, latency, and per
+# second which reals answered
 HTTP_CLIENT = """
 import asyncio, json, sys, time, collections, resource
 vip, port, rate, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+per, gap = int(sys.argv[5]), float(sys.argv[6])
 # under TCG a request can take a second: hundreds in flight at once, past the default 1024 fds
 _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 ok = collections.Counter(); failed = collections.Counter(); per_second = {}; took = []
 failed_at = collections.Counter()
-async def one(t0):
+async def session(t0):
+    done = 0
     try:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(10 + per * gap):
             r, w = await asyncio.open_connection(vip, port)
-            w.write(b"GET / HTTP/1.1\\r\\nHost: vip\\r\\n\\r\\n")
-            head = await r.readuntil(b"\\r\\n\\r\\n")
-            length = int(head.lower().split(b"content-length:")[1].split(b"\\r\\n")[0])
-            body = (await r.readexactly(length)).decode()
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise ValueError(head[:20])
+            for i in range(per):
+                if i:
+                    await asyncio.sleep(gap)
+                t1 = time.monotonic()
+                w.write(b"GET / HTTP/1.1\\r\\nHost: vip\\r\\n\\r\\n")
+                head = await r.readuntil(b"\\r\\n\\r\\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\\r\\n")[0])
+                body = (await r.readexactly(length)).decode()
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise ValueError(head[:20])
+                done += 1
+                ok[body] += 1
+                per_second.setdefault(int(t1), set()).add(body)
+                took.append(time.monotonic() - t1)
             w.close()
             await w.wait_closed()
-        ok[body] += 1
-        per_second.setdefault(int(t0), set()).add(body)
-        took.append(time.monotonic() - t0)
     except Exception as exc:
-        failed[type(exc).__name__ + ": " + str(exc)[:60]] += 1
-        failed_at[int(t0)] += 1
+        failed[type(exc).__name__ + ": " + str(exc)[:60]] += per - done
+        failed_at[int(t0)] += per - done
 async def main():
     start = time.monotonic()
     print(json.dumps({"start": start}), flush=True)
     tasks = []
     n = 0
     while time.monotonic() - start < seconds:
-        due = start + n / rate
+        due = start + n * per / rate
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(due)))
+        tasks.append(asyncio.create_task(session(due)))
         n += 1
     await asyncio.gather(*tasks)
     took.sort()
     q = lambda p: round(took[min(len(took) - 1, int(p * len(took)))] * 1000) if took else None
-    print(json.dumps({"sent": n, "ok": ok, "failed": failed, "seconds": time.monotonic() - start,
-        "failed_at": failed_at, "latency_ms": {"p50": q(0.5), "p99": q(0.99), "max": q(1.0)},
+    print(json.dumps({"sent": n * per, "ok": ok, "failed": failed,
+        "seconds": time.monotonic() - start, "failed_at": failed_at,
+        "latency_ms": {"p50": q(0.5), "p99": q(0.99), "max": q(1.0)},
         "per_second": {k: sorted(v) for k, v in per_second.items()}}), flush=True)
 asyncio.run(main())
 """
@@ -207,6 +218,10 @@ def build_network() -> None:
 
 
 def teardown_network() -> None:
+    # the veth ends in the root namespace first: a namespace's deletion is asynchronous, and
+    # its peers could still be there when the next test adds them again ("File exists")
+    for index in range(len(NAMESPACES)):
+        run("ip", "link", "del", f"rm-p{index}", check=False)
     for ns, _ in NAMESPACES:
         for pid in run("ip", "netns", "pids", ns, check=False).stdout.split():
             run("kill", "-9", pid, check=False)
@@ -259,12 +274,12 @@ def end(proc: subprocess.Popen[str]) -> None:
             pipe.close()
 
 
-def http_config(logfile: Path, reals: list[tuple[str, str]]) -> str:
+def http_config(logfile: Path, reals: list[tuple[str, str]], drain: int) -> str:
     lines = "".join(f"\treal={address}:{HTTP_PORT} gate\n" for _, address in reals)
     return (
         f"checkinterval={CHECKINTERVAL}\n"
         "checktimeout=2\n"
-        f"removedrain={REMOVEDRAIN}\n"
+        f"removedrain={drain}\n"
         f'logfile="{logfile}"\n'
         f"virtual={VIP}:{HTTP_PORT}\n"
         f"{lines}"
@@ -274,23 +289,28 @@ def http_config(logfile: Path, reals: list[tuple[str, str]]) -> str:
     )
 
 
-def test_a_reload_removes_a_real_without_a_failed_request(network: Path) -> None:
+@pytest.mark.parametrize("drain", [REMOVEDRAIN, 0], ids=["removedrain", "control"])
+def test_a_reload_removes_a_real_without_a_failed_request(network: Path, drain: int) -> None:
+    """removedrain=30, and the control: removedrain=0 (ldirectord's immediate delete), whose
+    failures are printed, not asserted (how many in-flight requests a delete catches is luck)."""
     servers = [start_in(ns, HTTP_SERVER, str(HTTP_PORT), ns) for ns, _ in REALS]
     d = Director(network, "netlink")
-    d.write_config(http_config(d.logfile, REALS))
+    d.write_config(http_config(d.logfile, REALS, drain))
     client: subprocess.Popen[str] | None = None
     try:
         done = d.command("start")
         assert done.returncode == 0, f"{done.stderr}\n{d.log_tail()}"
         every = {address: 1 for _, address in REALS}
         poll(lambda: weights_are("t", HTTP_PORT, every), 60, "three reals in the table")
-        rate, seconds = 200, 24.0
-        client = start_in(CLIENT[0], HTTP_CLIENT, VIP, str(HTTP_PORT), str(rate), str(seconds))
+        rate, seconds, per, gap = 200, 24.0, 4, 0.05
+        client = start_in(
+            CLIENT[0], HTTP_CLIENT, VIP, str(HTTP_PORT), str(rate), str(seconds), str(per), str(gap)
+        )
         assert client.stdout is not None
         started = json.loads(client.stdout.readline())["start"]
         time.sleep(max(0.0, started + 6 - time.monotonic()))  # traffic on all three first
         leaver = REALS[2][1]
-        d.write_config(http_config(d.logfile, REALS[:2]))
+        d.write_config(http_config(d.logfile, REALS[:2], drain))
         reload_at = time.monotonic()
         done = d.command("reload")
         assert done.returncode == 0, done.stderr
@@ -319,7 +339,8 @@ def test_a_reload_removes_a_real_without_a_failed_request(network: Path) -> None
         assert line, client.stderr.read() if client.stderr else ""
         result = json.loads(line)
         print(
-            f"\nremovedrain: {result['sent']} requests in {result['seconds']:.1f} s"
+            f"\nremovedrain={drain}: {result['sent']} requests ({per} a connection, {gap} s"
+            f" apart) in {result['seconds']:.1f} s"
             f" ({result['sent'] / result['seconds']:.0f}/s), answered {dict(result['ok'])},"
             f" failed {dict(result['failed'])} (at client seconds"
             f" {sorted((int(k) - int(started), v) for k, v in result['failed_at'].items())}),"
@@ -330,6 +351,9 @@ def test_a_reload_removes_a_real_without_a_failed_request(network: Path) -> None
         )
         log = d.log_tail(200)
         print(log[-3000:])
+        if not drain:
+            assert not saw_zero and "Leaving real server" not in log
+            return
         assert result["failed"] == {}, result["failed"]
         assert sum(result["ok"].values()) == result["sent"]
         assert result["ok"].get("rm-rs3", 0) > 0  # it did serve before the reload
