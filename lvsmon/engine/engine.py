@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any
 
 from lvsmon.checks import viapath
@@ -49,7 +49,7 @@ from lvsmon.engine.events import (
     SoftReset,
 )
 from lvsmon.engine.health import ADOPTED_UP, RealHealth, Transition
-from lvsmon.engine.jobs import CheckJob, Plan, RealRef, build_plan
+from lvsmon.engine.jobs import CheckJob, Mode, Plan, RealRef, build_plan
 from lvsmon.engine.leaving import (
     Change,
     LeavingState,
@@ -241,7 +241,11 @@ class Engine:
         # probe services before the first check: a marked check without its service would reach
         # any real of the production service; marks as the kernel holds them (a restart)
         self._use_probes(plan_probes(self.config, None, self.reconciler.actual))
+        unchecked = self._unchecked_down(None)
         self._apply_modes()
+        # checktype=on reals that were not serving come up now: slow start ramps them too
+        for ref in unchecked:
+            self.slowstart.came_up(ref)
         self.refresh_maintenance()
         self._warn_deadconns()
         await self.reconcile()
@@ -347,6 +351,10 @@ class Engine:
             self.config, self.plan, self.health = config, plan, health
             # ramps keep their start; those of removed reals end
             self.slowstart.configure(config)
+            if plan is not old_plan:
+                # checktype=on reals the reload added (or made so while down) came up
+                for ref in self._unchecked_down(old_health, self.health):
+                    self.slowstart.came_up(ref)
             self.certs.configure(config, plan.rules)
             self.agents.schedule(config)
             if plan is not old_plan:
@@ -399,6 +407,29 @@ class Engine:
 
     def _apply_modes(self) -> None:
         apply_modes(self.plan, self.health)
+
+    def _unchecked_down(
+        self,
+        before: Mapping[RealRef, RealHealth] | None,
+        after: Mapping[RealRef, RealHealth] | None = None,
+    ) -> list[RealRef]:
+        """The reals no check decides (checktype=on) that were not up in `before` (None: in
+        self.health now, a start before apply_modes) and are up in `after` (None: taken as
+        up): they come up without a transition. Only with slow start somewhere (else nothing
+        is looked at)."""
+        if not self.slowstart.settings:
+            return []
+        old = self.health if before is None else before
+        out = []
+        for ref, mode in self.plan.mode_of.items():
+            if mode != Mode.ALWAYS_UP:
+                continue
+            prev = old.get(ref)
+            if prev is not None and prev.up:
+                continue
+            if after is None or ((now := after.get(ref)) is not None and now.up):
+                out.append(ref)
+        return out
 
     def want_every_result(self, on: bool) -> None:
         """Publish CheckDone for every result (a monitorfile needs them); off, a healthy pool's

@@ -374,3 +374,36 @@ async def test_a_resync_repairs_a_ramping_weight_changed_behind_its_back(
     assert (await backend.dump())[VKEY].dests[dest].weight == 1
     assert engine.stats.drift_repairs >= 1
     await engine.stop()
+
+
+def write_on(path: Path, ports: list[int], slowstart: int) -> None:
+    reals = "".join(f"\treal=127.0.0.1:{p} masq 10\n" for p in ports)
+    path.write_text(
+        f"slowstart={slowstart}\nvirtual=127.0.0.100:80\n{reals}\tchecktype=on\n\tservice=http\n"
+    )
+
+
+async def test_checktype_on_reals_ramp_when_they_come_in_not_when_adopted(
+    tmp_path: Path,
+) -> None:
+    """No check brings a checktype=on real up: it is up when it comes in (a start on a table
+    without it, a reload that adds it), and ramps then; adopted serving, it does not."""
+    cf = tmp_path / "lb.cf"
+    write_on(cf, [9001], slowstart=60)
+    backend = MemoryBackend()
+    engine, events = await started(cf, backend)
+    await engine.wait_programmed()
+    assert kernel_weight(engine, 9001) == 1
+    write_on(cf, [9001, 9002], slowstart=60)
+    await engine.reload(load_config(str(cf)))
+    await wait_for(lambda: kernel_weight(engine, 9002) == 1)
+    assert kernel_weight(engine, 9001) == 1  # its ramp goes on
+    await wait_for(lambda: ramps_of(events) == [(True, ""), (True, "")])
+    await engine.stop(clean=False)
+    # a restart adopts both (serving, at weight 1): no ramp; a restart in the middle of a
+    # ramp gives the weight at once (the ramp's state died with the daemon)
+    second, events = await started(cf, backend)
+    await second.wait_programmed()
+    assert len(second.slowstart.ramps) == 0
+    assert kernel_weight(second, 9001) == kernel_weight(second, 9002) == 10
+    await second.stop()
