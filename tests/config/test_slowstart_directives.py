@@ -9,21 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from lvsmon.config import ConfigError, parse_config
 from lvsmon.config.checkconf import check_config
-from lvsmon.config.model import Config
+from tests.config.directives import errors as _errors
+from tests.config.directives import parse as _parse
 
 VIRTUAL = "virtual=192.0.2.1:80\n\treal=192.0.2.2:80 gate 10\n"
-
-
-def _parse(text: str) -> Config:
-    return parse_config(text, "a.cf", check_support=False)
-
-
-def _errors(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        _parse(text)
-    return [str(d) for d in info.value.diagnostics]
 
 
 def test_off_by_default() -> None:
