@@ -16,9 +16,12 @@ consecutive marks make chains of 39-40. Measured here:
   (hlist_add_head): the lookup walks the whole chain, the worst case;
 * the idle director (IPVS keeps a rate estimator per service and per destination; before 6.2 one
   timer walks them all every 2 s), with the estimators on and, at 10,000, off
-  (net.ipv4.vs.run_estimation=0);
+  (net.ipv4.vs.run_estimation=0). Read from /proc/stat, which samples at the tick: work the
+  tick's own timer softirq does on an idle CPU is never sampled, so the estimators' timer may
+  not show here at all (one tick in a 20 s window is 0.5 ms/s, the resolution);
 * the kernel memory of the extra services (/proc/meminfo Slab + Percpu) and how long `ipvsadm
-  -R` takes to program and to delete them.
+  -R` takes to program and to delete them. Only the first programming shows the memory: the
+  second reuses the slab objects the deletion freed.
 
 One DR segment (bridge pl-br): the director 10.36.0.1/16 holding the VIP, a namespace pl-rs with
 the reals' addresses and the VIP on `lo` (arp_ignore=1, arp_announce=2) and a server accepting and
