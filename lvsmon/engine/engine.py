@@ -128,6 +128,8 @@ class Engine:
             clock=clock,
         )
         self.reconciler.own(managed_services(config))
+        # the probe services' one destination each is read at every 12th resync only
+        self.reconciler.light = lambda: self.probes.keys
         # weight caps (agent check, slow start): a change is a dirty reconciler, as a drain is
         self.steering = Steering(on_change=self.reconciler.mark_dirty)
         # slow start: a real that comes up ramps its weight, as a "ramp" cap (one timer)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from lvsmon.ipvs.errors import OpError, OpResult
 from lvsmon.ipvs.model import Table
@@ -39,3 +39,15 @@ class IpvsBackend(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class KnownDump(Protocol):
+    """A backend that reads the table one request per service (netlink: IPVS has no request
+    for every destination at once) and can skip the destinations it is told."""
+
+    async def dump_known(self, known: Table) -> Table:
+        """The whole table as dump() gives it, except that a service of `known` whose record in
+        the kernel equals the known one's is `known`'s Service object, its destinations (and
+        their counters) not asked for. Raises BackendError."""
+        ...

@@ -196,6 +196,9 @@ class NetlinkBackend:
     async def dump(self) -> Table:
         return await self._call(self._dump)
 
+    async def dump_known(self, known: Table) -> Table:
+        return await self._call(lambda: self._dump(known))
+
     @contextlib.contextmanager
     def _failures_as(self, what: str) -> Iterator[None]:
         """A failed dump as a BackendError; a broken socket is dropped (the next call opens one)."""
@@ -209,13 +212,13 @@ class NetlinkBackend:
             self._drop_socket()
             raise BackendError(OpError(ErrorKind.OTHER, f"{what}: {exc}")) from None
 
-    async def _dump(self) -> Table:
+    async def _dump(self, known: Table | None = None) -> Table:
         sock = await self._socket()
         with self._failures_as("dump"):
-            return await self._dump_with(sock)
+            return await self._dump_with(sock, known)
         raise AssertionError("unreachable")  # for mypy: the context manager re-raises
 
-    async def _dump_with(self, sock: Any) -> Table:
+    async def _dump_with(self, sock: Any, known: Table | None = None) -> Table:
         family = sock.prid
         services: list[tuple[ServiceKey, ServiceConf]] = []
         for record in self._dump_records(family, dump_services()):
@@ -224,6 +227,11 @@ class NetlinkBackend:
                 services.append(decoded)
         table: Table = {}
         for key, conf in services:
+            if known:
+                hit = known.get(key)
+                if hit is not None and hit.conf == conf:
+                    table[key] = hit
+                    continue
             service = Service(conf)
             written = self._written.get(key, {})
             for record in self._dump_records(family, dump_dests(key)):
