@@ -8,4 +8,3 @@ from tests.helpers import webs  # noqa: F401  (the fixture, shared)
 
 def cfg(text: str) -> Config:
     return parse_config(textwrap.dedent(text), "test.cf")
-
