@@ -21,6 +21,7 @@ from __future__ import annotations
 import _socket
 import asyncio
 import dataclasses
+import ipaddress
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -59,9 +60,12 @@ def mark_of(address: str, forward: str) -> int | None:
     return _marks.get((address, forward))
 
 
-def source_toward(address: str, family: int) -> str:
+def source_toward(address: str, family: int, avoid: str = "") -> str:
     """The director's own address the kernel would send from toward `address` (`ip route get`):
-    a datagram socket's connect picks the route and sends nothing."""
+    a datagram socket's connect picks the route and sends nothing. Never `avoid` (the VIP) where
+    another address can be had: IPv6's source selection prefers the VIP, a /128 on the same
+    interface, to the director's /64 (Linux caps the prefix match at each address's own prefix
+    length), and the real would answer a probe from the VIP to itself."""
     now = time.monotonic()
     hit = _sources.get(address)
     if hit is not None and now - hit[1] < SOURCE_TTL_S:
@@ -69,8 +73,49 @@ def source_toward(address: str, family: int) -> str:
     with socket.socket(family, socket.SOCK_DGRAM) as probe:
         probe.connect((address, 9))
         source = str(probe.getsockname()[0])
+    if family == socket.AF_INET6 and avoid and _same(source, avoid):
+        source = other_source6(address, source) or source
     _sources[address] = (source, now)
     return source
+
+
+IF_INET6: Final = "/proc/net/if_inet6"
+# IFA_F_* that make an address no source: dad failed, deprecated, tentative
+_UNUSABLE6: Final = 0x08 | 0x20 | 0x40
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
+
+
+def other_source6(real: str, vip: str, table: str = IF_INET6) -> str | None:
+    """Another usable global address on the interface that holds `vip`, one whose own prefix
+    holds `real` (the longest such prefix), or else any that is not a /128; None: none."""
+    try:
+        with open(table, encoding="ascii") as f:
+            rows = [line.split() for line in f]
+    except OSError:
+        return None
+    target, avoid = ipaddress.IPv6Address(real), ipaddress.IPv6Address(vip)
+    parsed = []
+    for row in rows:
+        if len(row) != 6:
+            continue
+        addr = ipaddress.IPv6Address(int(row[0], 16))
+        parsed.append((addr, int(row[2], 16), int(row[3], 16), int(row[4], 16), row[5]))
+    devices = {dev for addr, _, _, _, dev in parsed if addr == avoid}
+    best: tuple[int, ipaddress.IPv6Address] | None = None
+    for addr, plen, scope, flags, dev in parsed:
+        if dev not in devices or addr == avoid or scope != 0 or flags & _UNUSABLE6:
+            continue
+        holds = target in ipaddress.IPv6Network((addr, plen), strict=False)
+        rank = 256 + plen if holds else (0 if plen == 128 else plen)
+        if rank and (best is None or rank > best[0]):
+            best = (rank, addr)
+    return None if best is None else str(best[1])
 
 
 def steer(sock: _socket.socket, spec: CheckSpec) -> tuple[str, int]:
@@ -82,7 +127,7 @@ def steer(sock: _socket.socket, spec: CheckSpec) -> tuple[str, int]:
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
         sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-        sock.bind((source_toward(spec.host, sock.family), 0))
+        sock.bind((source_toward(spec.host, sock.family, spec.pathvip), 0))
     except OSError as exc:
         _sources.pop(spec.host, None)  # a stale source: look it up again next time
         raise CheckFailed(f"connect through the VIP: {describe_error(exc)}") from None

@@ -6,8 +6,10 @@ only in the VM: tests/lab/test_kernel_checkpath.py.)"""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -200,3 +202,37 @@ def test_combined_keeps_the_certificate_end() -> None:
         200.0
     )
     assert viapath.combined(vip, vip).cert_not_after is None
+
+
+def _if_inet6(path: Path, rows: list[tuple[str, int, int, int, str]]) -> str:
+    """A stand-in /proc/net/if_inet6: address, prefix length, scope, flags, device."""
+    lines = []
+    for n, (address, plen, scope, flags, dev) in enumerate(rows):
+        hexed = ipaddress.IPv6Address(address).exploded.replace(":", "")
+        lines.append(f"{hexed} {n + 1:02x} {plen:02x} {scope:02x} {flags:02x} {dev:>8}\n")
+    path.write_text("".join(lines))
+    return str(path)
+
+
+def test_an_ipv6_probe_never_comes_from_the_vip(tmp_path: Path) -> None:
+    """IPv6 picks the VIP (a /128) as the source toward a real on the director's /64: the other
+    address of that interface whose prefix holds the real is taken instead."""
+    table = _if_inet6(
+        tmp_path / "if_inet6",
+        [
+            ("fd30::100", 128, 0, 0x80, "br0"),  # the VIP
+            ("fd30::1", 64, 0, 0x80, "br0"),
+            ("fe80::1", 64, 0x20, 0x80, "br0"),  # link-local: not a source for a global real
+            ("fd31::1", 64, 0, 0x80, "br0"),  # another prefix, same interface
+            ("fd30::7", 64, 0, 0x80 | 0x40, "br0"),  # tentative
+            ("fd30::9", 64, 0, 0x80, "eth9"),  # another interface
+        ],
+    )
+    assert viapath.other_source6("fd30::11", "fd30::100", table) == "fd30::1"
+    # no address of the VIP's interface holds the real: any that is not a /128
+    assert viapath.other_source6("fd40::11", "fd30::100", table) in {"fd30::1", "fd31::1"}
+    only_vips = _if_inet6(
+        tmp_path / "vips", [("fd30::100", 128, 0, 0x80, "br0"), ("fd30::101", 128, 0, 0, "br0")]
+    )
+    assert viapath.other_source6("fd30::11", "fd30::100", only_vips) is None
+    assert viapath.other_source6("fd30::11", "fd30::100", str(tmp_path / "missing")) is None
