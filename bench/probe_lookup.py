@@ -50,30 +50,17 @@ import sys
 import time
 from pathlib import Path
 
+from checkpath_cost import SERVER, sh  # the same accept-and-close server, the same runner
 from procs import Cleanup, log, quantile, start_run
+
+from lvsmon.checks.viapath import IP_BIND_ADDRESS_NO_PORT, SO_MARK
 
 BASE = 0x4C560000  # lvsmon's default checkmarkbase
 NS_RS, NS_CL, BRIDGE = "pl-rs", "pl-cl", "pl-br"
 DIRECTOR, CLIENT, VIP = "10.36.0.1", "10.36.0.2", "10.36.255.100"
 USER_HZ = os.sysconf("SC_CLK_TCK")
-SO_MARK = getattr(socket, "SO_MARK", 36)
-IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 LINGER_RST = struct.pack("ii", 1, 0)
 STATS_LAG_S = 3.0
-SERVER = (
-    "import socket\n"
-    "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-    "s.bind(('0.0.0.0', 80)); s.listen(4096)\n"
-    "while True:\n"
-    "    c, _ = s.accept(); c.close()\n"
-)
-
-
-def sh(*args: str, check: bool = True, stdin: str | None = None) -> str:
-    done = subprocess.run(args, input=stdin, capture_output=True, text=True, check=False)
-    if check and done.returncode:
-        raise SystemExit(f"{' '.join(args)}: {done.stderr.strip()}")
-    return done.stdout
 
 
 def rip(i: int) -> str:
