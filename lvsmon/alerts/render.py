@@ -19,9 +19,7 @@ import logging
 import os
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from lvsmon.alerts.changes import Change
 from lvsmon.alerts.policy import Mail
@@ -36,6 +34,9 @@ from lvsmon.config.model import (
 )
 from lvsmon.engine.wording import virtual_label
 from lvsmon.ipvs.model import Family, Forward, ServiceKey
+
+if TYPE_CHECKING:
+    import jinja2
 
 log = logging.getLogger("lvsmon")
 
@@ -61,6 +62,10 @@ class ChangeView:
 
 
 def _environment(directory: str | None) -> jinja2.Environment:
+    # imported on the first mail or template check: a daemon that sends no mail does not carry
+    # Jinja2's modules (1.8 MiB of RSS)
+    import jinja2
+
     shipped = jinja2.PackageLoader("lvsmon.alerts", "templates")
     loader: jinja2.BaseLoader = shipped
     if directory is not None:
@@ -233,6 +238,8 @@ def template_errors(directory: str) -> list[str]:
     present = [name for name in TEMPLATES if os.path.isfile(os.path.join(directory, name))]
     if not present:
         return [f"{directory}: none of {', '.join(TEMPLATES)} in it (it replaces nothing)"]
+    import jinja2
+
     env = _environment(directory)  # a fresh one: nothing cached from a previous check
     errors: list[str] = []
     for name in sorted(os.listdir(directory)):

@@ -4,6 +4,8 @@ templates file by file, template faults found for check-config and never losing 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -171,3 +173,13 @@ def test_the_sample_config_is_what_its_text_parses_to() -> None:
     built = _sample_config()
     assert built.virtuals == parsed.virtuals
     assert built.settings == parsed.settings
+
+
+def test_a_daemon_that_sends_no_mail_does_not_import_jinja2() -> None:
+    # Jinja2's modules are 1.8 MiB of RSS (issue 22: memory against keepalived): the daemon
+    # imports them on the first mail or template check only
+    code = (
+        "import sys, lvsmon.daemon.daemon, lvsmon.cli.dispatch\n"
+        "assert 'jinja2' not in sys.modules, 'jinja2 imported at start'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
