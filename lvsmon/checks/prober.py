@@ -49,7 +49,7 @@ from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, describe_err
 from lvsmon.checks.dialogue import Dialogue
 from lvsmon.checks.fds import HELD, FdBudget, check_budget, fd_limit
 from lvsmon.checks.step import Step
-from lvsmon.checks.viapath import steer
+from lvsmon.checks.viapath import Route
 
 ProbeDone = Callable[[CheckResult], None]
 DialogueFactory = Callable[[], Dialogue]
@@ -83,7 +83,7 @@ class ProbePlan:
         self.dialogue = dialogue  # None: a connect check
         self.timeout = spec.timeout
         # checkpath=vip: the connect is steered through the real's probe service (viapath.py)
-        self.via = spec.checkpath == "vip"
+        self.via = Route(spec) if spec.checkpath == "vip" else None
 
     def make_dialogue(self) -> Dialogue | None:
         """The dialogue of one check, once connected; None: a connect check, done then. A
@@ -257,9 +257,9 @@ class Prober:
             return
         probe.sock = sock
         addr = plan.addr or (plan.spec.host, plan.spec.port)
-        if plan.via:
+        if plan.via is not None:
             try:
-                addr = steer(sock, plan.spec)
+                addr = plan.via.steer(sock)
             except CheckFailed as exc:
                 self._finish(probe, CheckResult(False, exc.reason))
                 return

@@ -6,8 +6,9 @@ the director's own address toward the real. The mark makes IPVS forward it throu
 probe service (engine/probepath.py) to exactly that real, the clients' way; the bind makes the
 real answer to the director rather than to the VIP, which the real holds itself. Everything
 after the connect (every negotiate dialogue, TLS, Host and SNI from virtualhost) is unchanged:
-the prober calls `steer` on the new socket in its one connect (prober.py `_connect`), and the
-checks that cannot run there are refused by check-config (config/checkpathconf.py).
+the prober has its plan's `Route` steer the new socket in its one connect (prober.py
+`_connect`), and the checks that cannot run there are refused by check-config
+(config/checkpathconf.py).
 
 `both` runs the check both ways at once and gives the VIP path's verdict (the path clients
 take), with a reason that says what the difference means (`combined`).
@@ -47,12 +48,22 @@ VIP_ONLY: Final = "answers only through the VIP (service bound to the VIP)"
 
 _marks: dict[tuple[str, str], int] = {}
 _sources: dict[str, tuple[str, float]] = {}
+# bumped whenever a mark or a source may have changed: a Route computed before is stale
+_epoch = 0
 
 
 def use_marks(marks: Mapping[tuple[str, str], int]) -> None:
     """The probe marks by (real address, forwarding) from now on (the engine's plan)."""
-    global _marks
+    global _marks, _epoch
     _marks = dict(marks)
+    _epoch += 1
+
+
+def _forget_source(address: str) -> None:
+    """A bind to the source toward `address` failed: look it up again at the next check."""
+    global _epoch
+    _sources.pop(address, None)
+    _epoch += 1
 
 
 def mark_of(address: str, forward: str) -> int | None:
@@ -118,20 +129,59 @@ def other_source6(real: str, vip: str, table: str = IF_INET6) -> str | None:
     return None if best is None else str(best[1])
 
 
+_SOL_SOCKET: Final = socket.SOL_SOCKET
+_IPPROTO_IP: Final = socket.IPPROTO_IP
+
+
+class Route:
+    """How one check job's sockets are steered: its mark, the address its sockets bind to and
+    the one they connect to, computed once and reused until a mark or a source may have
+    changed (`_epoch`) or the source's SOURCE_TTL_S ran out. The prober keeps one per plan: a
+    check then costs the three system calls and no look-up (issue 23's cost target)."""
+
+    __slots__ = ("addr", "bind", "epoch", "mark", "spec", "until")
+
+    def __init__(self, spec: CheckSpec) -> None:
+        self.spec = spec
+        self.epoch = -1  # computed at the first check
+        self.until = 0.0
+        self.mark = 0
+        self.bind: tuple[str, int] = ("", 0)
+        self.addr: tuple[str, int] = (spec.pathvip, spec.port)
+
+    def steer(self, sock: _socket.socket) -> tuple[str, int]:
+        """Mark and bind a new socket so that its connect goes through the probe service of
+        the spec's real; the address to connect to. CheckFailed when it cannot."""
+        if self.epoch != _epoch or time.monotonic() >= self.until:
+            self._compute(sock.family)
+        try:
+            sock.setsockopt(_SOL_SOCKET, SO_MARK, self.mark)
+            sock.setsockopt(_IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind(self.bind)
+        except OSError as exc:
+            _forget_source(self.spec.host)  # a stale source: look it up again next time
+            raise CheckFailed(f"connect through the VIP: {describe_error(exc)}") from None
+        return self.addr
+
+    def _compute(self, family: int) -> None:
+        spec = self.spec
+        epoch = _epoch  # before the look-ups: a change meanwhile makes the next check redo them
+        mark = mark_of(spec.host, spec.pathforward)
+        if mark is None:
+            raise CheckFailed(f"connect: no probe service for {spec.host} ({spec.pathforward}) yet")
+        try:
+            source = source_toward(spec.host, family, spec.pathvip)
+        except OSError as exc:
+            raise CheckFailed(f"connect through the VIP: {describe_error(exc)}") from None
+        self.mark = mark
+        self.bind = (source, 0)
+        self.until = _sources.get(spec.host, (source, time.monotonic()))[1] + SOURCE_TTL_S
+        self.epoch = epoch
+
+
 def steer(sock: _socket.socket, spec: CheckSpec) -> tuple[str, int]:
-    """Mark and bind a new socket so that its connect goes through the probe service of the
-    spec's real; the address to connect to. CheckFailed when it cannot."""
-    mark = mark_of(spec.host, spec.pathforward)
-    if mark is None:
-        raise CheckFailed(f"connect: no probe service for {spec.host} ({spec.pathforward}) yet")
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
-        sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-        sock.bind((source_toward(spec.host, sock.family, spec.pathvip), 0))
-    except OSError as exc:
-        _sources.pop(spec.host, None)  # a stale source: look it up again next time
-        raise CheckFailed(f"connect through the VIP: {describe_error(exc)}") from None
-    return spec.pathvip, spec.port
+    """Route(spec).steer(sock), for one socket."""
+    return Route(spec).steer(sock)
 
 
 def on_path(spec: CheckSpec, path: str) -> CheckSpec:
