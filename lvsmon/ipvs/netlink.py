@@ -51,6 +51,7 @@ from lvsmon.ipvs.netlink_codec import (
     dump_services,
     encode_op,
     service_from,
+    service_signature,
 )
 from lvsmon.ipvs.ops import (
     AddDest,
@@ -72,6 +73,7 @@ _ACK_TIMEOUT = 60.0
 _NETLINK_GENERIC = 16
 _NLMSG_ERROR = 2
 _NLMSG_DONE = 3
+_UNSEEN: Any = object()
 
 
 class _IpvsSocket(AsyncGenericNetlinkSocket):  # type: ignore[misc]
@@ -155,6 +157,9 @@ class NetlinkBackend:
         self._seq = 1
         self._closed = False
         self._written: dict[ServiceKey, dict[DestKey, Forward]] = {}
+        # the last dump's service records, decoded, by their bytes less the counters
+        # (codec.service_signature): a resync decodes only what changed since
+        self._decoded: dict[bytes, tuple[ServiceKey, ServiceConf] | None] = {}
 
     # -- the thread hop
 
@@ -221,10 +226,16 @@ class NetlinkBackend:
     async def _dump_with(self, sock: Any, known: Table | None = None) -> Table:
         family = sock.prid
         services: list[tuple[ServiceKey, ServiceConf]] = []
+        seen, decoded_as = self._decoded, {}
         for record in self._dump_records(family, dump_services()):
-            decoded = service_from(record)
+            signature = service_signature(record)
+            decoded = seen.get(signature, _UNSEEN)
+            if decoded is _UNSEEN:
+                decoded = service_from(record)
+            decoded_as[signature] = decoded
             if decoded is not None:
                 services.append(decoded)
+        self._decoded = decoded_as  # this dump's only: as large as the table, no larger
         table: Table = {}
         for key, conf in services:
             if known:

@@ -118,6 +118,7 @@ CMD_ATTR_DEST = 2
 CMD_ATTR_DAEMON = 3
 SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK = 1, 2, 3, 4, 5
 SVC_SCHED_NAME, SVC_FLAGS, SVC_TIMEOUT, SVC_NETMASK = 6, 7, 8, 9
+SVC_STATS, SVC_STATS64 = 10, 12  # the counters, which change with every connection
 DEST_ADDR, DEST_PORT, DEST_FWD_METHOD, DEST_WEIGHT = 1, 2, 3, 4
 DEST_U_THRESH, DEST_L_THRESH, DEST_ACTIVE_CONNS, DEST_INACT_CONNS = 5, 6, 7, 8
 DEST_ADDR_FAMILY = 11
@@ -345,6 +346,34 @@ def service_from(message: bytes) -> tuple[ServiceKey, ServiceConf] | None:
     if attrs is None:
         return None
     return decode_service(attrs)
+
+
+def service_signature(message: bytes) -> bytes:
+    """The attributes of the service in one reply to ``dump_services``, less its counters: the
+    same bytes in every dump of the same service with the same settings (and all that
+    `service_from` reads), so that a resync decodes only the records it has not seen (at 1,000
+    probe services of checkpath=vip, decoding their unchanged records was most of its work)."""
+    pieces: list[bytes] = []
+    end = len(message)
+    offset = GENL_HDR.size
+    while offset + NLA_HDR.size <= end:
+        size, kind = NLA_HDR.unpack_from(message, offset)
+        if size < NLA_HDR.size:
+            break
+        if kind & _NLA_TYPE_MASK == CMD_ATTR_SERVICE:
+            inner, stop = offset + NLA_HDR.size, min(offset + size, end)
+            start = inner
+            while inner + NLA_HDR.size <= stop:
+                isize, ikind = NLA_HDR.unpack_from(message, inner)
+                if isize < NLA_HDR.size:
+                    break
+                if ikind & _NLA_TYPE_MASK in (SVC_STATS, SVC_STATS64):
+                    pieces.append(message[start:inner])
+                    start = inner + isize + (-isize % 4)
+                inner += isize + (-isize % 4)
+            pieces.append(message[start:stop])
+        offset += size + (-size % 4)
+    return b"".join(pieces)
 
 
 def decode_service(attrs: Attrs) -> tuple[ServiceKey, ServiceConf] | None:

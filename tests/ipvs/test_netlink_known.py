@@ -57,6 +57,7 @@ class Kernel:
 def dump(known: Table | None) -> tuple[Table, list[ServiceKey]]:
     backend = NetlinkBackend.__new__(NetlinkBackend)
     backend._written = {}
+    backend._decoded = {}
     kernel = Kernel()
     backend._dump_records = kernel.records  # type: ignore[method-assign,assignment]
     sock: Any = type("Sock", (), {"prid": 0x20})()
