@@ -48,8 +48,6 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Literal
 
-import aiosmtplib
-
 from lvsmon.addr import host_port
 from lvsmon.text import clean
 
@@ -106,6 +104,9 @@ async def deliver(
     from_header: str = "",
 ) -> None:
     """Hand one mail to the relay (or sendmail); DeliveryError on any failure or at the timeout."""
+    # imported by the first mail: a daemon that sends none does not carry aiosmtplib's modules
+    import aiosmtplib
+
     if not to:
         raise DeliveryError("no recipients")
     sender = settings.sender or default_sender()
@@ -156,6 +157,8 @@ async def _smtp(
     if settings.tls == "starttls":
         start_tls = True if auth else None  # None: only if offered (opportunistic)
     verify = use_tls or (auth and settings.tls == "starttls")
+    import aiosmtplib
+
     client = aiosmtplib.SMTP(
         hostname=settings.host,
         port=settings.port,

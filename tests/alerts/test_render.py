@@ -175,11 +175,12 @@ def test_the_sample_config_is_what_its_text_parses_to() -> None:
     assert built.settings == parsed.settings
 
 
-def test_a_daemon_that_sends_no_mail_does_not_import_jinja2() -> None:
-    # Jinja2's modules are 1.8 MiB of RSS (issue 22: memory against keepalived): the daemon
-    # imports them on the first mail or template check only
+def test_a_daemon_that_sends_no_mail_does_not_import_jinja2_or_aiosmtplib() -> None:
+    # Jinja2's modules are 1.8 MiB of RSS and aiosmtplib's 0.8 (issue 22: memory against
+    # keepalived): the daemon imports them on the first mail or template check only
     code = (
         "import sys, lvsmon.daemon.daemon, lvsmon.cli.dispatch\n"
         "assert 'jinja2' not in sys.modules, 'jinja2 imported at start'\n"
+        "assert 'aiosmtplib' not in sys.modules, 'aiosmtplib imported at start'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
