@@ -5,6 +5,7 @@ all named after its pid file (default /run/lvsmon.<config name>.pid):
   /run/lvsmon.<name>.sock         control socket (lvsmon.api)
   /run/lvsmon.<name>.status.json  status file, rewritten on change, touched every second
   /run/lvsmon.<name>.drain.json   drained reals, when the config has no maintenancedir
+  /run/lvsmon.<name>.director-drained   `drain --director` (bgp), until `undrain --director`
 
 <name> is ldirectord's CFGNAME: "ldirectord" for the default config, else the config's basename.
 """

@@ -239,8 +239,11 @@ class Daemon:
         self.bgp: Announcer | None = None
         if config.settings.bgp.enabled:
             files = status_path or f"{tempfile.gettempdir()}/lvsmon-{os.getpid()}.status.json"
-            speaker = make_speaker(config.settings.bgp, files.removesuffix(".status.json"))
-            self.bgp = Announcer(self.engine, speaker, self.events)
+            base = files.removesuffix(".status.json")
+            speaker = make_speaker(config.settings.bgp, base)
+            self.bgp = Announcer(
+                self.engine, speaker, self.events, drained_path=f"{base}.director-drained"
+            )
             self.bgp.on_crash = self._crashed
 
         fallbacks = FallbackCommands(lambda: self.config, self.commands)

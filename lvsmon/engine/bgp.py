@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from lvsmon.atomicfile import NotReadable, read_regular, write_atomic
 from lvsmon.config.bgpsettings import BgpGlobal
 from lvsmon.engine.announce import (
     Route,
@@ -79,11 +82,9 @@ def inputs_of(engine: Engine) -> list[VirtualInput]:
         if v.bgp is None or v.address is None:
             continue
         healthy = sum(
-            1 for s in lay.reals if is_up(s.ref, health, maintained) and s.ref not in drained
+            1 for ref in lay.refs if is_up(ref, health, maintained) and ref not in drained
         )
-        out.append(
-            VirtualInput(v.name, v.address, healthy, len(lay.reals), v.key in tripped, v.bgp)
-        )
+        out.append(VirtualInput(v.name, v.address, healthy, len(lay.refs), v.key in tripped, v.bgp))
     return out
 
 
@@ -97,7 +98,10 @@ class Announcer:
         batch_s: float = 0.02,
         resync_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        drained_path: str | None = None,
     ) -> None:
+        """`drained_path`: the file that keeps `drain --director` across restarts (None: kept
+        in memory only)."""
         self.engine = engine
         self.speaker = speaker
         self.events = events
@@ -111,13 +115,25 @@ class Announcer:
         self._next_resync = 0.0
         self._settings = engine.config.settings.bgp
         self.on_crash: Callable[[str, BaseException], None] | None = None
-        # `lvsmon drain --director`: nothing announced until undrain (not kept across restarts)
+        # `lvsmon drain --director`: nothing announced until undrain, across restarts too (an
+        # operator drains a director to work on it, lvsmon's upgrade included: a restart that
+        # announced the VIPs again would send the traffic back to it mid-work)
         self.director_drained = False
+        self.drained_path = drained_path
         self._lock = asyncio.Lock()  # one pass, drain or stop talks to the speaker at a time
 
     # ---- life ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        since = self._drained_since()
+        if since is not None:
+            self.director_drained = True
+            log.warning(
+                "BGP: this director was drained%s (%s): nothing is announced until "
+                "`lvsmon undrain --director`",
+                since,
+                self.drained_path,
+            )
         stale = await self.speaker.start()
         if stale:
             log.warning(
@@ -178,15 +194,56 @@ class Announcer:
         announced at once where their pools are healthy (no hold-down: nothing flapped)."""
         if on and not self.director_drained:
             self.director_drained = True
+            self._keep_drained(True)  # first: a crash mid-drain still finds it drained
             reason = "director drained (lvsmon drain --director)"
             await self._drain_all(float(self.engine.config.settings.bgp.drain), "drain", reason)
         elif not on and self.director_drained:
+            self._keep_drained(False)
             async with self._lock:
                 self.director_drained = False
                 self.states = {}
             self._wake.set()
             await self.pass_once()
         return self.status()
+
+    def _keep_drained(self, on: bool) -> None:
+        """The drain's file written or removed; a failure is logged and the drain goes on (it
+        holds until the daemon stops, as before the file)."""
+        path = self.drained_path
+        if path is None:
+            return
+        try:
+            if on:
+                write_atomic(path, json.dumps({"drained_at": round(time.time(), 3)}) + "\n", 0o600)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        except OSError as exc:
+            log.error(
+                "BGP: %s %s: %s (the drain holds until the daemon stops)",
+                "writing" if on else "removing",
+                path,
+                exc.strerror or exc,
+            )
+
+    def _drained_since(self) -> str | None:
+        """None: not drained; else " since <UTC time>" (or "" when the file does not say when).
+        The file is a run-time file: only its presence and a number are read from it."""
+        path = self.drained_path
+        if path is None:
+            return None
+        try:
+            data = read_regular(path, 4096)
+        except FileNotFoundError:
+            return None
+        except (OSError, NotReadable) as exc:
+            log.error("BGP: %s: %s: taken as drained", path, exc)
+            return ""
+        try:
+            at = float(json.loads(data)["drained_at"])
+            return time.strftime(" since %Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+        except (ValueError, KeyError, TypeError, OverflowError, OSError):
+            return ""
 
     # ---- the loop -----------------------------------------------------------------------------
 

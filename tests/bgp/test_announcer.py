@@ -6,6 +6,13 @@ retried; the graceful stop (GRACEFUL_SHUTDOWN and the worst MED, then withdrawn)
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
 
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.config import parse_config
@@ -79,7 +86,7 @@ MOVED = CONFIG.replace("8002", "8003")
 
 
 async def running(
-    config: str = CONFIG,
+    config: str = CONFIG, drained_path: str | None = None
 ) -> tuple[Engine, Announcer, Recorder, Scripted, list[Event]]:
     pool = Scripted()
     bus = EventBus()
@@ -87,7 +94,7 @@ async def running(
     bus.subscribe("test", events.append, kinds=(RouteChanged,))
     engine = Engine(parse_config(config, "t.cf"), MemoryBackend(), run_check=pool.check, events=bus)
     speaker = Recorder()
-    announcer = Announcer(engine, speaker, bus, resync_s=0.3)
+    announcer = Announcer(engine, speaker, bus, resync_s=0.3, drained_path=drained_path)
     await bus.start()
     return engine, announcer, speaker, pool, events
 
@@ -202,6 +209,81 @@ async def test_drain_and_undrain_the_director() -> None:
     status = await announcer.drain_director(False)
     assert speaker.routes == {"127.0.0.100": 100}  # at once: no hold-down
     assert status[0]["announced"]
+    await announcer.stop(30.0, graceful_stop=False)
+    await engine.stop(clean=False)
+    await engine.events.stop()
+
+
+def _drained_at(path: str) -> float | None:
+    if not os.path.exists(path):
+        return None
+    return float(json.loads(Path(path).read_text())["drained_at"])
+
+
+async def test_a_drained_director_stays_drained_across_a_restart(tmp_path: Path) -> None:
+    path = str(tmp_path / "lvsmon.t.director-drained")
+    engine, announcer, speaker, _pool, _events = await running(drained_path=path)
+    await engine.start()
+    await announcer.start()
+    await wait_for(lambda: speaker.routes == {"127.0.0.100": 100}, 5)
+    await announcer.drain_director(True)
+    at = _drained_at(path)
+    assert at is not None and abs(at - time.time()) < 60
+    await announcer.stop(30.0, graceful_stop=False)
+    await engine.stop(clean=False)
+    await engine.events.stop()
+
+    # the restart: a healthy pool, the first round over, and still nothing announced
+    engine, announcer, speaker, _pool, _events = await running(drained_path=path)
+    await engine.start()
+    await announcer.start()
+    assert announcer.director_drained
+    assert announcer.summary()["drained"]
+    await wait_for(lambda: engine.first_round_done, 5)
+    await asyncio.sleep(0.5)  # passes and resyncs
+    assert speaker.routes == {}
+    assert [entry for entry in speaker.log if entry[0] == "announce"] == []
+    await announcer.drain_director(False)
+    assert speaker.routes == {"127.0.0.100": 100}
+    assert _drained_at(path) is None
+    await announcer.stop(30.0, graceful_stop=False)
+    await engine.stop(clean=False)
+    await engine.events.stop()
+
+
+async def test_a_drain_file_of_garbage_still_drains_and_its_text_is_not_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "lvsmon.t.director-drained"
+    path.write_bytes(b'{"drained_at": "\x1b[31mforged\nline"}')
+    engine, announcer, speaker, _pool, _events = await running(drained_path=str(path))
+    await engine.start()
+    with caplog.at_level(logging.WARNING, logger="lvsmon"):
+        await announcer.start()
+    assert announcer.director_drained
+    assert "this director was drained (" in caplog.text
+    assert "forged" not in caplog.text
+    await wait_for(lambda: engine.first_round_done, 5)
+    await asyncio.sleep(0.4)
+    assert speaker.routes == {}
+    await announcer.stop(30.0, graceful_stop=False)
+    await engine.stop(clean=False)
+    await engine.events.stop()
+
+
+async def test_a_drain_that_cannot_write_its_file_still_drains(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / "missing-dir" / "lvsmon.t.director-drained")
+    engine, announcer, speaker, _pool, _events = await running(drained_path=path)
+    await engine.start()
+    await announcer.start()
+    await wait_for(lambda: speaker.routes == {"127.0.0.100": 100}, 5)
+    with caplog.at_level(logging.ERROR, logger="lvsmon"):
+        status = await announcer.drain_director(True)
+    assert not status[0]["announced"]
+    assert speaker.routes == {}
+    assert "the drain holds until the daemon stops" in caplog.text
     await announcer.stop(30.0, graceful_stop=False)
     await engine.stop(clean=False)
     await engine.events.stop()

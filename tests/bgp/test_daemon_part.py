@@ -17,3 +17,12 @@ def test_a_part_after_the_engine_with_bgp_only() -> None:
     assert on.bgp is not None and on.bgp.speaker.name == "bird"
     off = Daemon(parse_config(VIRTUAL, "t.cf"), MemoryBackend())
     assert off.bgp is None and "BGP announcements" not in [p.name for p in off._parts().parts]
+
+
+def test_the_director_drain_is_kept_beside_the_pid_file() -> None:
+    d = Daemon(
+        parse_config("bgp=bird\n" + VIRTUAL, "t.cf"),
+        MemoryBackend(),
+        status_path="/run/lvsmon.t.cf.status.json",
+    )
+    assert d.bgp is not None and d.bgp.drained_path == "/run/lvsmon.t.cf.director-drained"
