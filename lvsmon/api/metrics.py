@@ -247,13 +247,12 @@ class Layout:
             vlabel = escape_label(str(v.key))
             vindex = len(self.virtuals)
             first = len(reals)
-            for slot, at in zip(v.reals, v_places, strict=True):
-                ref = slot.ref
+            for ref, kdest, at in zip(v.refs, v.dests, v_places, strict=True):
                 n = len(reals)
                 if index_of.setdefault(ref, n) != n:
                     continue  # one series per (virtual, real)
                 labels = f'virtual="{vlabel}",real="{escape_label(real_label(ref))}"'
-                dest = (slot.dest.address, slot.dest.port)
+                dest = (kdest.address, kdest.port)
                 reals.append(_Real(ref, at, labels, dest, run_of.get(ref), vindex))
             self.virtuals.append(
                 _Virtual(v.key, f'virtual="{vlabel}"', v.fallback is not None, len(reals) - first)

@@ -32,7 +32,7 @@ Rules (ldirectord's, with its start-up bug fixed):
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from types import MappingProxyType
 
@@ -85,6 +85,9 @@ def is_up(
 
 @dataclass(frozen=True, slots=True)
 class RealSlot:
+    """One real of a VirtualLayout as one object: built on demand (VirtualLayout.reals) for
+    tools and tests; the layout itself keeps its reals in parallel tuples."""
+
     ref: RealRef
     dest: DestKey  # the key the kernel stores (gate/ipip force the virtual's port)
     conf: DestConf  # up: configured weight, thresholds, forwarding
@@ -93,15 +96,34 @@ class RealSlot:
 
 @dataclass(frozen=True, slots=True)
 class VirtualLayout:
-    """What the desired table needs of one virtual, its addresses parsed once per config."""
+    """What the desired table needs of one virtual, its addresses parsed once per config.
+
+    Its reals are parallel tuples, not an object per real (a RealSlot was 64 bytes a real,
+    issue 22): `refs` is the plan's own tuple (jobs.refs_of), `dests` holds each real's own
+    DestKey unless the kernel forces the virtual's port, and the confs are shared objects, the
+    quiesced one (the same at weight 0) found through `quiet`, one small dict per layout."""
 
     key: ServiceKey
     conf: ServiceConf
     quiescent: bool
-    reals: tuple[RealSlot, ...]
+    refs: tuple[RealRef, ...]
+    dests: tuple[DestKey, ...]  # the keys the kernel stores (gate/ipip force the virtual's port)
+    confs: tuple[DestConf, ...]  # up: configured weight, thresholds, forwarding
+    # each conf of `confs` -> the same at weight 0 (down with quiescent=yes, or drained); one
+    # dict for a whole layout, derived from `confs`: not compared
+    quiet: Mapping[DestConf, DestConf] = field(compare=False, repr=False)
     fallback: tuple[DestKey, DestConf] | None  # None also for checktype=off
     # depoolthreshold as an exact (numerator, denominator); None: off
     depool: tuple[int, int] | None = None
+
+    @property
+    def reals(self) -> tuple[RealSlot, ...]:
+        """The reals as objects, made now (tools, tests): the hot paths read the tuples."""
+        quiet = self.quiet
+        return tuple(
+            RealSlot(ref, dest, conf, quiet[conf])
+            for ref, dest, conf in zip(self.refs, self.dests, self.confs, strict=True)
+        )
 
 
 def depool_ratio(threshold: float | None) -> tuple[int, int] | None:
@@ -125,18 +147,21 @@ def layout_of(
     out: list[VirtualLayout] = []
     # equal confs are one object: most reals of a pool share their forwarding and weight
     confs: dict[tuple[Forward, int, int, int], DestConf] = {}
+    quiet: dict[DestConf, DestConf] = {}
     for v in config.virtuals:
         key = v.key
         hit = old.get(key)
         if hit is not None and (hit[0] is v or hit[0] == v):
             out.append(hit[1])
             continue
-        slots = []
-        for ref, r in zip(refs_of(config, v), v.reals, strict=True):
+        dests = []
+        v_confs = []
+        for r in v.reals:
             conf = _shared_conf(confs, r.forward, r.weight, r.upper, r.lower)
-            quiesced = _shared_conf(confs, r.forward, 0, r.upper, r.lower)
-            dest = kernel_dest_port(key, r.dest, r.forward)
-            slots.append(RealSlot(ref, dest, conf, quiesced))
+            if conf not in quiet:
+                quiet[conf] = _shared_conf(confs, r.forward, 0, r.upper, r.lower)
+            v_confs.append(conf)
+            dests.append(kernel_dest_port(key, r.dest, r.forward))
         fdest = fallback_dest(v)
         fallback = None
         if fdest is not None and v.fallback and v.checktype is not CheckType.OFF:
@@ -148,7 +173,10 @@ def layout_of(
                 # deadconns=expire: a down real is deleted, quiescent or not, so that the
                 # kernel's expire_nodest_conn moves its connections (config/removalconf.py)
                 v.quiescent and v.deadconns is DeadConns.KEEP,
-                tuple(slots),
+                refs_of(config, v),
+                tuple(dests),
+                tuple(v_confs),
+                quiet,
                 fallback,
                 depool_ratio(v.depoolthreshold),
             )
@@ -189,8 +217,7 @@ def kept_by_threshold(
     n = 0
     down = 0
     candidates: list[tuple[float, int, RealRef]] = []
-    for i, slot in enumerate(v.reals):
-        ref = slot.ref
+    for i, ref in enumerate(v.refs):
         if ref in maintained or (drained and ref in drained):
             continue
         n += 1
@@ -209,20 +236,21 @@ def kept_by_threshold(
     return tuple(c[2] for c in chosen)
 
 
-def capped_out(slot: RealSlot, caps: Mapping[RealRef, int]) -> bool:
+def capped_out(ref: RealRef, conf: DestConf, caps: Mapping[RealRef, int]) -> bool:
     """A cap of 0 holds this real (configured above 0) at weight 0: not up for the fallback."""
-    return bool(caps) and caps.get(slot.ref, 1) <= 0 < slot.conf.weight
+    return bool(caps) and caps.get(ref, 1) <= 0 < conf.weight
 
 
-def steered(slot: RealSlot, caps: Mapping[RealRef, int]) -> DestConf:
+def steered(
+    ref: RealRef, conf: DestConf, quiesced: DestConf, caps: Mapping[RealRef, int]
+) -> DestConf:
     """An up real's conf under the caps: its configured one, or the same at the cap's weight
     when the cap is lower."""
-    conf = slot.conf
-    cap = caps.get(slot.ref) if caps else None
+    cap = caps.get(ref) if caps else None
     if cap is None or cap >= conf.weight:
         return conf
     if cap <= 0:
-        return slot.quiesced
+        return quiesced
     return DestConf(conf.forward, cap, conf.upper, conf.lower)
 
 
@@ -240,27 +268,27 @@ def desired_service(
     kept: Collection[RealRef] = ()
     if v.depool is not None:
         kept = frozenset(kept_by_threshold(v, health, maintained, drained))
-    for slot in v.reals:
-        dest = slot.dest
-        up = is_up(slot.ref, health, maintained)
-        if up or (kept and slot.ref in kept):
-            if drained and slot.ref in drained:
+    quiet = v.quiet
+    for ref, dest, conf in zip(v.refs, v.dests, v.confs, strict=True):
+        up = is_up(ref, health, maintained)
+        if up or (kept and ref in kept):
+            if drained and ref in drained:
                 # kept (not deleted, even with quiescent=no): its connections go on
                 if dest not in dests:
-                    dests[dest] = slot.quiesced
+                    dests[dest] = quiet[conf]
                 continue
-            if up and caps and slot.ref in caps:
-                if capped_out(slot, caps):
+            if up and caps and ref in caps:
+                if capped_out(ref, conf, caps):
                     if dest not in dests:
-                        dests[dest] = slot.quiesced
+                        dests[dest] = quiet[conf]
                     continue
                 any_up = True
-                dests[dest] = steered(slot, caps)
+                dests[dest] = steered(ref, conf, quiet[conf], caps)
                 continue
             any_up = True
-            dests[dest] = slot.conf
+            dests[dest] = conf
         elif v.quiescent and (dest in present or readdquiescent) and dest not in dests:
-            dests[dest] = slot.quiesced
+            dests[dest] = quiet[conf]
     if not any_up and v.fallback is not None:
         dests[v.fallback[0]] = v.fallback[1]
     return Service(v.conf, dests)

@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Collection, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from typing import Any
 
 from lvsmon.checks import viapath
@@ -543,10 +543,10 @@ class Engine:
         caps = self.steering.caps()
         return {
             v.key: any(
-                is_up(slot.ref, health, maintained)
-                and slot.ref not in drained
-                and not capped_out(slot, caps)
-                for slot in v.reals
+                is_up(ref, health, maintained)
+                and ref not in drained
+                and not capped_out(ref, conf, caps)
+                for ref, conf in zip(v.refs, v.confs, strict=True)
             )
             # reals the depool threshold keeps in serve as well
             or bool(v.depool is not None and kept_by_threshold(v, health, maintained, drained))
@@ -557,10 +557,10 @@ class Engine:
         """(virtual, kernel destination "rip:port") of every real that is not up now."""
         health, maintained = self.health, self._maintained
         return [
-            (v.key, str(slot.dest))
+            (v.key, str(dest))
             for v in self._layout_now()
-            for slot in v.reals
-            if not is_up(slot.ref, health, maintained)
+            for ref, dest in zip(v.refs, v.dests, strict=True)
+            if not is_up(ref, health, maintained)
         ]
 
     def _pool_edges(self) -> None:
@@ -680,7 +680,7 @@ class Engine:
             self.agents,
         )
 
-    def health_places(self) -> list[tuple[int, ...]]:
+    def health_places(self) -> list[Sequence[int]]:
         """Per virtual, its reals' places in the order of self.health (-1: none): /metrics reads
         health by place, as the status does."""
         return self.status_view.health_places(self.config, self.health, self._layout_now())

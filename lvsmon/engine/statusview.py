@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, cast
@@ -83,12 +84,28 @@ class StatusInputs(NamedTuple):
     agents: AgentRunner | None = None
 
 
+def _compact(places: list[int]) -> Sequence[int]:
+    """A virtual's places as a range when they follow each other (health is built in config
+    order: the usual case), else as an array: not an int object per real (28 bytes each past
+    256, issue 22)."""
+    if places and places[0] >= 0 and places == list(range(places[0], places[0] + len(places))):
+        return range(places[0], places[0] + len(places))
+    return array("l", places)
+
+
+def _at(healths: list[RealHealth], places: Sequence[int]) -> tuple[RealHealth | None, ...]:
+    """The health at each place (None for -1)."""
+    if type(places) is range:
+        return tuple(healths[places.start : places.stop])
+    return tuple([healths[p] if p >= 0 else None for p in places])
+
+
 class StatusView:
     """The virtuals' entries as texts, kept while nothing of them changes, and the reals'
     places in health. One per engine."""
 
     def __init__(self) -> None:
-        self._places: list[tuple[int, ...]] = []
+        self._places: list[Sequence[int]] = []
         self._places_for: tuple[Config, dict[RealRef, RealHealth], int] | None = None
         self._cache: dict[int, _Entry] = {}
         self._last: _Built | None = None
@@ -103,7 +120,7 @@ class StatusView:
         config: Config,
         health: dict[RealRef, RealHealth],
         layout: Sequence[VirtualLayout],
-    ) -> list[tuple[int, ...]]:
+    ) -> list[Sequence[int]]:
         """Per virtual, its reals' places in the order of `health` (-1: none), so that the
         status and /metrics read health by place, not by hashing a RealRef (some 1 µs in
         Python). Health keeps its keys and their order until it is replaced as a whole (start,
@@ -115,7 +132,7 @@ class StatusView:
             or self._places_for[2] != len(health)
         ):
             place = {ref: i for i, ref in enumerate(health)}
-            self._places = [tuple(place.get(slot.ref, -1) for slot in v.reals) for v in layout]
+            self._places = [_compact([place.get(ref, -1) for ref in v.refs]) for v in layout]
             self._places_for = (config, health, len(health))
             self._cache.clear()
         return self._places
@@ -133,7 +150,7 @@ class StatusView:
                 v,
                 v_layout,
                 service,
-                tuple([healths[p] if p >= 0 else None for p in places[i]]),
+                _at(healths, places[i]),
                 _kept(v_layout, health, maintained, drained),
                 maintained,
                 drained,
@@ -189,7 +206,7 @@ class StatusView:
             service = table.get(v_layout.key)
             services.append(service)
             kept = _kept(v_layout, health, maintained, drained)
-            hs = tuple([healths[p] if p >= 0 else None for p in places[i]])
+            hs = _at(healths, places[i])
             version = (
                 0 if steering is None else steering.version_of(v_layout.key),
                 0 if agents is None else agents.version_of(v_layout.key),
@@ -276,9 +293,8 @@ def _virtual_status(
     agent_of = agents.text_of if agents is not None and agents.jobs else None
     capped = steering.caps() if steering is not None else {}
     reals: list[RealStatus] = []
-    for slot, h in zip(layout.reals, hs, strict=True):
-        ref = slot.ref
-        dest = service.dests.get(slot.dest) if service else None
+    for ref, kdest, conf, h in zip(layout.refs, layout.dests, layout.confs, hs, strict=True):
+        dest = service.dests.get(kdest) if service else None
         rising: str | None = None
         held_until: float | None = None
         if h is not None and not h.up:  # the bulk, up, pays this one test
@@ -302,7 +318,7 @@ def _virtual_status(
         e.rising = rising
         e.held_until = held_until
         e.kernel_weight = None if dest is None else dest.weight
-        e.weight = slot.conf.weight
+        e.weight = conf.weight
         e.steering = None
         if capped and ref in capped:  # only while some source caps a weight
             assert steering is not None

@@ -4,6 +4,8 @@ Each test checks identity (one object where each real had its own) next to the v
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from lvsmon.config import Config
@@ -35,6 +37,34 @@ def test_layout_and_adopted_health_take_the_plans_refs() -> None:
         assert all(slot.ref is ref for slot, ref in zip(lv.reals, refs, strict=True))
     by_value = {ref: ref for ref in plan.job_of}
     assert all(ref is by_value[ref] for ref in health)
+
+
+def test_a_layout_keeps_its_reals_in_tuples_of_shared_objects() -> None:
+    """No object per real in the layout (a RealSlot was 64 bytes a real): the plan's refs
+    tuple itself, the reals' own destination keys, shared confs."""
+    config = pool()
+    plan = build_plan(config)
+    for v, lv in zip(config.virtuals, layout_of(config), strict=True):
+        assert lv.refs is plan.parts[v.key][1]
+        assert all(d is r.dest for d, r in zip(lv.dests, v.reals, strict=True))  # masq: own port
+        assert [s.quiesced for s in lv.reals] == [
+            dataclasses.replace(c, weight=0) for c in lv.confs
+        ]
+
+
+def test_status_health_places_are_ranges() -> None:
+    """The status reads health by place: a virtual's places are a range (health in config
+    order), not an int object per real."""
+    from lvsmon.engine.statusview import StatusView
+
+    config = pool()
+    layout = layout_of(config)
+    health = adopt_health(config, {})
+    places = StatusView().health_places(config, health, layout)
+    assert places == [range(0, 4), range(4, 8), range(8, 12)]
+    reordered = dict(reversed(list(health.items())))
+    places = StatusView().health_places(config, reordered, layout)
+    assert list(places[0]) == [11, 10, 9, 8] and not isinstance(places[0], range)
 
 
 def test_refs_of_a_config_without_a_plan_are_equal_ones() -> None:
@@ -172,7 +202,8 @@ def test_http_plans_keep_no_host_value_of_their_own(
     service: str, port: int, virtualhost: str, host: str
 ) -> None:
     """The Host value that is the real's own authority is made for each check (51 bytes a
-    real); a virtualhost is kept."""
+    real); a virtualhost is kept. The parts are one tuple, shared by the virtual's reals (one
+    slot, not three: 16 bytes a real)."""
     from lvsmon.checks.base import CheckSpec
     from lvsmon.checks.http import probe_plan
 
@@ -182,8 +213,12 @@ def test_http_plans_keep_no_host_value_of_their_own(
     )  # fmt: skip
     plan = probe_plan(spec)
     assert plan is not None
-    assert (plan.host is None) == (not virtualhost)  # type: ignore[attr-defined]
+    assert (len(plan.parts) == 2) == (not virtualhost)  # type: ignore[attr-defined]
     assert f"\r\nHost: {host}\r\n".encode() in plan.request  # type: ignore[attr-defined]
+    other = probe_plan(dataclasses.replace(spec, host="127.0.0.2"))
+    assert other is not None
+    assert other.parts is plan.parts  # type: ignore[attr-defined]
+    assert other.request == plan.request.replace(b"127.0.0.1", b"127.0.0.2")  # type: ignore[attr-defined]
 
 
 def test_an_unchanged_maintenance_set_stays_the_same_object() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -177,7 +178,7 @@ def test_equal_maintained_and_drained_sets_anew_look_at_no_virtual(
     view = engine.status_view
     original = view.health_places
 
-    def counted(*args: Any) -> list[tuple[int, ...]]:
+    def counted(*args: Any) -> list[Sequence[int]]:
         looked.append(1)
         return original(*args)
 
@@ -227,7 +228,7 @@ def test_a_new_table_with_the_same_services_looks_at_no_virtual(
     view = engine.status_view
     original = view.health_places
 
-    def counted(*args: Any) -> list[tuple[int, ...]]:
+    def counted(*args: Any) -> list[Sequence[int]]:
         looked.append(1)
         return original(*args)
 
