@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
-from lvsmon.config import probehost
+from lvsmon.config import probehost, removalconf
 from lvsmon.config.dump import config_to_dict
 from lvsmon.config.errors import ConfigError
 from lvsmon.config.load import load_config
@@ -27,6 +27,12 @@ def check_config(path: str, *, as_json: bool, out: TextIO, err: TextIO) -> int:
         _write(err, "".join(f"{d}\n" for d in unready))
         return EXIT_CONFIG_ERROR
     _write(err, "".join(f"{w.file}:{w.line}: warning: {w.message}\n" for w in config.warnings))
+    # deadconns=expire on this director's kernel, as start and reload say it
+    if problem := removalconf.deadconns_problem(
+        config.virtuals, removalconf.read_expire_nodest_conn
+    ):
+        v, text = problem
+        _write(err, f"{v.file}:{v.line}: warning: {text}\n")
     if as_json:
         _write(out, json.dumps(config_to_dict(config), indent=2, ensure_ascii=False) + "\n")
     return EXIT_OK

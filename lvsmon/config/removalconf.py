@@ -15,7 +15,9 @@ set (lvsmon reads sysctls, it never sets one).
 
 from __future__ import annotations
 
-from lvsmon.config.model import DeadConns
+from collections.abc import Callable, Iterable
+
+from lvsmon.config.model import DeadConns, Virtual
 from lvsmon.config.values import Invalid, Warn, integer, shorten, word
 
 MAX_REMOVEDRAIN = 86400  # a day: a longer wait is a forgotten real, not a drain
@@ -61,3 +63,17 @@ def expire_nodest_conn_warning(
         "the connections of a dead real stay on it until they time out; "
         "fix: sysctl -w net.ipv4.vs.expire_nodest_conn=1"
     )
+
+
+def deadconns_problem(
+    virtuals: Iterable[Virtual], read: Callable[[], int | None]
+) -> tuple[Virtual, str] | None:
+    """The first virtual with deadconns=expire and the warning, when the kernel will keep the
+    connections of a deleted real anyway (`read`: the sysctl, read only when some virtual
+    expires); None when all is well. Said at start and reload (engine/leaving.py) and by
+    check-config (config/checkconf.py)."""
+    expiring = [v for v in virtuals if v.deadconns is DeadConns.EXPIRE]
+    if not expiring:
+        return None
+    text = expire_nodest_conn_warning([v.name for v in expiring], read())
+    return None if text is None else (expiring[0], text)

@@ -29,8 +29,8 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from lvsmon.config.model import Config, DeadConns
-from lvsmon.config.removalconf import expire_nodest_conn_warning, read_expire_nodest_conn
+from lvsmon.config.model import Config
+from lvsmon.config.removalconf import deadconns_problem, read_expire_nodest_conn
 from lvsmon.engine.desired import VirtualLayout, layout_of
 from lvsmon.engine.jobs import RealRef
 from lvsmon.engine.status import LeavingStatus
@@ -263,10 +263,8 @@ def deadconns_warning(config: Config, backend: str) -> str | None:
     memory backend (no kernel)."""
     if backend == "memory":
         return None
-    expiring = [v.name for v in config.virtuals if v.deadconns is DeadConns.EXPIRE]
-    if not expiring:
-        return None
-    return expire_nodest_conn_warning(expiring, read_expire_nodest_conn())
+    problem = deadconns_problem(config.virtuals, read_expire_nodest_conn)
+    return None if problem is None else problem[1]
 
 
 class LeavingState:

@@ -91,3 +91,22 @@ def test_read_expire_nodest_conn(tmp_path: Path) -> None:
     f.write_text("junk")
     assert read_expire_nodest_conn(str(f)) is None
     assert read_expire_nodest_conn(str(tmp_path / "none")) is None
+
+
+@pytest.mark.parametrize(("value", "warned"), [(0, True), (None, True), (1, False)])
+def test_check_config_warns_when_deadconns_expire_meets_a_kernel_that_keeps_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: int | None, warned: bool
+) -> None:
+    import io
+
+    from lvsmon.config import removalconf
+    from lvsmon.config.checkconf import check_config
+
+    path = tmp_path / "l.cf"
+    path.write_text("checktimeout=3\n" + VIRTUAL + "\tdeadconns=expire\n")
+    monkeypatch.setattr(removalconf, "read_expire_nodest_conn", lambda: value)
+    out, err = io.StringIO(), io.StringIO()
+    assert check_config(str(path), as_json=False, out=out, err=err) == 0  # a warning only
+    line = f"{path}:2: warning: deadconns=expire (tcp:192.0.2.1:80) needs "
+    assert err.getvalue().startswith(line) is warned, err.getvalue()
+    assert ("fix: sysctl -w net.ipv4.vs.expire_nodest_conn=1" in err.getvalue()) is warned
