@@ -259,7 +259,7 @@ class Prober:
         addr = plan.addr or (plan.spec.host, plan.spec.port)
         if plan.via is not None:
             try:
-                addr = plan.via.steer(sock)
+                addr = plan.via.steer(sock, probe.started)
             except CheckFailed as exc:
                 self._finish(probe, CheckResult(False, exc.reason))
                 return

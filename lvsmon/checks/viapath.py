@@ -149,10 +149,13 @@ class Route:
         self.bind: tuple[str, int] = ("", 0)
         self.addr: tuple[str, int] = (spec.pathvip, spec.port)
 
-    def steer(self, sock: _socket.socket) -> tuple[str, int]:
+    def steer(self, sock: _socket.socket, now: float) -> tuple[str, int]:
         """Mark and bind a new socket so that its connect goes through the probe service of
-        the spec's real; the address to connect to. CheckFailed when it cannot."""
-        if self.epoch != _epoch or time.monotonic() >= self.until:
+        the spec's real; the address to connect to. CheckFailed when it cannot. `now`: the
+        time.monotonic() the caller read already (the prober's start of the check): a clock
+        read is a system call where the vDSO has no usable clock (the VM's HPET: 6-10 % of
+        the daemon's samples at 200 checks a second, some 2 % of a check each)."""
+        if self.epoch != _epoch or now >= self.until:
             self._compute(sock.family)
         try:
             sock.setsockopt(_SOL_SOCKET, SO_MARK, self.mark)
@@ -181,7 +184,7 @@ class Route:
 
 def steer(sock: _socket.socket, spec: CheckSpec) -> tuple[str, int]:
     """Route(spec).steer(sock), for one socket."""
-    return Route(spec).steer(sock)
+    return Route(spec).steer(sock, time.monotonic())
 
 
 def on_path(spec: CheckSpec, path: str) -> CheckSpec:

@@ -5,6 +5,7 @@ each check then costs its three system calls and no look-up (issue 23 point 6)."
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -47,9 +48,9 @@ def spec(path: str = "vip") -> CheckSpec:
     )  # fmt: skip
 
 
-def steered(route: viapath.Route) -> tuple[tuple[str, int], int, str]:
+def steered(route: viapath.Route, now: float = 0.0) -> tuple[tuple[str, int], int, str]:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        addr = route.steer(sock)
+        addr = route.steer(sock, now or time.monotonic())
         return addr, sock.getsockopt(socket.SOL_SOCKET, viapath.SO_MARK), sock.getsockname()[0]
 
 
@@ -77,12 +78,19 @@ def test_new_marks_are_taken_at_the_next_check(lookups: list[str]) -> None:
         steered(route)
 
 
-def test_the_source_is_looked_up_again_when_its_time_runs_out(lookups: list[str]) -> None:
+def test_the_source_is_looked_up_again_when_its_time_runs_out(
+    lookups: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     route = viapath.Route(spec())
-    steered(route)
-    route.until = 0.0  # as if SOURCE_TTL_S had passed
-    viapath._sources[RIP] = ("127.0.0.1", -viapath.SOURCE_TTL_S)
-    steered(route)
+    start = time.monotonic()
+    steered(route, start)
+    # the clock is the caller's (the prober read it at the check's start): none read here
+    with monkeypatch.context() as clock:
+        clock.setattr(time, "monotonic", lambda: start + 10 * viapath.SOURCE_TTL_S)
+        steered(route, start + viapath.SOURCE_TTL_S - 1)
+    assert lookups == [RIP]
+    viapath._sources[RIP] = ("127.0.0.1", start - viapath.SOURCE_TTL_S)  # its time is out too
+    steered(route, start + 2 * viapath.SOURCE_TTL_S)
     assert lookups == [RIP, RIP]
 
 
