@@ -4,7 +4,9 @@ line for it (log watchers keep matching)."""
 from __future__ import annotations
 
 import logging
+import time
 
+from lvsmon.engine.agentlog import AgentLines
 from lvsmon.engine.certexpiry import expiry_text
 from lvsmon.engine.events import (
     AgentChanged,
@@ -29,6 +31,7 @@ from lvsmon.engine.events import (
 from lvsmon.engine.wording import kernel_op_text
 
 log = logging.getLogger("lvsmon")
+_agent_lines = AgentLines()
 
 LOGGED = (
     KernelOp,
@@ -84,7 +87,9 @@ def log_event(event: Event) -> None:
         )
     elif isinstance(event, AgentChanged):
         # the agent's words passed text.clean where they came in (engine/agentcheck.py)
-        log.info("Agent of real server %s: %s", event.ref, event.text)
+        line = _agent_lines.line(event, time.monotonic())
+        if line is not None:
+            log.info("%s", line)
     elif isinstance(event, DrainChanged):
         log.info("%s real server: %s", "Drained" if event.drained else "Undrained", event.ref)
     elif isinstance(event, RealLeaving):

@@ -208,19 +208,52 @@ async def test_a_reload_without_the_agent_drops_its_caps(pool: Pool, tmp_path: P
     assert pool.engine.steering.caps() == {}
 
 
-def test_the_log_words_an_agent_change(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_log_words_an_agent_change(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lvsmon.engine import eventlog
+    from lvsmon.engine.agentlog import AgentLines
     from lvsmon.engine.eventlog import LOGGED, log_event
     from lvsmon.engine.jobs import RealRef
 
+    monkeypatch.setattr(eventlog, "_agent_lines", AgentLines())  # no line of another test
     assert AgentChanged in LOGGED
     ref = RealRef(VKEY, "10.0.0.5", 80)
     with caplog.at_level("INFO", logger="lvsmon"):
         log_event(AgentChanged(ref, "weight 3/10", 3, 10))
         log_event(AgentChanged(ref, "down: disk full", 0, 10, "down"))
+        log_event(AgentChanged(ref, "weight 0/10 (drain)", 0, 10))  # back in: said at once
+        for pct in range(4, 9):  # a load-based weight, each exchange: one line a minute
+            log_event(AgentChanged(ref, f"weight {pct}/10", pct, 10))
     assert caplog.messages == [
         "Agent of real server 10.0.0.5:80 (tcp:127.0.0.100:80): weight 3/10",
         "Agent of real server 10.0.0.5:80 (tcp:127.0.0.100:80): down: disk full",
+        "Agent of real server 10.0.0.5:80 (tcp:127.0.0.100:80): weight 0/10 (drain)",
     ]
+
+
+def test_an_agent_that_changes_at_every_exchange_is_logged_once_a_minute() -> None:
+    from lvsmon.engine.agentlog import AgentLines
+    from lvsmon.engine.jobs import RealRef
+
+    lines = AgentLines(window_s=60.0)
+    a, b = RealRef(VKEY, "10.0.0.5", 80), RealRef(VKEY, "10.0.0.6", 80)
+    said = [lines.line(AgentChanged(a, f"weight {w}/10", w, 10), t) for t, w in enumerate(range(9))]
+    assert said[0] == "Agent of real server 10.0.0.5:80 (tcp:127.0.0.100:80): weight 0/10"
+    assert said[1:] == [None] * 8
+    # another real is its own
+    assert lines.line(AgentChanged(b, "weight 5/10", 5, 10), 3.0) is not None
+    # taken out and given back: at once, whatever the window
+    assert lines.line(AgentChanged(a, "maint: upgrade", 0, 10, "maint"), 10.0) is not None
+    assert lines.line(AgentChanged(a, "maint: later", 0, 10, "maint"), 11.0) is None
+    assert lines.line(AgentChanged(a, "weight 2/10", 2, 10), 12.0) is not None
+    assert lines.line(AgentChanged(a, "weight 3/10", 3, 10), 13.0) is None
+    assert lines.line(AgentChanged(a, "weight 4/10", 4, 10), 14.0) is None
+    # a minute after its last line: the next change is said, with how many were left out
+    assert lines.line(AgentChanged(a, "weight 7/10", 7, 10), 72.0) == (
+        "Agent of real server 10.0.0.5:80 (tcp:127.0.0.100:80): weight 7/10"
+        " (2 earlier changes not logged)"
+    )
 
 
 async def test_status_shows_what_the_agent_says(pool: Pool) -> None:
