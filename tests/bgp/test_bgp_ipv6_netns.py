@@ -1,0 +1,355 @@
+"""An IPv6 VIP announced over BGP (dual-stack services; issue 24 was shown with IPv4 only), with
+real daemons in network namespaces this test creates and removes:
+
+    {p}-router  AS 65000, BIRD 2   r1 2001:db8:77:1::1/64 ---- eth0 2001:db8:77:1::2/64  {p}-d1
+    {p}-d1      AS 65001: lvsmon (memory backend) + BIRD 2 (bgp = bird) or its ExaBGP child;
+                reals 2001:db8:77:50::1 and ::2 on its lo, TCP listeners on :8080
+
+The session is IPv6 (ExaBGP's `next-hop self` is then the director's IPv6 address; BIRD sets its
+own address for an eBGP session). Shown on the router's kernel table and `birdc show route`:
+the /128 arrives after start, is withdrawn when every real fails (the listener ends: connects are
+refused), and comes back after `bgpholddown`. Plus, with ExaBGP, the pitfall of an IPv6 VIP over
+an IPv4 session: `lvsmon check-config` says so, at the VIP's line. The times are printed (-s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.bgp.netlab import DIRECTOR_AS, ROOT, ROUTER_AS, LabError, run, wait
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("bird") is None,
+    reason="needs root, ip and BIRD 2 (tests/debian-packages.txt: bird2)",
+)
+
+ROUTER6 = "2001:db8:77:1::1"
+D1_6 = "2001:db8:77:1::2"
+VIP6 = "2001:db8:77:100::10"
+REALS6 = ("2001:db8:77:50::1", "2001:db8:77:50::2")
+CHECKINTERVAL = 1
+FAILURECOUNT = 2
+HOLDDOWN = 2
+
+LISTENER6 = """
+import socket, sys, selectors
+sel = selectors.DefaultSelector()
+for host in sys.argv[1:]:
+    s = socket.socket(socket.AF_INET6)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, 8080))
+    s.listen(128)
+    sel.register(s, selectors.EVENT_READ)
+print("ready", flush=True)
+while True:
+    for key, _ in sel.select():
+        conn, _ = key.fileobj.accept()
+        conn.close()
+"""
+
+# short start and connect delays: the session is up in a second or two, not 5
+ROUTER_BIRD6 = """\
+router id 10.77.1.1;
+protocol device {{ scan time 10; }}
+protocol kernel {{ ipv6 {{ import none; export all; }}; }}
+protocol bgp d1 {{
+  local {router} as {router_as};
+  neighbor {d1} as {director_as};
+  hold time 9;
+  connect delay time 1;
+  connect retry time 2;
+  ipv6 {{ import all; export none; }};
+}}
+"""
+
+# the operator's BIRD on the director for an IPv6 VIP (docs/operations.md has the same): an ipv6
+# table learnt from lvsmon's kernel table, exported on an ipv6 channel. Over an IPv6 eBGP session
+# BIRD sets the next hop to its own address on that session by itself.
+DIRECTOR_BIRD6 = """\
+router id 10.77.1.2;
+protocol device {{ scan time 10; }}
+ipv6 table lvsmon6;
+protocol kernel lvsmon_routes6 {{
+  kernel table 200;
+  learn;
+  scan time 10;
+  ipv6 {{ table lvsmon6; import all; export none; }};
+}}
+filter lvsmon_out {{
+  if proto != "lvsmon_routes6" then reject;
+  bgp_med = krt_metric;
+  if krt_metric = 4294967295 then bgp_community.add((65535, 0));
+  accept;
+}}
+protocol bgp uplink {{
+  local {d1} as {director_as};
+  neighbor {router} as {router_as};
+  hold time 9;
+  connect delay time 1;
+  connect retry time 2;
+  ipv6 {{ table lvsmon6; import none; export filter lvsmon_out; }};
+}}
+"""
+
+# the neighbours file as an operator writes it: no family block (ExaBGP's default families)
+EXABGP_NEIGHBOURS6 = """\
+neighbor {router} {{
+  router-id 10.77.1.2;
+  local-address {d1};
+  local-as {director_as};
+  peer-as {router_as};
+  hold-time 9;
+}}
+"""
+
+DIRECTOR_CF6 = """\
+checktimeout=1
+checkinterval={checkinterval}
+failurecount={failurecount}
+quiescent=no
+bgp={mode}
+bgpholddown={holddown}
+bgpdrain=0
+{extra}
+virtual6=[{vip}]:80
+\tprotocol=tcp
+\tchecktype=connect
+\tscheduler=mh
+{reals}
+"""
+
+
+@dataclass
+class Lab6:
+    prefix: str
+    files: Path
+    mode: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    ended: list[subprocess.Popen[bytes]] = field(default_factory=list)  # on purpose
+    listener: subprocess.Popen[bytes] | None = None
+    lvsmon: subprocess.Popen[bytes] | None = None
+
+    @property
+    def router(self) -> str:
+        return f"{self.prefix}-router"
+
+    @property
+    def d1(self) -> str:
+        return f"{self.prefix}-d1"
+
+    @property
+    def cf(self) -> Path:
+        return self.files / "d1.cf"
+
+    @property
+    def log(self) -> Path:
+        return self.files / "d1.lvsmon.log"
+
+    def build(self) -> None:
+        for ns in (self.router, self.d1):
+            run("ip", "netns", "add", ns)
+            self.namespaces.append(ns)
+            run("ip", "-n", ns, "link", "set", "lo", "up")
+        run(
+            "ip", "link", "add", "r1", "netns", self.router, "type", "veth", "peer", "name",
+            "eth0", "netns", self.d1,
+        )  # fmt: skip
+        # nodad: usable at once (duplicate address detection would hold them for a second)
+        run("ip", "-n", self.router, "addr", "add", f"{ROUTER6}/64", "dev", "r1", "nodad")
+        run("ip", "-n", self.router, "link", "set", "r1", "up")
+        run("ip", "-n", self.d1, "addr", "add", f"{D1_6}/64", "dev", "eth0", "nodad")
+        run("ip", "-n", self.d1, "link", "set", "eth0", "up")
+        for real in REALS6:
+            run("ip", "-n", self.d1, "addr", "add", f"{real}/128", "dev", "lo", "nodad")
+        self.start_reals()
+        (self.files / "router.conf").write_text(
+            ROUTER_BIRD6.format(
+                router=ROUTER6, d1=D1_6, router_as=ROUTER_AS, director_as=DIRECTOR_AS
+            )
+        )
+        self.bird(self.router, "router")
+        if self.mode == "bird":
+            (self.files / "d1.conf").write_text(
+                DIRECTOR_BIRD6.format(
+                    router=ROUTER6, d1=D1_6, router_as=ROUTER_AS, director_as=DIRECTOR_AS
+                )
+            )
+            self.bird(self.d1, "d1")
+        else:
+            (self.files / "d1.exabgp.conf").write_text(
+                EXABGP_NEIGHBOURS6.format(
+                    router=ROUTER6, d1=D1_6, router_as=ROUTER_AS, director_as=DIRECTOR_AS
+                )
+            )
+        time.sleep(0.3)
+        self.check_alive()
+
+    def bird(self, ns: str, name: str) -> None:
+        conf, ctl, pid = (self.files / f"{name}.{x}" for x in ("conf", "ctl", "pid"))
+        self.spawn(ns, ["bird", "-f", "-c", str(conf), "-s", str(ctl), "-P", str(pid)], name)
+
+    def spawn(self, ns: str, cmd: list[str], name: str) -> subprocess.Popen[bytes]:
+        err = open(self.files / f"{name}.stderr", "ab")  # noqa: SIM115 (the child keeps it)
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *cmd],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            cwd=self.files,
+        )
+        err.close()
+        self.procs.append(proc)
+        return proc
+
+    def start_reals(self) -> None:
+        self.listener = self.spawn(self.d1, [sys.executable, "-c", LISTENER6, *REALS6], "reals")
+        assert self.listener.stdout is not None
+        if self.listener.stdout.readline().strip() != b"ready":
+            raise LabError("the reals' listener did not start")
+
+    def stop_reals(self) -> None:
+        """Every real fails: nothing listens any more, connects are refused at once."""
+        assert self.listener is not None
+        self.listener.send_signal(signal.SIGKILL)
+        self.listener.wait(timeout=10)
+        self.ended.append(self.listener)
+
+    def check_alive(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is not None and proc not in self.ended:
+                raise LabError(f"{proc.args!r} ended with {proc.returncode}")
+
+    def lvsmon_cmd(self, *words: str) -> list[str]:
+        return [
+            "ip", "netns", "exec", self.d1, "env", f"PYTHONPATH={ROOT}", "LVSMON_BACKEND=memory",
+            sys.executable, "-m", "lvsmon", *words,
+        ]  # fmt: skip
+
+    def write_cf(self, extra: str = "") -> None:
+        if self.mode == "exabgp":
+            extra += f"bgpexabgpconf={self.files / 'd1.exabgp.conf'}\n"
+        self.cf.write_text(
+            DIRECTOR_CF6.format(
+                checkinterval=CHECKINTERVAL,
+                failurecount=FAILURECOUNT,
+                mode=self.mode,
+                holddown=HOLDDOWN,
+                extra=extra,
+                vip=VIP6,
+                reals="\n".join(f"\treal6=[{r}]:8080 masq" for r in REALS6),
+            )
+        )
+
+    def check_config(self) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.lvsmon_cmd("check-config", str(self.cf)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def start_lvsmon(self) -> None:
+        err = open(self.log, "ab")  # noqa: SIM115
+        self.lvsmon = subprocess.Popen(
+            self.lvsmon_cmd("--pid-file", str(self.files / "d1.pid"), "-d", str(self.cf), "start"),
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=err,
+            cwd=self.files,
+        )
+        err.close()
+        self.procs.append(self.lvsmon)
+
+    def router_hops(self) -> str | None:
+        """The router's kernel route for the VIP ('' while it has none)."""
+        self.check_alive()
+        return run("ip", "-6", "-n", self.router, "route", "show", f"{VIP6}/128").strip()
+
+    def bird_routes(self) -> str:
+        ctl = str(self.files / "router.ctl")
+        return run(
+            "ip", "netns", "exec", self.router, "birdc", "-s", ctl, "show", "route", "all",
+            f"{VIP6}/128",
+        )  # fmt: skip
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGKILL)
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        for ns in reversed(self.namespaces):
+            run("ip", "netns", "del", ns, check=False)
+
+
+@contextlib.contextmanager
+def lab6(mode: str) -> Iterator[Lab6]:
+    files = Path(tempfile.mkdtemp(prefix="lvsmon-bgp6-", dir="/var/tmp"))
+    files.chmod(0o755)
+    the_lab = Lab6(f"lvs6{os.getpid()}", files, mode)
+    try:
+        the_lab.build()
+        yield the_lab
+    except BaseException:
+        for f in sorted(files.glob("*.stderr")) + sorted(files.glob("*.log")):
+            print(f"---- {f.name}\n{f.read_text(errors='replace')[-3000:]}")
+        raise
+    finally:
+        the_lab.close()
+        shutil.rmtree(files, ignore_errors=True)
+
+
+@pytest.mark.parametrize("mode", ["bird", "exabgp"])
+def test_ipv6_vip_announced_over_ipv6_session(
+    mode: str, record_property: Callable[[str, object], None]
+) -> None:
+    if mode == "exabgp" and shutil.which("exabgp") is None:
+        pytest.skip("needs ExaBGP (tests/debian-packages.txt: exabgp)")
+
+    def note(name: str, seconds: float) -> None:
+        print(f"[{mode}, IPv6] {name}: {seconds:.2f} s")
+        record_property(f"{mode}_ipv6_{name}", round(seconds, 3))
+
+    with lab6(mode) as the_lab:
+        the_lab.write_cf()
+        checked = the_lab.check_config()
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        the_lab.start_lvsmon()
+        t0 = time.monotonic()
+        wait(lambda: bool(the_lab.router_hops()), 30, "the IPv6 VIP on the router", 0.05)
+        note("announced after start", time.monotonic() - t0)
+        shown = the_lab.bird_routes()
+        assert f"{VIP6}/128" in shown and "BGP.med: 100" in shown, shown
+        # the next hop is the director's address on the session (BIRD may add its link-local)
+        assert f"BGP.next_hop: {D1_6}" in shown, shown
+
+        the_lab.stop_reals()
+        t0 = time.monotonic()
+        took = wait(lambda: not the_lab.router_hops(), 30, "the IPv6 VIP withdrawn", 0.05)
+        note("withdrawn after every real failed", took)
+        assert took <= FAILURECOUNT * CHECKINTERVAL + 1.5
+
+        the_lab.start_reals()
+        t0 = time.monotonic()
+        took = wait(lambda: bool(the_lab.router_hops()), 30, "the IPv6 VIP back", 0.05)
+        note("announced again after the reals recovered", took)
+        assert HOLDDOWN <= took <= HOLDDOWN + 2 * CHECKINTERVAL + 1.5
+        assert "BGP: announcing " + VIP6 in the_lab.log.read_text()
