@@ -47,6 +47,7 @@ from lvsmon.config.bgpsettings import (
     MinUp,
 )
 from lvsmon.config.values import Invalid, Warn, integer, share, shorten, word
+from lvsmon.routes import exabgpfamilies
 
 if TYPE_CHECKING:
     from lvsmon.config.raw import Setting
@@ -196,10 +197,15 @@ def bgp_global(g: Mapping[str, Setting]) -> tuple[BgpGlobal, Problems, Problems]
 
 
 def bgp_virtual(
-    s: Mapping[str, Setting], glob: BgpGlobal, fwmark: bool, scheduler: str = "mh", line: int = 0
+    s: Mapping[str, Setting],
+    glob: BgpGlobal,
+    fwmark: bool,
+    scheduler: str = "mh",
+    line: int = 0,
+    inet6: bool = False,
 ) -> tuple[BgpVirtual | None, Problems, Problems]:
     """A virtual's settings (None: not announced), the errors and the warnings (`scheduler`:
-    the virtual's, for the ECMP warning; `line`: its `virtual =` line)."""
+    the virtual's, for the ECMP warning; `line`: its `virtual =` line; `inet6`: a virtual6)."""
     errors: Problems = []
     warnings: Problems = []
     own = s.get("bgp")
@@ -236,4 +242,9 @@ def bgp_virtual(
                 " director (operations.md, 'ECMP prerequisites')",
             )
         )
+    if glob.mode == "exabgp" and glob.exabgpconf is not None:
+        # next-hop self over a session of the other family: the router drops the route
+        wrong = exabgpfamilies.file_problem(glob.exabgpconf, inet6)
+        if wrong is not None:
+            errors.append((line, wrong))
     return _virtual_values(s, glob.defaults), errors, warnings

@@ -374,7 +374,7 @@ class Builder:
             slowstart=get("slowstart", g.slowstart),
             removedrain=get("removedrain", g.removedrain),
             deadconns=get("deadconns", g.deadconns),
-            bgp=self.bgp(s, g, protocol, get("scheduler", "wrr"), line),
+            bgp=self.bgp(s, g, protocol, get("scheduler", "wrr"), line, family is Family.INET6),
             quiescent=get("quiescent", g.quiescent),
             fallback=fallback,
             fallbackcommand=get("fallbackcommand", g.fallbackcommand),
@@ -406,10 +406,11 @@ class Builder:
         protocol: VirtualProtocol,
         scheduler: str,
         line: int,
+        inet6: bool,
     ) -> BgpVirtual | None:
         """The virtual's part in its VIP's announcement (config/bgpconf.py)."""
         fwmark = protocol is VirtualProtocol.FWM
-        v, errors, warnings = bgpconf.bgp_virtual(s, g.bgp, fwmark, scheduler, line)
+        v, errors, warnings = bgpconf.bgp_virtual(s, g.bgp, fwmark, scheduler, line, inet6)
         for line, message in errors:
             self.error(line, message)
         for line, message in warnings:
