@@ -37,6 +37,8 @@ pytestmark = pytest.mark.skipif(
 
 ROUTER6 = "2001:db8:77:1::1"
 D1_6 = "2001:db8:77:1::2"
+ROUTER4, D1_4 = "10.77.1.1", "10.77.1.2"
+VIP4, REAL4 = "10.77.100.10", "10.77.50.1"
 VIP6 = "2001:db8:77:100::10"
 REALS6 = ("2001:db8:77:50::1", "2001:db8:77:50::2")
 CHECKINTERVAL = 1
@@ -47,7 +49,7 @@ LISTENER6 = """
 import socket, sys, selectors
 sel = selectors.DefaultSelector()
 for host in sys.argv[1:]:
-    s = socket.socket(socket.AF_INET6)
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((host, 8080))
     s.listen(128)
@@ -71,6 +73,19 @@ protocol bgp d1 {{
   connect delay time 1;
   connect retry time 2;
   ipv6 {{ import all; export none; }};
+}}
+"""
+
+# dual stack: a second session, over IPv4, for the IPv4 VIP
+ROUTER_BIRD4 = """\
+protocol kernel {{ ipv4 {{ import none; export all; }}; }}
+protocol bgp d1v4 {{
+  local {router} as {router_as};
+  neighbor {d1} as {director_as};
+  hold time 9;
+  connect delay time 1;
+  connect retry time 2;
+  ipv4 {{ import all; export none; }};
 }}
 """
 
@@ -114,6 +129,34 @@ neighbor {router} {{
 }}
 """
 
+# dual stack with ExaBGP: one session per family, each carrying its own (docs/operations.md)
+EXABGP_DUAL = """\
+neighbor {router4} {{
+  router-id 10.77.1.2;
+  local-address {d1_4};
+  local-as {director_as};
+  peer-as {router_as};
+  hold-time 9;
+  family {{ ipv4 unicast; }}
+}}
+neighbor {router6} {{
+  router-id 10.77.1.2;
+  local-address {d1_6};
+  local-as {director_as};
+  peer-as {router_as};
+  hold-time 9;
+  family {{ ipv6 unicast; }}
+}}
+"""
+
+VIRTUAL4 = """\
+virtual={vip}:80
+\tprotocol=tcp
+\tchecktype=connect
+\tscheduler=mh
+\treal={real}:8080 masq
+"""
+
 DIRECTOR_CF6 = """\
 checktimeout=1
 checkinterval={checkinterval}
@@ -136,6 +179,7 @@ class Lab6:
     prefix: str
     files: Path
     mode: str
+    dual: bool = False  # an IPv4 session and VIP beside the IPv6 ones
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     ended: list[subprocess.Popen[bytes]] = field(default_factory=list)  # on purpose
@@ -174,12 +218,18 @@ class Lab6:
         run("ip", "-n", self.d1, "link", "set", "eth0", "up")
         for real in REALS6:
             run("ip", "-n", self.d1, "addr", "add", f"{real}/128", "dev", "lo", "nodad")
-        self.start_reals()
-        (self.files / "router.conf").write_text(
-            ROUTER_BIRD6.format(
-                router=ROUTER6, d1=D1_6, router_as=ROUTER_AS, director_as=DIRECTOR_AS
-            )
+        router_conf = ROUTER_BIRD6.format(
+            router=ROUTER6, d1=D1_6, router_as=ROUTER_AS, director_as=DIRECTOR_AS
         )
+        if self.dual:
+            run("ip", "-n", self.router, "addr", "add", f"{ROUTER4}/24", "dev", "r1")
+            run("ip", "-n", self.d1, "addr", "add", f"{D1_4}/24", "dev", "eth0")
+            run("ip", "-n", self.d1, "addr", "add", f"{REAL4}/32", "dev", "lo")
+            router_conf += ROUTER_BIRD4.format(
+                router=ROUTER4, d1=D1_4, router_as=ROUTER_AS, director_as=DIRECTOR_AS
+            )
+        self.start_reals()
+        (self.files / "router.conf").write_text(router_conf)
         self.bird(self.router, "router")
         if self.mode == "bird":
             (self.files / "d1.conf").write_text(
@@ -215,10 +265,14 @@ class Lab6:
         return proc
 
     def start_reals(self) -> None:
-        self.listener = self.spawn(self.d1, [sys.executable, "-c", LISTENER6, *REALS6], "reals")
+        self.listener = self.spawn(self.d1, [sys.executable, "-c", LISTENER6, *self.reals], "reals")
         assert self.listener.stdout is not None
         if self.listener.stdout.readline().strip() != b"ready":
             raise LabError("the reals' listener did not start")
+
+    @property
+    def reals(self) -> tuple[str, ...]:
+        return (*REALS6, REAL4) if self.dual else REALS6
 
     def stop_reals(self) -> None:
         """Every real fails: nothing listens any more, connects are refused at once."""
@@ -251,6 +305,7 @@ class Lab6:
                 vip=VIP6,
                 reals="\n".join(f"\treal6=[{r}]:8080 masq" for r in REALS6),
             )
+            + (VIRTUAL4.format(vip=VIP4, real=REAL4) if self.dual else "")
         )
 
     def check_config(self) -> subprocess.CompletedProcess[str]:
@@ -274,16 +329,16 @@ class Lab6:
         err.close()
         self.procs.append(self.lvsmon)
 
-    def router_hops(self) -> str | None:
-        """The router's kernel route for the VIP ('' while it has none)."""
+    def router_hops(self, prefix: str = f"{VIP6}/128") -> str:
+        """The router's kernel route for the prefix ('' while it has none)."""
         self.check_alive()
-        return run("ip", "-6", "-n", self.router, "route", "show", f"{VIP6}/128").strip()
+        family = "-6" if ":" in prefix else "-4"
+        return run("ip", family, "-n", self.router, "route", "show", prefix).strip()
 
-    def bird_routes(self) -> str:
+    def bird_routes(self, prefix: str = f"{VIP6}/128") -> str:
         ctl = str(self.files / "router.ctl")
         return run(
-            "ip", "netns", "exec", self.router, "birdc", "-s", ctl, "show", "route", "all",
-            f"{VIP6}/128",
+            "ip", "netns", "exec", self.router, "birdc", "-s", ctl, "show", "route", "all", prefix,
         )  # fmt: skip
 
     def close(self) -> None:
@@ -301,10 +356,10 @@ class Lab6:
 
 
 @contextlib.contextmanager
-def lab6(mode: str) -> Iterator[Lab6]:
+def lab6(mode: str, *, dual: bool = False) -> Iterator[Lab6]:
     files = Path(tempfile.mkdtemp(prefix="lvsmon-bgp6-", dir="/var/tmp"))
     files.chmod(0o755)
-    the_lab = Lab6(f"lvs6{os.getpid()}", files, mode)
+    the_lab = Lab6(f"lvs6{os.getpid()}", files, mode, dual)
     try:
         the_lab.build()
         yield the_lab
@@ -353,3 +408,48 @@ def test_ipv6_vip_announced_over_ipv6_session(
         note("announced again after the reals recovered", took)
         assert HOLDDOWN <= took <= HOLDDOWN + 2 * CHECKINTERVAL + 1.5
         assert "BGP: announcing " + VIP6 in the_lab.log.read_text()
+
+
+def test_exabgp_dual_stack_needs_one_session_per_family(
+    record_property: Callable[[str, object], None],
+) -> None:
+    """The pitfall: ExaBGP's `next-hop self` for an IPv6 route over an IPv4 session is an IPv4
+    address, which the router drops (so is the reverse). check-config refuses the neighbours
+    file that would do it, at the VIP's line, naming the fix; with the fix (each session
+    carrying its own family) both VIPs reach the router, each with its family's next hop."""
+    if shutil.which("exabgp") is None:
+        pytest.skip("needs ExaBGP (tests/debian-packages.txt: exabgp)")
+    with lab6("exabgp", dual=True) as the_lab:
+        neighbours = the_lab.files / "d1.exabgp.conf"
+        dual = EXABGP_DUAL.format(
+            router4=ROUTER4, d1_4=D1_4, router6=ROUTER6, d1_6=D1_6,
+            router_as=ROUTER_AS, director_as=DIRECTOR_AS,
+        )  # fmt: skip
+        # the IPv4 session with ExaBGP's default families (every one): the IPv6 VIP (line 10)
+        # would go over it
+        neighbours.write_text(dual.replace("  family { ipv4 unicast; }\n", ""))
+        the_lab.write_cf()
+        checked = the_lab.check_config()
+        assert checked.returncode == 2, checked.stdout + checked.stderr
+        assert checked.stderr.startswith(
+            f"{the_lab.cf}:10: an IPv6 VIP with bgp = exabgp: neighbor {ROUTER4} ({neighbours}:1)"
+            " is an IPv4 session"
+        ), checked.stderr
+        assert "give that neighbor family { ipv4 unicast; }" in checked.stderr
+
+        neighbours.write_text(dual)
+        checked = the_lab.check_config()
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        the_lab.start_lvsmon()
+        t0 = time.monotonic()
+        wait(
+            lambda: bool(the_lab.router_hops()) and bool(the_lab.router_hops(f"{VIP4}/32")),
+            30,
+            "both VIPs on the router",
+            0.05,
+        )
+        took = time.monotonic() - t0
+        print(f"[exabgp, dual stack] both VIPs announced after start: {took:.2f} s")
+        record_property("exabgp_dual_stack_announced", round(took, 3))
+        assert f"BGP.next_hop: {D1_6}" in the_lab.bird_routes()
+        assert f"BGP.next_hop: {D1_4}" in the_lab.bird_routes(f"{VIP4}/32")
