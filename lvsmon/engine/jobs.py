@@ -3,17 +3,17 @@
 A real that sits in several virtual services with the same check is checked once; its result
 feeds every (virtual, real) pair. Each pair keeps its own health (its virtual's failurecount).
 
-Per real, a plan holds its ref, its job and a place in two dicts (`job_of` or `mode_of`); its
-rules and failurecount are its virtual's, read through views. The refs are the very objects
-the layout (engine/desired.py) and the adopted health use for the same config (`refs_of`): at
-37,298 reals each copy of them was 2 MiB.
+Per real, a plan holds its ref, its job (the job is its check spec: one object) and a place in
+two dicts (`job_of` or `mode_of`, and `jobs`, where a job that feeds one real keeps that ref
+without a tuple); its rules and failurecount are its virtual's, read through views. The refs
+are the very objects the layout (engine/desired.py) and the adopted health use for the same
+config (`refs_of`): at 37,298 reals each copy of them was 2 MiB.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
 from typing import Final
 
 from lvsmon.addr import host_port
@@ -48,25 +48,96 @@ class RealRef:
         return DestKey(self.address, self.port)
 
 
-@dataclass(frozen=True, slots=True)
-class CheckJob:
-    """One distinct check. For `checktype = N` (combined), `spec` is the negotiate check and after
+class CheckJob(CheckSpec):
+    """One distinct check: the spec it runs, and how often. The job is its spec (a CheckSpec
+    with one slot more), one object per real: a spec, a job and the job's stored hash were three
+    (180 bytes a real, 80 now). Equal jobs are equal specs with equal intervals; a spec and a job
+    never compare equal. Its hash is the spec's (the real and the kind: cheap, and no settings).
+
+    For `checktype = N` (combined), a CombinedJob: the spec is the negotiate check, and after
     each success `connect` runs `num_connects` times before negotiating again."""
 
-    spec: CheckSpec
+    __slots__ = ("interval",)
     interval: float
-    connect: CheckSpec | None = None
-    num_connects: int = 0
-    # the hash, computed once: a job is a dict key in the plan, the runner and the reload, and
-    # hashing every field of its spec(s) on each lookup made that the bulk of a reload's plan
-    _hash: int = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        key = (self.spec, self.interval, self.connect, self.num_connects)
-        object.__setattr__(self, "_hash", hash(key))
+    def __init__(self, spec: CheckSpec, interval: float) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "kind", spec.kind)
+        setattr_(self, "host", spec.host)
+        setattr_(self, "port", spec.port)
+        setattr_(self, "timeout", spec.timeout)
+        setattr_(self, "settings", spec.settings)
+        setattr_(self, "interval", interval)
 
-    def __hash__(self) -> int:
-        return self._hash
+    @property
+    def spec(self) -> CheckSpec:
+        """The check it runs (the negotiate one of a combined job): the job itself."""
+        return self
+
+    @property
+    def connect(self) -> CheckSpec | None:
+        return None
+
+    @property
+    def num_connects(self) -> int:
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self.interval == other.interval and CheckSpec.__eq__(self, other)
+
+    __hash__ = CheckSpec.__hash__
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __repr__(self) -> str:
+        return f"CheckJob(spec={CheckSpec.__repr__(self)}, interval={self.interval!r})"
+
+
+class CombinedJob(CheckJob):
+    """`checktype = N`: the negotiate check, then `num_connects` connect checks after each
+    success (rare: the two slots are its own)."""
+
+    __slots__ = ("_connect", "_num_connects")
+    _connect: CheckSpec
+    _num_connects: int
+
+    def __init__(
+        self, spec: CheckSpec, interval: float, connect: CheckSpec, num_connects: int
+    ) -> None:
+        super().__init__(spec, interval)
+        object.__setattr__(self, "_connect", connect)
+        object.__setattr__(self, "_num_connects", num_connects)
+
+    @property
+    def connect(self) -> CheckSpec | None:
+        return self._connect
+
+    @property
+    def num_connects(self) -> int:
+        return self._num_connects
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (
+            self._num_connects == other._num_connects
+            and self._connect == other._connect
+            and CheckJob.__eq__(self, other)
+        )
+
+    __hash__ = CheckSpec.__hash__
+
+    def __repr__(self) -> str:
+        return (
+            f"CombinedJob(spec={CheckSpec.__repr__(self)}, interval={self.interval!r},"
+            f" connect={self._connect!r}, num_connects={self._num_connects!r})"
+        )
 
 
 class Mode:
@@ -144,9 +215,55 @@ class RulesOf(Mapping[RealRef, HealthRules]):
         return f"RulesOf({dict(self)!r})"
 
 
+# the refs a job feeds: most jobs feed one real, kept without a tuple of its own (a 1-tuple was
+# 48 bytes a job); a job shared by several virtuals has a tuple
+Refs = RealRef | tuple[RealRef, ...]
+
+
+def unpack_refs(refs: Refs) -> tuple[RealRef, ...]:
+    return (refs,) if isinstance(refs, RealRef) else refs
+
+
+class JobRefs(Mapping[CheckJob, tuple[RealRef, ...]]):
+    """A plan's jobs and the refs each one feeds, in config order. `packed` is the dict itself,
+    a job's refs packed (Refs): the runner keeps them so; a lookup here gives a tuple."""
+
+    __slots__ = ("packed",)
+
+    def __init__(self, packed: dict[CheckJob, Refs]) -> None:
+        self.packed = packed
+
+    def __getitem__(self, job: CheckJob) -> tuple[RealRef, ...]:
+        return unpack_refs(self.packed[job])
+
+    def __contains__(self, job: object) -> bool:
+        return job in self.packed
+
+    def __iter__(self) -> Iterator[CheckJob]:
+        return iter(self.packed)
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, JobRefs):
+            return self.packed == other.packed
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"JobRefs({dict(self)!r})"
+
+
+def packed_refs(jobs: Mapping[CheckJob, tuple[RealRef, ...]]) -> Mapping[CheckJob, Refs]:
+    """A plan's jobs with their refs packed: its own dict, or (a plan made by hand) the same."""
+    return jobs.packed if isinstance(jobs, JobRefs) else jobs
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
-    jobs: dict[CheckJob, tuple[RealRef, ...]]
+    jobs: Mapping[CheckJob, tuple[RealRef, ...]]  # a JobRefs, but for a plan made by hand
     job_of: dict[RealRef, CheckJob]
     mode_of: dict[RealRef, str]  # reals without a job
     failurecount: Mapping[RealRef, int]  # every real of the config, in its order
@@ -227,13 +344,10 @@ def job_for(v: Virtual, r: Real, interval: float | None = None) -> CheckJob | st
     if ct in (CheckType.NEGOTIATE, CheckType.COMBINED) and v.service is Service.NONE:
         return Mode.ALWAYS_UP  # ldirectord: service "none" is never checked and always up
     if ct is CheckType.COMBINED:
-        return CheckJob(
-            spec=_spec(v, r, "negotiate"),
-            interval=interval,
-            connect=_spec(v, r, "connect"),
-            num_connects=v.num_connects,
+        return CombinedJob(
+            _spec(v, r, "negotiate"), interval, _spec(v, r, "connect"), v.num_connects
         )
-    return CheckJob(spec=_spec(v, r, str(ct)), interval=interval)
+    return CheckJob(_spec(v, r, str(ct)), interval)
 
 
 def rules_of(v: Virtual) -> HealthRules:
@@ -248,7 +362,7 @@ def build_plan(config: Config, previous: Plan | None = None) -> Plan:
     takes that one's refs and jobs, the very objects, instead of building each real's check
     spec again (a reload's cost then grows with what changed, and unchanged jobs compare
     equal by identity first)."""
-    jobs: dict[CheckJob, list[RealRef]] = defaultdict(list)
+    jobs: dict[CheckJob, Refs] = {}
     job_of: dict[RealRef, CheckJob] = {}
     mode_of: dict[RealRef, str] = {}
     rules: dict[ServiceKey, HealthRules] = {}
@@ -274,15 +388,20 @@ def build_plan(config: Config, previous: Plan | None = None) -> Plan:
         for ref, job in zip(part[1], part[2], strict=True):
             if isinstance(job, CheckJob):
                 job_of[ref] = job
-                refs = jobs[job]
-                if ref not in refs:
-                    refs.append(ref)
+                refs = jobs.get(job)
+                if refs is None:
+                    jobs[job] = ref
+                elif isinstance(refs, RealRef):
+                    if refs != ref:
+                        jobs[job] = (refs, ref)
+                elif ref not in refs:
+                    jobs[job] = (*refs, ref)
             else:
                 mode_of[ref] = job
     _remember_refs(config, refs_by_key)
     rules_of_ref = RulesOf(rules, parts, job_of, mode_of)
     return Plan(
-        {j: tuple(refs) for j, refs in jobs.items()},
+        JobRefs(jobs),
         job_of,
         mode_of,
         FailureCounts(rules_of_ref),

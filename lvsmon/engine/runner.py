@@ -30,7 +30,7 @@ from lvsmon.checks.fds import HELD, task_fds
 from lvsmon.checks.prober import ProbePlan, Prober, hold_prober, release_prober
 from lvsmon.checks.registry import plan_probe
 from lvsmon.engine.checkstats import CheckCounts
-from lvsmon.engine.jobs import CheckJob, Plan, RealRef
+from lvsmon.engine.jobs import CheckJob, Plan, RealRef, Refs, packed_refs, unpack_refs
 from lvsmon.engine.lag import (
     SLOW_SHARE,
     AdmissionWindow,
@@ -123,20 +123,20 @@ class JobRun(CheckCounts, Entry):
         "interval",  # Entry's four
         "job",
         "lag_mark",
+        "packed",
         "phase",
         "rare",
-        "refs",
         "running",
         "slot",
         "spec_plan",
         "steady",
     )
 
-    def __init__(self, job: CheckJob, refs: tuple[RealRef, ...], probes: bool) -> None:
+    def __init__(self, job: CheckJob, refs: Refs, probes: bool) -> None:
         super().__init__()
         Entry.__init__(self)
         self.job = job
-        self.refs = refs
+        self.packed = refs  # the plan's own (jobs.JobRefs): a single ref needs no tuple
         # how each of its checks runs on the prober; None: as a task through run_check
         self.spec_plan: ProbePlan | None = plan_probe(job.spec) if probes else None
         self.connect_plan: ProbePlan | None = (
@@ -147,6 +147,11 @@ class JobRun(CheckCounts, Entry):
         self.steady: str | None = None
         self.lag_mark = 0.0  # the lag monitor's lost time when its check in flight started
         self.rare: _Rare | None = None  # a combined check's connects, late timeouts
+
+    @property
+    def refs(self) -> tuple[RealRef, ...]:
+        """The (virtual, real) pairs its results feed."""
+        return unpack_refs(self.packed)
 
     @property
     def counts(self) -> CheckCounts:
@@ -228,14 +233,14 @@ class CheckRunner:
         """Run `plan`'s jobs from now on; a job that stays keeps its state and its slot."""
         runs: dict[CheckJob, JobRun] = {}
         pending: set[JobRun] = set()
-        for job, refs in plan.jobs.items():
+        for job, refs in packed_refs(plan.jobs).items():
             run = self._runs.get(job)
             if run is None:
                 run = self._new_run(job, refs)
                 pending.add(run)
             elif run in self._first_pending:
                 pending.add(run)
-            run.refs = refs
+            run.packed = refs
             run.steady = None  # health may have been adopted anew
             runs[job] = run
         self._runs = runs
@@ -248,7 +253,7 @@ class CheckRunner:
         self._timetable.set_jobs({run: run.job.interval for run in runs.values()}, self._clock())
         self._wake()
 
-    def _new_run(self, job: CheckJob, refs: tuple[RealRef, ...]) -> JobRun:
+    def _new_run(self, job: CheckJob, refs: Refs) -> JobRun:
         return JobRun(job, refs, self._probes)
 
     def _ensure_prober(self) -> None:

@@ -1,0 +1,100 @@
+"""Issue 22 goal 5: a check job is one object per real (the job is its spec), and a plan's job
+with a single real keeps that real without a tuple of its own."""
+
+from __future__ import annotations
+
+import sys
+
+from lvsmon.checks.base import CheckResult, CheckSpec
+from lvsmon.engine.jobs import CheckJob, CombinedJob, JobRefs, RealRef, build_plan
+from lvsmon.engine.runner import CheckRunner
+from lvsmon.engine.status import Stats
+from lvsmon.ipvs.model import ServiceKey
+
+from .conftest import cfg
+
+SPEC = CheckSpec("connect", "127.0.0.1", 80, timeout=1.0)
+V1 = ServiceKey.inet("tcp", "10.1.0.1", 80)
+
+
+def test_a_job_is_its_spec_in_one_object() -> None:
+    plan = build_plan(
+        cfg(
+            """\
+            virtual=10.1.0.1:80
+            \treal=10.2.0.1:80 gate
+            \treal=10.2.0.2:80 gate
+            \tchecktype=negotiate
+            \tservice=http
+            \trequest="/health"
+            \treceive="ok"
+            """
+        )
+    )
+    for job in plan.jobs:
+        assert job.spec is job and isinstance(job, CheckSpec)
+        assert not hasattr(job, "__dict__")
+        # a spec (72), a job (72) and its stored hash (36) were three objects
+        assert sys.getsizeof(job) <= 80
+        assert job.request == "/health" and job.interval == 10.0  # the default checkinterval
+
+
+def test_jobs_compare_by_spec_interval_and_connects() -> None:
+    job = CheckJob(SPEC, 2.0)
+    assert job == CheckJob(CheckSpec("connect", "127.0.0.1", 80, timeout=1.0), 2.0)
+    assert hash(job) == hash(CheckJob(SPEC, 2.0))
+    assert job != CheckJob(SPEC, 3.0)
+    assert job != CheckJob(CheckSpec("connect", "127.0.0.1", 80, timeout=2.0), 2.0)
+    assert job != SPEC and SPEC.__eq__(job) is NotImplemented  # a job is not its bare spec
+    assert job.connect is None and job.num_connects == 0
+    combined = CombinedJob(SPEC, 2.0, SPEC, 3)
+    assert combined == CombinedJob(SPEC, 2.0, SPEC, 3)
+    assert combined != CombinedJob(SPEC, 2.0, SPEC, 4)
+    assert combined != job and job != combined
+    assert combined.connect is SPEC and combined.num_connects == 3
+    assert len({job, CheckJob(SPEC, 2.0), combined, CombinedJob(SPEC, 2.0, SPEC, 3)}) == 2
+
+
+def test_a_job_is_frozen() -> None:
+    job = CheckJob(SPEC, 2.0)
+    for name in ("interval", "host"):
+        try:
+            setattr(job, name, 1.0)
+        except AttributeError:
+            continue
+        raise AssertionError(f"{name} assigned")
+
+
+def test_a_job_of_one_real_keeps_its_ref_without_a_tuple() -> None:
+    plan = build_plan(
+        cfg(
+            """\
+            virtual=10.1.0.1:80
+            \treal=10.2.0.1:80 gate
+            \treal=10.2.0.2:80 gate
+            \tchecktype=connect
+            virtual=10.1.0.2:80
+            \treal=10.2.0.1:80 gate
+            \tchecktype=connect
+            """
+        )
+    )
+    assert isinstance(plan.jobs, JobRefs)
+    alone = plan.job_of[RealRef(V1, "10.2.0.2", 80)]
+    shared = plan.job_of[RealRef(V1, "10.2.0.1", 80)]
+    assert isinstance(plan.jobs.packed[alone], RealRef)  # no 1-tuple
+    assert plan.jobs[alone] == (RealRef(V1, "10.2.0.2", 80),)
+    assert [ref.service for ref in plan.jobs[shared]] == [
+        V1,
+        ServiceKey.inet("tcp", "10.1.0.2", 80),
+    ]
+    assert dict(plan.jobs) == {alone: plan.jobs[alone], shared: plan.jobs[shared]}
+    runner = CheckRunner(lambda refs, result: True, Stats(), run_check=_never)
+    runner.schedule(plan)
+    run = runner.runs[alone]
+    assert run.packed is plan.jobs.packed[alone] and run.refs == plan.jobs[alone]
+    assert runner.runs[shared].refs == plan.jobs[shared]
+
+
+async def _never(spec: CheckSpec) -> CheckResult:
+    raise AssertionError("not run")
