@@ -4,12 +4,18 @@ real daemons in network namespaces this test creates and removes:
     {p}-router  AS 65000, BIRD 2   r1 2001:db8:77:1::1/64 ---- eth0 2001:db8:77:1::2/64  {p}-d1
     {p}-d1      AS 65001: lvsmon (memory backend) + BIRD 2 (bgp = bird) or its ExaBGP child;
                 reals 2001:db8:77:50::1 and ::2 on its lo, TCP listeners on :8080
+    dual stack: also 10.77.1.1/24 ---- 10.77.1.2/24, a second (IPv4) session, an IPv4 VIP
+                with the real 10.77.50.1 on d1's lo
 
-The session is IPv6 (ExaBGP's `next-hop self` is then the director's IPv6 address; BIRD sets its
-own address for an eBGP session). Shown on the router's kernel table and `birdc show route`:
-the /128 arrives after start, is withdrawn when every real fails (the listener ends: connects are
-refused), and comes back after `bgpholddown`. Plus, with ExaBGP, the pitfall of an IPv6 VIP over
-an IPv4 session: `lvsmon check-config` says so, at the VIP's line. The times are printed (-s).
+- test_ipv6_vip_announced_over_ipv6_session[bird|exabgp]: over an IPv6 session (ExaBGP's
+  `next-hop self` is then the director's IPv6 address; BIRD sets its own for eBGP), the /128
+  is on the router's kernel table and in `birdc show route` after start, withdrawn when every
+  real fails (the listener ends: connects are refused), back after `bgpholddown`;
+- test_exabgp_dual_stack_needs_one_session_per_family: the pitfall of an IPv6 VIP over an IPv4
+  session (ExaBGP's default families) is a check-config error; the fix it names works;
+- test_bird_dual_stack: operations.md's dual-stack BIRD config carries both VIPs.
+
+The times are printed (-s) and recorded as junit properties.
 """
 
 from __future__ import annotations
@@ -111,6 +117,50 @@ filter lvsmon_out {{
 protocol bgp uplink {{
   local {d1} as {director_as};
   neighbor {router} as {router_as};
+  hold time 9;
+  connect delay time 1;
+  connect retry time 2;
+  ipv6 {{ table lvsmon6; import none; export filter lvsmon_out; }};
+}}
+"""
+
+# dual stack with BIRD, as docs/operations.md shows it: the IPv4 part of the worked example plus
+# an ipv6 table, a second kernel protocol on the same kernel table (one channel each) and an
+# IPv6 session exporting the ipv6 table
+DIRECTOR_BIRD_DUAL = """\
+router id 10.77.1.2;
+protocol device {{ scan time 10; }}
+ipv4 table lvsmon;
+ipv6 table lvsmon6;
+protocol kernel lvsmon_routes {{
+  kernel table 200;
+  learn;
+  scan time 10;
+  ipv4 {{ table lvsmon; import all; export none; }};
+}}
+protocol kernel lvsmon_routes6 {{
+  kernel table 200;
+  learn;
+  scan time 10;
+  ipv6 {{ table lvsmon6; import all; export none; }};
+}}
+filter lvsmon_out {{
+  if proto != "lvsmon_routes" && proto != "lvsmon_routes6" then reject;
+  bgp_med = krt_metric;
+  if krt_metric = 4294967295 then bgp_community.add((65535, 0));
+  accept;
+}}
+protocol bgp uplink {{
+  local {d1_4} as {director_as};
+  neighbor {router4} as {router_as};
+  hold time 9;
+  connect delay time 1;
+  connect retry time 2;
+  ipv4 {{ table lvsmon; import none; export filter lvsmon_out; }};
+}}
+protocol bgp uplink6 {{
+  local {d1_6} as {director_as};
+  neighbor {router6} as {router_as};
   hold time 9;
   connect delay time 1;
   connect retry time 2;
@@ -232,9 +282,17 @@ class Lab6:
         (self.files / "router.conf").write_text(router_conf)
         self.bird(self.router, "router")
         if self.mode == "bird":
+            director = DIRECTOR_BIRD_DUAL if self.dual else DIRECTOR_BIRD6
             (self.files / "d1.conf").write_text(
-                DIRECTOR_BIRD6.format(
-                    router=ROUTER6, d1=D1_6, router_as=ROUTER_AS, director_as=DIRECTOR_AS
+                director.format(
+                    router=ROUTER6,
+                    d1=D1_6,
+                    router6=ROUTER6,
+                    d1_6=D1_6,
+                    router4=ROUTER4,
+                    d1_4=D1_4,
+                    router_as=ROUTER_AS,
+                    director_as=DIRECTOR_AS,
                 )
             )
             self.bird(self.d1, "d1")
@@ -453,3 +511,28 @@ def test_exabgp_dual_stack_needs_one_session_per_family(
         record_property("exabgp_dual_stack_announced", round(took, 3))
         assert f"BGP.next_hop: {D1_6}" in the_lab.bird_routes()
         assert f"BGP.next_hop: {D1_4}" in the_lab.bird_routes(f"{VIP4}/32")
+
+
+def test_bird_dual_stack(record_property: Callable[[str, object], None]) -> None:
+    """bgp = bird with an IPv4 and an IPv6 VIP: lvsmon puts both in one kernel table, the
+    director's BIRD (operations.md's dual-stack config) learns it with one kernel protocol per
+    family and exports each over its own session; both reach the router, each with its
+    family's next hop, and MED 100."""
+    with lab6("bird", dual=True) as the_lab:
+        the_lab.write_cf()
+        checked = the_lab.check_config()
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        the_lab.start_lvsmon()
+        t0 = time.monotonic()
+        wait(
+            lambda: bool(the_lab.router_hops()) and bool(the_lab.router_hops(f"{VIP4}/32")),
+            30,
+            "both VIPs on the router",
+            0.05,
+        )
+        took = time.monotonic() - t0
+        print(f"[bird, dual stack] both VIPs announced after start: {took:.2f} s")
+        record_property("bird_dual_stack_announced", round(took, 3))
+        shown6, shown4 = the_lab.bird_routes(), the_lab.bird_routes(f"{VIP4}/32")
+        assert f"BGP.next_hop: {D1_6}" in shown6 and "BGP.med: 100" in shown6, shown6
+        assert f"BGP.next_hop: {D1_4}" in shown4 and "BGP.med: 100" in shown4, shown4
