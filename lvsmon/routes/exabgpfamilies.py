@@ -35,7 +35,7 @@ class Neighbour:
     address: str
     line: int  # of its `neighbor` in the file
     inet6: bool  # the session's family: the neighbour's address's
-    families: frozenset[str] | None  # "ipv4 unicast", ...; None: unknown (inherits a template)
+    families: frozenset[str] | None  # "ipv4 unicast", ...; None: unknown (a template's, say)
 
 
 def neighbours(text: str) -> list[Neighbour]:
@@ -54,14 +54,13 @@ def neighbours(text: str) -> list[Neighbour]:
             depth = max(0, depth - 1)
         elif depth == 0 and word == "neighbor" and i + 2 < len(tokens) and tokens[i + 2][0] == "{":
             i, neighbour = _neighbour(tokens, i, line)
-            if neighbour is not None:
-                found.append(neighbour)
+            found.append(neighbour)
             continue
         i += 1
     return found
 
 
-def _neighbour(tokens: list[tuple[str, int]], i: int, line: int) -> tuple[int, Neighbour | None]:
+def _neighbour(tokens: list[tuple[str, int]], i: int, line: int) -> tuple[int, Neighbour]:
     """The block opening at tokens[i] (`neighbor ADDRESS {`); the index after its end."""
     address = tokens[i + 1][0]
     i += 3
@@ -93,8 +92,8 @@ def _neighbour(tokens: list[tuple[str, int]], i: int, line: int) -> tuple[int, N
             statement.append(word.lower())
     try:
         inet6 = ipaddress.ip_address(address).version == 6
-    except ValueError:
-        return i, None
+    except ValueError:  # not an address ExaBGP takes: its own check says so, never a false one here
+        return i, Neighbour(address, line, ":" in address, None)
     known = None if inherits else frozenset(families if families is not None else _ALL)
     return i, Neighbour(address, line, inet6, known)
 

@@ -71,6 +71,7 @@ def test_neighbours_and_their_families() -> None:
         (SESSION6, False, "neighbor 2001:db8::fe (n.conf:1) is an IPv6 session"),
         (only(SESSION4, "ipv4 unicast"), True, "no neighbor in n.conf carries ipv6 unicast"),
         (only(SESSION6, "ipv6 unicast"), False, "no neighbor in n.conf carries ipv4 unicast"),
+        ("neighbor router.example { }\n", True, None),  # not judged (ExaBGP refuses it)
     ],
 )
 def test_problem(text: str, inet6: bool, wrong: str | None) -> None:
