@@ -101,13 +101,17 @@ class _Gate:
 
 
 class _Rare:
-    """A JobRun's state that few jobs ever need, made on first use: three slots fewer make a
-    JobRun 144 bytes instead of 160 (pymalloc rounds to 16), at 37,000 jobs."""
+    """A JobRun's state that few jobs ever need, made on first use (a combined check's at
+    once): five slots fewer make a JobRun 128 bytes instead of 160 (pymalloc rounds to 16), at
+    37,000 jobs."""
 
-    __slots__ = ("connects_left", "unknown_since", "unknowns")
+    __slots__ = ("connect_plan", "connects_left", "unknown_since", "unknowns")
 
     def __init__(self) -> None:
-        self.connects_left = 0  # combined checks: connects still due before the next negotiate
+        # a combined check's connect on the prober (None: as a task through run_check), and
+        # the connects still due before the next negotiate
+        self.connect_plan: ProbePlan | None = None
+        self.connects_left = 0
         self.unknowns = 0  # late timeouts in a row (lvsmon/engine/lag.py), and since when
         self.unknown_since = 0.0
 
@@ -119,12 +123,10 @@ class JobRun(CheckCounts, Entry):
     not three; no callback of its own (the prober gives it to the runner's)."""
 
     __slots__ = (
-        "connect_plan",
-        "interval",  # Entry's four
         "job",
         "lag_mark",
         "packed",
-        "phase",
+        "phase",  # Entry's four, but its interval: its job's
         "rare",
         "running",
         "slot",
@@ -139,14 +141,26 @@ class JobRun(CheckCounts, Entry):
         self.packed = refs  # the plan's own (jobs.JobRefs): a single ref needs no tuple
         # how each of its checks runs on the prober; None: as a task through run_check
         self.spec_plan: ProbePlan | None = plan_probe(job.spec) if probes else None
-        self.connect_plan: ProbePlan | None = (
-            plan_probe(job.connect) if probes and job.connect is not None else None
-        )
         # the reason of the last good result when every ref's health is exactly what another good
         # result with that reason would make it: that result then changes nothing
         self.steady: str | None = None
         self.lag_mark = 0.0  # the lag monitor's lost time when its check in flight started
         self.rare: _Rare | None = None  # a combined check's connects, late timeouts
+        if job.connect is not None:
+            self.rare = _Rare()
+            if probes:
+                self.rare.connect_plan = plan_probe(job.connect)
+
+    @property
+    def interval(self) -> float:
+        """The timetable's (Entry): its job's, fixed for its life (a job with another interval
+        is another job, so another run)."""
+        return self.job.interval
+
+    @interval.setter
+    def interval(self, value: float) -> None:
+        if value != self.job.interval:
+            raise ValueError(f"a run's interval is its job's ({self.job.interval}), not {value}")
 
     @property
     def refs(self) -> tuple[RealRef, ...]:
@@ -377,8 +391,9 @@ class CheckRunner:
         """Which of the job's checks is due (the connect of a combined check?), and its probe
         plan when it runs on the prober."""
         rare = run.rare
-        connect = rare is not None and rare.connects_left > 0 and run.job.connect is not None
-        return connect, run.connect_plan if connect else run.spec_plan
+        if rare is not None and rare.connects_left > 0 and run.job.connect is not None:
+            return True, rare.connect_plan
+        return False, run.spec_plan
 
     def _start(self, run: JobRun) -> None:
         connect, plan = self._route(run)

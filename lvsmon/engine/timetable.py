@@ -52,7 +52,9 @@ def spread_phase(key: Hashable, interval: float) -> float:
 class Entry:
     """A key that is its own record in the timetable (the runner's JobRun, one a check job):
     no record beside it, nor a dict entry. Its class names these four in its own __slots__ (this
-    base has none, so that it mixes with another slotted base) and calls Entry.__init__."""
+    base has none, so that it mixes with another slotted base) and calls Entry.__init__; or
+    gives `interval` as a property of its own (the JobRun's is its job's: a slot less), which the
+    timetable only sets to the interval it was given for the key (set_jobs)."""
 
     if not TYPE_CHECKING:  # its subclass gives the slots (mypy would see disjoint bases)
         __slots__ = ()
@@ -64,7 +66,7 @@ class Entry:
     slot: object
 
     def __init__(self) -> None:
-        self.interval = 0.0
+        # no interval: set_jobs sets it before the timetable reads it
         self.phase = 0.0
         self.running = False
         self.slot = None
@@ -83,6 +85,7 @@ class _Job(Entry, Generic[K]):
 
     def __init__(self, key: K) -> None:
         super().__init__()
+        self.interval = 0.0
         self.key = key
 
 

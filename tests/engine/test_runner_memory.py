@@ -9,7 +9,7 @@ import sys
 import tracemalloc
 
 from lvsmon.checks.base import CheckSpec
-from lvsmon.engine.jobs import CheckJob
+from lvsmon.engine.jobs import CheckJob, CombinedJob
 from lvsmon.engine.runner import JobRun
 from lvsmon.engine.timetable import Timetable
 
@@ -27,11 +27,26 @@ def runs(n: int) -> list[JobRun]:
     ]
 
 
-def test_a_job_run_is_144_bytes_and_has_no_dict() -> None:
+def test_a_job_run_is_128_bytes_and_has_no_dict() -> None:
     run = runs(1)[0]
     assert not hasattr(run, "__dict__")
-    # 14 slots: one more crosses pymalloc's next 16-byte step
-    assert sys.getsizeof(run) <= 144
+    # 12 slots: one more crosses pymalloc's next 16-byte step (the interval is its job's, a
+    # combined check's connect plan is in its rare part)
+    assert sys.getsizeof(run) <= 128
+    assert run.interval == 2.0 and run.rare is None
+
+
+def test_a_combined_job_run_has_its_connect_plan_aside() -> None:
+    spec = CheckSpec("connect", "127.0.0.1", 80, timeout=1.0)
+    run = JobRun(CombinedJob(spec, 2.0, spec, 2), (), True)
+    assert run.rare is not None and run.rare.connect_plan is not None
+    assert sys.getsizeof(run) <= 128
+    try:
+        run.interval = 3.0
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a run took an interval that is not its job's")
 
 
 def test_the_timetable_keeps_no_object_per_job() -> None:
