@@ -247,4 +247,17 @@ def bgp_virtual(
         wrong = exabgpfamilies.file_problem(glob.exabgpconf, inet6)
         if wrong is not None:
             errors.append((line, wrong))
-    return _virtual_values(s, glob.defaults), errors, warnings
+    values = _virtual_values(s, glob.defaults)
+    if glob.mode == "bird" and inet6 and values.med == 0:
+        # the kernel stores an IPv6 route's metric 0 as 1024 (IP6_RT_PRIO_USER): BIRD would
+        # send MED 1024, and every resync would find 1024 where lvsmon wants 0
+        where = s["bgpmed"].line if "bgpmed" in s else line
+        errors.append(
+            (
+                where,
+                "bgpmed = 0 with an IPv6 VIP and bgp = bird: the kernel keeps an IPv6 route's"
+                " metric 0 as 1024, so BIRD would announce MED 1024; use bgpmed = 1 or more"
+                " (the best MED among the directors wins either way)",
+            )
+        )
+    return values, errors, warnings

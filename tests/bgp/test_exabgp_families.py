@@ -1,10 +1,15 @@
 """bgp = exabgp and a VIP's family (routes/exabgpfamilies.py): `next-hop self` over a session of
 the other family is an address routers drop, so check-config says so at the virtual's line
-(FILE:LINE, exit 2), naming the neighbour and the fix; what works passes."""
+(FILE:LINE, exit 2), naming the neighbour and the fix; what works passes. And bgp = bird's
+IPv6 limit: the kernel has no IPv6 route of metric 0, so no bgpmed = 0."""
 
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +117,38 @@ def test_check_config_exits_2(tmp_path: Path) -> None:
     assert check_config(str(path), as_json=False, out=out, err=err) == 2
     first = err.getvalue().splitlines()[0]
     assert first.startswith(f"{path}:3: an IPv4 VIP with bgp = exabgp: neighbor 2001:db8::fe")
+
+
+def test_bird_refuses_med_0_for_an_ipv6_vip() -> None:
+    # the kernel keeps an IPv6 route's metric 0 as 1024: MED 1024 on the wire, EEXIST at each
+    # resync (test_ipv6_metric_0_is_1024_in_the_kernel shows the kernel's side)
+    message = (
+        "bgpmed = 0 with an IPv6 VIP and bgp = bird: the kernel keeps an IPv6 route's metric 0"
+        " as 1024, so BIRD would announce MED 1024; use bgpmed = 1 or more (the best MED among"
+        " the directors wins either way)"
+    )
+    assert _errors("bgp=bird\nbgpmed=0\n" + V4 + V6) == [f"a.cf:6: {message}"]
+    assert _errors("bgp=bird\n" + V6 + "\tbgpmed=0\n") == [f"a.cf:5: {message}"]
+    assert _parse("bgp=bird\nbgpmed=0\n" + V4).virtuals[0].bgp is not None  # IPv4 keeps 0
+    assert _parse("bgp=bird\nbgpmed=0\n" + V6 + "\tbgpmed=1\n").virtuals[0].bgp is not None
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
+    reason="needs root, unshare and ip to create a network namespace",
+)
+def test_ipv6_metric_0_is_1024_in_the_kernel() -> None:
+    script = (
+        "from lvsmon.routes.kernel import put, routes\n"
+        "put(200, 201, '2001:db8::10', 0); put(200, 201, '192.0.2.10', 0)\n"
+        "print(sorted(routes(200).items()))\n"
+    )
+    out = subprocess.run(
+        ["unshare", "-n", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout
+    assert out.strip() == "[('192.0.2.10', 0), ('2001:db8::10', 1024)]"
