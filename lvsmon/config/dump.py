@@ -11,7 +11,7 @@ import enum
 from dataclasses import fields, is_dataclass
 from typing import Any, Final
 
-from lvsmon.config.model import Config, Virtual
+from lvsmon.config.model import Config, Real, Virtual
 
 REDACTED: Final = "***"
 SECRET_FIELDS: Final = frozenset({"passwd", "secret", "smtppassword"})
@@ -30,6 +30,8 @@ def _plain(value: Any) -> Any:
         return value.value
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
+    if isinstance(value, Real):  # its values, not its shared settings object
+        return {name: _plain(getattr(value, name)) for name in Real.VALUES}
     if is_dataclass(value) and not isinstance(value, type):
         # fields that are not init arguments are derived (Virtual.key): not settings
         return {

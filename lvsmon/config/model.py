@@ -34,6 +34,7 @@ __all__ = [
     "GlobalSettings",
     "HttpMethod",
     "Real",
+    "RealSettings",
     "Service",
     "SmtpTls",
     "Virtual",
@@ -174,9 +175,10 @@ class GlobalFallback:
 
 
 @dataclass(frozen=True, slots=True)
-class Real:
-    address: str  # canonical literal, no brackets
-    port: int  # the virtual's port when the line gave none (0 for fwmark services)
+class RealSettings:
+    """What a real line sets besides its address, port and line: one object for all the reals
+    that set the same (most of a virtual's), kept by Real.settings."""
+
     forward: Forward
     weight: int
     lower: int  # lower connection threshold (l:N), 0 = none
@@ -184,14 +186,113 @@ class Real:
     request: str  # effective: the real's own "request" or the virtual's
     receive: str  # effective: the real's own "receive" or the virtual's
     file: str
-    line: int
-    # its (address, port) as a destination key, built once here (a key checks its address by
-    # parsing it): derived, not compared, not shown, not dumped. The kernel may store it under
-    # another port (ipvs.model.kernel_dest_port).
-    dest: DestKey = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "dest", DestKey(self.address, self.port))
+
+# equal settings are one object (issue 22: 48 bytes a real less), found by their values;
+# emptied when it grows past SETTINGS_KEEP, so that a daemon reloaded for months keeps no
+# settings of old configs
+SETTINGS_KEEP = 4096
+_settings: dict[tuple[Forward, int, int, int, str, str, str], RealSettings] = {}
+
+
+def shared_settings(
+    forward: Forward, weight: int, lower: int, upper: int, request: str, receive: str, file: str
+) -> RealSettings:
+    """The one RealSettings of these values."""
+    key = (forward, weight, lower, upper, request, receive, file)
+    known = _settings.get(key)
+    if known is not None:
+        return known
+    if len(_settings) >= SETTINGS_KEEP:
+        _settings.clear()
+    known = _settings[key] = RealSettings(*key)
+    return known
+
+
+@dataclass(frozen=True, slots=True, init=False, repr=False)
+class Real:
+    """One real server line. Its address and port are its destination key's (DestKey: the
+    key checks its address by parsing it, built once here), its other settings but its line
+    one shared object (RealSettings); all are read through properties of their names, and it
+    is made, compared, hashed and dumped (config/dump.py) as the ten values it was."""
+
+    # its (address, port) as a destination key; the kernel may store it under another port
+    # (ipvs.model.kernel_dest_port)
+    dest: DestKey
+    settings: RealSettings
+    line: int
+
+    # the values a Real is made of, in this order (dump.py shows them so)
+    VALUES = (
+        "address", "port", "forward", "weight", "lower", "upper", "request", "receive", "file",
+        "line",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        address: str = "",
+        port: int = 0,
+        forward: Forward | None = None,
+        weight: int = 1,
+        lower: int = 0,
+        upper: int = 0,
+        request: str = "/",
+        receive: str = "",
+        file: str = "",
+        line: int = 0,
+        *,
+        dest: DestKey | None = None,
+        settings: RealSettings | None = None,
+    ) -> None:
+        """From its ten values (`address`: a canonical literal, no brackets; `port`: the
+        virtual's when the line gave none, 0 for fwmark services), or from `dest` and
+        `settings` themselves (a copy: dataclasses.replace)."""
+        if settings is None:
+            assert forward is not None, "a Real needs its forward or its settings"
+            settings = shared_settings(forward, weight, lower, upper, request, receive, file)
+        object.__setattr__(self, "dest", DestKey(address, port) if dest is None else dest)
+        object.__setattr__(self, "settings", settings)
+        object.__setattr__(self, "line", line)
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.VALUES)
+        return f"Real({values})"
+
+    @property
+    def address(self) -> str:
+        return self.dest.address
+
+    @property
+    def port(self) -> int:
+        return self.dest.port
+
+    @property
+    def forward(self) -> Forward:
+        return self.settings.forward
+
+    @property
+    def weight(self) -> int:
+        return self.settings.weight
+
+    @property
+    def lower(self) -> int:
+        return self.settings.lower
+
+    @property
+    def upper(self) -> int:
+        return self.settings.upper
+
+    @property
+    def request(self) -> str:
+        return self.settings.request
+
+    @property
+    def receive(self) -> str:
+        return self.settings.receive
+
+    @property
+    def file(self) -> str:
+        return self.settings.file
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,25 @@ def test_status_health_places_are_ranges() -> None:
     assert list(places[0]) == [11, 10, 9, 8] and not isinstance(places[0], range)
 
 
+def test_reals_share_their_settings_and_read_as_before() -> None:
+    """A real's forward, weight, thresholds, request, receive and file are one object for the
+    reals that set the same (48 bytes a real), its address and port its DestKey's (16 more);
+    a Real reads, compares and copies as before."""
+    from lvsmon.config.model import Real
+
+    config = pool()
+    reals = [r for v in config.virtuals for r in v.reals]
+    assert len({id(r.settings) for r in reals}) == 2  # weight 1, and the one at weight 2
+    r = reals[1]
+    assert (r.forward.value, r.weight, r.lower, r.upper) == ("masq", 2, 0, 0)
+    assert (r.address, r.port) == ("10.2.0.2", 80) and r.address is r.dest.address
+    moved = dataclasses.replace(r, line=r.line + 5)
+    assert moved.settings is r.settings and moved.line == r.line + 5 and moved != r
+    assert dataclasses.replace(moved, line=r.line) == r
+    again = Real(r.address, r.port, r.forward, 2, 0, 0, r.request, r.receive, r.file, r.line)
+    assert again == r and hash(again) == hash(r) and again.settings is r.settings
+
+
 def test_refs_of_a_config_without_a_plan_are_equal_ones() -> None:
     config = pool()
     build_plan(pool(virtuals=2))  # another config's plan
