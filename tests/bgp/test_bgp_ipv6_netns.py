@@ -10,7 +10,8 @@ real daemons in network namespaces this test creates and removes:
 - test_ipv6_vip_announced_over_ipv6_session[bird|exabgp]: over an IPv6 session (ExaBGP's
   `next-hop self` is then the director's IPv6 address; BIRD sets its own for eBGP), the /128
   is on the router's kernel table and in `birdc show route` after start, withdrawn when every
-  real fails (the listener ends: connects are refused), back after `bgpholddown`;
+  real fails (the listener ends: connects are refused), back after `bgpholddown`; a graceful
+  stop shows GRACEFUL_SHUTDOWN and the worst MED on it, then withdraws it after `bgpdrain`;
 - test_exabgp_dual_stack_needs_one_session_per_family: the pitfall of an IPv6 VIP over an IPv4
   session (ExaBGP's default families) is a check-config error; the fix it names works;
 - test_bird_dual_stack: operations.md's dual-stack BIRD config carries both VIPs.
@@ -50,6 +51,7 @@ REALS6 = ("2001:db8:77:50::1", "2001:db8:77:50::2")
 CHECKINTERVAL = 1
 FAILURECOUNT = 2
 HOLDDOWN = 2
+DRAIN = 1
 
 LISTENER6 = """
 import socket, sys, selectors
@@ -214,7 +216,7 @@ failurecount={failurecount}
 quiescent=no
 bgp={mode}
 bgpholddown={holddown}
-bgpdrain=0
+bgpdrain={drain}
 {extra}
 virtual6=[{vip}]:80
 \tprotocol=tcp
@@ -359,6 +361,7 @@ class Lab6:
                 failurecount=FAILURECOUNT,
                 mode=self.mode,
                 holddown=HOLDDOWN,
+                drain=DRAIN,
                 extra=extra,
                 vip=VIP6,
                 reals="\n".join(f"\treal6=[{r}]:8080 masq" for r in REALS6),
@@ -466,6 +469,19 @@ def test_ipv6_vip_announced_over_ipv6_session(
         note("announced again after the reals recovered", took)
         assert HOLDDOWN <= took <= HOLDDOWN + 2 * CHECKINTERVAL + 1.5
         assert "BGP: announcing " + VIP6 in the_lab.log.read_text()
+
+        # graceful stop: GRACEFUL_SHUTDOWN and the worst MED on the /128, then withdrawn
+        assert the_lab.lvsmon is not None
+        the_lab.lvsmon.send_signal(signal.SIGTERM)
+        the_lab.ended.append(the_lab.lvsmon)
+        t0 = time.monotonic()
+        wait(lambda: "(65535,0)" in the_lab.bird_routes(), 10, "GRACEFUL_SHUTDOWN", 0.05)
+        assert "BGP.med: 4294967295" in the_lab.bird_routes()
+        wait(lambda: not the_lab.router_hops(), DRAIN + 10, "withdrawn after the drain", 0.05)
+        took = time.monotonic() - t0
+        note("withdrawn after the graceful stop began", took)
+        assert took >= DRAIN - 0.5
+        assert the_lab.lvsmon.wait(timeout=30) == 0
 
 
 def test_exabgp_dual_stack_needs_one_session_per_family(
