@@ -8,6 +8,10 @@ and writes one command a line:
     announce route 192.0.2.10/32 next-hop self med 100 community [65000:1 65535:0]
     withdraw route 192.0.2.10/32 next-hop self
 
+An IPv6 VIP goes as a /128 the same way. `next-hop self` is the session's local address, right
+only over a session of the VIP's family: exabgpfamilies.py, asked by the config check, refuses
+a neighbours file that would send a VIP over the other family's session.
+
 Fate-sharing: ExaBGP is started with PR_SET_PDEATHSIG = SIGTERM, so the kernel ends it when
 lvsmon ends, however (kill -9 included), and its BGP sessions close with it: the routers drop
 every route at once (a Cease notification; the hold timer only if the box died). ExaBGP must
