@@ -110,7 +110,7 @@ def _copy(obj: _T, **changes: object) -> _T:
 
 
 def _moved_virtual(v: Virtual, delta: int, own_fallback: bool) -> Virtual:
-    reals = tuple(_copy(r, line=r.line + delta) for r in v.reals)
+    reals = tuple(r.at_line(r.line + delta) for r in v.reals)
     fallback = v.fallback
     if fallback is not None and own_fallback:
         fallback = _copy(fallback, line=fallback.line + delta)

@@ -8,7 +8,8 @@ numbers, and every virtual, real and fallback remembers the file and line it cam
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Literal
 
 from lvsmon.addr import host_port
@@ -39,6 +40,7 @@ __all__ = [
     "SmtpTls",
     "Virtual",
     "VirtualProtocol",
+    "real_but_line",
 ]
 
 
@@ -177,7 +179,9 @@ class GlobalFallback:
 @dataclass(frozen=True, slots=True)
 class RealSettings:
     """What a real line sets besides its address, port and line: one object for all the reals
-    that set the same (most of a virtual's), kept by Real.settings."""
+    that set the same (most of a virtual's), kept by Real.settings. `line_block`: the real's
+    line less its last 8 bits (the Real keeps those: a small int, one object in CPython, where
+    each line past 256 was an int object of 28 bytes a real)."""
 
     forward: Forward
     weight: int
@@ -186,20 +190,28 @@ class RealSettings:
     request: str  # effective: the real's own "request" or the virtual's
     receive: str  # effective: the real's own "receive" or the virtual's
     file: str
+    line_block: int  # a multiple of 256
 
 
 # equal settings are one object (issue 22: 48 bytes a real less), found by their values;
 # emptied when it grows past SETTINGS_KEEP, so that a daemon reloaded for months keeps no
 # settings of old configs
 SETTINGS_KEEP = 4096
-_settings: dict[tuple[Forward, int, int, int, str, str, str], RealSettings] = {}
+_settings: dict[tuple[Forward, int, int, int, str, str, str, int], RealSettings] = {}
 
 
 def shared_settings(
-    forward: Forward, weight: int, lower: int, upper: int, request: str, receive: str, file: str
+    forward: Forward,
+    weight: int,
+    lower: int,
+    upper: int,
+    request: str,
+    receive: str,
+    file: str,
+    line_block: int,
 ) -> RealSettings:
     """The one RealSettings of these values."""
-    key = (forward, weight, lower, upper, request, receive, file)
+    key = (forward, weight, lower, upper, request, receive, file, line_block)
     known = _settings.get(key)
     if known is not None:
         return known
@@ -213,14 +225,15 @@ def shared_settings(
 class Real:
     """One real server line. Its address and port are its destination key's (DestKey: the
     key checks its address by parsing it, built once here), its other settings but its line
-    one shared object (RealSettings); all are read through properties of their names, and it
-    is made, compared, hashed and dumped (config/dump.py) as the ten values it was."""
+    one shared object (RealSettings) with its line's upper bits, its line's last 8 bits its
+    own; all are read through properties of their names, and it is made, compared, hashed,
+    shown and dumped (config/dump.py) as the ten values it was."""
 
     # its (address, port) as a destination key; the kernel may store it under another port
     # (ipvs.model.kernel_dest_port)
     dest: DestKey
     settings: RealSettings
-    line: int
+    low: int  # line = settings.line_block + low
 
     # the values a Real is made of, in this order (dump.py shows them so)
     VALUES = (
@@ -239,24 +252,42 @@ class Real:
         request: str = "/",
         receive: str = "",
         file: str = "",
-        line: int = 0,
+        line: int | None = None,
         *,
         dest: DestKey | None = None,
         settings: RealSettings | None = None,
+        low: int | None = None,
     ) -> None:
         """From its ten values (`address`: a canonical literal, no brackets; `port`: the
-        virtual's when the line gave none, 0 for fwmark services), or from `dest` and
-        `settings` themselves (a copy: dataclasses.replace)."""
+        virtual's when the line gave none, 0 for fwmark services), or from `dest`, `settings`
+        and `line` or `low` (a copy: dataclasses.replace, which passes `low`, and `line` when
+        it changes it)."""
+        if line is None:
+            line = 0 if settings is None or low is None else settings.line_block + low
+        block = line - (line & 255)
         if settings is None:
             assert forward is not None, "a Real needs its forward or its settings"
-            settings = shared_settings(forward, weight, lower, upper, request, receive, file)
+            settings = shared_settings(forward, weight, lower, upper, request, receive, file, block)
+        elif settings.line_block != block:
+            o = settings
+            settings = shared_settings(
+                o.forward, o.weight, o.lower, o.upper, o.request, o.receive, o.file, block
+            )
         object.__setattr__(self, "dest", DestKey(address, port) if dest is None else dest)
         object.__setattr__(self, "settings", settings)
-        object.__setattr__(self, "line", line)
+        object.__setattr__(self, "low", line & 255)
 
     def __repr__(self) -> str:
         values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.VALUES)
         return f"Real({values})"
+
+    @property
+    def line(self) -> int:
+        return self.settings.line_block + self.low
+
+    def at_line(self, line: int) -> Real:
+        """The same real on another line (a reload that moved it): its key not parsed again."""
+        return Real(dest=self.dest, settings=self.settings, line=line)
 
     @property
     def address(self) -> str:
@@ -293,6 +324,13 @@ class Real:
     @property
     def file(self) -> str:
         return self.settings.file
+
+
+# what == compares of a Real but its line, as one tuple at C speed (a block moved by lines
+# added above it is the same: engine/planning.py's same_but_lines)
+real_but_line = attrgetter(
+    "dest", *(f"settings.{f.name}" for f in fields(RealSettings) if f.name != "line_block")
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
 from typing import Any
 
-from lvsmon.config.model import Config, Fallback, Real, Virtual
+from lvsmon.config.model import Config, Fallback, Virtual, real_but_line
 from lvsmon.engine.desired import adopt_health, desired_table, layout_of, managed_services
 from lvsmon.engine.health import ADOPTED_UP, RealHealth
 from lvsmon.engine.jobs import Mode, Plan, RealRef, build_plan
@@ -121,7 +121,7 @@ def _compared(cls: type, *leave_out: str) -> Callable[[Any], object]:
 
 
 _VIRTUAL_FIELDS = _compared(Virtual, "line", "reals", "fallback")
-_REAL_FIELDS = _compared(Real, "line")
+_REAL_FIELDS = real_but_line  # its line is in two parts (config/model.py)
 _FALLBACK_FIELDS = _compared(Fallback, "line")
 
 

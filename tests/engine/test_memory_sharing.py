@@ -79,9 +79,12 @@ def test_reals_share_their_settings_and_read_as_before() -> None:
     r = reals[1]
     assert (r.forward.value, r.weight, r.lower, r.upper) == ("masq", 2, 0, 0)
     assert (r.address, r.port) == ("10.2.0.2", 80) and r.address is r.dest.address
-    moved = dataclasses.replace(r, line=r.line + 5)
+    moved = r.at_line(r.line + 5)
     assert moved.settings is r.settings and moved.line == r.line + 5 and moved != r
-    assert dataclasses.replace(moved, line=r.line) == r
+    assert moved.at_line(r.line) == r and dataclasses.replace(r) == r
+    far = r.at_line(70_000)  # its line's upper bits in its settings, the last 8 its own
+    assert (far.line, far.low, far.weight) == (70_000, 70_000 % 256, 2) and far != r
+    assert far.at_line(r.line) == r
     again = Real(r.address, r.port, r.forward, 2, 0, 0, r.request, r.receive, r.file, r.line)
     assert again == r and hash(again) == hash(r) and again.settings is r.settings
 

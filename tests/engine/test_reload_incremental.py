@@ -186,7 +186,7 @@ def test_carried_health_of_a_reused_part_is_the_one_compared() -> None:
 
 def unlined(v: Virtual) -> Virtual:
     """`v` with every line number 0: the reference for same_but_lines."""
-    reals = tuple(dataclasses.replace(r, line=0) for r in v.reals)
+    reals = tuple(r.at_line(0) for r in v.reals)
     fallback = None if v.fallback is None else dataclasses.replace(v.fallback, line=0)
     return dataclasses.replace(v, line=0, reals=reals, fallback=fallback)
 
