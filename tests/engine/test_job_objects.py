@@ -3,7 +3,9 @@ with a single real keeps that real without a tuple of its own."""
 
 from __future__ import annotations
 
+import gc
 import sys
+import tracemalloc
 
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.engine.jobs import CheckJob, CombinedJob, JobRefs, RealRef, build_plan
@@ -98,3 +100,25 @@ def test_a_job_of_one_real_keeps_its_ref_without_a_tuple() -> None:
 
 async def _never(spec: CheckSpec) -> CheckResult:
     raise AssertionError("not run")
+
+
+def test_a_jobs_duration_sum_is_no_object_of_its_own() -> None:
+    """The sum is in a shared array at the job's place: as a slot it was a float object per job
+    once its first check had run (24 bytes)."""
+    from lvsmon.engine.checkstats import CheckCounts
+
+    counts = [CheckCounts() for _ in range(500)]
+    result = CheckResult(True, "ok", 0.0123)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for c in counts:
+            c.record(result)
+        grown = (tracemalloc.get_traced_memory()[0] - before) / len(counts)
+    finally:
+        tracemalloc.stop()
+    assert grown < 4
+    assert all(c.seconds == 0.0123 and c.checks == 1 for c in counts)
+    counts[0].record(CheckResult(False, "connect: connection refused", 0.5))
+    assert counts[0].seconds == 0.0123 + 0.5 and sum(counts[0].failures) == 1
