@@ -148,6 +148,8 @@ def layout_of(
     # equal confs are one object: most reals of a pool share their forwarding and weight
     confs: dict[tuple[Forward, int, int, int], DestConf] = {}
     quiet: dict[DestConf, DestConf] = {}
+    # equal service confs too: most virtuals have the same scheduler and persistence
+    sconfs: dict[ServiceConf, ServiceConf] = {}
     for v in config.virtuals:
         key = v.key
         hit = old.get(key)
@@ -162,6 +164,7 @@ def layout_of(
                 quiet[conf] = _shared_conf(confs, r.forward, 0, r.upper, r.lower)
             v_confs.append(conf)
             dests.append(kernel_dest_port(key, r.dest, r.forward))
+        sconf = v.service_conf
         fdest = fallback_dest(v)
         fallback = None
         if fdest is not None and v.fallback and v.checktype is not CheckType.OFF:
@@ -169,7 +172,7 @@ def layout_of(
         out.append(
             VirtualLayout(
                 key,
-                v.service_conf,
+                sconfs.setdefault(sconf, sconf),
                 # deadconns=expire: a down real is deleted, quiescent or not, so that the
                 # kernel's expire_nodest_conn moves its connections (config/removalconf.py)
                 v.quiescent and v.deadconns is DeadConns.KEEP,

@@ -125,4 +125,6 @@ def canonical_service_conf(service: ServiceKey, conf: ServiceConf) -> ServiceCon
         netmask = canonical_netmask(service.family, conf.netmask)
         if netmask == full_netmask(service.family):
             netmask = None
-    return replace(conf, netmask=netmask)
+    # the very conf when it is canonical already (the usual case): no copy per virtual kept by
+    # the memory backend's table and the reconciler's (issue 22)
+    return conf if netmask == conf.netmask else replace(conf, netmask=netmask)

@@ -260,3 +260,23 @@ def test_an_unchanged_maintenance_set_stays_the_same_object() -> None:
     assert changed is not first and set(changed) == down
     assert engine.refresh_maintenance() is False
     assert engine.maintained is changed
+
+
+def test_per_virtual_objects_are_shared_when_equal() -> None:
+    """At 16 reals a virtual (keepalived #2318) per-virtual objects count: equal service
+    confs are one object in the layout, the kernel's canonical conf is that very object when
+    it is canonical already, and a virtual without a depool threshold keeps no empty set of
+    its own in the status cache."""
+    from lvsmon.engine.statusview import _kept
+    from lvsmon.ipvs.model import ServiceConf
+    from lvsmon.ipvs.rules import canonical_service_conf
+
+    config = pool()
+    layout = layout_of(config)
+    assert len({id(lv.conf) for lv in layout}) == 1
+    assert canonical_service_conf(layout[0].key, layout[0].conf) is layout[0].conf
+    masked = ServiceConf(persistent=300, netmask="255.255.255.255")
+    assert canonical_service_conf(layout[0].key, masked) == ServiceConf(persistent=300)
+    health = adopt_health(config, {})
+    empty = frozenset[RealRef]()
+    assert _kept(layout[0], health, empty, empty) is _kept(layout[1], health, empty, empty)
