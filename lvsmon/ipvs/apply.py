@@ -71,9 +71,4 @@ def apply_op(table: Table, op: Op) -> OpError | None:
 def apply_ops(table: Table, ops: Sequence[Op]) -> tuple[Table, list[OpResult]]:
     """A new table with `ops` applied in order, and one result per op; `table` is untouched."""
     result = copy_table(table)
-    results = [OpResult(op, apply_op(result, op)) for op in ops]
-    for svc in result.values():
-        # a dict grown by inserts keeps room for two to four times its entries (16 adds: 64
-        # slots, 70 bytes a destination at keepalived #2318's shape); a copy is sized to them
-        svc.dests = dict(svc.dests)
-    return result, results
+    return result, [OpResult(op, apply_op(result, op)) for op in ops]

@@ -201,18 +201,3 @@ def test_persistence_mask_spellings_compare_equal() -> None:
         diff({VIP: Service(ServiceConf(persistent=300, netmask="255.255.255.255"))}, full, [VIP])
         == []
     )
-
-
-def test_a_services_destinations_take_no_more_room_than_a_copy_of_them() -> None:
-    # 16 destinations added one by one grew the dict to 64 slots (70 bytes a destination at
-    # keepalived #2318's shape, issue 22); the applied table holds them sized as a copy is
-    import sys
-
-    ops = [AddService(VIP, ServiceConf())] + [
-        AddDest(VIP, dest(f"10.0.1.{i}", 80), DestConf(Forward.MASQ)) for i in range(16)
-    ]
-    table, results = apply_ops({}, ops)
-    assert all(r.error is None for r in results)
-    dests = table[VIP].dests
-    assert len(dests) == 16
-    assert sys.getsizeof(dests) == sys.getsizeof(dict(dests))
