@@ -168,7 +168,7 @@ def layout_of(
         fdest = fallback_dest(v)
         fallback = None
         if fdest is not None and v.fallback and v.checktype is not CheckType.OFF:
-            fallback = (fdest, DestConf(v.fallback.forward, 1, 0, 0))
+            fallback = (fdest, _shared_conf(confs, v.fallback.forward, 1, 0, 0))
         out.append(
             VirtualLayout(
                 key,

@@ -277,6 +277,16 @@ def test_per_virtual_objects_are_shared_when_equal() -> None:
     assert canonical_service_conf(layout[0].key, layout[0].conf) is layout[0].conf
     masked = ServiceConf(persistent=300, netmask="255.255.255.255")
     assert canonical_service_conf(layout[0].key, masked) == ServiceConf(persistent=300)
+    with_fallback = layout_of(cfg(pool_text_with_fallbacks()))
+    fallbacks = [lv.fallback for lv in with_fallback]
+    assert all(f is not None for f in fallbacks) and len({id(f[1]) for f in fallbacks if f}) == 1
     health = adopt_health(config, {})
     empty = frozenset[RealRef]()
     assert _kept(layout[0], health, empty, empty) is _kept(layout[1], health, empty, empty)
+
+
+def pool_text_with_fallbacks() -> str:
+    return "".join(
+        f"virtual=10.1.0.{v}:80\n\treal=10.2.0.{v}:80 masq\n\tfallback=127.0.0.1:80 masq\n"
+        for v in (1, 2, 3)
+    )
