@@ -102,44 +102,58 @@ def classify_cached(reason: str) -> int:
 # own per job cost some 110 bytes of headers. A job's place is taken when it is made and given
 # back when it is dropped. Their sum is in _SECONDS at the place's row: as a slot it was a
 # float object per job (24 bytes, and a slot of 8), for some 30 ns more a check in the array.
+# A place is kept as its block's start (one int object for the block's 32 jobs) and its offset
+# in the block (at most 248: Python's cached small ints), not as an int object per job (28 B).
 _WIDTH: Final = len(DURATION_BUCKETS) + 1  # the last one is +Inf
+_BLOCK: Final = 32 * _WIDTH  # counters a block
 _BUCKETS: Final = array("I")
 _SECONDS: Final = array("d")  # per place, at base // _WIDTH: the sum of its durations
 _FREE: Final[list[int]] = []  # places of dropped jobs, zeroed, to be taken again
+_STARTS: Final[list[int]] = []  # each block's start: the one int object its places share
 _ZEROS: Final = array("I", bytes(4 * _WIDTH))
 # failures only on the first one (a copy of this)
 _NO_FAILURES: Final = array("I", bytes(4 * len(REASON_CLASSES)))
 
 
-def _take_place() -> int:
-    """The start of a fresh run of _WIDTH zeroed counters in _BUCKETS."""
+def _take_place() -> tuple[int, int]:
+    """A fresh run of _WIDTH zeroed counters in _BUCKETS: its block's start and its offset."""
     if _FREE:
-        return _FREE.pop()
-    base = len(_BUCKETS)
-    _BUCKETS.extend(_ZEROS)
-    _SECONDS.append(0.0)
-    return base
+        base = _FREE.pop()
+    else:
+        base = len(_BUCKETS)
+        _BUCKETS.extend(_ZEROS)
+        _SECONDS.append(0.0)
+        if base % _BLOCK == 0:
+            _STARTS.append(base)
+    start = _STARTS[base // _BLOCK]
+    return start, base - start
 
 
 class CheckCounts:
     """One check job's figures since it was scheduled (a job changed by a reload starts again
     from zero: Prometheus reads that as a counter reset). Kept per job at 10,000 jobs and more:
     its buckets and the sum of the durations are its place in the shared arrays; its own slots
-    that place and the failures (made on the first one)."""
+    that place (its block's start, shared, and its offset) and the failures (made on the first
+    one)."""
 
-    __slots__ = ("_base", "_failures")
+    __slots__ = ("_at", "_failures", "_start")
 
     def __init__(self) -> None:
-        self._base = _take_place()
+        self._start, self._at = _take_place()
         self._failures: array[int] | None = None  # made on the first failure
 
     def __del__(self) -> None:
-        base = getattr(self, "_base", None)
-        if base is None or _BUCKETS is None:  # a failed __init__, or the interpreter's exit
+        start = getattr(self, "_start", None)
+        if start is None or _BUCKETS is None:  # a failed __init__, or the interpreter's exit
             return
+        base = start + self._at
         _BUCKETS[base : base + _WIDTH] = _ZEROS
         _SECONDS[base // _WIDTH] = 0.0
         _FREE.append(base)
+
+    @property
+    def _base(self) -> int:
+        return self._start + self._at
 
     @property
     def seconds(self) -> float:
@@ -162,9 +176,10 @@ class CheckCounts:
     def record(self, result: CheckResult) -> None:
         """One finished check: the runner's only per-result cost here."""
         latency = result.latency_s
-        base = self._base
-        _BUCKETS[base + bisect_left(DURATION_BUCKETS, latency)] += 1
-        _SECONDS[base // _WIDTH] += latency
+        start, at = self._start, self._at
+        # the offset plus the bucket stays a cached small int: one int made, as with one base
+        _BUCKETS[start + (at + bisect_left(DURATION_BUCKETS, latency))] += 1
+        _SECONDS[(start + at) // _WIDTH] += latency
         if not result.ok:
             failures = self._failures
             if failures is None:

@@ -122,3 +122,19 @@ def test_a_jobs_duration_sum_is_no_object_of_its_own() -> None:
     assert all(c.seconds == 0.0123 and c.checks == 1 for c in counts)
     counts[0].record(CheckResult(False, "connect: connection refused", 0.5))
     assert counts[0].seconds == 0.0123 + 0.5 and sum(counts[0].failures) == 1
+
+
+def test_a_jobs_place_is_no_int_object_of_its_own() -> None:
+    """A place past 256 as one int was an object per job (28 B): its block's start is shared by
+    the block's 32 jobs, and its offset is one of Python's cached small ints."""
+    from lvsmon.engine.checkstats import CheckCounts
+
+    counts = [CheckCounts() for _ in range(200)]
+    starts = {id(c._start) for c in counts}
+    assert len(starts) <= 8  # 200 places span at most 8 blocks of 32
+    assert all(0 <= c._at <= 248 and c._at is int(str(c._at)) for c in counts)
+    bases = [c._start + c._at for c in counts]
+    assert len(set(bases)) == len(bases)  # each its own place
+    counts[7].record(CheckResult(True, "ok", 0.002))
+    assert counts[7].checks == 1 and counts[7].seconds == 0.002
+    assert all(c.checks == 0 and c.seconds == 0.0 for i, c in enumerate(counts) if i != 7)
