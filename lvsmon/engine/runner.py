@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from lvsmon.addr import host_port
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.checks.fds import HELD, task_fds
 from lvsmon.checks.prober import ProbePlan, Prober, hold_prober, release_prober
@@ -171,6 +172,12 @@ class JobRun(CheckCounts, Entry):
     def counts(self) -> CheckCounts:
         """For /metrics: every (virtual, real) of the job shows them."""
         return self
+
+    def __repr__(self) -> str:
+        # also the timetable's key for the job's phase (timetable.spread_phase hashes the
+        # repr): its check and real, never its address, so that a restart keeps the spread
+        job = self.job
+        return f"JobRun({job.kind} {host_port(job.host, job.port)} {job.service} {job.interval:g}s)"
 
 
 class CheckRunner:

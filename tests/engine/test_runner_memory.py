@@ -71,3 +71,14 @@ def test_the_timetable_keeps_no_object_per_job() -> None:
     # record or dict entry (the heap timetable: some 250 bytes a job)
     assert pending < 64
     assert steady < 64
+
+
+def test_a_jobs_phase_is_the_same_after_a_restart() -> None:
+    # the timetable spreads jobs by a hash of the key's repr: a JobRun's must name its check and
+    # real, not its address, or every restart moved every check in its interval
+    from lvsmon.engine.timetable import spread_phase
+
+    first, again, other = runs(2)[0], runs(1)[0], runs(2)[1]
+    assert repr(first) == repr(again) == "JobRun(connect 127.0.0.1:80 none 2s)"
+    assert spread_phase(first, 2.0) == spread_phase(again, 2.0)
+    assert spread_phase(first, 2.0) != spread_phase(other, 2.0)
