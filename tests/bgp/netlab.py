@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from tests.helpers import alive
 
@@ -40,11 +41,12 @@ ROUTER_AS = 65000
 DIRECTOR_AS = 65001
 ROOT = Path(__file__).resolve().parents[2]
 
+# accepts and closes on port 8080 of each address given (IPv4 or IPv6)
 LISTENER = """
 import socket, sys, selectors
 sel = selectors.DefaultSelector()
 for host in sys.argv[1:]:
-    s = socket.socket()
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((host, 8080))
     s.listen(128)
@@ -453,25 +455,44 @@ class Lab:
     # ---- tearing down -----------------------------------------------------------------------
 
     def close(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGKILL)
-        for proc in self.procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-            if proc.stdout is not None:
-                proc.stdout.close()
-        for ns in reversed(self.namespaces):
-            # a namespace's processes are gone; its veths go with it
-            run("ip", "netns", "del", ns, check=False)
+        stop_all(self.procs, self.namespaces)
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]], namespaces: list[str]) -> None:
+    """A lab's processes killed and reaped, then its namespaces deleted (their veths go
+    with them)."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGKILL)
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    for ns in reversed(namespaces):
+        run("ip", "netns", "del", ns, check=False)
+
+
+def lab_files(prefix: str) -> Path:
+    """The lab's folder: under /var/tmp, mode 755 (BIRD and ExaBGP may drop privileges)."""
+    files = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    files.chmod(0o755)
+    return files
+
+
+class Buildable(Protocol):
+    def build(self) -> None: ...
+    def close(self) -> None: ...
+
+
+B = TypeVar("B", bound=Buildable)
 
 
 @contextlib.contextmanager
-def lab(mode: str, *, bfd: bool = False) -> Iterator[Lab]:
-    files = Path(tempfile.mkdtemp(prefix="lvsmon-bgp-", dir="/var/tmp"))
-    files.chmod(0o755)
-    the_lab = Lab(f"lvsb{os.getpid()}", files, mode, bfd)
+def built(the_lab: B, files: Path) -> Iterator[B]:
+    """`the_lab` built and given; on a failure its logs printed; always closed, its folder
+    removed."""
     try:
         the_lab.build()
         yield the_lab
@@ -482,3 +503,10 @@ def lab(mode: str, *, bfd: bool = False) -> Iterator[Lab]:
     finally:
         the_lab.close()
         shutil.rmtree(files, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def lab(mode: str, *, bfd: bool = False) -> Iterator[Lab]:
+    files = lab_files("lvsmon-bgp-")
+    with built(Lab(f"lvsb{os.getpid()}", files, mode, bfd), files) as the_lab:
+        yield the_lab

@@ -27,7 +27,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,7 +34,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.bgp.netlab import DIRECTOR_AS, ROOT, ROUTER_AS, LabError, run, wait
+from tests.bgp.netlab import (
+    DIRECTOR_AS,
+    LISTENER,
+    ROOT,
+    ROUTER_AS,
+    LabError,
+    built,
+    lab_files,
+    run,
+    stop_all,
+    wait,
+)
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("bird") is None,
@@ -53,21 +63,6 @@ FAILURECOUNT = 2
 HOLDDOWN = 2
 DRAIN = 1
 
-LISTENER6 = """
-import socket, sys, selectors
-sel = selectors.DefaultSelector()
-for host in sys.argv[1:]:
-    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((host, 8080))
-    s.listen(128)
-    sel.register(s, selectors.EVENT_READ)
-print("ready", flush=True)
-while True:
-    for key, _ in sel.select():
-        conn, _ = key.fileobj.accept()
-        conn.close()
-"""
 
 # short start and connect delays: the session is up in a second or two, not 5
 ROUTER_BIRD6 = """\
@@ -325,7 +320,7 @@ class Lab6:
         return proc
 
     def start_reals(self) -> None:
-        self.listener = self.spawn(self.d1, [sys.executable, "-c", LISTENER6, *self.reals], "reals")
+        self.listener = self.spawn(self.d1, [sys.executable, "-c", LISTENER, *self.reals], "reals")
         assert self.listener.stdout is not None
         if self.listener.stdout.readline().strip() != b"ready":
             raise LabError("the reals' listener did not start")
@@ -403,34 +398,14 @@ class Lab6:
         )  # fmt: skip
 
     def close(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGKILL)
-        for proc in self.procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-            if proc.stdout is not None:
-                proc.stdout.close()
-        for ns in reversed(self.namespaces):
-            run("ip", "netns", "del", ns, check=False)
+        stop_all(self.procs, self.namespaces)
 
 
 @contextlib.contextmanager
 def lab6(mode: str, *, dual: bool = False) -> Iterator[Lab6]:
-    files = Path(tempfile.mkdtemp(prefix="lvsmon-bgp6-", dir="/var/tmp"))
-    files.chmod(0o755)
-    the_lab = Lab6(f"lvs6{os.getpid()}", files, mode, dual)
-    try:
-        the_lab.build()
+    files = lab_files("lvsmon-bgp6-")
+    with built(Lab6(f"lvs6{os.getpid()}", files, mode, dual), files) as the_lab:
         yield the_lab
-    except BaseException:
-        for f in sorted(files.glob("*.stderr")) + sorted(files.glob("*.log")):
-            print(f"---- {f.name}\n{f.read_text(errors='replace')[-3000:]}")
-        raise
-    finally:
-        the_lab.close()
-        shutil.rmtree(files, ignore_errors=True)
 
 
 @pytest.mark.parametrize("mode", ["bird", "exabgp"])
