@@ -182,11 +182,6 @@ class Route:
         self.epoch = epoch
 
 
-def steer(sock: _socket.socket, spec: CheckSpec) -> tuple[str, int]:
-    """Route(spec).steer(sock), for one socket."""
-    return Route(spec).steer(sock, time.monotonic())
-
-
 def on_path(spec: CheckSpec, path: str) -> CheckSpec:
     """`spec` checked one way only ("real" or "vip")."""
     return CheckSpec(

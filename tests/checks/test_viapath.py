@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def spec(port: int, path: str, kind: str = "negotiate") -> CheckSpec:
 
 def test_steer_marks_binds_and_aims_at_the_vip() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        addr = viapath.steer(sock, spec(8080, "vip"))
+        addr = viapath.Route(spec(8080, "vip")).steer(sock, time.monotonic())
         assert addr == (VIP, 8080)
         assert sock.getsockopt(socket.SOL_SOCKET, viapath.SO_MARK) == MARK
         assert sock.getsockopt(socket.IPPROTO_IP, viapath.IP_BIND_ADDRESS_NO_PORT) == 1
@@ -91,7 +92,7 @@ def test_a_real_without_probe_service_is_not_steered() -> None:
         socket.socket() as sock,
         pytest.raises(CheckFailed, match=r"no probe service for 127\.0\.0\.2"),
     ):
-        viapath.steer(sock, spec(80, "vip"))
+        viapath.Route(spec(80, "vip")).steer(sock, time.monotonic())
 
 
 @pytest.mark.parametrize("kind", ["connect", "negotiate"])
