@@ -11,7 +11,7 @@ consecutive marks make chains of 39-40. Measured here:
 * the production path: a client namespace connects to an ordinary DR service VIP:80 (unmarked,
   so the firewall-mark table should never be read);
 * the probe path: the director connects to VIP:80 with SO_MARK = one probe service's mark, bound
-  to its own address with IP_BIND_ADDRESS_NO_PORT (lvsmon/checks/viapath.py `steer`). That
+  to its own address with IP_BIND_ADDRESS_NO_PORT (lvsmon/checks/viapath.py `Route.steer`). That
   service was programmed first, so the extra services sit before it in its bucket's chain
   (hlist_add_head): the lookup walks the whole chain, the worst case;
 * the idle director (IPVS keeps a rate estimator per service and per destination; before 6.2 one
