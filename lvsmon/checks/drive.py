@@ -15,7 +15,7 @@ from typing import Literal
 from lvsmon.checks.base import CheckFailed, CheckResult, CheckSpec, received_counter
 from lvsmon.checks.datagram import converse_datagram
 from lvsmon.checks.dialogue import Dialogue
-from lvsmon.checks.prober import DialogueFactory, ProbePlan, prober_for
+from lvsmon.checks.prober import DialogueFactory, DialoguePlan, ProbePlan, prober_for
 from lvsmon.checks.step import Step
 from lvsmon.checks.stream import converse
 from lvsmon.checks.tls import TlsDialogue, TlsSetting
@@ -30,9 +30,9 @@ def family_of(spec: CheckSpec) -> int:
     return socket.AF_INET6 if spec.is_ipv6 else socket.AF_INET
 
 
-def plain_plan(spec: CheckSpec, dialogue: DialogueFactory) -> ProbePlan:
+def plain_plan(spec: CheckSpec, dialogue: DialogueFactory) -> DialoguePlan:
     """The prober's plan for a dialogue over plain TCP to the real's check port."""
-    return ProbePlan(spec, family_of(spec), None, dialogue)  # None: the spec's host and port
+    return DialoguePlan(spec, family_of(spec), None, dialogue)  # None: the spec's host and port
 
 
 async def drive(spec: CheckSpec, step: Step, dialogue: Dialogue, via: Via = "tcp") -> CheckResult:
@@ -43,7 +43,7 @@ async def drive(spec: CheckSpec, step: Step, dialogue: Dialogue, via: Via = "tcp
     if via == "tls":
         return await converse(dialogue, family, addr, step, tls=True)
     step.name = "connect"
-    plan = ProbePlan(spec, family, addr, lambda: dialogue)
+    plan = DialoguePlan(spec, family, addr, lambda: dialogue)
     return await prober_for(asyncio.get_running_loop()).probe(plan, step)
 
 
@@ -61,7 +61,8 @@ async def probe_in_task(plan: ProbePlan, step: Step) -> CheckResult:
         return dialogue
 
     step.name = "connect"
-    counted = ProbePlan(plan.spec, plan.family, plan.addr, make)
+    counted = DialoguePlan(plan.spec, plan.family, None, make)
+    counted.addr = plan.addr  # the same address, or the same Route (checkpath=vip)
     try:
         return await prober_for(asyncio.get_running_loop()).probe(counted, step)
     finally:

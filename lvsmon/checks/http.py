@@ -22,7 +22,7 @@ from lvsmon.checks.dialogue import Dialogue, Outcome
 from lvsmon.checks.drive import probe_in_task
 from lvsmon.checks.http_parser import DEFAULT_BODY_LIMIT, HttpProtocolError, ResponseParser
 from lvsmon.checks.http_request import Target, authority, build_target, verdict
-from lvsmon.checks.prober import ProbePlan, prober_for
+from lvsmon.checks.prober import DialoguePlan, ProbePlan, prober_for
 from lvsmon.checks.step import Step
 from lvsmon.checks.stream import converse
 from lvsmon.checks.tls import TlsDialogue, TlsSetting
@@ -193,7 +193,7 @@ async def check(spec: CheckSpec, step: Step) -> CheckResult:
     family, addr = await _address(loop, target)
     dialogue = HttpDialogue(spec, target.request)
     if not target.tls:
-        plan = ProbePlan(spec, family, addr, lambda: dialogue)
+        plan = DialoguePlan(spec, family, addr, lambda: dialogue)
         return await prober_for(loop).probe(plan, step)
     tls = TlsSetting(spec, target.connect_host, target.connect_port, target.server_hostname)
     return await converse(

@@ -16,7 +16,7 @@ import trustme
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.checks.datagram import converse_datagram
 from lvsmon.checks.dialogue import MAX_LINE, Dialogue, LineBuffer, LineTooLong, Outcome, shown
-from lvsmon.checks.prober import ProbePlan, prober_for
+from lvsmon.checks.prober import DialoguePlan, prober_for
 from lvsmon.checks.step import Step
 from lvsmon.checks.stream import converse
 from tests.helpers import closed_port
@@ -90,7 +90,7 @@ def _spec(port: int, timeout: float = 2.0) -> CheckSpec:
 
 
 async def _probe(port: int, dialogue: Dialogue, timeout: float = 2.0) -> CheckResult:
-    plan = ProbePlan(_spec(port, timeout), socket.AF_INET, ("127.0.0.1", port), lambda: dialogue)
+    plan = DialoguePlan(_spec(port, timeout), socket.AF_INET, ("127.0.0.1", port), lambda: dialogue)
     return await prober_for().probe(plan)
 
 
@@ -144,7 +144,7 @@ async def test_prober_names_the_step_a_deadline_struck(
     server.answer = False
     step = Step()
     spec = _spec(port, 0.3)
-    plan = ProbePlan(spec, socket.AF_INET, ("127.0.0.1", port), PingPong)
+    plan = DialoguePlan(spec, socket.AF_INET, ("127.0.0.1", port), PingPong)
     started = time.monotonic()
     result = await prober_for().probe(plan, step)
     assert (result.ok, result.reason) == (False, "timeout after 0.3s during pingpong ping")

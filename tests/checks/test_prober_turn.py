@@ -13,11 +13,11 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.checks.dialogue import Dialogue, Outcome
-from lvsmon.checks.prober import ProbePlan, Prober
+from lvsmon.checks.prober import DialoguePlan, ProbePlan, Prober
 from lvsmon.engine.lag import LAG_SHARE, late_timeout
 
 TIMEOUT = 1.0
@@ -116,7 +116,7 @@ def spec_with_timeout(port: int) -> CheckSpec:
 
 
 async def probe_all(
-    prober: Prober, plans: list[ProbePlan], stall: float = 0.0
+    prober: Prober, plans: Sequence[ProbePlan], stall: float = 0.0
 ) -> list[CheckResult]:
     loop = asyncio.get_running_loop()
     futures = [loop.create_future() for _ in plans]
@@ -132,7 +132,7 @@ async def test_a_server_that_trickles_had_its_turn() -> None:
     with server(trickle) as port:
         prober = Prober(asyncio.get_running_loop())
         try:
-            p = ProbePlan(spec_with_timeout(port), socket.AF_INET, ("127.0.0.1", port), Asks)
+            p = DialoguePlan(spec_with_timeout(port), socket.AF_INET, ("127.0.0.1", port), Asks)
             (result,) = await probe_all(prober, [p])
         finally:
             prober.close()
@@ -150,7 +150,7 @@ async def test_a_request_sent_late_leaves_the_server_no_turn() -> None:
         prober = Prober(asyncio.get_running_loop())
         try:
             addr = ("127.0.0.1", port)
-            p = ProbePlan(spec_with_timeout(port), socket.AF_INET, addr, GreetedThenAsks)
+            p = DialoguePlan(spec_with_timeout(port), socket.AF_INET, addr, GreetedThenAsks)
             (result,) = await probe_all(prober, [p], stall=TIMEOUT * 1.5)
         finally:
             prober.close()
@@ -168,7 +168,7 @@ async def test_answers_a_stall_left_waiting_are_read_before_any_deadline() -> No
         prober = Prober(asyncio.get_running_loop())
         try:
             plans = [
-                ProbePlan(spec_with_timeout(port), socket.AF_INET, ("127.0.0.1", port), Greeted)
+                DialoguePlan(spec_with_timeout(port), socket.AF_INET, ("127.0.0.1", port), Greeted)
                 for _ in range(count)
             ]
             results = await probe_all(prober, plans, stall=TIMEOUT * 1.5)

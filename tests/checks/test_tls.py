@@ -18,7 +18,7 @@ from lvsmon.checks.dialogue import Dialogue, Outcome
 from lvsmon.checks.http import HttpDialogue
 from lvsmon.checks.http_request import build_target
 from lvsmon.checks.pop import PopDialogue
-from lvsmon.checks.prober import ProbePlan, prober_for
+from lvsmon.checks.prober import DialoguePlan, ProbePlan, prober_for
 from lvsmon.checks.tls import (
     HANDSHAKE_BYTES,
     STALE_S,
@@ -96,7 +96,7 @@ class Runs:
             self.made.append(made)
             return made
 
-        return ProbePlan(self.spec, socket.AF_INET, (self.spec.host, self.spec.port), make)
+        return DialoguePlan(self.spec, socket.AF_INET, (self.spec.host, self.spec.port), make)
 
     async def check(self, cache: SessionCache | None = None, **kw: Any) -> CheckResult:
         return await prober_for().probe(self.plan(cache, **kw))

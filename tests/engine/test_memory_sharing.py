@@ -290,3 +290,22 @@ def pool_text_with_fallbacks() -> str:
         f"virtual=10.1.0.{v}:80\n\treal=10.2.0.{v}:80 masq\n\tfallback=127.0.0.1:80 masq\n"
         for v in (1, 2, 3)
     )
+
+
+def test_an_http_plan_keeps_no_deadline_route_or_factory_of_its_own() -> None:
+    """The deadline is the spec's, a checkpath=vip Route sits in `addr`, HttpPlan makes its
+    dialogue from its parts: no `timeout`, `via` or `dialogue` slot per real (88 -> 64 bytes)."""
+    import sys
+
+    from lvsmon.checks.base import CheckSpec
+    from lvsmon.checks.http import HttpPlan, probe_plan
+    from lvsmon.checks.prober import ProbePlan
+
+    spec = CheckSpec(kind="negotiate", host="127.0.0.1", port=80, timeout=1, service="http")
+    plan = probe_plan(spec)
+    assert type(plan) is HttpPlan
+    slots = {s for c in type(plan).__mro__ for s in getattr(c, "__slots__", ())}
+    assert slots == {"addr", "family", "spec", "parts"}
+    assert sys.getsizeof(plan) <= 64
+    assert plan.via is None and plan.make_dialogue() is not None
+    assert set(ProbePlan.__slots__) == {"addr", "family", "spec"}

@@ -29,7 +29,7 @@ from lvsmon.checks import CheckResult, CheckSpec, run_check
 from lvsmon.checks.budget import PEER_BYTES
 from lvsmon.checks.datagram import converse_datagram
 from lvsmon.checks.dialogue import Dialogue, Outcome
-from lvsmon.checks.prober import ProbePlan, prober_for
+from lvsmon.checks.prober import DialoguePlan, prober_for
 from lvsmon.checks.step import Step
 from lvsmon.checks.stream import converse
 
@@ -176,7 +176,7 @@ def assert_too_large(result: CheckResult, elapsed: float, step: str) -> None:
 async def test_prober_stops_feeding_at_the_budget() -> None:
     sink = Sink()
     with tcp_peer(lambda s: _stream(s, b"", None, b"x" * 65536)) as port:
-        plan = ProbePlan(spec(port), socket.AF_INET, ("127.0.0.1", port), lambda: sink)
+        plan = DialoguePlan(spec(port), socket.AF_INET, ("127.0.0.1", port), lambda: sink)
         result, elapsed = await timed(prober_for().probe(plan))
     assert_too_large(result, elapsed, "sink")
     assert 0 < sink.fed <= PEER_BYTES

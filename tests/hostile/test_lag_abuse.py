@@ -30,7 +30,7 @@ import trustme
 
 from lvsmon.checks import run_check
 from lvsmon.checks.base import CheckResult, CheckSpec
-from lvsmon.checks.prober import prober_for
+from lvsmon.checks.prober import DialoguePlan, prober_for
 from lvsmon.engine.events import Event, RealChanged
 from lvsmon.engine.jobs import CheckJob, RealRef
 from lvsmon.engine.lag import BUSY_BYTES, late_timeout
@@ -157,7 +157,7 @@ async def test_the_prober_counts_the_bytes_a_dialogue_is_fed() -> None:
     with tcp_peer(talk) as port:
         spec = dataclasses.replace(SPEC, port=port)
         run = runner._new_run(CheckJob(spec, 1.0), (REF,))
-        assert run.spec_plan is not None and run.spec_plan.dialogue is not None
+        assert isinstance(run.spec_plan, DialoguePlan)
         result = await prober_for().probe(run.spec_plan)
     assert result.timed_out
     assert result.received == 12 + 3000
