@@ -1,6 +1,6 @@
 """CPU per check through the VIP against the real's own address (issue 23 point 6), in the VM.
 
-    tests/vm/run --exec ".venv/bin/python bench/checkpath_cost.py [--reals 1000]"
+    tests/vm/run --exec ".venv/bin/python bench/checkpath_cost.py [--reals 1000] [--concurrent]"
 
 One DR segment (bridge cb-br): the director 10.32.0.1/16 with the VIP; one network namespace
 holding every real's address (10.32.1.1 ...) and the VIP on `lo` (arp_ignore=1, arp_announce=2),
@@ -11,6 +11,24 @@ vip, real, vip ... (a reload between them), each after --settle s on its path (T
 sockets and IPVS connection entries steady); per window the daemon's CPU (user and system time
 of /proc/PID/stat) over the checks it finished (its status file's checks_done). Prints one JSON
 line (`summary`: a window that fell behind the checks due is left out); nothing outside the VM.
+
+--concurrent: both paths at once, so that the VM's speed, which drifts by up to 1.5 x between
+windows of one path under TCG, falls on both alike. Two daemons (configs cb0.cf and cb1.cf: their
+own pid file, control socket, status file and log) each check --reals reals of their own address
+block (block b: 10.32.{1 + 20 b}.1 ..., its own VIP 10.32.255.{100 + b} on the director and on
+the namespace's `lo`, port 80 + b, one accept loop per port) with the same check and interval,
+and their own checkmarkbase (0x4C560000 + b * 65536, PROBE_MARKS apart), so that neither
+daemon's probe services are in the other's block. --windows windows of --window s; at the start
+and end of each, both daemons' CPU and checks_done are read together; per window the ratio
+vip / real of the us a check. Fairness: daemon 0 is started first and gets block 0; it checks
+through the VIP in the first half of the windows with --first vip, else through the real's
+address; halfway both reload with the paths swapped (then --settle s again), so each path runs
+the same number of windows in either daemon, start order, address block and port. Every window
+also verifies that neither daemon touched the other's services: each block's probe services
+number --reals on the VIP path's block and 0 on the other's, and both virtuals keep --reals
+destinations (`tables_intact`). Caveat: the kernel charges softirq work (the packets' receive)
+to whatever process runs when it happens, so some of one daemon's packets may be billed to the
+other; that pulls the ratio towards 1, and the single-daemon mode has no such share.
 """
 
 from __future__ import annotations
@@ -20,28 +38,36 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NS = "cb-rs"
 BRIDGE = "cb-br"
 VIP = "10.32.255.100"
+MARKBASE = 0x4C560000  # lvsmon's default checkmarkbase
+MARK_BLOCK = 65536  # checkpathconf.PROBE_MARKS: the marks one checkmarkbase reserves
+# the servers take their port as argv[1]
 SERVER = (
-    "import socket,selectors\n"
+    "import socket,sys\n"
     "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-    "s.bind(('0.0.0.0', 80)); s.listen(4096)\n"
+    "s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(4096)\n"
     "while True:\n"
     "    c, _ = s.accept(); c.close()\n"
 )
 # --check http: one request read, a fixed answer, closed (a negotiate check's whole exchange)
 HTTP_SERVER = (
-    "import socket\n"
+    "import socket,sys\n"
     "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-    "s.bind(('0.0.0.0', 80)); s.listen(4096)\n"
+    "s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(4096)\n"
     "answer = b'HTTP/1.0 200 OK\\r\\nContent-Length: 12\\r\\n\\r\\nstill alive\\n'\n"
     "while True:\n"
     "    c, _ = s.accept(); c.settimeout(2)\n"
@@ -60,12 +86,27 @@ def sh(*args: str, check: bool = True, stdin: str | None = None) -> str:
     return done.stdout
 
 
-def rip(i: int) -> str:
-    return f"10.32.{1 + i // 250}.{1 + i % 250}"
+def rip(i: int, block: int = 0) -> str:
+    return f"10.32.{1 + 20 * block + i // 250}.{1 + i % 250}"
 
 
-def config(logfile: Path, n: int, interval: int, path: str, check: str = "connect") -> str:
-    reals = "".join(f"\treal={rip(i)}:80 gate\n" for i in range(n))
+def vip(block: int) -> str:
+    return f"10.32.255.{100 + block}"
+
+
+def port(block: int) -> int:
+    return 80 + block
+
+
+def config(
+    logfile: Path,
+    n: int,
+    interval: int,
+    path: str,
+    check: str = "connect",
+    block: int = 0,
+) -> str:
+    reals = "".join(f"\treal={rip(i, block)}:{port(block)} gate\n" for i in range(n))
     how = (
         "\tchecktype=connect\n"
         if check == "connect"
@@ -73,9 +114,10 @@ def config(logfile: Path, n: int, interval: int, path: str, check: str = "connec
     )
     return (
         f"checkinterval={interval}\nquiescent=yes\n"
+        f"checkmarkbase={MARKBASE + block * MARK_BLOCK}\n"
         f'logfile="{logfile}"\n'
-        f"virtual={VIP}:80\n{reals}{how}\tchecktimeout=2\n\tnegotiatetimeout=2\n"
-        f"\tcheckpath={path}\n"
+        f"virtual={vip(block)}:{port(block)}\n{reals}{how}\tchecktimeout=2\n"
+        f"\tnegotiatetimeout=2\n\tcheckpath={path}\n"
     )
 
 
@@ -92,12 +134,36 @@ def checks_done(status: Path) -> int:
         return 0
 
 
+@dataclass(frozen=True)
+class Table:
+    """What `ipvsadm -Sn` shows: destinations (all, and up: weight 1) per address service, and
+    probe services per mark block (block b: MARKBASE + b * MARK_BLOCK ...)."""
+
+    dests: dict[str, int]
+    up: dict[str, int]
+    probes: dict[int, int]
+
+    @classmethod
+    def read(cls) -> Table:
+        text = sh("ipvsadm", "-Sn")
+        dests: dict[str, int] = {}
+        up: dict[str, int] = {}
+        for svc, weight in re.findall(r"^-a -t (\S+) -r \S+ -g -w (\d+)$", text, re.M):
+            dests[svc] = dests.get(svc, 0) + 1
+            up[svc] = up.get(svc, 0) + (weight == "1")
+        probes: dict[int, int] = {}
+        for mark in re.findall(r"^-A -f (\d+) ", text, re.M):
+            b = (int(mark) - MARKBASE) // MARK_BLOCK
+            probes[b] = probes.get(b, 0) + 1
+        return cls(dests, up, probes)
+
+
 def up_count() -> int:
-    return len(re.findall(r"^-a -t \S+ -r \S+ -g -w 1$", sh("ipvsadm", "-Sn"), re.M))
+    return sum(Table.read().up.values())
 
 
 def probe_count() -> int:
-    return len(re.findall(r"^-A -f ", sh("ipvsadm", "-Sn"), re.M))
+    return sum(Table.read().probes.values())
 
 
 def syscalls_per_check(pid: int, status: Path, seconds: float) -> dict[str, float]:
@@ -137,35 +203,37 @@ def top_symbols(pid: int, seconds: float) -> list[str]:
     return lines[:25]
 
 
+def us(w: dict[str, object]) -> float:
+    return float(str(w["us_per_check"]))
+
+
+def kept_up(w: dict[str, object], due_per_s: float) -> bool:
+    """A window whose checks a second fell 5 % short of those due ran on a starved VM: its CPU
+    time is not the checks'."""
+    return float(str(w["checks_per_s"])) >= 0.95 * due_per_s
+
+
 def summary(windows: list[dict[str, object]], due_per_s: float) -> dict[str, object]:
-    """The ratio over the windows that kept up (a window whose checks a second fell 5 % short
-    of those due ran on a starved VM: its CPU time is not the checks'), and each pair's."""
-
-    def us(w: dict[str, object]) -> float:
-        return float(str(w["us_per_check"]))
-
-    def kept_up(w: dict[str, object]) -> bool:
-        return float(str(w["checks_per_s"])) >= 0.95 * due_per_s
+    """The ratio over the windows that kept up, and each pair's."""
 
     def mean(path: str) -> float | None:
-        got = [us(w) for w in windows if w["checkpath"] == path and kept_up(w)]
+        got = [us(w) for w in windows if w["checkpath"] == path and kept_up(w, due_per_s)]
         return sum(got) / len(got) if got else None
 
-    real, vip = mean("real"), mean("vip")
+    real, vip_ = mean("real"), mean("vip")
     pairs = [
         round(us(v) / us(r), 3)
         for r, v in zip(windows[::2], windows[1::2], strict=False)
-        if kept_up(r) and kept_up(v)
+        if kept_up(r, due_per_s) and kept_up(v, due_per_s)
     ]
     return {
-        "vip_over_real": None if real is None or vip is None else round(vip / real, 3),
+        "vip_over_real": None if real is None or vip_ is None else round(vip_ / real, 3),
         "pair_ratios": pairs,
-        "windows_behind": sum(1 for w in windows if not kept_up(w)),
+        "windows_behind": sum(1 for w in windows if not kept_up(w, due_per_s)),
     }
 
 
-def wait(pred: object, within: float, what: str) -> None:
-    assert callable(pred)
+def wait(pred: Callable[[], bool], within: float, what: str) -> None:
     end = time.monotonic() + within
     while not pred():
         if time.monotonic() > end:
@@ -173,15 +241,278 @@ def wait(pred: object, within: float, what: str) -> None:
         time.sleep(0.5)
 
 
+@dataclass(frozen=True)
+class Sample:
+    """A daemon's CPU seconds and finished checks at one instant."""
+
+    user_s: float
+    system_s: float
+    checks: int
+    at: float
+
+
+def figures(path: str, a: Sample, b: Sample) -> dict[str, object]:
+    """One daemon's window between two samples: CPU over the checks it finished."""
+    n, t = b.checks - a.checks, b.at - a.at
+    user, system = b.user_s - a.user_s, b.system_s - a.system_s
+    checks = max(n, 1)
+    return {
+        "checkpath": path,
+        "checks": n,
+        "checks_per_s": round(n / t, 1),
+        "cpu_share": round((user + system) / t, 4),
+        "us_per_check": round((user + system) / checks * 1e6, 1),
+        "user_us": round(user / checks * 1e6, 1),
+        "system_us": round(system / checks * 1e6, 1),
+        "cpu_s": round(user + system, 3),
+    }
+
+
+@dataclass
+class Daemon:
+    """One lvsmon: its config (named cb<block>.cf, so every run-time file is its own), block
+    and current path."""
+
+    work: Path
+    block: int
+    reals: int
+    interval: int
+    check: str
+    path: str = "real"
+    pid: int = 0
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name = f"cb{self.block}"
+
+    @property
+    def cf(self) -> Path:
+        return self.work / f"{self.name}.cf"
+
+    @property
+    def status(self) -> Path:
+        return self.work / f"{self.name}.status.json"
+
+    def _cmd(self, verb: str) -> list[str]:
+        pidfile = self.work / f"{self.name}.pid"
+        return [sys.executable, "-m", "lvsmon", "--backend", "netlink", "--pid-file",
+                str(pidfile), str(self.cf), verb]  # fmt: skip
+
+    def _write(self) -> None:
+        log = self.work / f"{self.name}.log"
+        self.cf.write_text(
+            config(log, self.reals, self.interval, self.path, self.check, self.block)
+        )
+
+    def start(self) -> None:
+        self._write()
+        sh(*self._cmd("start"))
+        self.pid = int((self.work / f"{self.name}.pid").read_text())
+
+    def reload(self, path: str) -> None:
+        self.path = path
+        self._write()
+        os.kill(self.pid, signal.SIGHUP)
+
+    def stop(self) -> None:
+        if self.pid:
+            subprocess.run(self._cmd("stop"), capture_output=True, check=False)
+
+    def sample(self) -> Sample:
+        user, system = cpu_s(self.pid)
+        return Sample(user, system, checks_done(self.status), time.monotonic())
+
+    def probes_settled(self, table: Table) -> bool:
+        want = self.reals if self.path == "vip" else 0
+        return table.probes.get(self.block, 0) == want
+
+    def all_up(self, table: Table) -> bool:
+        return table.up.get(f"{vip(self.block)}:{port(self.block)}", 0) == self.reals
+
+    def intact(self, table: Table) -> bool:
+        svc = f"{vip(self.block)}:{port(self.block)}"
+        return table.dests.get(svc, 0) == self.reals and self.probes_settled(table)
+
+
+def settle(daemons: list[Daemon], seconds: float) -> None:
+    """Until every daemon's probe services and reals are as its path wants, then `seconds`
+    more: TIME_WAIT sockets and IPVS connection entries steady."""
+    # generous: under TCG on a host loaded by other work (load 9 on 2 cores) a reload's 1,000
+    # probe services took over 120 s
+    wait(lambda: all(d.probes_settled(Table.read()) for d in daemons), 600, "probe services")
+    wait(lambda: all(d.all_up(Table.read()) for d in daemons), 900, "every real up")
+    time.sleep(seconds)
+
+
+def diagnose(args: argparse.Namespace, daemons: list[Daemon]) -> dict[str, object]:
+    """--syscalls / --perf after a window, on every daemon at once (the same VM state)."""
+    got: dict[str, object] = {}
+    with ThreadPoolExecutor(max_workers=max(2 * len(daemons), 1)) as pool:
+        if args.syscalls:
+            calls = [pool.submit(syscalls_per_check, d.pid, d.status, args.syscalls)
+                     for d in daemons]  # fmt: skip
+        if args.perf:
+            perfs = [pool.submit(top_symbols, d.pid, args.perf) for d in daemons]
+    for i, d in enumerate(daemons):
+        tail = f"_{d.path}" if len(daemons) > 1 else ""
+        if args.syscalls:
+            got[f"syscalls_per_check{tail}"] = calls[i].result()
+        if args.perf:
+            got[f"top_symbols{tail}"] = perfs[i].result()
+    return got
+
+
+def run_single(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    d = Daemon(work, 0, args.reals, args.interval, args.check)
+    windows: list[dict[str, object]] = []
+    try:
+        d.start()
+        for path in ("real", "vip") * args.pairs:
+            if path != d.path:
+                d.reload(path)
+            settle([d], args.settle)
+            a = d.sample()
+            time.sleep(args.window)
+            windows.append(figures(path, a, d.sample()))
+            windows[-1]["up"] = up_count()
+            windows[-1].update(diagnose(args, [d]) if args.syscalls or args.perf else {})
+            print(json.dumps(windows[-1]), file=sys.stderr, flush=True)
+    finally:
+        d.stop()
+    return {"windows": windows, **summary(windows, args.reals / args.interval)}
+
+
+def run_concurrent(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    due = args.reals / args.interval
+    other = {"real": "vip", "vip": "real"}
+    daemons = [Daemon(work, b, args.reals, args.interval, args.check) for b in (0, 1)]
+    daemons[0].path = args.first
+    daemons[1].path = other[args.first]
+    windows: list[dict[str, object]] = []
+    try:
+        for d in daemons:  # daemon 0 first
+            d.start()
+        for i in range(args.windows):
+            if i == args.windows // 2 and i:
+                # the vip daemon first gives its probe services back, then the other takes its own
+                for d in sorted(daemons, key=lambda d: d.path != "vip"):
+                    d.reload(other[d.path])
+                settle(daemons, args.settle)
+            elif i == 0:
+                settle(daemons, args.settle)
+            a = [d.sample() for d in daemons]
+            time.sleep(args.window)
+            b = [d.sample() for d in daemons]
+            table = Table.read()
+            per = {d.path: {**figures(d.path, x, y), "daemon": d.name}
+                   for d, x, y in zip(daemons, a, b, strict=True)}  # fmt: skip
+            real, vip_ = per["real"], per["vip"]
+            w: dict[str, object] = {
+                "window": i + 1,
+                "vip_daemon": per["vip"]["daemon"],
+                "real": real,
+                "vip": vip_,
+                "vip_over_real": round(us(vip_) / max(us(real), 1e-9), 3),
+                "kept_up": kept_up(real, due) and kept_up(vip_, due),
+                "tables_intact": all(d.intact(table) for d in daemons),
+                "probes_per_block": table.probes,
+                "dests": table.dests,
+            }
+            if args.syscalls or args.perf:
+                w.update(diagnose(args, daemons))
+            windows.append(w)
+            print(json.dumps(w), file=sys.stderr, flush=True)
+    finally:
+        for d in reversed(daemons):
+            d.stop()
+    return {"windows": windows, **concurrent_summary(windows)}
+
+
+def concurrent_summary(windows: list[dict[str, object]]) -> dict[str, object]:
+    """Over the windows in which both daemons kept up: (vip CPU / vip checks) over (real CPU /
+    real checks), and the median of the windows' ratios."""
+    good = [w for w in windows if w["kept_up"]]
+
+    def per_check(path: str) -> float | None:
+        sides = [w[path] for w in good]
+        cpu = sum(float(str(s["cpu_s"])) for s in sides if isinstance(s, dict))
+        checks = sum(int(str(s["checks"])) for s in sides if isinstance(s, dict))
+        return cpu / checks * 1e6 if checks else None
+
+    real, vip_ = per_check("real"), per_check("vip")
+    ratios = [float(str(w["vip_over_real"])) for w in good]
+    return {
+        "real_us_per_check": None if real is None else round(real, 1),
+        "vip_us_per_check": None if vip_ is None else round(vip_, 1),
+        "vip_over_real_run": None if not real or vip_ is None else round(vip_ / real, 3),
+        "vip_over_real_median": round(statistics.median(ratios), 3) if ratios else None,
+        "window_ratios": ratios,
+        "windows_behind": len(windows) - len(good),
+        "tables_intact": all(bool(w["tables_intact"]) for w in windows),
+    }
+
+
+@contextmanager
+def lab(reals: int, blocks: int, check: str) -> Iterator[None]:
+    """The DR segment: `blocks` address blocks of `reals` reals in one namespace, each block's VIP
+    on the director and the namespace's `lo`, one server per block's port."""
+    sh("ip", "netns", "del", NS, check=False)
+    sh("ip", "link", "del", BRIDGE, check=False)
+    sh("ipvsadm", "-C")
+    sh("ip", "netns", "add", NS)
+    batch = [f"link add {BRIDGE} type bridge", f"addr add 10.32.0.1/16 dev {BRIDGE}"]
+    batch += [f"addr add {vip(b)}/32 dev {BRIDGE}" for b in range(blocks)]
+    batch += [
+        f"link set {BRIDGE} up",
+        f"link add {NS} type veth peer name eth0 netns {NS}", f"link set {NS} master {BRIDGE} up",
+    ]  # fmt: skip
+    sh("ip", "-batch", "-", stdin="\n".join(batch) + "\n")
+    inner = ["link set lo up", "link set eth0 up"]
+    inner += [f"addr add {vip(b)}/32 dev lo" for b in range(blocks)]
+    inner += [f"addr add {rip(i, b)}/16 dev eth0" for b in range(blocks) for i in range(reals)]
+    sh("ip", "-n", NS, "-batch", "-", stdin="\n".join(inner) + "\n")
+    for name, value in (("arp_ignore", 1), ("arp_announce", 2)):
+        sh("ip", "netns", "exec", NS, "sysctl", "-qw", f"net.ipv4.conf.all.{name}={value}")
+    for name, value in (
+        (f"net.ipv4.conf.{BRIDGE}.accept_local", 1),
+        ("net.ipv4.conf.all.rp_filter", 0),
+        (f"net.ipv4.conf.{BRIDGE}.rp_filter", 0),
+    ):
+        sh("sysctl", "-qw", f"{name}={value}")
+    code = SERVER if check == "connect" else HTTP_SERVER
+    # one accept loop per block: one loop for both blocks' 400 checks a second would be the
+    # bottleneck, and the same loop for both paths is what the comparison needs anyway
+    servers = [
+        subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", code, str(port(b))])
+        for b in range(blocks)
+    ]
+    try:
+        yield
+    finally:
+        for s in servers:
+            s.kill()
+            s.wait()
+        sh("ip", "netns", "del", NS, check=False)
+        sh("ip", "link", "del", BRIDGE, check=False)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--reals", type=int, default=1000)
+    ap.add_argument("--reals", type=int, default=1000, help="reals per daemon")
     ap.add_argument("--interval", type=int, default=5)
     ap.add_argument("--window", type=float, default=30.0)
     ap.add_argument("--check", choices=("connect", "http"), default="connect")
     # at a host load of 5-9 one window's figure moved by more than the VIP path's whole extra:
     # more pairs average the drift out
-    ap.add_argument("--pairs", type=int, default=2, help="real/vip window pairs")
+    ap.add_argument("--pairs", type=int, default=2, help="real/vip window pairs (one daemon)")
+    ap.add_argument(
+        "--concurrent", action="store_true", help="two daemons at once, one on either path"
+    )
+    ap.add_argument("--windows", type=int, default=8, help="--concurrent: windows")
+    ap.add_argument(
+        "--first", choices=("real", "vip"), default="real",
+        help="--concurrent: daemon 0's path in the first half of the windows",
+    )  # fmt: skip
     ap.add_argument("--perf", type=float, default=0.0, help="after each window, perf this long")
     ap.add_argument(
         "--syscalls", type=float, default=0.0, help="after each window, strace -c this long"
@@ -192,83 +523,21 @@ def main() -> int:
     args = ap.parse_args()
     if not os.environ.get("LVSMON_IN_VM"):
         raise SystemExit("builds namespaces and programs IPVS: run it in the VM (tests/vm/run)")
+    if args.reals > 20 * 250:
+        raise SystemExit("--reals: at most 5000 (an address block is 20 /24s)")
     work = Path(tempfile.mkdtemp(prefix="cb-"))
-    sh("ip", "netns", "del", NS, check=False)
-    sh("ip", "link", "del", BRIDGE, check=False)
-    sh("ipvsadm", "-C")
-    sh("ip", "netns", "add", NS)
-    batch = [
-        f"link add {BRIDGE} type bridge", f"addr add 10.32.0.1/16 dev {BRIDGE}",
-        f"addr add {VIP}/32 dev {BRIDGE}", f"link set {BRIDGE} up",
-        f"link add {NS} type veth peer name eth0 netns {NS}", f"link set {NS} master {BRIDGE} up",
-    ]  # fmt: skip
-    sh("ip", "-batch", "-", stdin="\n".join(batch) + "\n")
-    inner = ["link set lo up", f"addr add {VIP}/32 dev lo", "link set eth0 up"]
-    inner += [f"addr add {rip(i)}/16 dev eth0" for i in range(args.reals)]
-    sh("ip", "-n", NS, "-batch", "-", stdin="\n".join(inner) + "\n")
-    for name, value in (("arp_ignore", 1), ("arp_announce", 2)):
-        sh("ip", "netns", "exec", NS, "sysctl", "-qw", f"net.ipv4.conf.all.{name}={value}")
-    for name, value in (
-        (f"net.ipv4.conf.{BRIDGE}.accept_local", 1),
-        ("net.ipv4.conf.all.rp_filter", 0),
-        (f"net.ipv4.conf.{BRIDGE}.rp_filter", 0),
-    ):
-        sh("sysctl", "-qw", f"{name}={value}")
-    code = SERVER if args.check == "connect" else HTTP_SERVER
-    server = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable, "-c", code])
-    cf, log = work / "cb.cf", work / "lvsmon.log"
-    pidfile, status = work / "lvsmon.pid", work / "lvsmon.status.json"
-    lvsmon = [sys.executable, "-m", "lvsmon", "--backend", "netlink", "--pid-file", str(pidfile)]
     result: dict[str, object] = {
-        "reals": args.reals, "interval_s": args.interval, "check": args.check
+        "reals": args.reals, "interval_s": args.interval, "check": args.check,
+        "window_s": args.window, "settle_s": args.settle,
     }  # fmt: skip
-    windows: list[dict[str, object]] = []
-    try:
-        cf.write_text(config(log, args.reals, args.interval, "real", args.check))
-        sh(*lvsmon, str(cf), "start")
-        pid = int(pidfile.read_text())
-        for path in ("real", "vip") * args.pairs:
-            if path != "real" or windows:
-                cf.write_text(config(log, args.reals, args.interval, path, args.check))
-                os.kill(pid, signal.SIGHUP)
-                want = args.reals if path == "vip" else 0
-                # generous: under TCG on a host loaded by other work (load 9 on 2 cores) the
-                # reload's 1,000 probe services took over 120 s
-                wait(lambda w=want: probe_count() == w, 600, f"{want} probe services")
-            wait(lambda: up_count() == args.reals, 900, f"every real up ({path})")
-            time.sleep(args.settle)
-            (u0, s0), n0, t0 = cpu_s(pid), checks_done(status), time.monotonic()
-            time.sleep(args.window)
-            (u1, s1), n1, t1 = cpu_s(pid), checks_done(status), time.monotonic()
-            checks = max(n1 - n0, 1)
-            windows.append(
-                {
-                    "checkpath": path,
-                    "checks": n1 - n0,
-                    "checks_per_s": round((n1 - n0) / (t1 - t0), 1),
-                    "cpu_share": round((u1 - u0 + s1 - s0) / (t1 - t0), 4),
-                    "us_per_check": round((u1 - u0 + s1 - s0) / checks * 1e6, 1),
-                    "user_us": round((u1 - u0) / checks * 1e6, 1),
-                    "system_us": round((s1 - s0) / checks * 1e6, 1),
-                    "up": up_count(),
-                }
-            )
-            if args.syscalls:
-                windows[-1]["syscalls_per_check"] = syscalls_per_check(pid, status, args.syscalls)
-            if args.perf:
-                windows[-1]["top_symbols"] = top_symbols(pid, args.perf)
-            print(json.dumps(windows[-1]), file=sys.stderr, flush=True)
-
-        result["windows"] = windows
-        result.update(summary(windows, args.reals / args.interval))
-        print(json.dumps(result))
-        return 0
-    finally:
-        subprocess.run([*lvsmon, str(cf), "stop"], capture_output=True, check=False)
-        server.kill()
-        server.wait()
-        sh("ip", "netns", "del", NS, check=False)
-        sh("ip", "link", "del", BRIDGE, check=False)
+    with lab(args.reals, 2 if args.concurrent else 1, args.check):
+        if args.concurrent:
+            result["first"] = args.first
+            result.update(run_concurrent(args, work))
+        else:
+            result.update(run_single(args, work))
+    print(json.dumps(result))
+    return 0
 
 
 if __name__ == "__main__":
