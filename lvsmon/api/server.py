@@ -25,6 +25,18 @@ from aiohttp import web
 
 from lvsmon.api import bgpapi, drainapi, metrics, page, planapi
 from lvsmon.api.app import ALLOWED_HOSTS, DAEMON, FEED, DaemonView, known_host, local_only
+from lvsmon.api.control import (
+    HOSTS_ENV,
+    LISTEN_BACKLOG,
+    MAX_CONNECTIONS_ENV,
+    STOP_BOUND_S,
+    BindError,
+    bind_control_socket,
+    bind_tcp,
+    parse_hosts,
+    parse_listen,
+    parse_max_connections,
+)
 from lvsmon.api.eventfeed import EventFeed
 from lvsmon.api.guard import (
     HEADER_TIMEOUT_S,
@@ -45,29 +57,7 @@ SSE_SNDBUF = 32768  # per /events connection (the kernel doubles it): a stuck cl
 # Browsers' EventSource reconnects by itself (the page re-reads /status and gets the replay).
 SSE_TCP_LIFETIME_S = 300.0
 SSE_TCP_BYTES = 1 << 20
-STOP_BOUND_S = 1.0  # the server's own stop: every connection is ended within it
-STOP_GRACE_S = 0.2  # of which handlers get this to end by themselves
-LISTEN_BACKLOG = 128
-MAX_CONNECTIONS_ENV = "LVSMON_LISTEN_MAX_CONNECTIONS"
-HOSTS_ENV = "LVSMON_LISTEN_HOSTS"
-
-
-def parse_max_connections(text: str) -> int:
-    """A connection cap for the TCP listener (ValueError with a message otherwise)."""
-    if not text.strip().isdigit() or not 0 < int(text) <= 65536:
-        raise ValueError(
-            f"--listen-max-connections {text!r}: expected a number of connections, 1 to 65536"
-        )
-    return int(text)
-
-
-def parse_hosts(text: str) -> frozenset[str]:
-    """Names a client may give as Host over TCP, comma- or space-separated."""
-    names = frozenset(n.strip().lower().rstrip(".") for n in text.replace(",", " ").split())
-    for name in names:
-        if not name or "/" in name or "@" in name or not name.isprintable():
-            raise ValueError(f"--listen-host {name!r}: expected a host name")
-    return names
+STOP_GRACE_S = 0.2  # of STOP_BOUND_S (control.py), handlers get this to end by themselves
 
 
 def listen_settings() -> tuple[int, frozenset[str]]:
@@ -85,14 +75,6 @@ def listen_settings() -> tuple[int, frozenset[str]]:
         log.warning("%s; ignored", exc)
         hosts = frozenset()
     return cap, hosts
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """`HOST:PORT` or `[V6]:PORT` (ValueError with a message otherwise)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9180")
-    return host.strip("[]"), int(port)
 
 
 async def get_status(request: web.Request) -> web.Response:
@@ -189,9 +171,11 @@ class ControlServer:
         *,
         max_tcp: int | None = None,
         hosts: frozenset[str] | None = None,
+        unix_socket: socket.socket | None = None,
     ) -> None:
         """`max_tcp`, `hosts`: the TCP listener's cap and extra Host names (None: from the
-        environment, listen_settings)."""
+        environment, listen_settings). `unix_socket`: `socket_path` already bound (bind_unix),
+        served from start() on (control.py binds it at start and loads this on first use)."""
         self.socket_path = socket_path
         self.listen = listen
         env_cap, env_hosts = listen_settings()
@@ -203,7 +187,7 @@ class ControlServer:
         self._feed = feed
         self._runner: web.AppRunner | None = None
         self._servers: list[asyncio.Server] = []
-        self._unix: socket.socket | None = None  # bound by bind(), served by start()
+        self._unix = unix_socket  # bound by bind() or given, served by start()
         self._tcp: list[socket.socket] = []
 
     async def bind(self) -> None:
@@ -211,12 +195,7 @@ class ControlServer:
         before it touches the kernel, so that a start that cannot bind changes nothing.
         BindError names what cannot be bound and why, in one line."""
         if self.socket_path and self._unix is None:
-            try:
-                self._unix = bind_unix(self.socket_path)
-            except OSError as exc:
-                raise BindError(
-                    f"cannot bind the control socket {self.socket_path}: {exc.strerror or exc}"
-                ) from exc
+            self._unix = bind_control_socket(self.socket_path)
         if self.listen and not self._tcp:
             try:
                 host, port = parse_listen(self.listen)
@@ -292,50 +271,3 @@ class ControlServer:
         if self.socket_path:
             with contextlib.suppress(OSError):
                 os.unlink(self.socket_path)
-
-
-class BindError(Exception):
-    """The control server cannot bind its socket or listen address (one line, for `start`)."""
-
-
-async def bind_tcp(host: str, port: int) -> list[socket.socket]:
-    """Listening sockets on every address `host` resolves to, as asyncio's create_server binds
-    them (SO_REUSEADDR; an IPv6 socket is IPv6 only)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
-    socks: list[socket.socket] = []
-    try:
-        for family, kind, proto, _name, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
-            sock.listen(LISTEN_BACKLOG)
-            sock.setblocking(False)
-    except BaseException:
-        for sock in socks:
-            sock.close()
-        raise
-    return socks
-
-
-def bind_unix(path: str) -> socket.socket:
-    """A listening Unix socket at `path`, mode 0600 from its creation (root only). A file left
-    there is stale: whoever calls this holds the pid file's lock."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)
-    try:
-        sock.bind(path)
-        sock.listen(LISTEN_BACKLOG)
-    except BaseException:
-        sock.close()
-        raise
-    finally:
-        os.umask(old)
-    sock.setblocking(False)
-    return sock

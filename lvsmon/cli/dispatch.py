@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if drain_form is not None:
         config_arg = drain_form[0]
     if ns.listen or ns.listen_max_connections or ns.listen_host:
-        from lvsmon.api.server import parse_hosts, parse_listen, parse_max_connections
+        from lvsmon.api.control import parse_hosts, parse_listen, parse_max_connections
 
         try:
             if ns.listen:

@@ -29,8 +29,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from lvsmon.alerts.hooks import Callback, Commands, FallbackCommands, MonitorFiles
 from lvsmon.alerts.sender import KINDS as ALERT_KINDS
 from lvsmon.alerts.sender import Alerts
+from lvsmon.api.control import BindError, LazyControlServer
 from lvsmon.api.eventfeed import EventFeed
-from lvsmon.api.server import BindError, ControlServer
 from lvsmon.atomicfile import write_atomic
 from lvsmon.config import Config, ConfigError, probehost
 from lvsmon.config.load import parse_config
@@ -267,7 +267,7 @@ class Daemon:
         self.feed = EventFeed()
         self.events.subscribe("control server events", self.feed.on_event)
         self.control = (
-            ControlServer(self, self.feed, control_socket, listen)
+            LazyControlServer(self, self.feed, control_socket, listen, spawn=self._supervised)
             if control_socket or listen
             else None
         )

@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from lvsmon.api.control import LISTEN_BACKLOG
 from lvsmon.api.guard import HEADER_TIMEOUT_S, MAX_TCP_CONNECTIONS, WRITE_TIMEOUT_S
-from lvsmon.api.server import LISTEN_BACKLOG
 from lvsmon.daemon import pidfile
 from realservers.base import free_port
 from tests.helpers import Web, alive, wait_for
