@@ -9,6 +9,9 @@ address, localhost or a name given with --listen-host (421 otherwise: DNS rebind
 No client can cost the checks their time or their file descriptors (guard.py: a connection cap,
 a share of the descriptors, header, idle and write timeouts), nor hold the daemon's stop: the
 server's stop ends every connection within STOP_BOUND_S.
+
+The daemon does not import this module at start (it costs aiohttp): control.py binds, and loads
+this on the control socket's first connection, or at start with --listen.
 """
 
 from __future__ import annotations
