@@ -8,7 +8,8 @@ ldirectord.cf, bench/many_virtuals.py's write_config) is parsed, lvsmon.daemon.D
 on the memory backend, the engine is started as Engine.start does (adopt, plan, first reconcile,
 the jobs scheduled with their probe plans) without its loops, every job's first result is handed
 to the runner as if every real answered (CheckRunner._spec_done: counts, health, events), the
-table is reconciled, and the status is built once (its view keeps per-virtual texts);
+table is reconciled and resynced once (the steady state), and the status is built once (its
+view keeps per-virtual texts);
 with `--scrape`, /metrics is served once too (the exporter keeps its layout and last body).
 
 Sizes: N reals and 2N reals in twice the virtuals (the same reals per virtual): the slope
@@ -86,6 +87,12 @@ async def build(path: str, scrape: bool = False) -> Any:
     await engine.reconcile()
     for service, real in engine.down_slots():
         daemon.alerts.known_down(service, real)
+    # one resync, as the reconciler's loop makes every resyncinterval (Engine._reconcile_loop:
+    # Reconciler.passes, then the pool edges): the daemon's steady state. From then on the
+    # reconciler's view is the last dump, with the memory backend its very Service objects
+    # (lvsmon.ipvs.memory's contract), and the copies the first passes made are gone
+    await engine.reconciler.resync()
+    engine._pool_edges()
     # the events reach their subscribers (log, alerts policy, feed)
     for _ in range(50):
         await asyncio.sleep(0)

@@ -15,6 +15,10 @@ It asks one question upward, once per pass: what is wanted for the table as it i
 `DesiredSource`, the engine). What it did goes out as events (`KernelOp`: the op and the facts
 its wording needs; subscribers word it) and as the outcome of each pass: `passes()` yields after
 every one, and whoever awaits `reconcile()` or iterates `passes()` reads the new state then.
+
+It never changes a Service object it holds in place: its view (`actual`) may be a dump's own
+objects (the memory backend shares them, lvsmon.ipvs.memory), and a pass's result is a new
+object for each service it touched (`applied`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from lvsmon.engine.events import EventBus, KernelOp, WeightChanged
 from lvsmon.engine.status import Stats
 from lvsmon.engine.wording import is_fallback, virtual_label
 from lvsmon.ipvs.apply import apply_ops
-from lvsmon.ipvs.backend import IpvsBackend, KnownDump
+from lvsmon.ipvs.backend import IpvsBackend, KnownDump, shares_dump
 from lvsmon.ipvs.diff import diff, service_order
 from lvsmon.ipvs.errors import BackendError
 from lvsmon.ipvs.model import DestKey, ServiceKey, Table
@@ -192,7 +196,10 @@ class Reconciler:
             fresh = self.actual
             assert fresh is not None
             self._resyncs += 1
-            if cached is not None:
+            # a backend that shares its objects (memory) is taken at its word: the dump's
+            # objects stay unchanged while the service does, and keeping lvsmon's own would
+            # keep a second copy of every destination (issue 22)
+            if cached is not None and not shares_dump(self.backend):
                 keep_services(cached, fresh, self.managed)
             # the kernel is exactly what the last successful pass left, and nothing is pending:
             # the desired table has not moved either (every change of health, maintenance or
@@ -203,7 +210,8 @@ class Reconciler:
                 and self.retry_at is None
                 and not self._dirty.is_set()
                 and self._resyncs % FULL_EVERY
-                and all(cached.get(k) is fresh.get(k) for k in self.managed)  # kept: equal
+                # the same object: kept above as equal, or shared and so unchanged
+                and all(cached.get(k) is fresh.get(k) for k in self.managed)
             ):
                 self._settle(True)
                 return True
@@ -362,7 +370,9 @@ def keep_services(cached: Table, fresh: Table, keys: Collection[ServiceKey]) -> 
     """Each service of `keys` that `fresh` (a dump) holds equal to `cached` (what lvsmon
     believed) takes the cached Service object back, with the dump's counters: what is kept by a
     service's identity (status entries and their JSON, table digests) stays valid, where a dump
-    is new objects every resync. A service that differs keeps the dump's object."""
+    is new objects every resync. A service that differs keeps the dump's object. The cached
+    object is given the dump's counters: never call this for a backend that shares its objects
+    (`shares_dump`: the cached one may be one it published, never to be changed)."""
     for key in keys:
         old, new = cached.get(key), fresh.get(key)
         if old is not None and new is not None and old is not new and old == new:

@@ -51,3 +51,11 @@ class KnownDump(Protocol):
         the kernel equals the known one's is `known`'s Service object, its destinations (and
         their counters) not asked for. Raises BackendError."""
         ...
+
+
+def shares_dump(backend: object) -> bool:
+    """True for a backend whose dump() hands out the Service objects it holds itself, each
+    never changed once published (memory: lvsmon.ipvs.memory's contract): a caller may keep
+    them as they are, and an object that is the same as before is a service unchanged. Other
+    backends build new objects at every dump (netlink, ipvsadm: the kernel holds the table)."""
+    return getattr(backend, "shared_dump", False) is True

@@ -4,16 +4,26 @@ backend = MemoryBackend()
 await backend.apply(ops)
 print(backend.render())        # like `ipvsadm -Ln`
 print("\\n".join(backend.log))  # every op as the ipvsadm line that would do it
+
+dump() hands out the backend's own Service objects (in a new dict), not copies: the reconciler
+keeps the last dump as its view of the table, and a second copy of every destination cost some
+70 bytes a real at keepalived #2318's 37,298 (issue 22). The price is one contract: a Service
+the backend has published is never changed afterwards, by anyone. apply() builds new Service
+objects for the services its ops touch; whatever else changes the table (set_connections,
+edit_dest, memory_faults' drift, a test) replaces the Service in `table` as well, never edits
+one in place: an edit in place would change the reconciler's view with it, and the drift it
+stands for would go unseen. Callers of dump() only read what it returns. Deleting a key from
+`table`, or setting one to a new Service, is fine: dumps are dicts of their own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from lvsmon.ipvs.apply import apply_ops, copy_table
 from lvsmon.ipvs.errors import BackendError, ErrorKind, OpError, OpResult
 from lvsmon.ipvs.ipvsadm_format import op_line, render_list
-from lvsmon.ipvs.model import DestKey, DestStats, ServiceKey, Table
+from lvsmon.ipvs.model import DestConf, DestKey, DestStats, Service, ServiceKey, Table
 from lvsmon.ipvs.ops import Op
 from lvsmon.ipvs.sync import (
     SyncDaemon,
@@ -43,10 +53,14 @@ class MemoryBackend:
     def _unavailable(self) -> OpError:
         return OpError(ErrorKind.NO_IPVS, "IPVS not available (memory backend set unavailable)")
 
+    # dump() returns the published Service objects themselves (the module's contract); the
+    # reconciler takes them over as they are (lvsmon.ipvs.backend.shares_dump)
+    shared_dump = True
+
     async def dump(self) -> Table:
         if not self.available:
             raise BackendError(self._unavailable())
-        return copy_table(self.table)
+        return dict(self.table)
 
     async def apply(self, ops: Sequence[Op]) -> list[OpResult]:
         if not ops:
@@ -78,7 +92,39 @@ class MemoryBackend:
     ) -> None:
         """A destination's connection counters, as traffic would set them in the kernel (tests,
         the demo): the next dump shows them. KeyError when the service is not there."""
-        self.table[service].stats[dest] = DestStats(active, inactive)
+        old = self.table[service]
+        self.replace(service, stats={**old.stats, dest: DestStats(active, inactive)})
+
+    def edit_dest(self, service: ServiceKey, dest: DestKey, conf: DestConf | None) -> None:
+        """A destination set to `conf`, or deleted (None), behind the reconciler's back, as
+        `ipvsadm -a/-e/-d` by hand would (tests, memory_faults' drift). KeyError when the
+        service is not there, or a destination to delete is not."""
+        old = self.table[service]
+        dests, stats = dict(old.dests), old.stats
+        if conf is None:
+            del dests[dest]
+            if dest in stats:
+                stats = {d: s for d, s in stats.items() if d != dest}
+        else:
+            dests[dest] = conf
+        self.replace(service, dests=dests, stats=stats)
+
+    def replace(
+        self,
+        service: ServiceKey,
+        *,
+        dests: Mapping[DestKey, DestConf] | None = None,
+        stats: Mapping[DestKey, DestStats] | None = None,
+    ) -> None:
+        """The one way to change a service besides apply(): a new Service object in its place,
+        with these destinations or counters (the others the old one's), never an edit of the
+        published one (the module's contract). KeyError when the service is not there."""
+        old = self.table[service]
+        self.table[service] = Service(
+            old.conf,
+            old.dests if dests is None else dict(dests),
+            old.stats if stats is None else dict(stats),
+        )
 
     def render(self) -> str:
         """The table the way `ipvsadm -Ln` shows it."""

@@ -145,23 +145,24 @@ class FaultyMemoryBackend(MemoryBackend):
         service = self.table[key]
         dests = sorted(service.dests)
         roll = self.rng.random()
+        # through edit_dest: a published Service is never changed in place (lvsmon.ipvs.memory),
+        # else the reconciler's view would change with it and the drift go unseen
         if roll < 0.05:
             del self.table[key]
             what = f"deleted service {key}"
         elif roll < 0.25 or not dests:
             stray = DestKey(f"127.254.{self.rng.randrange(256)}.{self.rng.randrange(1, 255)}", 9)
-            service.dests[stray] = DestConf(Forward.MASQ, self.rng.randrange(1, 100))
+            self.edit_dest(key, stray, DestConf(Forward.MASQ, self.rng.randrange(1, 100)))
             what = f"added {stray} to {key}"
         elif roll < 0.6:
             dest = self.rng.choice(dests)
-            del service.dests[dest]
-            service.stats.pop(dest, None)
+            self.edit_dest(key, dest, None)
             what = f"deleted {dest} from {key}"
         else:
             dest = self.rng.choice(dests)
             conf = service.dests[dest]
             weight = (conf.weight + self.rng.randrange(1, 100)) % 101
-            service.dests[dest] = DestConf(conf.forward, weight, conf.upper, conf.lower)
+            self.edit_dest(key, dest, DestConf(conf.forward, weight, conf.upper, conf.lower))
             what = f"weight of {dest} in {key} {conf.weight} -> {weight}"
         self.drifts_injected += 1
         self.log.append(f"# drift: {what}")

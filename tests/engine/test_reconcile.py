@@ -141,8 +141,8 @@ async def test_resync_repairs_what_changed_behind_our_back(
     assert foreign in backend.table  # not ours: untouched
 
     # a real edited by hand, another deleted by hand
-    backend.table[V1].dests[DestKey("127.0.0.1", 8001)] = DestConf(Forward.MASQ, 7)
-    del backend.table[V1].dests[DestKey("127.0.0.1", 8002)]
+    backend.edit_dest(V1, DestKey("127.0.0.1", 8001), DestConf(Forward.MASQ, 7))
+    backend.edit_dest(V1, DestKey("127.0.0.1", 8002), None)
     await wait_for(lambda: weights(backend) == {8001: 1, 8002: 1}, within=5)
     assert engine.stats.drift_repairs >= 4
     assert "IPVS table drift" in caplog.text and "the service was deleted" in caplog.text
@@ -157,7 +157,7 @@ async def test_a_quiesced_real_deleted_by_hand_stays_deleted_without_readdquiesc
     pool.up[8002] = False
     await wait_for(lambda: weights(backend).get(8002) == 0)
     # ldirectord's way to end persistent sessions: delete the quiesced real; it stays away
-    del backend.table[V1].dests[DestKey("127.0.0.1", 8002)]
+    backend.edit_dest(V1, DestKey("127.0.0.1", 8002), None)
     resyncs = engine.stats.resyncs
     await wait_for(lambda: engine.stats.resyncs >= resyncs + 2)
     assert weights(backend) == {8001: 1}

@@ -57,11 +57,14 @@ async def test_memory_log_keeps_the_last_lines_only(monkeypatch: pytest.MonkeyPa
     assert len(backend.table[VIP].dests) == 29  # the table keeps everything, of course
 
 
-async def test_memory_dump_is_a_copy_and_start_table_is_copied() -> None:
+async def test_memory_dump_is_a_dict_of_its_own_and_start_table_is_copied() -> None:
     start = {VIP: Service(ServiceConf(), {REAL: DestConf()})}
     backend = MemoryBackend(start)
     dumped = await backend.dump()
-    dumped[VIP].dests.clear()
+    # the Service objects are the backend's own (never changed once published), the dict not
+    assert dumped[VIP] is backend.table[VIP]
+    dumped.clear()
+    start[VIP].dests.clear()
     start.clear()
     assert (await backend.dump())[VIP].dests == {REAL: DestConf()}
 
