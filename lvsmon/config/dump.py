@@ -32,6 +32,8 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, Real):  # its values, not its shared settings object
         return {name: _plain(getattr(value, name)) for name in Real.VALUES}
+    if isinstance(value, Virtual):  # the same
+        return {name: _plain(redact(name, getattr(value, name))) for name in Virtual.VALUES}
     if is_dataclass(value) and not isinstance(value, type):
         # fields that are not init arguments are derived (Virtual.key): not settings
         return {

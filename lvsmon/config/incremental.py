@@ -45,7 +45,7 @@ from typing import Final, TypeVar, cast
 from lvsmon.config.effective import Builder, Settled
 from lvsmon.config.errors import Diagnostic
 from lvsmon.config.lexer import MAX_FILE_BYTES
-from lvsmon.config.model import Config, Family, GlobalSettings, Virtual
+from lvsmon.config.model import Config, Family, GlobalSettings, Virtual, shared_virtual_settings
 from lvsmon.config.parser import LineParser
 from lvsmon.config.raw import RawVirtual, Setting
 from lvsmon.config.resolve import SystemResolver
@@ -104,17 +104,21 @@ def _copy(obj: _T, **changes: object) -> _T:
     (dataclasses.replace would run __post_init__, which parses the address again: that was
     most of moving 37,298 reals)."""
     new = object.__new__(type(obj))
-    for name in type(obj).__slots__:  # type: ignore[attr-defined]
+    slots = type(obj).__slots__  # type: ignore[attr-defined]
+    assert changes.keys() <= set(slots), f"not slots of {type(obj).__name__}: {changes.keys()}"
+    for name in slots:
         object.__setattr__(new, name, changes[name] if name in changes else getattr(obj, name))
     return new
 
 
 def _moved_virtual(v: Virtual, delta: int, own_fallback: bool) -> Virtual:
     reals = tuple(r.at_line(r.line + delta) for r in v.reals)
-    fallback = v.fallback
-    if fallback is not None and own_fallback:
+    settings = v.settings
+    fallback = settings.fallback
+    if fallback is not None and own_fallback:  # in the virtual's shared settings (model.py)
         fallback = _copy(fallback, line=fallback.line + delta)
-    return _copy(v, line=v.line + delta, reals=reals, fallback=fallback)
+        settings = shared_virtual_settings(_copy(settings, fallback=fallback))
+    return _copy(v, line=v.line + delta, reals=reals, settings=settings)
 
 
 @dataclass(frozen=True, slots=True)

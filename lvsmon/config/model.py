@@ -7,10 +7,11 @@ numbers, and every virtual, real and fallback remembers the file and line it cam
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
-from typing import Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from lvsmon.addr import host_port
 from lvsmon.config.agentsettings import NO_AGENT, AgentConf, AgentGlobal
@@ -40,6 +41,7 @@ __all__ = [
     "SmtpTls",
     "Virtual",
     "VirtualProtocol",
+    "VirtualSettings",
     "real_but_line",
 ]
 
@@ -334,15 +336,11 @@ real_but_line = attrgetter(
 
 
 @dataclass(frozen=True, slots=True)
-class Virtual:
-    family: Family
-    protocol: VirtualProtocol
-    address: str | None  # None for fwmark services
-    port: int  # 0 for fwmark services
-    fwmark: int  # 0 unless protocol is fwm
-    file: str
-    line: int
-    reals: tuple[Real, ...] = ()
+class VirtualSettings:
+    """What a virtual sets besides its identity, its file and line and its reals: one object for
+    the virtuals that set the same (most of a config's), kept by Virtual.settings and read
+    through Virtual's properties of the same names."""
+
     # IPVS service settings
     scheduler: str = "wrr"
     schedflags: str | None = None
@@ -413,18 +411,147 @@ class Virtual:
     agent: AgentConf | None = None
     # lvsmon's own: TLS verification of its checks (config/tlsconf.py, checks/tlsverify.py)
     tls: TlsCheck = NO_TLS
+
+
+VIRTUAL_SETTINGS: tuple[str, ...] = tuple(f.name for f in fields(VirtualSettings))
+
+# equal settings are one object (issue 22: some 500 bytes a virtual less), found by their values;
+# emptied past SETTINGS_KEEP, so that a daemon reloaded for months keeps no old configs' settings
+_virtual_settings: dict[VirtualSettings, VirtualSettings] = {}
+
+
+def shared_virtual_settings(settings: VirtualSettings) -> VirtualSettings:
+    """The one VirtualSettings equal to `settings`."""
+    known = _virtual_settings.get(settings)
+    if known is not None:
+        return known
+    if len(_virtual_settings) >= SETTINGS_KEEP:
+        _virtual_settings.clear()
+    _virtual_settings[settings] = settings
+    return settings
+
+
+@dataclass(frozen=True, slots=True, init=False, repr=False)
+class Virtual:
+    """One virtual service. Its own slots are its identity, its file and line, its reals and
+    its derived key; everything else is one shared VirtualSettings, read through properties of
+    the same names (made below the class from VirtualSettings' fields). It is made (the same
+    positional and keyword arguments), compared, hashed, shown and dumped (config/dump.py) as
+    the values it was: == and hash compare the settings by value."""
+
+    family: Family
+    protocol: VirtualProtocol
+    address: str | None  # None for fwmark services
+    port: int  # 0 for fwmark services
+    fwmark: int  # 0 unless protocol is fwm
+    file: str
+    line: int
+    reals: tuple[Real, ...]
+    settings: VirtualSettings
     # the IPVS identity of this virtual service: derived, built once here (parsing the address
     # on every use made per-event lookups at 2,284 virtuals cost seconds); not compared, not
-    # shown, not dumped (config/dump.py leaves out fields that are not init arguments)
+    # shown, not dumped
     key: ServiceKey = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        if self.protocol is VirtualProtocol.FWM:
-            key = ServiceKey.fwm(self.fwmark, self.family)
+    if TYPE_CHECKING:  # VirtualSettings' fields, read through the properties made below
+        scheduler: str
+        schedflags: str | None
+        persistent: int | None
+        netmask: str | None
+        ops: bool
+        checktype: CheckType
+        num_connects: int
+        service: Service
+        service_from_port: bool
+        checkcommand: str
+        checkport: int | None
+        request: str
+        receive: str
+        virtualhost: str | None
+        httpmethod: HttpMethod
+        login: str
+        passwd: str
+        database: str
+        secret: str
+        load: str | None
+        checktimeout: int
+        negotiatetimeout: int
+        checkinterval: int
+        checkcount: int
+        failurecount: int
+        risecount: int
+        flapcount: int
+        flapwindow: int
+        flaphold: int
+        depoolthreshold: float | None
+        arpguard: bool
+        arpguardinterval: int
+        checkpath: CheckPath
+        slowstart: int
+        removedrain: int
+        deadconns: DeadConns
+        bgp: BgpVirtual | None
+        quiescent: bool
+        fallback: Fallback | None
+        fallbackcommand: str | None
+        cleanstop: bool
+        emailalert: tuple[str, ...]
+        emailalertfreq: int
+        emailalertstatus: tuple[str, ...]
+        smtp: str | None
+        smtpport: int
+        monitorfile: str | None
+        servicename: str | None
+        comment: str | None
+        agent: AgentConf | None
+        tls: TlsCheck
+
+    # the values a Virtual is made of, in this order (dump.py shows them so)
+    VALUES: ClassVar[tuple[str, ...]] = (
+        "family", "protocol", "address", "port", "fwmark", "file", "line", "reals",
+        *VIRTUAL_SETTINGS,
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        family: Family,
+        protocol: VirtualProtocol,
+        address: str | None,
+        port: int,
+        fwmark: int,
+        file: str,
+        line: int,
+        reals: tuple[Real, ...] = (),
+        *,
+        settings: VirtualSettings | None = None,
+        **values: Any,
+    ) -> None:
+        """From its values (the settings by keyword, VirtualSettings' defaults for the others),
+        or from `settings` and the values that change (a copy: dataclasses.replace)."""
+        if settings is None:
+            settings = VirtualSettings(**values)
+        elif values:
+            settings = dataclasses.replace(settings, **values)
+        setattr_ = object.__setattr__
+        setattr_(self, "family", family)
+        setattr_(self, "protocol", protocol)
+        setattr_(self, "address", address)
+        setattr_(self, "port", port)
+        setattr_(self, "fwmark", fwmark)
+        setattr_(self, "file", file)
+        setattr_(self, "line", line)
+        setattr_(self, "reals", reals)
+        setattr_(self, "settings", shared_virtual_settings(settings))
+        if protocol is VirtualProtocol.FWM:
+            key = ServiceKey.fwm(fwmark, family)
         else:
-            assert self.address is not None
-            key = ServiceKey.inet(self.protocol.value, self.address, self.port)
-        object.__setattr__(self, "key", key)
+            assert address is not None
+            key = ServiceKey.inet(protocol.value, address, port)
+        setattr_(self, "key", key)
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{n}={getattr(self, n)!r}" for n in _VIRTUAL_REPR)
+        return f"Virtual({values})"
 
     @property
     def service_conf(self) -> ServiceConf:
@@ -452,6 +579,14 @@ class Virtual:
         if real.port > 0:
             return real.port
         return SERVICE_PORTS.get(self.service, 0)
+
+
+# Virtual's settings, read through its properties: attrgetter is a C call, a property over it
+# as cheap as a property can be
+for _name in VIRTUAL_SETTINGS:
+    setattr(Virtual, _name, property(attrgetter(f"settings.{_name}")))
+del _name
+_VIRTUAL_REPR = Virtual.VALUES[:8] + tuple(f.name for f in fields(VirtualSettings) if f.repr)
 
 
 @dataclass(frozen=True, slots=True)

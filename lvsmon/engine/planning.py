@@ -120,7 +120,8 @@ def _compared(cls: type, *leave_out: str) -> Callable[[Any], object]:
     return attrgetter(*(f.name for f in fields(cls) if f.compare and f.name not in leave_out))
 
 
-_VIRTUAL_FIELDS = _compared(Virtual, "line", "reals", "fallback")
+# a Virtual's values (its settings through their properties: config/model.py), but these three
+_VIRTUAL_FIELDS = attrgetter(*(n for n in Virtual.VALUES if n not in ("line", "reals", "fallback")))
 _REAL_FIELDS = real_but_line  # its line is in two parts (config/model.py)
 _FALLBACK_FIELDS = _compared(Fallback, "line")
 
