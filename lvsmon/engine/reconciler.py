@@ -37,7 +37,7 @@ from lvsmon.ipvs.apply import apply_ops
 from lvsmon.ipvs.backend import IpvsBackend, KnownDump, shares_dump
 from lvsmon.ipvs.diff import diff, service_order
 from lvsmon.ipvs.errors import BackendError
-from lvsmon.ipvs.model import DestKey, ServiceKey, Table
+from lvsmon.ipvs.model import DestKey, Service, ServiceKey, Table
 from lvsmon.ipvs.ops import AddDest, DeleteDest, DeleteService, EditDest, Op
 
 log = logging.getLogger("lvsmon")
@@ -199,7 +199,8 @@ class Reconciler:
             # a backend that shares its objects (memory) is taken at its word: the dump's
             # objects stay unchanged while the service does, and keeping lvsmon's own would
             # keep a second copy of every destination (issue 22)
-            if cached is not None and not shares_dump(self.backend):
+            shared = shares_dump(self.backend)
+            if cached is not None and not shared:
                 keep_services(cached, fresh, self.managed)
             # the kernel is exactly what the last successful pass left, and nothing is pending:
             # the desired table has not moved either (every change of health, maintenance or
@@ -210,8 +211,10 @@ class Reconciler:
                 and self.retry_at is None
                 and not self._dirty.is_set()
                 and self._resyncs % FULL_EVERY
-                # the same object: kept above as equal, or shared and so unchanged
-                and all(cached.get(k) is fresh.get(k) for k in self.managed)
+                # the same object: kept above as equal, or shared and so unchanged; a shared
+                # dump after an apply still differs by identity from the services the apply
+                # touched (the reconciler's own copies): compared, those few, not recomputed
+                and all(_same(cached.get(k), fresh.get(k), shared) for k in self.managed)
             ):
                 self._settle(True)
                 return True
@@ -364,6 +367,10 @@ def applied(table: Table, ops: Sequence[Op]) -> Table:
         else:
             out[key] = service
     return out
+
+
+def _same(cached: Service | None, fresh: Service | None, shared: bool) -> bool:
+    return cached is fresh or (shared and cached == fresh)
 
 
 def keep_services(cached: Table, fresh: Table, keys: Collection[ServiceKey]) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+from typing import Any
 
 import pytest
 
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.engine.engine import Engine
+from lvsmon.engine.reconciler import Desired
 from lvsmon.ipvs.backend import shares_dump
 from lvsmon.ipvs.memory import MemoryBackend
 from lvsmon.ipvs.memory_faults import FaultyMemoryBackend
@@ -133,3 +135,38 @@ async def test_the_faulty_backends_drift_never_edits_a_published_service() -> No
             break
         assert snapshot(dumped) == kept
     assert backend.drifts_injected > 0
+
+
+async def test_the_resync_after_an_apply_compares_what_it_touched_and_recomputes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After an apply the reconciler holds its own copies of the services the apply touched and
+    the backend's objects for the rest: the next resync compares those few and, the kernel
+    being what the pass left, takes the shortcut (no desired table, no diff of every real)."""
+    backend = MemoryBackend()
+    engine = Engine(cfg(CONFIG), backend, run_check=up, resync_s=3600)
+    await engine.start()
+    await asyncio.wait_for(engine.wait_programmed(), 10)
+    try:
+        await engine.reconciler.resync()
+        engine.reconciler._resyncs = 0  # away from the every-FULL_EVERY-th full pass
+        await engine.reconciler.reconcile()  # nothing to do: no apply
+        mine = engine.reconciler.actual
+        assert mine is not None
+        # an apply's result as the reconciler keeps it: a copy of its own for V1
+        engine.reconciler.actual = {**mine, V1: copy.deepcopy(mine[V1])}
+        computed: list[object] = []
+        desired_for = engine.desired_for
+
+        def counted(*args: Any, **kwargs: Any) -> Desired:
+            computed.append(args)
+            return desired_for(*args, **kwargs)
+
+        monkeypatch.setattr(engine, "desired_for", counted)
+        engine.reconciler._dirty.clear()  # as the loop does once its pass is done
+        assert await engine.reconciler.resync()
+        assert computed == []
+        after = engine.reconciler.actual
+        assert after is not None and after[V1] is backend.table[V1]
+    finally:
+        await engine.stop(clean=True)
