@@ -45,7 +45,7 @@ from typing import Final, TypeVar, cast
 from lvsmon.config.effective import Builder, Settled
 from lvsmon.config.errors import Diagnostic
 from lvsmon.config.lexer import MAX_FILE_BYTES
-from lvsmon.config.model import Config, Family, GlobalSettings, Virtual, shared_virtual_settings
+from lvsmon.config.model import Config, Family, GlobalSettings, Virtual
 from lvsmon.config.parser import LineParser
 from lvsmon.config.raw import RawVirtual, Setting
 from lvsmon.config.resolve import SystemResolver
@@ -113,12 +113,10 @@ def _copy(obj: _T, **changes: object) -> _T:
 
 def _moved_virtual(v: Virtual, delta: int, own_fallback: bool) -> Virtual:
     reals = tuple(r.at_line(r.line + delta) for r in v.reals)
-    settings = v.settings
-    fallback = settings.fallback
-    if fallback is not None and own_fallback:  # in the virtual's shared settings (model.py)
+    fallback = v.fallback
+    if fallback is not None and own_fallback:
         fallback = _copy(fallback, line=fallback.line + delta)
-        settings = shared_virtual_settings(_copy(settings, fallback=fallback))
-    return _copy(v, line=v.line + delta, reals=reals, settings=settings)
+    return _copy(v, line=v.line + delta, reals=reals, fallback=fallback)
 
 
 @dataclass(frozen=True, slots=True)

@@ -395,7 +395,6 @@ class VirtualSettings:
     bgp: BgpVirtual | None = None
     # what happens when reals fail
     quiescent: bool = False
-    fallback: Fallback | None = None
     fallbackcommand: str | None = None
     cleanstop: bool = True
     # alerts and logging
@@ -414,6 +413,9 @@ class VirtualSettings:
 
 
 VIRTUAL_SETTINGS: tuple[str, ...] = tuple(f.name for f in fields(VirtualSettings))
+# a Virtual's own fallback stands between these in its values (the order they are shown in)
+_SETTINGS_BEFORE_FALLBACK = VIRTUAL_SETTINGS[: VIRTUAL_SETTINGS.index("fallbackcommand")]
+_SETTINGS_AFTER_FALLBACK = VIRTUAL_SETTINGS[len(_SETTINGS_BEFORE_FALLBACK) :]
 
 # equal settings are one object (issue 22: some 500 bytes a virtual less), found by their values;
 # emptied past SETTINGS_KEEP, so that a daemon reloaded for months keeps no old configs' settings
@@ -433,11 +435,12 @@ def shared_virtual_settings(settings: VirtualSettings) -> VirtualSettings:
 
 @dataclass(frozen=True, slots=True, init=False, repr=False)
 class Virtual:
-    """One virtual service. Its own slots are its identity, its file and line, its reals and
-    its derived key; everything else is one shared VirtualSettings, read through properties of
-    the same names (made below the class from VirtualSettings' fields). It is made (the same
-    positional and keyword arguments), compared, hashed, shown and dumped (config/dump.py) as
-    the values it was: == and hash compare the settings by value."""
+    """One virtual service. Its own slots are its identity, its file and line, its reals, its
+    fallback (which has a line of its own) and its derived key; everything else is one shared
+    VirtualSettings, read through properties of the same names (made below the class from
+    VirtualSettings' fields). It is made (the same positional and keyword arguments),
+    compared, hashed, shown and dumped (config/dump.py) as the values it was: == and hash
+    compare the settings by value."""
 
     family: Family
     protocol: VirtualProtocol
@@ -447,6 +450,9 @@ class Virtual:
     file: str
     line: int
     reals: tuple[Real, ...]
+    # its own: a fallback= line in the block is at a line of its own, which in the settings
+    # would make every such virtual's settings its own object (bench/many_virtuals.py's are)
+    fallback: Fallback | None
     settings: VirtualSettings
     # the IPVS identity of this virtual service: derived, built once here (parsing the address
     # on every use made per-event lookups at 2,284 virtuals cost seconds); not compared, not
@@ -492,7 +498,6 @@ class Virtual:
         deadconns: DeadConns
         bgp: BgpVirtual | None
         quiescent: bool
-        fallback: Fallback | None
         fallbackcommand: str | None
         cleanstop: bool
         emailalert: tuple[str, ...]
@@ -509,7 +514,7 @@ class Virtual:
     # the values a Virtual is made of, in this order (dump.py shows them so)
     VALUES: ClassVar[tuple[str, ...]] = (
         "family", "protocol", "address", "port", "fwmark", "file", "line", "reals",
-        *VIRTUAL_SETTINGS,
+        *_SETTINGS_BEFORE_FALLBACK, "fallback", *_SETTINGS_AFTER_FALLBACK,
     )  # fmt: skip
 
     def __init__(
@@ -523,6 +528,7 @@ class Virtual:
         line: int,
         reals: tuple[Real, ...] = (),
         *,
+        fallback: Fallback | None = None,
         settings: VirtualSettings | None = None,
         **values: Any,
     ) -> None:
@@ -541,6 +547,7 @@ class Virtual:
         setattr_(self, "file", file)
         setattr_(self, "line", line)
         setattr_(self, "reals", reals)
+        setattr_(self, "fallback", fallback)
         setattr_(self, "settings", shared_virtual_settings(settings))
         if protocol is VirtualProtocol.FWM:
             key = ServiceKey.fwm(fwmark, family)
@@ -586,7 +593,9 @@ class Virtual:
 for _name in VIRTUAL_SETTINGS:
     setattr(Virtual, _name, property(attrgetter(f"settings.{_name}")))
 del _name
-_VIRTUAL_REPR = Virtual.VALUES[:8] + tuple(f.name for f in fields(VirtualSettings) if f.repr)
+_VIRTUAL_REPR = tuple(
+    n for n in Virtual.VALUES if n not in {f.name for f in fields(VirtualSettings) if not f.repr}
+)
 
 
 @dataclass(frozen=True, slots=True)

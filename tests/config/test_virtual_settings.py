@@ -41,8 +41,8 @@ def test_virtuals_with_equal_settings_share_one_settings_object() -> None:
     assert a.settings is b.settings and a.settings is not c.settings
     again = config().virtuals[0]  # another parse: the same object again
     assert again.settings is a.settings and again == a and hash(again) == hash(a)
-    # ten slots (identity, file, line, reals, settings, key) where 59 took some 500 bytes
-    assert sys.getsizeof(a) <= 112
+    # 11 slots (identity, file, line, reals, fallback, settings, key) where 59 took 504 bytes
+    assert sys.getsizeof(a) <= 120
     assert a.key != b.key
 
 
@@ -72,6 +72,16 @@ def test_the_json_view_is_the_virtuals_values_in_their_order() -> None:
     out = virtual_to_dict(a)
     assert "settings" not in out and out["passwd"] == REDACTED
     assert list(out) == [n for n in Virtual.VALUES if n != "reals"] + ["name", "reals"]
+
+
+def test_virtuals_with_fallbacks_of_their_own_share_their_settings() -> None:
+    """A fallback= line is the block's, at a line of its own: the Virtual keeps it, not the
+    shared settings (every virtual of bench/many_virtuals.py's config has one)."""
+    block = "virtual=10.1.0.{}:80\n\treal=10.2.0.{}:80 masq\n\tfallback=127.0.0.1:80\n"
+    a, b = config(block.format(1, 1) + block.format(2, 2)).virtuals
+    assert a.fallback is not None and b.fallback is not None
+    assert (a.fallback.line, b.fallback.line) == (3, 6)
+    assert a.settings is b.settings and a.fallback != b.fallback
 
 
 def test_a_virtual_moved_with_its_fallback_is_the_same_but_lines() -> None:
