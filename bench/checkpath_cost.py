@@ -28,7 +28,12 @@ also verifies that neither daemon touched the other's services: each block's pro
 number --reals on the VIP path's block and 0 on the other's, and both virtuals keep --reals
 destinations (`tables_intact`). Caveat: the kernel charges softirq work (the packets' receive)
 to whatever process runs when it happens, so some of one daemon's packets may be billed to the
-other; that pulls the ratio towards 1, and the single-daemon mode has no such share.
+other; that pulls the ratio towards 1, and the single-daemon mode has no such share. And each
+daemon's resync (every 5 s) reads every service in the kernel, the other daemon's too, and the
+destinations of every service it does not take as known: the real-path daemon read the other's
+1,000 probe services' destinations at every resync, the VIP-path daemon its own at every 12th
+only (the 2026-12-07 session 7 run, bench/README.md). --resync 3600 keeps resyncs out of the
+windows for both (and with them the VIP path's own share of the resync).
 """
 
 from __future__ import annotations
@@ -105,6 +110,7 @@ def config(
     path: str,
     check: str = "connect",
     block: int = 0,
+    resync: int | None = None,
 ) -> str:
     reals = "".join(f"\treal={rip(i, block)}:{port(block)} gate\n" for i in range(n))
     how = (
@@ -114,7 +120,8 @@ def config(
     )
     return (
         f"checkinterval={interval}\nquiescent=yes\n"
-        f"checkmarkbase={MARKBASE + block * MARK_BLOCK}\n"
+        + (f"resyncinterval={resync}\n" if resync else "")
+        + f"checkmarkbase={MARKBASE + block * MARK_BLOCK}\n"
         f'logfile="{logfile}"\n'
         f"virtual={vip(block)}:{port(block)}\n{reals}{how}\tchecktimeout=2\n"
         f"\tnegotiatetimeout=2\n\tcheckpath={path}\n"
@@ -283,6 +290,7 @@ class Daemon:
     reals: int
     interval: int
     check: str
+    resync: int | None = None
     path: str = "real"
     pid: int = 0
     name: str = field(init=False)
@@ -306,7 +314,7 @@ class Daemon:
     def _write(self) -> None:
         log = self.work / f"{self.name}.log"
         self.cf.write_text(
-            config(log, self.reals, self.interval, self.path, self.check, self.block)
+            config(log, self.reals, self.interval, self.path, self.check, self.block, self.resync)
         )
 
     def start(self) -> None:
@@ -368,7 +376,7 @@ def diagnose(args: argparse.Namespace, daemons: list[Daemon]) -> dict[str, objec
 
 
 def run_single(args: argparse.Namespace, work: Path) -> dict[str, object]:
-    d = Daemon(work, 0, args.reals, args.interval, args.check)
+    d = Daemon(work, 0, args.reals, args.interval, args.check, args.resync)
     windows: list[dict[str, object]] = []
     try:
         d.start()
@@ -390,7 +398,7 @@ def run_single(args: argparse.Namespace, work: Path) -> dict[str, object]:
 def run_concurrent(args: argparse.Namespace, work: Path) -> dict[str, object]:
     due = args.reals / args.interval
     other = {"real": "vip", "vip": "real"}
-    daemons = [Daemon(work, b, args.reals, args.interval, args.check) for b in (0, 1)]
+    daemons = [Daemon(work, b, args.reals, args.interval, args.check, args.resync) for b in (0, 1)]
     daemons[0].path = args.first
     daemons[1].path = other[args.first]
     windows: list[dict[str, object]] = []
@@ -519,6 +527,11 @@ def main() -> int:
     ap.add_argument(
         "--concurrent", action="store_true", help="two daemons at once, one on either path"
     )
+    # each daemon's resync reads every service in the kernel and the destinations of each it
+    # does not take as known: in --concurrent mode the real-path daemon read the other's 1,000
+    # probe services' destinations at every resync; a long resyncinterval keeps the resyncs
+    # (the VIP path's share of them too) out of the windows
+    ap.add_argument("--resync", type=int, default=None, help="resyncinterval, s (default 5)")
     ap.add_argument("--windows", type=int, default=8, help="--concurrent: windows")
     ap.add_argument(
         "--first", choices=("real", "vip"), default="real",
@@ -539,7 +552,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="cb-"))
     result: dict[str, object] = {
         "reals": args.reals, "interval_s": args.interval, "check": args.check,
-        "window_s": args.window, "settle_s": args.settle,
+        "window_s": args.window, "settle_s": args.settle, "resync_s": args.resync,
     }  # fmt: skip
     with lab(args.reals, 2 if args.concurrent else 1, args.check):
         if args.concurrent:
