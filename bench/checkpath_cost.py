@@ -34,6 +34,21 @@ destinations of every service it does not take as known: the real-path daemon re
 1,000 probe services' destinations at every resync, the VIP-path daemon its own at every 12th
 only (the 2026-12-07 session 7 run, bench/README.md). --resync 3600 keeps resyncs out of the
 windows for both (and with them the VIP path's own share of the resync).
+
+--isolated (with --concurrent): each daemon in its own director network namespace, so that each
+has its own IPVS table and pays its own resyncs only, with the default resync too (all-in).
+Daemon k runs under `ip netns exec cb-d<k>`; that namespace holds the director's address
+10.32.0.{1 + k}/16 and VIP 10.32.255.{100 + k} on its `eth0`, a veth into the same bridge and
+reals namespace as the other's (the reals are the same kind; each daemon's packets have their own
+director address and VIP), and the sysctls the VIP path needs (accept_local on eth0, rp_filter
+0). The neighbour thresholds are raised in the root namespace: the neighbour table is one for
+all namespaces. The root namespace has no address on the bridge and no IPVS service. The
+daemons' CPU is still read from /proc/PID/stat (one pid namespace), their status files from the
+shared work directory. Every window verifies each namespace's table: its own virtual with --reals
+destinations, its own probe services (--reals on the VIP path, else none) and no other service,
+and the root namespace's table empty (`tables_intact`). The result also names the IPVS and TCP
+sysctls whose values differ between a director namespace and the root (`sysctl_diff`): a new
+namespace starts from the kernel's defaults.
 """
 
 from __future__ import annotations
@@ -60,6 +75,7 @@ BRIDGE = "cb-br"
 VIP = "10.32.255.100"
 MARKBASE = 0x4C560000  # lvsmon's default checkmarkbase
 MARK_BLOCK = 65536  # checkpathconf.PROBE_MARKS: the marks one checkmarkbase reserves
+DIRECTOR_NS = "cb-d{}"  # --isolated: daemon k's director namespace (and its veth's bridge end)
 # the servers take their port as argv[1]
 SERVER = (
     "import socket,sys\n"
@@ -149,10 +165,12 @@ class Table:
     dests: dict[str, int]
     up: dict[str, int]
     probes: dict[int, int]
+    services: int = 0  # every service of the table, of any kind
 
     @classmethod
-    def read(cls) -> Table:
-        text = sh("ipvsadm", "-Sn")
+    def read(cls, netns: str | None = None) -> Table:
+        """The table of the root namespace, or of `netns`'s (IPVS tables are per namespace)."""
+        text = sh(*netns_exec(netns), "ipvsadm", "-Sn")
         dests: dict[str, int] = {}
         up: dict[str, int] = {}
         for svc, weight in re.findall(r"^-a -t (\S+) -r \S+ -g -w (\d+)$", text, re.M):
@@ -162,7 +180,11 @@ class Table:
         for mark in re.findall(r"^-A -f (\d+) ", text, re.M):
             b = (int(mark) - MARKBASE) // MARK_BLOCK
             probes[b] = probes.get(b, 0) + 1
-        return cls(dests, up, probes)
+        return cls(dests, up, probes, len(re.findall(r"^-A ", text, re.M)))
+
+
+def netns_exec(netns: str | None) -> list[str]:
+    return ["ip", "netns", "exec", netns] if netns else []
 
 
 def up_count() -> int:
@@ -240,16 +262,21 @@ def summary(windows: list[dict[str, object]], due_per_s: float) -> dict[str, obj
     }
 
 
-def wait(pred: Callable[[], bool], within: float, what: str) -> None:
+def wait(
+    pred: Callable[[], bool],
+    within: float,
+    what: str,
+    show: Callable[[], object] = Table.read,
+) -> None:
     start = time.monotonic()
     told = start
     while not pred():
         now = time.monotonic()
-        if now - told > 60:  # a slow wait says what it waits on: the table as it is
+        if now - told > 60:  # a slow wait says what it waits on: the table(s) as they are
             told = now
-            print(f"waiting {now - start:.0f} s for {what}: {Table.read()}", file=sys.stderr)
+            print(f"waiting {now - start:.0f} s for {what}: {show()}", file=sys.stderr)
         if now - start > within:
-            raise SystemExit(f"{what}: not within {within} s ({Table.read()})")
+            raise SystemExit(f"{what}: not within {within} s ({show()})")
         time.sleep(0.5)
 
 
@@ -291,6 +318,7 @@ class Daemon:
     interval: int
     check: str
     resync: int | None = None
+    netns: str | None = None  # --isolated: its own director namespace (and IPVS table)
     path: str = "real"
     pid: int = 0
     name: str = field(init=False)
@@ -308,8 +336,8 @@ class Daemon:
 
     def _cmd(self, verb: str) -> list[str]:
         pidfile = self.work / f"{self.name}.pid"
-        return [sys.executable, "-m", "lvsmon", "--backend", "netlink", "--pid-file",
-                str(pidfile), str(self.cf), verb]  # fmt: skip
+        return [*netns_exec(self.netns), sys.executable, "-m", "lvsmon", "--backend", "netlink",
+                "--pid-file", str(pidfile), str(self.cf), verb]  # fmt: skip
 
     def _write(self) -> None:
         log = self.work / f"{self.name}.log"
@@ -335,6 +363,10 @@ class Daemon:
         user, system = cpu_s(self.pid)
         return Sample(user, system, checks_done(self.status), time.monotonic())
 
+    def table(self) -> Table:
+        """The table this daemon programs: its namespace's, or the root's shared one."""
+        return Table.read(self.netns)
+
     def probes_settled(self, table: Table) -> bool:
         want = self.reals if self.path == "vip" else 0
         return table.probes.get(self.block, 0) == want
@@ -346,14 +378,29 @@ class Daemon:
         svc = f"{vip(self.block)}:{port(self.block)}"
         return table.dests.get(svc, 0) == self.reals and self.probes_settled(table)
 
+    def alone(self, table: Table) -> bool:
+        """Its own namespace's table holds its services and nothing else: its virtual and its
+        probe services (their destinations, `-a -f`, are not in `dests`)."""
+        svc = f"{vip(self.block)}:{port(self.block)}"
+        return (
+            self.intact(table)
+            and set(table.dests) == {svc}
+            and set(table.probes) <= {self.block}
+            and table.services == 1 + table.probes.get(self.block, 0)
+        )
+
 
 def settle(daemons: list[Daemon], seconds: float) -> None:
     """Until every daemon's probe services and reals are as its path wants, then `seconds`
     more: TIME_WAIT sockets and IPVS connection entries steady."""
+
+    def show() -> object:
+        return {d.name: d.table() for d in daemons}
+
     # generous: under TCG on a host loaded by other work (load 9 on 2 cores) a reload's 1,000
     # probe services took over 120 s
-    wait(lambda: all(d.probes_settled(Table.read()) for d in daemons), 600, "probe services")
-    wait(lambda: all(d.all_up(Table.read()) for d in daemons), 900, "every real up")
+    wait(lambda: all(d.probes_settled(d.table()) for d in daemons), 600, "probe services", show)
+    wait(lambda: all(d.all_up(d.table()) for d in daemons), 900, "every real up", show)
     time.sleep(seconds)
 
 
@@ -398,7 +445,11 @@ def run_single(args: argparse.Namespace, work: Path) -> dict[str, object]:
 def run_concurrent(args: argparse.Namespace, work: Path) -> dict[str, object]:
     due = args.reals / args.interval
     other = {"real": "vip", "vip": "real"}
-    daemons = [Daemon(work, b, args.reals, args.interval, args.check, args.resync) for b in (0, 1)]
+    daemons = [
+        Daemon(work, b, args.reals, args.interval, args.check, args.resync,
+               DIRECTOR_NS.format(b) if args.isolated else None)
+        for b in (0, 1)
+    ]  # fmt: skip
     daemons[0].path = args.first
     daemons[1].path = other[args.first]
     windows: list[dict[str, object]] = []
@@ -416,7 +467,14 @@ def run_concurrent(args: argparse.Namespace, work: Path) -> dict[str, object]:
             a = [d.sample() for d in daemons]
             time.sleep(args.window)
             b = [d.sample() for d in daemons]
-            table = Table.read()
+            table = Table.read()  # the root's: with --isolated it must stay empty
+            if args.isolated:
+                own = [d.table() for d in daemons]
+                intact = table.services == 0 and all(
+                    d.alone(t) for d, t in zip(daemons, own, strict=True)
+                )
+            else:
+                own, intact = [], all(d.intact(table) for d in daemons)
             per = {d.path: {**figures(d.path, x, y), "daemon": d.name}
                    for d, x, y in zip(daemons, a, b, strict=True)}  # fmt: skip
             real, vip_ = per["real"], per["vip"]
@@ -427,10 +485,18 @@ def run_concurrent(args: argparse.Namespace, work: Path) -> dict[str, object]:
                 "vip": vip_,
                 "vip_over_real": round(us(vip_) / max(us(real), 1e-9), 3),
                 "kept_up": kept_up(real, due) and kept_up(vip_, due),
-                "tables_intact": all(d.intact(table) for d in daemons),
-                "probes_per_block": table.probes,
-                "dests": table.dests,
+                "tables_intact": intact,
             }
+            if args.isolated:
+                w["root_services"] = table.services
+                w["tables"] = {
+                    d.netns: {"services": t.services, "probes_per_block": t.probes,
+                              "dests": t.dests}
+                    for d, t in zip(daemons, own, strict=True)
+                }  # fmt: skip
+            else:
+                w["probes_per_block"] = table.probes
+                w["dests"] = table.dests
             if args.syscalls or args.perf:
                 w.update(diagnose(args, daemons))
             windows.append(w)
@@ -465,16 +531,73 @@ def concurrent_summary(windows: list[dict[str, object]]) -> dict[str, object]:
     }
 
 
+# --isolated: what a director namespace starts with from the kernel's defaults and the root may
+# have otherwise (tests/vm/run sets none of them; the result says if one differs)
+COMPARED_SYSCTLS = r"^net\.ipv4\.(vs\.|tcp_|ip_local_port_range)|^net\.core\.somaxconn"
+
+
+def sysctls(netns: str | None) -> dict[str, str]:
+    out = sh(*netns_exec(netns), "sysctl", "-a", check=False)
+    got = {}
+    for line in out.splitlines():
+        name, _, value = line.partition(" = ")
+        if re.match(COMPARED_SYSCTLS, name):
+            got[name] = " ".join(value.split())
+    return got
+
+
+def sysctl_diff(namespaces: list[str]) -> dict[str, dict[str, str]]:
+    """Per compared sysctl whose value differs between the root and a director namespace, the
+    values (root first)."""
+    root = sysctls(None)
+    diff: dict[str, dict[str, str]] = {}
+    for ns in namespaces:
+        for name, value in sysctls(ns).items():
+            if root.get(name) != value:
+                diff.setdefault(name, {"root": root.get(name, "(none)")})[ns] = value
+    return diff
+
+
+def director_namespaces(blocks: int) -> list[str]:
+    """--isolated: a namespace per daemon, its `eth0` a veth into the bridge with the director's
+    address 10.32.0.{1 + k}/16 and its VIP, and the sysctls the VIP path needs there (lvsmon
+    reads them in its own namespace and refuses to start without them)."""
+    names = [DIRECTOR_NS.format(b) for b in range(blocks)]
+    for k, ns in enumerate(names):
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", ns, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        sh("ip", "link", "set", ns, "master", BRIDGE, "up")
+        inner = [
+            "link set lo up", f"addr add 10.32.0.{1 + k}/16 dev eth0",
+            f"addr add {vip(k)}/32 dev eth0", "link set eth0 up",
+        ]  # fmt: skip
+        sh("ip", "-n", ns, "-batch", "-", stdin="\n".join(inner) + "\n")
+        for name, value in (
+            ("net.ipv4.conf.eth0.accept_local", 1),
+            ("net.ipv4.conf.all.rp_filter", 0),
+            ("net.ipv4.conf.eth0.rp_filter", 0),
+        ):
+            sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"{name}={value}")
+    return names
+
+
 @contextmanager
-def lab(reals: int, blocks: int, check: str) -> Iterator[None]:
+def lab(reals: int, blocks: int, check: str, isolated: bool = False) -> Iterator[list[str]]:
     """The DR segment: `blocks` address blocks of `reals` reals in one namespace, each block's VIP
-    on the director and the namespace's `lo`, one server per block's port."""
+    on the director and the namespace's `lo`, one server per block's port. The director is the
+    root namespace, or with `isolated` one namespace per block (yielded; the root then has no
+    address on the bridge)."""
+    spaces = [DIRECTOR_NS.format(b) for b in range(blocks)] if isolated else []
+    for ns in spaces:
+        sh("ip", "netns", "del", ns, check=False)
     sh("ip", "netns", "del", NS, check=False)
     sh("ip", "link", "del", BRIDGE, check=False)
     sh("ipvsadm", "-C")
     sh("ip", "netns", "add", NS)
-    batch = [f"link add {BRIDGE} type bridge", f"addr add 10.32.0.1/16 dev {BRIDGE}"]
-    batch += [f"addr add {vip(b)}/32 dev {BRIDGE}" for b in range(blocks)]
+    batch = [f"link add {BRIDGE} type bridge"]
+    if not isolated:
+        batch += [f"addr add 10.32.0.1/16 dev {BRIDGE}"]
+        batch += [f"addr add {vip(b)}/32 dev {BRIDGE}" for b in range(blocks)]
     batch += [
         f"link set {BRIDGE} up",
         f"link add {NS} type veth peer name eth0 netns {NS}", f"link set {NS} master {BRIDGE} up",
@@ -489,15 +612,22 @@ def lab(reals: int, blocks: int, check: str) -> Iterator[None]:
     for name, value in (
         # the director holds a neighbour entry for every real it reaches (the real path's
         # connects, the DR transmit): past gc_thresh3 (1,024) the table overflows and
-        # checks fail, so 2 x 1,000 reals never came up
+        # checks fail, so 2 x 1,000 reals never came up. The table (and so its thresholds) is
+        # one for every namespace: set here, it holds for director namespaces too
         ("net.ipv4.neigh.default.gc_thresh1", 4 * reals * blocks),
         ("net.ipv4.neigh.default.gc_thresh2", 8 * reals * blocks),
         ("net.ipv4.neigh.default.gc_thresh3", 16 * reals * blocks),
-        (f"net.ipv4.conf.{BRIDGE}.accept_local", 1),
-        ("net.ipv4.conf.all.rp_filter", 0),
-        (f"net.ipv4.conf.{BRIDGE}.rp_filter", 0),
     ):
         sh("sysctl", "-qw", f"{name}={value}")
+    if isolated:
+        director_namespaces(blocks)
+    else:
+        for name, value in (
+            (f"net.ipv4.conf.{BRIDGE}.accept_local", 1),
+            ("net.ipv4.conf.all.rp_filter", 0),
+            (f"net.ipv4.conf.{BRIDGE}.rp_filter", 0),
+        ):
+            sh("sysctl", "-qw", f"{name}={value}")
     code = SERVER if check == "connect" else HTTP_SERVER
     # one accept loop per block: one loop for both blocks' 400 checks a second would be the
     # bottleneck, and the same loop for both paths is what the comparison needs anyway
@@ -506,11 +636,13 @@ def lab(reals: int, blocks: int, check: str) -> Iterator[None]:
         for b in range(blocks)
     ]
     try:
-        yield
+        yield spaces
     finally:
         for s in servers:
             s.kill()
             s.wait()
+        for ns in spaces:  # its IPVS table goes with it
+            sh("ip", "netns", "del", ns, check=False)
         sh("ip", "netns", "del", NS, check=False)
         sh("ip", "link", "del", BRIDGE, check=False)
 
@@ -534,6 +666,10 @@ def main() -> int:
     ap.add_argument("--resync", type=int, default=None, help="resyncinterval, s (default 5)")
     ap.add_argument("--windows", type=int, default=8, help="--concurrent: windows")
     ap.add_argument(
+        "--isolated", action="store_true",
+        help="--concurrent: each daemon in its own director namespace and IPVS table",
+    )  # fmt: skip
+    ap.add_argument(
         "--first", choices=("real", "vip"), default="real",
         help="--concurrent: daemon 0's path in the first half of the windows",
     )  # fmt: skip
@@ -547,6 +683,8 @@ def main() -> int:
     args = ap.parse_args()
     if not os.environ.get("LVSMON_IN_VM"):
         raise SystemExit("builds namespaces and programs IPVS: run it in the VM (tests/vm/run)")
+    if args.isolated and not args.concurrent:
+        raise SystemExit("--isolated: only with --concurrent")
     if args.reals > 20 * 250:
         raise SystemExit("--reals: at most 5000 (an address block is 20 /24s)")
     work = Path(tempfile.mkdtemp(prefix="cb-"))
@@ -554,9 +692,12 @@ def main() -> int:
         "reals": args.reals, "interval_s": args.interval, "check": args.check,
         "window_s": args.window, "settle_s": args.settle, "resync_s": args.resync,
     }  # fmt: skip
-    with lab(args.reals, 2 if args.concurrent else 1, args.check):
+    with lab(args.reals, 2 if args.concurrent else 1, args.check, args.isolated) as spaces:
         if args.concurrent:
             result["first"] = args.first
+            result["isolated"] = args.isolated
+            if spaces:
+                result["sysctl_diff"] = sysctl_diff(spaces)
             result.update(run_concurrent(args, work))
         else:
             result.update(run_single(args, work))
