@@ -19,6 +19,8 @@ def bench() -> ModuleType:
     spec = importlib.util.spec_from_file_location("checkpath_cost", BENCH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    # its dataclasses look their module up by name (string annotations)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
