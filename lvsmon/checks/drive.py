@@ -61,8 +61,7 @@ async def probe_in_task(plan: ProbePlan, step: Step) -> CheckResult:
         return dialogue
 
     step.name = "connect"
-    counted = DialoguePlan(plan.spec, plan.family, None, make)
-    counted.addr = plan.addr  # the same address, or the same Route (checkpath=vip)
+    counted = DialoguePlan(plan.spec, plan.family, plan.addr, make)  # the same Route, if any
     try:
         return await prober_for(asyncio.get_running_loop()).probe(counted, step)
     finally:

@@ -77,12 +77,15 @@ class ProbePlan:
 
     __slots__ = ("addr", "family", "spec")
 
-    def __init__(self, spec: CheckSpec, family: int, addr: tuple[str, int] | None) -> None:
+    def __init__(self, spec: CheckSpec, family: int, addr: tuple[str, int] | Route | None) -> None:
         self.spec = spec
         self.family = family
         # None: the spec's host and port (one tuple less per real); a Route: checkpath=vip, the
-        # connect is steered through the real's probe service (viapath.py)
-        self.addr: tuple[str, int] | Route | None = Route(spec) if spec.checkpath == "vip" else addr
+        # connect is steered through the real's probe service (viapath.py); a plan made from
+        # another keeps that one's Route (and what it caches)
+        if spec.checkpath == "vip" and not isinstance(addr, Route):
+            addr = Route(spec)
+        self.addr = addr
 
     @property
     def via(self) -> Route | None:
@@ -106,7 +109,7 @@ class DialoguePlan(ProbePlan):
         self,
         spec: CheckSpec,
         family: int,
-        addr: tuple[str, int] | None,
+        addr: tuple[str, int] | Route | None,
         dialogue: DialogueFactory,
     ) -> None:
         super().__init__(spec, family, addr)

@@ -237,3 +237,15 @@ def test_an_ipv6_probe_never_comes_from_the_vip(tmp_path: Path) -> None:
     )
     assert viapath.other_source6("fd30::11", "fd30::100", only_vips) is None
     assert viapath.other_source6("fd30::11", "fd30::100", str(tmp_path / "missing")) is None
+
+
+def test_a_plan_made_from_another_keeps_its_route() -> None:
+    """A check run as a task (drive.probe_in_task) makes a plan per check from the job's: it
+    takes that plan's Route, with what the Route caches, instead of a new one each check."""
+    from lvsmon.checks.prober import DialoguePlan, ProbePlan
+
+    s = CheckSpec("connect", RIP, 80, 1.0, checkpath="vip", pathvip=VIP, pathforward="gate")
+    plan = ProbePlan(s, socket.AF_INET, None)
+    assert isinstance(plan.addr, viapath.Route)
+    again = DialoguePlan(s, plan.family, plan.addr, lambda: None)  # type: ignore[arg-type,return-value]
+    assert again.addr is plan.addr
