@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, ItemsView, Iterator, Mapping, ValuesView
 
 from lvsmon.addr import host_port
 from lvsmon.checks.base import CheckResult, CheckSpec
@@ -180,6 +180,72 @@ class JobRun(CheckCounts, Entry):
         return f"JobRun({job.kind} {host_port(job.host, job.port)} {job.service} {job.interval:g}s)"
 
 
+# a dropped run's `packed` (schedule): a check of it still in flight must not reach health; an
+# empty tuple of its own, never a plan's refs nor run_once's ()
+class _Dropped(tuple[RealRef, ...]):
+    __slots__ = ()
+
+
+_DROPPED: tuple[RealRef, ...] = _Dropped()
+
+
+class Runs(Mapping[CheckJob, JobRun]):
+    """The scheduled jobs' runs, in plan order: a list, where a dict by job was 35 bytes a job
+    more (the plan's own dict has the jobs; a run has its job). A lookup by job scans them (for
+    tests and tools: run_once, and setting one); values() and items() do not look up."""
+
+    __slots__ = ("_runs",)
+
+    def __init__(self, runs: list[JobRun]) -> None:
+        self._runs = runs
+
+    def __getitem__(self, job: CheckJob) -> JobRun:
+        for run in self._runs:
+            if run.job is job or run.job == job:
+                return run
+        raise KeyError(job)
+
+    def __iter__(self) -> Iterator[CheckJob]:
+        return (run.job for run in self._runs)
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def values(self) -> ValuesView[JobRun]:
+        return _RunValues(self)
+
+    def items(self) -> ItemsView[CheckJob, JobRun]:
+        return _RunItems(self)
+
+    def add(self, run: JobRun) -> None:
+        self._runs.append(run)
+
+    def __setitem__(self, job: CheckJob, run: JobRun) -> None:
+        """`run` for `job` (its job, or one equal to it), instead of that job's run if any."""
+        for i, known in enumerate(self._runs):
+            if known.job is job or known.job == job:
+                self._runs[i] = run
+                return
+        self._runs.append(run)
+
+    def __repr__(self) -> str:
+        return f"Runs({self._runs!r})"
+
+
+class _RunValues(ValuesView[JobRun]):
+    _mapping: Runs
+
+    def __iter__(self) -> Iterator[JobRun]:
+        return iter(self._mapping._runs)
+
+
+class _RunItems(ItemsView[CheckJob, JobRun]):
+    _mapping: Runs
+
+    def __iter__(self) -> Iterator[tuple[CheckJob, JobRun]]:
+        return ((run.job, run) for run in self._mapping._runs)
+
+
 class CheckRunner:
     def __init__(
         self,
@@ -201,7 +267,7 @@ class CheckRunner:
         # set while someone wants every result (a monitorfile): the steady fast path is off
         self.every_result = False
         self._prober: Prober | None = None
-        self._runs: dict[CheckJob, JobRun] = {}
+        self._runs = Runs([])
         self._clock = clock
         self._timetable: Timetable[JobRun] = Timetable()
         self._in_flight = _Gate(max_in_flight)
@@ -242,8 +308,8 @@ class CheckRunner:
         return self._timetable.skipped
 
     @property
-    def runs(self) -> dict[CheckJob, JobRun]:
-        """The scheduled jobs' running state (schedule() replaces the dict)."""
+    def runs(self) -> Runs:
+        """The scheduled jobs' running state (schedule() replaces the mapping)."""
         return self._runs
 
     @property
@@ -252,10 +318,12 @@ class CheckRunner:
 
     def schedule(self, plan: Plan) -> None:
         """Run `plan`'s jobs from now on; a job that stays keeps its state and its slot."""
-        runs: dict[CheckJob, JobRun] = {}
+        # the running jobs by job, for this call only
+        old = {run.job: run for run in self._runs._runs}
+        runs: list[JobRun] = []
         pending: set[JobRun] = set()
         for job, refs in packed_refs(plan.jobs).items():
-            run = self._runs.get(job)
+            run = old.pop(job, None)
             if run is None:
                 run = self._new_run(job, refs)
                 pending.add(run)
@@ -263,15 +331,17 @@ class CheckRunner:
                 pending.add(run)
             run.packed = refs
             run.steady = None  # health may have been adopted anew
-            runs[job] = run
-        self._runs = runs
+            runs.append(run)
+        for run in old.values():
+            run.packed = _DROPPED
+        self._runs = Runs(runs)
         self._first_pending = pending
-        smallest = min((_timeout(job) for job in runs), default=math.inf)
+        smallest = min((_timeout(run.job) for run in runs), default=math.inf)
         self._late_s = overload_lag(smallest)
         self._slow_s = SLOW_SHARE * smallest
         if not pending:
             self._first_round_over()
-        self._timetable.set_jobs({run: run.job.interval for run in runs.values()}, self._clock())
+        self._timetable.set_jobs({run: run.job.interval for run in runs}, self._clock())
         self._wake()
 
     def _new_run(self, job: CheckJob, refs: Refs) -> JobRun:
@@ -287,7 +357,8 @@ class CheckRunner:
         and tools): returns when its result has been taken in."""
         run = self._runs.get(job)
         if run is None:
-            run = self._runs[job] = self._new_run(job, refs)
+            run = self._new_run(job, refs)
+            self._runs.add(run)
         self._ensure_prober()
         run.lag_mark = self.lag.lost_at(self.lag_clock())
         connect, plan = self._route(run)
@@ -454,7 +525,7 @@ class CheckRunner:
         """One finished check: its result, then its slot in the timetable."""
         try:
             job = run.job
-            if self._runs.get(job) is not run:
+            if run.packed is _DROPPED:
                 # a check of a job a reload dropped: its spec is gone, and its result must not
                 # reach the health of reals a new job checks now (whose steady shortcut would
                 # then hide their good results: down for good)

@@ -1,0 +1,79 @@
+"""What lvsmon keeps per real beyond its fixed base (issue 22, goal 5: at most 1 KiB a real at
+100 x 10,000 and 2,284 x 37,298 reals; bench/memory_per_real.py measures it): each test holds
+one cut of session 7's second round, and fails with the structure the cut removed."""
+
+from __future__ import annotations
+
+import gc
+
+from lvsmon.checks.base import CheckResult, CheckSpec
+from lvsmon.engine.jobs import CheckJob, Plan, RealRef
+from lvsmon.engine.runner import CheckRunner
+from lvsmon.engine.status import Stats
+from lvsmon.ipvs.model import ServiceKey
+
+N = 1000
+VIP = ServiceKey.inet("tcp", "127.100.0.1", 80)
+
+
+def _plan(n: int) -> Plan:
+    refs = [RealRef(VIP, f"127.0.{i // 250}.{i % 250 + 1}", 80) for i in range(n)]
+    jobs = [CheckJob(CheckSpec("connect", ref.address, 80, timeout=1.0), 2.0) for ref in refs]
+    return Plan(
+        jobs={job: (ref,) for job, ref in zip(jobs, refs, strict=True)},
+        job_of=dict(zip(refs, jobs, strict=True)),
+        mode_of={},
+        failurecount=dict.fromkeys(refs, 1),
+    )
+
+
+def _runner() -> CheckRunner:
+    async def never(spec: CheckSpec) -> CheckResult:
+        raise AssertionError("no check runs here")
+
+    return CheckRunner(lambda refs, result: True, Stats(), run_check=never)
+
+
+def _dicts_of(obj: object, at_least: int) -> list[str]:
+    """The attributes of `obj` that are, or directly hold, a dict of `at_least` entries."""
+    found = []
+    for name, value in vars(obj).items():
+        for o in (value, *gc.get_referents(value)):
+            if isinstance(o, dict) and len(o) >= at_least and o is not vars(obj):
+                found.append(name)
+    return found
+
+
+def test_the_runner_keeps_no_dict_per_job() -> None:
+    # its runs by job were a dict of their own (35 bytes a job); the plan has the jobs and a
+    # run its job, so a list of the runs does
+    runner = _runner()
+    plan = _plan(N)
+    runner.schedule(plan)
+    assert _dicts_of(runner, N) == []
+    assert len(runner.runs) == N
+    job = next(iter(plan.jobs))
+    equal = CheckJob(CheckSpec("connect", job.host, 80, timeout=1.0), 2.0)
+    assert runner.runs[equal] is runner.runs[job] and runner.runs[job].job is job
+    assert [run.job for run in runner.runs.values()] == list(plan.jobs)
+    assert [j for j, _ in runner.runs.items()] == list(plan.jobs)
+
+
+async def test_run_once_of_a_job_outside_the_plan_still_counts() -> None:
+    # a dropped run is told by its refs (an empty tuple of its own): run_once's empty refs are
+    # not that one, so its result is taken in
+    seen: list[tuple[RealRef, ...]] = []
+
+    async def ok(spec: CheckSpec) -> CheckResult:
+        return CheckResult(True, "connect: connected")
+
+    def on_result(refs: tuple[RealRef, ...], result: CheckResult) -> bool:
+        seen.append(refs)
+        return True
+
+    runner = CheckRunner(on_result, Stats(), run_check=ok)
+    runner.schedule(_plan(2))
+    job = CheckJob(CheckSpec("connect", "127.0.9.9", 80, timeout=1.0), 2.0)
+    await runner.run_once(job)
+    assert seen == [()]
+    assert runner.runs[job].checks == 1 and len(runner.runs) == 3
