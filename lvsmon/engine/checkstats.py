@@ -108,6 +108,9 @@ _WIDTH: Final = len(DURATION_BUCKETS) + 1  # the last one is +Inf
 _BLOCK: Final = 32 * _WIDTH  # counters a block
 _BUCKETS: Final = array("I")
 _SECONDS: Final = array("d")  # per place, at base // _WIDTH: the sum of its durations
+# per place, at base // _WIDTH: its job's phase in the timetable (engine/timetable.py Entry;
+# the runner's JobRun is both): a slot held a float object of its own (24 bytes and 8, a job)
+_PHASES: Final = array("d")
 _FREE: Final[list[int]] = []  # places of dropped jobs, zeroed, to be taken again
 _STARTS: Final[list[int]] = []  # each block's start: the one int object its places share
 _ZEROS: Final = array("I", bytes(4 * _WIDTH))
@@ -123,6 +126,7 @@ def _take_place() -> tuple[int, int]:
         base = len(_BUCKETS)
         _BUCKETS.extend(_ZEROS)
         _SECONDS.append(0.0)
+        _PHASES.append(0.0)
         if base % _BLOCK == 0:
             _STARTS.append(base)
     start = _STARTS[base // _BLOCK]
@@ -149,11 +153,22 @@ class CheckCounts:
         base = start + self._at
         _BUCKETS[base : base + _WIDTH] = _ZEROS
         _SECONDS[base // _WIDTH] = 0.0
+        _PHASES[base // _WIDTH] = 0.0
         _FREE.append(base)
 
     @property
     def _base(self) -> int:
         return self._start + self._at
+
+    @property
+    def phase(self) -> float:
+        """Its job's phase in the timetable (Entry's), kept at its place: the timetable reads it
+        when it places the job and on a start off its ring (the ring's own array otherwise)."""
+        return _PHASES[(self._start + self._at) // _WIDTH]
+
+    @phase.setter
+    def phase(self, value: float) -> None:
+        _PHASES[(self._start + self._at) // _WIDTH] = value
 
     @property
     def seconds(self) -> float:

@@ -127,9 +127,8 @@ class JobRun(CheckCounts, Entry):
         "job",
         "lag_mark",
         "packed",
-        "phase",  # Entry's four, but its interval: its job's
         "rare",
-        "running",
+        "running",  # Entry's four, but its interval (its job's) and its phase (CheckCounts')
         "slot",
         "spec_plan",
         "steady",

@@ -54,7 +54,8 @@ class Entry:
     no record beside it, nor a dict entry. Its class names these four in its own __slots__ (this
     base has none, so that it mixes with another slotted base) and calls Entry.__init__; or
     gives `interval` as a property of its own (the JobRun's is its job's: a slot less), which the
-    timetable only sets to the interval it was given for the key (set_jobs)."""
+    timetable only sets to the interval it was given for the key (set_jobs), and so may `phase`
+    (the JobRun's is at its place in checkstats' arrays: no float object a job)."""
 
     if not TYPE_CHECKING:  # its subclass gives the slots (mypy would see disjoint bases)
         __slots__ = ()
@@ -154,8 +155,8 @@ class _Ring:
         mark = next((job for job in self.jobs[self.at :] if job is not _DEAD), None)
         jobs = [job for job in self.jobs if job is not _DEAD]
         jobs += new
-        # stable: ties keep their order, the old places first; the keys are the jobs' own phase
-        # floats (no object a place made, even for the moment: 37,000 at start)
+        # stable: ties keep their order, the old places first; the keys are the jobs' phases
+        # (a JobRun's is read from a shared array: a float for the sort's moment)
         jobs.sort(key=_phase_of)
         self.phases = array("d", [job.phase for job in jobs])
         self.jobs = jobs
@@ -324,6 +325,7 @@ class Timetable(Generic[K]):
             if type(where) is _Ring:
                 ring = where
                 job = ring.jobs[ring.at]
+                phase = ring.phases[ring.at]  # its own, read where it costs no lookup
                 cycle: int | None = ring.cycle
                 ring.at += 1
                 if ring.at == len(ring.jobs):
@@ -331,10 +333,12 @@ class Timetable(Generic[K]):
                     ring.cycle += 1
             elif where is self._heap:
                 job = heapq.heappop(self._heap)[2]
+                phase = job.phase
                 cycle = None
             else:
                 job = self._firsts[0][1][self._first_at]
                 self._first_at += 1
+                phase = job.phase
                 cycle = None
             if job.running:
                 self.skipped += 1
@@ -342,15 +346,17 @@ class Timetable(Generic[K]):
                 job.running = True
                 self._running += 1
                 starts.append(Start(job.key, due, now - due))
-            self._reschedule(job, cycle, due, now)
+            self._reschedule(job, cycle, due, now, phase)
             if ring is not None:
                 self._heads[ring.pos] = ring.head()
         return starts
 
-    def _reschedule(self, job: Entry, cycle: int | None, due: float, now: float) -> None:
+    def _reschedule(
+        self, job: Entry, cycle: int | None, due: float, now: float, phase: float
+    ) -> None:
         """Its next slot (`_next_slot`): on its ring when that is its turn there; `cycle` is the
-        ring's cycle it was popped from (None: it was not on its ring)."""
-        interval, phase = job.interval, job.phase
+        ring's cycle it was popped from (None: it was not on its ring); `phase`: its phase."""
+        interval = job.interval
         m = _next_slot(interval, phase, due, now)
         ring = self._rings[interval]
         if cycle is not None:

@@ -5,11 +5,13 @@ one cut of session 7's second round, and fails with the structure the cut remove
 from __future__ import annotations
 
 import gc
+import sys
 
 from lvsmon.checks.base import CheckResult, CheckSpec
 from lvsmon.engine.jobs import CheckJob, Plan, RealRef
-from lvsmon.engine.runner import CheckRunner
+from lvsmon.engine.runner import CheckRunner, JobRun
 from lvsmon.engine.status import Stats
+from lvsmon.engine.timetable import Timetable, spread_phase
 from lvsmon.ipvs.model import ServiceKey
 
 N = 1000
@@ -77,3 +79,36 @@ async def test_run_once_of_a_job_outside_the_plan_still_counts() -> None:
     await runner.run_once(job)
     assert seen == [()]
     assert runner.runs[job].checks == 1 and len(runner.runs) == 3
+
+
+def test_a_job_runs_phase_is_no_object_of_its_own() -> None:
+    # its phase in the timetable was a slot holding a float of its own (32 bytes a job); it is
+    # at the run's place in checkstats' shared arrays now
+    runs = [
+        JobRun(CheckJob(CheckSpec("connect", f"127.0.0.{i}", 80, timeout=1.0), 2.0), (), False)
+        for i in range(1, 4)
+    ]
+    tt: Timetable[JobRun] = Timetable()
+    tt.set_jobs(dict.fromkeys(runs, 2.0), 0.0)
+    for run in runs:
+        assert run.phase == spread_phase(run, 2.0) > 0.0
+        assert sys.getsizeof(run) <= 120
+        assert not [o for o in gc.get_referents(run) if isinstance(o, float) and o == run.phase]
+    assert len({run.phase for run in runs}) == 3  # each its own place
+    # on its ring every start reads the ring's copy; off it (the first runs) the run's own
+    starts = [s.key for s in tt.pop_due(0.0)]
+    assert starts == runs
+    for run in runs:
+        tt.finished(run)
+    # the second round joins the grid: at its phase, at least half an interval after the first
+    second = sorted(runs, key=lambda r: r.phase if r.phase >= 1.0 else r.phase + 2.0)
+    assert [s.key for s in tt.pop_due(4.0)] == second
+    for run in runs:
+        tt.finished(run)
+    # then round after round on the ring, in phase order, each at its own phase
+    for k in (2, 3):
+        got = [(s.key, s.due) for s in tt.pop_due(2.0 * k + 1.999)]
+        assert [r for r, _ in got][-3:] == sorted(runs, key=lambda r: r.phase)
+        for run, due in got[-3:]:
+            assert due == run.phase + 2.0 * k
+            tt.finished(run)
