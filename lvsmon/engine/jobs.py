@@ -4,15 +4,16 @@ A real that sits in several virtual services with the same check is checked once
 feeds every (virtual, real) pair. Each pair keeps its own health (its virtual's failurecount).
 
 Per real, a plan holds its ref, its job (the job is its check spec: one object) and a place in
-two dicts (`job_of` or `mode_of`, and `jobs`, where a job that feeds one real keeps that ref
-without a tuple); its rules and failurecount are its virtual's, read through views. The refs
+one dict (`job_of` or `mode_of`); its jobs with the refs each feeds (`jobs`, where a job that
+feeds one real keeps that ref without a tuple) are made from its parts when read, and its rules
+and failurecount are its virtual's, read through views. The refs
 are the very objects the layout (engine/desired.py) and the adopted health use for the same
 config (`refs_of`): at 37,298 reals each copy of them was 2 MiB.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import FrozenInstanceError, dataclass, field
 from typing import Final
 
@@ -224,14 +225,39 @@ def unpack_refs(refs: Refs) -> tuple[RealRef, ...]:
     return (refs,) if isinstance(refs, RealRef) else refs
 
 
+def _grouped(parts: Iterable[_Part]) -> dict[CheckJob, Refs]:
+    """The jobs of `parts`, in config order, each with the refs it feeds (packed)."""
+    jobs: dict[CheckJob, Refs] = {}
+    for part in parts:
+        for ref, job in zip(part[1], part[2], strict=True):
+            if isinstance(job, CheckJob):
+                refs = jobs.get(job)
+                if refs is None:
+                    jobs[job] = ref
+                elif isinstance(refs, RealRef):
+                    if refs != ref:
+                        jobs[job] = (refs, ref)
+                elif ref not in refs:
+                    jobs[job] = (*refs, ref)
+    return jobs
+
+
 class JobRefs(Mapping[CheckJob, tuple[RealRef, ...]]):
-    """A plan's jobs and the refs each one feeds, in config order. `packed` is the dict itself,
-    a job's refs packed (Refs): the runner keeps them so; a lookup here gives a tuple."""
+    """A plan's jobs and the refs each one feeds, in config order, made from the plan's parts
+    each time they are read: kept with the plan, their dict was 35 bytes a job, for readers
+    that read it once a plan (the runner, which keeps each job's refs in its JobRun; the
+    watchdog's shortest interval). `packed` is a new dict, a job's refs packed (Refs); a lookup
+    here makes one too (tests and tools) and gives a tuple; the number of jobs is kept."""
 
-    __slots__ = ("packed",)
+    __slots__ = ("_len", "_parts")
 
-    def __init__(self, packed: dict[CheckJob, Refs]) -> None:
-        self.packed = packed
+    def __init__(self, parts: Mapping[ServiceKey, _Part], count: int) -> None:
+        self._parts = parts
+        self._len = count
+
+    @property
+    def packed(self) -> dict[CheckJob, Refs]:
+        return _grouped(self._parts.values())
 
     def __getitem__(self, job: CheckJob) -> tuple[RealRef, ...]:
         return unpack_refs(self.packed[job])
@@ -243,7 +269,7 @@ class JobRefs(Mapping[CheckJob, tuple[RealRef, ...]]):
         return iter(self.packed)
 
     def __len__(self) -> int:
-        return len(self.packed)
+        return self._len
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, JobRefs):
@@ -257,7 +283,8 @@ class JobRefs(Mapping[CheckJob, tuple[RealRef, ...]]):
 
 
 def packed_refs(jobs: Mapping[CheckJob, tuple[RealRef, ...]]) -> Mapping[CheckJob, Refs]:
-    """A plan's jobs with their refs packed: its own dict, or (a plan made by hand) the same."""
+    """A plan's jobs with their refs packed: a dict made from its parts, or (a plan made by
+    hand) its own."""
     return jobs.packed if isinstance(jobs, JobRefs) else jobs
 
 
@@ -362,7 +389,7 @@ def build_plan(config: Config, previous: Plan | None = None) -> Plan:
     takes that one's refs and jobs, the very objects, instead of building each real's check
     spec again (a reload's cost then grows with what changed, and unchanged jobs compare
     equal by identity first)."""
-    jobs: dict[CheckJob, Refs] = {}
+    jobs: dict[CheckJob, RealRef] = {}  # the first ref of each job, to count them
     job_of: dict[RealRef, CheckJob] = {}
     mode_of: dict[RealRef, str] = {}
     rules: dict[ServiceKey, HealthRules] = {}
@@ -388,20 +415,14 @@ def build_plan(config: Config, previous: Plan | None = None) -> Plan:
         for ref, job in zip(part[1], part[2], strict=True):
             if isinstance(job, CheckJob):
                 job_of[ref] = job
-                refs = jobs.get(job)
-                if refs is None:
-                    jobs[job] = ref
-                elif isinstance(refs, RealRef):
-                    if refs != ref:
-                        jobs[job] = (refs, ref)
-                elif ref not in refs:
-                    jobs[job] = (*refs, ref)
+                jobs.setdefault(job, ref)
             else:
                 mode_of[ref] = job
     _remember_refs(config, refs_by_key)
     rules_of_ref = RulesOf(rules, parts, job_of, mode_of)
     return Plan(
-        JobRefs(jobs),
+        # the jobs' dict for their number alone: the plan makes it again (_grouped) when read
+        JobRefs(parts, len(jobs)),
         job_of,
         mode_of,
         FailureCounts(rules_of_ref),

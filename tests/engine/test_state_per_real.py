@@ -8,11 +8,13 @@ import gc
 import sys
 
 from lvsmon.checks.base import CheckResult, CheckSpec
-from lvsmon.engine.jobs import CheckJob, Plan, RealRef
+from lvsmon.engine.jobs import CheckJob, Plan, RealRef, build_plan, packed_refs
 from lvsmon.engine.runner import CheckRunner, JobRun
 from lvsmon.engine.status import Stats
 from lvsmon.engine.timetable import Timetable, spread_phase
 from lvsmon.ipvs.model import ServiceKey
+
+from .conftest import cfg
 
 N = 1000
 VIP = ServiceKey.inet("tcp", "127.100.0.1", 80)
@@ -112,3 +114,28 @@ def test_a_job_runs_phase_is_no_object_of_its_own() -> None:
         for run, due in got[-3:]:
             assert due == run.phase + 2.0 * k
             tt.finished(run)
+
+
+def test_a_plan_keeps_no_dict_of_its_jobs() -> None:
+    # its jobs with their refs were a dict kept with the plan (35 bytes a job), read once a plan
+    # (the runner keeps each job's refs): the plan makes it from its parts when read
+    lines = ["checkinterval=5"]
+    for v in range(2):
+        lines.append(f"virtual=10.1.0.{v + 1}:80")
+        for r in range(N // 2):
+            lines.append(f"\treal=10.2.{r // 200}.{r % 200 + 1}:80 masq")  # each job in both
+        lines.append("\tchecktype=connect")
+    plan = build_plan(cfg("\n".join(lines) + "\n"))
+    held = [
+        name
+        for name in ("jobs", "job_of", "mode_of", "failurecount", "rules", "parts")
+        for o in (getattr(plan, name), *gc.get_referents(getattr(plan, name)))
+        if isinstance(o, dict) and o and isinstance(next(iter(o)), CheckJob)
+    ]
+    assert held == []
+    assert len(plan.jobs) == N // 2 and len(plan.job_of) == N
+    runner = _runner()
+    runner.schedule(plan)
+    for run in runner.runs.values():
+        assert [ref.service for ref in run.refs] == list(plan.parts)
+        assert run.packed == packed_refs(plan.jobs)[run.job] and run.refs == plan.jobs[run.job]
