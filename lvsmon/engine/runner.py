@@ -220,9 +220,12 @@ class Runs(Mapping[CheckJob, JobRun]):
         self._runs.append(run)
 
     def __setitem__(self, job: CheckJob, run: JobRun) -> None:
-        """`run` for `job` (its job, or one equal to it), instead of that job's run if any."""
+        """`run` for `job` (its job, or one equal to it), instead of that job's run if any:
+        that one is dropped (its checks in flight are ignored, as a reload's are)."""
         for i, known in enumerate(self._runs):
             if known.job is job or known.job == job:
+                if known is not run:
+                    known.packed = _DROPPED
                 self._runs[i] = run
                 return
         self._runs.append(run)

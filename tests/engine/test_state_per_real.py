@@ -81,6 +81,11 @@ async def test_run_once_of_a_job_outside_the_plan_still_counts() -> None:
     await runner.run_once(job)
     assert seen == [()]
     assert runner.runs[job].checks == 1 and len(runner.runs) == 3
+    # a run set in another's place drops that one, as a dict by job did
+    old = runner.runs[job]
+    runner.runs[job] = runner._new_run(job, ())
+    runner._done(old, False, CheckResult(True, "connect: connected"))
+    assert seen == [()] and old.checks == 1
 
 
 def test_a_job_runs_phase_is_no_object_of_its_own() -> None:
