@@ -320,22 +320,27 @@ class CheckRunner:
 
     def schedule(self, plan: Plan) -> None:
         """Run `plan`'s jobs from now on; a job that stays keeps its state and its slot."""
-        # the running jobs by job, for this call only
-        old = {run.job: run for run in self._runs._runs}
+        # the plan's jobs (a dict of this call's own): a run that stays takes its job's place
+        jobs: dict[CheckJob, Refs | JobRun] = dict(packed_refs(plan.jobs))
+        for run in self._runs._runs:
+            refs = jobs.get(run.job)
+            if refs is None or isinstance(refs, JobRun):
+                run.packed = _DROPPED
+            else:
+                run.packed = refs
+                jobs[run.job] = run
         runs: list[JobRun] = []
         pending: set[JobRun] = set()
-        for job, refs in packed_refs(plan.jobs).items():
-            run = old.pop(job, None)
-            if run is None:
-                run = self._new_run(job, refs)
+        for job, entry in jobs.items():
+            if isinstance(entry, JobRun):
+                run = entry
+                if run in self._first_pending:
+                    pending.add(run)
+            else:
+                run = self._new_run(job, entry)
                 pending.add(run)
-            elif run in self._first_pending:
-                pending.add(run)
-            run.packed = refs
             run.steady = None  # health may have been adopted anew
             runs.append(run)
-        for run in old.values():
-            run.packed = _DROPPED
         self._runs = Runs(runs)
         self._first_pending = pending
         smallest = min((_timeout(run.job) for run in runs), default=math.inf)
