@@ -111,6 +111,9 @@ _SECONDS: Final = array("d")  # per place, at base // _WIDTH: the sum of its dur
 # per place, at base // _WIDTH: its job's phase in the timetable (engine/timetable.py Entry;
 # the runner's JobRun is both): a slot held a float object of its own (24 bytes and 8, a job)
 _PHASES: Final = array("d")
+# per place: the lag monitor's lost time when its job's check in flight started (the runner's
+# JobRun.lag_mark): a slot held a float object a check start made (24 bytes and 8, a job)
+_LAG_MARKS: Final = array("d")
 _FREE: Final[list[int]] = []  # places of dropped jobs, zeroed, to be taken again
 _STARTS: Final[list[int]] = []  # each block's start: the one int object its places share
 _ZEROS: Final = array("I", bytes(4 * _WIDTH))
@@ -127,6 +130,7 @@ def _take_place() -> tuple[int, int]:
         _BUCKETS.extend(_ZEROS)
         _SECONDS.append(0.0)
         _PHASES.append(0.0)
+        _LAG_MARKS.append(0.0)
         if base % _BLOCK == 0:
             _STARTS.append(base)
     start = _STARTS[base // _BLOCK]
@@ -154,6 +158,7 @@ class CheckCounts:
         _BUCKETS[base : base + _WIDTH] = _ZEROS
         _SECONDS[base // _WIDTH] = 0.0
         _PHASES[base // _WIDTH] = 0.0
+        _LAG_MARKS[base // _WIDTH] = 0.0
         _FREE.append(base)
 
     @property
@@ -169,6 +174,16 @@ class CheckCounts:
     @phase.setter
     def phase(self, value: float) -> None:
         _PHASES[(self._start + self._at) // _WIDTH] = value
+
+    @property
+    def lag_mark(self) -> float:
+        """The lag monitor's lost time when its job's check in flight started (the runner's
+        late-timeout judgement, engine/lag.py), kept at its place."""
+        return _LAG_MARKS[(self._start + self._at) // _WIDTH]
+
+    @lag_mark.setter
+    def lag_mark(self, value: float) -> None:
+        _LAG_MARKS[(self._start + self._at) // _WIDTH] = value
 
     @property
     def seconds(self) -> float:

@@ -124,8 +124,7 @@ class JobRun(CheckCounts, Entry):
     not three; no callback of its own (the prober gives it to the runner's)."""
 
     __slots__ = (
-        "job",
-        "lag_mark",
+        "job",  # and its lag_mark, at its place (CheckCounts')
         "packed",
         "rare",
         "running",  # Entry's four, but its interval (its job's) and its phase (CheckCounts')
@@ -144,7 +143,6 @@ class JobRun(CheckCounts, Entry):
         # the reason of the last good result when every ref's health is exactly what another good
         # result with that reason would make it: that result then changes nothing
         self.steady: str | None = None
-        self.lag_mark = 0.0  # the lag monitor's lost time when its check in flight started
         self.rare: _Rare | None = None  # a combined check's connects, late timeouts
         if job.connect is not None:
             self.rare = _Rare()
