@@ -144,3 +144,18 @@ def test_a_plan_keeps_no_dict_of_its_jobs() -> None:
     for run in runner.runs.values():
         assert [ref.service for ref in run.refs] == list(plan.parts)
         assert run.packed == packed_refs(plan.jobs)[run.job] and run.refs == plan.jobs[run.job]
+
+
+def test_a_job_runs_lag_mark_is_no_object_of_its_own() -> None:
+    # the lag monitor's mark at each check start was a slot holding a float a start made (24
+    # bytes and a slot a job in a running daemon); it is at the run's place now, so the run fits
+    # pymalloc's 112-byte class
+    runs = [
+        JobRun(CheckJob(CheckSpec("connect", f"127.0.0.{i}", 80, timeout=1.0), 2.0), (), False)
+        for i in range(1, 3)
+    ]
+    runs[0].lag_mark, runs[1].lag_mark = 1.25, 2.5
+    assert (runs[0].lag_mark, runs[1].lag_mark) == (1.25, 2.5)
+    for run in runs:
+        assert sys.getsizeof(run) <= 112
+        assert not [o for o in gc.get_referents(run) if isinstance(o, float)]
