@@ -353,7 +353,16 @@ def service_signature(message: bytes) -> bytes:
     same bytes in every dump of the same service with the same settings (and all that
     `service_from` reads), so that a resync decodes only the records it has not seen (at 1,000
     probe services of checkpath=vip, decoding their unchanged records was most of its work)."""
+    return service_parts(message)[0]
+
+
+def service_parts(message: bytes) -> tuple[bytes, list[tuple[int, int]]]:
+    """`service_signature`, and where the counters' values are in the message: the payload
+    (padding included) of each SVC_STATS and SVC_STATS64 attribute, as (start, stop) offsets,
+    their attribute headers left out. Bytes equal outside those spans give equal signatures:
+    the netlink backend reuses a whole dump's decoded records on that (``NetlinkBackend``)."""
     pieces: list[bytes] = []
+    spans: list[tuple[int, int]] = []
     end = len(message)
     offset = GENL_HDR.size
     while offset + NLA_HDR.size <= end:
@@ -367,13 +376,15 @@ def service_signature(message: bytes) -> bytes:
                 isize, ikind = NLA_HDR.unpack_from(message, inner)
                 if isize < NLA_HDR.size:
                     break
+                following = inner + isize + (-isize % 4)
                 if ikind & _NLA_TYPE_MASK in (SVC_STATS, SVC_STATS64):
                     pieces.append(message[start:inner])
-                    start = inner + isize + (-isize % 4)
-                inner += isize + (-isize % 4)
+                    spans.append((inner + NLA_HDR.size, min(following, stop)))
+                    start = following
+                inner = following
             pieces.append(message[start:stop])
         offset += size + (-size % 4)
-    return b"".join(pieces)
+    return b"".join(pieces), spans
 
 
 def decode_service(attrs: Attrs) -> tuple[ServiceKey, ServiceConf] | None:

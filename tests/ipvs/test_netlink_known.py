@@ -35,7 +35,7 @@ class Kernel:
     def __init__(self) -> None:
         self.dests_asked: list[ServiceKey] = []
 
-    def records(self, _family: int, request: codec.Request) -> list[bytes]:
+    def records(self, _family: int, request: codec.Request, *_: object) -> list[bytes]:
         msg = read(request)
         if msg["cmd"] == codec.CMD_GET_SERVICE:
             out = []

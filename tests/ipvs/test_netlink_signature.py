@@ -75,7 +75,7 @@ def test_a_dump_decodes_only_records_it_has_not_seen(monkeypatch: pytest.MonkeyP
     confs = {PROBE: ServiceConf(scheduler="rr"), PROD: ServiceConf(scheduler="wlc")}
     conns = [0]
 
-    def records(_family: int, request: codec.Request) -> list[bytes]:
+    def records(_family: int, request: codec.Request, *_: object) -> list[bytes]:
         if request.body == codec.dump_services().body:
             conns[0] += 1  # the counters move between dumps
             return [record(k, c, conns[0]) for k, c in confs.items()]
