@@ -263,6 +263,12 @@ def test_the_same_known_objects_read_only_what_was_read(kernel: Kernel) -> None:
     assert kernel.dest_dumps == [VIRTUAL]
     assert all(again[k] is table[k] for k in PROBES)
     assert list(again) == list(table)  # the kernel's order
+    assert again[VIRTUAL] is not light[VIRTUAL]  # read again, a new object
+    # what the backend remembers holds no services it read (a virtual's 1,000 destinations)
+    assert backend._plan is not None
+    assert all(
+        s is not light[VIRTUAL] and s is not table[VIRTUAL] for s in backend._plan.table.values()
+    )
 
 
 def test_a_known_object_changed_or_replaced_is_judged_again(kernel: Kernel) -> None:
