@@ -48,6 +48,10 @@ RETRY_MAX_S = 30.0
 # ops whose events are published between two turns of the event loop (the subscribers' queues
 # hold events.DEFAULT_QUEUE each)
 PUBLISH_BATCH = 4096
+# ops given to the backend at once: a start-up's first full pass (37,298 destinations at
+# keepalived #2318's shape) held every op's result, backend copy and two events at once, and
+# the allocator keeps what such a peak touched: 140 bytes of RSS a real for the daemon's life
+APPLY_CHUNK = 1024
 FULL_EVERY = 12  # every this many resyncs, the desired table is recomputed even if nothing moved
 # the services `light` names (checkpath's probe services: one destination each, one netlink
 # request each to read it) have their destinations read at every this many resyncs; the others
@@ -289,6 +293,33 @@ class Reconciler:
         stopping: bool = False,
         drifted: Collection[ServiceKey] = (),
     ) -> bool:
+        # the view is behind the kernel until the last chunk is in: should the pass be cancelled
+        # at one of its yields, the next one (or the purge at stop) dumps first
+        self._stale = True
+        ok = True
+        for at in range(0, len(ops), APPLY_CHUNK):
+            if at:
+                await asyncio.sleep(0)  # the last chunk's events reach their subscribers
+            applied_ok = await self._apply_chunk(
+                ops[at : at + APPLY_CHUNK], desired, stopping=stopping, drifted=drifted
+            )
+            if applied_ok is None:
+                return False  # the backend raised: what it applied is unknown
+            ok = applied_ok and ok
+        self.retiring = {k for k in self.retiring if k in (self.actual or {})}
+        self._stale = not ok
+        return ok
+
+    async def _apply_chunk(
+        self,
+        ops: Sequence[Op],
+        desired: Desired,
+        *,
+        stopping: bool,
+        drifted: Collection[ServiceKey],
+    ) -> bool | None:
+        """One chunk of a pass's ops: applied, published and taken into the view; None when
+        the backend raised (the view is then dropped)."""
         before = self.actual or {}
         try:
             results = await self.backend.apply(ops)
@@ -296,12 +327,9 @@ class Reconciler:
             log.error("IPVS backend %s failed: %r", self.backend.name, exc, exc_info=exc)
             self.stats.ops_failed += len(ops)
             self.actual = None  # what it applied is unknown: dump, compare with nothing
-            return False
+            return None
         ok = len(results) == len(ops)
         fallbacks = desired.fallbacks
-        # the view is behind the kernel until the end of this loop: should the pass be cancelled
-        # at one of its yields, the next one (or the purge at stop) dumps first
-        self._stale = True
         for i, res in enumerate(results, start=1):
             if i % PUBLISH_BATCH == 0:
                 # two events an op: without a turn for the subscribers a start-up at 100,000
@@ -324,8 +352,6 @@ class Reconciler:
         # pass dumps first, and a dump unlike this belief is drift (`ipvsadm -C` made the op fail)
         done = [res.op for res in results if res.error is None]
         self.actual = applied(before, done)
-        self.retiring = {k for k in self.retiring if k in self.actual}
-        self._stale = not ok
         return ok
 
     def _publish_weight(self, before: Table, op: Op) -> None:
