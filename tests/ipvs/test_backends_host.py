@@ -57,6 +57,24 @@ async def test_memory_log_keeps_the_last_lines_only(monkeypatch: pytest.MonkeyPa
     assert len(backend.table[VIP].dests) == 29  # the table keeps everything, of course
 
 
+async def test_memory_log_is_trimmed_by_an_eighth_not_by_all_it_keeps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 22: trimmed at 2 x LOG_KEEP, a start-up's ops freed LOG_KEEP strings at once, every
+    LOG_KEEP ops, and the allocator kept their pools (126 bytes of RSS a real at 10,000)."""
+    from lvsmon.ipvs import memory
+
+    monkeypatch.setattr(memory, "LOG_KEEP", 16)
+    backend = MemoryBackend()
+    await backend.apply([AddService(VIP, ServiceConf("rr"))])
+    lengths = []
+    for i in range(1, 60):
+        await backend.apply([AddDest(VIP, DestKey.of(f"10.0.3.{i}", 80), DestConf(weight=1))])
+        lengths.append(len(backend.log))
+    assert max(lengths) == 16 + 16 // memory.LOG_SLACK_SHARE  # never more than an eighth over
+    assert min(lengths[20:]) == 16
+
+
 async def test_memory_dump_is_a_dict_of_its_own_and_start_table_is_copied() -> None:
     start = {VIP: Service(ServiceConf(), {REAL: DestConf()})}
     backend = MemoryBackend(start)
