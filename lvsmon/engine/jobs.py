@@ -3,10 +3,11 @@
 A real that sits in several virtual services with the same check is checked once; its result
 feeds every (virtual, real) pair. Each pair keeps its own health (its virtual's failurecount).
 
-Per real, a plan holds its ref, its job (the job is its check spec: one object) and a place in
-one dict (`job_of` or `mode_of`); its jobs with the refs each feeds (`jobs`, where a job that
-feeds one real keeps that ref without a tuple) are made from its parts when read, and its rules
-and failurecount are its virtual's, read through views. The refs
+Per real, a plan holds its ref (which knows its place in its virtual) and its job (the job is
+its check spec: one object) or mode, in its virtual's part; `job_of` and `mode_of` read the
+parts at the ref's place, its jobs with the refs each feeds (`jobs`, where a job that feeds one
+real keeps that ref without a tuple) are made from its parts when read, and its rules and
+failurecount are its virtual's, read through views: no dict by real. The refs
 are the very objects the layout (engine/desired.py) and the adopted health use for the same
 config (`refs_of`): at 37,298 reals each copy of them was 2 MiB.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import FrozenInstanceError, dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 from lvsmon.addr import host_port
 from lvsmon.checks.base import CheckSpec
@@ -40,6 +41,11 @@ class RealRef:
     service: ServiceKey
     address: str
     port: int
+    # its place among its virtual's reals in the plan that made it (-1: made elsewhere, found
+    # by a scan): the plan's job and mode of a real are read there (JobsByRef), where a dict by
+    # ref was 35 bytes a real for a slot of 8. Not part of what the ref is: equal refs of two
+    # plans may sit at different places
+    at: int = field(default=-1, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{host_port(self.address, self.port)} ({self.service})"
@@ -151,6 +157,7 @@ class Mode:
 # one virtual's part of a plan: the virtual it was made from, its reals' refs, and per real its
 # job (or its Mode), in the same order (two tuples: no pair object per real)
 _Part = tuple[Virtual, tuple[RealRef, ...], tuple["CheckJob | str", ...]]
+T = TypeVar("T")
 
 
 class FailureCounts(Mapping[RealRef, int]):
@@ -178,39 +185,98 @@ class FailureCounts(Mapping[RealRef, int]):
         return f"FailureCounts({dict(self)!r})"
 
 
+_MISSING: Final = object()
+
+
+def _item_of(parts: Mapping[ServiceKey, _Part], ref: object) -> object:
+    """What `ref`'s part holds for it (its CheckJob or its Mode), _MISSING if not a real of
+    `parts`: read at the ref's place; a ref made elsewhere (or equal to one at another place)
+    is found by a scan of its virtual."""
+    if not isinstance(ref, RealRef):
+        return _MISSING
+    part = parts.get(ref.service)
+    if part is None:
+        return _MISSING
+    refs, at = part[1], ref.at
+    if not (0 <= at < len(refs) and ((known := refs[at]) is ref or known == ref)):
+        try:
+            at = refs.index(ref)
+        except ValueError:
+            return _MISSING
+    return part[2][at]
+
+
+class JobsByRef(Mapping[RealRef, T]):
+    """A plan's job (`CheckJob`) or mode (`str`) per real, as `kind` says: read from its parts at
+    each real's place (RealRef.at), in config order, not kept as a dict (35 bytes a real). Its
+    length is counted when the plan is made."""
+
+    __slots__ = ("_kind", "_len", "_parts")
+
+    def __init__(self, parts: Mapping[ServiceKey, _Part], kind: type[T], count: int) -> None:
+        self._parts, self._kind, self._len = parts, kind, count
+
+    def __getitem__(self, ref: RealRef) -> T:
+        item = _item_of(self._parts, ref)
+        if isinstance(item, self._kind):
+            return item
+        raise KeyError(ref)
+
+    def __contains__(self, ref: object) -> bool:
+        return isinstance(_item_of(self._parts, ref), self._kind)
+
+    def __iter__(self) -> Iterator[RealRef]:
+        kind = self._kind
+        for part in self._parts.values():
+            for ref, item in zip(part[1], part[2], strict=True):
+                if isinstance(item, kind):
+                    yield ref
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return dict(self.items()) == dict(other.items())
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"JobsByRef({dict(self)!r})"
+
+
 class RulesOf(Mapping[RealRef, HealthRules]):
     """A plan's health rules per real: its virtual's, looked up by the real's service; every real
     of the plan (those with a job and those with a mode), in config order, without a dict of
     its own (some 40 bytes a real)."""
 
-    __slots__ = ("_by_service", "_job_of", "_mode_of", "_parts")
+    __slots__ = ("_by_service", "_len", "_parts")
 
     def __init__(
         self,
         by_service: dict[ServiceKey, HealthRules],
         parts: dict[ServiceKey, _Part],
-        job_of: Mapping[RealRef, object],
-        mode_of: Mapping[RealRef, object],
+        count: int,
     ) -> None:
         self._by_service = by_service
         self._parts = parts
-        self._job_of = job_of
-        self._mode_of = mode_of
+        self._len = count
 
     def __getitem__(self, ref: RealRef) -> HealthRules:
-        if ref in self._job_of or ref in self._mode_of:
+        if _item_of(self._parts, ref) is not _MISSING:
             return self._by_service[ref.service]
         raise KeyError(ref)
 
     def __contains__(self, ref: object) -> bool:
-        return ref in self._job_of or ref in self._mode_of
+        return _item_of(self._parts, ref) is not _MISSING
 
     def __iter__(self) -> Iterator[RealRef]:
         for part in self._parts.values():
             yield from part[1]
 
     def __len__(self) -> int:
-        return len(self._job_of) + len(self._mode_of)
+        return self._len
 
     def __repr__(self) -> str:
         return f"RulesOf({dict(self)!r})"
@@ -291,8 +357,8 @@ def packed_refs(jobs: Mapping[CheckJob, tuple[RealRef, ...]]) -> Mapping[CheckJo
 @dataclass(frozen=True, slots=True)
 class Plan:
     jobs: Mapping[CheckJob, tuple[RealRef, ...]]  # a JobRefs, but for a plan made by hand
-    job_of: dict[RealRef, CheckJob]
-    mode_of: dict[RealRef, str]  # reals without a job
+    job_of: Mapping[RealRef, CheckJob]  # JobsByRef, but for a plan made by hand
+    mode_of: Mapping[RealRef, str]  # reals without a job
     failurecount: Mapping[RealRef, int]  # every real of the config, in its order
     # failurecount, risecount and flap damping; one object per distinct set of values
     rules: Mapping[RealRef, HealthRules] = field(default_factory=dict)
@@ -390,8 +456,7 @@ def build_plan(config: Config, previous: Plan | None = None) -> Plan:
     spec again (a reload's cost then grows with what changed, and unchanged jobs compare
     equal by identity first)."""
     jobs: dict[CheckJob, RealRef] = {}  # the first ref of each job, to count them
-    job_of: dict[RealRef, CheckJob] = {}
-    mode_of: dict[RealRef, str] = {}
+    with_job = with_mode = 0
     rules: dict[ServiceKey, HealthRules] = {}
     parts: dict[ServiceKey, _Part] = {}
     refs_by_key: dict[ServiceKey, tuple[Virtual, tuple[RealRef, ...]]] = {}
@@ -406,7 +471,7 @@ def build_plan(config: Config, previous: Plan | None = None) -> Plan:
             interval = float(v.checkinterval)  # one float for all its jobs, not one each
             part = (
                 v,
-                tuple(RealRef(key, r.address, r.port) for r in v.reals),
+                tuple(RealRef(key, r.address, r.port, i) for i, r in enumerate(v.reals)),
                 tuple(job_for(v, r, interval) for r in v.reals),
             )
         parts[key] = part
@@ -414,17 +479,17 @@ def build_plan(config: Config, previous: Plan | None = None) -> Plan:
         rules[key] = v_rules
         for ref, job in zip(part[1], part[2], strict=True):
             if isinstance(job, CheckJob):
-                job_of[ref] = job
+                with_job += 1
                 jobs.setdefault(job, ref)
             else:
-                mode_of[ref] = job
+                with_mode += 1
     _remember_refs(config, refs_by_key)
-    rules_of_ref = RulesOf(rules, parts, job_of, mode_of)
+    rules_of_ref = RulesOf(rules, parts, with_job + with_mode)
     return Plan(
         # the jobs' dict for their number alone: the plan makes it again (_grouped) when read
         JobRefs(parts, len(jobs)),
-        job_of,
-        mode_of,
+        JobsByRef(parts, CheckJob, with_job),
+        JobsByRef(parts, str, with_mode),
         FailureCounts(rules_of_ref),
         rules_of_ref,
         parts,
@@ -456,4 +521,4 @@ def refs_of(config: Config, v: Virtual) -> tuple[RealRef, ...]:
                 return hit[1]
             break
     key = v.key
-    return tuple(RealRef(key, r.address, r.port) for r in v.reals)
+    return tuple(RealRef(key, r.address, r.port, i) for i, r in enumerate(v.reals))

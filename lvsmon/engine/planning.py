@@ -56,8 +56,7 @@ def carried_health(
     """Health after a reload to `config` (whose plan is `plan`): a real whose check and mode did
     not change keeps what its checks found; any other is adopted from the kernel table, as at a
     start (a changed check has not spoken yet)."""
-    old_job, new_job = old_plan.job_of, plan.job_of
-    old_mode, new_mode = old_plan.mode_of, plan.mode_of
+    new_mode = plan.mode_of
     # in config order; a real to adopt holds its place with a stand-in until it is adopted
     health: dict[RealRef, RealHealth] = {}
     adopting: list[RealRef] = []
@@ -78,13 +77,14 @@ def carried_health(
                     adopting.append(ref)
             continue
         moded.append(refs)
-        for ref in refs:
+        # each real's job or mode, in the running plan and in this one: a dict of the old
+        # part's for this virtual alone (a real may sit at another place in it now)
+        old_of = _items_by_ref(old_plan, key)
+        new_items = plan.parts[key][2] if key is not None else None
+        for i, ref in enumerate(refs):
             kept = old_health.get(ref)
-            if (
-                kept is not None
-                and old_job.get(ref) == new_job.get(ref)
-                and old_mode.get(ref) == new_mode.get(ref)
-            ):
+            new_item = new_items[i] if new_items is not None else _item(plan, ref)
+            if kept is not None and old_of.get(ref) == new_item:
                 health[ref] = kept
             else:
                 health[ref] = ALWAYS_UP  # a stand-in
@@ -101,6 +101,21 @@ def carried_health(
             if new_mode.get(ref) == Mode.ALWAYS_UP:
                 health[ref] = ALWAYS_UP
     return health
+
+
+def _item(plan: Plan, ref: RealRef) -> object:
+    """`ref`'s job or mode in `plan` (None: neither)."""
+    job = plan.job_of.get(ref)
+    return job if job is not None else plan.mode_of.get(ref)
+
+
+def _items_by_ref(plan: Plan, key: ServiceKey | None) -> Mapping[RealRef, object]:
+    """The job or mode of each real of `plan`'s virtual `key` (None, or a plan made without
+    parts: of each of its reals)."""
+    if key is None or not plan.parts:
+        return {**plan.mode_of, **plan.job_of}
+    part = plan.parts.get(key)
+    return {} if part is None else dict(zip(part[1], part[2], strict=True))
 
 
 def _refs_by_virtual(plan: Plan) -> Iterable[tuple[ServiceKey | None, Collection[RealRef]]]:

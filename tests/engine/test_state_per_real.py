@@ -8,7 +8,7 @@ import gc
 import sys
 
 from lvsmon.checks.base import CheckResult, CheckSpec
-from lvsmon.engine.jobs import CheckJob, Plan, RealRef, build_plan, packed_refs
+from lvsmon.engine.jobs import CheckJob, Mode, Plan, RealRef, build_plan, packed_refs
 from lvsmon.engine.runner import CheckRunner, JobRun
 from lvsmon.engine.status import Stats
 from lvsmon.engine.timetable import Timetable, spread_phase
@@ -159,3 +159,32 @@ def test_a_job_runs_lag_mark_is_no_object_of_its_own() -> None:
     for run in runs:
         assert sys.getsizeof(run) <= 112
         assert not [o for o in gc.get_referents(run) if isinstance(o, float)]
+
+
+def test_a_plan_keeps_no_dict_by_real_and_reads_a_real_at_its_place() -> None:
+    # job_of and mode_of were dicts by ref (35 bytes a real each): a ref knows its place in its
+    # virtual, and the plan reads its part there
+    lines = ["checkinterval=5", "virtual=10.1.0.1:80"]
+    lines += [f"\treal=10.2.0.{r + 1}:80 masq" for r in range(50)]
+    lines += ["\tchecktype=connect", "virtual=10.1.0.2:80", "\treal=10.2.1.1:80 masq"]
+    lines += ["\tchecktype=on"]
+    plan = build_plan(cfg("\n".join(lines) + "\n"))
+    for name in ("job_of", "mode_of", "rules", "failurecount"):
+        mapping = getattr(plan, name)
+        held = [o for o in (mapping, *gc.get_referents(mapping)) if isinstance(o, dict) and o]
+        assert not [d for d in held if isinstance(next(iter(d)), RealRef)], name
+    first, second = next(iter(plan.parts.values()))[1][:2]
+    assert (first.at, second.at) == (0, 1)
+    assert plan.job_of[second].host == "10.2.0.2"
+    # equal refs made elsewhere, without a place or at another one, are found all the same
+    for at in (-1, 0, 49, 99):
+        ref = RealRef(second.service, second.address, second.port, at)
+        assert ref in plan.job_of and plan.job_of[ref] is plan.job_of[second]
+        assert ref in plan.rules and ref not in plan.mode_of
+    moded = next(iter(plan.mode_of))
+    assert plan.mode_of[moded] == Mode.ALWAYS_UP and moded not in plan.job_of
+    stranger = RealRef(second.service, "10.9.9.9", 80, 1)
+    assert stranger not in plan.job_of and stranger not in plan.rules
+    assert (len(plan.job_of), len(plan.mode_of), len(plan.rules)) == (50, 1, 51)
+    assert tuple(plan.job_of) == next(iter(plan.parts.values()))[1]
+    assert dict(plan.job_of.items()) == plan.job_of  # a Mapping equal to its dict
