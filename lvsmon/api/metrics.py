@@ -301,8 +301,8 @@ class _Scrape:
         self.depool_kept = {key: len(kept) for key, kept in engine.depool_limited.items()}
         # few reals ever change state: their counts by index, not a lookup per real
         index_of = layout.index_of
-        self.transitions: dict[int, list[int]] = {}
-        for ref, pair in engine.transitions.counts.items():
+        self.transitions: dict[int, tuple[int, int]] = {}
+        for ref, pair in engine.transitions.items():
             i = index_of.get(ref)
             if i is not None:
                 self.transitions[i] = pair
@@ -397,7 +397,6 @@ class Exporter:
             layout = Layout(engine)
             await layout.build(engine, self._pause)
             self._layout = layout
-            engine.transitions.keep_only(set(layout.index_of))
         return layout
 
     async def _pause(self) -> None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Container
-from dataclasses import dataclass, field
+from collections.abc import Container, Iterable, Iterator
 from typing import Final
 
 from lvsmon.checks.base import CheckResult
 from lvsmon.engine.jobs import RealRef
+from lvsmon.ipvs.model import ServiceKey
 
 # Upper bounds (s) of the check duration histogram. A check on a LAN takes well under a
 # millisecond to a few; the top ones catch slow servers and timeouts (checktimeout is seconds).
@@ -221,32 +221,82 @@ class CheckCounts:
         return sum(self.buckets)
 
 
-# the usual pairs, shared: a real that came up once (every real, at start) costs no pair of its
-# own. Never changed in place: record() replaces a real's pair
-_PAIRS: Final = {(u, d): [u, d] for u in range(3) for d in range(3)}
-
-
-@dataclass(slots=True)
 class Transitions:
-    """Health transitions per (virtual, real): rare events, so a dict is fine here."""
+    """Health transitions per (virtual, real), for /metrics. Per virtual, a pair of counters
+    (up, down) a real at its place among the virtual's reals (RealRef.at), in one array('I')
+    for the virtual: every real comes up once at start, and a dict by real was 35 bytes a real
+    for that pair. `follow` takes each plan (start, reload): a virtual whose reals are the same
+    objects keeps its array, another one takes the counts of the reals it kept, and a removed
+    one's go. A real of no plan followed (a plan made by hand) is counted in a dict."""
 
-    counts: dict[RealRef, list[int]] = field(default_factory=dict)  # [up, down], read only
+    __slots__ = ("_by_service", "_loose")
+
+    def __init__(self) -> None:
+        self._by_service: dict[ServiceKey, tuple[tuple[RealRef, ...], array[int]]] = {}
+        self._loose: dict[RealRef, tuple[int, int]] = {}
+
+    def follow(self, virtuals: Iterable[tuple[ServiceKey, tuple[RealRef, ...]]]) -> None:
+        """From now on, these virtuals' reals (a plan's parts), in their order."""
+        old, new = self._by_service, {}
+        for key, refs in virtuals:
+            entry = old.get(key)
+            if entry is not None and entry[0] is refs:
+                new[key] = entry
+                continue
+            counts = array("I", bytes(8 * len(refs)))
+            if entry is not None and any(entry[1]):
+                before = {ref: i for i, ref in enumerate(entry[0])}
+                for i, ref in enumerate(refs):
+                    j = before.get(ref)
+                    if j is not None:
+                        counts[2 * i : 2 * i + 2] = entry[1][2 * j : 2 * j + 2]
+            new[key] = (refs, counts)
+        self._by_service = new
+
+    def _place(self, ref: RealRef) -> tuple[array[int], int] | None:
+        entry = self._by_service.get(ref.service)
+        if entry is None:
+            return None
+        refs, at = entry[0], ref.at
+        if not (0 <= at < len(refs) and ((known := refs[at]) is ref or known == ref)):
+            try:
+                at = refs.index(ref)
+            except ValueError:
+                return None
+        return entry[1], 2 * at
 
     def record(self, ref: RealRef, up: bool) -> None:
-        pair = self.counts.get(ref)
-        ups, downs = (0, 0) if pair is None else pair
-        if up:
-            ups += 1
-        else:
-            downs += 1
-        shared = _PAIRS.get((ups, downs))
-        self.counts[ref] = [ups, downs] if shared is None else shared
+        place = self._place(ref)
+        if place is not None:
+            place[0][place[1] + (0 if up else 1)] += 1
+            return
+        ups, downs = self._loose.get(ref, (0, 0))
+        self._loose[ref] = (ups + 1, downs) if up else (ups, downs + 1)
 
     def of(self, ref: RealRef) -> tuple[int, int]:
-        pair = self.counts.get(ref)
-        return (pair[0], pair[1]) if pair is not None else (0, 0)
+        place = self._place(ref)
+        if place is not None:
+            counts, at = place
+            return counts[at], counts[at + 1]
+        return self._loose.get(ref, (0, 0))
+
+    def items(self) -> Iterator[tuple[RealRef, tuple[int, int]]]:
+        """Every real with a transition, and its (up, down) counts."""
+        for refs, counts in self._by_service.values():
+            if not any(counts):
+                continue
+            for i, ref in enumerate(refs):
+                ups, downs = counts[2 * i], counts[2 * i + 1]
+                if ups or downs:
+                    yield ref, (ups, downs)
+        yield from self._loose.items()
+
+    @property
+    def counts(self) -> dict[RealRef, tuple[int, int]]:
+        """items() as a dict (tests and tools)."""
+        return dict(self.items())
 
     def keep_only(self, refs: Container[RealRef]) -> None:
-        """A reload removed reals: forget theirs."""
-        for ref in [r for r in self.counts if r not in refs]:
-            del self.counts[ref]
+        """A reload removed reals: forget those counted outside the plans followed."""
+        for ref in [r for r in self._loose if r not in refs]:
+            del self._loose[ref]

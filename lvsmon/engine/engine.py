@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping, Sequence
 from typing import Any
 
 from lvsmon.checks import viapath
@@ -103,6 +103,7 @@ class Engine:
         self.status_view = StatusView()  # status(): the entries it keeps, the places in health
         self.stats = Stats()
         self.transitions = Transitions()  # per (virtual, real), for /metrics
+        self.transitions.follow(_refs_by_virtual(self.plan))
         # without a bus of its own caller (tests, the demo), the engine runs one with the log on it
         self._owns_events = events is None
         self.events = events if events is not None else EventBus()
@@ -391,11 +392,10 @@ class Engine:
             await self.reconcile(changed)
         if plan is not old_plan:  # the same plan: the runner goes on as it was
             self.runner.schedule(self.plan)
-            if len(self.transitions.counts) > len(plan.rules):
-                # reals removed with their counts: forget them (the soak's edits grew the
-                # dict without end where /metrics was never scraped); at most as many stale
-                # as live ones wait for a later reload
-                self.transitions.keep_only(plan.rules)
+            # reals removed with their counts: forgotten (the soak's edits grew the counts
+            # without end where /metrics was never scraped)
+            self.transitions.follow(_refs_by_virtual(plan))
+            self.transitions.keep_only(plan.rules)
             # caps of pairs the reload removed go with them
             self.steering.keep_only(plan.rules)
 
@@ -684,3 +684,8 @@ class Engine:
         """Per virtual, its reals' places in the order of self.health (-1: none): /metrics reads
         health by place, as the status does."""
         return self.status_view.health_places(self.config, self.health, self._layout_now())
+
+
+def _refs_by_virtual(plan: Plan) -> Iterator[tuple[ServiceKey, tuple[RealRef, ...]]]:
+    """Each virtual's reals, in the plan's order (what Transitions follows)."""
+    return ((key, part[1]) for key, part in plan.parts.items())

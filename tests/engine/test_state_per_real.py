@@ -188,3 +188,43 @@ def test_a_plan_keeps_no_dict_by_real_and_reads_a_real_at_its_place() -> None:
     assert (len(plan.job_of), len(plan.mode_of), len(plan.rules)) == (50, 1, 51)
     assert tuple(plan.job_of) == next(iter(plan.parts.values()))[1]
     assert dict(plan.job_of.items()) == plan.job_of  # a Mapping equal to its dict
+
+
+def test_transitions_are_counted_at_each_reals_place_and_follow_a_reload() -> None:
+    # a dict by real held every real's pair (each came up once at start: 35 bytes a real)
+    from lvsmon.engine.checkstats import Transitions
+
+    def plan_of(reals: list[int]) -> Plan:
+        lines = ["checkinterval=5", "virtual=10.1.0.1:80"]
+        lines += [f"\treal=10.2.0.{r}:80 masq" for r in reals]
+        return build_plan(cfg("\n".join([*lines, "\tchecktype=connect"]) + "\n"))
+
+    def refs(plan: Plan) -> list[tuple[ServiceKey, tuple[RealRef, ...]]]:
+        return [(key, part[1]) for key, part in plan.parts.items()]
+
+    old = plan_of(list(range(1, 101)))
+    transitions = Transitions()
+    transitions.follow(refs(old))
+    for ref in old.job_of:
+        transitions.record(ref, True)
+    second = list(old.job_of)[1]
+    transitions.record(second, False)
+    held = [o for o in gc.get_referents(transitions) if isinstance(o, dict) and o]
+    assert all(not isinstance(next(iter(d)), RealRef) for d in held)
+    assert transitions.of(second) == (1, 1) and len(transitions.counts) == 100
+    # a reload: two reals in front, the first one gone; the others keep theirs at new places
+    new = plan_of([0, 200, *range(2, 101)])
+    transitions.follow(refs(new))
+    moved = next(ref for ref in new.job_of if ref == second)
+    assert (moved.at, second.at) == (2, 1)
+    assert transitions.of(moved) == (1, 1)
+    assert transitions.of(RealRef(second.service, "10.2.0.1", 80)) == (0, 0)  # gone
+    assert transitions.of(RealRef(second.service, "10.2.0.0", 80)) == (0, 0)  # new
+    assert transitions.of(list(new.job_of)[50]) == (1, 0)
+    assert len(transitions.counts) == 99
+    # a real of no plan followed is still counted (a plan made by hand)
+    stranger = RealRef(ServiceKey.fwm(7), "10.9.9.9", 80)
+    transitions.record(stranger, True)
+    assert transitions.of(stranger) == (1, 0)
+    transitions.keep_only(set(new.rules))
+    assert transitions.of(stranger) == (0, 0)
