@@ -118,6 +118,9 @@ def child(args: argparse.Namespace) -> None:
     import logging
 
     logging.disable(logging.CRITICAL)  # 37,298 "added" log lines are not the state
+    from lvsmon.daemon.runner import cap_malloc_arenas
+
+    cap_malloc_arenas()  # the daemon's process does this first (one arena, a fixed threshold)
     sys.path.insert(0, HERE)
     from many_virtuals import write_config
 

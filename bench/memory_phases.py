@@ -91,6 +91,9 @@ def allocators() -> dict[str, int]:
 
 def child(virtuals: int, reals: int, check: str, traced: bool) -> None:
     logging.disable(logging.CRITICAL)
+    from lvsmon.daemon.runner import cap_malloc_arenas
+
+    cap_malloc_arenas()  # the daemon's process does this first (one arena, a fixed threshold)
     from many_virtuals import write_config
 
     import lvsmon.daemon.daemon as daemon_module
