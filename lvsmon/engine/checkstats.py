@@ -16,7 +16,7 @@ from collections.abc import Container, Iterable, Iterator
 from typing import Final
 
 from lvsmon.checks.base import CheckResult
-from lvsmon.engine.jobs import RealRef
+from lvsmon.engine.jobs import RealRef, place_in
 from lvsmon.ipvs.model import ServiceKey
 
 # Upper bounds (s) of the check duration histogram. A check on a LAN takes well under a
@@ -255,15 +255,8 @@ class Transitions:
 
     def _place(self, ref: RealRef) -> tuple[array[int], int] | None:
         entry = self._by_service.get(ref.service)
-        if entry is None:
-            return None
-        refs, at = entry[0], ref.at
-        if not (0 <= at < len(refs) and ((known := refs[at]) is ref or known == ref)):
-            try:
-                at = refs.index(ref)
-            except ValueError:
-                return None
-        return entry[1], 2 * at
+        at = None if entry is None else place_in(entry[0], ref)
+        return None if entry is None or at is None else (entry[1], 2 * at)
 
     def record(self, ref: RealRef, up: bool) -> None:
         place = self._place(ref)

@@ -197,13 +197,20 @@ def _item_of(parts: Mapping[ServiceKey, _Part], ref: object) -> object:
     part = parts.get(ref.service)
     if part is None:
         return _MISSING
-    refs, at = part[1], ref.at
-    if not (0 <= at < len(refs) and ((known := refs[at]) is ref or known == ref)):
-        try:
-            at = refs.index(ref)
-        except ValueError:
-            return _MISSING
-    return part[2][at]
+    at = place_in(part[1], ref)
+    return _MISSING if at is None else part[2][at]
+
+
+def place_in(refs: tuple[RealRef, ...], ref: RealRef) -> int | None:
+    """`ref`'s place among its virtual's `refs` (None: not there): its own `at` when that holds
+    it, else found by a scan (a ref made elsewhere, or by another plan)."""
+    at = ref.at
+    if 0 <= at < len(refs) and ((known := refs[at]) is ref or known == ref):
+        return at
+    try:
+        return refs.index(ref)
+    except ValueError:
+        return None
 
 
 class JobsByRef(Mapping[RealRef, T]):

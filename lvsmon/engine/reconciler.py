@@ -45,12 +45,12 @@ log = logging.getLogger("lvsmon")
 DEFAULT_RESYNC_S = 5.0
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
-# ops whose events are published between two turns of the event loop (the subscribers' queues
-# hold events.DEFAULT_QUEUE each)
-PUBLISH_BATCH = 4096
-# ops given to the backend at once: a start-up's first full pass (37,298 destinations at
-# keepalived #2318's shape) held every op's result, backend copy and two events at once, and
-# the allocator keeps what such a peak touched: 140 bytes of RSS a real for the daemon's life
+# ops given to the backend at once, and whose events (two an op) are published between two
+# turns of the event loop: a start-up's first full pass (37,298 destinations at keepalived
+# #2318's shape) held every op's result, backend copy and two events at once, and the allocator
+# keeps what such a peak touched (140 bytes of RSS a real for the daemon's life); without a
+# turn for the subscribers (their queues hold events.DEFAULT_QUEUE each) a start-up at 100,000
+# reals overflowed them (36,000 "Added real server" lines lost)
 APPLY_CHUNK = 1024
 FULL_EVERY = 12  # every this many resyncs, the desired table is recomputed even if nothing moved
 # the services `light` names (checkpath's probe services: one destination each, one netlink
@@ -330,11 +330,7 @@ class Reconciler:
             return None
         ok = len(results) == len(ops)
         fallbacks = desired.fallbacks
-        for i, res in enumerate(results, start=1):
-            if i % PUBLISH_BATCH == 0:
-                # two events an op: without a turn for the subscribers a start-up at 100,000
-                # reals overflowed their queues (36,000 "Added real server" lines lost)
-                await asyncio.sleep(0)
+        for res in results:
             op = res.op
             drift = op.service in drifted
             error = None if res.error is None else res.error.message

@@ -246,12 +246,12 @@ def test_status_of_an_unchanged_pool_looks_at_no_virtual() -> None:
 
 def test_a_big_apply_gives_the_subscribers_turns(monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 22: one pass publishing more events than a subscriber's queue holds (a start-up at
-    100,000 reals: two per op) lets the subscribers run every PUBLISH_BATCH ops; before, the
+    100,000 reals: two per op) lets the subscribers run every APPLY_CHUNK ops; before, the
     log lost 36,000 of 100,000 "Added real server" lines."""
     import lvsmon.engine.reconciler as reconciler_module
     from lvsmon.engine.events import EventBus, KernelOp
 
-    monkeypatch.setattr(reconciler_module, "PUBLISH_BATCH", 50)
+    monkeypatch.setattr(reconciler_module, "APPLY_CHUNK", 50)
 
     async def run() -> tuple[int, int]:
         bus = EventBus()
